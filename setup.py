@@ -1,0 +1,46 @@
+"""Installs vflow_tfp: VFlow and Flow++ as TensorFlow Probability bijectors."""
+
+import pathlib
+
+import setuptools
+
+HERE = pathlib.Path(__file__).parent
+
+# Versions that are known to work together (TFP 0.25 checks for TF >= 2.18 and
+# needs tf-keras of the same minor version as TF).
+REQUIRED = [
+    'tensorflow>=2.21,<2.22',
+    'tensorflow-probability>=0.25,<0.26',
+    'tf-keras>=2.21,<2.22',
+    'tensorflow-datasets>=4.9,<5',
+    'numpy>=1.26,<3',
+    'absl-py>=2.1,<3',
+    # TFP 0.25 imports distutils.version, which only setuptools provides on
+    # Python >= 3.12.
+    'setuptools',
+]
+
+EXTRAS = {
+    'test': ['pytest>=8,<10', 'scikit-image>=0.24,<1'],
+    'images': ['scikit-image>=0.24,<1'],
+}
+
+setuptools.setup(
+    name='vflow_tfp',
+    version='0.1.0',
+    description=('VFlow (variational data augmentation) and Flow++ generative '
+                 'flows as composable TensorFlow Probability bijectors.'),
+    long_description=(HERE / 'README.md').read_text(encoding='utf-8')
+    if (HERE / 'README.md').exists() else '',
+    long_description_content_type='text/markdown',
+    packages=setuptools.find_packages(include=['vflow_tfp', 'vflow_tfp.*']),
+    python_requires='>=3.10',
+    install_requires=REQUIRED,
+    extras_require=EXTRAS,
+    license='Apache-2.0',
+    classifiers=[
+        'Programming Language :: Python :: 3',
+        'License :: OSI Approved :: Apache Software License',
+        'Topic :: Scientific/Engineering :: Artificial Intelligence',
+    ],
+)

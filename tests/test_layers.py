@@ -1,0 +1,404 @@
+"""Layer-specific properties: orderings from the spec, initialisation, LU
+reconstruction, the image logit constant, and the fused single pass."""
+
+import math
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+from absl.testing import parameterized
+
+import vflow_tfp
+from vflow_tfp import bijectors as vb
+from bijector_cases import TinyConditioner
+
+tfb = tfp.bijectors
+tfd = tfp.distributions
+
+
+class ActNormInitTest(tf.test.TestCase, parameterized.TestCase):
+
+    @parameterized.parameters(True, False)
+    def test_explicit_initialize_normalises_the_batch(self, per_channel):
+        norm = vb.ActNorm([4, 6, 3], per_channel=per_channel, dtype=tf.float64)
+        x = tf.random.normal([16, 4, 6, 3], mean=3.0, stddev=5.0,
+                             dtype=tf.float64)
+        norm.initialize(x)
+        y = norm.inverse(x)
+        axes = [0, 1, 2] if per_channel else [0]
+        mean, var = tf.nn.moments(y, axes=axes)
+        self.assertAllClose(mean, tf.zeros_like(mean), atol=1e-10)
+        self.assertAllClose(var, tf.ones_like(var), atol=1e-6)
+
+    def test_context_manager_initialises_in_order(self):
+        # Two ActNorms in a chain: the second must see the first's output.
+        first = vb.ActNorm([5], dtype=tf.float64, name='first')
+        second = vb.ActNorm([5], dtype=tf.float64, name='second')
+        scale = vb.Invertible1x1Conv([5], dtype=tf.float64)
+        chain = tfb.Chain([second, scale, first])
+        x = tf.random.normal([64, 5], mean=-2.0, stddev=3.0, dtype=tf.float64)
+        with vflow_tfp.data_dependent_init():
+            y = chain.inverse(x)
+        mean, var = tf.nn.moments(y, axes=[0])
+        self.assertAllClose(mean, tf.zeros_like(mean), atol=1e-10)
+        self.assertAllClose(var, tf.ones_like(var), atol=1e-6)
+        # Outside the context nothing is re-initialised.
+        before = second.log_scale.numpy().copy()
+        chain.inverse(2.0 * x)
+        self.assertAllEqual(before, second.log_scale.numpy())
+
+    def test_scale_cannot_reach_zero(self):
+        norm = vb.ActNorm([3], dtype=tf.float32)
+        norm.log_scale.assign([-80.0, 0.0, 80.0])
+        x = tf.ones([2, 3])
+        self.assertTrue(np.all(np.isfinite(norm.inverse_log_det_jacobian(
+            x, event_ndims=1))))
+        self.assertTrue(np.all(norm.forward(x)[:, 1] == 1.0))
+
+    def test_rejects_constant_parameters_on_initialize(self):
+        norm = vb.ActNorm([3], log_scale=tf.zeros([3]), shift=tf.zeros([3]))
+        with self.assertRaisesRegex(TypeError, 'variable parameters'):
+            norm.initialize(tf.ones([2, 3]))
+
+
+class PartitionTest(tf.test.TestCase):
+
+    def _grid(self):
+        # value = 10 * row + column
+        return tf.reshape(tf.constant(
+            [[10.0 * i + j for j in range(4)] for i in range(4)]), [1, 4, 4, 1])
+
+    def test_column_split_is_even_and_odd_columns(self):
+        a, b = vb.ColumnSplit().split(self._grid())
+        self.assertAllEqual(a[0, :, :, 0], [[0, 2], [10, 12], [20, 22],
+                                            [30, 32]])
+        self.assertAllEqual(b[0, :, :, 0], [[1, 3], [11, 13], [21, 23],
+                                            [31, 33]])
+
+    def test_checkerboard_is_a_true_checkerboard(self):
+        a, b = vb.Checkerboard().split(self._grid())
+        values_a = a.numpy().ravel()
+        for v in values_a:
+            self.assertEqual((int(v) // 10 + int(v) % 10) % 2, 0)
+        for v in b.numpy().ravel():
+            self.assertEqual((int(v) // 10 + int(v) % 10) % 2, 1)
+
+    def test_merge_inverts_split_with_unknown_batch(self):
+        for p in [vb.ColumnSplit(), vb.Checkerboard(), vb.ChannelSplit()]:
+            fn = tf.function(lambda x, p=p: p.merge(*p.split(x)),
+                             input_signature=[tf.TensorSpec([None, 4, 6, 2])])
+            x = tf.random.normal([3, 4, 6, 2])
+            self.assertAllEqual(fn(x), x)
+
+    def test_equal_configuration_means_equal_partition(self):
+        self.assertEqual(vb.ChannelSplit(), vb.ChannelSplit(event_ndims=3))
+        self.assertNotEqual(vb.ChannelSplit(), vb.ChannelSplit(event_ndims=1))
+        self.assertNotEqual(vb.ColumnSplit(), vb.Checkerboard())
+        self.assertEqual(hash(vb.ColumnSplit()), hash(vb.ColumnSplit()))
+
+    def test_clear_errors_for_bad_shapes(self):
+        with self.assertRaisesRegex(ValueError, 'even image width'):
+            vb.ColumnSplit().split(tf.zeros([1, 4, 5, 2]))
+        with self.assertRaisesRegex(ValueError, 'even image height'):
+            vb.Checkerboard().half_event_shapes((3, 4, 2))
+        with self.assertRaisesRegex(ValueError, 'at least 2 channels'):
+            vb.ChannelSplit().split(tf.zeros([1, 4, 4, 1]))
+
+    def test_odd_number_of_steps_swaps_halves_like_tuple_flip(self):
+        # The official step: split -> (coupling, TupleFlip) x n -> merge. With
+        # a coupling that adds the first half to the second, n = 3 flips
+        # leave the halves swapped; our parity + SwapHalves must agree.
+        partition = vb.ColumnSplit()
+        x = tf.random.normal([2, 4, 4, 2], dtype=tf.float64)
+
+        def official(x, n):
+            a, b = partition.split(x)
+            for _ in range(n):
+                b = b + 2.0 * a  # the coupling transforms the second element
+                a, b = b, a  # TupleFlip
+            return partition.merge(a, b)
+
+        class AddTwice(tf.Module):
+            def __call__(self, c, context=None, training=False):
+                return 2.0 * c
+
+        net = AddTwice()
+        for n in (2, 3):
+            layers = [vb.AdditiveCoupling(net, partition, parity=i % 2,
+                                          dtype=tf.float64, name=f'c{i}')
+                      for i in range(n)]
+            if n % 2:
+                layers.append(vb.SwapHalves(partition))
+            # tfb.Chain applies its list right to left on `forward`, so the
+            # data -> latent `inverse` runs it left to right.
+            ours = tfb.Chain(layers)
+            self.assertAllClose(official(x, n), ours.inverse(x))
+
+
+class SqueezeTest(tf.test.TestCase):
+
+    def test_matches_space_to_depth_and_spec_ordering(self):
+        x = tf.random.normal([2, 4, 6, 3])
+        y = vb.Squeeze().inverse(x)
+        self.assertAllEqual(y, tf.nn.space_to_depth(x, 2))
+        c = 3
+        for dy in range(2):
+            for dx in range(2):
+                self.assertAllEqual(
+                    y[:, 1, 2, (2 * dy + dx) * c:(2 * dy + dx + 1) * c],
+                    x[:, 2 + dy, 4 + dx, :])
+
+    def test_channel_split_after_squeeze_takes_top_rows(self):
+        x = tf.random.normal([1, 2, 2, 3])
+        a, _ = vb.ChannelSplit().split(vb.Squeeze().inverse(x))
+        self.assertAllEqual(tf.reshape(a, [-1]), tf.reshape(x[:, 0], [-1]))
+
+    def test_bad_shapes(self):
+        with self.assertRaisesRegex(ValueError, 'divisible by 2'):
+            vb.Squeeze().inverse(tf.zeros([1, 3, 4, 1]))
+
+
+class Invertible1x1Test(tf.test.TestCase):
+
+    def test_lu_reconstructs_an_orthogonal_matrix_at_init(self):
+        conv = vb.Invertible1x1ConvLU([2, 2, 5], dtype=tf.float64)
+        w, w_inv, log_abs_det = conv._matrices()
+        self.assertAllClose(tf.matmul(w[0], w[0], transpose_b=True),
+                            tf.eye(5, dtype=tf.float64), atol=1e-12)
+        self.assertAllClose(tf.matmul(w[0], w_inv[0]),
+                            tf.eye(5, dtype=tf.float64), atol=1e-12)
+        self.assertAllClose(log_abs_det, [0.0], atol=1e-12)
+        # Trainable factors only: the permutation and signs stay fixed.
+        names = sorted(v.name.split('/')[-1] for v in conv.trainable_variables)
+        self.assertEqual(names, ['log_s:0', 'lower:0', 'upper:0'])
+
+    def test_lu_log_det_is_sum_of_log_s_after_training_moves(self):
+        conv = vb.Invertible1x1ConvLU([3], dtype=tf.float64)
+        conv.lu_factors.log_s.assign([[0.3, -1.0, 2.0]])
+        conv.lu_factors.lower.assign(tf.random.normal([1, 3, 3],
+                                                      dtype=tf.float64))
+        w, _, _ = conv._matrices()
+        sign, logdet = tf.linalg.slogdet(w[0])
+        self.assertAllClose(logdet, 1.3)
+        self.assertAllClose(
+            conv.inverse_log_det_jacobian(tf.zeros([1, 3], tf.float64), 1),
+            1.3)
+        del sign
+
+    def test_dense_init_is_identity_plus_small_noise(self):
+        tf.random.set_seed(3)
+        conv = vb.Invertible1x1Conv([8, 8, 6], noise_scale=0.01)
+        deviation = conv.weights - tf.eye(6)[tf.newaxis]
+        self.assertLess(float(tf.reduce_max(tf.abs(deviation))), 0.06)
+        self.assertGreater(float(tf.math.reduce_std(deviation)), 0.005)
+
+    def test_per_half_matrices_act_on_their_half(self):
+        conv = vb.Invertible1x1Conv([2, 4, 2], partition=vb.ColumnSplit(),
+                                    dtype=tf.float64)
+        conv.weights.assign(tf.stack([2.0 * tf.eye(2, dtype=tf.float64),
+                                      3.0 * tf.eye(2, dtype=tf.float64)]))
+        x = tf.ones([1, 2, 4, 2], tf.float64)
+        y = conv.inverse(x)
+        self.assertAllEqual(y[0, 0, :, 0], [2.0, 3.0, 2.0, 3.0])
+        # N_a log 4 + N_b log 9, with N = 2 * 2 positions per half.
+        self.assertAllClose(conv.inverse_log_det_jacobian(x, 3),
+                            4 * math.log(4.0) + 4 * math.log(9.0))
+
+
+class ImageLogitTest(tf.test.TestCase):
+
+    def test_log_det_constant_matches_spec(self):
+        # D log(0.9 / 256) = -5.650538 D nats (SPEC §1.11).
+        self.assertAllClose(math.log(0.9 / 256), -5.650538, atol=1e-6)
+        layer = vb.ImageLogit()
+        x = tf.fill([1, 2, 2, 3], 128.0)  # v = 0.5: -log v - log(1-v) = 2 ln 2
+        ildj = layer.inverse_log_det_jacobian(x, event_ndims=3)
+        self.assertAllClose(ildj, [12 * (2 * math.log(2.0)
+                                         + math.log(0.9 / 256))], atol=1e-4)
+
+    def test_range_of_forward(self):
+        layer = vb.ImageLogit()
+        y = layer.forward(tf.constant([-30.0, 30.0]))
+        self.assertAllClose(y, [-0.05 * 256 / 0.9, 0.95 * 256 / 0.9],
+                            atol=1e-3)
+
+    def test_smooth_sigmoid_bounds_the_coupling_logit(self):
+        # Inverse(SmoothSigmoid) maps [0, 1] onto [-ln 19, ln 19].
+        layer = vb.SmoothSigmoid()
+        self.assertAllClose(layer.inverse(tf.constant([0.0, 1.0])),
+                            [-math.log(19.0), math.log(19.0)], atol=1e-5)
+
+
+class MixtureLogisticTest(tf.test.TestCase):
+
+    def test_terms_match_numpy_reference(self):
+        rng = np.random.default_rng(0)
+        x = rng.uniform(-10, 10, size=[50])
+        logits = rng.standard_normal([50, 4])
+        means = rng.standard_normal([50, 4])
+        log_scales = rng.uniform(-3, 1, size=[50, 4])
+        terms = vb.mixture_logistic_terms(
+            *[tf.constant(v) for v in (x, logits, means, log_scales)])
+        w = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+        z = (x[:, None] - means) / np.exp(log_scales)
+        sig = 1.0 / (1.0 + np.exp(-z))
+        cdf = (w * sig).sum(-1)
+        pdf = (w * sig * (1 - sig) / np.exp(log_scales)).sum(-1)
+        self.assertAllClose(np.exp(terms.log_cdf), cdf, atol=1e-12)
+        self.assertAllClose(np.exp(terms.log_survival), 1 - cdf, atol=1e-12)
+        self.assertAllClose(np.exp(terms.log_pdf), pdf, atol=1e-12)
+
+    def test_spec_inverse_cdf_target_float64(self):
+        # SPEC §10, verification target 2: logits [.1, .2, 4], means
+        # [-1, 0, 1], log-scales [-5, 0, .2]; error < 1e-5 over [-30, 30].
+        x = tf.linspace(tf.constant(-30.0, tf.float64), 30.0, 2001)
+        params = [tf.broadcast_to(tf.constant(v, tf.float64), [2001, 3])
+                  for v in ([.1, .2, 4.], [-1., 0., 1.], [-5., 0., .2])]
+        terms = vb.mixture_logistic_terms(x, *params)
+        tau = terms.log_cdf - terms.log_survival
+        x_back, _ = vb.inverse_logit_cdf(tau, *params)
+        self.assertLess(float(tf.reduce_max(tf.abs(x_back - x))), 1e-5)
+
+    def _realistic(self, n, k=32, seed=0):
+        rng = np.random.default_rng(seed)
+        return [tf.constant(v, tf.float32) for v in (
+            rng.standard_normal([n, k]), 2.0 * rng.standard_normal([n, k]),
+            rng.uniform(-4.0, 1.0, [n, k]))]
+
+    def test_float32_latent_round_trip_including_saturated_tails(self):
+        # tau up to ±30 means F within 1e-13 of 0 or 1: in float32 the
+        # official bisection sees F == 1 there.
+        n = 20000
+        logits, means, log_scales = self._realistic(n)
+        tau = tf.random.stateless_uniform([n], [1, 2], -30.0, 30.0)
+        x, iterations = vb.inverse_logit_cdf(tau, logits, means, log_scales)
+        terms = vb.mixture_logistic_terms(x, logits, means, log_scales)
+        err = tf.abs(terms.log_cdf - terms.log_survival - tau)
+        # |d y| = |d logit| e^s <= e |d logit| for the coupling's latent.
+        self.assertLess(float(tf.reduce_max(err)) * math.e, 1e-4)
+        # Per-element stopping: far fewer than the official ~50 iterations.
+        self.assertLess(float(tf.reduce_mean(tf.cast(iterations, tf.float32))),
+                        15.0)
+        self.assertLessEqual(int(tf.reduce_max(iterations)), 60)
+
+    def test_implicit_gradient_matches_inverse_function_rule(self):
+        logits, means, log_scales = [tf.cast(v, tf.float64)
+                                     for v in self._realistic(10, k=5)]
+        tau = tf.constant(np.linspace(-5, 5, 10), tf.float64)
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch([tau, means])
+            x, _ = vb.inverse_logit_cdf(tau, logits, means, log_scales)
+        dx_dtau = tape.gradient(x, tau)
+        with tf.GradientTape() as t2:
+            t2.watch(x)
+            terms = vb.mixture_logistic_terms(x, logits, means, log_scales)
+            g = terms.log_cdf - terms.log_survival
+        self.assertAllClose(dx_dtau, 1.0 / t2.gradient(g, x), rtol=1e-8)
+        # d x / d mu by central finite differences of the whole solve.
+        h = 1e-6
+        delta = tf.one_hot(2, 5, dtype=tf.float64) * h
+        x_plus, _ = vb.inverse_logit_cdf(tau, logits, means + delta, log_scales)
+        x_minus, _ = vb.inverse_logit_cdf(tau, logits, means - delta,
+                                          log_scales)
+        numeric = (x_plus - x_minus) / (2 * h)
+        self.assertAllClose(tape.gradient(x, means)[:, 2], numeric, atol=1e-6)
+
+    def test_flowpp_variant_stays_finite_where_naive_logit_overflows(self):
+        net = TinyConditioner((2, 1, 1), vb.MixLogisticCoupling.num_params(2))
+        coupling = vb.MixLogisticCoupling(net, vb.ColumnSplit(), 2)
+        x = tf.constant([[[[0.0], [200.0]], [[0.0], [-200.0]]]])
+        y = coupling.inverse(x)
+        self.assertTrue(np.all(np.isfinite(y)))
+        self.assertTrue(np.all(np.isfinite(
+            coupling.inverse_log_det_jacobian(x, 3))))
+
+
+class FusedSinglePassTest(tf.test.TestCase):
+
+    def test_log_prob_runs_each_conditioner_once(self):
+        nets = [TinyConditioner((4, 2, 2), 2 * 2) for _ in range(2)]
+        chain = tfb.Chain([
+            vb.AffineCoupling(nets[1], vb.ColumnSplit(), parity=1, name='c1'),
+            vb.ActNorm([4, 4, 2]),
+            vb.AffineCoupling(nets[0], vb.ColumnSplit(), parity=0, name='c0'),
+        ])
+        dist = tfd.TransformedDistribution(
+            tfd.Sample(tfd.Normal(0.0, 1.0), [4, 4, 2]), chain)
+        dist.log_prob(tf.random.normal([3, 4, 4, 2]))
+        self.assertEqual([n.calls for n in nets], [1, 1])
+
+    def test_sample_and_log_prob_runs_each_conditioner_once(self):
+        nets = [TinyConditioner((4, 2, 2), 2 * 2) for _ in range(2)]
+        flow = tfb.Chain([
+            vb.AffineCoupling(nets[1], vb.ColumnSplit(), parity=1, name='c1'),
+            vb.AffineCoupling(nets[0], vb.ColumnSplit(), parity=0, name='c0'),
+        ])
+        # r/q style: the closed-form direction is the sampling direction.
+        dist = tfd.TransformedDistribution(
+            tfd.Sample(tfd.Normal(0.0, 1.0), [4, 4, 2]), tfb.Invert(flow))
+        _, log_prob = dist.experimental_sample_and_log_prob(3, seed=(1, 2))
+        self.assertEqual([n.calls for n in nets], [1, 1])
+        self.assertTrue(np.all(np.isfinite(log_prob)))
+
+
+class ConditioningTest(tf.test.TestCase):
+
+    def _conditional_chain(self, dtype=tf.float64):
+        half = (4, 2, 2)
+        make = lambda i: vb.AffineCoupling(
+            TinyConditioner(half, 4, context_channels=3, dtype=dtype),
+            vb.ColumnSplit(), parity=i % 2, dtype=dtype, name=f'coupling_{i}')
+        inner = tfb.Chain([make(2), vb.ActNorm([4, 4, 2], dtype=dtype)],
+                          name='inner')
+        return tfb.Chain([tfb.Invert(inner, name='inv_inner'), make(1),
+                          make(0)])
+
+    def test_chain_kwargs_nests_by_name(self):
+        chain = self._conditional_chain()
+        ctx = tf.zeros([1, 4, 2, 3], tf.float64)
+        kw = vb.chain_kwargs(chain, context=ctx, training=True, unused=None)
+        self.assertEqual(set(kw), {'coupling_0', 'coupling_1', 'inv_inner'})
+        self.assertIs(kw['coupling_0']['context'], ctx)
+        self.assertEqual(kw['inv_inner'], {'coupling_2': {'context': ctx,
+                                                          'training': True}})
+
+    def test_context_reaches_every_coupling_through_distribution(self):
+        chain = self._conditional_chain()
+        dist = tfd.TransformedDistribution(
+            tfd.Sample(tfd.Normal(tf.constant(0.0, tf.float64), 1.0),
+                       [4, 4, 2]), chain)
+        x = tf.random.normal([2, 4, 4, 2], dtype=tf.float64)
+        ctx = tf.random.normal([2, 4, 2, 3], dtype=tf.float64)
+        lp = dist.log_prob(x, bijector_kwargs=vb.chain_kwargs(chain,
+                                                               context=ctx))
+        lp2 = dist.log_prob(x, bijector_kwargs=vb.chain_kwargs(
+            chain, context=ctx + 1.0))
+        self.assertTrue(np.all(np.abs(lp - lp2) > 1e-6))
+        # Without a context the conditioners refuse to run.
+        with self.assertRaisesRegex(ValueError, 'needs a context'):
+            dist.log_prob(x)
+
+    def test_duplicate_names_are_refused(self):
+        net = TinyConditioner((4, 2, 2), 4, context_channels=1)
+        chain = tfb.Chain([
+            vb.AffineCoupling(net, vb.ColumnSplit(), name='same'),
+            vb.AffineCoupling(net, vb.ColumnSplit(), parity=1, name='same')])
+        with self.assertRaisesRegex(ValueError, 'unique names'):
+            vb.chain_kwargs(chain, context=tf.zeros([1, 4, 2, 1]))
+
+    def test_wrong_conditioner_width_is_a_clear_error(self):
+        coupling = vb.MixLogisticCoupling(
+            TinyConditioner((4, 2, 2), 7), vb.ColumnSplit(), num_components=4)
+        with self.assertRaisesRegex(ValueError, r'2 transformed channels x 14'):
+            coupling.inverse(tf.zeros([1, 4, 4, 2]))
+
+    def test_bad_constructor_arguments(self):
+        net = TinyConditioner((4, 2, 2), 4)
+        with self.assertRaisesRegex(TypeError, 'Partition'):
+            vb.AffineCoupling(net, 'checkerboard')
+        with self.assertRaisesRegex(ValueError, 'parity'):
+            vb.AffineCoupling(net, vb.ColumnSplit(), parity=2)
+        with self.assertRaisesRegex(ValueError, 'variant'):
+            vb.MixLogisticCoupling(net, vb.ColumnSplit(), 2, variant='glow')
+        with self.assertRaisesRegex(ValueError, 'scale_fn'):
+            vb.AffineCoupling(net, vb.ColumnSplit(), scale_fn='exp')

@@ -1,0 +1,86 @@
+"""Routing of conditioning kwargs (`context`, `training`) through chains.
+
+TFP passes extra keyword arguments down a `tfb.Chain` by child name only:
+`chain.forward(x, **{child.name: {...}})`, nested once per level of chains,
+and silently drops keys that match no child. `tfb.Invert` passes its kwargs
+straight to the bijector it wraps. Building those nested dicts by hand is the
+most reported stumbling block of conditional TFP flows, so `chain_kwargs`
+builds them from the bijector's structure.
+"""
+
+# `tfb.Chain(...)` / `tfb.Invert(...)` build these non-CompositeTensor bases
+# whenever a child (e.g. one holding a network) is not a CompositeTensor.
+from tensorflow_probability.python.bijectors import chain as chain_lib
+from tensorflow_probability.python.bijectors import invert as invert_lib
+
+__all__ = ['chain_kwargs']
+
+
+def _accepted(bijector):
+    return getattr(bijector, 'conditioning_kwargs', ())
+
+
+def chain_kwargs(bijector, **kwargs):
+    """Nested kwargs that deliver `kwargs` to every conditional layer.
+
+    A layer is conditional if it lists the kwargs it accepts in a
+    `conditioning_kwargs` attribute (all couplings of this package accept
+    `context` and `training`); each gets the subset it accepts. Keyword
+    arguments whose value is `None` are left out.
+
+    #### Example
+
+    ```python
+    flow = tfb.Chain([coupling_1, ActNorm(...), coupling_0])
+    q = tfd.TransformedDistribution(base, tfb.Invert(flow))
+    kw = chain_kwargs(q.bijector, context=ctx, training=True)
+    z, log_q = q.experimental_sample_and_log_prob(n, bijector_kwargs=kw)
+    ```
+
+    Args:
+      bijector: a bijector, possibly a nest of `tfb.Chain` and `tfb.Invert`.
+      **kwargs: the conditioning values, e.g. `context=..., training=...`.
+
+    Returns:
+      A dict to pass as `bijector.forward(x, **result)` or as
+      `bijector_kwargs=result` to a `tfd.TransformedDistribution`; empty if
+      nothing in `bijector` is conditional.
+
+    Raises:
+      ValueError: if a conditional layer shares its name with a sibling in a
+        chain (TFP would hand both the same kwargs), or sits inside a
+        composite bijector other than `Chain`/`Invert` whose routing is not
+        by name.
+    """
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    return _route(bijector, kwargs)
+
+
+def _route(bijector, kwargs):
+    if isinstance(bijector, invert_lib._Invert):  # pylint: disable=protected-access
+        return _route(bijector.bijector, kwargs)
+    if isinstance(bijector, chain_lib._Chain):  # pylint: disable=protected-access
+        routed = {}
+        names = [b.name for b in bijector.bijectors]
+        for child in bijector.bijectors:
+            child_kwargs = _route(child, kwargs)
+            if not child_kwargs:
+                continue
+            if names.count(child.name) > 1:
+                raise ValueError(
+                    f'Chain {bijector.name!r} has {names.count(child.name)} '
+                    f'children named {child.name!r}; TFP routes kwargs by '
+                    'name, so conditional layers need unique names (pass '
+                    'name=... when building them).')
+            routed[child.name] = child_kwargs
+        return routed
+    accepted = _accepted(bijector)
+    if accepted:
+        return {k: v for k, v in kwargs.items() if k in accepted}
+    if hasattr(bijector, 'bijectors') and any(
+            _route(b, kwargs) for b in bijector.bijectors):
+        raise ValueError(
+            f'{type(bijector).__name__} {bijector.name!r} contains conditional '
+            'layers but does not route kwargs by child name; wrap them in a '
+            'tfb.Chain instead.')
+    return {}

@@ -1,0 +1,136 @@
+"""Squeeze: space-to-depth with block size 2 (SPEC §1.10)."""
+
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from vflow_tfp.bijectors import partitions
+
+__all__ = ['Squeeze']
+
+tfb = tfp.bijectors
+
+
+class Squeeze(tfb.Bijector):
+    """Trades spatial resolution for channels, preserving volume.
+
+    Oriented like every layer of this package (forward = latent -> data), so
+    the squeeze itself is the `inverse`, the direction `log_prob` runs:
+
+    ```none
+    inverse (data [H, W, C] -> latent [H/2, W/2, 4C]):
+        y[i, j, (2 dy + dx) C + c] = x[2i + dy, 2j + dx, c]
+    forward: the reverse rearrangement (depth-to-space)
+    log_det_jacobian = 0
+    ```
+
+    This is exactly `tf.nn.space_to_depth(x, 2)`, the official code's
+    `SpaceToDepth`: after it, a `ChannelSplit` puts the top row of each 2x2
+    block in the first half.
+    """
+
+    def __init__(self, block_size=2, validate_args=False, name=None):
+        """Creates the layer.
+
+        Args:
+          block_size: Python int, side of the square blocks. Default: 2.
+          validate_args: Python `bool`.
+          name: Default value: `'squeeze'`.
+        """
+        parameters = dict(locals())
+        with tf.name_scope(name or 'squeeze') as name:
+            if int(block_size) < 1:
+                raise ValueError(f'block_size must be >= 1; got {block_size}.')
+            self._block_size = int(block_size)
+            super().__init__(
+                forward_min_event_ndims=3,
+                is_constant_jacobian=True,
+                validate_args=validate_args,
+                parameters=parameters,
+                name=name)
+
+    @classmethod
+    def _parameter_properties(cls, dtype):
+        return dict()
+
+    @property
+    def block_size(self):
+        return self._block_size
+
+    def _squeezed_shape(self, shape):
+        height, width, channels = shape
+        k = self._block_size
+        if height % k or width % k:
+            raise ValueError(f'Squeeze(block_size={k}) needs height and width '
+                             f'divisible by {k}; got event shape '
+                             f'{[height, width, channels]}.')
+        return (height // k, width // k, channels * k * k)
+
+    def _unsqueezed_shape(self, shape):
+        height, width, channels = shape
+        k = self._block_size
+        if channels % (k * k):
+            raise ValueError(f'Unsqueezing with block_size={k} needs channels '
+                             f'divisible by {k * k}; got event shape '
+                             f'{[height, width, channels]}.')
+        return (height * k, width * k, channels // (k * k))
+
+    def _inverse(self, x):
+        event = tuple(int(d) for d in x.shape[-3:])
+        height, width, channels = event
+        k = self._block_size
+        new_event = self._squeezed_shape(event)
+        blocks = partitions.reshape_event(
+            x, 3, (height // k, k, width // k, k, channels))
+        # [..., H/k, dy, W/k, dx, C] -> [..., H/k, W/k, dy, dx, C]
+        rank = blocks.shape.rank
+        perm = list(range(rank - 5)) + [rank - 5, rank - 3, rank - 4,
+                                        rank - 2, rank - 1]
+        return partitions.reshape_event(
+            tf.transpose(blocks, perm), 5, new_event)
+
+    def _forward(self, y):
+        event = tuple(int(d) for d in y.shape[-3:])
+        height, width, _ = event
+        k = self._block_size
+        new_event = self._unsqueezed_shape(event)
+        blocks = partitions.reshape_event(
+            y, 3, (height, width, k, k, new_event[-1]))
+        # [..., H/k, W/k, dy, dx, C] -> [..., H/k, dy, W/k, dx, C]
+        rank = blocks.shape.rank
+        perm = list(range(rank - 5)) + [rank - 5, rank - 3, rank - 4,
+                                        rank - 2, rank - 1]
+        return partitions.reshape_event(
+            tf.transpose(blocks, perm), 5, new_event)
+
+    def _forward_log_det_jacobian(self, y):
+        return tf.zeros([], dtype=y.dtype)
+
+    def _inverse_log_det_jacobian(self, x):
+        return tf.zeros([], dtype=x.dtype)
+
+    def _forward_event_shape(self, input_shape):
+        if _event_shape_known(input_shape):
+            return tf.TensorShape(self._unsqueezed_shape(
+                tuple(input_shape.as_list()[-3:])))
+        return tf.TensorShape([None] * 3)
+
+    def _inverse_event_shape(self, output_shape):
+        if _event_shape_known(output_shape):
+            return tf.TensorShape(self._squeezed_shape(
+                tuple(output_shape.as_list()[-3:])))
+        return tf.TensorShape([None] * 3)
+
+    def _forward_event_shape_tensor(self, input_shape):
+        k = self._block_size
+        return tf.stack([input_shape[-3] * k, input_shape[-2] * k,
+                         input_shape[-1] // (k * k)])
+
+    def _inverse_event_shape_tensor(self, output_shape):
+        k = self._block_size
+        return tf.stack([output_shape[-3] // k, output_shape[-2] // k,
+                         output_shape[-1] * k * k])
+
+
+def _event_shape_known(shape):
+    shape = tf.TensorShape(shape)
+    return shape.rank is not None and shape[-3:].is_fully_defined()
