@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from vflow_tfp import bijectors as vb
+from vflow_tfp import nets
 
 IMAGE_SHAPE = (4, 4, 2)  # tiny, so full Jacobians are cheap
 VECTOR_SHAPE = (4,)
@@ -109,6 +110,39 @@ def _coupling(cls, partition, params, parity=0, context_channels=0, **kw):
     return build
 
 
+class WithFixedContext(tf.Module):
+    """Calls a conditional network with a fixed random context.
+
+    Lets a conditional coupling run through the generic contract tests,
+    which pass no kwargs; the context is broadcast over the batch.
+    """
+
+    def __init__(self, net, context):
+        super().__init__()
+        self.net = net
+        self.context = context
+
+    def __call__(self, x, context=None, training=False):
+        ctx = tf.broadcast_to(self.context,
+                              tf.concat([tf.shape(x)[:1],
+                                         tf.shape(self.context)[1:]], 0))
+        return self.net(x, context=ctx, training=training)
+
+
+def _attention_coupling(dtype):
+    """MixLogisticCoupling driven by the real Flow++ conditioner."""
+    partition = vb.ColumnSplit()
+    cond, trans = partition.half_event_shapes(IMAGE_SHAPE)
+    net = nets.ConvAttnNet(
+        cond, trans[-1] * vb.MixLogisticCoupling.num_params(NUM_COMPONENTS),
+        filters=8, num_blocks=1, num_heads=2, context_channels=3, dtype=dtype)
+    _randomise(net, dtype, 11)
+    context = tf.random.stateless_normal([1] + list(cond[:-1]) + [3], [5, 6],
+                                         dtype=dtype)
+    return vb.MixLogisticCoupling(WithFixedContext(net, context), partition,
+                                  NUM_COMPONENTS, variant='vflow', dtype=dtype)
+
+
 def all_cases():
     k = NUM_COMPONENTS
     mix_p = vb.MixLogisticCoupling.num_params(k)
@@ -176,6 +210,8 @@ def all_cases():
              IMAGE_SHAPE, atol=(2e-4, 1e-8),
              # inside the bounded image t ± ln(19) e^s of each coupling
              latent_range=(-0.5, 0.5)),
+        Case('mixlogistic_vflow_attention_context', _attention_coupling,
+             IMAGE_SHAPE, atol=(2e-4, 1e-8), latent_range=(-0.5, 0.5)),
         Case('mixlogistic_vflow_vector',
              _coupling(vb.MixLogisticCoupling, vb.ChannelSplit(event_ndims=1),
                        mix_p, num_components=k, variant='vflow'),

@@ -402,3 +402,7 @@ class ConditioningTest(tf.test.TestCase):
             vb.MixLogisticCoupling(net, vb.ColumnSplit(), 2, variant='glow')
         with self.assertRaisesRegex(ValueError, 'scale_fn'):
             vb.AffineCoupling(net, vb.ColumnSplit(), scale_fn='exp')
+
+
+if __name__ == "__main__":
+    tf.test.main()

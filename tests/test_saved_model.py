@@ -103,3 +103,7 @@ class SavedModelTest(tf.test.TestCase):
         self.assertEqual(samples.shape, [3] + list(SHAPE))
         self.assertAllEqual(samples, module.sample(tf.constant(3),
                                                    tf.constant([1, 2])))
+
+
+if __name__ == "__main__":
+    tf.test.main()

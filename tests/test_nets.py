@@ -1,0 +1,723 @@
+"""Tests for `vflow_tfp.nets`: layers, blocks and conditioner networks."""
+
+from unittest import mock
+
+from absl.testing import parameterized
+import numpy as np
+import tensorflow as tf
+
+from vflow_tfp import initialization
+from vflow_tfp import nets
+from vflow_tfp.bijectors import partitions
+
+DTYPES = (('float32', tf.float32), ('float64', tf.float64))
+
+
+# ----------------------------------------------------------------------------
+# Independent numpy references of SPEC §1.1-1.4.
+# ----------------------------------------------------------------------------
+
+def np_elu(x):
+    return np.where(x > 0, x, np.expm1(np.minimum(x, 0)))
+
+
+def np_concat_elu(x):
+    return np_elu(np.concatenate([x, -x], axis=-1))
+
+
+def np_sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def np_gate(h):
+    c = h.shape[-1] // 2
+    return h[..., :c] * np_sigmoid(h[..., c:])
+
+
+def np_dense(x, layer):
+    return x @ layer.kernel.numpy() + layer.bias.numpy()
+
+
+def np_conv(x, layer):
+    """SAME, stride-1 cross-correlation, written as a sum over kernel taps."""
+    w, b = layer.kernel.numpy(), layer.bias.numpy()
+    k = w.shape[0]
+    r = k // 2
+    _, height, width, _ = x.shape
+    xp = np.pad(x, ((0, 0), (r, r), (r, r), (0, 0)))
+    out = np.zeros(x.shape[:3] + (w.shape[-1],))
+    for p in range(k):
+        for q in range(k):
+            out += xp[:, p:p + height, q:q + width, :] @ w[p, q]
+    return out + b
+
+
+def np_layer_norm(x, layer, eps=1e-5):
+    mean = x.mean(-1, keepdims=True)
+    var = ((x - mean) ** 2).mean(-1, keepdims=True)
+    return (x - mean) / np.sqrt(var + eps) * layer.gamma.numpy() + (
+        layer.beta.numpy())
+
+
+def np_softmax(z):
+    z = z - z.max(-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(-1, keepdims=True)
+
+
+def np_attention(x, pos_emb, block, layout='3_heads_d'):
+    """Naive SPEC §1.4: explicit loops over batch and heads."""
+    batch, height, width, channels = x.shape
+    heads = block.num_heads
+    d = channels // heads
+    tokens = height * width
+    c = np_dense((x + pos_emb).reshape(batch, tokens, channels), block.qkv)
+    out = np.zeros((batch, tokens, channels))
+    for b in range(batch):
+        for h in range(heads):
+            if layout == '3_heads_d':
+                q = c[b, :, h * d:(h + 1) * d]
+                k = c[b, :, channels + h * d:channels + (h + 1) * d]
+                v = c[b, :, 2 * channels + h * d:2 * channels + (h + 1) * d]
+            else:  # Wrong (heads, 3, d) layout, to show the test is sharp.
+                base = 3 * d * h
+                q = c[b, :, base:base + d]
+                k = c[b, :, base + d:base + 2 * d]
+                v = c[b, :, base + 2 * d:base + 3 * d]
+            weights = np_softmax(q @ k.T / np.sqrt(d))
+            out[b, :, h * d:(h + 1) * d] = weights @ v
+    out = out.reshape(batch, height, width, channels)
+    return x + np_gate(np_dense(out, block.proj_out))
+
+
+def np_residual_block(x, block, context=None):
+    """Naive SPEC §1.3 (no dropout)."""
+    c1 = np_conv(np_concat_elu(x), block.conv_in)
+    if context is not None:
+        c1 = c1 + np_dense(np_concat_elu(context), block.context_proj)
+    c1 = np_concat_elu(c1)
+    if isinstance(block.conv_out, nets.Conv2D):
+        c2 = np_conv(c1, block.conv_out)
+    else:
+        c2 = np_dense(c1, block.conv_out)
+    return x + np_gate(c2)
+
+
+def randomize(module, scale=0.5, seed=0):
+    """Overwrites every variable with N(0, scale^2) so no term is trivial."""
+    rs = np.random.RandomState(seed)
+    for v in module.trainable_variables:
+        v.assign(scale * rs.randn(*v.shape.as_list()))
+
+
+def record_linear_outputs():
+    """Patches Dense/Conv2D so each call's (layer, output) is recorded."""
+    records = []
+    patches = []
+    for cls in (nets.Dense, nets.Conv2D):
+        original = cls.__call__
+
+        def recording(self, x, _original=original):
+            y = _original(self, x)
+            records.append((self, y))
+            return y
+
+        patches.append(mock.patch.object(cls, '__call__', recording))
+    return records, patches
+
+
+def conv_params(k, c_in, c_out):
+    return k * k * c_in * c_out + c_out
+
+
+def dense_params(c_in, c_out):
+    return c_in * c_out + c_out
+
+
+def conv_attn_param_count(height, width, c_in, filters, num_blocks, out,
+                          attention, context_channels, output_nonlinearity):
+    f = filters
+    block = conv_params(3, 2 * f, f) + dense_params(2 * f, 2 * f) + 2 * f
+    if context_channels:
+        block += dense_params(2 * context_channels, f)
+    if attention:
+        block += dense_params(f, 3 * f) + dense_params(f, 2 * f) + 2 * f
+    total = conv_params(3, c_in, f) + num_blocks * block
+    total += conv_params(3, 2 * f if output_nonlinearity else f, out)
+    if attention:
+        total += height * width * f
+    return total
+
+
+def conv_attn_variable_count(num_blocks, attention, context_channels):
+    # conv_in, context_proj, conv_out, LayerNorm: two variables each.
+    per_block = 2 + (2 if context_channels else 0) + 2 + 2
+    if attention:
+        per_block += 2 + 2 + 2  # qkv, proj_out, LN
+    return 2 + num_blocks * per_block + 2 + (1 if attention else 0)
+
+
+# ----------------------------------------------------------------------------
+# Layers.
+# ----------------------------------------------------------------------------
+
+class LayersTest(tf.test.TestCase, parameterized.TestCase):
+
+    def test_concat_elu_and_gate(self):
+        x = np.random.RandomState(0).randn(2, 3, 4)
+        self.assertAllClose(nets.concat_elu(tf.constant(x)), np_concat_elu(x))
+        self.assertAllClose(nets.gate(tf.constant(x)), np_gate(x))
+        self.assertEqual(nets.concat_elu(tf.constant(x)).shape, (2, 3, 8))
+        with self.assertRaisesRegex(ValueError, 'even'):
+            nets.gate(tf.zeros([2, 3]))
+
+    @parameterized.named_parameters(*DTYPES)
+    def test_dense_any_rank_matches_numpy(self, dtype):
+        layer = nets.Dense(3, 5, dtype=dtype)
+        randomize(layer)
+        self.assertEqual(layer.kernel.shape, (3, 5))
+        self.assertEqual(layer.bias.shape, (5,))
+        rs = np.random.RandomState(1)
+        for shape in [(3,), (4, 3), (2, 4, 3), (2, 2, 3, 3)]:
+            x = rs.randn(*shape)
+            y = layer(tf.constant(x, dtype))
+            self.assertEqual(y.dtype, dtype)
+            self.assertEqual(y.shape, shape[:-1] + (5,))
+            self.assertAllClose(y, np_dense(x, layer), atol=1e-5)
+        with self.assertRaisesRegex(ValueError, '3 channels'):
+            layer(tf.zeros([2, 4], dtype))
+
+    @parameterized.named_parameters(*DTYPES)
+    def test_conv2d_matches_numpy(self, dtype):
+        for k in (1, 3, 5):
+            layer = nets.Conv2D(3, 4, kernel_size=k, dtype=dtype)
+            randomize(layer)
+            self.assertEqual(layer.kernel.shape, (k, k, 3, 4))
+            x = np.random.RandomState(k).randn(2, 5, 6, 3)
+            y = layer(tf.constant(x, dtype))
+            self.assertEqual(y.dtype, dtype)
+            self.assertAllClose(y, np_conv(x, layer), atol=1e-5)
+        with self.assertRaisesRegex(ValueError, 'odd'):
+            nets.Conv2D(3, 4, kernel_size=2)
+
+    def test_initial_weights(self):
+        layer = nets.Conv2D(64, 64)
+        self.assertAllEqual(layer.bias, np.zeros(64))
+        self.assertNear(float(tf.math.reduce_std(layer.kernel)), 0.05, 2e-3)
+        self.assertNear(float(tf.reduce_mean(layer.kernel)), 0.0, 2e-3)
+
+    @parameterized.named_parameters(*DTYPES)
+    def test_layer_norm_matches_numpy(self, dtype):
+        layer = nets.LayerNorm(4, dtype=dtype)
+        self.assertAllEqual(layer.gamma, np.ones(4))
+        self.assertAllEqual(layer.beta, np.zeros(4))
+        self.assertLen(layer.trainable_variables, 2)
+        randomize(layer)
+        x = 3.0 + 2.0 * np.random.RandomState(2).randn(2, 3, 3, 4)
+        y = layer(tf.constant(x, dtype))
+        self.assertEqual(y.dtype, dtype)
+        self.assertAllClose(y, np_layer_norm(x, layer), atol=1e-5)
+
+    @parameterized.product(
+        kind=('dense', 'nin', 'conv'), init_scale=(1.0, 0.1),
+        dtype=(tf.float32, tf.float64))
+    def test_data_dependent_init(self, kind, init_scale, dtype):
+        rs = np.random.RandomState(3)
+        if kind == 'dense':
+            layer = nets.Dense(5, 4, init_scale=init_scale, dtype=dtype)
+            x = 3.0 + 2.0 * rs.randn(64, 5)
+        else:
+            cls = nets.Dense if kind == 'nin' else nets.Conv2D
+            layer = cls(5, 4, init_scale=init_scale, dtype=dtype)
+            x = 3.0 + 2.0 * rs.randn(4, 6, 6, 5)
+        x = tf.constant(x, dtype)
+        axes = list(range(x.shape.rank - 1))
+        kernel_before = layer.kernel.numpy()
+        layer(x)  # Outside the context: no initialisation.
+        self.assertAllEqual(layer.kernel, kernel_before)
+        with mock.patch.object(type(layer), 'initialize', autospec=True,
+                               side_effect=type(layer).initialize) as init:
+            with initialization.data_dependent_init():
+                y = layer(x)
+            init.assert_called_once()
+        self.assertEqual(y.dtype, dtype)
+        mean, var = tf.nn.moments(y, axes)
+        self.assertAllClose(mean, np.zeros(4), atol=1e-5)
+        self.assertAllClose(var, np.full(4, init_scale ** 2), rtol=1e-4)
+        self.assertNotAllClose(layer.kernel, kernel_before)
+        # The parameters were assigned, not just the output normalised.
+        self.assertAllClose(layer(x), y, atol=1e-5)
+
+    def test_dropout(self):
+        x = tf.ones([200, 50])
+        rng = tf.random.Generator.from_seed(0)
+        self.assertIs(nets.dropout(x, 0.0, None, True), x)
+        self.assertIs(nets.dropout(x, 0.3, rng, False), x)
+        y = nets.dropout(x, 0.3, rng, True).numpy()
+        self.assertAllClose(y[y != 0], np.full((y != 0).sum(), 1 / 0.7))
+        self.assertNear((y == 0).mean(), 0.3, 0.02)
+        self.assertNear(y.mean(), 1.0, 0.03)
+        # The mask comes from `rng`: the same seed gives the same mask.
+        y1 = nets.dropout(x, 0.3, tf.random.Generator.from_seed(5), True)
+        y2 = nets.dropout(x, 0.3, tf.random.Generator.from_seed(5), True)
+        self.assertAllEqual(y1, y2)
+        self.assertNotAllEqual(y1, nets.dropout(x, 0.3, rng, True))
+        # A boolean tensor for `training` is honoured.
+        self.assertAllEqual(
+            nets.dropout(x, 0.3, rng, tf.constant(False)), x)
+        self.assertNotAllEqual(
+            nets.dropout(x, 0.3, rng, tf.constant(True)), x)
+        with self.assertRaisesRegex(ValueError, 'Generator'):
+            nets.dropout(x, 0.3, None, True)
+        with self.assertRaisesRegex(ValueError, r'\[0, 1\)'):
+            nets.dropout(x, 1.0, rng, True)
+
+
+# ----------------------------------------------------------------------------
+# Blocks.
+# ----------------------------------------------------------------------------
+
+class BlocksTest(tf.test.TestCase, parameterized.TestCase):
+
+    @parameterized.product(use_nin=(True, False), context_channels=(0, 3))
+    def test_residual_block_matches_numpy(self, use_nin, context_channels):
+        block = nets.GatedResidualBlock(
+            4, context_channels=context_channels, use_nin=use_nin,
+            dtype=tf.float64)
+        self.assertEqual(block.context_proj is None, not context_channels)
+        self.assertIsInstance(block.conv_out,
+                              nets.Dense if use_nin else nets.Conv2D)
+        randomize(block)
+        rs = np.random.RandomState(4)
+        x = rs.randn(2, 3, 4, 4)
+        context = rs.randn(2, 3, 4, 3) if context_channels else None
+        y = block(x, context=context)
+        self.assertEqual(y.shape, x.shape)
+        self.assertAllClose(y, np_residual_block(x, block, context),
+                            atol=1e-10)
+
+    @parameterized.parameters(1, 2, 4)
+    def test_attention_matches_numpy(self, num_heads):
+        block = nets.GatedAttention(8, num_heads=num_heads, dtype=tf.float64)
+        randomize(block, scale=0.7)
+        rs = np.random.RandomState(5)
+        x = rs.randn(2, 2, 3, 8)  # T = 6 tokens.
+        pos_emb = rs.randn(2, 3, 8)
+        y = block(tf.constant(x), tf.constant(pos_emb))
+        self.assertEqual(y.shape, x.shape)
+        self.assertAllClose(y, np_attention(x, pos_emb, block), atol=1e-10)
+        if num_heads > 1:
+            self.assertNotAllClose(
+                y, np_attention(x, pos_emb, block, layout='heads_3_d'))
+        # The positional embedding matters (it enters the attention input).
+        self.assertNotAllClose(y, block(tf.constant(x), tf.zeros_like(
+            pos_emb)))
+
+    def test_attention_validation(self):
+        with self.assertRaisesRegex(ValueError, 'multiple of num_heads'):
+            nets.GatedAttention(6, num_heads=4)
+        block = nets.GatedAttention(8, num_heads=4)
+        with self.assertRaisesRegex(ValueError, 'pos_emb'):
+            block(tf.zeros([1, 2, 2, 8]), tf.zeros([2, 3, 8]))
+
+    def test_residual_block_context_validation(self):
+        block = nets.GatedResidualBlock(4, context_channels=3)
+        x = tf.zeros([2, 3, 4, 4])
+        with self.assertRaisesRegex(ValueError, 'needs a context'):
+            block(x)
+        with self.assertRaisesRegex(ValueError, 'context of shape'):
+            block(x, context=tf.zeros([2, 3, 4, 2]))
+        with self.assertRaisesRegex(ValueError, 'context of shape'):
+            block(x, context=tf.zeros([2, 3, 2, 3]))
+        plain = nets.GatedResidualBlock(4)
+        with self.assertRaisesRegex(ValueError, 'without a context'):
+            plain(x, context=tf.zeros([2, 3, 4, 3]))
+        with self.assertRaisesRegex(ValueError, '4 input channels'):
+            plain(tf.zeros([2, 3, 4, 5]))
+
+
+# ----------------------------------------------------------------------------
+# ConvAttnNet.
+# ----------------------------------------------------------------------------
+
+def _net(**kwargs):
+    config = dict(input_shape=(4, 4, 3), output_channels=10, filters=8,
+                  num_blocks=2)
+    config.update(kwargs)
+    return nets.ConvAttnNet(**config)
+
+
+class ConvAttnNetTest(tf.test.TestCase, parameterized.TestCase):
+
+    @parameterized.product(
+        dtype=(tf.float32, tf.float64), attention=(True, False),
+        output_nonlinearity=(False, True))
+    def test_shape_and_dtype(self, dtype, attention, output_nonlinearity):
+        net = _net(attention=attention,
+                   output_nonlinearity=output_nonlinearity, dtype=dtype)
+        y = net(tf.random.normal([2, 4, 4, 3], dtype=dtype))
+        self.assertEqual(y.shape, (2, 4, 4, 10))
+        self.assertEqual(y.dtype, dtype)
+        self.assertEqual(net.output_shape, (4, 4, 10))
+        self.assertTrue(all(v.dtype == dtype for v in net.trainable_variables))
+        self.assertAllInSet(tf.math.is_finite(y), [True])
+
+    @parameterized.product(attention=(True, False), context_channels=(0, 5),
+                           output_nonlinearity=(False, True))
+    def test_parameter_count(self, attention, context_channels,
+                             output_nonlinearity):
+        net = _net(attention=attention, context_channels=context_channels,
+                   output_nonlinearity=output_nonlinearity)
+        got = sum(v.shape.num_elements() for v in net.trainable_variables)
+        expected = conv_attn_param_count(
+            4, 4, 3, 8, 2, 10, attention, context_channels,
+            output_nonlinearity)
+        self.assertEqual(got, expected)
+        self.assertLen(net.trainable_variables, conv_attn_variable_count(
+            2, attention, context_channels))
+        # pos_emb is one variable shared by every attention block.
+        pos = [v for v in net.trainable_variables if v.shape == (4, 4, 8)]
+        self.assertLen(pos, 1 if attention else 0)
+
+    def test_parameter_count_reproduces_flowpp_total(self):
+        # SPEC §7/§10: the released Flow++ CIFAR model has 31,443,440
+        # parameters. Built from these networks plus the per-half
+        # per-element ActNorms (2 x 2 x 1536 per step) and per-half C x C
+        # 1x1 matrices, the total must match exactly. K = 32 mixtures give
+        # C * (2 + 3K) = 98 C conditioner outputs.
+        def size(module):
+            return sum(v.shape.num_elements()
+                       for v in module.trainable_variables)
+
+        norms = 2 * 2 * 32 * 16 * 3
+
+        def step(net, half_channels):
+            return norms + 2 * half_channels ** 2 + size(net)
+
+        main_32 = nets.ConvAttnNet((32, 16, 3), 294, filters=96,
+                                   num_blocks=10)
+        main_channel = nets.ConvAttnNet((16, 16, 6), 588, filters=96,
+                                        num_blocks=10)
+        main_checker = nets.ConvAttnNet((16, 8, 12), 1176, filters=96,
+                                        num_blocks=10)
+        dequant = nets.ConvAttnNet((32, 16, 3), 294, filters=96,
+                                   num_blocks=2, context_channels=32)
+        context = nets.ContextNet((32, 32, 3), partitions.ColumnSplit())
+        self.assertEqual(context.output_shape, (32, 16, 32))
+        self.assertEqual(size(main_32), conv_attn_param_count(
+            32, 16, 3, 96, 10, 294, True, 0, False))
+        total = (4 * step(main_32, 3) + 2 * step(main_channel, 6)
+                 + 3 * step(main_checker, 12) + 4 * step(dequant, 3)
+                 + size(context))
+        self.assertEqual(total, 31_443_440)
+
+    @parameterized.parameters(True, False)
+    def test_data_dependent_init(self, attention):
+        net = _net(attention=attention, context_channels=2)
+        rs = np.random.RandomState(6)
+        x = tf.constant(2.0 + 3.0 * rs.randn(16, 4, 4, 3), tf.float32)
+        context = tf.constant(rs.randn(16, 4, 4, 2), tf.float32)
+        records, patches = record_linear_outputs()
+        with patches[0], patches[1], initialization.data_dependent_init():
+            y = net(x, context=context)
+        per_block = 3 + (2 if attention else 0)
+        self.assertLen(records, 2 + 2 * per_block)
+        for layer, out in records:
+            mean, var = tf.nn.moments(out, list(range(out.shape.rank - 1)))
+            self.assertAllClose(mean, tf.zeros_like(mean), atol=1e-4,
+                                msg=layer.name)
+            self.assertAllClose(var, tf.fill(var.shape, layer.init_scale ** 2),
+                                rtol=1e-3, msg=layer.name)
+        self.assertIs(records[-1][0], net.proj_out)
+        # The output has the small scale of the last conv's init_scale 0.1.
+        mean, var = tf.nn.moments(y, [0, 1, 2])
+        self.assertAllClose(mean, np.zeros(10), atol=1e-4)
+        self.assertAllClose(tf.sqrt(var), np.full(10, 0.1), rtol=1e-3)
+        # Outside the context the initialised net reproduces that output.
+        self.assertAllClose(net(x, context=context), y, atol=1e-5)
+
+    def test_data_dependent_init_with_dropout(self):
+        net = _net(dropout=0.2, rng=tf.random.Generator.from_seed(1))
+        x = tf.random.normal([8, 4, 4, 3])
+        with initialization.data_dependent_init():
+            y = net(x, training=True)
+        self.assertAllInSet(tf.math.is_finite(y), [True])
+        self.assertAllInSet(
+            tf.math.is_finite(net(x, training=True)), [True])
+
+    def test_context(self):
+        net = _net(context_channels=5)
+        x = tf.random.normal([2, 4, 4, 3])
+        c1 = tf.random.normal([2, 4, 4, 5])
+        c2 = tf.random.normal([2, 4, 4, 5])
+        self.assertNotAllClose(net(x, context=c1), net(x, context=c2))
+        with self.assertRaisesRegex(ValueError, 'needs a context'):
+            net(x)
+        with self.assertRaisesRegex(ValueError, 'context'):
+            net(x, context=tf.zeros([2, 4, 4, 4]))
+        with self.assertRaisesRegex(ValueError, 'context'):
+            net(x, context=tf.zeros([2, 4, 2, 5]))
+        with self.assertRaisesRegex(ValueError, 'without a context'):
+            _net(num_blocks=0)(x, context=c1)
+
+    def test_input_validation(self):
+        net = _net()
+        with self.assertRaisesRegex(ValueError,
+                                    r'expects inputs of shape \[B, 4, 4, 3\]'
+                                    r'.*got \(2, 4, 4, 2\)'):
+            net(tf.zeros([2, 4, 4, 2]))
+        with self.assertRaisesRegex(ValueError, r'got \(2, 4, 3, 3\)'):
+            net(tf.zeros([2, 4, 3, 3]))
+        with self.assertRaisesRegex(ValueError, 'multiple of num_heads'):
+            _net(filters=6)
+
+    def test_dropout(self):
+        tf.random.set_seed(7)
+        net = _net(dropout=0.5, context_channels=2,
+                   rng=tf.random.Generator.from_seed(3))
+        tf.random.set_seed(7)
+        twin = _net(dropout=0.5, context_channels=2,
+                    rng=tf.random.Generator.from_seed(3))
+        tf.random.set_seed(7)
+        no_dropout = _net(dropout=0.0, context_channels=2)
+        for module in (net, twin, no_dropout):
+            randomize(module, scale=0.3)
+        x = tf.random.normal([2, 4, 4, 3])
+        c = tf.random.normal([2, 4, 4, 2])
+        eval_out = net(x, context=c)
+        self.assertAllEqual(eval_out, net(x, context=c, training=False))
+        train_1 = net(x, context=c, training=True)
+        train_2 = net(x, context=c, training=True)
+        self.assertNotAllClose(train_1, eval_out)
+        self.assertNotAllClose(train_1, train_2)
+        # Masks come from the rng: a twin with the same seed repeats them.
+        self.assertAllClose(twin(x, context=c), eval_out)
+        self.assertAllClose(twin(x, context=c, training=True), train_1)
+        # Rate 0: training=True is identical to evaluation.
+        self.assertAllClose(no_dropout(x, context=c, training=True), eval_out)
+        self.assertIsNone(no_dropout.rng)
+        # The rng is shared by all blocks; one is created if none is given.
+        self.assertTrue(all(b.rng is net.rng for b in
+                            net.residual_blocks + net.attention_blocks))
+        auto = _net(dropout=0.1)
+        self.assertIsInstance(auto.rng, tf.random.Generator)
+        self.assertTrue(all(b.rng is auto.rng for b in
+                            auto.residual_blocks + auto.attention_blocks))
+
+    def test_tf_function_none_batch_and_jit(self):
+        net = _net(context_channels=2)
+        randomize(net, scale=0.3)
+        spec = [tf.TensorSpec([None, 4, 4, 3], tf.float32),
+                tf.TensorSpec([None, 4, 4, 2], tf.float32)]
+
+        def call(x, c):
+            return net(x, context=c)
+
+        graph_fn = tf.function(call, input_signature=spec)
+        jit_fn = tf.function(call, input_signature=spec, jit_compile=True)
+        for batch in (3, 1):
+            x = tf.random.normal([batch, 4, 4, 3])
+            c = tf.random.normal([batch, 4, 4, 2])
+            eager = net(x, context=c)
+            self.assertAllClose(graph_fn(x, c), eager, atol=1e-5)
+            self.assertAllClose(jit_fn(x, c), eager, atol=1e-5)
+        concrete = graph_fn.get_concrete_function()
+        self.assertEqual(concrete.output_shapes.as_list(), [None, 4, 4, 10])
+
+    def test_jit_dropout(self):
+        net = _net(dropout=0.5, rng=tf.random.Generator.from_seed(2))
+        jit_fn = tf.function(
+            lambda x: net(x, training=True),
+            input_signature=[tf.TensorSpec([None, 4, 4, 3], tf.float32)],
+            jit_compile=True)
+        x = tf.random.normal([2, 4, 4, 3])
+        self.assertNotAllClose(jit_fn(x), jit_fn(x))
+        self.assertNotAllClose(jit_fn(x), net(x))
+
+    @parameterized.named_parameters(*DTYPES)
+    def test_gradients(self, dtype):
+        net = _net(context_channels=2, output_nonlinearity=True, dtype=dtype)
+        x = tf.random.normal([2, 4, 4, 3], dtype=dtype)
+        c = tf.random.normal([2, 4, 4, 2], dtype=dtype)
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.sin(net(x, context=c)))
+        grads = tape.gradient(loss, net.trainable_variables)
+        self.assertLen(grads, conv_attn_variable_count(2, True, 2))
+        for v, g in zip(net.trainable_variables, grads):
+            self.assertIsNotNone(g, msg=v.name)
+            self.assertTrue(np.all(np.isfinite(g.numpy())), msg=v.name)
+            self.assertGreater(float(tf.reduce_max(tf.abs(g))), 0.0,
+                               msg=v.name)
+
+
+# ----------------------------------------------------------------------------
+# ContextNet.
+# ----------------------------------------------------------------------------
+
+class ContextNetTest(tf.test.TestCase, parameterized.TestCase):
+
+    def test_column_split_layout(self):
+        net = nets.ContextNet((4, 8, 3), partitions.ColumnSplit(), filters=4,
+                              num_blocks=2, dtype=tf.float64)
+        self.assertEqual(net.output_shape, (4, 4, 4))
+        self.assertEqual(net.proj_in.in_channels, 6)
+        self.assertLen(net.residual_blocks, 2)
+        self.assertTrue(all(isinstance(b.conv_out, nets.Conv2D)
+                            for b in net.residual_blocks))
+        randomize(net)
+        x = np.random.RandomState(8).randn(2, 4, 8, 3)
+
+        def manual(h):
+            h = net.proj_in(h)
+            for block in net.residual_blocks:
+                h = block(h)
+            return h
+
+        # Position (h, w') holds pixel (h, 2w') in channels 0-2 and pixel
+        # (h, 2w'+1) in channels 3-5.
+        interleaved = np.concatenate([x[:, :, 0::2], x[:, :, 1::2]], axis=-1)
+        y = net(x)
+        self.assertEqual(y.shape, (2, 4, 4, 4))
+        self.assertAllClose(y, manual(interleaved), atol=1e-10)
+        swapped = np.concatenate([x[:, :, 1::2], x[:, :, 0::2]], axis=-1)
+        self.assertNotAllClose(y, manual(swapped))
+
+    @parameterized.product(
+        partition=('checkerboard', 'channel'), dtype=(tf.float32, tf.float64))
+    def test_shapes(self, partition, dtype):
+        # Both halves are stacked on channels: 2 x 4 or 2 x 2 input channels.
+        if partition == 'checkerboard':
+            part, expected, stacked = partitions.Checkerboard(), (4, 4, 5), 8
+        else:
+            part, expected, stacked = partitions.ChannelSplit(), (4, 8, 5), 4
+        net = nets.ContextNet((4, 8, 4), part, filters=5, num_blocks=1,
+                              dtype=dtype)
+        self.assertEqual(net.output_shape, expected)
+        y = net(tf.random.normal([3, 4, 8, 4], dtype=dtype))
+        self.assertEqual(y.shape, (3,) + expected)
+        self.assertEqual(y.dtype, dtype)
+        # conv3x3(C -> F) + blocks of two 3x3 convs (2F -> F, 2F -> 2F).
+        self.assertEqual(net.proj_in.in_channels, stacked)
+        expected_params = conv_params(3, stacked, 5) + conv_params(
+            3, 10, 5) + conv_params(3, 10, 10)
+        self.assertEqual(sum(v.shape.num_elements()
+                             for v in net.trainable_variables),
+                         expected_params)
+
+    def test_validation(self):
+        with self.assertRaisesRegex(ValueError, 'even'):
+            nets.ContextNet((4, 7, 3), partitions.ColumnSplit())
+        with self.assertRaisesRegex(ValueError, 'images'):
+            nets.ContextNet((8,), partitions.ChannelSplit(event_ndims=1))
+        net = nets.ContextNet((4, 8, 3), partitions.ColumnSplit(), filters=4,
+                              num_blocks=1)
+        with self.assertRaisesRegex(ValueError, r'\[B, 4, 8, 3\]'):
+            net(tf.zeros([2, 4, 6, 3]))
+
+    def test_ddi_dropout_and_jit(self):
+        net = nets.ContextNet((4, 8, 3), partitions.ColumnSplit(), filters=4,
+                              num_blocks=2, dropout=0.3)
+        self.assertIsInstance(net.rng, tf.random.Generator)
+        self.assertTrue(all(b.rng is net.rng for b in net.residual_blocks))
+        x = tf.random.normal([4, 4, 8, 3])
+        with initialization.data_dependent_init():
+            net(x)
+        # proj_in was initialised on the stacked halves.
+        h = net.proj_in(tf.concat(partitions.ColumnSplit().split(x), -1))
+        mean, var = tf.nn.moments(h, [0, 1, 2])
+        self.assertAllClose(mean, np.zeros(4), atol=1e-4)
+        self.assertAllClose(var, np.ones(4), rtol=1e-3)
+        eager = net(x)
+        self.assertAllEqual(eager, net(x))
+        self.assertNotAllClose(net(x, training=True), eager)
+        jit_fn = tf.function(
+            net, input_signature=[tf.TensorSpec([None, 4, 8, 3])],
+            jit_compile=True)
+        self.assertAllClose(jit_fn(x), eager, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------
+# MLP.
+# ----------------------------------------------------------------------------
+
+class MLPTest(tf.test.TestCase, parameterized.TestCase):
+
+    @parameterized.named_parameters(*DTYPES)
+    def test_zero_init_is_identity_conditioner(self, dtype):
+        net = nets.MLP(3, 4, dtype=dtype)
+        self.assertEqual([l.out_features for l in net.hidden_layers],
+                         [50, 50])
+        x = tf.random.normal([5, 3], dtype=dtype)
+        y = net(x)
+        self.assertEqual(y.dtype, dtype)
+        self.assertAllEqual(y, np.zeros([5, 4]))
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(net(x) * tf.range(4, dtype=dtype))
+        grads = tape.gradient(loss, net.trainable_variables)
+        self.assertTrue(all(g is not None for g in grads))
+        # A zero output layer still learns: its kernel gradient is non-zero.
+        kernel_grad = [g for v, g in zip(net.trainable_variables, grads)
+                       if v is net.output_layer.kernel]
+        self.assertLen(kernel_grad, 1)
+        self.assertGreater(float(tf.reduce_max(tf.abs(kernel_grad[0]))), 0.0)
+        self.assertEqual(
+            sum(v.shape.num_elements() for v in net.trainable_variables),
+            dense_params(3, 50) + dense_params(50, 50) + dense_params(50, 4))
+
+    @parameterized.named_parameters(*DTYPES)
+    def test_matches_numpy_with_context(self, dtype):
+        net = nets.MLP(3, 4, hidden_units=(6, 5), activation=tf.tanh,
+                       context_features=2, output_init_scale=1.0,
+                       dtype=dtype)
+        self.assertNear(float(tf.math.reduce_std(net.output_layer.kernel)),
+                        0.05, 0.03)
+        randomize(net)
+        rs = np.random.RandomState(9)
+        x, c = rs.randn(2, 7, 3), rs.randn(2, 7, 2)
+        h = np.concatenate([x, c], -1)
+        for layer in net.hidden_layers:
+            h = np.tanh(np_dense(h, layer))
+        expected = np_dense(h, net.output_layer)
+        y = net(tf.constant(x, dtype), context=tf.constant(c, dtype))
+        self.assertEqual(y.shape, (2, 7, 4))
+        self.assertAllClose(y, expected, atol=1e-5)
+        self.assertNotAllClose(
+            y, net(tf.constant(x, dtype), context=tf.constant(-c, dtype)))
+        with self.assertRaisesRegex(ValueError, 'needs a context'):
+            net(tf.constant(x, dtype))
+        with self.assertRaisesRegex(ValueError, 'context'):
+            net(tf.constant(x, dtype), context=tf.zeros([2, 7, 3], dtype))
+        with self.assertRaisesRegex(ValueError, 'without a context'):
+            nets.MLP(3, 4)(tf.zeros([2, 3]), context=tf.zeros([2, 2]))
+
+    @parameterized.parameters(0.0, 0.5)
+    def test_data_dependent_init(self, output_init_scale):
+        net = nets.MLP(3, 4, hidden_units=(8, 8),
+                       output_init_scale=output_init_scale)
+        x = tf.constant(
+            5.0 + 2.0 * np.random.RandomState(10).randn(128, 3), tf.float32)
+        records, patches = record_linear_outputs()
+        with patches[0], patches[1], initialization.data_dependent_init():
+            y = net(x)
+        self.assertLen(records, 3)
+        for layer, out in records[:2]:
+            mean, var = tf.nn.moments(out, [0])
+            self.assertAllClose(mean, np.zeros(8), atol=1e-4)
+            self.assertAllClose(var, np.ones(8), rtol=1e-3)
+        self.assertAllClose(tf.math.reduce_std(y, 0),
+                            np.full(4, output_init_scale), rtol=1e-3)
+        self.assertAllClose(net(x), y, atol=1e-5)
+
+    def test_jit_none_batch(self):
+        net = nets.MLP(3, 4, context_features=1, output_init_scale=1.0)
+        fn = tf.function(
+            lambda x, c: net(x, context=c, training=True),
+            input_signature=[tf.TensorSpec([None, 3]),
+                             tf.TensorSpec([None, 1])],
+            jit_compile=True)
+        x, c = tf.random.normal([6, 3]), tf.random.normal([6, 1])
+        self.assertAllClose(fn(x, c), net(x, context=c), atol=1e-5)
+
+
+if __name__ == '__main__':
+    tf.test.main()

@@ -1,0 +1,144 @@
+"""Shallow context processor of the conditional flows (SPEC §1.12).
+
+VFlow's dequantiser r(u|x) and posterior q(z|x~) condition every residual
+block of every coupling on one context tensor computed once per forward pass
+by this network. The input is split with the same partition as the
+couplings' halves and the halves are stacked on channels, so context position
+`(h, w')` of a `ColumnSplit` sees image pixels `(h, 2w')` and `(h, 2w'+1)`
+and lines up with the halves the couplings operate on.
+"""
+
+import tensorflow as tf
+
+from vflow_tfp.nets import blocks
+from vflow_tfp.nets import layers
+
+__all__ = ['ContextNet']
+
+
+class ContextNet(tf.Module):
+    """Context processor: split, stack halves, conv, gated residual blocks.
+
+    For an image `x` `[B, H, W, C]` and `F = filters`:
+
+    ```none
+    (a, b) = partition.split(x)                  # each [B, H', W', C_a|C_b]
+    h = concat([a, b], axis=-1)                  # [B, H', W', C_a + C_b]
+    h = conv3x3(h)                               # -> F, init_scale 1
+    repeat num_blocks times:
+      h = gated_residual_block(h)                # 3x3 second layer, no context
+    ```
+
+    There is no layernorm, attention or output layer. For `ColumnSplit` on
+    `[B, 32, 32, 3]` the stacked input is `[B, 32, 16, 6]` with
+    `h[..., w', :3] = x[..., 2w', :]` and `h[..., w', 3:] = x[..., 2w'+1, :]`,
+    and the output `[B, 32, 16, F]`. Any input scaling (e.g.
+    `x / 256 - 0.5` for r) is the caller's job.
+
+    Attributes:
+      proj_in: the input `Conv2D`.
+      residual_blocks: list of `GatedResidualBlock` (`use_nin=False`).
+      rng: the dropout `tf.random.Generator`, or `None`.
+    """
+
+    def __init__(self, input_shape, partition, filters=32, num_blocks=3,
+                 dropout=0.0, rng=None, dtype=tf.float32, name=None):
+        """Creates the network.
+
+        Args:
+          input_shape: image event shape `(H, W, C)`, Python ints.
+          partition: an image `vflow_tfp.bijectors.partitions.Partition`
+            (`event_ndims == 3`) whose halves share a spatial shape.
+          filters: Python int `F`. Default value: 32.
+          num_blocks: Python int >= 0. Default value: 3.
+          dropout: dropout rate in `[0, 1)` of every block. Default value: 0.
+          rng: `tf.random.Generator` shared by all blocks. Default value:
+            `None` (one non-deterministic generator is created if
+            `dropout > 0`).
+          dtype: float dtype of the variables. Default value: `tf.float32`.
+          name: module name. Default value: `'context_net'`.
+
+        Raises:
+          ValueError: for an invalid shape, partition or hyperparameter.
+        """
+        super().__init__(name=name or 'context_net')
+        input_shape = tuple(int(d) for d in input_shape)
+        # Duck-typed so that this package does not import the bijectors.
+        if not all(hasattr(partition, attr) for attr in
+                   ('split', 'half_event_shapes', 'event_ndims')):
+            raise TypeError(f'{self.name}: partition must be a Partition; '
+                            f'got {partition!r}.')
+        if partition.event_ndims != 3 or len(input_shape) != 3:
+            raise ValueError(
+                f'{self.name} processes images: needs input_shape (H, W, C) '
+                f'and an image partition; got {input_shape} and '
+                f'{partition!r}.')
+        shape_a, shape_b = partition.half_event_shapes(input_shape)
+        if shape_a[:2] != shape_b[:2]:
+            raise ValueError(
+                f'{self.name}: the halves of {partition!r} on {input_shape} '
+                f'have different spatial shapes {shape_a} and {shape_b}; '
+                'they cannot be stacked on channels.')
+        num_blocks = int(num_blocks)
+        if num_blocks < 0:
+            raise ValueError(f'{self.name}: num_blocks must be >= 0; got '
+                             f'{num_blocks}.')
+        self._input_shape = input_shape
+        self._partition = partition
+        self._filters = int(filters)
+        self._output_shape = tuple(shape_a[:2]) + (self._filters,)
+        self._dtype = tf.as_dtype(dtype)
+        dropout = float(dropout)
+        if dropout > 0 and rng is None:
+            rng = tf.random.Generator.from_non_deterministic_state()
+        self.rng = rng
+        with self.name_scope:
+            self.proj_in = layers.Conv2D(shape_a[-1] + shape_b[-1],
+                                         self._filters, 3, dtype=dtype,
+                                         name='proj_in')
+            self.residual_blocks = [
+                blocks.GatedResidualBlock(
+                    self._filters, use_nin=False, dropout=dropout, rng=rng,
+                    dtype=dtype, name=f'gated_conv_{i}')
+                for i in range(num_blocks)]
+
+    @property
+    def input_shape(self):
+        """`(H, W, C)` as Python ints."""
+        return self._input_shape
+
+    @property
+    def output_shape(self):
+        """`(H', W', filters)` as Python ints, `(H', W')` a half's shape."""
+        return self._output_shape
+
+    @property
+    def partition(self):
+        return self._partition
+
+    @tf.Module.with_name_scope
+    def __call__(self, x, training=False):
+        """Computes the context.
+
+        Args:
+          x: `[B, H, W, C]` tensor, already scaled by the caller.
+          training: enables dropout. Default value: `False`.
+
+        Returns:
+          `[B] + output_shape` tensor.
+
+        Raises:
+          ValueError: if `x` does not have static shape `[B] + input_shape`.
+        """
+        x = tf.convert_to_tensor(x, dtype=self._dtype)
+        got = tuple(x.shape[1:]) if x.shape.rank == 4 else None
+        if got != self._input_shape:
+            raise ValueError(
+                f'{self.name} expects inputs of shape [B, '
+                f'{", ".join(map(str, self._input_shape))}] '
+                f'(H, W, C); got {x.shape}.')
+        a, b = self._partition.split(x)
+        h = self.proj_in(tf.concat([a, b], axis=-1))
+        for block in self.residual_blocks:
+            h = block(h, training=training)
+        return h

@@ -1,0 +1,201 @@
+"""The Flow++ coupling conditioner: gated convs plus attention (SPEC §1.5).
+
+`ConvAttnNet` maps the conditioning half of a coupling (and an optional
+context) to the coupling's parameters. With `attention=False` it is the
+no-attention variant of SPEC §1.14 (`MixLogisticCoupling`, `AffineCoupling`);
+with `output_nonlinearity=True` it is the ImageNet/CelebA variant of SPEC
+§6.3, which applies `concat_elu` before the output convolution.
+"""
+
+import tensorflow as tf
+
+from vflow_tfp.nets import blocks
+from vflow_tfp.nets import layers
+
+__all__ = ['ConvAttnNet']
+
+
+class ConvAttnNet(tf.Module):
+    """Flow++ coupling network (SPEC §1.5).
+
+    For an input `x` `[B, H, W, C_in]`, `F = filters` and an optional context
+    `a` `[B, H, W, C_a]`:
+
+    ```none
+    h = conv3x3(x)                               # C_in -> F, init_scale 1
+    repeat num_blocks times:
+      h = layernorm(gated_residual_block(h, a))  # 1x1 second layer
+      h = layernorm(gated_attention(h, pos_emb)) # only if attention
+    h = concat_elu(h)                            # only if output_nonlinearity
+    y = conv3x3(h)                               # -> output_channels,
+                                                 #    init_scale 0.1
+    ```
+
+    `pos_emb` is one `[H, W, F]` variable, `N(0, 0.01^2)` at creation, shared
+    by all attention blocks of this network. No nonlinearity precedes the
+    output conv in the CIFAR code (the default). Every conv/dense layer
+    supports the data-dependent init of SPEC §1.1, so after a DDI pass the
+    output has per-channel mean 0 and std 0.1 on that batch.
+
+    The parameter count is
+
+    ```none
+    (9 C_in F + F) + [H W F if attention]
+      + num_blocks * ( (18 F^2 + F) + [2 C_a F + F if C_a > 0]
+                       + (4 F^2 + 2F) + 2F
+                       + [(3 F^2 + 3F) + (2 F^2 + 2F) + 2F if attention] )
+      + 9 F' output_channels + output_channels,
+    ```
+
+    with `F' = 2F` if `output_nonlinearity` else `F`.
+
+    Attributes:
+      proj_in: the input `Conv2D`.
+      pos_emb: the positional embedding variable, or `None`.
+      residual_blocks: list of `GatedResidualBlock`.
+      attention_blocks: list of `GatedAttention` (empty without attention).
+      norms: list of `LayerNorm`, one after every block (residual and
+        attention, in call order).
+      proj_out: the output `Conv2D`.
+      rng: the dropout `tf.random.Generator`, or `None`.
+    """
+
+    def __init__(self, input_shape, output_channels, filters=96,
+                 num_blocks=10, num_heads=4, attention=True,
+                 context_channels=0, dropout=0.0, output_nonlinearity=False,
+                 rng=None, dtype=tf.float32, name=None):
+        """Creates the network.
+
+        Args:
+          input_shape: `(H, W, C_in)`, Python ints.
+          output_channels: Python int, channels of the output.
+          filters: Python int `F`, hidden channels. Default value: 96.
+          num_blocks: Python int `Bk` >= 0. Default value: 10.
+          num_heads: attention heads; must divide `F`. Default value: 4.
+          attention: include the attention blocks and `pos_emb`.
+            Default value: `True`.
+          context_channels: channels `C_a` of the context added in every
+            residual block; 0 for none. Default value: 0.
+          dropout: dropout rate in `[0, 1)` of every block. Default value: 0.
+          output_nonlinearity: apply `concat_elu` before the output conv.
+            Default value: `False`.
+          rng: `tf.random.Generator` shared by all blocks for dropout.
+            Default value: `None` (one non-deterministic generator is created
+            if `dropout > 0`).
+          dtype: float dtype of the variables. Default value: `tf.float32`.
+          name: module name. Default value: `'conv_attn_net'`.
+
+        Raises:
+          ValueError: for an invalid shape or hyperparameter.
+        """
+        super().__init__(name=name or 'conv_attn_net')
+        input_shape = tuple(int(d) for d in input_shape)
+        if len(input_shape) != 3 or min(input_shape) < 1:
+            raise ValueError(f'{self.name}: input_shape must be (H, W, C) of '
+                             f'positive ints; got {input_shape}.')
+        num_blocks = int(num_blocks)
+        if num_blocks < 0:
+            raise ValueError(f'{self.name}: num_blocks must be >= 0; got '
+                             f'{num_blocks}.')
+        height, width, in_channels = input_shape
+        filters = int(filters)
+        self._input_shape = input_shape
+        self._output_channels = int(output_channels)
+        self._filters = filters
+        self._attention = bool(attention)
+        self._context_channels = int(context_channels)
+        self._output_nonlinearity = bool(output_nonlinearity)
+        self._dtype = tf.as_dtype(dtype)
+        dropout = float(dropout)
+        if dropout > 0 and rng is None:
+            rng = tf.random.Generator.from_non_deterministic_state()
+        self.rng = rng
+        with self.name_scope:
+            self.proj_in = layers.Conv2D(in_channels, filters, 3,
+                                         dtype=dtype, name='proj_in')
+            self.pos_emb = None
+            if self._attention:
+                self.pos_emb = tf.Variable(
+                    tf.random.normal([height, width, filters], stddev=0.01,
+                                     dtype=self._dtype),
+                    name='pos_emb')
+            self.residual_blocks = []
+            self.attention_blocks = []
+            self.norms = []
+            for i in range(num_blocks):
+                self.residual_blocks.append(blocks.GatedResidualBlock(
+                    filters, context_channels=self._context_channels,
+                    use_nin=True, dropout=dropout, rng=rng, dtype=dtype,
+                    name=f'gated_conv_{i}'))
+                self.norms.append(layers.LayerNorm(
+                    filters, dtype=dtype, name=f'norm_conv_{i}'))
+                if self._attention:
+                    self.attention_blocks.append(blocks.GatedAttention(
+                        filters, num_heads=num_heads, dropout=dropout,
+                        rng=rng, dtype=dtype, name=f'gated_attn_{i}'))
+                    self.norms.append(layers.LayerNorm(
+                        filters, dtype=dtype, name=f'norm_attn_{i}'))
+            out_in = 2 * filters if self._output_nonlinearity else filters
+            self.proj_out = layers.Conv2D(
+                out_in, self._output_channels, 3, init_scale=0.1,
+                dtype=dtype, name='proj_out')
+
+    @property
+    def input_shape(self):
+        """`(H, W, C_in)` as Python ints."""
+        return self._input_shape
+
+    @property
+    def output_shape(self):
+        """`(H, W, output_channels)` as Python ints."""
+        return self._input_shape[:2] + (self._output_channels,)
+
+    @property
+    def context_channels(self):
+        return self._context_channels
+
+    @tf.Module.with_name_scope
+    def __call__(self, x, context=None, training=False):
+        """Computes the coupling parameters.
+
+        Args:
+          x: `[B, H, W, C_in]` tensor (B may be unknown).
+          context: `[B, H, W, C_a]` tensor if `context_channels > 0`, else
+            `None`.
+          training: enables dropout. Default value: `False`.
+
+        Returns:
+          `[B, H, W, output_channels]` tensor.
+
+        Raises:
+          ValueError: if `x` does not have static shape `[B] + input_shape`,
+            or the context is missing, unexpected or mis-shaped.
+        """
+        x = tf.convert_to_tensor(x, dtype=self._dtype)
+        got = tuple(x.shape[1:]) if x.shape.rank == 4 else None
+        if got != self._input_shape:
+            raise ValueError(
+                f'{self.name} expects inputs of shape [B, '
+                f'{", ".join(map(str, self._input_shape))}] '
+                f'(H, W, C); got {x.shape}.')
+        # Checked here too so that a net with num_blocks=0 is just as strict.
+        if self._context_channels and context is None:
+            raise ValueError(
+                f'{self.name} was built with context_channels='
+                f'{self._context_channels} and needs a context; got None.')
+        if not self._context_channels and context is not None:
+            raise ValueError(
+                f'{self.name} was built without a context '
+                '(context_channels=0) but was given one of shape '
+                f'{getattr(context, "shape", None)}.')
+        h = self.proj_in(x)
+        norms = iter(self.norms)
+        for i, residual in enumerate(self.residual_blocks):
+            h = next(norms)(residual(h, context=context, training=training))
+            if self._attention:
+                h = self.attention_blocks[i](h, self.pos_emb,
+                                             training=training)
+                h = next(norms)(h)
+        if self._output_nonlinearity:
+            h = layers.concat_elu(h)
+        return self.proj_out(h)

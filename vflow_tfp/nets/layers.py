@@ -1,0 +1,361 @@
+"""Primitive layers of the conditioner networks (SPEC §1.1, §1.2).
+
+Every layer is a `tf.Module` holding plain `tf.Variable`s (no Keras), so any
+network built from them exposes all of its parameters through
+`module.trainable_variables`.
+
+Weights start as `W ~ N(0, 0.05^2)` (drawn with `tf.random.normal`, i.e. from
+the global seed) and biases as 0. `Dense` and `Conv2D` support the
+data-dependent initialisation (DDI) of SPEC §1.1: when called inside
+`vflow_tfp.data_dependent_init()` they first call their own `initialize(x)`,
+which rescales the weights so that the pre-activation on that batch has zero
+mean and standard deviation `init_scale` per output channel, and then compute
+their output with the new parameters. `is_active()` is read when the Python
+code runs, i.e. at trace time inside a `tf.function`: run the DDI pass eagerly
+or in a freshly traced function.
+
+Dropout draws its mask from an explicit `tf.random.Generator` (never from the
+stateful `tf.random.uniform` / `tf.nn.dropout` ops, which give identical masks
+on every replica under `MirroredStrategy`).
+"""
+
+import tensorflow as tf
+
+from vflow_tfp import initialization
+
+__all__ = ['concat_elu', 'gate', 'dropout', 'Dense', 'Conv2D', 'LayerNorm']
+
+# Added to the variance before the square root in the DDI (SPEC §1.1).
+_DDI_EPSILON = 1e-8
+_DEFAULT_KERNEL_STDDEV = 0.05
+
+
+def concat_elu(x):
+    """Concatenated ELU, which doubles the channel count.
+
+    `concat_elu(x) = elu(concat([x, -x], axis=-1))`, where
+    `elu(u) = u` for `u > 0` and `exp(u) - 1` otherwise.
+
+    Args:
+      x: float tensor `[..., C]`.
+
+    Returns:
+      Tensor `[..., 2C]`.
+    """
+    return tf.nn.elu(tf.concat([x, -x], axis=-1))
+
+
+def gate(h):
+    """Gated linear unit on the channel axis.
+
+    With `(a, g)` the first and second halves of the channels of `h`,
+    `gate(h) = a * sigmoid(g)`.
+
+    Args:
+      h: float tensor `[..., 2C]` (static, even channel count).
+
+    Returns:
+      Tensor `[..., C]`.
+
+    Raises:
+      ValueError: if the channel count is unknown or odd.
+    """
+    channels = h.shape[-1]
+    if channels is None or channels % 2:
+        raise ValueError('gate needs a static, even channel count; got shape '
+                         f'{h.shape}.')
+    a, g = h[..., :channels // 2], h[..., channels // 2:]
+    return a * tf.sigmoid(g)
+
+
+def dropout(x, rate, rng, training):
+    """Inverted dropout with a mask drawn from `rng`.
+
+    When active, `y = x * m / (1 - rate)` with `m ~ Bernoulli(1 - rate)`
+    i.i.d. per element, so `E[y] = x`; otherwise `y = x`. It is active only
+    when `training` is true and `rate > 0`.
+
+    Args:
+      x: float tensor.
+      rate: Python float in `[0, 1)`, the probability of dropping an element.
+      rng: `tf.random.Generator` used for the mask; may be `None` only if the
+        dropout can never be active (`rate == 0`).
+      training: Python bool or boolean scalar tensor.
+
+    Returns:
+      Tensor of the shape and dtype of `x`.
+
+    Raises:
+      ValueError: if `rate` is outside `[0, 1)` or `rng` is missing.
+    """
+    rate = float(rate)
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f'dropout rate must be in [0, 1); got {rate}.')
+    if rate == 0.0:
+        return x
+    static_training = tf.get_static_value(training)
+    if static_training is not None and not static_training:
+        return x
+    if rng is None:
+        raise ValueError('dropout with rate > 0 needs a tf.random.Generator '
+                         '`rng`.')
+    keep = 1.0 - rate
+
+    def dropped():
+        u = rng.uniform(tf.shape(x), dtype=x.dtype)
+        return x * tf.cast(u < keep, x.dtype) / tf.cast(keep, x.dtype)
+
+    if static_training is not None:
+        return dropped()
+    return tf.cond(tf.convert_to_tensor(training, tf.bool), dropped,
+                   lambda: tf.identity(x))
+
+
+def _check_positive_int(value, what, owner):
+    if int(value) != value or value < 1:
+        raise ValueError(f'{owner}: {what} must be a positive int; got '
+                         f'{value!r}.')
+    return int(value)
+
+
+def _check_last_dim(x, expected, owner):
+    got = x.shape[-1] if x.shape.rank else None
+    if got is None or int(got) != expected:
+        raise ValueError(f'{owner} expects inputs with {expected} channels on '
+                         f'the last axis; got shape {x.shape}.')
+
+
+class _LinearBase(tf.Module):
+    """Shared DDI logic of `Dense` and `Conv2D` (a kernel plus a bias)."""
+
+    def __init__(self, kernel_shape, init_scale, kernel_stddev, dtype, name):
+        super().__init__(name=name)
+        self._init_scale = float(init_scale)
+        self._dtype = tf.as_dtype(dtype)
+        if self._init_scale < 0:
+            raise ValueError(f'{self.name}: init_scale must be >= 0; got '
+                             f'{init_scale}.')
+        if kernel_stddev < 0:
+            raise ValueError(f'{self.name}: kernel_stddev must be >= 0; got '
+                             f'{kernel_stddev}.')
+        with self.name_scope:
+            self.kernel = tf.Variable(
+                tf.random.normal(kernel_shape, stddev=kernel_stddev,
+                                 dtype=self._dtype),
+                name='kernel')
+            self.bias = tf.Variable(
+                tf.zeros(kernel_shape[-1:], dtype=self._dtype), name='bias')
+
+    @property
+    def init_scale(self):
+        """Target output standard deviation of the DDI."""
+        return self._init_scale
+
+    @property
+    def dtype(self):
+        return self._dtype
+
+    def _linear(self, x):
+        raise NotImplementedError
+
+    def _prepare(self, x):
+        raise NotImplementedError
+
+    def initialize(self, x):
+        """Data-dependent init from the batch `x` (SPEC §1.1).
+
+        With `y = x * W` the pre-activation without bias and `m`, `v` its mean
+        and variance per output channel over all other axes:
+        `s = init_scale / sqrt(v + 1e-8)`, `W <- W * s`, `b <- -m * s`, so
+        that `x * W + b = (y - m) * s` has mean 0 and standard deviation
+        `init_scale` per channel on this batch.
+
+        Args:
+          x: input batch, as for `__call__`.
+        """
+        x = self._prepare(x)
+        y = self._linear(x)
+        axes = list(range(y.shape.rank - 1))
+        mean, variance = tf.nn.moments(y, axes=axes)
+        scale = self._init_scale / tf.sqrt(
+            variance + tf.constant(_DDI_EPSILON, self._dtype))
+        # The output channel is the kernel's last axis in both layer kinds,
+        # so a per-channel factor broadcasts without reshaping.
+        self.kernel.assign(self.kernel * scale)
+        self.bias.assign(-mean * scale)
+
+    def __call__(self, x):
+        x = self._prepare(x)
+        if initialization.is_active():
+            self.initialize(x)
+        return self._linear(x) + self.bias
+
+
+class Dense(_LinearBase):
+    """Affine map on the last axis: `y = x W + b`.
+
+    Works on inputs of any rank >= 1, so it is also the per-pixel "nin"
+    (1x1 convolution) layer of SPEC §1.1 when applied to `[B, H, W, C]`.
+    `W` has shape `[in_features, out_features]`, starts as
+    `N(0, kernel_stddev^2)`, and `b` (shape `[out_features]`) as 0.
+    Supports DDI (see `initialize`).
+
+    Attributes:
+      kernel: `tf.Variable` `W`.
+      bias: `tf.Variable` `b`.
+    """
+
+    def __init__(self, in_features, out_features, init_scale=1.0,
+                 kernel_stddev=_DEFAULT_KERNEL_STDDEV, dtype=tf.float32,
+                 name=None):
+        """Creates the layer.
+
+        Args:
+          in_features: Python int, size of the input's last axis.
+          out_features: Python int, size of the output's last axis.
+          init_scale: target per-channel output std of the DDI.
+            Default value: 1.0.
+          kernel_stddev: std of the initial kernel. Default value: 0.05.
+          dtype: float dtype of the variables. Default value: `tf.float32`.
+          name: module name. Default value: `'dense'`.
+        """
+        owner = name or 'dense'
+        self._in = _check_positive_int(in_features, 'in_features', owner)
+        self._out = _check_positive_int(out_features, 'out_features', owner)
+        super().__init__((self._in, self._out), init_scale, kernel_stddev,
+                         dtype, name=name or 'dense')
+
+    @property
+    def in_features(self):
+        return self._in
+
+    @property
+    def out_features(self):
+        return self._out
+
+    def _prepare(self, x):
+        x = tf.convert_to_tensor(x, dtype=self._dtype)
+        _check_last_dim(x, self._in, f'Dense {self.name!r}')
+        return x
+
+    def _linear(self, x):
+        if x.shape.rank == 2:
+            return tf.matmul(x, self.kernel)
+        # Flatten to a matrix (as the official "nin" does) so one GEMM serves
+        # any rank; the leading shape may be dynamic.
+        flat = tf.reshape(x, [-1, self._in])
+        y = tf.matmul(flat, self.kernel)
+        y = tf.reshape(y, tf.concat(
+            [tf.shape(x, out_type=tf.int32)[:-1],
+             tf.constant([self._out], tf.int32)], axis=0))
+        return tf.ensure_shape(y, x.shape[:-1].concatenate([self._out]))
+
+
+class Conv2D(_LinearBase):
+    """2-D convolution, NHWC, stride 1, SAME padding: `y = conv(x, W) + b`.
+
+    `W` has shape `[k, k, in_channels, out_channels]`, starts as
+    `N(0, kernel_stddev^2)`, and `b` (shape `[out_channels]`) as 0:
+    `y[n, i, j, o] = b[o] + sum_{p, q, c} x[n, i + p - r, j + q - r, c]
+    W[p, q, c, o]` with `r = (k - 1) / 2` and zeros outside the image.
+    Supports DDI (see `initialize`; moments over batch, H and W).
+
+    Attributes:
+      kernel: `tf.Variable` `W`.
+      bias: `tf.Variable` `b`.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size=3,
+                 init_scale=1.0, kernel_stddev=_DEFAULT_KERNEL_STDDEV,
+                 dtype=tf.float32, name=None):
+        """Creates the layer.
+
+        Args:
+          in_channels: Python int, input channels.
+          out_channels: Python int, output channels.
+          kernel_size: odd Python int `k`. Default value: 3.
+          init_scale: target per-channel output std of the DDI.
+            Default value: 1.0.
+          kernel_stddev: std of the initial kernel. Default value: 0.05.
+          dtype: float dtype of the variables. Default value: `tf.float32`.
+          name: module name. Default value: `'conv2d'`.
+        """
+        owner = name or 'conv2d'
+        self._in = _check_positive_int(in_channels, 'in_channels', owner)
+        self._out = _check_positive_int(out_channels, 'out_channels', owner)
+        k = _check_positive_int(kernel_size, 'kernel_size', owner)
+        if k % 2 == 0:
+            # SAME padding of an even kernel is asymmetric: not a layer of
+            # this model.
+            raise ValueError(f'{owner}: kernel_size must be odd; got {k}.')
+        self._kernel_size = k
+        super().__init__((k, k, self._in, self._out), init_scale,
+                         kernel_stddev, dtype, name=name or 'conv2d')
+
+    @property
+    def in_channels(self):
+        return self._in
+
+    @property
+    def out_channels(self):
+        return self._out
+
+    @property
+    def kernel_size(self):
+        return self._kernel_size
+
+    def _prepare(self, x):
+        x = tf.convert_to_tensor(x, dtype=self._dtype)
+        if x.shape.rank != 4:
+            raise ValueError(f'Conv2D {self.name!r} expects [B, H, W, C] '
+                             f'inputs; got shape {x.shape}.')
+        _check_last_dim(x, self._in, f'Conv2D {self.name!r}')
+        return x
+
+    def _linear(self, x):
+        return tf.nn.conv2d(x, self.kernel, strides=1, padding='SAME')
+
+
+class LayerNorm(tf.Module):
+    """Layer normalisation over the channel axis, per position (SPEC §1.2).
+
+    `y = (x - mu) / sqrt(var + epsilon) * gamma + beta`, with `mu`, `var` the
+    mean and (biased) variance of `x` over its last axis only; `gamma`
+    (init 1) and `beta` (init 0) have shape `[C]`. No DDI.
+
+    Attributes:
+      gamma: `tf.Variable` of shape `[C]`.
+      beta: `tf.Variable` of shape `[C]`.
+    """
+
+    def __init__(self, channels, epsilon=1e-5, dtype=tf.float32, name=None):
+        """Creates the layer.
+
+        Args:
+          channels: Python int `C`.
+          epsilon: variance floor. Default value: 1e-5.
+          dtype: float dtype of the variables. Default value: `tf.float32`.
+          name: module name. Default value: `'layer_norm'`.
+        """
+        super().__init__(name=name or 'layer_norm')
+        self._channels = _check_positive_int(channels, 'channels', self.name)
+        self._epsilon = float(epsilon)
+        self._dtype = tf.as_dtype(dtype)
+        with self.name_scope:
+            self.gamma = tf.Variable(tf.ones([self._channels], self._dtype),
+                                     name='gamma')
+            self.beta = tf.Variable(tf.zeros([self._channels], self._dtype),
+                                    name='beta')
+
+    @property
+    def channels(self):
+        return self._channels
+
+    def __call__(self, x):
+        x = tf.convert_to_tensor(x, dtype=self._dtype)
+        _check_last_dim(x, self._channels, f'LayerNorm {self.name!r}')
+        mean, variance = tf.nn.moments(x, axes=[-1], keepdims=True)
+        normalised = (x - mean) * tf.math.rsqrt(
+            variance + tf.constant(self._epsilon, self._dtype))
+        return normalised * self.gamma + self.beta
+

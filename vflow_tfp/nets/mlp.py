@@ -1,0 +1,152 @@
+"""Fully connected conditioner for vector data (e.g. the toy experiments).
+
+The VFlow toy experiment (SPEC §7) uses Glow-style couplings whose
+conditioners have two hidden layers of 50 units; `MLP` is that network, with
+the coupling calling convention `net(x, context=None, training=False)`.
+"""
+
+import tensorflow as tf
+
+from vflow_tfp.nets import layers
+
+__all__ = ['MLP']
+
+
+class MLP(tf.Module):
+    """Multi-layer perceptron with an optional concatenated context.
+
+    For `x` `[..., D_in]`, an optional context `a` `[..., D_a]` with the same
+    leading shape, hidden sizes `n_1 .. n_L` and activation `f`:
+
+    ```none
+    h_0 = concat([x, a], axis=-1)          # just x if context_features == 0
+    h_l = f(h_{l-1} W_l + b_l),  l = 1..L
+    y   = h_L W_out + b_out                # [..., output_features], linear
+    ```
+
+    Hidden kernels start as `N(0, 0.05^2)`; the output kernel as
+    `N(0, (0.05 * output_init_scale)^2)`, so the default
+    `output_init_scale=0` gives `W_out = 0, b_out = 0`: the network outputs
+    0 and a fresh coupling using it is the identity. All layers are `Dense`
+    and take part in the data-dependent init (SPEC §1.1) when called inside
+    `data_dependent_init()`: each hidden pre-activation is normalised to
+    mean 0 and std 1 per unit on the batch, and the output pre-activation to
+    std `output_init_scale` (so with the default 0 the output layer stays
+    exactly zero: `W <- W * 0`, `b <- -m * 0`).
+
+    Attributes:
+      hidden_layers: list of hidden `Dense` layers.
+      output_layer: the output `Dense` layer.
+    """
+
+    def __init__(self, input_features, output_features, hidden_units=(50, 50),
+                 activation=tf.nn.relu, context_features=0,
+                 output_init_scale=0.0, dtype=tf.float32, name=None):
+        """Creates the network.
+
+        Args:
+          input_features: Python int `D_in`.
+          output_features: Python int, size of the output.
+          hidden_units: sequence of Python ints, the hidden sizes (may be
+            empty for a single affine layer). Default value: `(50, 50)`.
+          activation: elementwise callable `f`. Default value: `tf.nn.relu`.
+          context_features: Python int `D_a`; 0 for no context.
+            Default value: 0.
+          output_init_scale: scale >= 0 of the output layer at creation
+            (kernel std `0.05 * output_init_scale`) and its DDI target std.
+            Default value: 0 (zero output, identity coupling).
+          dtype: float dtype of the variables. Default value: `tf.float32`.
+          name: module name. Default value: `'mlp'`.
+
+        Raises:
+          ValueError: for non-positive sizes or a negative
+            `output_init_scale`.
+        """
+        super().__init__(name=name or 'mlp')
+        self._input_features = int(input_features)
+        self._output_features = int(output_features)
+        self._context_features = int(context_features)
+        hidden_units = tuple(int(n) for n in hidden_units)
+        if (self._input_features < 1 or self._output_features < 1
+                or self._context_features < 0
+                or any(n < 1 for n in hidden_units)):
+            raise ValueError(
+                f'{self.name}: feature and hidden sizes must be positive '
+                f'(context_features >= 0); got input_features='
+                f'{input_features}, output_features={output_features}, '
+                f'hidden_units={hidden_units}, context_features='
+                f'{context_features}.')
+        output_init_scale = float(output_init_scale)
+        if output_init_scale < 0:
+            raise ValueError(f'{self.name}: output_init_scale must be >= 0; '
+                             f'got {output_init_scale}.')
+        self._hidden_units = hidden_units
+        self._activation = activation
+        self._dtype = tf.as_dtype(dtype)
+        sizes = (self._input_features + self._context_features,) + hidden_units
+        with self.name_scope:
+            self.hidden_layers = [
+                layers.Dense(n_in, n_out, dtype=dtype, name=f'hidden_{i}')
+                for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:]))]
+            self.output_layer = layers.Dense(
+                sizes[-1], self._output_features,
+                init_scale=output_init_scale,
+                kernel_stddev=0.05 * output_init_scale, dtype=dtype,
+                name='output')
+
+    @property
+    def hidden_units(self):
+        return self._hidden_units
+
+    @property
+    def context_features(self):
+        return self._context_features
+
+    @tf.Module.with_name_scope
+    def __call__(self, x, context=None, training=False):
+        """Applies the network.
+
+        Args:
+          x: `[..., input_features]` tensor.
+          context: `[..., context_features]` tensor with the leading shape
+            of `x` if `context_features > 0`, else `None`.
+          training: accepted for the conditioner calling convention; the MLP
+            has no dropout, so it has no effect.
+
+        Returns:
+          `[..., output_features]` tensor.
+
+        Raises:
+          ValueError: for a wrong feature count or a missing, unexpected or
+            mis-shaped context.
+        """
+        del training  # No stochastic layers.
+        x = tf.convert_to_tensor(x, dtype=self._dtype)
+        if x.shape.rank is None or x.shape.rank < 1 or (
+                x.shape[-1] != self._input_features):
+            raise ValueError(f'{self.name} expects inputs [..., '
+                             f'{self._input_features}]; got {x.shape}.')
+        if self._context_features:
+            if context is None:
+                raise ValueError(
+                    f'{self.name} was built with context_features='
+                    f'{self._context_features} and needs a context; got '
+                    'None.')
+            context = tf.convert_to_tensor(context, dtype=self._dtype)
+            if (context.shape.rank != x.shape.rank
+                    or context.shape[-1] != self._context_features):
+                raise ValueError(
+                    f'{self.name} expects a context [..., '
+                    f'{self._context_features}] of the rank of its input '
+                    f'{x.shape}; got {context.shape}.')
+            h = tf.concat([x, context], axis=-1)
+        elif context is not None:
+            raise ValueError(
+                f'{self.name} was built without a context '
+                '(context_features=0) but was given one of shape '
+                f'{getattr(context, "shape", None)}.')
+        else:
+            h = x
+        for layer in self.hidden_layers:
+            h = self._activation(layer(h))
+        return self.output_layer(h)
