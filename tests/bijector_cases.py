@@ -17,6 +17,7 @@ from vflow_tfp import nets
 IMAGE_SHAPE = (4, 4, 2)  # tiny, so full Jacobians are cheap
 VECTOR_SHAPE = (4,)
 NUM_COMPONENTS = 3
+BATCH = 3
 
 
 class TinyConditioner(tf.Module):
@@ -227,6 +228,45 @@ def all_cases():
              data_range=(0.0, 256.0), extreme_data=(0.0, 255.999),
              latent_range=(-2.9, 2.9), atol=(3e-3, 1e-9), min_event_ndims=0),
     ]
+
+
+def data_points(case, dtype, low=None, high=None, seed=0):
+    low = case.data_range[0] if low is None else low
+    high = case.data_range[1] if high is None else high
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(low, high, size=(BATCH,) + case.event_shape)
+    return tf.constant(x, dtype=dtype)
+
+
+def latent_points(case, bijector, dtype, seed=1, tails=True):
+    """Latent-side points inside the bijector's image (fresh tensors)."""
+    shape = bijector.inverse_event_shape(case.event_shape)
+    rng = np.random.default_rng(seed)
+    z = rng.uniform(*case.latent_range, size=(BATCH,) + tuple(shape))
+    if 'vflow' in case.name:
+        # The vflow variant's image is the bounded box t ± ln(19) e^s: take
+        # images of data points spread far into the mixture's tails, which
+        # lie inside it and reach its saturated edges.
+        # With `tails`, data points reach ±20: their latent values sit at the
+        # saturated edges of the image. tf.identity: a fresh tensor, or
+        # `forward` would be a cache lookup.
+        del z
+        spread = 20.0 if tails else None
+        return tf.identity(bijector.inverse(data_points(
+            case, dtype, -spread if tails else None, spread, seed)))
+    return tf.constant(z, dtype=dtype)
+
+
+def autodiff_ildj(bijector, x, event_ndims):
+    """log|det d inverse / dx| from the full Jacobian of the flattened map."""
+    batch = x.shape[0]
+    flat = tf.reshape(x, [batch, -1])
+    with tf.GradientTape() as tape:
+        tape.watch(flat)
+        y = bijector.inverse(tf.reshape(flat, x.shape))
+        flat_y = tf.reshape(y, [batch, -1])
+    jacobian = tape.batch_jacobian(flat_y, flat)
+    return tf.linalg.slogdet(jacobian)[1]
 
 
 CASES = {case.name: case for case in all_cases()}

@@ -162,7 +162,8 @@ class Invertible1x1Test(tf.test.TestCase):
 
     def test_lu_reconstructs_an_orthogonal_matrix_at_init(self):
         conv = vb.Invertible1x1ConvLU([2, 2, 5], dtype=tf.float64)
-        w, w_inv, log_abs_det = conv._matrices()
+        w, w_inv, log_abs_det = (conv._weight(), conv._inverse_weight(),
+                                 conv._log_abs_det())
         self.assertAllClose(tf.matmul(w[0], w[0], transpose_b=True),
                             tf.eye(5, dtype=tf.float64), atol=1e-12)
         self.assertAllClose(tf.matmul(w[0], w_inv[0]),
@@ -177,7 +178,7 @@ class Invertible1x1Test(tf.test.TestCase):
         conv.lu_factors.log_s.assign([[0.3, -1.0, 2.0]])
         conv.lu_factors.lower.assign(tf.random.normal([1, 3, 3],
                                                       dtype=tf.float64))
-        w, _, _ = conv._matrices()
+        w = conv._weight()
         sign, logdet = tf.linalg.slogdet(w[0])
         self.assertAllClose(logdet, 1.3)
         self.assertAllClose(

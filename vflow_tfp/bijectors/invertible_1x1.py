@@ -30,9 +30,10 @@ def _random_orthogonal(size, dtype):
 class _Pointwise(tfb.Bijector):
     """Shared machinery: one matrix per half (or one for the whole event).
 
-    Subclasses provide `_matrices()` -> `(w, w_inv, log_abs_det)` with shapes
-    `[k, c, c]`, `[k, c, c]` and `[k]`, where `k` is 1 without a partition and
-    2 with one.
+    Subclasses provide `_weight()`, `_inverse_weight()` and
+    `_log_abs_det()` with shapes `[k, c, c]`, `[k, c, c]` and `[k]`, where
+    `k` is 1 without a partition and 2 with one; each direction computes
+    only what it uses.
     """
 
     def _setup(self, event_shape, partition):
@@ -83,17 +84,15 @@ class _Pointwise(tfb.Bijector):
         return self._join(out)
 
     def _ildj(self):
-        _, _, log_abs_det = self._matrices()
+        log_abs_det = self._log_abs_det()
         positions = tf.constant(self._positions, dtype=log_abs_det.dtype)
         return tf.cast(tf.reduce_sum(positions * log_abs_det), self.dtype)
 
     def _inverse(self, x):
-        w, _, _ = self._matrices()
-        return self._apply(x, w)
+        return self._apply(x, self._weight())
 
     def _forward(self, y):
-        _, w_inv, _ = self._matrices()
-        return self._apply(y, w_inv)
+        return self._apply(y, self._inverse_weight())
 
     def _inverse_log_det_jacobian(self, x):
         return self._ildj()
@@ -180,16 +179,19 @@ class Invertible1x1Conv(_Pointwise):
     def weights(self):
         return self._weights
 
-    def _matrices(self):
-        w = tf.convert_to_tensor(self._weights, dtype=self.dtype)
-        w64 = tf.cast(w, tf.float64)
+    def _weight(self):
+        return tf.convert_to_tensor(self._weights, dtype=self.dtype)
+
+    def _inverse_weight(self):
+        w64 = tf.cast(self._weights, tf.float64)
+        return tf.cast(tf.linalg.inv(w64), self.dtype)
+
+    def _log_abs_det(self):
+        w64 = tf.cast(self._weights, tf.float64)
         # log|det W| = log det(W W^T) / 2 through a Cholesky factorisation:
         # unlike slogdet, it compiles under XLA, and in float64 squaring the
         # condition number costs nothing that matters.
-        log_abs_det = 0.5 * tf.linalg.logdet(
-            tf.matmul(w64, w64, transpose_b=True))
-        w_inv = tf.cast(tf.linalg.inv(w64), self.dtype)
-        return w, w_inv, log_abs_det
+        return 0.5 * tf.linalg.logdet(tf.matmul(w64, w64, transpose_b=True))
 
 
 class Invertible1x1ConvLU(_Pointwise):
@@ -294,16 +296,20 @@ class Invertible1x1ConvLU(_Pointwise):
         perm = tf.gather(tf.eye(channels, dtype=dtype), f.permutation)
         return perm, lower, upper
 
-    def _matrices(self):
+    def _weight(self):
         perm, lower, upper = self._factors(self.dtype)
-        w = tf.matmul(perm, tf.matmul(lower, upper))
+        return tf.matmul(perm, tf.matmul(lower, upper))
+
+    def _inverse_weight(self):
         # W^{-1} = U^{-1} L^{-1} P^T by triangular solves, in float64 so the
         # sampling direction loses no accuracy to a badly conditioned W.
-        perm64, lower64, upper64 = self._factors(tf.float64)
+        perm, lower, upper = self._factors(tf.float64)
         eye = tf.eye(self._channels, batch_shape=[len(self._half_shapes)],
                      dtype=tf.float64)
-        l_inv = tf.linalg.triangular_solve(lower64, eye, lower=True)
-        u_inv = tf.linalg.triangular_solve(upper64, eye, lower=False)
-        w_inv = tf.matmul(u_inv, tf.matmul(l_inv, perm64, transpose_b=True))
-        log_abs_det = tf.reduce_sum(self._lu_factors.log_s, axis=-1)
-        return w, tf.cast(w_inv, self.dtype), log_abs_det
+        l_inv = tf.linalg.triangular_solve(lower, eye, lower=True)
+        u_inv = tf.linalg.triangular_solve(upper, eye, lower=False)
+        w_inv = tf.matmul(u_inv, tf.matmul(l_inv, perm, transpose_b=True))
+        return tf.cast(w_inv, self.dtype)
+
+    def _log_abs_det(self):
+        return tf.reduce_sum(self._lu_factors.log_s, axis=-1)

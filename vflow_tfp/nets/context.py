@@ -131,12 +131,7 @@ class ContextNet(tf.Module):
           ValueError: if `x` does not have static shape `[B] + input_shape`.
         """
         x = tf.convert_to_tensor(x, dtype=self._dtype)
-        got = tuple(x.shape[1:]) if x.shape.rank == 4 else None
-        if got != self._input_shape:
-            raise ValueError(
-                f'{self.name} expects inputs of shape [B, '
-                f'{", ".join(map(str, self._input_shape))}] '
-                f'(H, W, C); got {x.shape}.')
+        layers.check_image_input(x, self._input_shape, self.name)
         a, b = self._partition.split(x)
         h = self.proj_in(tf.concat([a, b], axis=-1))
         for block in self.residual_blocks:

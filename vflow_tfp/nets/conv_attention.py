@@ -172,12 +172,7 @@ class ConvAttnNet(tf.Module):
             or the context is missing, unexpected or mis-shaped.
         """
         x = tf.convert_to_tensor(x, dtype=self._dtype)
-        got = tuple(x.shape[1:]) if x.shape.rank == 4 else None
-        if got != self._input_shape:
-            raise ValueError(
-                f'{self.name} expects inputs of shape [B, '
-                f'{", ".join(map(str, self._input_shape))}] '
-                f'(H, W, C); got {x.shape}.')
+        layers.check_image_input(x, self._input_shape, self.name)
         # Checked here too so that a net with num_blocks=0 is just as strict.
         if self._context_channels and context is None:
             raise ValueError(

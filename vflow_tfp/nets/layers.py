@@ -111,6 +111,15 @@ def dropout(x, rate, rng, training):
                    lambda: tf.identity(x))
 
 
+def check_image_input(x, input_shape, owner):
+    """Raises `ValueError` unless `x` is `[B] + input_shape` with static H, W, C."""
+    got = tuple(x.shape[1:]) if x.shape.rank == 4 else None
+    if got != tuple(input_shape):
+        raise ValueError(
+            f'{owner} expects inputs of shape [B, '
+            f'{", ".join(map(str, input_shape))}] (H, W, C); got {x.shape}.')
+
+
 def _check_positive_int(value, what, owner):
     if int(value) != value or value < 1:
         raise ValueError(f'{owner}: {what} must be a positive int; got '
