@@ -104,8 +104,9 @@ def _coupling(cls, partition, params, parity=0, context_channels=0, **kw):
     def build(dtype):
         half_c, half_t = _half(partition, IMAGE_SHAPE if
                                partition.event_ndims == 3 else VECTOR_SHAPE)
-        cond_shape = half_c
-        net = TinyConditioner(cond_shape, half_t[-1] * params,
+        if parity:
+            half_c, half_t = half_t, half_c
+        net = TinyConditioner(half_c, half_t[-1] * params,
                               context_channels=context_channels, dtype=dtype)
         return cls(net, partition, parity=parity, dtype=dtype, **kw)
     return build
@@ -198,6 +199,13 @@ def all_cases():
              _coupling(vb.AffineCoupling, vb.Checkerboard(), 2, parity=1,
                        scale_fn='sigmoid'),
              IMAGE_SHAPE),
+        Case('affine_exp_uneven_channels',
+             _coupling(vb.AffineCoupling,
+                       vb.ChannelSplit(event_ndims=1, first_channels=1), 2,
+                       parity=1, scale_fn='exp'),
+             VECTOR_SHAPE, min_event_ndims=1,
+             # an unbounded scale overflows at |x| = 1e3 by design
+             extreme_data=(-30.0, 30.0), extreme_latent=(-30.0, 30.0)),
         Case('affine_vector',
              _coupling(vb.AffineCoupling, vb.ChannelSplit(event_ndims=1), 2),
              VECTOR_SHAPE, min_event_ndims=1),

@@ -222,14 +222,18 @@ class AffineCoupling(Coupling):
     inverse_log_det_jacobian = sum_e s
     s = tanh(h_s)             (scale_fn='tanh', official Flow++/VFlow)
     s = log sigmoid(h_s + 2)  (scale_fn='sigmoid', Glow)
+    s = h_s                   (scale_fn='exp', VFlow's f_affine)
     ```
 
     `(h_s, t)` are the conditioner's two outputs per element (slots 0 and 1).
-    Both choices keep `exp(s)` bounded (`[e^-1, e]`, resp. `(0, 1)`), so a
-    badly trained network cannot blow the scale up.
+    `'tanh'` and `'sigmoid'` keep `exp(s)` bounded (`[e^-1, e]`, resp.
+    `(0, 1)`), so a badly trained network cannot blow the scale up; `'exp'`
+    is unbounded, as the paper's f_affine `y = mu(z) + exp(s(z)) x` (whose
+    official code adds 1e-6 to the scale but leaves it out of the log-det,
+    SPEC §9.13; here the log-det is exact).
     """
 
-    _SCALE_FNS = ('tanh', 'sigmoid')
+    _SCALE_FNS = ('tanh', 'sigmoid', 'exp')
 
     def __init__(self, conditioner, partition, parity=0, scale_fn='tanh',
                  validate_args=False, dtype=tf.float32, name=None):
@@ -239,8 +243,8 @@ class AffineCoupling(Coupling):
           conditioner: callable `net(c, context=None, training=False)`.
           partition: a `Partition`.
           parity: 0 transforms the partition's second half, 1 the first.
-          scale_fn: `'tanh'` (official) or `'sigmoid'` (Glow).
-            Default value: `'tanh'`.
+          scale_fn: `'tanh'` (official), `'sigmoid'` (Glow) or `'exp'`
+            (unbounded). Default value: `'tanh'`.
           validate_args: Python `bool`.
           dtype: float dtype. Default value: `tf.float32`.
           name: Default value: `'affine_coupling'`.
@@ -266,8 +270,10 @@ class AffineCoupling(Coupling):
         raw = params[..., 0]
         if self._scale_fn == 'tanh':
             log_scale = tf.tanh(raw)
-        else:
+        elif self._scale_fn == 'sigmoid':
             log_scale = tf.math.log_sigmoid(raw + 2.0)
+        else:
+            log_scale = raw
         return log_scale, params[..., 1]
 
     def _transform(self, e, params):

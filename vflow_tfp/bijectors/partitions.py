@@ -158,22 +158,39 @@ class Checkerboard(Partition):
 class ChannelSplit(Partition):
     """First channels / last channels (features, for vectors).
 
-    For `C` channels, `a = x[..., :C//2]` and `b = x[..., C//2:]`; `merge`
-    concatenates. `event_ndims` is 3 for images `[H, W, C]` and 1 for vectors
-    `[D]`. An odd `C` gives `b` the extra channel.
+    For `C` channels and `k = first_channels` (default `C // 2`),
+    `a = x[..., :k]` and `b = x[..., k:]`; `merge` concatenates. `event_ndims`
+    is 3 for images `[H, W, C]` and 1 for vectors `[D]`. With the default, an
+    odd `C` gives `b` the extra channel. A fixed `first_channels` splits an
+    augmented `[x, z]` at the data channels (VFlow's f_affine).
     """
 
     event_ndims: int = 3
+    first_channels: int = None
 
     def __post_init__(self):
         if self.event_ndims not in (1, 3):
             raise ValueError('ChannelSplit.event_ndims must be 1 (vectors) or '
                              f'3 (images); got {self.event_ndims}.')
+        if self.first_channels is not None and self.first_channels < 1:
+            raise ValueError('ChannelSplit.first_channels must be >= 1; got '
+                             f'{self.first_channels}.')
+
+    def _first(self, channels):
+        if channels < 2:
+            raise ValueError('ChannelSplit needs at least 2 channels; got '
+                             f'{channels}.')
+        first = channels // 2 if self.first_channels is None else (
+            self.first_channels)
+        if first >= channels:
+            raise ValueError(f'ChannelSplit(first_channels={first}) needs more '
+                             f'than {first} channels; got {channels}.')
+        return first
 
     def split(self, x):
         channels = _static_event_shape(x, self.event_ndims)[-1]
-        self._check_channels(channels)
-        return x[..., :channels // 2], x[..., channels // 2:]
+        first = self._first(channels)
+        return x[..., :first], x[..., first:]
 
     def merge(self, a, b):
         return tf.concat([a, b], axis=-1)
@@ -185,11 +202,6 @@ class ChannelSplit(Partition):
                 f'ChannelSplit(event_ndims={self.event_ndims}) got event '
                 f'shape {list(event_shape)}.')
         channels = event_shape[-1]
-        self._check_channels(channels)
-        return (event_shape[:-1] + (channels // 2,),
-                event_shape[:-1] + (channels - channels // 2,))
-
-    def _check_channels(self, channels):
-        if channels < 2:
-            raise ValueError('ChannelSplit needs at least 2 channels; got '
-                             f'{channels}.')
+        first = self._first(channels)
+        return (event_shape[:-1] + (first,),
+                event_shape[:-1] + (channels - first,))

@@ -63,7 +63,8 @@ class ConvAttnNet(tf.Module):
     def __init__(self, input_shape, output_channels, filters=96,
                  num_blocks=10, num_heads=4, attention=True,
                  context_channels=0, dropout=0.0, output_nonlinearity=False,
-                 rng=None, dtype=tf.float32, name=None):
+                 output_init_scale=0.1, rng=None, dtype=tf.float32,
+                 name=None):
         """Creates the network.
 
         Args:
@@ -79,6 +80,9 @@ class ConvAttnNet(tf.Module):
           dropout: dropout rate in `[0, 1)` of every block. Default value: 0.
           output_nonlinearity: apply `concat_elu` before the output conv.
             Default value: `False`.
+          output_init_scale: data-dependent init scale of the output conv:
+            0.1 for coupling networks, 1.0 for VFlow's f_affine network
+            (SPEC §1.13). Default value: 0.1.
           rng: `tf.random.Generator` shared by all blocks for dropout.
             Default value: `None` (one non-deterministic generator is created
             if `dropout > 0`).
@@ -137,7 +141,8 @@ class ConvAttnNet(tf.Module):
                         filters, dtype=dtype, name=f'norm_attn_{i}'))
             out_in = 2 * filters if self._output_nonlinearity else filters
             self.proj_out = layers.Conv2D(
-                out_in, self._output_channels, 3, init_scale=0.1,
+                out_in, self._output_channels, 3,
+                init_scale=output_init_scale,
                 dtype=dtype, name='proj_out')
 
     @property
