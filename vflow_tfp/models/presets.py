@@ -1,0 +1,350 @@
+"""Named model configurations of the papers, and CPU-sized ones.
+
+`build(name, **overrides)` returns a `VFlow` model; `names()` lists the
+presets; `describe(name)` gives a one-line summary. Overrides are the keyword
+arguments of the preset's factory (e.g. `filters`, `blocks`, `components`,
+`dropout`, `seed`, `dtype`); an unknown one is an error that lists the valid
+ones.
+
+Notation as in the VFlow paper (SPEC §7): `f_split(B, F, K) x n` is a step
+group of n steps with B conditioner blocks of width F with attention and K
+logistic components; `g_` drops the attention; `S2D` is `Squeeze`.
+
+Reference parameter counts (asserted by the tests):
+
+* `flowpp_cifar10`: 31,443,440 (Flow++'s documented count).
+* `vflow_cifar10`: 39,700,096 (= 37.86 Mi: the paper's "37.8M" in 2^20 units).
+"""
+
+import functools
+import inspect
+
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from vflow_tfp.models import builders
+from vflow_tfp.models import conditional
+from vflow_tfp.models import vflow as vflow_lib
+
+__all__ = ['build', 'names', 'describe']
+
+tfb = tfp.bijectors
+G = builders.StepGroup
+
+TOY_STEPS = (2, 3, 5, 10, 20)
+TOY_DIMS = (4, 6, 8, 10)
+
+
+def _rng(seed):
+    if seed is None:
+        return tf.random.Generator.from_non_deterministic_state()
+    return tf.random.Generator.from_seed(seed)
+
+
+def image_model(data_shape, p_stages, *, augment_channels=0, q_group=None,
+                r_group=None, variant='vflow', pointwise_noise=0.01,
+                context_filters=32, context_blocks=3, f_affine_blocks=0,
+                f_affine_filters=32, dropout=0.0, seed=None,
+                dtype=tf.float32, name='vflow'):
+    """Assembles a `VFlow` image model from step-group specs.
+
+    Args:
+      data_shape: `(H, W, C)`.
+      p_stages: stages of `StepGroup`s of p, joined by `Squeeze`.
+      augment_channels: `D_Z`; needs `q_group` when > 0.
+      q_group: `StepGroup` of the posterior q(z|x~) (conditioned on x~).
+      r_group: `StepGroup` of the dequantiser r(u|x), or `None` for uniform
+        dequantisation.
+      variant: `'flowpp'` or `'vflow'` mixture squash, in all three flows.
+      pointwise_noise: 1x1 convolution init noise (0.001 Flow++, 0.01 VFlow).
+      context_filters, context_blocks: the context networks of r and q.
+      f_affine_blocks: blocks of VFlow's f_affine network; 0 for none.
+      f_affine_filters: its width.
+      dropout: dropout rate of every network.
+      seed: seed of the model's `tf.random.Generator` (noise and dropout);
+        `None` for a non-deterministic one.
+      dtype: float dtype.
+      name: model name.
+    """
+    rng = _rng(seed)
+    data_shape = tuple(data_shape)
+    channels = data_shape[-1]
+    joint_shape = data_shape[:-1] + (channels + augment_channels,)
+    common = dict(variant=variant, pointwise_noise=pointwise_noise,
+                  dropout=dropout, rng=rng, dtype=dtype)
+    layers = []
+    if f_affine_blocks:
+        if not augment_channels:
+            raise ValueError('f_affine needs augment_channels > 0.')
+        layers.append(builders.f_affine(
+            joint_shape, channels, f_affine_filters, 'p_affine',
+            blocks=f_affine_blocks, dropout=dropout, rng=rng, dtype=dtype))
+    flow_layers, _ = builders.image_flow(joint_shape, p_stages, 'p', **common)
+    p_bijector = tfb.Chain(layers + flow_layers, name='p_flow')
+    if r_group is None:
+        dequantizer = conditional.UniformDequantizer(data_shape, dtype=dtype)
+    else:
+        dequantizer = builders.conditional_image_flow(
+            data_shape, data_shape, r_group, 'r',
+            context_filters=context_filters, context_blocks=context_blocks,
+            **common)
+    posterior = None
+    if augment_channels:
+        if q_group is None:
+            raise ValueError('augment_channels > 0 needs a q_group.')
+        posterior = builders.conditional_image_flow(
+            data_shape[:-1] + (augment_channels,), data_shape, q_group, 'q',
+            context_filters=context_filters, context_blocks=context_blocks,
+            **common)
+    return vflow_lib.VFlow(p_bijector, data_shape, augment_channels,
+                           posterior=posterior, dequantizer=dequantizer,
+                           rng=rng, dtype=dtype, name=name)
+
+
+# -- CIFAR-10 (SPEC §2, §6, §7) -------------------------------------------
+
+def flowpp_cifar10(filters=96, blocks=10, components=32, dequant_blocks=2,
+                   dropout=0.2, seed=None, dtype=tf.float32,
+                   image_shape=(32, 32, 3)):
+    """Flow++ CIFAR-10 (Table 3/4, 3.08 bpd): 31,443,440 parameters.
+
+    p: f_checker(10,96,32)x4 ; S2D ; f_channel(10,96,32)x2, f_checker x3.
+    r: f_checker(2,96,32)x4 + sigmoid (the code's attention couplings).
+    """
+    def g(split, steps, b=blocks):
+        return G(split, steps, b, filters, components)
+    return image_model(
+        image_shape, [[g('column', 4)], [g('channel', 2), g('column', 3)]],
+        r_group=g('column', 4, dequant_blocks), variant='flowpp',
+        pointwise_noise=0.001, dropout=dropout, seed=seed, dtype=dtype,
+        name='flowpp_cifar10')
+
+
+def vflow_cifar10(filters=96, blocks=10, components=32, dequant_blocks=2,
+                  posterior_blocks=3, augment_channels=3, dropout=0.2,
+                  seed=None, dtype=tf.float32, image_shape=(32, 32, 3)):
+    """VFlow 6-channel CIFAR-10 (Table 1, 2.98 bpd): 39,700,096 parameters.
+
+    p: f_checker(10,96,32)x2, f_channel x2 ; S2D ; f_checker x2, f_channel x3.
+    q: f_checker(3,96,32)x4 + sigmoid;  r: f_checker(2,96,32)x4 + sigmoid.
+    """
+    def g(split, steps, b=blocks):
+        return G(split, steps, b, filters, components)
+    return image_model(
+        image_shape,
+        [[g('column', 2), g('channel', 2)], [g('column', 2), g('channel', 3)]],
+        augment_channels=augment_channels,
+        q_group=g('column', 4, posterior_blocks),
+        r_group=g('column', 4, dequant_blocks), variant='vflow',
+        pointwise_noise=0.01, dropout=dropout, seed=seed, dtype=dtype,
+        name='vflow_cifar10')
+
+
+def _vflow_4m(augment_channels, blocks, q_blocks=3, filters=32, components=4,
+              dropout=0.2, seed=None, dtype=tf.float32,
+              image_shape=(32, 32, 3), name='vflow_4m'):
+    def f(split, steps, b=blocks):
+        return G(split, steps, b, filters, components)
+    return image_model(
+        image_shape,
+        [[f('column', 2), f('channel', 2)], [f('column', 2), f('channel', 3)]],
+        augment_channels=augment_channels,
+        q_group=G('column', 4, q_blocks, filters, components, attention=False),
+        r_group=f('column', 4, 2), f_affine_blocks=3,
+        f_affine_filters=filters, variant='vflow', dropout=dropout, seed=seed,
+        dtype=dtype, name=name)
+
+
+def flowpp_cifar10_4m(filters=32, blocks=13, components=4, dropout=0.2,
+                      seed=None, dtype=tf.float32, image_shape=(32, 32, 3)):
+    """3-channel Flow++ of the 4M budget (Tables 2/5, 3.21 bpd)."""
+    def f(split, steps, b=blocks):
+        return G(split, steps, b, filters, components)
+    return image_model(
+        image_shape, [[f('column', 4)], [f('channel', 2), f('column', 3)]],
+        r_group=f('column', 4, 2), variant='flowpp', pointwise_noise=0.001,
+        dropout=dropout, seed=seed, dtype=dtype, name='flowpp_cifar10_4m')
+
+
+# -- ImageNet (SPEC §6.3; the paper gives no exact architecture) ----------
+
+def flowpp_imagenet32(filters=128, blocks=20, components=32, dropout=0.0,
+                      seed=None, dtype=tf.float32, image_shape=(32, 32, 3)):
+    """Flow++ ImageNet 32x32 (F=128, B=20, K=32; dequantiser of 8 steps)."""
+    def g(split, steps, b=blocks):
+        return G(split, steps, b, filters, components)
+    return image_model(
+        image_shape, [[g('column', 4)], [g('channel', 2), g('column', 3)]],
+        r_group=g('column', 8, 2), context_blocks=8, variant='flowpp',
+        pointwise_noise=0.001, dropout=dropout, seed=seed, dtype=dtype,
+        name='flowpp_imagenet32')
+
+
+def vflow_imagenet32(filters=128, blocks=20, components=32, dropout=0.0,
+                     augment_channels=3, seed=None, dtype=tf.float32,
+                     image_shape=(32, 32, 3)):
+    """VFlow ImageNet 32x32 (3.83 bpd in the paper): the CIFAR layout at
+    F=128, B=20, with ImageNet's 8-step dequantiser and deeper context nets."""
+    def g(split, steps, b=blocks):
+        return G(split, steps, b, filters, components)
+    return image_model(
+        image_shape,
+        [[g('column', 2), g('channel', 2)], [g('column', 2), g('channel', 3)]],
+        augment_channels=augment_channels, q_group=g('column', 4, 3),
+        r_group=g('column', 8, 2), context_blocks=8, variant='vflow',
+        dropout=dropout, seed=seed, dtype=dtype, name='vflow_imagenet32')
+
+
+def vflow_imagenet64(filters=96, blocks=10, components=32, dropout=0.0,
+                     augment_channels=3, seed=None, dtype=tf.float32,
+                     image_shape=(64, 64, 3)):
+    """VFlow ImageNet 64x64 (3.66 bpd in the paper): three scales, with B=5
+    for r and q and 5-block context nets (SPEC §6.3)."""
+    def g(split, steps, b=blocks):
+        return G(split, steps, b, filters, components)
+    return image_model(
+        image_shape,
+        [[g('column', 2), g('channel', 2)], [g('column', 2), g('channel', 2)],
+         [g('column', 2), g('channel', 3)]],
+        augment_channels=augment_channels, q_group=g('column', 4, 5),
+        r_group=g('column', 4, 5), context_blocks=5, variant='vflow',
+        dropout=dropout, seed=seed, dtype=dtype, name='vflow_imagenet64')
+
+
+# -- CPU-sized models ------------------------------------------------------
+
+def small_vflow(image_shape=(16, 16, 3), augment_channels=3, filters=32,
+                blocks=2, components=8, attention=True, dequant_blocks=1,
+                posterior_blocks=1, context_filters=16, dropout=0.0,
+                seed=None, dtype=tf.float32, name='small_vflow'):
+    """A VFlow of the CIFAR layout sized for CPUs (8x8 to 32x32 images).
+
+    `augment_channels=0` gives the corresponding Flow++; `dequant_blocks=0`
+    uniform dequantisation.
+    """
+    def g(split, steps, b=blocks):
+        return G(split, steps, b, filters, components, attention)
+    if augment_channels:
+        stages = [[g('column', 2), g('channel', 2)],
+                  [g('column', 2), g('channel', 2)]]
+    else:
+        stages = [[g('column', 2)], [g('channel', 2), g('column', 2)]]
+    return image_model(
+        image_shape, stages, augment_channels=augment_channels,
+        q_group=g('column', 2, posterior_blocks) if augment_channels else None,
+        r_group=g('column', 2, dequant_blocks) if dequant_blocks else None,
+        context_filters=context_filters, context_blocks=1,
+        variant='vflow', dropout=dropout, seed=seed, dtype=dtype, name=name)
+
+
+tiny_vflow = functools.partial(
+    small_vflow, image_shape=(8, 8, 3), augment_channels=3, filters=16,
+    blocks=1, components=4, context_filters=8, name='tiny_vflow')
+tiny_flowpp = functools.partial(
+    small_vflow, image_shape=(8, 8, 3), augment_channels=0, filters=16,
+    blocks=1, components=4, context_filters=8, name='tiny_flowpp')
+
+
+# -- the 2-D checkerboard (VFlow paper §5) ---------------------------------
+
+def checkerboard_model(num_steps, dims=2, hidden_units=(50, 50),
+                       scale_fn='tanh', seed=None, dtype=tf.float32):
+    """Glow (dims = 2) or VFlow (dims > 2) on 2-D data.
+
+    VFlow spends one of the `num_steps` steps on q(z|x) (dims - 2 features,
+    couplings conditioned on x) and `num_steps - 1` on p over [x, z]; Glow
+    spends all on p. Steps: ActNorm, dense linear map, affine coupling with
+    an MLP of `hidden_units` (the paper: 2 x 50).
+    """
+    augment = int(dims) - 2
+    if augment < 0 or augment == 1:
+        raise ValueError(f'dims must be 2 (Glow) or >= 4; got {dims}.')
+    p_steps = num_steps - 1 if augment else num_steps
+    if p_steps < 1:
+        raise ValueError(f'num_steps={num_steps} leaves p no step.')
+    p_bijector = tfb.Chain(builders.vector_flow(
+        dims, p_steps, 'p', hidden_units=hidden_units, scale_fn=scale_fn,
+        dtype=dtype), name='p_flow')
+    posterior = None
+    if augment:
+        posterior = builders.conditional_vector_flow(
+            augment, 2, 1, 'q', hidden_units=hidden_units, scale_fn=scale_fn,
+            dtype=dtype)
+    name = (f'checkerboard_vflow_{num_steps}_{dims}' if augment
+            else f'checkerboard_glow_{num_steps}')
+    return vflow_lib.VFlow(p_bijector, (2,), augment, posterior=posterior,
+                           rng=_rng(seed), dtype=dtype, name=name)
+
+
+_PRESETS = {
+    'flowpp_cifar10': flowpp_cifar10,
+    'vflow_cifar10': vflow_cifar10,
+    'vflow_cifar10_f64_k16': functools.partial(vflow_cifar10, filters=64,
+                                               components=16),
+    'vflow_cifar10_f56_k10': functools.partial(vflow_cifar10, filters=56,
+                                               components=10),
+    'flowpp_cifar10_4m': flowpp_cifar10_4m,
+    'vflow4_cifar10_4m': functools.partial(_vflow_4m, 1, 11,
+                                           name='vflow4_cifar10_4m'),
+    'vflow6_cifar10_4m': functools.partial(_vflow_4m, 3, 10,
+                                           name='vflow6_cifar10_4m'),
+    'vflow6_cifar10_4m_q6': functools.partial(_vflow_4m, 3, 9, q_blocks=6,
+                                              name='vflow6_cifar10_4m_q6'),
+    'vflow6_cifar10_4m_q8': functools.partial(_vflow_4m, 3, 8, q_blocks=8,
+                                              name='vflow6_cifar10_4m_q8'),
+    'flowpp_imagenet32': flowpp_imagenet32,
+    'vflow_imagenet32': vflow_imagenet32,
+    'vflow_imagenet64': vflow_imagenet64,
+    'small_vflow_32': functools.partial(small_vflow, image_shape=(32, 32, 3),
+                                        name='small_vflow_32'),
+    'small_vflow_16': functools.partial(small_vflow, name='small_vflow_16'),
+    'small_flowpp_16': functools.partial(small_vflow, augment_channels=0,
+                                         name='small_flowpp_16'),
+    'tiny_vflow': tiny_vflow,
+    'tiny_flowpp': tiny_flowpp,
+}
+for _steps in TOY_STEPS:
+    _PRESETS[f'checkerboard_glow_{_steps}'] = functools.partial(
+        checkerboard_model, _steps, 2)
+    for _dims in TOY_DIMS:
+        _PRESETS[f'checkerboard_vflow_{_steps}_{_dims}'] = functools.partial(
+            checkerboard_model, _steps, _dims)
+
+
+def names():
+    """Names of all presets, sorted."""
+    return sorted(_PRESETS)
+
+
+def _factory(name):
+    if name not in _PRESETS:
+        close = [n for n in _PRESETS if n.split('_')[0] == name.split('_')[0]]
+        raise ValueError(f'Unknown preset {name!r}. Presets: '
+                         f'{", ".join(close or names())}.')
+    return _PRESETS[name]
+
+
+def overridable(name):
+    """The keyword arguments `build(name, ...)` accepts."""
+    params = inspect.signature(_factory(name)).parameters
+    return sorted(p for p in params
+                  if params[p].default is not inspect.Parameter.empty)
+
+
+def build(name, **overrides):
+    """Builds preset `name` with keyword `overrides` (see `overridable`)."""
+    factory = _factory(name)
+    valid = overridable(name)
+    unknown = sorted(set(overrides) - set(valid))
+    if unknown:
+        raise ValueError(f'Preset {name!r} has no setting(s) {unknown}; valid '
+                         f'overrides: {valid}.')
+    return factory(**overrides)
+
+
+def describe(name):
+    """First line of the preset's documentation."""
+    factory = _factory(name)
+    func = factory.func if isinstance(factory, functools.partial) else factory
+    return (inspect.getdoc(func) or '').splitlines()[0]
+

@@ -1,0 +1,332 @@
+"""VFlow: a generative flow on data augmented with variational dimensions.
+
+The model (VFlow paper §3, SPEC §2) has three distributions:
+
+* `r`, the dequantiser r(u | x): noise `u` in (0, 1)^D added to the integer
+  image `x`; a conditional flow (Flow++'s variational dequantisation) or
+  uniform. Absent for continuous data.
+* `q`, the augmentation posterior q(z | x~): `D_Z` extra channels (features)
+  drawn given the pre-processed data `x~`. With `D_Z = 0` the model is a plain
+  Flow++ / Glow / RealNVP flow.
+* `p`, the flow over the augmented data `[x~, z]` (concatenated on the last
+  axis): a `tfd.TransformedDistribution` with any bijector whose `inverse` maps
+  `[x~, z]` to a standard normal latent.
+
+For images, `x~ = logit(0.05 + 0.9 (x + u) / 256)` (`ImageLogit`), and the
+evidence lower bound of one image is (SPEC §2.3, VFlow Eq. 7)
+
+```none
+ELBO(x) = log p(x~, z) + log|d x~ / d(x + u)| - log q(z | x~) - log r(u | x)
+```
+
+in nats, with `u ~ r(.|x)` and `z ~ q(.|x~)`. Bits per dimension divide by
+`D_x ln 2`, counting only the data dimensions (not `z`). The importance-
+weighted estimate `log (1/S) sum_s exp(ELBO_s)` (VFlow Eq. 5) is a tighter
+bound that tends to `log p(x)` as `S` grows.
+"""
+
+import math
+
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+import vflow_tfp.initialization as initialization
+from vflow_tfp import bijectors as vb
+from vflow_tfp.models import conditional
+
+__all__ = ['VFlow']
+
+tfb = tfp.bijectors
+tfd = tfp.distributions
+
+
+class VFlow(tf.Module):
+    """VFlow / Flow++ / plain flow model with ELBO, IW likelihood and sampling.
+
+    #### Example
+
+    ```python
+    model = vflow_tfp.models.presets.build('tiny_vflow')
+    model.initialize(images)                   # uint8 [N, 8, 8, 3]
+    loss = -tf.reduce_mean(model.elbo(images, training=True))
+    bpd = model.bits_per_dim(model.log_prob(images, num_samples=64))
+    samples = model.sample(16)                 # uint8 images
+    ```
+    """
+
+    def __init__(self,
+                 p_bijector,
+                 data_shape,
+                 augment_channels=0,
+                 posterior=None,
+                 dequantizer=None,
+                 num_bins=256,
+                 rng=None,
+                 dtype=tf.float32,
+                 name=None):
+        """Creates the model.
+
+        Args:
+          p_bijector: bijector of `p`: its `inverse` maps augmented data
+            `[x~, z]` (event shape `data_shape[:-1] + [C + augment_channels]`)
+            to the latent; any TFP bijector. Conditional layers of `p` get
+            `training` through `vflow_tfp.bijectors.chain_kwargs`.
+          data_shape: event shape of the data: `[H, W, C]` for images
+            (integers in `[0, num_bins)`, dequantised by `dequantizer` and
+            logit-transformed) or `[D]` for continuous vectors.
+          augment_channels: `D_Z`, channels (images) or features (vectors) of
+            the augmentation `z`; 0 for a plain flow. Default value: 0.
+          posterior: `ConditionalFlow` over `z` given `x~` (event shape
+            `data_shape[:-1] + [D_Z]`); required iff `augment_channels > 0`.
+          dequantizer: for images, a `ConditionalFlow` over `u` in (0, 1)
+            conditioned on `x / num_bins - 0.5`, or a `UniformDequantizer`
+            (the default for images); must be `None` for vectors.
+          num_bins: discrete values per data dimension (256 for 8-bit).
+          rng: `tf.random.Generator` for the noise of `r`, `q` and sampling
+            when no seed is given; create it (like the model) under a
+            `tf.distribute` strategy's scope for per-replica streams.
+            Default value: a new non-deterministic generator.
+          dtype: float dtype. Default value: `tf.float32`.
+          name: module name. Default value: `'vflow'`.
+        """
+        super().__init__(name=name or 'vflow')
+        self._data_shape = tuple(int(d) for d in data_shape)
+        if len(self._data_shape) not in (1, 3):
+            raise ValueError('data_shape must be [H, W, C] (images) or [D] '
+                             f'(vectors); got {list(self._data_shape)}.')
+        self._is_image = len(self._data_shape) == 3
+        self._augment_channels = int(augment_channels)
+        if self._augment_channels < 0:
+            raise ValueError('augment_channels must be >= 0; got '
+                             f'{augment_channels}.')
+        if (posterior is None) != (self._augment_channels == 0):
+            raise ValueError('A posterior q(z|x) is required exactly when '
+                             'augment_channels > 0; got augment_channels='
+                             f'{self._augment_channels} and posterior='
+                             f'{posterior!r}.')
+        self._augment_shape = self._data_shape[:-1] + (self._augment_channels,)
+        if posterior is not None and tuple(posterior.event_shape) != (
+                self._augment_shape):
+            raise ValueError(f'posterior.event_shape must be '
+                             f'{list(self._augment_shape)}; got '
+                             f'{list(posterior.event_shape)}.')
+        if self._is_image and dequantizer is None:
+            dequantizer = conditional.UniformDequantizer(self._data_shape,
+                                                         dtype=dtype)
+        if not self._is_image and dequantizer is not None:
+            raise ValueError('Vector data is continuous: no dequantizer.')
+        if dequantizer is not None and tuple(dequantizer.event_shape) != (
+                self._data_shape):
+            raise ValueError(f'dequantizer.event_shape must be '
+                             f'{list(self._data_shape)}; got '
+                             f'{list(dequantizer.event_shape)}.')
+        self._dtype = tf.as_dtype(dtype)
+        self._num_bins = int(num_bins)
+        self.dequantizer = dequantizer
+        self.posterior = posterior
+        self.image_logit = vb.ImageLogit(num_bins=num_bins) if (
+            self._is_image) else None
+        self.p_bijector = p_bijector
+        self._joint_shape = self._data_shape[:-1] + (
+            self._data_shape[-1] + self._augment_channels,)
+        latent_shape = p_bijector.inverse_event_shape(self._joint_shape)
+        if not tf.TensorShape(latent_shape).is_fully_defined():
+            raise ValueError('p_bijector.inverse_event_shape('
+                             f'{list(self._joint_shape)}) must be static; got '
+                             f'{latent_shape}.')
+        self._latent_shape = tuple(int(d) for d in latent_shape)
+        zero = tf.constant(0.0, dtype)
+        self.p = tfd.TransformedDistribution(
+            tfd.Sample(tfd.Normal(zero, tf.ones_like(zero)),
+                       self._latent_shape),
+            p_bijector)
+        self.rng = (rng if rng is not None
+                    else tf.random.Generator.from_non_deterministic_state())
+
+    # -- properties -------------------------------------------------------
+
+    @property
+    def r(self):
+        """The dequantisation distribution r(u|x), or `None` (vectors)."""
+        return None if self.dequantizer is None else (
+            self.dequantizer.distribution)
+
+    @property
+    def q(self):
+        """The augmentation posterior q(z|x~), or `None` (plain flow)."""
+        return None if self.posterior is None else self.posterior.distribution
+
+    @property
+    def data_shape(self):
+        return self._data_shape
+
+    @property
+    def augment_channels(self):
+        return self._augment_channels
+
+    @property
+    def latent_shape(self):
+        return self._latent_shape
+
+    @property
+    def num_data_dims(self):
+        """`D_x`, the dimensions bits/dim are counted over (not z)."""
+        return math.prod(self._data_shape)
+
+    def count_params(self):
+        """Number of trainable scalars of r, q and p."""
+        return int(sum(v.shape.num_elements()
+                       for v in self.trainable_variables))
+
+    # -- the bound --------------------------------------------------------
+
+    def _new_seed(self, seed=None):
+        """`seed`, or a fresh stateless seed drawn from `self.rng`."""
+        if seed is None:
+            return self.rng.uniform_full_int([2], dtype=tf.int32)
+        return tf.convert_to_tensor(seed, tf.int32)
+
+    def _seeds(self, seed, n):
+        return tfp.random.split_seed(self._new_seed(seed), n=n)
+
+    def _preprocess(self, x, seed, training):
+        """x -> x~ and log|d x~/d x| - log r(u|x) per example."""
+        if not self._is_image:
+            x = tf.convert_to_tensor(x, self._dtype)
+            return x, tf.zeros(tf.shape(x)[:1], self._dtype)
+        x = tf.cast(x, self._dtype)
+        condition = x / self._num_bins - 0.5
+        u, log_r = self.dequantizer.sample_and_log_prob(condition, seed,
+                                                        training)
+        x_deq = x + u
+        x_tilde = self.image_logit.inverse(x_deq)
+        log_det = self.image_logit.inverse_log_det_jacobian(x_deq,
+                                                            event_ndims=3)
+        return x_tilde, log_det - log_r
+
+    def _joint(self, x, seed, training):
+        """Returns ([x~, z], log|dx~/dx| - log r - log q) per example."""
+        seed_r, seed_q = self._seeds(seed, 2)
+        x_tilde, log_weight = self._preprocess(x, seed_r, training)
+        if self.posterior is None:
+            return x_tilde, log_weight
+        z, log_q = self.posterior.sample_and_log_prob(x_tilde, seed_q,
+                                                      training)
+        return tf.concat([x_tilde, z], axis=-1), log_weight - log_q
+
+    def p_log_prob(self, xz, training=False):
+        """log p([x~, z]) of augmented data, with dropout if `training`."""
+        kwargs = vb.chain_kwargs(self.p_bijector, training=training)
+        return self.p.log_prob(xz, bijector_kwargs=kwargs)
+
+    def elbo(self, x, training=False, seed=None):
+        """One-sample evidence lower bound per example, in nats.
+
+        Args:
+          x: batch of data `[N] + data_shape` (integers for images).
+          training: enables dropout in every network.
+          seed: optional stateless seed `[2]`; default from `self.rng`.
+
+        Returns:
+          `[N]` tensor of `log p(x~, z) + log|dx~/dx| - log q(z|x~) -
+          log r(u|x)`.
+        """
+        xz, log_weight = self._joint(x, seed, training)
+        return self.p_log_prob(xz, training) + log_weight
+
+    def log_prob(self, x, num_samples, chunk_size=16, seed=None):
+        """Importance-weighted log-likelihood per example (float64).
+
+        `log (1/S) sum_{s=1}^S exp(ELBO_s(x))` with `S = num_samples`
+        independent draws of `(u, z)`, evaluated `chunk_size` draws at a time
+        with a running float64 log-sum-exp, so memory does not grow with `S`.
+        `S = 1` is the ELBO.
+
+        Args:
+          x: batch `[N] + data_shape`.
+          num_samples: `S`, Python int or int32 scalar tensor (>= 1).
+          chunk_size: draws per pass, a Python int: each pass evaluates
+            `N * chunk_size` examples. Default value: 16.
+          seed: optional stateless seed `[2]`; default from `self.rng`.
+
+        Returns:
+          `[N]` float64 tensor.
+        """
+        seed = self._new_seed(seed)
+        chunk_size = int(chunk_size)
+        if chunk_size < 1:
+            raise ValueError(f'chunk_size must be >= 1; got {chunk_size}.')
+        num_samples = tf.convert_to_tensor(num_samples, tf.int32)
+        tf.debugging.assert_positive(num_samples,
+                                     message='num_samples must be >= 1')
+        x = tf.convert_to_tensor(x)
+        batch = tf.shape(x)[0]
+        num_chunks = (num_samples + chunk_size - 1) // chunk_size
+        repeated = tf.repeat(x, chunk_size, axis=0)
+
+        def body(i, total):
+            elbo = self.elbo(repeated, training=False,
+                             seed=tf.random.experimental.stateless_fold_in(
+                                 seed, i))
+            elbo = tf.reshape(tf.cast(elbo, tf.float64), [batch, chunk_size])
+            index = i * chunk_size + tf.range(chunk_size)
+            elbo = tf.where(index[tf.newaxis, :] < num_samples, elbo,
+                            tf.constant(-math.inf, tf.float64))
+            total = tf.reduce_logsumexp(
+                tf.stack([total, tf.reduce_logsumexp(elbo, axis=1)]), axis=0)
+            return i + 1, total
+
+        _, total = tf.while_loop(
+            lambda i, _: i < num_chunks, body,
+            (tf.constant(0), tf.fill([batch], tf.constant(-math.inf,
+                                                          tf.float64))))
+        return total - tf.math.log(tf.cast(num_samples, tf.float64))
+
+    def bits_per_dim(self, log_likelihood):
+        """Converts per-example log-likelihoods (nats) to bits per dimension."""
+        log_likelihood = tf.convert_to_tensor(log_likelihood)
+        return -log_likelihood / (
+            tf.cast(self.num_data_dims * math.log(2.0), log_likelihood.dtype))
+
+    # -- initialisation and sampling --------------------------------------
+
+    def initialize(self, x, training=True, seed=None):
+        """Data-dependent initialisation of every layer from a batch `x`.
+
+        Runs the ELBO once inside `vflow_tfp.data_dependent_init()`: r, then
+        q, then p, each layer normalising its output on this batch (with
+        dropout, as the official init pass). Call it once, eagerly, before
+        training (in cross-replica context under a `tf.distribute` strategy).
+        Returns the ELBO of the batch after initialisation.
+        """
+        with initialization.data_dependent_init():
+            self.elbo(x, training=training, seed=seed)
+        return self.elbo(x, training=False, seed=seed)
+
+    def sample(self, num, temperature=1.0, seed=None):
+        """Draws `num` data points from p, discarding z.
+
+        `eps ~ N(0, temperature^2 I)` in the latent, mapped through
+        `p_bijector.forward` (the couplings' numerical inverse). Images come
+        back as uint8 in the input domain (`floor`, clipped to
+        `[0, num_bins - 1]`); vectors as floats.
+
+        Args:
+          num: number of samples (int or int32 scalar tensor).
+          temperature: scale of the latent noise. Default value: 1.
+          seed: optional stateless seed `[2]`; default from `self.rng`.
+        """
+        seed = self._new_seed(seed)
+        shape = tf.concat([tf.reshape(tf.cast(num, tf.int32), [1]),
+                           tf.constant(self._latent_shape, tf.int32)], 0)
+        eps = tf.random.stateless_normal(shape, seed, dtype=self._dtype)
+        eps = eps * tf.cast(temperature, self._dtype)
+        xz = self.p_bijector.forward(
+            eps, **vb.chain_kwargs(self.p_bijector, training=False))
+        x = xz[..., :self._data_shape[-1]]
+        if not self._is_image:
+            return x
+        pixels = tf.floor(self.image_logit.forward(x))
+        pixels = tf.clip_by_value(pixels, 0.0, self._num_bins - 1.0)
+        return tf.cast(pixels, tf.uint8 if self._num_bins <= 256 else
+                       tf.int32)
