@@ -11,12 +11,14 @@ README = pathlib.Path(__file__).resolve().parent.parent / 'README.md'
 
 class ReadmeTest(tf.test.TestCase):
 
-    def test_quick_example_runs(self):
+    def test_examples_run(self):
         blocks = re.findall(r'```python\n(.*?)```', README.read_text(),
                             flags=re.S)
-        self.assertNotEmpty(blocks)
+        self.assertLen(blocks, 2)
         namespace = {}
-        exec(compile(blocks[0], str(README), 'exec'), namespace)  # pylint: disable=exec-used
+        for block in blocks:
+            exec(compile(block, str(README), 'exec'), namespace)  # pylint: disable=exec-used
+        # The bijector example.
         self.assertEqual(namespace['bits_per_dim'].shape, [16])
         self.assertTrue(np.all(np.isfinite(namespace['bits_per_dim'])))
         self.assertEqual(namespace['samples'].shape, [4, 8, 8, 3])
@@ -24,7 +26,11 @@ class ReadmeTest(tf.test.TestCase):
         self.assertEqual(namespace['z'].shape, [16, 8, 8, 3])
         self.assertTrue(np.all((namespace['z'] > 0) & (namespace['z'] < 1)))
         self.assertTrue(np.all(np.isfinite(namespace['log_qz'])))
-
+        # The model example.
+        self.assertEqual(namespace['elbo'].shape, [32])
+        self.assertTrue(np.all(np.isfinite(namespace['log_px'])))
+        self.assertEqual(namespace['generated'].dtype, tf.uint8)
+        self.assertEqual(namespace['generated'].shape, [4, 8, 8, 3])
 
 if __name__ == '__main__':
     tf.test.main()

@@ -6,7 +6,6 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from vflow_tfp.bijectors import partitions as partitions_lib
 
 __all__ = ['Invertible1x1Conv', 'Invertible1x1ConvLU', 'LUFactors']
 

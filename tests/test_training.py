@@ -1,0 +1,85 @@
+"""Learning-rate schedules and the weight EMA."""
+
+import numpy as np
+import tensorflow as tf
+
+from vflow_tfp import training
+
+
+class WarmupHoldDecayTest(tf.test.TestCase):
+
+    def _official_vflow(self, steps):
+        """The official loop's recurrence (SPEC §3), step by step."""
+        lrs, lr = [], 0.0
+        for step in range(steps):
+            if step < 2000:
+                lr = 0.0012 * step / 2000
+            elif step <= 50000:
+                lr = 0.0012
+            elif lr > 3e-4:
+                lr *= 0.99999
+            lrs.append(lr)
+        return np.array(lrs)
+
+    def test_matches_the_official_recurrence(self):
+        schedule = training.WarmupHoldDecay(1.2e-3, 2000, 50000, 0.99999,
+                                            3e-4)
+        steps = 200_000
+        expected = self._official_vflow(steps)
+        ours = schedule(tf.range(steps)).numpy()
+        self.assertAllClose(ours, expected, rtol=2e-5, atol=1e-9)
+        # Frozen at the first value <= 3e-4, reached near step 188,629.
+        first = 50_000 + int(np.argmax(expected[50_000:] <= 3e-4))
+        self.assertBetween(first, 188_000, 189_000)
+        self.assertAllClose(ours[-1], expected[-1], rtol=1e-6)
+
+    def test_resume_at_any_step_is_stateless(self):
+        schedule = training.WarmupHoldDecay(1.2e-3, 2000, 50000, 0.99999,
+                                            3e-4)
+        # Past step 50k, where the official schedule crashes on resume.
+        for step in (50_001, 123_456, 10**7):
+            self.assertAllClose(schedule(step),
+                                schedule(tf.constant(step, tf.int64)))
+        self.assertAllClose(schedule(10**7), 3e-4, rtol=1e-4)
+
+    def test_flowpp_constant_and_errors(self):
+        schedule = training.WarmupHoldDecay(3e-4, 2000)
+        self.assertAllClose(schedule(1000), 1.5e-4)
+        self.assertAllClose(schedule(10**6), 3e-4)
+        with self.assertRaisesRegex(ValueError, 'decay'):
+            training.WarmupHoldDecay(1e-3, decay=1.5)
+        with self.assertRaisesRegex(ValueError, 'exceeds'):
+            training.WarmupHoldDecay(1e-3, min_lr=1e-2)
+
+
+class WeightEMATest(tf.test.TestCase):
+
+    def test_update_reset_and_averaged_weights(self):
+        v = tf.Variable([1.0, 2.0])
+        ema = training.WeightEMA([v], decay=0.9)
+        v.assign([11.0, 12.0])
+        ema.update()
+        self.assertAllClose(ema.shadows[0], [2.0, 3.0])
+        with ema.averaged_weights():
+            self.assertAllClose(v, [2.0, 3.0])
+        self.assertAllClose(v, [11.0, 12.0])
+        ema.reset()
+        self.assertAllClose(ema.shadows[0], [11.0, 12.0])
+        # n updates towards a constant close the gap by decay^n.
+        v.assign([21.0, 22.0])
+        for _ in range(10):
+            ema.update()
+        self.assertAllClose(ema.shadows[0],
+                            [21.0 - 10.0 * 0.9**10, 22.0 - 10.0 * 0.9**10])
+
+    def test_shadows_are_checkpointed_and_untrainable(self):
+        v = tf.Variable(3.0)
+        ema = training.WeightEMA([v])
+        self.assertEmpty(ema.trainable_variables)
+        self.assertLen(ema.variables, 1)
+        with self.assertRaisesRegex(ValueError, 'decay'):
+            training.WeightEMA([v], decay=1.0)
+
+
+if __name__ == '__main__':
+    tf.test.main()
