@@ -12,17 +12,23 @@ REQUIRED = [
     'tensorflow>=2.21,<2.22',
     'tensorflow-probability>=0.25,<0.26',
     'tf-keras>=2.21,<2.22',
+    # tf.summary needs it; TF 2.21 no longer installs it.
+    'tensorboard>=2.21,<2.22',
     'tensorflow-datasets>=4.9,<5',
     'numpy>=1.26,<3',
     'absl-py>=2.1,<3',
+    # tensorflow-datasets 4.9.10 imports it in download_and_prepare but only
+    # declares it for Python < 3.9 (tensorflow/datasets#11212).
+    'importlib_resources',
     # TFP 0.25 imports distutils.version, which only setuptools provides on
     # Python >= 3.12.
     'setuptools',
 ]
 
 EXTRAS = {
-    'test': ['pytest>=8,<10', 'scikit-image>=0.24,<1'],
+    'test': ['pytest>=8,<10', 'scikit-image>=0.24,<1', 'matplotlib>=3.8,<4'],
     'images': ['scikit-image>=0.24,<1'],
+    'plots': ['matplotlib>=3.8,<4'],
 }
 
 setuptools.setup(

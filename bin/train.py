@@ -1,0 +1,192 @@
+"""Trains a VFlow / Flow++ model: `python bin/train.py --flagfile=configs/cifar.flags`.
+
+Rerunning the same command with the same `--output_dir` resumes from the
+latest checkpoint (also after SIGTERM/SIGINT or a hard kill). Progress lines
+go to stderr; `OUTPUT_DIR/results.json` holds step, train/test bits/dim,
+wall time, images/s and the latest checkpoint; TensorBoard summaries are in
+`OUTPUT_DIR/summaries`, the latest sample grid in `OUTPUT_DIR/samples.png`.
+
+Strategies: `--strategy=mirrored` (all local GPUs, else the CPU),
+`multi_worker` (MultiWorkerMirroredStrategy configured by TF_CONFIG),
+`one_device`.
+"""
+
+import ast
+import os
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+
+FLAGS = flags.FLAGS
+
+# Model.
+flags.DEFINE_string('preset', None, 'Model preset (vflow_tfp.models.presets).')
+flags.DEFINE_integer('filters', None, 'Override the preset\'s filters F.')
+flags.DEFINE_integer('blocks', None, 'Override the preset\'s blocks B.')
+flags.DEFINE_integer('components', None,
+                     'Override the preset\'s mixture components K.')
+flags.DEFINE_float('dropout', None, 'Override the preset\'s dropout rate.')
+flags.DEFINE_multi_string(
+    'set', [], 'Any other preset setting as name=value (Python literal), '
+    'e.g. --set=augment_channels=0; repeatable.')
+# Data.
+flags.DEFINE_string('dataset', 'photo_patches/16x16',
+                    'tfds name (cifar10, downsampled_imagenet/32x32, '
+                    'downsampled_imagenet/64x64, mnist), photo_patches/NxN '
+                    '(offline photographs) or checkerboard.')
+flags.DEFINE_string('data_dir', None, 'tfds data directory.')
+flags.DEFINE_integer('validation_size', 0,
+                     'Hold out this many training images as the evaluation '
+                     'split (the paper uses 10000); 0 evaluates on test.')
+# Optimisation.
+flags.DEFINE_integer('global_batch_size', 64, 'Global batch size.')
+flags.DEFINE_integer('train_steps', 100_000, 'Total training steps.')
+flags.DEFINE_enum('optimizer', 'adam', ['adam'], 'Optimizer.')
+flags.DEFINE_float('max_lr', 1.2e-3, 'Peak learning rate.')
+flags.DEFINE_integer('warmup_steps', 2000, 'Linear warm-up steps.')
+flags.DEFINE_integer('hold_until', 50_000, 'Last step at the peak rate.')
+flags.DEFINE_float('lr_decay', 0.99999, 'Per-step decay after hold_until.')
+flags.DEFINE_float('min_lr', 3e-4, 'Decay floor.')
+flags.DEFINE_float('adam_beta1', 0.9, 'Adam beta1.')
+flags.DEFINE_float('adam_beta2', 0.999, 'Adam beta2.')
+flags.DEFINE_float('adam_epsilon', 1e-8, 'Adam epsilon.')
+flags.DEFINE_float('clip_norm', 1.0, 'Global gradient-norm clip; 0 = off.')
+flags.DEFINE_float('ema_decay', 0.999, 'Weight EMA decay.')
+flags.DEFINE_integer('init_batch_size', 64,
+                     'Examples for the data-dependent initialisation.')
+flags.DEFINE_bool('jit_compile', False, 'XLA-compile the replica step.')
+# Bookkeeping.
+flags.DEFINE_string('output_dir', None, 'Run directory (resumes if present).')
+flags.DEFINE_integer('checkpoint_every', 1000, 'Steps between checkpoints.')
+flags.DEFINE_integer('keep_checkpoints', 3, 'Checkpoints kept.')
+flags.DEFINE_integer('eval_every', 5000, 'Steps between evaluations.')
+flags.DEFINE_integer('eval_batches', 0,
+                     'Evaluation batches per evaluation; 0 = whole split.')
+flags.DEFINE_integer('log_every', 100, 'Steps between progress lines.')
+flags.DEFINE_integer('num_samples', 16, 'Samples in the grid per evaluation.')
+flags.DEFINE_integer('iw_samples', 0,
+                     'Importance samples for the final test bound; 0 = skip.')
+flags.DEFINE_integer('iw_images', 256,
+                     'Test images for the importance-weighted bound.')
+flags.DEFINE_integer('seed', 0, 'Random seed.')
+flags.DEFINE_enum('strategy', 'mirrored',
+                  ['mirrored', 'multi_worker', 'one_device'],
+                  'tf.distribute strategy.')
+
+flags.mark_flags_as_required(['preset', 'output_dir'])
+
+
+def _fail(message):
+    print(f'train.py: error: {message}', file=sys.stderr)
+    sys.exit(2)
+
+
+def _preset_overrides():
+    overrides = {}
+    for name in ('filters', 'blocks', 'components', 'dropout'):
+        value = getattr(FLAGS, name)
+        if value is not None:
+            overrides[name] = value
+    for item in FLAGS.set:
+        name, sep, text = item.partition('=')
+        if not sep or not name:
+            _fail(f'--set expects name=value; got {item!r}.')
+        try:
+            overrides[name] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            overrides[name] = text
+    return overrides
+
+
+def _make_strategy(tf):
+    if FLAGS.strategy == 'multi_worker':
+        if 'TF_CONFIG' not in os.environ:
+            _fail('--strategy=multi_worker needs the TF_CONFIG environment '
+                  'variable (cluster and task).')
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if FLAGS.strategy == 'one_device':
+        gpus = tf.config.list_logical_devices('GPU')
+        return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus
+                                               else '/cpu:0')
+    return tf.distribute.MirroredStrategy()
+
+
+def main(argv):
+    if len(argv) > 1:
+        _fail(f'unexpected arguments {argv[1:]}')
+    # Imported here so that --help and flag errors answer without TF start-up.
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+    from vflow_tfp.models import presets  # pylint: disable=g-import-not-at-top
+    from vflow_tfp import training  # pylint: disable=g-import-not-at-top
+
+    if FLAGS.preset not in presets.names():
+        _fail(f'unknown preset {FLAGS.preset!r}; choose from: '
+              f'{", ".join(presets.names())}.')
+    overrides = _preset_overrides()
+    strategy = _make_strategy(tf)
+    replicas = strategy.num_replicas_in_sync
+    if FLAGS.global_batch_size <= 0:
+        _fail(f'--global_batch_size must be positive; got '
+              f'{FLAGS.global_batch_size}.')
+    if FLAGS.global_batch_size % replicas:
+        _fail(f'--global_batch_size={FLAGS.global_batch_size} is not '
+              f'divisible by the {replicas} replicas.')
+
+    try:
+        inputs = training.training_inputs(
+            FLAGS.dataset, FLAGS.global_batch_size,
+            init_batch_size=FLAGS.init_batch_size, seed=FLAGS.seed,
+            data_dir=FLAGS.data_dir, validation_size=FLAGS.validation_size,
+            repeat_eval=FLAGS.strategy == 'multi_worker')
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+    if 'image_shape' in presets.overridable(FLAGS.preset) and (
+            'image_shape' not in overrides) and len(inputs.data_shape) == 3:
+        overrides['image_shape'] = tuple(inputs.data_shape)
+
+    eval_batches = FLAGS.eval_batches
+    if FLAGS.strategy == 'multi_worker' and not eval_batches:
+        # Workers must run the same number of collective eval steps.
+        eval_batches = 10
+    config = training.TrainConfig(
+        preset=FLAGS.preset, output_dir=FLAGS.output_dir,
+        preset_overrides=overrides, dataset=FLAGS.dataset,
+        global_batch_size=FLAGS.global_batch_size,
+        train_steps=FLAGS.train_steps, max_lr=FLAGS.max_lr,
+        warmup_steps=FLAGS.warmup_steps, hold_until=FLAGS.hold_until,
+        lr_decay=FLAGS.lr_decay, min_lr=FLAGS.min_lr,
+        adam_beta1=FLAGS.adam_beta1, adam_beta2=FLAGS.adam_beta2,
+        adam_epsilon=FLAGS.adam_epsilon, clip_norm=FLAGS.clip_norm,
+        ema_decay=FLAGS.ema_decay, init_batch_size=FLAGS.init_batch_size,
+        checkpoint_every=FLAGS.checkpoint_every,
+        keep_checkpoints=FLAGS.keep_checkpoints, eval_every=FLAGS.eval_every,
+        eval_batches=eval_batches, log_every=FLAGS.log_every,
+        num_samples=FLAGS.num_samples, iw_samples=FLAGS.iw_samples,
+        iw_images=FLAGS.iw_images, seed=FLAGS.seed,
+        jit_compile=FLAGS.jit_compile)
+    try:
+        config.validate()
+        trainer = training.Trainer(config, strategy, inputs.train_input_fn,
+                                   inputs.eval_input_fn, inputs.init_batch)
+    except ValueError as e:
+        _fail(str(e))
+    if tuple(trainer.model.data_shape) != tuple(inputs.data_shape):
+        _fail(f'preset {FLAGS.preset!r} models data of shape '
+              f'{list(trainer.model.data_shape)} but {FLAGS.dataset!r} has '
+              f'{list(inputs.data_shape)}.')
+    logging.info('%s: %s parameters, %d replica(s), dataset %s %s.',
+                 FLAGS.preset, f'{trainer.model.count_params():,}', replicas,
+                 FLAGS.dataset, list(inputs.data_shape))
+    results = trainer.train()
+    summary = ', '.join(f'{k} {results[k]:.4f}' for k in
+                        ('train_bpd', 'test_bpd', 'test_bpd_iw')
+                        if isinstance(results.get(k), float))
+    print(f'step {results.get("step")}: {summary}; results in '
+          f'{os.path.join(FLAGS.output_dir, "results.json")}')
+
+
+if __name__ == '__main__':
+    app.run(main)

@@ -1,0 +1,34 @@
+"""One worker of the multi-worker test: trains a few steps, dumps variables.
+
+`python multiworker_worker.py OUTPUT_DIR DUMP.npz` with TF_CONFIG set. Uses
+`MultiWorkerMirroredStrategy` through the library's `Trainer`.
+"""
+
+import sys
+
+import numpy as np
+import tensorflow as tf
+
+from vflow_tfp import training
+
+
+def main(output_dir, dump_path):
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    inputs = training.training_inputs('checkerboard', 16, init_batch_size=256,
+                                      seed=5, repeat_eval=True)
+    config = training.TrainConfig(
+        preset='checkerboard_vflow_3_4', output_dir=output_dir,
+        dataset='checkerboard', global_batch_size=16, train_steps=6,
+        max_lr=1e-3, warmup_steps=0, checkpoint_every=3, eval_every=6,
+        eval_batches=2, log_every=3, num_samples=0, seed=5)
+    trainer = training.Trainer(config, strategy, inputs.train_input_fn,
+                               inputs.eval_input_fn, inputs.init_batch)
+    results = trainer.train()
+    np.savez(dump_path, step=results['step'],
+             **{f'v{i}': v.numpy() for i, v in enumerate(trainer.variables)},
+             **{f'ema{i}': s.numpy()
+                for i, s in enumerate(trainer.ema.shadows)})
+
+
+if __name__ == '__main__':
+    main(sys.argv[1], sys.argv[2])

@@ -1,0 +1,336 @@
+"""Tests of the input pipelines and of the `photo_patches` TFDS builder.
+
+No data set can be downloaded here: CIFAR-10 and MNIST are mocked with
+`tfds.testing.mock_data`; `photo_patches` is built for real (offline) into
+temporary directories.
+"""
+
+import collections
+import logging
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from vflow_tfp import data
+from vflow_tfp.data import pipelines
+
+_NUM_FAKE = 40  # Examples of each mocked split.
+
+
+def _fake_images(split_name, num):
+    """Distinct images: pixel (0, 0) holds the index and the split."""
+    rng = np.random.default_rng(0 if split_name == 'train' else 1)
+    images = rng.integers(0, 256, size=[num, 32, 32, 3], dtype=np.uint8)
+    images[:, 0, 0, 0] = np.arange(num)
+    images[:, 0, 0, 1] = 0 if split_name == 'train' else 1
+    return images
+
+
+def _fake_as_dataset(self, split, decoders=None, read_config=None,
+                     shuffle_files=False):
+    """Replaces the reading of TFDS files: splits of `_NUM_FAKE` distinct
+    images, sliced by TFDS's own split parser (e.g. 'train[:-10]')."""
+    del read_config, shuffle_files
+    split_infos = tfds.core.SplitDict([
+        tfds.core.SplitInfo(name=name, shard_lengths=[_NUM_FAKE], num_bytes=0)
+        for name in ('train', 'test')])
+    features = tfds.features.FeaturesDict(
+        {'image': self.info.features['image']})
+    encoded = []
+    for instruction in tfds.core.ReadInstruction.from_spec(
+            str(split)).to_absolute(split_infos):
+        images = _fake_images(instruction.splitname, _NUM_FAKE)
+        encoded += [features['image'].encode_example(image)
+                    for image in images[instruction.from_:instruction.to]]
+    ds = tf.data.Dataset.from_tensor_slices({'image': encoded})
+    return ds.map(lambda ex: features.decode_example(ex, decoders=decoders))
+
+
+@pytest.fixture(name='mock_cifar')
+def _mock_cifar():
+    with tfds.testing.mock_data(as_dataset_fn=_fake_as_dataset):
+        yield
+
+
+def _ids(batches):
+    """The fake indices (pixel (0, 0, 0)) of all images of `batches`."""
+    return [int(i) for batch in batches for i in np.asarray(batch)[:, 0, 0, 0]]
+
+
+def _take(ds, num):
+    return [batch.numpy() for batch in ds.take(num)]
+
+
+# image_dataset on mocked CIFAR-10 and MNIST.
+
+
+def test_cifar10_batches(mock_cifar):
+    del mock_cifar
+    ds = data.image_dataset('cifar10', 'train', 16, seed=0)
+    assert ds.element_spec == tf.TensorSpec([16, 32, 32, 3], tf.uint8)
+    for batch in _take(ds, 4):  # Crosses an epoch boundary (40 examples).
+        assert batch.shape == (16, 32, 32, 3) and batch.dtype == np.uint8
+    assert data.image_shape('cifar10') == (32, 32, 3)
+
+
+def test_drop_remainder_and_one_epoch_is_a_permutation(mock_cifar):
+    del mock_cifar
+    kept = list(data.image_dataset('cifar10', 'train', 16, seed=0,
+                                   repeat=False))
+    assert [b.shape[0] for b in kept] == [16, 16]
+    every = list(data.image_dataset('cifar10', 'train', 16, seed=0,
+                                    repeat=False, drop_remainder=False))
+    assert [b.shape[0] for b in every] == [16, 16, 8]
+    assert sorted(_ids(every)) == list(range(_NUM_FAKE))
+    assert _ids(every) != list(range(_NUM_FAKE))  # Shuffled.
+    ordered = data.image_dataset('cifar10', 'test', 8, shuffle=False,
+                                 repeat=False)
+    ordered = [b.numpy() for b in ordered]
+    assert _ids(ordered) == list(range(_NUM_FAKE))
+    assert all((b[:, 0, 0, 1] == 1).all() for b in ordered)  # Test images.
+
+
+def test_determinism_with_seed(mock_cifar):
+    del mock_cifar
+    first = _take(data.image_dataset('cifar10', 'train', 8, seed=3), 10)
+    again = _take(data.image_dataset('cifar10', 'train', 8, seed=3), 10)
+    other = _take(data.image_dataset('cifar10', 'train', 8, seed=4), 10)
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+    assert _ids(first) != _ids(other)
+    # Every epoch (5 batches) is reshuffled.
+    assert _ids(first[:5]) != _ids(first[5:])
+    assert sorted(_ids(first[5:])) == list(range(_NUM_FAKE))
+
+
+def test_validation_hold_out(mock_cifar):
+    del mock_cifar
+    kwargs = dict(repeat=False, drop_remainder=False, validation_size=10,
+                  seed=0)
+    train = _ids(data.image_dataset('cifar10', 'train', 7, **kwargs))
+    valid = _ids(data.image_dataset('cifar10', 'validation', 7, **kwargs))
+    assert len(train) == len(set(train)) == _NUM_FAKE - 10
+    assert len(valid) == len(set(valid)) == 10
+    assert not set(train) & set(valid)
+    assert set(train) | set(valid) == set(range(_NUM_FAKE))
+    assert set(valid) == set(range(_NUM_FAKE - 10, _NUM_FAKE))  # The last 10.
+    with pytest.raises(ValueError, match="no 'validation' split"):
+        data.image_dataset('cifar10', 'validation', 8)
+
+
+def test_sharding_over_two_input_pipelines(mock_cifar):
+    del mock_cifar
+    shards = []
+    for pipeline_id in range(2):
+        context = tf.distribute.InputContext(
+            num_input_pipelines=2, input_pipeline_id=pipeline_id,
+            num_replicas_in_sync=2)
+        ds = data.image_dataset('cifar10', 'train', 8, input_context=context,
+                                seed=5, repeat=False)
+        assert ds.element_spec.shape == (4, 32, 32, 3)  # Per replica.
+        shards.append(_ids(ds))
+    assert len(shards[0]) == len(shards[1]) == _NUM_FAKE // 2
+    assert sorted(shards[0] + shards[1]) == list(range(_NUM_FAKE))
+
+
+@pytest.mark.parametrize('num_replicas', [1, 2])
+def test_distributed_image_dataset(mock_cifar, num_replicas):
+    del mock_cifar
+    devices = [d.name for d in tf.config.list_logical_devices('CPU')]
+    if len(devices) < num_replicas:
+        pytest.skip(f'needs {num_replicas} logical CPUs (tests/conftest.py)')
+    strategy = tf.distribute.MirroredStrategy(devices[:num_replicas])
+    dist = data.distributed_image_dataset(strategy, 'cifar10', 'train', 8,
+                                          seed=0, repeat=False)
+    parts = []
+    for batch in dist:
+        local = strategy.experimental_local_results(batch)
+        assert [tuple(p.shape) for p in local] == \
+            [(8 // num_replicas, 32, 32, 3)] * num_replicas
+        assert local[0].dtype == tf.uint8
+        parts += local
+    # One epoch: every example once, across the replicas.
+    assert sorted(_ids(parts)) == list(range(_NUM_FAKE))
+    if num_replicas > 1:
+        with pytest.raises(ValueError, match='not divisible by the 2'):
+            data.distributed_image_dataset(strategy, 'cifar10', 'train', 7)
+
+
+def test_mnist_with_default_mock():
+    with tfds.testing.mock_data(num_examples=20):
+        ds = data.image_dataset('mnist', 'test', 4, seed=0, repeat=False)
+        batches = list(ds)
+    assert len(batches) == 5
+    assert batches[0].shape == (4, 28, 28, 1) and batches[0].dtype == tf.uint8
+
+
+def test_image_shape_without_download(tmp_path):
+    expected = {
+        'cifar10': (32, 32, 3),
+        'downsampled_imagenet/32x32': (32, 32, 3),
+        'downsampled_imagenet/64x64': (64, 64, 3),
+        'mnist': (28, 28, 1),
+        'photo_patches/8x8': (8, 8, 3),
+        'photo_patches/16x16': (16, 16, 3),
+        'photo_patches/32x32': (32, 32, 3),
+    }
+    assert set(expected) == set(data.SUPPORTED_DATASETS)
+    for name, shape in expected.items():
+        assert data.image_shape(name, data_dir=str(tmp_path)) == shape
+    assert not list(tmp_path.iterdir())
+
+
+# Errors.
+
+
+@pytest.mark.parametrize('name', ['no_such_dataset', 'cifar10/64x64',
+                                  'imdb_reviews', ''])
+def test_unknown_dataset_names(name, tmp_path):
+    with pytest.raises(ValueError) as info:
+        data.image_dataset(name, 'train', 8, data_dir=str(tmp_path))
+    message = str(info.value)
+    assert '\n' not in message
+    assert repr(name) in message and 'cifar10, downsampled_imagenet/32x32' \
+        in message and 'photo_patches/16x16' in message
+    with pytest.raises(ValueError, match='supported: '):
+        data.image_shape(name, data_dir=str(tmp_path))
+
+
+def test_bad_arguments(tmp_path):
+    kwargs = dict(data_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="split must be one of 'train', "
+                                         "'validation', 'test'; got 'val'"):
+        data.image_dataset('photo_patches/8x8', 'val', 8, **kwargs)
+    for size in (0, -4, 2.5, True, None):
+        with pytest.raises(ValueError, match='batch_size must be a positive'):
+            data.image_dataset('photo_patches/8x8', 'train', size, **kwargs)
+        with pytest.raises(ValueError, match='batch_size must be a positive'):
+            data.checkerboard_dataset(size)
+    context = tf.distribute.InputContext(2, 0, 2)
+    with pytest.raises(ValueError, match='global batch size 7 is not '
+                                         'divisible by the 2 replicas'):
+        data.image_dataset('photo_patches/8x8', 'train', 7,
+                           input_context=context, **kwargs)
+    with pytest.raises(ValueError, match='not divisible by the 2 replicas'):
+        data.checkerboard_dataset(5, input_context=context)
+    with pytest.raises(ValueError, match='validation_size must be'):
+        data.image_dataset('photo_patches/8x8', 'train', 8,
+                           validation_size=-1, **kwargs)
+    with pytest.raises(ValueError, match='serves as its test split'):
+        data.image_dataset('downsampled_imagenet/32x32', 'validation', 8,
+                           **kwargs)
+    # Checked before preparing anything.
+    assert not list(tmp_path.iterdir())
+
+
+# The photo_patches builder (real TFDS files, built offline).
+
+
+@pytest.fixture(name='photo_dir', scope='module')
+def _photo_dir(tmp_path_factory):
+    data_dir = str(tmp_path_factory.mktemp('tfds'))
+    tfds.builder('photo_patches/32x32', data_dir=data_dir
+                 ).download_and_prepare()
+    return data_dir
+
+
+def test_photo_patches_builder(photo_dir):
+    builder = tfds.builder('photo_patches/32x32', data_dir=photo_dir)
+    assert builder.is_prepared()
+    assert str(builder.info.version) == '1.0.0'
+    assert 'scikit-image' in builder.info.citation
+    splits = builder.info.splits
+    assert splits['train'].num_examples == len(data.photo_patches(32, 'train'))
+    assert splits['test'].num_examples == len(data.photo_patches(32, 'test'))
+    names = builder.info.features['photo'].names
+    photos = {}
+    for split in ('train', 'test'):
+        ds = tfds.load('photo_patches/32x32', split=split, data_dir=photo_dir)
+        assert ds.element_spec['image'] == tf.TensorSpec([32, 32, 3],
+                                                          tf.uint8)
+        examples = list(tfds.as_numpy(ds))
+        assert len(examples) == splits[split].num_examples
+        photos[split] = {names[ex['photo']] for ex in examples}
+    assert photos['train'] == set(data.TRAIN_PHOTOS)
+    assert photos['test'] == set(data.TEST_PHOTOS)
+    assert not photos['train'] & photos['test']
+
+
+def test_photo_patches_validation_hold_out(photo_dir):
+    """Real TFDS slicing: train and validation partition the train split."""
+    def hashes(split, **kwargs):
+        ds = data.image_dataset('photo_patches/32x32', split, 64,
+                                data_dir=photo_dir, repeat=False,
+                                drop_remainder=False, seed=1, **kwargs)
+        return [hash(image.tobytes()) for batch in ds
+                for image in batch.numpy()]
+
+    everything = hashes('train')
+    train = hashes('train', validation_size=100)
+    valid = hashes('validation', validation_size=100)
+    assert len(train) == len(everything) - 100 and len(valid) == 100
+    # Some patches repeat (black sky), so compare multisets.
+    assert collections.Counter(train) + collections.Counter(valid) == \
+        collections.Counter(everything)
+    test = hashes('test')
+    assert len(test) == 82 and not set(test) & set(everything)
+    with pytest.raises(ValueError, match='leaves no training examples'):
+        data.image_dataset('photo_patches/32x32', 'train', 8,
+                           data_dir=photo_dir, validation_size=10_000)
+
+
+def test_image_dataset_prepares_photo_patches(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    ds = data.image_dataset('photo_patches/32x32', 'train', 16,
+                            data_dir=str(tmp_path), seed=0)
+    assert any('Preparing TFDS dataset photo_patches/32x32' in record.message
+               for record in caplog.records)
+    assert tfds.builder('photo_patches/32x32',
+                        data_dir=str(tmp_path)).is_prepared()
+    batch = next(iter(ds))
+    assert batch.shape == (16, 32, 32, 3) and batch.dtype == tf.uint8
+
+
+# The checkerboard.
+
+
+def test_checkerboard_dataset_distribution():
+    points = np.concatenate(_take(data.checkerboard_dataset(1024, seed=1),
+                                  16))
+    assert points.shape == (16 * 1024, 2) and points.dtype == np.float32
+    assert np.isfinite(data.checkerboard_log_prob(points)).all()
+    cells = np.floor((points + 4.0) / 2.0).astype(int)
+    counts = np.bincount(cells[:, 0] * 4 + cells[:, 1], minlength=16)
+    black = counts[[c * 4 + r for c in range(4) for r in range(4)
+                    if (c + r) % 2 == 0]]
+    assert black.sum() == len(points)
+    expected = len(points) / 8  # 2048; standard deviation about 42.
+    assert np.all(np.abs(black - expected) < 0.1 * expected), black
+    # Uniform inside the squares.
+    offsets = (points + 4.0) % 2.0
+    np.testing.assert_allclose(offsets.mean(axis=0), [1.0, 1.0], atol=0.03)
+    np.testing.assert_allclose(offsets.var(axis=0), [1 / 3, 1 / 3], atol=0.02)
+
+
+def test_checkerboard_dataset_streams():
+    first = _take(data.checkerboard_dataset(64, seed=2), 3)
+    again = _take(data.checkerboard_dataset(64, seed=2), 3)
+    other = _take(data.checkerboard_dataset(64, seed=3), 3)
+    for a, b, c in zip(first, again, other):
+        np.testing.assert_array_equal(a, b)
+        assert not np.array_equal(a, c)
+    assert not np.array_equal(first[0], first[1])
+    pipelines_ = []
+    for pipeline_id in range(2):
+        context = tf.distribute.InputContext(2, pipeline_id, 4)
+        ds = data.checkerboard_dataset(64, seed=2, input_context=context)
+        assert ds.element_spec == tf.TensorSpec([16, 2], tf.float32)
+        pipelines_.append(_take(ds, 1)[0])
+    assert not np.array_equal(pipelines_[0], pipelines_[1])
+
+
+def test_photo_patches_is_registered():
+    assert 'photo_patches' in tfds.list_builders()
+    assert pipelines.SUPPORTED_DATASETS == data.SUPPORTED_DATASETS

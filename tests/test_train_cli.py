@@ -1,0 +1,202 @@
+"""bin/train.py end to end: flagfiles, a hard kill and resume, multi-worker,
+and one-line errors for bad flags."""
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import tensorflow as tf
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+TRAIN = os.path.join(ROOT, 'bin', 'train.py')
+MOCK = os.path.join(HERE, 'run_with_mock_data.py')
+WORKER = os.path.join(HERE, 'multiworker_worker.py')
+
+
+def _env(**extra):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', PYTHONUNBUFFERED='1')
+    env.pop('TF_CONFIG', None)
+    env['PYTHONPATH'] = os.pathsep.join(
+        [ROOT] + [p for p in env.get('PYTHONPATH', '').split(os.pathsep) if p])
+    env.update(extra)
+    return env
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def _checkpoint_step(checkpoint_dir):
+    latest = tf.train.latest_checkpoint(checkpoint_dir)
+    return None if latest is None else int(latest.rsplit('-', 1)[1]), latest
+
+
+def _ema_checksum(checkpoint_path):
+    reader = tf.train.load_checkpoint(checkpoint_path)
+    keys = [k for k, _ in tf.train.list_variables(checkpoint_path)
+            if k.startswith('ema/shadows/') and k.endswith('VARIABLE_VALUE')]
+    return float(sum(np.sum(reader.get_tensor(k).astype(np.float64))
+                     for k in keys)), len(keys)
+
+
+class TrainCliTest(tf.test.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.tmp = tempfile.mkdtemp(prefix='vflow_tfp_cli_')
+        self.addCleanup(shutil.rmtree, self.tmp, ignore_errors=True)
+
+    def _mock_cifar_command(self, out, steps):
+        # The paper's own flagfile, with overrides after it that shrink the
+        # model and the run (absl: later flags win).
+        return [sys.executable, MOCK,
+                f'--flagfile={os.path.join(ROOT, "configs", "cifar.flags")}',
+                '--preset=tiny_vflow', f'--train_steps={steps}',
+                '--global_batch_size=8', '--init_batch_size=16',
+                '--checkpoint_every=2', '--eval_every=1000', '--log_every=1',
+                '--eval_batches=2', '--iw_samples=0', '--num_samples=4',
+                '--dropout=0.0', '--warmup_steps=4', f'--output_dir={out}',
+                '--alsologtostderr']
+
+    def test_hard_kill_then_resume_exactly(self):
+        out = os.path.join(self.tmp, 'run')
+        ckpt_dir = os.path.join(out, 'checkpoints')
+        proc = subprocess.Popen(self._mock_cifar_command(out, 400),
+                                env=_env(), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.time() + 420
+            while time.time() < deadline:
+                step, _ = _checkpoint_step(ckpt_dir) if os.path.isdir(
+                    ckpt_dir) else (None, None)
+                if step is not None and step >= 6:
+                    break
+                if proc.poll() is not None:
+                    self.fail('training exited early:\n' + proc.stderr.read())
+                time.sleep(0.2)
+            else:
+                self.fail('no checkpoint at step >= 6 in time')
+            proc.send_signal(signal.SIGKILL)  # no chance to clean up
+            proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        step, latest = _checkpoint_step(ckpt_dir)
+        self.assertGreaterEqual(step, 6)
+        checksum, num_shadows = _ema_checksum(latest)
+        self.assertGreater(num_shadows, 10)
+
+        # Rerun the same command to a slightly later step: it must resume.
+        final = step + 3
+        run = subprocess.run(self._mock_cifar_command(out, final),
+                             env=_env(), capture_output=True, text=True,
+                             timeout=600)
+        self.assertEqual(run.returncode, 0, run.stderr[-3000:])
+        match = re.search(r'Resumed from (\S+) at step (\d+) \(learning rate '
+                          r'(\S+), EMA checksum (\S+)\)', run.stderr)
+        self.assertIsNotNone(match, run.stderr[-3000:])
+        self.assertEqual(match.group(1), latest)
+        self.assertEqual(int(match.group(2)), step)
+        # The learning rate of step `step` under cifar.flags' schedule.
+        expected_lr = 1.2e-3 * min(step / 4, 1.0)
+        self.assertAllClose(float(match.group(3)), expected_lr, rtol=1e-5)
+        self.assertAllClose(float(match.group(4)), checksum, rtol=1e-6)
+        with open(os.path.join(out, 'results.json')) as f:
+            results = json.load(f)
+        self.assertEqual(results['step'], final)
+        self.assertTrue(results['latest_checkpoint'].endswith(f'-{final}'))
+        self.assertTrue(os.path.exists(os.path.join(out, 'samples.png')))
+        for key in ('train_bpd', 'test_bpd', 'wall_time',
+                    'images_per_second'):
+            self.assertTrue(np.isfinite(results[key]), key)
+
+    def test_two_workers_agree_on_their_variables(self):
+        ports = [_free_port(), _free_port()]
+        cluster = {'worker': [f'127.0.0.1:{p}' for p in ports]}
+        procs = []
+        for index in range(2):
+            tf_config = json.dumps({'cluster': cluster,
+                                    'task': {'type': 'worker',
+                                             'index': index}})
+            procs.append(subprocess.Popen(
+                [sys.executable, WORKER, os.path.join(self.tmp, 'mw'),
+                 os.path.join(self.tmp, f'worker{index}.npz')],
+                env=_env(TF_CONFIG=tf_config), stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE, text=True))
+        try:
+            for proc in procs:
+                _, err = proc.communicate(timeout=600)
+                self.assertEqual(proc.returncode, 0, err[-3000:])
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+        dumps = [np.load(os.path.join(self.tmp, f'worker{i}.npz'))
+                 for i in range(2)]
+        self.assertEqual(int(dumps[0]['step']), 6)
+        self.assertEqual(sorted(dumps[0].files), sorted(dumps[1].files))
+        for key in dumps[0].files:
+            self.assertAllClose(dumps[0][key], dumps[1][key], atol=1e-6,
+                                msg=key)
+        # Only the chief (worker 0) keeps checkpoints and results.
+        self.assertTrue(os.path.exists(os.path.join(self.tmp, 'mw',
+                                                    'results.json')))
+
+    def _run_train(self, *args):
+        return subprocess.run([sys.executable, TRAIN, *args], env=_env(),
+                              capture_output=True, text=True, timeout=300)
+
+    def _assert_one_line_error(self, run, pattern):
+        self.assertNotEqual(run.returncode, 0)
+        self.assertRegex(run.stderr, pattern)
+        self.assertNotIn('Traceback', run.stderr)
+
+    def test_bad_flagfile_line(self):
+        flagfile = os.path.join(self.tmp, 'bad.flags')
+        with open(flagfile, 'w') as f:
+            f.write('--preset=tiny_vflow\n--global_batch_size 64\n')
+        run = self._run_train(f'--flagfile={flagfile}',
+                              f'--output_dir={self.tmp}')
+        self._assert_one_line_error(run, r'Unknown command line flag '
+                                         r"'global_batch_size 64'")
+
+    def test_missing_flagfile(self):
+        run = self._run_train('--flagfile=/nonexistent/x.flags',
+                              f'--output_dir={self.tmp}')
+        self._assert_one_line_error(run, r'/nonexistent/x\.flags')
+
+    def test_unknown_preset(self):
+        run = self._run_train('--preset=vflow_cifar11',
+                              f'--output_dir={self.tmp}')
+        self._assert_one_line_error(run, r"error: unknown preset "
+                                         r"'vflow_cifar11'")
+
+    def test_negative_batch_size(self):
+        run = self._run_train('--preset=tiny_vflow', '--global_batch_size=-8',
+                              f'--output_dir={self.tmp}')
+        self._assert_one_line_error(run, r'global_batch_size must be '
+                                         r'positive; got -8')
+
+    def test_unknown_flag_and_bad_value(self):
+        run = self._run_train('--preset=tiny_vflow', '--learning_rat=3',
+                              f'--output_dir={self.tmp}')
+        self._assert_one_line_error(run, r"Unknown command line flag "
+                                         r"'learning_rat'")
+        run = self._run_train('--preset=tiny_vflow', '--train_steps=ten',
+                              f'--output_dir={self.tmp}')
+        self._assert_one_line_error(run, r'train_steps')
+
+
+if __name__ == '__main__':
+    tf.test.main()

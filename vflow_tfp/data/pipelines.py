@@ -1,0 +1,453 @@
+"""`tf.data` input pipelines for training: TFDS images and the checkerboard.
+
+`image_dataset` returns batches of uint8 images `[B, H, W, C]` from a TFDS
+data set (CIFAR-10, downsampled ImageNet, MNIST, the offline `photo_patches`
+or any TFDS data set with an 'image' feature). `batch_size` is always the
+**global** batch. Under `tf.distribute`, build the pipelines with
+`distributed_image_dataset` (or pass the `input_context` of
+`strategy.distribute_datasets_from_function` to `image_dataset`): every input
+pipeline then reads its own shard of the examples, so one epoch shows each
+example once across all replicas and workers. (The official Flow++/VFlow code
+let every worker walk the whole training set: SPEC §3, §9.10.)
+
+```python
+strategy = tf.distribute.MirroredStrategy()
+train = vflow_tfp.data.distributed_image_dataset(
+    strategy, 'cifar10', 'train', 64, seed=1, validation_size=10_000)
+for x in train:  # Per replica: uint8 [64 / replicas, 32, 32, 3].
+    strategy.run(train_step, args=(x,))
+```
+
+`validation_size=N` holds out the last N training images as a validation
+split (the paper's §6.2 hold-out of 10,000 CIFAR-10 training images; the
+official code monitored the test set instead: SPEC §9.11).
+"""
+
+import re
+import time
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from vflow_tfp.data import photo_patches_dataset
+
+# Registers the `photo_patches` builder with TFDS.
+del photo_patches_dataset
+
+__all__ = [
+    'SPLITS',
+    'SUPPORTED_DATASETS',
+    'checkerboard_dataset',
+    'distributed_image_dataset',
+    'image_dataset',
+    'image_shape',
+]
+
+SUPPORTED_DATASETS = (
+    'cifar10',
+    'downsampled_imagenet/32x32',
+    'downsampled_imagenet/64x64',
+    'mnist',
+    'photo_patches/8x8',
+    'photo_patches/16x16',
+    'photo_patches/32x32',
+)
+
+SPLITS = ('train', 'validation', 'test')
+
+# The splits of the supported data sets, which TFDS only lists once a data
+# set is prepared.
+_KNOWN_SPLITS = {
+    'cifar10': ('train', 'test'),
+    'downsampled_imagenet': ('train', 'validation'),
+    'mnist': ('train', 'test'),
+    'photo_patches': ('train', 'test'),
+}
+# The TFDS split that serves as 'test' where it is not called 'test':
+# downsampled ImageNet results are reported on ImageNet's validation set.
+_TEST_SPLITS = {'downsampled_imagenet': 'validation'}
+
+
+def image_shape(name, data_dir=None):
+    """The image shape `(H, W, C)` of the TFDS data set `name`.
+
+    Read from the builder's metadata: no download or preparation needed for
+    registered data sets. For data sets whose TFDS feature has no fixed size
+    (downsampled ImageNet), the size comes from a config named `'HxW'`.
+
+    Args:
+      name: TFDS name, optionally with config and version, e.g. `'cifar10'` or
+        `'downsampled_imagenet/64x64'`.
+      data_dir: TFDS data directory; `None` for the TFDS default.
+
+    Returns:
+      A tuple of three Python ints.
+
+    Raises:
+      ValueError: for an unknown name, a data set without a uint8 'image'
+        feature, or one of varying image size.
+    """
+    return _image_shape(_builder(name, data_dir))
+
+
+def image_dataset(name, split, batch_size, *, input_context=None,
+                  shuffle=True, repeat=True, seed=None, data_dir=None,
+                  validation_size=0, drop_remainder=True,
+                  shuffle_buffer=10_000, prefetch=True):
+    """Batches of uint8 images `[B, H, W, C]` of a TFDS image data set.
+
+    The pipeline reads the split (file order shuffled if `shuffle`), keeps
+    the encoded image only, keeps every `num_input_pipelines`-th example
+    starting at `input_pipeline_id` when given an `input_context`, shuffles
+    in a buffer (reshuffled every epoch), repeats, decodes and batches with
+    the per-replica batch size. Decoding after sharding and shuffling decodes
+    each example once per epoch, in one pipeline.
+
+    The data set is prepared (`download_and_prepare`) on first use if it is
+    not yet in `data_dir`, as `tfds.load` does: the offline `photo_patches`
+    builds in seconds from scikit-image's photographs; the others need a
+    network connection. Under multi-worker training, prepare it beforehand.
+
+    Args:
+      name: a TFDS image data set, e.g. one of `SUPPORTED_DATASETS`; any TFDS
+        data set with a fixed-size uint8 'image' feature works.
+      split: `'train'`, `'validation'` or `'test'`. With `validation_size=0`,
+        `'validation'` needs a validation split distinct from the test split
+        (the supported data sets have none). For downsampled ImageNet,
+        `'test'` reads TFDS's 'validation' split (it has no test split).
+      batch_size: the global batch size, a positive integer divisible by the
+        number of replicas in sync.
+      input_context: a `tf.distribute.InputContext`, from
+        `strategy.distribute_datasets_from_function`; `None` for a single
+        pipeline. Default value: `None`.
+      shuffle: shuffle file order and examples (in a buffer), with a new order
+        every epoch. Default value: `True`.
+      repeat: repeat forever; otherwise one pass. Default value: `True`.
+      seed: Python int making the order deterministic; `None` for a random
+        order (with `input_context`, the file order still uses seed 0 so
+        that the shards of all pipelines stay disjoint). Default value: `None`.
+      data_dir: TFDS data directory; `None` for the TFDS default
+        (`$TFDS_DATA_DIR` or `~/tensorflow_datasets`). Default value: `None`.
+      validation_size: if `N > 0`, `'train'` is the training split without its
+        last N examples and `'validation'` those N examples. Default value: 0.
+      drop_remainder: drop the last partial batch of each pass (keep `True`
+        for training: static batch shape). Default value: `True`.
+      shuffle_buffer: examples in the shuffle buffer. Default value: 10,000.
+      prefetch: prefetch batches (`tf.data.AUTOTUNE`). Default value: `True`.
+
+    Returns:
+      A `tf.data.Dataset` of uint8 tensors `[B, H, W, C]`, with `B` the
+      per-replica batch size (`batch_size` without `input_context`).
+
+    Raises:
+      ValueError: for an unknown data set, a bad split or validation size, or
+        a batch size that is not positive or not divisible by the replicas.
+      RuntimeError: if the data set is not prepared and preparing it fails
+        (e.g. no network access).
+    """
+    _check_batch_size(batch_size, input_context)
+    if isinstance(shuffle_buffer, bool) or not isinstance(
+            shuffle_buffer, (int, np.integer)) or shuffle_buffer < 1:
+        raise ValueError('shuffle_buffer must be a positive integer; got '
+                         f'{shuffle_buffer!r}.')
+    _check_seed(seed)
+    builder = _builder(name, data_dir)
+    shape = _image_shape(builder)
+    _tfds_split(builder, split, validation_size)  # Checks before preparing.
+    _prepare(builder)
+    tfds_split = _tfds_split(builder, split, validation_size)
+
+    if input_context is None:
+        num_pipelines, pipeline_id, per_replica_batch = 1, 0, batch_size
+    else:
+        num_pipelines = input_context.num_input_pipelines
+        pipeline_id = input_context.input_pipeline_id
+        per_replica_batch = input_context.get_per_replica_batch_size(
+            batch_size)
+
+    # Every pipeline must read the examples in the same order for the shards
+    # to partition them, hence one file-shuffle seed for all pipelines.
+    file_seed = seed if seed is not None or num_pipelines == 1 else 0
+    read_config = tfds.ReadConfig(
+        shuffle_seed=file_seed, shuffle_reshuffle_each_iteration=True)
+    image_feature = builder.info.features['image']
+    ds = builder.as_dataset(
+        split=tfds_split,
+        shuffle_files=shuffle,
+        read_config=read_config,
+        decoders={'image': tfds.decode.SkipDecoding()},
+    )
+    ds = ds.map(lambda example: example['image'])
+    if num_pipelines > 1:
+        ds = ds.shard(num_pipelines, pipeline_id)
+    if shuffle:
+        ds = ds.shuffle(shuffle_buffer, seed=_pipeline_seed(seed, pipeline_id),
+                        reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+
+    def decode(encoded):
+        return tf.ensure_shape(image_feature.decode_example(encoded), shape)
+
+    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(per_replica_batch, drop_remainder=drop_remainder)
+    options = tf.data.Options()
+    options.deterministic = True
+    ds = ds.with_options(options)
+    if prefetch:
+        ds = ds.prefetch(tf.data.AUTOTUNE)
+    return ds
+
+
+def distributed_image_dataset(strategy, name, split, global_batch_size,
+                              **kwargs):
+    """`image_dataset` sharded over the input pipelines of `strategy`.
+
+    Checks the arguments and prepares the data set first, then returns
+    `strategy.distribute_datasets_from_function` of a function that builds
+    `image_dataset(name, split, global_batch_size, input_context=...,
+    **kwargs)`: each pipeline reads its own shard, and each replica receives
+    batches of `global_batch_size / strategy.num_replicas_in_sync` images.
+
+    Args:
+      strategy: a `tf.distribute.Strategy`.
+      name: TFDS image data set (see `image_dataset`).
+      split: `'train'`, `'validation'` or `'test'`.
+      global_batch_size: positive integer divisible by
+        `strategy.num_replicas_in_sync`.
+      **kwargs: other arguments of `image_dataset` (not `input_context`).
+
+    Returns:
+      A `tf.distribute.DistributedDataset` of per-replica uint8 batches.
+
+    Raises:
+      ValueError: as `image_dataset`, raised before any pipeline is built.
+    """
+    if 'input_context' in kwargs:
+        raise ValueError('distributed_image_dataset makes the input_context; '
+                         'do not pass one.')
+    _check_batch_size(global_batch_size, tf.distribute.InputContext(
+        num_replicas_in_sync=strategy.num_replicas_in_sync))
+    builder = _builder(name, kwargs.get('data_dir'))
+    _image_shape(builder)
+    _tfds_split(builder, split, kwargs.get('validation_size', 0))
+    _prepare(builder)
+    _tfds_split(builder, split, kwargs.get('validation_size', 0))
+
+    def dataset_fn(input_context):
+        return image_dataset(name, split, global_batch_size,
+                             input_context=input_context, **kwargs)
+
+    return strategy.distribute_datasets_from_function(dataset_fn)
+
+
+def checkerboard_dataset(batch_size, seed=0, input_context=None):
+    """An infinite data set of 2-D checkerboard points, float32 `[B, 2]`.
+
+    The distribution of `vflow_tfp.data.sample_checkerboard`: uniform on the
+    8 black squares (column + row even) of side 2 tiling `[-4, 4]^2`. Batch
+    `i` of input pipeline `p` is drawn with stateless random ops from the
+    seed `(seed, p)` folded with `i`, so the stream is reproducible and the
+    pipelines draw different points.
+
+    Args:
+      batch_size: global batch size, a positive integer (divisible by the
+        replicas in sync when given an `input_context`).
+      seed: Python int. Default value: 0.
+      input_context: a `tf.distribute.InputContext`, or `None`. Default value:
+        `None`.
+
+    Returns:
+      A `tf.data.Dataset` of float32 `[B, 2]` with `B` the per-replica batch
+      size.
+    """
+    _check_batch_size(batch_size, input_context)
+    _check_seed(seed)
+    if input_context is None:
+        pipeline_id, per_replica_batch = 0, batch_size
+    else:
+        pipeline_id = input_context.input_pipeline_id
+        per_replica_batch = input_context.get_per_replica_batch_size(
+            batch_size)
+    key = tf.constant([0 if seed is None else seed, pipeline_id], tf.int64)
+
+    def sample(index):
+        seeds = tf.random.experimental.stateless_split(
+            tf.random.experimental.stateless_fold_in(key, index), num=4)
+        # A uniform column, then one of the two black squares of the column
+        # (rows of the column's parity), then a uniform point in the square.
+        # Offsets in [0, 2) added to even integers stay inside the square.
+        column = tf.random.stateless_uniform(
+            [per_replica_batch], seeds[0], minval=0, maxval=4, dtype=tf.int32)
+        row = 2 * tf.random.stateless_uniform(
+            [per_replica_batch], seeds[1], minval=0, maxval=2,
+            dtype=tf.int32) + column % 2
+        corner = tf.cast(tf.stack([column, row], axis=-1), tf.float32) * 2.0
+        offset = tf.stack([
+            tf.random.stateless_uniform([per_replica_batch], seeds[2],
+                                        maxval=2.0),
+            tf.random.stateless_uniform([per_replica_batch], seeds[3],
+                                        maxval=2.0),
+        ], axis=-1)
+        return (corner - 4.0) + offset
+
+    ds = tf.data.Dataset.counter(dtype=tf.int64).map(
+        sample, num_parallel_calls=tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.deterministic = True
+    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+# Helpers.
+
+
+def _first_line(error):
+    text = str(error).strip()
+    return text.splitlines()[0] if text else ''
+
+
+def _supported_message():
+    return (f"supported: {', '.join(SUPPORTED_DATASETS)}, or another TFDS "
+            "data set with a uint8 'image' feature")
+
+
+def _builder(name, data_dir):
+    """The TFDS builder of `name`, checked to have a uint8 'image' feature."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f'Unknown dataset {name!r}; {_supported_message()}.')
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except (tfds.core.registered.DatasetNotFoundError, ValueError,
+            AssertionError) as e:
+        # Keep the reason, without TFDS's long lists of near matches.
+        reason = re.sub(r'^Failed to construct dataset .*?": ', '',
+                        _first_line(e)).split(' Here are ')[0]
+        raise ValueError(f'Unknown dataset {name!r} ({reason}); '
+                         f'{_supported_message()}.') from e
+    features = builder.info.features
+    feature = (features['image'] if isinstance(
+        features, tfds.features.FeaturesDict) and 'image' in features.keys()
+               else None)
+    if not isinstance(feature, tfds.features.Image):
+        raise ValueError(f"Dataset {name!r} has no 'image' feature; "
+                         f'{_supported_message()}.')
+    if feature.np_dtype != np.uint8:
+        raise ValueError(f"Dataset {name!r} has {feature.np_dtype.__name__} "
+                         f"images, not uint8; {_supported_message()}.")
+    return builder
+
+
+def _image_shape(builder):
+    shape = tuple(builder.info.features['image'].shape)
+    if None in shape[:2]:
+        config = builder.builder_config.name if builder.builder_config else ''
+        match = re.fullmatch(r'(\d+)x(\d+)', config or '')
+        if not match or shape[2] is None:
+            raise ValueError(f'Dataset {builder.info.full_name!r} has images '
+                             f'of varying size {shape}; image_dataset needs '
+                             'a fixed size.')
+        shape = (int(match[1]), int(match[2]), shape[2])
+    return tuple(int(size) for size in shape)
+
+
+def _check_batch_size(batch_size, input_context):
+    if (isinstance(batch_size, bool)
+            or not isinstance(batch_size, (int, np.integer))
+            or batch_size <= 0):
+        raise ValueError('batch_size must be a positive integer; got '
+                         f'{batch_size!r}.')
+    if input_context is not None:
+        replicas = input_context.num_replicas_in_sync
+        if batch_size % replicas:
+            raise ValueError(f'The global batch size {batch_size} is not '
+                             f'divisible by the {replicas} replicas in sync.')
+
+
+def _check_seed(seed):
+    if seed is not None and (isinstance(seed, bool)
+                             or not isinstance(seed, (int, np.integer))):
+        raise ValueError(f'seed must be a Python int or None; got {seed!r}.')
+
+
+def _check_split_name(split):
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of 'train', 'validation', "
+                         f"'test'; got {split!r}.")
+
+
+def _pipeline_seed(seed, pipeline_id):
+    """The shuffle seed of one input pipeline: `seed` for the first."""
+    if seed is None:
+        return None
+    return (int(seed) + pipeline_id * 0x9E3779B97F4A7C15) % 2**63
+
+
+def _prepare(builder):
+    if builder.is_prepared():
+        return
+    logging.info('Preparing TFDS dataset %s in %s (first use).',
+                 builder.info.full_name, builder.data_dir)
+    start = time.monotonic()
+    try:
+        builder.download_and_prepare()
+    except Exception as e:  # pylint: disable=broad-except
+        raise RuntimeError(
+            f'Could not prepare TFDS dataset {builder.info.full_name!r} in '
+            f'{builder.data_dir} ({type(e).__name__}: {_first_line(e)}); '
+            'prepare it beforehand (e.g. `tfds build`) and pass its data_dir.'
+        ) from e
+    logging.info('Prepared %s in %.1f s.', builder.info.full_name,
+                 time.monotonic() - start)
+
+
+def _available_splits(builder):
+    """Split names: TFDS's once prepared, else known ones, else `None`."""
+    if builder.info.splits:
+        return tuple(builder.info.splits.keys())
+    return _KNOWN_SPLITS.get(builder.name)
+
+
+def _tfds_split(builder, split, validation_size):
+    """The TFDS split string that serves as `split`."""
+    _check_split_name(split)
+    name = builder.info.full_name
+    if (isinstance(validation_size, bool)
+            or not isinstance(validation_size, (int, np.integer))
+            or validation_size < 0):
+        raise ValueError('validation_size must be an integer >= 0; got '
+                         f'{validation_size!r}.')
+    available = _available_splits(builder)
+    listing = ', '.join(available) if available else ''
+    test_split = _TEST_SPLITS.get(builder.name, 'test')
+    if split == 'test':
+        if available is not None and test_split not in available:
+            raise ValueError(f"Dataset {name!r} has no test split "
+                             f"(splits: {listing}).")
+        return test_split
+    if validation_size > 0:
+        if available is not None and 'train' not in available:
+            raise ValueError(f"Dataset {name!r} has no 'train' split to hold "
+                             f"validation_size examples out of (splits: "
+                             f"{listing}).")
+        if builder.info.splits and 'train' in builder.info.splits:
+            num_train = builder.info.splits['train'].num_examples
+            if validation_size >= num_train:
+                raise ValueError(f'validation_size={validation_size} leaves '
+                                 f'no training examples in {name!r} '
+                                 f'({num_train} in its train split).')
+        if split == 'train':
+            return f'train[:-{validation_size}]'
+        return f'train[-{validation_size}:]'
+    if split == 'validation':
+        if test_split == 'validation':
+            raise ValueError(f"The 'validation' split of {name!r} serves as "
+                             "its test split; hold out training examples "
+                             "with validation_size > 0 instead.")
+        if available is not None and 'validation' not in available:
+            raise ValueError(f"Dataset {name!r} has no 'validation' split "
+                             f"(splits: {listing}); hold out training "
+                             "examples with validation_size > 0 (the VFlow "
+                             "paper held out 10000).")
+    return split

@@ -1,0 +1,91 @@
+"""Input functions for `Trainer` from a dataset name."""
+
+import dataclasses
+from typing import Any, Callable, Tuple
+
+import tensorflow as tf
+
+from vflow_tfp.data import checkerboard
+from vflow_tfp.data import pipelines
+
+__all__ = ['TrainingInputs', 'training_inputs']
+
+CHECKERBOARD_TEST_SIZE = 1000
+CHECKERBOARD_TEST_SEED = 12345
+
+
+@dataclasses.dataclass
+class TrainingInputs:
+    """What `Trainer` needs from a dataset."""
+    data_shape: Tuple[int, ...]
+    train_input_fn: Callable[[Any], tf.data.Dataset]
+    eval_input_fn: Callable[[Any], tf.data.Dataset]
+    init_batch: Any
+
+
+def _per_replica(batch_size, input_context):
+    if input_context is None:
+        return batch_size
+    return input_context.get_per_replica_batch_size(batch_size)
+
+
+def training_inputs(dataset, global_batch_size, *, init_batch_size=64,
+                    seed=0, data_dir=None, validation_size=0,
+                    repeat_eval=False):
+    """Train/eval input functions and an init batch for `dataset`.
+
+    Args:
+      dataset: a tfds image dataset name accepted by
+        `vflow_tfp.data.image_dataset` (e.g. `cifar10`,
+        `photo_patches/16x16`) or `checkerboard` (2-D points; evaluated on a
+        fixed set of 1,000).
+      global_batch_size: global batch size of training and evaluation.
+      init_batch_size: examples for the data-dependent initialisation, drawn
+        with `seed` and unsharded, so identical on every worker.
+      seed: shuffling and sampling seed.
+      data_dir: tfds data directory.
+      validation_size: hold this many training images out and evaluate on
+        them instead of the test split.
+      repeat_eval: repeat the evaluation data (multi-worker runs need a fixed
+        number of collective evaluation steps).
+    """
+    if dataset == 'checkerboard':
+        test = checkerboard.sample_checkerboard(CHECKERBOARD_TEST_SIZE,
+                                                seed=CHECKERBOARD_TEST_SEED)
+
+        def train_input_fn(input_context):
+            return pipelines.checkerboard_dataset(
+                global_batch_size, seed=seed, input_context=input_context)
+
+        def eval_input_fn(input_context):
+            ds = tf.data.Dataset.from_tensor_slices(test)
+            if input_context is not None:
+                ds = ds.shard(input_context.num_input_pipelines,
+                              input_context.input_pipeline_id)
+            ds = ds.batch(_per_replica(global_batch_size, input_context),
+                          drop_remainder=True)
+            return ds.repeat() if repeat_eval else ds
+
+        init = checkerboard.sample_checkerboard(init_batch_size, seed=seed)
+        return TrainingInputs((2,), train_input_fn, eval_input_fn, init)
+
+    data_shape = tuple(pipelines.image_shape(dataset, data_dir=data_dir))
+    eval_split = 'validation' if validation_size else 'test'
+
+    def train_input_fn(input_context):
+        return pipelines.image_dataset(
+            dataset, 'train', global_batch_size, input_context=input_context,
+            shuffle=True, repeat=True, seed=seed, data_dir=data_dir,
+            validation_size=validation_size)
+
+    def eval_input_fn(input_context):
+        return pipelines.image_dataset(
+            dataset, eval_split, global_batch_size,
+            input_context=input_context, shuffle=False, repeat=repeat_eval,
+            data_dir=data_dir, validation_size=validation_size)
+
+    init_ds = pipelines.image_dataset(
+        dataset, 'train', init_batch_size, shuffle=True, repeat=False,
+        seed=seed, data_dir=data_dir, validation_size=validation_size)
+    init = next(iter(init_ds)).numpy()
+    return TrainingInputs(data_shape, train_input_fn, eval_input_fn, init)
