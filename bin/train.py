@@ -126,6 +126,9 @@ def main(argv):
         _fail(f'unknown preset {FLAGS.preset!r}; choose from: '
               f'{", ".join(presets.names())}.')
     overrides = _preset_overrides()
+    # Initial weights come from the global random state (the preset's seed
+    # covers noise and dropout).
+    tf.random.set_seed(FLAGS.seed)
     strategy = _make_strategy(tf)
     replicas = strategy.num_replicas_in_sync
     if FLAGS.global_batch_size <= 0:

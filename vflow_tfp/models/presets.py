@@ -1,7 +1,10 @@
 """Named model configurations of the papers, and CPU-sized ones.
 
 `build(name, **overrides)` returns a `VFlow` model; `names()` lists the
-presets; `describe(name)` gives a one-line summary. Overrides are the keyword
+presets; `describe(name)` gives a one-line summary. The `seed` override seeds
+the model's noise and dropout generator; initial weights are drawn from
+TensorFlow's global random state, so call `tf.random.set_seed` first for
+reproducible weights (`bin/train.py` does). Overrides are the keyword
 arguments of the preset's factory (e.g. `filters`, `blocks`, `components`,
 `dropout`, `seed`, `dtype`); an unknown one is an error that lists the valid
 ones.
@@ -226,8 +229,8 @@ def small_vflow(image_shape=(16, 16, 3), augment_channels=3, filters=32,
                 seed=None, dtype=tf.float32, name='small_vflow'):
     """A VFlow of the CIFAR layout sized for CPUs (8x8 to 32x32 images).
 
-    `augment_channels=0` gives the corresponding Flow++; `dequant_blocks=0`
-    uniform dequantisation.
+    `augment_channels=0` gives the corresponding Flow++ (its squash and 1x1
+    initialisation); `dequant_blocks=0` uniform dequantisation.
     """
     def g(split, steps, b=blocks):
         return G(split, steps, b, filters, components, attention)
@@ -241,7 +244,9 @@ def small_vflow(image_shape=(16, 16, 3), augment_channels=3, filters=32,
         q_group=g('column', 2, posterior_blocks) if augment_channels else None,
         r_group=g('column', 2, dequant_blocks) if dequant_blocks else None,
         context_filters=context_filters, context_blocks=1,
-        variant='vflow', dropout=dropout, seed=seed, dtype=dtype, name=name)
+        variant='vflow' if augment_channels else 'flowpp',
+        pointwise_noise=0.01 if augment_channels else 0.001,
+        dropout=dropout, seed=seed, dtype=dtype, name=name)
 
 
 tiny_vflow = functools.partial(

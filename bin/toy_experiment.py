@@ -1,0 +1,330 @@
+"""The 2-D checkerboard sweep of the VFlow paper (§5, Figs. 2-3).
+
+Trains Glow (D = D_X + D_Z = 2, L steps) and VFlow (D > 2: L - 1 steps of p
+and one of q) on the checkerboard for every D in --dims, L in --steps and
+seed 0 .. --seeds - 1, and scores each on a fixed test set (VFlow by
+--iw_samples-sample importance weighting). Writes into --output_dir:
+
+  runs/D{D}_L{L}_seed{S}.json   one result per run (a re-run with --resume
+                                skips runs whose file exists)
+  densities/D{D}_L{L}_seed{S}.npy   log-density grids of --density_configs
+  config.json                   the settings every run of the directory shares
+  results.json                  all runs and the per-cell summary
+  table.md                      mean ± std over seeds of the test log-likelihood
+  fig3.png                      test log-likelihood against L, a line per D
+  fig2_densities.png            data histogram and model densities
+
+    python bin/toy_experiment.py --output_dir=/tmp/toy            # full sweep
+    python bin/toy_experiment.py --output_dir=/tmp/toy --resume   # continue
+    python bin/toy_experiment.py --output_dir=/tmp/t --iterations=5000 \
+        --seeds=1 --dims=2,10 --steps=3
+"""
+
+import json
+import os
+import sys
+import time
+
+from absl import app
+from absl import flags
+import numpy as np
+
+# TensorFlow and the library are imported in main() after the flags have been
+# checked, so that a bad command line fails fast.
+cb = None  # vflow_tfp.experiments.checkerboard
+
+_OUTPUT_DIR = flags.DEFINE_string('output_dir', None,
+                                  'Directory of the outputs (required).')
+_ITERATIONS = flags.DEFINE_integer('iterations', 100_000,
+                                   'Training iterations per run.')
+_SEEDS = flags.DEFINE_integer('seeds', 5, 'Seeds per configuration: 0 .. '
+                              'seeds - 1.')
+_FIRST_SEED = flags.DEFINE_integer('first_seed', 0, 'First seed.')
+_DIMS = flags.DEFINE_list('dims', ['2', '4', '6', '8', '10'],
+                          'D = D_X + D_Z values; 2 is Glow.')
+_STEPS = flags.DEFINE_list('steps', ['2', '3', '5', '10', '20'],
+                           'Flow steps L.')
+_BATCH = flags.DEFINE_integer('batch_size', 64, 'Training batch size.')
+_LR = flags.DEFINE_float('learning_rate', 1e-3, 'Peak Adam learning rate.')
+_SCHEDULE = flags.DEFINE_enum('schedule', 'cosine', ['cosine', 'constant'],
+                              'Learning-rate schedule: cosine decay to 0 over '
+                              'the run, or constant.')
+_CLIP = flags.DEFINE_float('clip_norm', 100.0, 'Global gradient-norm clip.')
+_IW = flags.DEFINE_integer('iw_samples', 100,
+                           'Importance samples of the VFlow test likelihood.')
+_TEST_SIZE = flags.DEFINE_integer('test_size', 1000,
+                                  'Points of the fixed test set.')
+_INIT_SIZE = flags.DEFINE_integer('init_size', 4096,
+                                  'Points of the data-dependent init batch.')
+_SCALE_FN = flags.DEFINE_enum(
+    'scale_fn', None, ['tanh', 'sigmoid', 'exp'],
+    'Scale function of the affine couplings; default: the preset\'s.')
+_JIT = flags.DEFINE_boolean('jit_compile', True,
+                            'XLA-compile the training function.')
+_RESUME = flags.DEFINE_boolean(
+    'resume', False, 'Skip runs whose result file exists in --output_dir.')
+_DENSITY = flags.DEFINE_list(
+    'density_configs', ['2:3', '10:3'],
+    'D:L cells whose first seed gets a density grid for Fig. 2.')
+_GRID = flags.DEFINE_integer('grid_resolution', 128,
+                             'Density grid resolution per axis.')
+_GRID_IW = flags.DEFINE_integer('grid_iw_samples', 100,
+                                'Importance samples per density grid point.')
+_PROGRESS = flags.DEFINE_integer('progress_every', 20_000,
+                                 'Progress line every this many iterations.')
+
+# The presets: checkerboard_glow_L (D = 2) and checkerboard_vflow_L_D.
+_VALID_DIMS = (2, 4, 6, 8, 10)
+_VALID_STEPS = (2, 3, 5, 10, 20)
+_SETTINGS = ('iterations', 'batch_size', 'learning_rate', 'schedule',
+             'clip_norm', 'iw_samples', 'test_size', 'init_size', 'scale_fn')
+
+
+def _fail(message):
+    sys.exit(f'toy_experiment.py: error: {message}')
+
+
+def _int_list(name, values, valid):
+    try:
+        out = [int(v) for v in values]
+    except ValueError:
+        _fail(f'--{name} must be comma-separated integers; got '
+              f'{",".join(values)!r}.')
+    bad = [v for v in out if v not in valid]
+    if not out or bad:
+        _fail(f'--{name} values must be among {",".join(map(str, valid))}; '
+              f'got {",".join(values)!r}.')
+    return sorted(set(out))
+
+
+def _check_flags():
+    if not _OUTPUT_DIR.value:
+        _fail('--output_dir is required.')
+    for flag, low in ((_ITERATIONS, 1), (_SEEDS, 1), (_BATCH, 1), (_IW, 1),
+                      (_TEST_SIZE, 1), (_INIT_SIZE, 2), (_GRID, 2),
+                      (_GRID_IW, 1), (_PROGRESS, 1), (_FIRST_SEED, 0)):
+        if flag.value < low:
+            _fail(f'--{flag.name} must be >= {low}; got {flag.value}.')
+    if not _LR.value > 0:
+        _fail(f'--learning_rate must be > 0; got {_LR.value}.')
+    if not _CLIP.value > 0:
+        _fail(f'--clip_norm must be > 0; got {_CLIP.value}.')
+    dims = _int_list('dims', _DIMS.value, _VALID_DIMS)
+    steps = _int_list('steps', _STEPS.value, _VALID_STEPS)
+    density = []
+    for item in _DENSITY.value:
+        try:
+            d, l = (int(v) for v in item.split(':'))
+        except ValueError:
+            _fail(f'--density_configs entries must be D:L; got {item!r}.')
+        density.append((d, l))
+    return dims, steps, density
+
+
+def _settings():
+    return dict(iterations=_ITERATIONS.value, batch_size=_BATCH.value,
+                learning_rate=_LR.value, schedule=_SCHEDULE.value,
+                clip_norm=_CLIP.value, iw_samples=_IW.value,
+                test_size=_TEST_SIZE.value, init_size=_INIT_SIZE.value,
+                scale_fn=_SCALE_FN.value)
+
+
+def _write_json(path, obj):
+    tmp = path + '.tmp'
+    with open(tmp, 'w') as f:
+        json.dump(obj, f, indent=1)
+    os.replace(tmp, path)
+
+
+def _load_runs(run_dir):
+    runs = []
+    for name in sorted(os.listdir(run_dir)):
+        if name.endswith('.json'):
+            with open(os.path.join(run_dir, name)) as f:
+                runs.append(json.load(f))
+    return runs
+
+
+def _fmt(value, digits=3):
+    return '—' if value is None or not np.isfinite(value) else (
+        f'{value:.{digits}f}')
+
+
+def _table(summary, settings):
+    dims = sorted({d for d, _ in summary})
+    steps = sorted({s for _, s in summary})
+    iw = settings['iw_samples']
+    lines = [
+        '# Checkerboard test log-likelihood (nats)',
+        '',
+        f'Mean ± std over seeds (n = number of seeds) of the mean test '
+        f'log-likelihood on {settings["test_size"]} fixed test points; '
+        f'{settings["iterations"]} iterations per run, batch '
+        f'{settings["batch_size"]}, Adam lr {settings["learning_rate"]:g} '
+        f'({settings["schedule"]}), grad clip {settings["clip_norm"]:g}, '
+        f'VFlow likelihood by {iw}-sample importance weighting; '
+        f'scale_fn {settings["scale_fn"] or "preset default"}. '
+        f'True log-likelihood {-np.log(32):.3f}.',
+        '',
+        '| D \\ L | ' + ' | '.join(str(s) for s in steps) + ' |',
+        '|---|' + '---|' * len(steps),
+    ]
+    for d in dims:
+        cells = []
+        for s in steps:
+            c = summary.get((d, s))
+            cells.append('—' if c is None else
+                         f'{_fmt(c["mean"])} ± {_fmt(c["std"])} '
+                         f'(n={len(c["seeds"])})')
+        label = f'{d} (Glow)' if d == 2 else f'{d} (VFlow)'
+        lines.append(f'| {label} | ' + ' | '.join(cells) + ' |')
+    lines += ['', '## Targets', '']
+    vflow = summary.get((10, 3))
+    glow = summary.get((2, 3))
+    if vflow:
+        ok = vflow['mean'] >= -3.52
+        lines.append(f'* 3-step 10-dim VFlow >= -3.52: {_fmt(vflow["mean"])} '
+                     f'-> {"met" if ok else "NOT met"}')
+    if glow:
+        ok = abs(glow['mean'] - (-3.67)) <= 0.06
+        lines.append(f'* 3-step Glow within 0.06 of -3.67: '
+                     f'{_fmt(glow["mean"])} -> {"met" if ok else "NOT met"}')
+    comparisons = [(d, s) for d, s in summary if d > 2 and (2, s) in summary]
+    if comparisons:
+        worse = [(d, s) for d, s in sorted(comparisons)
+                 if summary[(d, s)]['mean'] <= summary[(2, s)]['mean']]
+        lines.append(
+            f'* VFlow better than Glow at equal L: '
+            f'{len(comparisons) - len(worse)} of {len(comparisons)} '
+            f'(D, L) cells' + (
+                '' if not worse else ' (not: ' + ', '.join(
+                    f'D={d} L={s}' for d, s in worse) + ')'))
+    if not (vflow or glow or comparisons):
+        lines.append('* (cells D=2/10, L=3 not run)')
+    return '\n'.join(lines) + '\n'
+
+
+def _write_outputs(out_dir, settings, density_configs):
+    runs = _load_runs(os.path.join(out_dir, 'runs'))
+    if not runs:
+        return
+    summary = cb.summarize(runs)
+    _write_json(os.path.join(out_dir, 'results.json'), dict(
+        settings=settings,
+        summary=[dict(dims=d, steps=s, **v) for (d, s), v in summary.items()],
+        runs=runs))
+    with open(os.path.join(out_dir, 'table.md'), 'w') as f:
+        f.write(_table(summary, settings))
+    cb.plot_log_likelihood_vs_steps(
+        summary, os.path.join(out_dir, 'fig3.png'),
+        title=(f'checkerboard, {settings["iterations"]} iterations, '
+               f'up to {max(len(v["seeds"]) for v in summary.values())} '
+               'seeds'))
+    panels = [('data', cb.histogram_density(resolution=_GRID.value))]
+    for d, s in density_configs:
+        grids = sorted(f for f in os.listdir(os.path.join(out_dir,
+                                                          'densities'))
+                       if f.startswith(f'D{d}_L{s}_seed'))
+        if not grids:
+            continue
+        log_p = np.load(os.path.join(out_dir, 'densities', grids[0]))
+        seed = int(grids[0].split('seed')[1].split('.')[0])
+        run = next((r for r in runs if (r['dims'], r['steps'], r['seed'])
+                    == (d, s, seed)), None)
+        name = f'Glow L={s}' if d == 2 else f'VFlow L={s} D={d}'
+        if run is not None:
+            name += f'\ntest LL {run["test_log_likelihood"]:.3f}'
+        panels.append((name, np.exp(log_p)))
+    cb.plot_densities(panels, os.path.join(out_dir, 'fig2_densities.png'))
+
+
+def main(argv):
+    if len(argv) > 1:
+        _fail(f'unexpected arguments {argv[1:]}.')
+    dims, steps, density_configs = _check_flags()
+    out_dir = _OUTPUT_DIR.value
+    run_dir = os.path.join(out_dir, 'runs')
+    grid_dir = os.path.join(out_dir, 'densities')
+    os.makedirs(run_dir, exist_ok=True)
+    os.makedirs(grid_dir, exist_ok=True)
+    settings = _settings()
+    config_path = os.path.join(out_dir, 'config.json')
+    if os.path.exists(config_path):
+        with open(config_path) as f:
+            old = json.load(f)
+        diff = [k for k in _SETTINGS if old.get(k) != settings[k]]
+        if diff:
+            _fail(f'{out_dir} holds runs with other settings ('
+                  + ', '.join(f'--{k}={old.get(k)}' for k in diff)
+                  + '); use another --output_dir.')
+    else:
+        _write_json(config_path, settings)
+
+    seeds = range(_FIRST_SEED.value, _FIRST_SEED.value + _SEEDS.value)
+    # Cheap cells first: an interrupted sweep has whole columns of small L.
+    jobs = [(d, s, seed) for seed in seeds for s in steps for d in dims]
+    existing = [j for j in jobs if os.path.exists(
+        os.path.join(run_dir, f'D{j[0]}_L{j[1]}_seed{j[2]}.json'))]
+    if existing and not _RESUME.value:
+        _fail(f'{len(existing)} of the {len(jobs)} runs already have results '
+              f'in {run_dir}; pass --resume to skip them or use another '
+              '--output_dir.')
+    global cb
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    from vflow_tfp.experiments import checkerboard  # pylint: disable=g-import-not-at-top
+    from vflow_tfp.models import presets  # pylint: disable=g-import-not-at-top
+    cb = checkerboard
+    assert set(_VALID_DIMS) == {2, *presets.TOY_DIMS}
+    assert set(_VALID_STEPS) == set(presets.TOY_STEPS)
+    tf.get_logger().setLevel('ERROR')  # retracing notes of the per-run fns
+    test_points = cb.test_set(_TEST_SIZE.value)
+    overrides = ({'scale_fn': _SCALE_FN.value} if _SCALE_FN.value else {})
+    print(f'Checkerboard sweep: {len(jobs)} runs (D {dims}, L {steps}, seeds '
+          f'{list(seeds)}), {_ITERATIONS.value} iterations each, '
+          f'{len(existing)} already done; outputs in {out_dir}', flush=True)
+    start = time.time()
+    for k, (d, s, seed) in enumerate(jobs, 1):
+        tag = f'D{d}_L{s}_seed{seed}'
+        path = os.path.join(run_dir, tag + '.json')
+        if os.path.exists(path):
+            continue
+        preset = cb.preset_name(d, s)
+        print(f'[{k}/{len(jobs)}] {preset} seed {seed} '
+              f'({time.time() - start:.0f} s elapsed)', flush=True)
+
+        def progress(info):
+            rate = info['iterations_per_second']
+            print(f'    it {info["iteration"]:7d}/{info["iterations"]}  '
+                  f'train ELBO {info["train_elbo"]:8.4f}  '
+                  f'lr {info["learning_rate"]:.2e}'
+                  + (f'  {rate:6.0f} it/s' if np.isfinite(rate) else ''),
+                  flush=True)
+
+        result, model = cb.run(
+            preset, _ITERATIONS.value, seed, test_points,
+            batch_size=_BATCH.value, learning_rate=_LR.value,
+            schedule=_SCHEDULE.value, clip_norm=_CLIP.value,
+            iw_samples=_IW.value, init_size=_INIT_SIZE.value,
+            jit_compile=_JIT.value, progress=progress,
+            progress_every=_PROGRESS.value, model_overrides=overrides,
+            return_model=True)
+        if (d, s) in density_configs and not any(
+                f.startswith(f'D{d}_L{s}_seed') for f in os.listdir(grid_dir)):
+            log_p = cb.density_grid(model, _GRID.value,
+                                    num_samples=_GRID_IW.value, seed=seed)
+            np.save(os.path.join(grid_dir, tag + '.npy'), log_p)
+        _write_json(path, result)
+        print(f'    {tag}: test log-likelihood '
+              f'{result["test_log_likelihood"]:.4f} '
+              f'(± {result["test_log_likelihood_sem"]:.4f} s.e. over test '
+              f'points; init {result["init_test_log_likelihood"]:.4f}), '
+              f'{result["train_seconds"]:.1f} s, '
+              f'{result["iterations_per_second"]:.0f} it/s', flush=True)
+        _write_outputs(out_dir, settings, density_configs)
+    _write_outputs(out_dir, settings, density_configs)
+    print(f'Done in {time.time() - start:.0f} s. Table: '
+          f'{os.path.join(out_dir, "table.md")}', flush=True)
+
+
+if __name__ == '__main__':
+    app.run(main)

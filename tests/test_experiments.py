@@ -1,0 +1,119 @@
+"""Tests for `vflow_tfp.experiments.checkerboard` and bin/toy_experiment.py."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from vflow_tfp.data import checkerboard as data_lib
+from vflow_tfp.experiments import checkerboard as cb
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_in_graph_sampler_is_the_checkerboard():
+    points = cb.sample_checkerboard_tf(20_000, tf.constant([1, 2])).numpy()
+    assert points.shape == (20_000, 2)
+    assert np.all(np.isfinite(data_lib.checkerboard_log_prob(points)))
+    # Each of the 8 squares gets about 1/8 of the points.
+    cells = np.floor((points + 4.0) / 2.0).astype(int)
+    counts = np.bincount(cells[:, 0] * 4 + cells[:, 1], minlength=16)
+    on = counts[counts > 0]
+    assert len(on) == 8
+    np.testing.assert_allclose(on / len(points), 1 / 8, atol=0.01)
+
+
+def test_preset_names():
+    assert cb.preset_name(2, 3) == 'checkerboard_glow_3'
+    assert cb.preset_name(10, 3) == 'checkerboard_vflow_3_10'
+
+
+@pytest.mark.parametrize('preset', ['checkerboard_glow_3',
+                                    'checkerboard_vflow_3_4'])
+def test_short_run_improves(preset):
+    test_points = cb.test_set(300)
+    reports = []
+    result = cb.run(preset, 400, seed=0, test_points=test_points,
+                    learning_rate=3e-3, iw_samples=8, init_size=1024,
+                    steps_per_call=200, progress=reports.append,
+                    progress_every=200)
+    for key in ('test_log_likelihood', 'init_test_log_likelihood',
+                'final_train_elbo', 'iterations_per_second'):
+        assert np.isfinite(result[key]), key
+    assert result['test_log_likelihood'] > (
+        result['init_test_log_likelihood'] + 0.15)
+    # Cannot beat the true density by more than the test-set noise.
+    assert result['test_log_likelihood'] < cb.TRUE_LOG_LIKELIHOOD + 0.2
+    assert [r['iteration'] for r in reports] == [200, 400]
+    assert result['dims'] == (2 if 'glow' in preset else 4)
+    json.dumps(result)  # serialisable
+
+
+def test_summarize():
+    runs = [dict(dims=2, steps=3, seed=s, iterations=10,
+                 test_log_likelihood=v) for s, v in enumerate([-3.7, -3.6])]
+    summary = cb.summarize(runs)
+    assert summary[(2, 3)]['mean'] == pytest.approx(-3.65)
+    assert summary[(2, 3)]['std'] == pytest.approx(np.std([-3.7, -3.6],
+                                                          ddof=1))
+    assert summary[(2, 3)]['seeds'] == [0, 1]
+
+
+def _run_script(*args):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
+    return subprocess.run(
+        [sys.executable, str(REPO / 'bin' / 'toy_experiment.py'), *args],
+        capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_script_end_to_end(tmp_path):
+    out = tmp_path / 'toy'
+    args = [f'--output_dir={out}', '--iterations=50', '--seeds=1',
+            '--dims=2,4', '--steps=2', '--iw_samples=4', '--test_size=100',
+            '--init_size=256', '--density_configs=2:2,4:2',
+            '--grid_resolution=16', '--grid_iw_samples=2', '--nojit_compile']
+    proc = _run_script(*args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in ('results.json', 'table.md', 'fig3.png',
+                 'fig2_densities.png', 'config.json',
+                 'runs/D2_L2_seed0.json', 'runs/D4_L2_seed0.json',
+                 'densities/D2_L2_seed0.npy', 'densities/D4_L2_seed0.npy'):
+        assert (out / name).is_file(), name
+    results = json.loads((out / 'results.json').read_text())
+    assert len(results['runs']) == 2
+    assert all(np.isfinite(r['test_log_likelihood']) for r in results['runs'])
+    table = (out / 'table.md').read_text()
+    assert '| 2 (Glow) |' in table and '(n=1)' in table
+    assert (out / 'fig3.png').read_bytes()[:4] == b'\x89PNG'
+
+    # Existing results: refused without --resume, skipped with it.
+    proc = _run_script(*args)
+    assert proc.returncode != 0
+    assert '--resume' in proc.stderr.strip().splitlines()[-1]
+    proc = _run_script(*args, '--resume')
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert '2 already done' in proc.stdout
+    assert '[1/2]' not in proc.stdout
+
+
+@pytest.mark.parametrize('flag, message', [
+    ('--dims=3', '--dims values must be among'),
+    ('--steps=4', '--steps values must be among'),
+    ('--iterations=0', '--iterations must be >= 1'),
+])
+def test_script_bad_flags(tmp_path, flag, message):
+    proc = _run_script(f'--output_dir={tmp_path}', flag)
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert message in last, proc.stderr
+
+
+def test_script_needs_output_dir():
+    proc = _run_script('--iterations=5')
+    assert proc.returncode != 0
+    assert '--output_dir is required' in proc.stderr.strip().splitlines()[-1]

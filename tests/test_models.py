@@ -1,0 +1,804 @@
+"""Tests of the model layer: presets, the VFlow bound and its importance-
+weighted version, Theorem 1 of the VFlow paper, the change of variables end to
+end, sampling, TFP flows as p and q, a short training run, and the photo
+patches used as real data.
+
+Sizes are kept small enough for the whole module to run in about two minutes
+on two CPU cores.
+"""
+
+import hashlib
+import math
+import sys
+from unittest import mock
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+import tf_keras
+from absl.testing import parameterized
+
+from vflow_tfp import bijectors as vb
+from vflow_tfp import data
+from vflow_tfp.data import photos
+from vflow_tfp.models import ConditionalFlow
+from vflow_tfp.models import VFlow
+from vflow_tfp.models import builders
+from vflow_tfp.models import presets
+
+tfb = tfp.bijectors
+tfd = tfp.distributions
+G = builders.StepGroup
+
+MI = 2 ** 20
+
+
+def _standard_normal_log_prob(eps):
+    """Sum over all but the first axis of log N(eps; 0, 1), float64."""
+    eps = tf.reshape(tf.cast(eps, tf.float64), [tf.shape(eps)[0], -1])
+    return tf.reduce_sum(-0.5 * tf.square(eps) - 0.5 * math.log(2 * math.pi),
+                         axis=-1)
+
+
+def _jacobian_log_det(fn, inputs):
+    """`(fn(inputs), log|det d fn / d inputs|)` per example by autodiff.
+
+    The event of `inputs` (all but the first axis) is flattened, so this is
+    the determinant of the full `D x D` Jacobian, not of a per-layer formula.
+    """
+    inputs = tf.convert_to_tensor(inputs)
+    shape = inputs.shape
+    flat = tf.reshape(inputs, [shape[0], -1])
+    with tf.GradientTape() as tape:
+        tape.watch(flat)
+        outputs = fn(tf.reshape(flat, shape))
+        out_flat = tf.reshape(outputs, [shape[0], -1])
+    jacobian = tape.batch_jacobian(out_flat, flat)
+    _, log_det = tf.linalg.slogdet(jacobian)
+    return outputs, log_det
+
+
+def _logmeanexp(values, axis):
+    values = np.asarray(values, np.float64)
+    top = values.max(axis=axis, keepdims=True)
+    return (np.log(np.mean(np.exp(values - top), axis=axis))
+            + np.squeeze(top, axis))
+
+
+# ----------------------------------------------------------------------------
+# Photo patches (vflow_tfp.data.photos).
+# ----------------------------------------------------------------------------
+
+class PhotoPatchesTest(tf.test.TestCase):
+
+    def test_shapes_dtype_and_counts(self):
+        train = data.photo_patches(8, 'train')
+        test = data.photo_patches(8, 'test')
+        self.assertEqual(train.dtype, np.uint8)
+        self.assertEqual(train.shape, (15606, 8, 8, 3))
+        self.assertEqual(test.shape, (1429, 8, 8, 3))
+        few = data.photo_patches(16, 'test', max_patches=10, stride=4)
+        self.assertEqual(few.shape, (10, 16, 16, 3))
+        # Overlapping patches: every position on the stride grid.
+        chelsea = photos._photo('chelsea', 2)    # 150 x 225 after averaging
+        coffee = photos._photo('coffee', 2)      # 200 x 300
+        expected = sum(((h - 16) // 4 + 1) * ((w - 16) // 4 + 1)
+                       for h, w, _ in (chelsea.shape, coffee.shape))
+        self.assertLen(data.photo_patches(16, 'test', stride=4), expected)
+        # Real photographs, not constant or saturated data.
+        self.assertBetween(train.mean(), 40.0, 200.0)
+        self.assertGreater(train.reshape(len(train), -1).std(axis=1).mean(),
+                           10.0)
+
+    def test_deterministic_and_seeded(self):
+        a = data.photo_patches(8, 'train', max_patches=64, seed=3)
+        b = data.photo_patches(8, 'train', max_patches=64, seed=3)
+        c = data.photo_patches(8, 'train', max_patches=64, seed=4)
+        self.assertAllEqual(a, b)
+        self.assertNotAllEqual(a, c)
+        # max_patches takes a prefix of the same shuffle.
+        self.assertAllEqual(
+            data.photo_patches(8, 'train', max_patches=16, seed=3), a[:16])
+        # The shuffle mixes the photographs.
+        _, sources = data.photo_patches(8, 'train', max_patches=200, seed=3,
+                                        return_sources=True)
+        self.assertGreater(len(set(sources)), 3)
+
+    def test_train_and_test_come_from_disjoint_photographs(self):
+        train, train_src = data.photo_patches(8, 'train',
+                                              return_sources=True)
+        test, test_src = data.photo_patches(8, 'test', return_sources=True)
+        self.assertEqual(set(train_src), set(data.TRAIN_PHOTOS))
+        self.assertEqual(set(test_src), set(data.TEST_PHOTOS))
+        self.assertEmpty(set(train_src) & set(test_src))
+        # No test patch occurs among the training patches.
+        train_hashes = {hashlib.sha1(p.tobytes()).digest() for p in train}
+        shared = sum(hashlib.sha1(p.tobytes()).digest() in train_hashes
+                     for p in test)
+        self.assertEqual(shared, 0)
+
+    def test_patches_are_tiles_of_the_photographs(self):
+        from skimage import data as skdata  # pylint: disable=import-outside-toplevel
+        patches, sources = data.photo_patches(50, 'test', downscale=1,
+                                              return_sources=True)
+        image = skdata.chelsea()                           # 300 x 451
+        tiles = {image[i:i + 50, j:j + 50].tobytes()
+                 for i in range(0, 251, 50) for j in range(0, 401, 50)}
+        mine = {p.tobytes() for p in patches[sources == 'chelsea']}
+        self.assertEqual(mine, tiles)
+        # Block averaging: a 2x-downscaled tile is the mean of 2 x 2 pixels.
+        small = photos._photo('chelsea', 2)
+        block = image[:2, :2].astype(np.float64).mean(axis=(0, 1))
+        self.assertAllEqual(small[0, 0], np.round(block).astype(np.uint8))
+
+    def test_errors(self):
+        with self.assertRaisesRegex(ValueError, 'split'):
+            data.photo_patches(8, 'validation')
+        with self.assertRaisesRegex(ValueError, '>= 1'):
+            data.photo_patches(0)
+        with self.assertRaisesRegex(ValueError, 'larger than every'):
+            data.photo_patches(2000, 'test')
+        photos._photo.cache_clear()
+        try:
+            with mock.patch.dict(sys.modules, {'skimage': None,
+                                               'skimage.data': None}):
+                with self.assertRaisesRegex(ImportError,
+                                            r'vflow_tfp\[images\]'):
+                    data.photo_patches(8, 'test')
+        finally:
+            photos._photo.cache_clear()
+
+
+# ----------------------------------------------------------------------------
+# Presets.
+# ----------------------------------------------------------------------------
+
+class PresetTest(tf.test.TestCase):
+
+    def _count_without(self, model, module):
+        return model.count_params() - sum(
+            v.shape.num_elements() for v in module.trainable_variables)
+
+    def test_reference_parameter_counts(self):
+        self.assertEqual(presets.build('flowpp_cifar10').count_params(),
+                         31_443_440)
+        self.assertEqual(presets.build('vflow_cifar10').count_params(),
+                         39_700_096)
+
+    def test_paper_table_parameter_counts(self):
+        # SPEC §7: counts in 2^20 units (print_params), the 4M VFlows without
+        # q's context net.
+        self.assertAlmostEqual(
+            presets.build('vflow_cifar10_f64_k16').count_params() / MI,
+            16.27, delta=0.005)
+        self.assertAlmostEqual(
+            presets.build('vflow_cifar10_f56_k10').count_params() / MI,
+            11.94, delta=0.005)
+        self.assertAlmostEqual(
+            presets.build('flowpp_cifar10_4m').count_params() / MI,
+            4.045, delta=0.001)
+        for name, total, q_only in [('vflow4_cifar10_4m', 4.025, None),
+                                    ('vflow6_cifar10_4m', 4.011, 0.357),
+                                    ('vflow6_cifar10_4m_q6', 4.054, 0.640),
+                                    ('vflow6_cifar10_4m_q8', 4.002, 0.829)]:
+            model = presets.build(name)
+            context = model.posterior.context_net
+            self.assertAlmostEqual(
+                self._count_without(model, context) / MI, total, delta=0.001,
+                msg=name)
+            if q_only is not None:
+                q = sum(v.shape.num_elements()
+                        for v in model.posterior.trainable_variables)
+                q -= sum(v.shape.num_elements()
+                         for v in context.trainable_variables)
+                self.assertAlmostEqual(q / MI, q_only, delta=0.001, msg=name)
+
+    def test_names_cover_the_documented_families(self):
+        names = set(presets.names())
+        self.assertEqual(presets.names(), sorted(names))
+        expected = {
+            'flowpp_cifar10', 'vflow_cifar10',
+            'vflow_cifar10_f64_k16', 'vflow_cifar10_f56_k10',
+            'flowpp_cifar10_4m', 'vflow4_cifar10_4m', 'vflow6_cifar10_4m',
+            'vflow6_cifar10_4m_q6', 'vflow6_cifar10_4m_q8',
+            'flowpp_imagenet32', 'vflow_imagenet32', 'vflow_imagenet64',
+            'small_vflow_16', 'small_vflow_32', 'small_flowpp_16',
+            'tiny_vflow', 'tiny_flowpp'}
+        expected |= {f'checkerboard_glow_{s}' for s in (2, 3, 5, 10, 20)}
+        expected |= {f'checkerboard_vflow_{s}_{d}' for s in (2, 3, 5, 10, 20)
+                     for d in (4, 6, 8, 10)}
+        self.assertEmpty(expected - names)
+        for name in expected:
+            self.assertNotEmpty(presets.describe(name), msg=name)
+
+    def test_every_cpu_sized_preset_builds(self):
+        small = {'small_vflow_16': ((16, 16, 3), 3),
+                 'small_vflow_32': ((32, 32, 3), 3),
+                 'small_flowpp_16': ((16, 16, 3), 0),
+                 'tiny_vflow': ((8, 8, 3), 3),
+                 'tiny_flowpp': ((8, 8, 3), 0)}
+        for name, (shape, augment) in small.items():
+            model = presets.build(name, seed=0)
+            self.assertEqual(model.data_shape, shape, msg=name)
+            self.assertEqual(model.augment_channels, augment, msg=name)
+            self.assertEqual((model.q is None), augment == 0, msg=name)
+            self.assertIsNotNone(model.r, msg=name)
+            self.assertGreater(model.count_params(), 100_000, msg=name)
+        for steps in (2, 3, 5, 10, 20):
+            glow = presets.build(f'checkerboard_glow_{steps}', seed=0)
+            # Per step: ActNorm (2 + 2), 2x2 linear map (4), and the
+            # paper's MLP 1 -> 50 -> 50 -> 2 (100 + 2550 + 102).
+            self.assertEqual(glow.count_params(), 2760 * steps)
+            self.assertIsNone(glow.q)
+            self.assertIsNone(glow.r)
+            for dims in (4, 6, 8, 10):
+                model = presets.build(f'checkerboard_vflow_{steps}_{dims}',
+                                      seed=0)
+                self.assertEqual(model.data_shape, (2,))
+                self.assertEqual(model.augment_channels, dims - 2)
+                self.assertEqual(model.latent_shape, (dims,))
+                self.assertIsNotNone(model.q)
+
+    def test_unknown_preset_and_override(self):
+        with self.assertRaisesRegex(ValueError,
+                                    r"Unknown preset 'vflow_cifar100'.*"
+                                    r'vflow_cifar10'):
+            presets.build('vflow_cifar100')
+        with self.assertRaisesRegex(ValueError, r'Unknown preset.*tiny_vflow'):
+            presets.build('no_such_model')
+        with self.assertRaisesRegex(
+                ValueError, r"'tiny_vflow' has no setting\(s\) \['filterz'\]"
+                r'.*filters'):
+            presets.build('tiny_vflow', filterz=8)
+        with self.assertRaisesRegex(ValueError, 'hidden_units'):
+            presets.build('checkerboard_glow_2', filters=8)
+        self.assertIn('filters', presets.overridable('tiny_vflow'))
+
+    def test_overrides_change_the_model(self):
+        base = presets.build('tiny_vflow', seed=0)
+        narrow = presets.build('tiny_vflow', filters=8, seed=0)
+        self.assertLess(narrow.count_params(), base.count_params())
+        variable = next(v for v in narrow.trainable_variables
+                        if 'p_s0g0_net0' in v.name and 'kernel' in v.name)
+        self.assertIn(8, variable.shape.as_list())
+        flowpp = presets.build('tiny_vflow', augment_channels=0)
+        self.assertIsNone(flowpp.q)
+        self.assertEqual(flowpp.latent_shape, (4, 4, 12))
+        self.assertEqual(base.latent_shape, (4, 4, 24))
+        wide = presets.build('checkerboard_glow_2', hidden_units=(8,))
+        # Per step 4 + 4 + (1 -> 8: 16) + (8 -> 2: 18).
+        self.assertEqual(wide.count_params(), 2 * (4 + 4 + 16 + 18))
+        double = presets.build('tiny_flowpp', dtype=tf.float64)
+        self.assertTrue(all(v.dtype == tf.float64
+                            for v in double.trainable_variables))
+
+
+# ----------------------------------------------------------------------------
+# The importance-weighted bound of a tiny image VFlow.
+# ----------------------------------------------------------------------------
+
+class ImportanceWeightingTest(tf.test.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        tf.random.set_seed(11)
+        cls.model = presets.build('tiny_vflow', seed=0)
+        cls.model.initialize(data.photo_patches(8, 'train', max_patches=64),
+                             seed=[1, 2])
+        cls.x = data.photo_patches(8, 'test', max_patches=16, seed=5)
+
+    def test_single_sample_iw_is_the_elbo_in_distribution(self):
+        reps = 8
+        x = np.repeat(self.x, reps, axis=0)                 # 128 examples
+        iw = self.model.log_prob(x, num_samples=1, seed=[3, 4]).numpy()
+        elbo = self.model.elbo(x, seed=[5, 6]).numpy().astype(np.float64)
+        self.assertEqual(iw.dtype, np.float64)
+        self.assertTrue(np.all(np.isfinite(iw)) and np.all(np.isfinite(elbo)))
+        # Both are unbiased estimates of E[ELBO(x)] for the same images: the
+        # per-image means agree up to the sampling noise.
+        diff = (iw - elbo).reshape(len(self.x), reps).mean(axis=1)
+        stderr = (iw - elbo).std() / math.sqrt(len(x))
+        print(f'IW(S=1) - ELBO: {diff.mean():.3f} nats, stderr {stderr:.3f}')
+        self.assertLess(abs(diff.mean()), 4.0 * stderr + 1e-3,
+                        msg=f'IW(S=1) - ELBO = {diff.mean():.3f} nats, '
+                            f'stderr {stderr:.3f}')
+        # With S = 1 and chunk_size = 1, log_prob is literally one ELBO draw.
+        seed = tf.constant([7, 8])
+        one = self.model.log_prob(self.x, 1, chunk_size=1, seed=seed)
+        draw = self.model.elbo(
+            self.x, seed=tf.random.experimental.stateless_fold_in(seed, 0))
+        self.assertAllClose(one, tf.cast(draw, tf.float64), atol=1e-4,
+                            rtol=0)
+
+    def test_bound_tightens_with_more_samples(self):
+        seed = [9, 9]
+        elbo = self.model.elbo(np.repeat(self.x, 16, axis=0),
+                               seed=[1, 1]).numpy()
+        elbo = elbo.reshape(len(self.x), 16).astype(np.float64)
+        # chunk_size 16 throughout: the first 16 draws are shared, so the
+        # estimates for S <= 16 are nested and their differences less noisy.
+        iw = {s: self.model.log_prob(self.x, s, chunk_size=16,
+                                     seed=seed).numpy()
+              for s in (1, 4, 16, 64)}
+        means = {s: float(v.mean()) for s, v in iw.items()}
+        print('ELBO mean', elbo.mean(), 'IW means', means,
+              'per-image ELBO std', elbo.std(axis=1).mean())
+        for s, values in iw.items():
+            self.assertTrue(np.all(np.isfinite(values)), msg=f'S={s}')
+        # log (1/S) sum exp(ELBO_s) >= the ELBO on average (Jensen); a
+        # per-image ELBO spread of ~10 nats makes the gap several nats.
+        self.assertGreater(means[64], elbo.mean() + 1.0)
+        # E log p_S is non-decreasing in S (Burda et al. 2016); per image an
+        # estimate can drop by at most log(S'/S), so allow a fraction of it.
+        for small, large in [(1, 4), (4, 16), (16, 64)]:
+            self.assertGreater(means[large], means[small] - 0.25,
+                               msg=f'S={small} -> S={large}: {means}')
+        # The IW estimate of S = 64 is still a lower bound of log p(x) up to
+        # noise, and its bpd is positive.
+        self.assertTrue(np.all(self.model.bits_per_dim(iw[64]) > 0))
+
+    def test_chunks_not_dividing_num_samples(self):
+        seed = tf.constant([21, 22])
+        num_samples, chunk = 5, 2
+        got = self.model.log_prob(self.x, num_samples, chunk_size=chunk,
+                                  seed=seed).numpy()
+        repeated = np.repeat(self.x, chunk, axis=0)
+        draws = np.concatenate([
+            self.model.elbo(
+                repeated,
+                seed=tf.random.experimental.stateless_fold_in(seed, i)
+            ).numpy().reshape(len(self.x), chunk)
+            for i in range(3)], axis=1).astype(np.float64)     # 6 draws
+        expected = _logmeanexp(draws[:, :num_samples], axis=1)
+        self.assertAllClose(got, expected, atol=1e-4, rtol=0)
+        # The sixth draw of the last chunk is masked out, not averaged in.
+        self.assertGreater(np.abs(got - _logmeanexp(draws, axis=1)).max(),
+                           1e-3)
+        # Same seed, same answer; tf.function gives the same result.
+        again = tf.function(lambda x: self.model.log_prob(
+            x, tf.constant(num_samples), chunk_size=chunk, seed=seed))(
+                tf.constant(self.x))
+        self.assertAllClose(got, again, atol=1e-3, rtol=0)
+
+    def test_argument_checks(self):
+        with self.assertRaisesRegex(ValueError, 'chunk_size'):
+            self.model.log_prob(self.x, 4, chunk_size=0)
+        with self.assertRaises(tf.errors.InvalidArgumentError):
+            self.model.log_prob(self.x, 0)
+
+
+# ----------------------------------------------------------------------------
+# Theorem 1 (VFlow paper, Appendix A): a VFlow whose p ignores z and whose q
+# is the prior is exactly the plain flow.
+# ----------------------------------------------------------------------------
+
+D_X, D_Z = 3, 2
+
+
+def _plain_vector_flow(dims, seed):
+    """A random float64 flow on vectors: ActNorm, 1x1 mixing, MAF."""
+    tf_keras.utils.set_random_seed(seed)
+    made = tfb.AutoregressiveNetwork(
+        params=2, event_shape=[dims], hidden_units=[16, 16],
+        activation='tanh', dtype=tf.float64, name='made')
+    norm = vb.ActNorm([dims], dtype=tf.float64, name='norm')
+    norm.log_scale.assign(tf.random.normal([dims], stddev=0.5,
+                                           dtype=tf.float64))
+    norm.shift.assign(tf.random.normal([dims], dtype=tf.float64))
+    return tfb.Chain([tfb.MaskedAutoregressiveFlow(made, name='maf'),
+                      vb.Invertible1x1Conv([dims], noise_scale=None,
+                                           dtype=tf.float64, name='mix'),
+                      norm], name='plain_flow')
+
+
+class Theorem1Test(tf.test.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        tf.random.set_seed(3)
+        cls.flow = _plain_vector_flow(D_X, seed=3)
+        cls.plain = tfd.TransformedDistribution(
+            tfd.Sample(tfd.Normal(tf.constant(0.0, tf.float64), 1.0), [D_X]),
+            cls.flow)
+        cls.x = tf.constant(np.random.default_rng(0).normal(
+            1.0, 2.0, size=[32, D_X]))
+        cls.log_p_flow = cls.plain.log_prob(tf.identity(cls.x))
+
+    def _vflow(self, q_bijector):
+        p = tfb.Blockwise([self.flow, tfb.Identity()],
+                          block_sizes=[D_X, D_Z])
+        q = ConditionalFlow(q_bijector, (D_Z,), dtype=tf.float64)
+        return VFlow(p, (D_X,), augment_channels=D_Z, posterior=q,
+                     rng=tf.random.Generator.from_seed(0), dtype=tf.float64)
+
+    def test_elbo_is_the_flow_log_likelihood(self):
+        model = self._vflow(tfb.Identity())
+        self.assertTrue(np.all(np.isfinite(self.log_p_flow)))
+        for seed in ([1, 2], [3, 4], [5, 6]):
+            elbo = model.elbo(tf.identity(self.x), seed=seed)
+            self.assertEqual(elbo.dtype, tf.float64)
+            self.assertAllClose(elbo, self.log_p_flow, atol=1e-10, rtol=0)
+            print('Theorem 1: max |ELBO - log p_flow| =',
+                  float(tf.reduce_max(tf.abs(elbo - self.log_p_flow))))
+        iw = model.log_prob(tf.identity(self.x), num_samples=7, chunk_size=3,
+                            seed=[7, 8])
+        self.assertAllClose(iw, self.log_p_flow, atol=1e-10, rtol=0)
+
+    def test_posterior_off_the_prior_costs_its_kl(self):
+        # q = N(mu, I): ELBO - log p_flow = log N(z) - log q(z), whose mean is
+        # -KL(q || N(0, I)) = -|mu|^2 / 2, and IW closes most of the gap.
+        mu = tf.constant([0.8, -0.6], tf.float64)
+        model = self._vflow(tfb.Shift(mu))
+        reps = 256
+        x = tf.repeat(self.x, reps, axis=0)
+        gap = (model.elbo(x, seed=[1, 1]) - tf.repeat(self.log_p_flow, reps)
+               ).numpy()
+        kl = 0.5 * float(tf.reduce_sum(mu ** 2))
+        stderr = gap.std() / math.sqrt(len(gap))
+        print(f'mean ELBO gap {gap.mean():.4f} vs -KL {-kl:.4f} '
+              f'(stderr {stderr:.4f})')
+        self.assertAllClose(gap.mean(), -kl, atol=4 * stderr)
+        iw_gap = (model.log_prob(self.x, 256, chunk_size=64, seed=[2, 2])
+                  - self.log_p_flow).numpy()
+        # E[IW gap] ~ -(e^{|mu|^2} - 1) / (2 S) = -0.003; noise ~0.08 / sqrt(32).
+        print(f'IW (S=256) gap {iw_gap.mean():.4f}')
+        self.assertLess(abs(iw_gap.mean()), 0.1 * kl)
+
+
+# ----------------------------------------------------------------------------
+# The change of variables end to end on a float64 image VFlow.
+# ----------------------------------------------------------------------------
+
+def _small_float64_image_vflow():
+    """4x4x2 images, D_Z = 2, f_affine, mixture couplings, learnt r and q,
+    initialised on data and then perturbed so nothing is an identity."""
+    tf.random.set_seed(5)
+    group = G('column', 1, 1, 8, 2)
+    model = presets.image_model(
+        (4, 4, 2), [[group], [G('channel', 2, 1, 8, 2)]], augment_channels=2,
+        q_group=G('column', 2, 1, 8, 2), r_group=group, f_affine_blocks=1,
+        f_affine_filters=8, context_filters=4, context_blocks=1, seed=0,
+        dtype=tf.float64, name='small64')
+    x = data.photo_patches(4, 'train', max_patches=32, seed=0)[..., :2]
+    model.initialize(x, seed=[1, 1])
+    rng = np.random.default_rng(0)
+    for v in model.trainable_variables:
+        v.assign_add(0.05 * rng.standard_normal(v.shape))
+    return model, x
+
+
+class ChangeOfVariablesTest(tf.test.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.model, x = _small_float64_image_vflow()
+        cls.x = x[:3]
+
+    def test_p_log_prob_is_base_density_plus_jacobian(self):
+        model = self.model
+        xz = tf.random.stateless_normal([3, 4, 4, 4], [1, 2],
+                                        dtype=tf.float64)
+        eps, log_det = _jacobian_log_det(
+            lambda v: model.p_bijector.inverse(tf.identity(v)), xz)
+        expected = _standard_normal_log_prob(eps) + log_det
+        self.assertAllClose(model.p.log_prob(tf.identity(xz)), expected,
+                            atol=1e-6, rtol=0)
+        self.assertAllClose(model.p_log_prob(tf.identity(xz)), expected,
+                            atol=1e-6, rtol=0)
+        # The Jacobian is not the identity.
+        self.assertGreater(float(tf.reduce_max(tf.abs(log_det))), 1.0)
+
+    def test_elbo_is_the_sum_of_autodiff_log_dets(self):
+        # ELBO = log N(eps_p) + log|d eps_p/d xz| + log|d x~/d(x+u)|
+        #        - [log N(eps_q) - log|d z/d eps_q|]
+        #        + [log|d u/d eps_r| - log N(eps_r)],
+        # with every log-det from the full autodiff Jacobian, the noise
+        # reproduced from the seeds the model uses.
+        model, x = self.model, self.x
+        seed = tf.constant([4, 5])
+        elbo = model.elbo(x, seed=seed)
+        seed_r, seed_q = tfp.random.split_seed(seed, n=2)
+        n = len(x)
+        pixels = tf.cast(x, tf.float64)
+        condition = pixels / 256.0 - 0.5
+
+        kwargs_r = model.dequantizer.conditioning_kwargs(condition)
+        eps_r = model.r.distribution.sample(n, seed=seed_r)
+        u, log_det_r = _jacobian_log_det(
+            lambda e: model.r.bijector.forward(e, **kwargs_r), eps_r)
+        u_model, log_r_model = model.dequantizer.sample_and_log_prob(
+            condition, seed_r)
+        self.assertAllClose(u, u_model, atol=1e-12, rtol=0)
+        self.assertTrue(np.all((u > 0) & (u < 1)))
+        log_r = _standard_normal_log_prob(eps_r) - log_det_r
+        self.assertAllClose(log_r, log_r_model, atol=1e-6, rtol=0)
+        # The condition reaches r's couplings.
+        self.assertNotAllClose(u, model.r.bijector.forward(
+            eps_r, **model.dequantizer.conditioning_kwargs(-condition)))
+
+        x_tilde, log_det_logit = _jacobian_log_det(model.image_logit.inverse,
+                                                   pixels + u)
+        kwargs_q = model.posterior.conditioning_kwargs(x_tilde)
+        eps_q = model.q.distribution.sample(n, seed=seed_q)
+        z, log_det_q = _jacobian_log_det(
+            lambda e: model.q.bijector.forward(e, **kwargs_q), eps_q)
+        log_q = _standard_normal_log_prob(eps_q) - log_det_q
+        self.assertNotAllClose(z, model.q.bijector.forward(
+            eps_q, **model.posterior.conditioning_kwargs(x_tilde + 1.0)))
+
+        xz = tf.concat([x_tilde, z], axis=-1)
+        eps_p, log_det_p = _jacobian_log_det(
+            lambda v: model.p_bijector.inverse(tf.identity(v)), xz)
+        log_p = _standard_normal_log_prob(eps_p) + log_det_p
+
+        expected = log_p + log_det_logit - log_q - log_r
+        print('ELBO vs autodiff sum: max abs err',
+              float(tf.reduce_max(tf.abs(elbo - expected))))
+        self.assertAllClose(elbo, expected, atol=1e-6, rtol=0)
+        self.assertTrue(np.all(np.isfinite(elbo)))
+
+
+# ----------------------------------------------------------------------------
+# Sampling.
+# ----------------------------------------------------------------------------
+
+class SamplingTest(tf.test.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        tf.random.set_seed(13)
+        cls.model = presets.build('tiny_vflow', seed=0)
+        cls.model.initialize(data.photo_patches(8, 'train', max_patches=64),
+                             seed=[3, 3])
+
+    def test_image_samples(self):
+        model = self.model
+        a = model.sample(4, seed=[1, 2])
+        self.assertEqual(a.dtype, tf.uint8)
+        self.assertEqual(a.shape, [4, 8, 8, 3])
+        values = a.numpy().astype(np.int64)
+        self.assertTrue(np.all((values >= 0) & (values <= 255)))
+        self.assertGreater(np.unique(values).size, 10)
+        self.assertAllEqual(a, model.sample(4, seed=[1, 2]))
+        self.assertNotAllEqual(a, model.sample(4, seed=[1, 3]))
+        cold = model.sample(3, temperature=0.0, seed=[1, 2]).numpy()
+        self.assertAllEqual(cold[0], cold[1])
+        self.assertAllEqual(cold[0], cold[2])
+        self.assertAllEqual(
+            cold, model.sample(3, temperature=0.0, seed=[5, 6]).numpy())
+        self.assertNotAllEqual(a[:3], cold)
+        # A tensor count works too (tf.function with an unknown batch).
+        sampler = tf.function(lambda n: model.sample(n, seed=[1, 2]))
+        self.assertEqual(sampler(tf.constant(2)).shape, [2, 8, 8, 3])
+
+    def test_vector_samples(self):
+        model = presets.build('checkerboard_vflow_3_4', seed=0)
+        a = model.sample(16, seed=[1, 2])
+        self.assertEqual(a.dtype, tf.float32)
+        self.assertEqual(a.shape, [16, 2])
+        self.assertAllEqual(a, model.sample(16, seed=[1, 2]))
+        self.assertNotAllEqual(a, model.sample(16, seed=[2, 2]))
+        eps = tf.random.stateless_normal([8, 4], [4, 4])
+        self._check_round_trip(model, eps, atol=1e-4)
+
+    def _check_round_trip(self, model, eps, atol):
+        """eps -> xz = forward(eps): log p(xz) = log N(eps) - fldj(eps) and
+        inverse(xz) = eps."""
+        # tf.identity everywhere: TFP's bijector cache would otherwise answer
+        # inverse(forward(eps)) with eps itself.
+        xz = model.p_bijector.forward(tf.identity(eps))
+        log_p = model.p.log_prob(tf.identity(xz))
+        event_ndims = len(eps.shape) - 1
+        expected = (model.p.distribution.log_prob(eps)
+                    - model.p_bijector.forward_log_det_jacobian(
+                        tf.identity(eps), event_ndims=event_ndims))
+        self.assertTrue(np.all(np.isfinite(log_p)))
+        self.assertAllClose(log_p, expected, atol=atol, rtol=0)
+        self.assertAllClose(model.p_bijector.inverse(tf.identity(xz)), eps,
+                            atol=atol, rtol=0)
+
+    def test_image_latent_round_trip(self):
+        # The VFlow squash logit(0.05 + 0.9 F) makes every mixture coupling's
+        # image a bounded interval (SPEC §1.6): p_bijector is not onto the
+        # latent space, and forward clips latents outside its image. Round
+        # trips therefore start from latents inside the image: those of
+        # augmented data points [x~, z].
+        for model, x, atol in [
+                (self.model, data.photo_patches(8, 'test', max_patches=2),
+                 1e-3),
+                (*_small_float64_image_vflow(), 1e-8)]:
+            xz = _augmented(model, x[:2], seed=[8, 8])
+            eps = tf.identity(model.p_bijector.inverse(xz))
+            self._check_round_trip(model, eps, atol=atol)
+        # Far outside the image the round trip must fail (the clipping).
+        far = 40.0 * tf.ones_like(eps)
+        back = model.p_bijector.inverse(
+            tf.identity(model.p_bijector.forward(far)))
+        self.assertGreater(float(tf.reduce_max(tf.abs(back - far))), 1.0)
+
+
+def _augmented(model, x, seed):
+    """[x~, z] of images `x`: dequantised, logit-transformed, augmented."""
+    seed_r, seed_q = tfp.random.split_seed(tf.constant(seed), n=2)
+    pixels = tf.cast(x, model.p.dtype)
+    u, _ = model.dequantizer.sample_and_log_prob(pixels / 256.0 - 0.5,
+                                                 seed_r)
+    x_tilde = model.image_logit.inverse(pixels + u)
+    z, _ = model.posterior.sample_and_log_prob(x_tilde, seed_q)
+    return tf.concat([x_tilde, z], axis=-1)
+
+
+# ----------------------------------------------------------------------------
+# TFP flows as p and q (the paper: VFlow "can be easily combined with
+# existing flows"): MAF, RealNVP, a conditional MAF posterior.
+# ----------------------------------------------------------------------------
+
+class _BoundedMade(tf.Module):
+    """A MADE as MAF's shift_and_log_scale_fn, log-scale bounded to (-2, 2).
+
+    (MAF's default unbounded log-scale overflows at random initialisation
+    after a few layers.) Extra kwargs, e.g. `conditional_input`, go to the
+    MADE.
+    """
+
+    def __init__(self, made, name=None):
+        super().__init__(name=name)
+        self.made = made
+
+    def __call__(self, y, **kwargs):
+        shift, log_scale = tf.unstack(self.made(y, **kwargs), axis=-1)
+        return shift, 2.0 * tf.tanh(log_scale / 2.0)
+
+
+class _ShiftAndLogScale(tf.Module):
+    """RealNVP's shift_and_log_scale_fn: an MLP with a tanh-bounded scale."""
+
+    def __init__(self, in_dims, out_dims, hidden=32, name=None):
+        super().__init__(name=name)
+        self.net = tf_keras.Sequential([
+            tf_keras.layers.Dense(hidden, activation='relu',
+                                  input_shape=[in_dims]),
+            tf_keras.layers.Dense(hidden, activation='relu'),
+            tf_keras.layers.Dense(
+                2 * out_dims,
+                kernel_initializer=tf_keras.initializers.RandomNormal(
+                    stddev=0.01))])
+
+    def __call__(self, x, output_units, **kwargs):
+        del output_units, kwargs
+        shift, log_scale = tf.split(self.net(x), 2, axis=-1)
+        return shift, tf.tanh(log_scale)
+
+
+class GenericFlowsTest(tf.test.TestCase, parameterized.TestCase):
+
+    def _model(self, kind):
+        tf_keras.utils.set_random_seed(17)
+        nets, layers = [], []
+        dims = 2 + 2
+        for i in range(3):
+            if kind == 'maf':
+                net = tfb.AutoregressiveNetwork(
+                    params=2, event_shape=[dims], hidden_units=[32, 32],
+                    activation='relu', name=f'made_{i}')
+                layers.append(tfb.MaskedAutoregressiveFlow(
+                    shift_and_log_scale_fn=_BoundedMade(net),
+                    name=f'maf_{i}'))
+                layers.append(tfb.Permute([3, 2, 1, 0], name=f'perm_{i}'))
+            else:
+                net = _ShiftAndLogScale(2, 2, name=f'nvp_net_{i}')
+                layers.append(tfb.RealNVP(num_masked=2,
+                                          shift_and_log_scale_fn=net,
+                                          name=f'real_nvp_{i}'))
+                layers.append(tfb.Permute([2, 3, 1, 0], name=f'perm_{i}'))
+            nets.append(net)
+        q_net = tfb.AutoregressiveNetwork(
+            params=2, event_shape=[2], conditional=True,
+            conditional_event_shape=[2], hidden_units=[32, 32],
+            activation='relu', name='q_made')
+        nets.append(q_net)
+        q = ConditionalFlow(
+            tfb.MaskedAutoregressiveFlow(
+                shift_and_log_scale_fn=_BoundedMade(q_net), name='q_maf'),
+            (2,), kwargs_fn=lambda c, t: {'conditional_input': c})
+        model = VFlow(tfb.Chain(layers, name='p_flow'), (2,), 2, posterior=q,
+                      rng=tf.random.Generator.from_seed(1))
+        return model, nets
+
+    @parameterized.parameters('maf', 'realnvp')
+    def test_trains_on_the_checkerboard(self, kind):
+        model, nets = self._model(kind)
+        train = data.sample_checkerboard(20000, seed=0)
+        test = data.sample_checkerboard(2000, seed=1)
+        before = model.elbo(test, seed=[1, 1]).numpy()
+        self.assertTrue(np.all(np.isfinite(before)))
+
+        # Every network's variables belong to the model and get a gradient.
+        with tf.GradientTape() as tape:
+            loss = -tf.reduce_mean(model.elbo(train[:256], training=True,
+                                              seed=[2, 2]))
+        variables = model.trainable_variables
+        grads = tape.gradient(loss, variables)
+        model_ids = {id(v) for v in variables}
+        net_vars = [v for net in nets for v in net.trainable_variables]
+        self.assertNotEmpty(net_vars)
+        self.assertTrue(all(id(v) in model_ids for v in net_vars))
+        for v, g in zip(variables, grads):
+            self.assertIsNotNone(g, msg=v.name)
+            self.assertGreater(float(tf.reduce_max(tf.abs(g))), 0.0,
+                               msg=v.name)
+
+        optimizer = tf_keras.optimizers.Adam(1e-3)
+
+        @tf.function
+        def step(x, seed):
+            with tf.GradientTape() as tape:
+                loss = -tf.reduce_mean(model.elbo(x, training=True,
+                                                  seed=seed))
+            grads = tape.gradient(loss, model.trainable_variables)
+            optimizer.apply_gradients(zip(grads, model.trainable_variables))
+            return loss
+
+        rng = np.random.default_rng(0)
+        for i in range(400):
+            batch = train[rng.integers(0, len(train), 256)]
+            step(batch, tf.constant([i, 5]))
+        after = model.elbo(test, seed=[1, 1]).numpy()
+        print(kind, 'held-out ELBO', before.mean(), '->', after.mean())
+        self.assertTrue(np.all(np.isfinite(after)))
+        self.assertGreater(after.mean(), before.mean() + 1.0)
+        # A lower bound of a model's log-likelihood cannot beat the data's
+        # entropy on held-out points (Gibbs), up to noise.
+        stderr = after.std() / math.sqrt(len(after))
+        self.assertLess(after.mean(),
+                        data.CHECKERBOARD_LOG_LIKELIHOOD + 4 * stderr)
+        self.assertEqual(model.sample(3, seed=[1, 2]).shape, [3, 2])
+
+
+# ----------------------------------------------------------------------------
+# A short training run on real photo patches.
+# ----------------------------------------------------------------------------
+
+class TrainingTest(tf.test.TestCase):
+
+    def test_tiny_vflow_learns_photo_patches(self):
+        tf.random.set_seed(19)
+        model = presets.build('tiny_vflow', seed=0)
+        train = data.photo_patches(8, 'train', max_patches=4096, seed=0)
+        test = data.photo_patches(8, 'test', max_patches=128, seed=0)
+        model.initialize(train[:64], seed=[1, 2])
+
+        def test_bpd():
+            elbo = model.elbo(test, seed=[5, 6])
+            return float(model.bits_per_dim(tf.reduce_mean(elbo)))
+
+        before = test_bpd()
+        optimizer = tf_keras.optimizers.Adam(1e-3)
+
+        @tf.function
+        def step(x, seed):
+            with tf.GradientTape() as tape:
+                loss = -tf.reduce_mean(model.elbo(x, training=True,
+                                                  seed=seed))
+            grads = tape.gradient(loss, model.trainable_variables)
+            grads, norm = tf.clip_by_global_norm(grads, 1.0)
+            optimizer.apply_gradients(zip(grads, model.trainable_variables))
+            return loss, norm
+
+        rng = np.random.default_rng(0)
+        losses = []
+        for i in range(200):
+            batch = train[rng.integers(0, len(train), 16)]
+            loss, norm = step(batch, tf.constant([i, 7]))
+            losses.append(float(loss))
+            self.assertTrue(np.isfinite(losses[-1]) and np.isfinite(norm),
+                            msg=f'step {i}')
+        after = test_bpd()
+        print(f'tiny_vflow test ELBO bpd {before:.3f} -> {after:.3f}')
+        self.assertTrue(np.isfinite(after))
+        self.assertLess(after, before - 0.5)
+        self.assertGreater(after, 0.0)
