@@ -44,6 +44,13 @@ def _rng(seed):
     return tf.random.Generator.from_seed(seed)
 
 
+def _groups(blocks, filters, components, attention=True):
+    """A `StepGroup` maker sharing B, F, K: `make(split, steps, b=blocks)`."""
+    def make(split, steps, b=blocks):
+        return G(split, steps, b, filters, components, attention)
+    return make
+
+
 def image_model(data_shape, p_stages, *, augment_channels=0, q_group=None,
                 r_group=None, variant='vflow', pointwise_noise=0.01,
                 context_filters=32, context_blocks=3, f_affine_blocks=0,
@@ -114,8 +121,7 @@ def flowpp_cifar10(filters=96, blocks=10, components=32, dequant_blocks=2,
     p: f_checker(10,96,32)x4 ; S2D ; f_channel(10,96,32)x2, f_checker x3.
     r: f_checker(2,96,32)x4 + sigmoid (the code's attention couplings).
     """
-    def g(split, steps, b=blocks):
-        return G(split, steps, b, filters, components)
+    g = _groups(blocks, filters, components)
     return image_model(
         image_shape, [[g('column', 4)], [g('channel', 2), g('column', 3)]],
         r_group=g('column', 4, dequant_blocks), variant='flowpp',
@@ -131,8 +137,7 @@ def vflow_cifar10(filters=96, blocks=10, components=32, dequant_blocks=2,
     p: f_checker(10,96,32)x2, f_channel x2 ; S2D ; f_checker x2, f_channel x3.
     q: f_checker(3,96,32)x4 + sigmoid;  r: f_checker(2,96,32)x4 + sigmoid.
     """
-    def g(split, steps, b=blocks):
-        return G(split, steps, b, filters, components)
+    g = _groups(blocks, filters, components)
     return image_model(
         image_shape,
         [[g('column', 2), g('channel', 2)], [g('column', 2), g('channel', 3)]],
@@ -153,8 +158,7 @@ def _vflow_4m(augment_channels, blocks, q_blocks=3, filters=32, components=4,
     The paper's counts (4.01M-4.05M, in 2^20 units) match when one context
     network is not counted (SPEC §7); this builds both.
     """
-    def f(split, steps, b=blocks):
-        return G(split, steps, b, filters, components)
+    f = _groups(blocks, filters, components)
     return image_model(
         image_shape,
         [[f('column', 2), f('channel', 2)], [f('column', 2), f('channel', 3)]],
@@ -168,8 +172,7 @@ def _vflow_4m(augment_channels, blocks, q_blocks=3, filters=32, components=4,
 def flowpp_cifar10_4m(filters=32, blocks=13, components=4, dropout=0.2,
                       seed=None, dtype=tf.float32, image_shape=(32, 32, 3)):
     """3-channel Flow++ of the 4M budget (Tables 2/5, 3.21 bpd)."""
-    def f(split, steps, b=blocks):
-        return G(split, steps, b, filters, components)
+    f = _groups(blocks, filters, components)
     return image_model(
         image_shape, [[f('column', 4)], [f('channel', 2), f('column', 3)]],
         r_group=f('column', 4, 2), variant='flowpp', pointwise_noise=0.001,
@@ -181,8 +184,7 @@ def flowpp_cifar10_4m(filters=32, blocks=13, components=4, dropout=0.2,
 def flowpp_imagenet32(filters=128, blocks=20, components=32, dropout=0.0,
                       seed=None, dtype=tf.float32, image_shape=(32, 32, 3)):
     """Flow++ ImageNet 32x32 (F=128, B=20, K=32; dequantiser of 8 steps)."""
-    def g(split, steps, b=blocks):
-        return G(split, steps, b, filters, components)
+    g = _groups(blocks, filters, components)
     return image_model(
         image_shape, [[g('column', 4)], [g('channel', 2), g('column', 3)]],
         r_group=g('column', 8, 2), context_blocks=8, variant='flowpp',
@@ -195,8 +197,7 @@ def vflow_imagenet32(filters=128, blocks=20, components=32, dropout=0.0,
                      image_shape=(32, 32, 3)):
     """VFlow ImageNet 32x32 (3.83 bpd in the paper): the CIFAR layout at
     F=128, B=20, with ImageNet's 8-step dequantiser and deeper context nets."""
-    def g(split, steps, b=blocks):
-        return G(split, steps, b, filters, components)
+    g = _groups(blocks, filters, components)
     return image_model(
         image_shape,
         [[g('column', 2), g('channel', 2)], [g('column', 2), g('channel', 3)]],
@@ -210,8 +211,7 @@ def vflow_imagenet64(filters=96, blocks=10, components=32, dropout=0.0,
                      image_shape=(64, 64, 3)):
     """VFlow ImageNet 64x64 (3.66 bpd in the paper): three scales, with B=5
     for r and q and 5-block context nets (SPEC §6.3)."""
-    def g(split, steps, b=blocks):
-        return G(split, steps, b, filters, components)
+    g = _groups(blocks, filters, components)
     return image_model(
         image_shape,
         [[g('column', 2), g('channel', 2)], [g('column', 2), g('channel', 2)],
@@ -232,8 +232,7 @@ def small_vflow(image_shape=(16, 16, 3), augment_channels=3, filters=32,
     `augment_channels=0` gives the corresponding Flow++ (its squash and 1x1
     initialisation); `dequant_blocks=0` uniform dequantisation.
     """
-    def g(split, steps, b=blocks):
-        return G(split, steps, b, filters, components, attention)
+    g = _groups(blocks, filters, components, attention)
     if augment_channels:
         stages = [[g('column', 2), g('channel', 2)],
                   [g('column', 2), g('channel', 2)]]

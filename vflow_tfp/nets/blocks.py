@@ -20,13 +20,6 @@ from vflow_tfp.nets import layers
 __all__ = ['GatedResidualBlock', 'GatedAttention']
 
 
-def _make_rng(rate, rng):
-    """Returns `rng`, or a new non-deterministic generator if one is needed."""
-    if rng is None and rate > 0:
-        return tf.random.Generator.from_non_deterministic_state()
-    return rng
-
-
 def _check_rate(rate, owner):
     rate = float(rate)
     if not 0.0 <= rate < 1.0:
@@ -100,7 +93,7 @@ class GatedResidualBlock(tf.Module):
         self._use_nin = bool(use_nin)
         self._dropout = _check_rate(dropout, self.name)
         self._dtype = tf.as_dtype(dtype)
-        self.rng = _make_rng(self._dropout, rng)
+        self.rng = layers.dropout_generator(self._dropout, rng)
         with self.name_scope:
             self.conv_in = layers.Conv2D(2 * channels, channels, 3,
                                          dtype=dtype, name='conv_in')
@@ -230,7 +223,7 @@ class GatedAttention(tf.Module):
         self._head_dim = channels // num_heads
         self._dropout = _check_rate(dropout, self.name)
         self._dtype = tf.as_dtype(dtype)
-        self.rng = _make_rng(self._dropout, rng)
+        self.rng = layers.dropout_generator(self._dropout, rng)
         with self.name_scope:
             self.qkv = layers.Dense(channels, 3 * channels, dtype=dtype,
                                     name='qkv')

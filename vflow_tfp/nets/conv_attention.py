@@ -111,9 +111,7 @@ class ConvAttnNet(tf.Module):
         self._output_nonlinearity = bool(output_nonlinearity)
         self._dtype = tf.as_dtype(dtype)
         dropout = float(dropout)
-        if dropout > 0 and rng is None:
-            rng = tf.random.Generator.from_non_deterministic_state()
-        self.rng = rng
+        self.rng = layers.dropout_generator(dropout, rng)
         with self.name_scope:
             self.proj_in = layers.Conv2D(in_channels, filters, 3,
                                          dtype=dtype, name='proj_in')

@@ -120,6 +120,13 @@ def check_image_input(x, input_shape, owner):
             f'{", ".join(map(str, input_shape))}] (H, W, C); got {x.shape}.')
 
 
+def dropout_generator(rate, rng):
+    """`rng`, or a new non-deterministic generator if dropout needs one."""
+    if rng is None and rate > 0:
+        return tf.random.Generator.from_non_deterministic_state()
+    return rng
+
+
 def _check_positive_int(value, what, owner):
     if int(value) != value or value < 1:
         raise ValueError(f'{owner}: {what} must be a positive int; got '
