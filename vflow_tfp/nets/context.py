@@ -89,7 +89,7 @@ class ContextNet(tf.Module):
         self._output_shape = tuple(shape_a[:2]) + (self._filters,)
         self._dtype = tf.as_dtype(dtype)
         dropout = float(dropout)
-        self.rng = layers.dropout_generator(dropout, rng)
+        self.rng = rng = layers.dropout_generator(dropout, rng)
         with self.name_scope:
             self.proj_in = layers.Conv2D(shape_a[-1] + shape_b[-1],
                                          self._filters, 3, dtype=dtype,

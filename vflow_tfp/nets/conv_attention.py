@@ -111,7 +111,7 @@ class ConvAttnNet(tf.Module):
         self._output_nonlinearity = bool(output_nonlinearity)
         self._dtype = tf.as_dtype(dtype)
         dropout = float(dropout)
-        self.rng = layers.dropout_generator(dropout, rng)
+        self.rng = rng = layers.dropout_generator(dropout, rng)
         with self.name_scope:
             self.proj_in = layers.Conv2D(in_channels, filters, 3,
                                          dtype=dtype, name='proj_in')
