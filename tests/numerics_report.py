@@ -5,15 +5,21 @@
 For each bijector of `bijector_cases` in float32 and float64: the maximum
 data-side round-trip error |x - forward(inverse(x))|, the latent-side one
 |z - inverse(forward(z))| (both through `tf.identity`, so no cache hit), and
-the maximum |ildj - log|det J|| against the autodiff Jacobian. The unit tests
-assert bounds on the same quantities; this script reports the values.
+the maximum |ildj - log|det J|| against the autodiff Jacobian. Then the
+mixture-of-logistics inverse alone: K = 32 components with realistic random
+parameters, target logits spread over [-30, 30] (F within 1e-13 of 0 or 1 at
+the ends), its float32 residual in latent units and its iteration counts. The
+unit tests assert bounds on the same quantities; this script reports values.
 """
 
 import argparse
+import math
 
+import numpy as np
 import tensorflow as tf
 
 import bijector_cases
+from vflow_tfp import bijectors as vb
 
 
 def measure(case, dtype, seeds):
@@ -35,6 +41,23 @@ def measure(case, dtype, seeds):
     return rt_data, rt_latent, ldj
 
 
+def measure_mixture_inverse(num=20000, components=32, seed=0):
+    rng = np.random.default_rng(seed)
+    logits, means, log_scales = [tf.constant(v, tf.float32) for v in (
+        rng.standard_normal([num, components]),
+        2.0 * rng.standard_normal([num, components]),
+        rng.uniform(-4.0, 1.0, [num, components]))]
+    tau = tf.constant(rng.uniform(-30.0, 30.0, num), tf.float32)
+    x, iterations = vb.inverse_logit_cdf(tau, logits, means, log_scales)
+    terms = vb.mixture_logistic_terms(x, logits, means, log_scales)
+    # |d latent| = |d logit| exp(s) <= e |d logit| in a coupling.
+    residual = math.e * tf.abs(terms.log_cdf - terms.log_survival - tau)
+    iterations = tf.cast(iterations, tf.float32)
+    return (float(tf.reduce_max(residual)),
+            float(np.percentile(residual.numpy(), 99.9)),
+            float(tf.reduce_mean(iterations)), int(tf.reduce_max(iterations)))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--seeds', type=int, default=5,
@@ -51,6 +74,11 @@ def main():
             rt_d, rt_l, ldj = measure(bijector_cases.CASES[name], dtype, seeds)
             print(f'{name:38s} {dtype.name:8s} {rt_d:18.2e} {rt_l:18.2e} '
                   f'{ldj:18.2e}', flush=True)
+    worst, p999, mean_it, max_it = measure_mixture_inverse()
+    print('\nMixture-of-logistics inverse, float32, K=32, 20000 elements, '
+          'target logits in [-30, 30]:')
+    print(f'  max latent residual {worst:.2e} (99.9th percentile {p999:.2e}); '
+          f'iterations mean {mean_it:.2f}, max {max_it}')
 
 
 if __name__ == '__main__':
