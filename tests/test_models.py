@@ -273,6 +273,15 @@ class PresetTest(tf.test.TestCase):
                             for v in double.trainable_variables))
 
 
+def _initialized_tiny_vflow(global_seed, init_seed):
+    """`tiny_vflow` with seeded weights, initialised on 64 photo patches."""
+    tf.random.set_seed(global_seed)
+    model = presets.build('tiny_vflow', seed=0)
+    model.initialize(data.photo_patches(8, 'train', max_patches=64),
+                     seed=init_seed)
+    return model
+
+
 # ----------------------------------------------------------------------------
 # The importance-weighted bound of a tiny image VFlow.
 # ----------------------------------------------------------------------------
@@ -282,10 +291,7 @@ class ImportanceWeightingTest(tf.test.TestCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        tf.random.set_seed(11)
-        cls.model = presets.build('tiny_vflow', seed=0)
-        cls.model.initialize(data.photo_patches(8, 'train', max_patches=64),
-                             seed=[1, 2])
+        cls.model = _initialized_tiny_vflow(11, [1, 2])
         cls.x = data.photo_patches(8, 'test', max_patches=16, seed=5)
 
     def test_single_sample_iw_is_the_elbo_in_distribution(self):
@@ -550,10 +556,7 @@ class SamplingTest(tf.test.TestCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        tf.random.set_seed(13)
-        cls.model = presets.build('tiny_vflow', seed=0)
-        cls.model.initialize(data.photo_patches(8, 'train', max_patches=64),
-                             seed=[3, 3])
+        cls.model = _initialized_tiny_vflow(13, [3, 3])
 
     def test_image_samples(self):
         model = self.model
