@@ -273,6 +273,28 @@ class PresetTest(tf.test.TestCase):
                             for v in double.trainable_variables))
 
 
+def _adam_step(model, learning_rate=1e-3, clip_norm=None):
+    """A compiled Adam step on the negative mean ELBO.
+
+    `step(x, seed)` returns the loss and the gradient norm before clipping.
+    """
+    optimizer = tf_keras.optimizers.Adam(learning_rate)
+
+    @tf.function
+    def step(x, seed):
+        with tf.GradientTape() as tape:
+            loss = -tf.reduce_mean(model.elbo(x, training=True, seed=seed))
+        grads = tape.gradient(loss, model.trainable_variables)
+        norm = tf.linalg.global_norm(grads)
+        if clip_norm is not None:
+            grads, _ = tf.clip_by_global_norm(grads, clip_norm,
+                                              use_norm=norm)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return loss, norm
+
+    return step
+
+
 def _initialized_tiny_vflow(global_seed, init_seed):
     """`tiny_vflow` with seeded weights, initialised on 64 photo patches."""
     tf.random.set_seed(global_seed)
@@ -735,16 +757,7 @@ class GenericFlowsTest(tf.test.TestCase, parameterized.TestCase):
             self.assertGreater(float(tf.reduce_max(tf.abs(g))), 0.0,
                                msg=v.name)
 
-        optimizer = tf_keras.optimizers.Adam(1e-3)
-
-        @tf.function
-        def step(x, seed):
-            with tf.GradientTape() as tape:
-                loss = -tf.reduce_mean(model.elbo(x, training=True,
-                                                  seed=seed))
-            grads = tape.gradient(loss, model.trainable_variables)
-            optimizer.apply_gradients(zip(grads, model.trainable_variables))
-            return loss
+        step = _adam_step(model)
 
         rng = np.random.default_rng(0)
         for i in range(400):
@@ -780,17 +793,7 @@ class TrainingTest(tf.test.TestCase):
             return float(model.bits_per_dim(tf.reduce_mean(elbo)))
 
         before = test_bpd()
-        optimizer = tf_keras.optimizers.Adam(1e-3)
-
-        @tf.function
-        def step(x, seed):
-            with tf.GradientTape() as tape:
-                loss = -tf.reduce_mean(model.elbo(x, training=True,
-                                                  seed=seed))
-            grads = tape.gradient(loss, model.trainable_variables)
-            grads, norm = tf.clip_by_global_norm(grads, 1.0)
-            optimizer.apply_gradients(zip(grads, model.trainable_variables))
-            return loss, norm
+        step = _adam_step(model, clip_norm=1.0)
 
         rng = np.random.default_rng(0)
         losses = []

@@ -152,6 +152,19 @@ class TrainerTest(tf.test.TestCase):
         self.assertTrue(os.path.isdir(os.path.join(
             trainer.config.output_dir, 'summaries')))
 
+    def test_non_finite_loss_stops_without_saving_it(self):
+        trainer = self._trainer(tf.distribute.OneDeviceStrategy('/cpu:0'),
+                                train_steps=6, checkpoint_every=3)
+        trainer.restore_or_initialize()
+        first = trainer.manager.latest_checkpoint
+        weights = [v for v in trainer.variables if 'linear' in v.name
+                   or 'mix' in v.name][0]
+        weights.assign(tf.fill(weights.shape, float('nan')))
+        with self.assertRaisesRegex(FloatingPointError,
+                                    'last good checkpoint is .*-0'):
+            trainer.train()
+        self.assertEqual(trainer.manager.latest_checkpoint, first)
+
     def test_bad_config_is_one_clear_error(self):
         with self.assertRaisesRegex(ValueError, 'global_batch_size must be'):
             _config(self._dir(), global_batch_size=-4).validate()

@@ -212,6 +212,7 @@ class Trainer:
         self._train_step = self._make_train_step()
         self._eval_step = self._make_eval_step()
         self.results = {}
+        self._start_state = None
 
     # -- state ------------------------------------------------------------
 
@@ -220,7 +221,17 @@ class Trainer:
         return int(self.optimizer.iterations.numpy())
 
     def restore_or_initialize(self):
-        """Resumes from the latest checkpoint, or runs the init pass."""
+        """Resumes from the latest checkpoint, or runs the init pass.
+
+        Runs once per trainer: later calls (e.g. from `train` after the
+        caller already restored) return the first outcome and leave the
+        in-memory state alone.
+        """
+        if self._start_state is None:
+            self._start_state = self._restore_or_initialize()
+        return self._start_state
+
+    def _restore_or_initialize(self):
         latest = self.manager.latest_checkpoint
         if latest:
             self.checkpoint.restore(latest).assert_existing_objects_matched()
@@ -439,6 +450,8 @@ class Trainer:
             self._train_input_fn)
         iterator = iter(dataset)
         step = self.step
+        # The loss is summed on the device and read back only at log,
+        # checkpoint and evaluation boundaries: no host sync per step.
         window_loss, window_steps = 0.0, 0
         window_start = time.time()
         images_per_second = float(self.results.get('images_per_second', 0.0))
@@ -446,22 +459,27 @@ class Trainer:
         while step < config.train_steps:
             loss, norm = self._train_step(iterator)
             step += 1
-            window_loss += float(loss)
+            window_loss += loss
             window_steps += 1
-            if not math.isfinite(float(loss)):
-                self.save()
-                raise FloatingPointError(
-                    f'Non-finite loss {float(loss)} at step {step}; the last '
-                    f'checkpoint is {self.manager.latest_checkpoint}.')
             stopping = self._stop_requested.is_set()
-            if step % config.log_every == 0 or step == config.train_steps or (
-                    stopping):
+            logging_now = (step % config.log_every == 0
+                           or step == config.train_steps or stopping)
+            if logging_now or step % config.checkpoint_every == 0 or (
+                    step % config.eval_every == 0):
+                # Checked before anything is saved, so a non-finite model
+                # never becomes the latest checkpoint.
+                window_mean = float(window_loss) / window_steps
+                if not math.isfinite(window_mean):
+                    raise FloatingPointError(
+                        f'Non-finite loss between steps '
+                        f'{step - window_steps + 1} and {step}; the last good '
+                        f'checkpoint is {self.manager.latest_checkpoint}.')
+            if logging_now:
                 now = time.time()
                 seconds = max(now - window_start, 1e-9)
                 images_per_second = (window_steps * config.global_batch_size
                                      / seconds)
-                train_bpd = float(self.model.bits_per_dim(
-                    window_loss / window_steps * -1.0))
+                train_bpd = float(self.model.bits_per_dim(-window_mean))
                 lr = float(self.schedule(step))
                 remaining = (config.train_steps - step) * seconds / window_steps
                 logging.info(
@@ -471,8 +489,7 @@ class Trainer:
                     time.strftime('%H:%M:%S', time.gmtime(remaining)))
                 with self._writer.as_default():
                     tf.summary.scalar('train/bpd', train_bpd, step=step)
-                    tf.summary.scalar('train/loss', window_loss / window_steps,
-                                      step=step)
+                    tf.summary.scalar('train/loss', window_mean, step=step)
                     tf.summary.scalar('train/learning_rate', lr, step=step)
                     tf.summary.scalar('train/grad_norm', float(norm),
                                       step=step)
