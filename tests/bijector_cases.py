@@ -131,6 +131,36 @@ class WithFixedContext(tf.Module):
         return self.net(x, context=ctx, training=training)
 
 
+class FixedContextNetwork(tf.Module):
+    """A `ConditionalAffine` network evaluated on a fixed random context.
+
+    Lets the conditional layer run through the generic contract tests, which
+    pass no kwargs: the `[1, C]` context's parameters broadcast over the
+    batch.
+    """
+
+    def __init__(self, net, context):
+        super().__init__()
+        self.net = net
+        self.context = context
+
+    def __call__(self, context=None, training=False):
+        del context  # The contract tests pass none.
+        return self.net(self.context, training=training)
+
+
+def _conditional_affine(scale_fn, context_features=3):
+    def build(dtype):
+        size = int(np.prod(VECTOR_SHAPE))
+        net = TinyConditioner((context_features,), 2 * size, dtype=dtype)
+        context = tf.random.stateless_normal([1, context_features], [7, 8],
+                                             dtype=dtype)
+        return vb.ConditionalAffine(FixedContextNetwork(net, context),
+                                    VECTOR_SHAPE, scale_fn=scale_fn,
+                                    dtype=dtype)
+    return build
+
+
 def _attention_coupling(dtype):
     """MixLogisticCoupling driven by the real Flow++ conditioner."""
     partition = vb.ColumnSplit()
@@ -208,6 +238,10 @@ def all_cases():
              extreme_data=(-30.0, 30.0), extreme_latent=(-30.0, 30.0)),
         Case('affine_vector',
              _coupling(vb.AffineCoupling, vb.ChannelSplit(event_ndims=1), 2),
+             VECTOR_SHAPE, min_event_ndims=1),
+        Case('conditional_affine_tanh', _conditional_affine('tanh'),
+             VECTOR_SHAPE, min_event_ndims=1),
+        Case('conditional_affine_exp', _conditional_affine('exp'),
              VECTOR_SHAPE, min_event_ndims=1),
         Case('mixlogistic_flowpp_column',
              _coupling(vb.MixLogisticCoupling, vb.ColumnSplit(), mix_p,

@@ -238,6 +238,44 @@ class PresetTest(tf.test.TestCase):
                 self.assertEqual(model.augment_channels, dims - 2)
                 self.assertEqual(model.latent_shape, (dims,))
                 self.assertIsNotNone(model.q)
+                # q's conditional normalisation replaces an ActNorm
+                # (2 D_Z) by the MLP 2 -> 50 -> 50 -> 2 D_Z (150 + 2550 +
+                # 102 D_Z).
+                plain = presets.build(f'checkerboard_vflow_{steps}_{dims}',
+                                      q_conditional_norm=False, seed=0)
+                self.assertEqual(model.count_params() - plain.count_params(),
+                                 2700 + 100 * (dims - 2))
+        self.assertEqual(
+            presets.build('checkerboard_vflow_3_10', seed=0).count_params(),
+            13_848)
+
+    def test_checkerboard_q_depends_on_x_in_every_dimension(self):
+        # The one-step q(z|x) of the toy VFlow: with the conditional
+        # normalisation, dz/dx (8 x 2 per point) has full rank 2 and no zero
+        # row; with a plain ActNorm, the half of z that conditions the single
+        # coupling ignores x (4 zero rows).
+        x = tf.constant(data.sample_checkerboard(16, seed=1))
+        for conditional_norm, zero_rows in ((True, 0), (False, 4)):
+            tf.random.set_seed(0)
+            model = presets.build('checkerboard_vflow_3_10', seed=0,
+                                  q_conditional_norm=conditional_norm)
+            model.initialize(data.sample_checkerboard(256, seed=0),
+                             seed=tf.constant([1, 2]))
+            # Output layers start at zero (identity maps): perturb q.
+            rng = np.random.default_rng(0)
+            for v in model.posterior.trainable_variables:
+                v.assign_add(0.1 * rng.standard_normal(v.shape)
+                             .astype(np.float32))
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                z, _ = model.posterior.sample_and_log_prob(
+                    x, tf.constant([3, 4]))
+            jacobian = tape.batch_jacobian(z, x).numpy()  # [16, 8, 2]
+            row_norms = np.linalg.norm(jacobian, axis=-1).max(axis=0)
+            self.assertEqual(int(np.sum(row_norms < 1e-6)), zero_rows,
+                             msg=f'conditional_norm={conditional_norm}')
+            if conditional_norm:
+                self.assertTrue(np.all(np.linalg.matrix_rank(jacobian) == 2))
 
     def test_unknown_preset_and_override(self):
         with self.assertRaisesRegex(ValueError,

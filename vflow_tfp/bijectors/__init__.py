@@ -8,6 +8,7 @@ and serves only sampling.
 """
 
 from vflow_tfp.bijectors.actnorm import ActNorm
+from vflow_tfp.bijectors.conditional_affine import ConditionalAffine
 from vflow_tfp.bijectors.conditioning import chain_kwargs
 from vflow_tfp.bijectors.couplings import AdditiveCoupling
 from vflow_tfp.bijectors.couplings import AffineCoupling
@@ -36,6 +37,7 @@ __all__ = [
     'ChannelSplit',
     'Checkerboard',
     'ColumnSplit',
+    'ConditionalAffine',
     'Coupling',
     'FusedBijector',
     'ImageLogit',

@@ -228,11 +228,27 @@ def vector_flow(dims, num_steps, name, hidden_units=(50, 50),
 
 def conditional_vector_flow(dims, condition_features, num_steps, name,
                             hidden_units=(50, 50), scale_fn='tanh',
-                            dtype=tf.float32):
-    """q(z|x) on vectors: a `vector_flow` whose couplings see `x` as context."""
+                            conditional_norm=True, dtype=tf.float32):
+    """q(z|x) on vectors: a `vector_flow` whose couplings see `x` as context.
+
+    With `conditional_norm` (the default), the ActNorm of the first step,
+    the first layer of the sampling direction, becomes a
+    `ConditionalAffine` whose MLP (`hidden_units`, zero output layer) sees
+    `x`: the noise is first mapped to `eps' = eps * exp(s(x)) + t(x)`, a
+    Gaussian whose mean and scale depend on `x` in every dimension. Without
+    it, a one-step q (the toy VFlow's) leaves the half of `z` that
+    conditions its single coupling independent of `x`, since the ActNorm
+    and the dense map are unconditional.
+    """
     layers = vector_flow(dims, num_steps, name, hidden_units=hidden_units,
                          context_features=condition_features,
                          scale_fn=scale_fn, dtype=dtype)
+    if conditional_norm:
+        net = nets.MLP(condition_features, 2 * int(dims),
+                       hidden_units=hidden_units, dtype=dtype,
+                       name=f'{name}_norm_net')
+        layers[0] = vb.ConditionalAffine(net, [int(dims)], scale_fn=scale_fn,
+                                         dtype=dtype, name=f'{name}_norm0')
     bijector = tfb.Invert(tfb.Chain(layers, name=f'{name}_flow'),
                           name=f'{name}_sampler')
     return conditional.ConditionalFlow(bijector, (int(dims),), dtype=dtype,

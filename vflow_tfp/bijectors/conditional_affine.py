@@ -1,0 +1,150 @@
+"""ConditionalAffine: an elementwise affine map whose parameters depend on a context."""
+
+import tensorflow as tf
+
+from vflow_tfp.bijectors import fused
+
+__all__ = ['ConditionalAffine']
+
+
+class ConditionalAffine(fused.FusedBijector):
+    """Elementwise affine map with scale and shift computed from a context.
+
+    Oriented like every layer of this package (forward = latent -> data), for
+    a context `c` and a network `h(c) = (h_s, t)` (two values per element):
+
+    ```none
+    inverse (data -> latent):  y = x * exp(s) + t
+    forward (latent -> data):  x = (y - t) * exp(-s)
+    inverse_log_det_jacobian = sum over the event of s
+    s = tanh(h_s)             (scale_fn='tanh')
+    s = log sigmoid(h_s + 2)  (scale_fn='sigmoid')
+    s = h_s                   (scale_fn='exp', unbounded)
+    ```
+
+    It is a conditional ActNorm: unlike a coupling, it moves and scales
+    *every* element of the event, and the parameters see only the context,
+    not the input. As the first layer of a conditional flow's sampling
+    direction (`tfb.Invert` of a data -> latent chain whose first layer it
+    is) it makes the base distribution conditional,
+    `eps' = mu(c) + sigma(c) * eps`, so every output dimension depends on the
+    condition even when the flow has a single coupling (the toy VFlow's
+    one-step q(z|x), `vflow_tfp.models.builders.conditional_vector_flow`).
+
+    The network is any callable `net(context, training=False)` returning
+    `[N, prod(event_shape) * 2]` for a context `[N, C]`, element-major
+    (index `e * 2 + slot`, slot 0 = `h_s`, slot 1 = `t`, as the couplings);
+    pass a `tf.Module` (e.g. `vflow_tfp.nets.MLP(C, 2 * D)`, whose zero output
+    layer makes a fresh layer the identity) so its variables are tracked. The
+    parameters broadcast against the input's batch shape.
+
+    Conditioning: `context` and `training` are bijector kwargs (see
+    `vflow_tfp.bijectors.chain_kwargs`).
+
+    #### Example
+
+    ```python
+    net = vflow_tfp.nets.MLP(2, 2 * 8)            # x [N, 2] -> 8 (s, t) pairs
+    layer = ConditionalAffine(net, event_shape=[8])
+    y = layer.inverse(z, context=x)               # z [N, 8]
+    ildj = layer.inverse_log_det_jacobian(z, event_ndims=1, context=x)
+    ```
+    """
+
+    #: Bijector kwargs this layer accepts (see `chain_kwargs`).
+    conditioning_kwargs = ('context', 'training')
+
+    _SCALE_FNS = ('tanh', 'sigmoid', 'exp')
+
+    def __init__(self, network, event_shape, scale_fn='tanh',
+                 validate_args=False, dtype=tf.float32, name=None):
+        """Creates the layer.
+
+        Args:
+          network: callable `net(context, training=False)`, see class doc.
+          event_shape: shape of one event, Python ints (`[D]` for vectors).
+          scale_fn: `'tanh'`, `'sigmoid'` or `'exp'`. Default value:
+            `'tanh'`.
+          validate_args: Python `bool`.
+          dtype: float dtype. Default value: `tf.float32`.
+          name: Default value: `'conditional_affine'`.
+
+        Raises:
+          ValueError: for an unknown `scale_fn` or an empty event shape.
+          TypeError: if `network` is not callable.
+        """
+        parameters = dict(locals())
+        with tf.name_scope(name or 'conditional_affine') as name:
+            if scale_fn not in self._SCALE_FNS:
+                raise ValueError(f'scale_fn must be one of {self._SCALE_FNS}; '
+                                 f'got {scale_fn!r}.')
+            if not callable(network):
+                raise TypeError(f'network must be callable; got {network!r}.')
+            event_shape = tuple(int(d) for d in event_shape)
+            if not event_shape or min(event_shape) < 1:
+                raise ValueError('ConditionalAffine needs a non-empty event '
+                                 f'shape of positive sizes; got '
+                                 f'{list(event_shape)}.')
+            self._network = network
+            self._event_shape = event_shape
+            self._scale_fn = scale_fn
+            super().__init__(
+                forward_min_event_ndims=len(event_shape),
+                validate_args=validate_args,
+                dtype=dtype,
+                parameters=parameters,
+                name=name)
+
+    @classmethod
+    def _parameter_properties(cls, dtype):
+        return dict()
+
+    @property
+    def network(self):
+        return self._network
+
+    @property
+    def event_shape(self):
+        return self._event_shape
+
+    @property
+    def scale_fn(self):
+        return self._scale_fn
+
+    def _log_scale_and_shift(self, x, context, training):
+        """`(s, t)`, each broadcast to the shape of `x`."""
+        if context is not None:
+            context = tf.convert_to_tensor(context, dtype=self.dtype)
+        out = self._network(context, training=training)
+        size = 1
+        for d in self._event_shape:
+            size *= d
+        if out.shape[-1] is not None and int(out.shape[-1]) != 2 * size:
+            raise ValueError(
+                f'{self.name}: the network returned {out.shape[-1]} values '
+                f'per example; an event of shape {list(self._event_shape)} '
+                f'needs 2 x {size} = {2 * size}.')
+        params = tf.reshape(out, tf.concat(
+            [tf.shape(out)[:-1], self._event_shape, [2]], axis=0))
+        raw, shift = params[..., 0], params[..., 1]
+        if self._scale_fn == 'tanh':
+            log_scale = tf.tanh(raw)
+        elif self._scale_fn == 'sigmoid':
+            log_scale = tf.math.log_sigmoid(raw + 2.0)
+        else:
+            log_scale = raw
+        zeros = tf.zeros_like(x)
+        return log_scale + zeros, shift + zeros
+
+    def _reduce_event(self, log_det):
+        return tf.reduce_sum(log_det,
+                             axis=list(range(-len(self._event_shape), 0)))
+
+    def _inverse_and_log_det(self, x, context=None, training=False):
+        log_scale, shift = self._log_scale_and_shift(x, context, training)
+        return x * tf.exp(log_scale) + shift, self._reduce_event(log_scale)
+
+    def _forward_and_log_det(self, y, context=None, training=False):
+        log_scale, shift = self._log_scale_and_shift(y, context, training)
+        return ((y - shift) * tf.exp(-log_scale),
+                -self._reduce_event(log_scale))
