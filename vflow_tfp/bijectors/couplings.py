@@ -207,10 +207,10 @@ class AdditiveCoupling(Coupling):
         return 1
 
     def _transform(self, e, params):
-        return e + params[..., 0], tf.zeros_like(e)
+        return e + tf.squeeze(params, -1), tf.zeros_like(e)
 
     def _untransform(self, y, params):
-        return y - params[..., 0], tf.zeros_like(y)
+        return y - tf.squeeze(params, -1), tf.zeros_like(y)
 
 
 class AffineCoupling(Coupling):
@@ -267,14 +267,14 @@ class AffineCoupling(Coupling):
         return self._scale_fn
 
     def _log_scale_and_shift(self, params):
-        raw = params[..., 0]
+        raw, shift = tf.unstack(params, axis=-1)
         if self._scale_fn == 'tanh':
             log_scale = tf.tanh(raw)
         elif self._scale_fn == 'sigmoid':
             log_scale = tf.math.log_sigmoid(raw + 2.0)
         else:
             log_scale = raw
-        return log_scale, params[..., 1]
+        return log_scale, shift
 
     def _transform(self, e, params):
         log_scale, shift = self._log_scale_and_shift(params)
@@ -379,12 +379,11 @@ class MixLogisticCoupling(Coupling):
 
     def _unpack(self, params):
         k = self._num_components
-        log_scale = tf.tanh(params[..., 0])
-        shift = params[..., 1]
-        logits = params[..., 2:2 + k]
-        means = params[..., 2 + k:2 + 2 * k]
-        log_scales = tf.maximum(params[..., 2 + 2 * k:2 + 3 * k],
-                                self._min_log_scale)
+        raw_scale, shift, logits, means, log_scales = tf.split(
+            params, [1, 1, k, k, k], axis=-1)
+        log_scale = tf.tanh(tf.squeeze(raw_scale, -1))
+        shift = tf.squeeze(shift, -1)
+        log_scales = tf.maximum(log_scales, self._min_log_scale)
         return log_scale, shift, logits, means, log_scales
 
     def _squash_logs(self, terms):
@@ -421,13 +420,28 @@ class MixLogisticCoupling(Coupling):
                              1.0 - alpha - margin)
         return tf.math.log(p - alpha) - tf.math.log((1.0 - alpha) - p)
 
-    def _untransform(self, y, params):
+    def _solve(self, y, params):
+        """The numerical inverse: `(x, u, iterations per element)`."""
         log_scale, shift, logits, means, log_scales = self._unpack(params)
         u = (y - shift) * tf.exp(-log_scale)
-        tau = self._target_logit(u)
-        x, _ = mixture_logistic.inverse_logit_cdf(
-            tau, logits, means, log_scales,
+        x, iterations = mixture_logistic.inverse_logit_cdf(
+            self._target_logit(u), logits, means, log_scales,
             max_iterations=self._max_iterations)
+        return x, u, iterations
+
+    def inverse_iterations(self, y, context=None):
+        """Root-finder iterations each element of `forward(y)` takes.
+
+        A diagnostic of the numerical inverse (the benchmarks report it):
+        an int32 tensor of the transformed half's shape.
+        """
+        cond, trans = self._halves(y)
+        return self._solve(trans, self._params(cond, trans, context,
+                                               False))[2]
+
+    def _untransform(self, y, params):
+        log_scale, _, logits, means, log_scales = self._unpack(params)
+        x, u, _ = self._solve(y, params)
         # Chain rule through u -> F -> x, each factor in log space:
         # -s, log sigmoid'(u) - log(1 - 2 alpha), -log f(x).
         terms = mixture_logistic.mixture_logistic_terms(

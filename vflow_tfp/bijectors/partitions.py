@@ -96,8 +96,13 @@ class ColumnSplit(Partition):
     event_ndims = 3
 
     def split(self, x):
-        _check_image(_static_event_shape(x, 3), 'ColumnSplit')
-        return x[..., 0::2, :], x[..., 1::2, :]
+        height, width, channels = _static_event_shape(x, 3)
+        _check_image((height, width, channels), 'ColumnSplit')
+        # Reshape + unstack rather than strided slices: the gradient of a
+        # strided slice (StridedSliceGrad) is several times slower on CPU.
+        pairs = reshape_event(x, 3, (height, width // 2, 2, channels))
+        a, b = tf.unstack(pairs, axis=-2)
+        return a, b
 
     def merge(self, a, b):
         height, half_width, channels = _static_event_shape(a, 3)
@@ -190,7 +195,8 @@ class ChannelSplit(Partition):
     def split(self, x):
         channels = _static_event_shape(x, self.event_ndims)[-1]
         first = self._first(channels)
-        return x[..., :first], x[..., first:]
+        a, b = tf.split(x, [first, channels - first], axis=-1)
+        return a, b
 
     def merge(self, a, b):
         return tf.concat([a, b], axis=-1)

@@ -28,6 +28,7 @@ __all__ = [
     'image_flow',
     'conditional_image_flow',
     'f_affine',
+    'glow_flow',
     'vector_flow',
     'conditional_vector_flow',
 ]
@@ -196,6 +197,42 @@ def f_affine(joint_shape, data_channels, filters, name, blocks=3, dropout=0.0,
                            dtype=dtype, name=f'{name}_net')
     return vb.AffineCoupling(net, partition, parity=1, scale_fn='exp',
                              dtype=dtype, name=name)
+
+
+def glow_flow(event_shape, levels, steps, filters, name, dtype=tf.float32):
+    """Glow (Kingma & Dhariwal 2018) without factor-out, data -> latent.
+
+    `levels` x [Squeeze, `steps` x [ActNorm (per channel),
+    Invertible1x1ConvLU, AffineCoupling]]: each coupling transforms the
+    second half of the channels given the first with a `GlowNet` of width
+    `filters` and Glow's scale `sigmoid(h + 2)` (as TFP's `tfb.Glow`); the
+    learned 1x1 convolutions do the mixing, so the split is fixed.
+
+    Returns:
+      `(layers, latent_shape)`.
+    """
+    shape = tuple(int(d) for d in event_shape)
+    partition = vb.ChannelSplit()
+    layers = []
+    for level in range(levels):
+        squeeze = vb.Squeeze(name=f'{name}_squeeze{level}')
+        layers.append(squeeze)
+        shape = tuple(squeeze.inverse_event_shape(shape).as_list())
+        cond, trans = partition.half_event_shapes(shape)
+        for i in range(steps):
+            prefix = f'{name}_l{level}s{i}'
+            net = nets.GlowNet(cond, 2 * trans[-1], filters=filters,
+                               dtype=dtype, name=f'{prefix}_net')
+            layers += [
+                vb.ActNorm(shape, per_channel=True, dtype=dtype,
+                           name=f'{prefix}_norm'),
+                vb.Invertible1x1ConvLU(shape, dtype=dtype,
+                                       name=f'{prefix}_mix'),
+                vb.AffineCoupling(net, partition, parity=0,
+                                  scale_fn='sigmoid', dtype=dtype,
+                                  name=f'{prefix}_coupling'),
+            ]
+    return layers, shape
 
 
 def vector_flow(dims, num_steps, name, hidden_units=(50, 50),

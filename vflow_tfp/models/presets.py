@@ -25,6 +25,7 @@ import inspect
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from vflow_tfp import nets
 from vflow_tfp.models import builders
 from vflow_tfp.models import conditional
 from vflow_tfp.models import vflow as vflow_lib
@@ -114,14 +115,15 @@ def image_model(data_shape, p_stages, *, augment_channels=0, q_group=None,
 # -- CIFAR-10 (SPEC §2, §6, §7) -------------------------------------------
 
 def flowpp_cifar10(filters=96, blocks=10, components=32, dequant_blocks=2,
-                   dropout=0.2, seed=None, dtype=tf.float32,
+                   dropout=0.2, attention=True, seed=None, dtype=tf.float32,
                    image_shape=(32, 32, 3)):
     """Flow++ CIFAR-10 (Table 3/4, 3.08 bpd): 31,443,440 parameters.
 
     p: f_checker(10,96,32)x4 ; S2D ; f_channel(10,96,32)x2, f_checker x3.
     r: f_checker(2,96,32)x4 + sigmoid (the code's attention couplings).
+    `attention=False` gives the g_ (no attention) variant of every coupling.
     """
-    g = _groups(blocks, filters, components)
+    g = _groups(blocks, filters, components, attention)
     return image_model(
         image_shape, [[g('column', 4)], [g('channel', 2), g('column', 3)]],
         r_group=g('column', 4, dequant_blocks), variant='flowpp',
@@ -177,6 +179,23 @@ def flowpp_cifar10_4m(filters=32, blocks=13, components=4, dropout=0.2,
         image_shape, [[f('column', 4)], [f('channel', 2), f('column', 3)]],
         r_group=f('column', 4, 2), variant='flowpp', pointwise_noise=0.001,
         dropout=dropout, seed=seed, dtype=dtype, name='flowpp_cifar10_4m')
+
+
+def glow(levels=3, steps=32, filters=512, seed=None, dtype=tf.float32,
+         image_shape=(32, 32, 3)):
+    """Glow (Kingma & Dhariwal 2018) with uniform dequantisation.
+
+    `levels` x [S2D, `steps` x (ActNorm, 1x1 conv (LU), affine coupling with
+    a 3-layer `GlowNet` of width `filters`)], without factor-out; the image
+    enters through the logit of SPEC §1.10 like the other presets.
+    """
+    image_shape = tuple(image_shape)
+    layers, _ = builders.glow_flow(image_shape, levels, steps, filters, 'p',
+                                   dtype=dtype)
+    return vflow_lib.VFlow(
+        tfb.Chain(layers, name='p_flow'), image_shape, 0,
+        dequantizer=conditional.UniformDequantizer(image_shape, dtype=dtype),
+        rng=_rng(seed), dtype=dtype, name='glow')
 
 
 # -- ImageNet (SPEC §6.3; the paper gives no exact architecture) ----------
@@ -325,6 +344,10 @@ _PRESETS = {
         functools.partial(_vflow_4m, 3, 8, q_blocks=8,
                           name='vflow6_cifar10_4m_q8'),
         '6-channel 4M VFlow, p B=8, q B=8, 3.14 bpd (Table 6).'),
+    'glow_cifar10': (
+        glow,
+        'Glow, 3 levels x 32 steps, width 512, uniform dequantisation '
+        '(no factor-out).'),
     'flowpp_imagenet32': (
         flowpp_imagenet32,
         'Flow++ ImageNet 32x32: F=128, B=20, K=32, 8-step dequantiser.'),
@@ -379,19 +402,36 @@ def _factory(name):
 def overridable(name):
     """The keyword arguments `build(name, ...)` accepts."""
     params = inspect.signature(_factory(name)).parameters
-    return sorted(p for p in params
-                  if params[p].default is not inspect.Parameter.empty)
+    return sorted([p for p in params
+                   if params[p].default is not inspect.Parameter.empty]
+                  + ['attention_query_block', 'compute_dtype'])
 
 
-def build(name, **overrides):
-    """Builds preset `name` with keyword `overrides` (see `overridable`)."""
+def build(name, attention_query_block=None, compute_dtype=None,
+          **overrides):
+    """Builds preset `name` with keyword `overrides` (see `overridable`).
+
+    Two execution options apply to every preset and change no parameter:
+
+    * `attention_query_block`: memory-lean attention; the `T x T` weights
+      are recomputed in the backward pass in blocks of that many queries
+      instead of being kept (same values and gradients).
+    * `compute_dtype`: `'bfloat16'` or `'float16'` runs the conditioner and
+      context networks in mixed precision (float32 variables, mixture and
+      log-det math); see `vflow_tfp.nets.set_compute_dtype`.
+    """
     factory = _factory(name)
     valid = overridable(name)
     unknown = sorted(set(overrides) - set(valid))
     if unknown:
         raise ValueError(f'Preset {name!r} has no setting(s) {unknown}; valid '
                          f'overrides: {valid}.')
-    return factory(**overrides)
+    model = factory(**overrides)
+    if attention_query_block is not None:
+        nets.set_attention_query_block(model, attention_query_block)
+    if compute_dtype is not None:
+        nets.set_compute_dtype(model, compute_dtype)
+    return model
 
 
 def describe(name):

@@ -15,6 +15,7 @@ import math
 
 import tensorflow as tf
 
+from vflow_tfp.nets import attention
 from vflow_tfp.nets import layers
 
 __all__ = ['GatedResidualBlock', 'GatedAttention']
@@ -25,6 +26,15 @@ def _check_rate(rate, owner):
     if not 0.0 <= rate < 1.0:
         raise ValueError(f'{owner}: dropout must be in [0, 1); got {rate}.')
     return rate
+
+
+def check_query_block(query_block, owner):
+    if query_block is None:
+        return None
+    if int(query_block) != query_block or int(query_block) < 1:
+        raise ValueError(f'{owner}: query_block must be None or a positive '
+                         f'int; got {query_block!r}.')
+    return int(query_block)
 
 
 def _check_image(x, channels, owner):
@@ -133,7 +143,7 @@ class GatedResidualBlock(tf.Module):
                 f'{context.shape}.')
         if context is None:
             return None
-        context = tf.convert_to_tensor(context, dtype=self._dtype)
+        context = tf.cast(layers.as_input(context, self._dtype), x.dtype)
         expected = [x.shape[1], x.shape[2], self._context_channels]
         if (context.shape.rank != 4
                 or [d for d in context.shape[1:]] != expected):
@@ -159,7 +169,7 @@ class GatedResidualBlock(tf.Module):
           ValueError: for a wrong input shape or a missing, unexpected or
             mis-shaped context.
         """
-        x = tf.convert_to_tensor(x, dtype=self._dtype)
+        x = layers.as_input(x, self._dtype)
         _check_image(x, self._channels, self.name)
         context = self._check_context(x, context)
         c1 = self.conv_in(layers.concat_elu(x))
@@ -187,7 +197,9 @@ class GatedAttention(tf.Module):
     Channel `s F + h d + j` of `c` is element `j` of head `h` of Q
     (`s = 0`), K (`s = 1`) or V (`s = 2`); `merge_heads` is the inverse
     layout (channel `h d + j`). The positional embedding enters only the
-    attention input, not the residual stream. Cost is O(B heads T^2).
+    attention input, not the residual stream. Cost is O(B heads T^2) time;
+    memory is O(B heads T^2) by default and O(B heads T query_block) with
+    `query_block` (see `vflow_tfp.nets.attention`).
 
     Attributes:
       qkv: the `Dense` F -> 3F projection.
@@ -195,14 +207,18 @@ class GatedAttention(tf.Module):
       rng: the dropout `tf.random.Generator`, or `None`.
     """
 
-    def __init__(self, channels, num_heads=4, dropout=0.0, rng=None,
-                 dtype=tf.float32, name=None):
+    def __init__(self, channels, num_heads=4, dropout=0.0, query_block=None,
+                 rng=None, dtype=tf.float32, name=None):
         """Creates the block.
 
         Args:
           channels: Python int `F`; must be divisible by `num_heads`.
           num_heads: Python int. Default value: 4.
           dropout: dropout rate `p` in `[0, 1)`. Default value: 0.
+          query_block: `None` to keep the attention weights for the
+            backward pass, or a block size of queries for which they are
+            recomputed instead (memory-lean; same values and gradients).
+            Default value: `None`.
           rng: `tf.random.Generator` for the dropout masks. Default value:
             `None` (a non-deterministic generator is created if `p > 0`).
           dtype: float dtype of the variables. Default value: `tf.float32`.
@@ -222,6 +238,7 @@ class GatedAttention(tf.Module):
         self._num_heads = num_heads
         self._head_dim = channels // num_heads
         self._dropout = _check_rate(dropout, self.name)
+        self._query_block = check_query_block(query_block, self.name)
         self._dtype = tf.as_dtype(dtype)
         self.rng = layers.dropout_generator(self._dropout, rng)
         with self.name_scope:
@@ -239,6 +256,11 @@ class GatedAttention(tf.Module):
     def num_heads(self):
         return self._num_heads
 
+    @property
+    def query_block(self):
+        """`None`, or the query block size of memory-lean attention."""
+        return self._query_block
+
     @tf.Module.with_name_scope
     def __call__(self, x, pos_emb, training=False):
         """Applies the block (see the class docstring).
@@ -254,9 +276,9 @@ class GatedAttention(tf.Module):
         Raises:
           ValueError: for wrongly shaped `x` or `pos_emb`.
         """
-        x = tf.convert_to_tensor(x, dtype=self._dtype)
+        x = layers.as_input(x, self._dtype)
         _check_image(x, self._channels, self.name)
-        pos_emb = tf.convert_to_tensor(pos_emb, dtype=self._dtype)
+        pos_emb = tf.cast(pos_emb, x.dtype)
         if pos_emb.shape != x.shape[1:]:
             raise ValueError(f'{self.name}: pos_emb must have shape '
                              f'{x.shape[1:]}; got {pos_emb.shape}.')
@@ -267,16 +289,17 @@ class GatedAttention(tf.Module):
 
         c = self.qkv(x + pos_emb)
         c = tf.reshape(c, tf.stack([batch, tokens, 3, heads, head_dim]))
-        # -> [3, B, heads, T, d]
-        c = tf.transpose(c, [2, 0, 3, 1, 4])
-        q, k, v = c[0], c[1], c[2]
-        logits = tf.einsum('bhqd,bhkd->bhqk', q, k) * tf.constant(
-            1.0 / math.sqrt(head_dim), self._dtype)
-        weights = tf.nn.softmax(logits, axis=-1)
-        attended = tf.einsum('bhqk,bhkd->bhqd', weights, v)
+        # -> [3, B, heads, T, d]; unstacked, because the gradient of
+        # indexing (StridedSliceGrad) is slow on CPU.
+        q, k, v = tf.unstack(tf.transpose(c, [2, 0, 3, 1, 4]))
+        # Scaling the T x d queries, not the T x T logits, saves a pass.
+        q = q * tf.constant(1.0 / math.sqrt(head_dim), x.dtype)
+        attended = attention.dot_product_attention(
+            q, k, v, query_block=self._query_block)
         attended = tf.transpose(attended, [0, 2, 1, 3])  # [B, T, heads, d]
         attended = tf.reshape(
             attended, tf.stack([batch, height, width, self._channels]))
         attended = layers.dropout(attended, self._dropout, self.rng,
                                   training)
         return x + layers.gate(self.proj_out(attended))
+

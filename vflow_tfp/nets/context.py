@@ -42,7 +42,8 @@ class ContextNet(tf.Module):
     """
 
     def __init__(self, input_shape, partition, filters=32, num_blocks=3,
-                 dropout=0.0, rng=None, dtype=tf.float32, name=None):
+                 dropout=0.0, rng=None, dtype=tf.float32, compute_dtype=None,
+                 name=None):
         """Creates the network.
 
         Args:
@@ -56,6 +57,9 @@ class ContextNet(tf.Module):
             `None` (one non-deterministic generator is created if
             `dropout > 0`).
           dtype: float dtype of the variables. Default value: `tf.float32`.
+          compute_dtype: `None`, or `tf.bfloat16` / `tf.float16` to compute
+            in mixed precision (the output is in `dtype`). Default value:
+            `None`.
           name: module name. Default value: `'context_net'`.
 
         Raises:
@@ -88,6 +92,7 @@ class ContextNet(tf.Module):
         self._filters = int(filters)
         self._output_shape = tuple(shape_a[:2]) + (self._filters,)
         self._dtype = tf.as_dtype(dtype)
+        self.compute_dtype = compute_dtype
         dropout = float(dropout)
         self.rng = rng = layers.dropout_generator(dropout, rng)
         with self.name_scope:
@@ -131,7 +136,17 @@ class ContextNet(tf.Module):
         x = tf.convert_to_tensor(x, dtype=self._dtype)
         layers.check_image_input(x, self._input_shape, self.name)
         a, b = self._partition.split(x)
-        h = self.proj_in(tf.concat([a, b], axis=-1))
+        h = self.proj_in(layers.to_compute(tf.concat([a, b], axis=-1),
+                                           self._compute_dtype))
         for block in self.residual_blocks:
             h = block(h, training=training)
-        return h
+        return tf.cast(h, self._dtype)
+
+    @property
+    def compute_dtype(self):
+        """`None` (the variables' dtype) or the mixed-precision dtype."""
+        return self._compute_dtype
+
+    @compute_dtype.setter
+    def compute_dtype(self, dtype):
+        self._compute_dtype = layers.check_compute_dtype(dtype, self.name)

@@ -63,8 +63,8 @@ class ConvAttnNet(tf.Module):
     def __init__(self, input_shape, output_channels, filters=96,
                  num_blocks=10, num_heads=4, attention=True,
                  context_channels=0, dropout=0.0, output_nonlinearity=False,
-                 output_init_scale=0.1, rng=None, dtype=tf.float32,
-                 name=None):
+                 output_init_scale=0.1, attention_query_block=None, rng=None,
+                 dtype=tf.float32, compute_dtype=None, name=None):
         """Creates the network.
 
         Args:
@@ -83,10 +83,16 @@ class ConvAttnNet(tf.Module):
           output_init_scale: data-dependent init scale of the output conv:
             0.1 for coupling networks, 1.0 for VFlow's f_affine network
             (SPEC §1.13). Default value: 0.1.
+          attention_query_block: `None`, or the query block size of
+            memory-lean attention (`GatedAttention.query_block`).
+            Default value: `None`.
           rng: `tf.random.Generator` shared by all blocks for dropout.
             Default value: `None` (one non-deterministic generator is created
             if `dropout > 0`).
           dtype: float dtype of the variables. Default value: `tf.float32`.
+          compute_dtype: `None`, or `tf.bfloat16` / `tf.float16` to run the
+            network in mixed precision: variables stay in `dtype`, the
+            output is cast back to `dtype`. Default value: `None`.
           name: module name. Default value: `'conv_attn_net'`.
 
         Raises:
@@ -110,6 +116,7 @@ class ConvAttnNet(tf.Module):
         self._context_channels = int(context_channels)
         self._output_nonlinearity = bool(output_nonlinearity)
         self._dtype = tf.as_dtype(dtype)
+        self.compute_dtype = compute_dtype
         dropout = float(dropout)
         self.rng = rng = layers.dropout_generator(dropout, rng)
         with self.name_scope:
@@ -134,7 +141,8 @@ class ConvAttnNet(tf.Module):
                 if self._attention:
                     self.attention_blocks.append(blocks.GatedAttention(
                         filters, num_heads=num_heads, dropout=dropout,
-                        rng=rng, dtype=dtype, name=f'gated_attn_{i}'))
+                        query_block=attention_query_block, rng=rng,
+                        dtype=dtype, name=f'gated_attn_{i}'))
                     self.norms.append(layers.LayerNorm(
                         filters, dtype=dtype, name=f'norm_attn_{i}'))
             out_in = 2 * filters if self._output_nonlinearity else filters
@@ -156,6 +164,15 @@ class ConvAttnNet(tf.Module):
     @property
     def context_channels(self):
         return self._context_channels
+
+    @property
+    def compute_dtype(self):
+        """`None` (the variables' dtype) or the mixed-precision dtype."""
+        return self._compute_dtype
+
+    @compute_dtype.setter
+    def compute_dtype(self, dtype):
+        self._compute_dtype = layers.check_compute_dtype(dtype, self.name)
 
     @tf.Module.with_name_scope
     def __call__(self, x, context=None, training=False):
@@ -186,7 +203,9 @@ class ConvAttnNet(tf.Module):
                 f'{self.name} was built without a context '
                 '(context_channels=0) but was given one of shape '
                 f'{getattr(context, "shape", None)}.')
-        h = self.proj_in(x)
+        h = self.proj_in(layers.to_compute(x, self._compute_dtype))
+        if context is not None:
+            context = layers.to_compute(context, self._compute_dtype)
         norms = iter(self.norms)
         for i, residual in enumerate(self.residual_blocks):
             h = next(norms)(residual(h, context=context, training=training))
@@ -196,4 +215,4 @@ class ConvAttnNet(tf.Module):
                 h = next(norms)(h)
         if self._output_nonlinearity:
             h = layers.concat_elu(h)
-        return self.proj_out(h)
+        return tf.cast(self.proj_out(h), self._dtype)

@@ -17,13 +17,23 @@ or in a freshly traced function.
 Dropout draws its mask from an explicit `tf.random.Generator` (never from the
 stateful `tf.random.uniform` / `tf.nn.dropout` ops, which give identical masks
 on every replica under `MirroredStrategy`).
+
+Mixed precision: variables keep their dtype (float32), but a layer given a
+bfloat16 or float16 input computes in that dtype with its variables cast to
+it (`as_input`); statistics (layer norm, data-dependent init) are computed
+in the variables' dtype.
 """
 
 import tensorflow as tf
 
 from vflow_tfp import initialization
 
-__all__ = ['concat_elu', 'gate', 'dropout', 'Dense', 'Conv2D', 'LayerNorm']
+__all__ = ['concat_elu', 'gate', 'dropout', 'Dense', 'Conv2D', 'LayerNorm',
+           'as_input', 'LOW_PRECISION']
+
+# Compute dtypes of mixed precision: inputs of these dtypes are kept as they
+# are, every other input is converted to the variables' dtype.
+LOW_PRECISION = (tf.bfloat16, tf.float16)
 
 # Added to the variance before the square root in the DDI (SPEC §1.1).
 _DDI_EPSILON = 1e-8
@@ -64,7 +74,7 @@ def gate(h):
     if channels is None or channels % 2:
         raise ValueError('gate needs a static, even channel count; got shape '
                          f'{h.shape}.')
-    a, g = h[..., :channels // 2], h[..., channels // 2:]
+    a, g = tf.split(h, 2, axis=-1)
     return a * tf.sigmoid(g)
 
 
@@ -102,13 +112,38 @@ def dropout(x, rate, rng, training):
     keep = 1.0 - rate
 
     def dropped():
-        u = rng.uniform(tf.shape(x), dtype=x.dtype)
+        # The mask is drawn in float32 for low-precision inputs.
+        u = rng.uniform(tf.shape(x), dtype=(
+            tf.float32 if x.dtype in LOW_PRECISION else x.dtype))
         return x * tf.cast(u < keep, x.dtype) / tf.cast(keep, x.dtype)
 
     if static_training is not None:
         return dropped()
     return tf.cond(tf.convert_to_tensor(training, tf.bool), dropped,
                    lambda: tf.identity(x))
+
+
+def as_input(x, dtype):
+    """`x` as a tensor of `dtype`, or of its own dtype if low precision."""
+    if isinstance(x, (tf.Tensor, tf.Variable)) and x.dtype in LOW_PRECISION:
+        return x
+    return tf.convert_to_tensor(x, dtype=dtype)
+
+
+def check_compute_dtype(dtype, owner):
+    """`None` or a `LOW_PRECISION` dtype; raises `ValueError` otherwise."""
+    if dtype is None:
+        return None
+    dtype = tf.as_dtype(dtype)
+    if dtype not in LOW_PRECISION:
+        raise ValueError(f'{owner}: compute_dtype must be None, bfloat16 or '
+                         f'float16; got {dtype.name}.')
+    return dtype
+
+
+def to_compute(x, compute_dtype):
+    """Casts `x` to `compute_dtype` (mixed precision) unless it is `None`."""
+    return x if compute_dtype is None else tf.cast(x, compute_dtype)
 
 
 def check_image_input(x, input_shape, owner):
@@ -189,7 +224,7 @@ class _LinearBase(tf.Module):
         Args:
           x: input batch, as for `__call__`.
         """
-        x = self._prepare(x)
+        x = tf.cast(self._prepare(x), self._dtype)
         y = self._linear(x)
         axes = list(range(y.shape.rank - 1))
         mean, variance = tf.nn.moments(y, axes=axes)
@@ -204,7 +239,7 @@ class _LinearBase(tf.Module):
         x = self._prepare(x)
         if initialization.is_active():
             self.initialize(x)
-        return self._linear(x) + self.bias
+        return self._linear(x) + tf.cast(self.bias, x.dtype)
 
 
 class Dense(_LinearBase):
@@ -250,17 +285,18 @@ class Dense(_LinearBase):
         return self._out
 
     def _prepare(self, x):
-        x = tf.convert_to_tensor(x, dtype=self._dtype)
+        x = as_input(x, self._dtype)
         _check_last_dim(x, self._in, f'Dense {self.name!r}')
         return x
 
     def _linear(self, x):
+        kernel = tf.cast(self.kernel, x.dtype)
         if x.shape.rank == 2:
-            return tf.matmul(x, self.kernel)
+            return tf.matmul(x, kernel)
         # Flatten to a matrix (as the official "nin" does) so one GEMM serves
         # any rank; the leading shape may be dynamic.
         flat = tf.reshape(x, [-1, self._in])
-        y = tf.matmul(flat, self.kernel)
+        y = tf.matmul(flat, kernel)
         y = tf.reshape(y, tf.concat(
             [tf.shape(x, out_type=tf.int32)[:-1],
              tf.constant([self._out], tf.int32)], axis=0))
@@ -321,7 +357,7 @@ class Conv2D(_LinearBase):
         return self._kernel_size
 
     def _prepare(self, x):
-        x = tf.convert_to_tensor(x, dtype=self._dtype)
+        x = as_input(x, self._dtype)
         if x.shape.rank != 4:
             raise ValueError(f'Conv2D {self.name!r} expects [B, H, W, C] '
                              f'inputs; got shape {x.shape}.')
@@ -329,7 +365,8 @@ class Conv2D(_LinearBase):
         return x
 
     def _linear(self, x):
-        return tf.nn.conv2d(x, self.kernel, strides=1, padding='SAME')
+        return tf.nn.conv2d(x, tf.cast(self.kernel, x.dtype), strides=1,
+                            padding='SAME')
 
 
 class LayerNorm(tf.Module):
@@ -368,10 +405,13 @@ class LayerNorm(tf.Module):
         return self._channels
 
     def __call__(self, x):
-        x = tf.convert_to_tensor(x, dtype=self._dtype)
+        x = as_input(x, self._dtype)
         _check_last_dim(x, self._channels, f'LayerNorm {self.name!r}')
+        compute_dtype = x.dtype
+        # Moments in the variables' dtype: low precision loses the variance.
+        x = tf.cast(x, self._dtype)
         mean, variance = tf.nn.moments(x, axes=[-1], keepdims=True)
         normalised = (x - mean) * tf.math.rsqrt(
             variance + tf.constant(self._epsilon, self._dtype))
-        return normalised * self.gamma + self.beta
+        return tf.cast(normalised * self.gamma + self.beta, compute_dtype)
 

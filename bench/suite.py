@@ -1,0 +1,346 @@
+"""The benchmark configurations and what is measured for each.
+
+Each benchmark builds one model and measures, in this process:
+
+* training throughput: a `tf.function` step (negative ELBO, gradients, Adam)
+  timed after warm-up; images (or points) per second from the median step;
+* peak resident memory after training (`ru_maxrss`), and the RSS before it;
+* sampling: wall time of 64 samples (traced beforehand), the maximum latent
+  error of the numerical inverse (`|p^-1(p(eps)) - eps|`) and the mixture
+  root-finder's mean and maximum iterations per element;
+* importance-weighted scoring throughput at S = 16 and S = 128.
+
+A baseline (TFP's `tfb.Glow`) is measured with the same training step. The
+functions here read no flags; `bench/run.py` is the command line.
+"""
+
+import dataclasses
+import functools
+import math
+import resource
+import statistics
+import time
+from typing import Callable, Optional
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+import tf_keras
+
+from vflow_tfp import bijectors as vb
+from vflow_tfp.models import presets
+
+tfb, tfd = tfp.bijectors, tfp.distributions
+
+SAMPLES = 64
+IW_SAMPLES = (16, 128)
+
+
+@dataclasses.dataclass(frozen=True)
+class Benchmark:
+    """One configuration: a preset (or a TFP baseline) and its batch."""
+    name: str
+    description: str
+    preset: Optional[str] = None
+    overrides: dict = dataclasses.field(default_factory=dict)
+    batch_size: int = 16
+    baseline: Optional[str] = None  # benchmark this one is compared with
+    tfp_model: Optional[Callable] = None  # builds a TFP baseline instead
+    iw_images: int = 8
+    train_only: bool = False  # skip sampling and scoring
+    in_default_suite: bool = True  # run without --only
+
+
+def _tfp_glow(image_shape, levels, steps, filters):
+    """TFP's `tfb.Glow` (no factor-out, as our `glow_cifar10`) as a
+    distribution over dequantised pixels in [0, 1]."""
+    glow = tfb.Glow(
+        output_shape=image_shape, num_glow_blocks=levels,
+        num_steps_per_block=steps,
+        coupling_bijector_fn=functools.partial(tfb.GlowDefaultNetwork,
+                                               num_hidden=filters),
+        exit_bijector_fn=tfb.GlowDefaultExitNetwork,
+        grab_after_block=(0.0,) * levels)
+    base = tfd.Sample(tfd.Normal(0.0, 1.0),
+                      glow.inverse_event_shape(image_shape))
+    return tfd.TransformedDistribution(base, glow)
+
+
+_GLOW = dict(levels=2, steps=8, filters=400)
+_FLOWPP = dict(filters=32, blocks=4, components=4, dequant_blocks=2)
+
+BENCHMARKS = {b.name: b for b in [
+    Benchmark('flowpp_attn',
+              'Flow++ 32x32x3, F=32, B=4, K=4, attention, dequantiser of 2 '
+              'blocks, batch 16',
+              preset='flowpp_cifar10', overrides=dict(_FLOWPP)),
+    Benchmark('flowpp_attn_lean',
+              'flowpp_attn with memory-lean attention (query blocks of 64)',
+              preset='flowpp_cifar10',
+              overrides=dict(_FLOWPP, attention_query_block=64)),
+    Benchmark('flowpp_noattn', 'flowpp_attn without attention',
+              preset='flowpp_cifar10', overrides=dict(_FLOWPP,
+                                                      attention=False)),
+    Benchmark('quickstart', 'small_vflow_16 (the quickstart), batch 16',
+              preset='small_vflow_16'),
+    Benchmark('glow', 'Glow 32x32x3, 2 levels x 8 steps, width 400, batch 16',
+              preset='glow_cifar10', overrides=dict(_GLOW),
+              baseline='tfp_glow'),
+    Benchmark('tfp_glow', "TFP's tfb.Glow, the same architecture, batch 16",
+              tfp_model=functools.partial(_tfp_glow, (32, 32, 3),
+                                          **_GLOW)),
+    Benchmark('flowpp_attn_bf16',
+              'flowpp_attn in mixed precision (bfloat16 networks)',
+              preset='flowpp_cifar10',
+              overrides=dict(_FLOWPP, compute_dtype='bfloat16')),
+    # The paper's CIFAR-10 VFlow at batch 2: training memory per image,
+    # keeping the attention weights or recomputing them.
+    Benchmark('vflow_cifar10_memory',
+              "vflow_cifar10 (the paper's model), batch 2, train step only",
+              preset='vflow_cifar10', batch_size=2, train_only=True,
+              in_default_suite=False),
+    Benchmark('vflow_cifar10_memory_lean',
+              'vflow_cifar10 with memory-lean attention (query blocks of '
+              '128), batch 2',
+              preset='vflow_cifar10',
+              overrides=dict(attention_query_block=128), batch_size=2,
+              train_only=True, in_default_suite=False),
+    Benchmark('toy_glow', 'checkerboard_glow_3 (paper §5), batch 64',
+              preset='checkerboard_glow_3', batch_size=64, iw_images=1000),
+    Benchmark('toy_vflow', 'checkerboard_vflow_3_10 (paper §5), batch 64',
+              preset='checkerboard_vflow_3_10', batch_size=64,
+              iw_images=1000),
+]}
+
+
+def _rss_mb():
+    # ru_maxrss is in KiB on Linux.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _reset_peak_rss():
+    """Restarts the kernel's high-water mark of this process's RSS (Linux:
+    writing 5 to clear_refs), so the next peak is that of what follows."""
+    with open('/proc/self/clear_refs', 'w') as f:
+        f.write('5')
+
+
+def _peak_rss_since_reset_mb():
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith('VmHWM:'):
+                return int(line.split()[1]) / 1024.0
+    raise RuntimeError('no VmHWM in /proc/self/status')
+
+
+def _current_rss_mb():
+    with open('/proc/self/statm') as f:
+        pages = int(f.read().split()[1])
+    return pages * resource.getpagesize() / 2**20
+
+
+def _timed(fn, repeats):
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = fn()
+        tf.nest.map_structure(lambda t: t.numpy(), out)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def _data(model, batch_size, seed=0):
+    """Real-looking inputs: photo patches for images, checkerboard points."""
+    if model.data_shape == (2,):
+        from vflow_tfp.data import checkerboard  # pylint: disable=g-import-not-at-top
+        return tf.constant(checkerboard.sample_checkerboard(batch_size,
+                                                            seed=seed),
+                           tf.float32)
+    from vflow_tfp.data import photos  # pylint: disable=g-import-not-at-top
+    height, width, _ = model.data_shape
+    patches = photos.photo_patches(height, split='train')
+    picks = np.random.RandomState(seed).choice(len(patches), batch_size)
+    return tf.constant(patches[picks], tf.uint8)
+
+
+def graph_flops(concrete_function):
+    """Floating-point operations of one call, from TF's per-op statistics
+    (matmuls, convolutions and the elementwise ops TF counts)."""
+    from tensorflow.python.profiler import model_analyzer  # pylint: disable=g-import-not-at-top
+    from tensorflow.python.profiler import option_builder  # pylint: disable=g-import-not-at-top
+    options = option_builder.ProfileOptionBuilder.float_operation()
+    options['output'] = 'none'
+    return int(model_analyzer.profile(concrete_function.graph,
+                                      options=options).total_float_ops)
+
+
+def peak_matmul_flops(size=2048, repeats=5):
+    """float32 FLOP/s of a large matrix product on this machine."""
+    a = tf.random.normal([size, size])
+
+    @tf.function
+    def product(a):
+        return tf.reduce_sum(tf.matmul(a, a))
+    product(a).numpy()
+    return 2 * size**3 / min(_timed(lambda: product(a), repeats))
+
+
+def train_throughput(loss_fn, variables, batch, steps, jit_compile):
+    """Measures Adam steps of `loss_fn(batch, seed)`.
+
+    Returns a dict: median seconds per step, seconds of the first call
+    (tracing), the step's FLOPs, and the memory a step needs on top of what
+    is resident between steps (peak RSS during the timed steps minus the RSS
+    before them: activations and temporaries, not weights or Adam slots).
+    """
+    optimizer = tf_keras.optimizers.Adam(1e-4)
+    optimizer.build(variables)
+
+    @tf.function(jit_compile=jit_compile)
+    def step(x, seed):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(x, seed)
+        grads = tape.gradient(loss, variables)
+        optimizer.apply_gradients(zip(grads, variables))
+        return loss
+
+    seeds = iter(range(10**6))
+    flops = graph_flops(step.get_concrete_function(batch,
+                                                   tf.constant([0, 0])))
+    start = time.perf_counter()
+    step(batch, tf.constant([0, next(seeds)])).numpy()
+    trace_seconds = time.perf_counter() - start
+    step(batch, tf.constant([0, next(seeds)])).numpy()  # warm-up
+    resident = _current_rss_mb()
+    _reset_peak_rss()
+    times = _timed(lambda: step(batch, tf.constant([0, next(seeds)])), steps)
+    step_memory = _peak_rss_since_reset_mb() - resident
+    loss = float(step(batch, tf.constant([0, next(seeds)])).numpy())
+    if not math.isfinite(loss):
+        raise FloatingPointError(f'non-finite training loss {loss}')
+    return dict(step_seconds=statistics.median(times),
+                trace_seconds=trace_seconds, step_flops=flops,
+                step_memory_mb=step_memory)
+
+
+def _p_layers_forward_order(model):
+    """The layers of p from latent to data (the order `forward` runs)."""
+    layers = []
+
+    def flatten(bijector):
+        # tfb.Chain(...) builds a `_Chain`; both carry `.bijectors`.
+        if isinstance(bijector, tfb.Composition) and hasattr(bijector,
+                                                             'bijectors'):
+            for b in reversed(bijector.bijectors):
+                flatten(b)
+        else:
+            layers.append(bijector)
+    flatten(model.p_bijector)
+    return layers
+
+
+def sampling_stats(model, data, num=SAMPLES):
+    """Sampling wall time, inverse error and root-finder iterations.
+
+    The inverse is checked where it is defined: the latents of real data
+    (`h = p^-1([x~, z])`, then `p(h)` layer by layer, recording every
+    mixture coupling's root-finder iterations per element); the error is
+    `max |p(h) - [x~, z]|`. (A VFlow coupling's image is bounded, so a
+    Gaussian latent may have no preimage; `sample` clamps those.)
+    """
+    sample = tf.function(lambda seed: model.sample(num, seed=seed))
+    sample(tf.constant([1, 2])).numpy()
+    seconds = statistics.median(
+        _timed(lambda: sample(tf.constant([3, 4])), 3))
+
+    @tf.function
+    def round_trip(x):
+        xz, _ = model._joint(x, tf.constant([5, 6]), False)  # pylint: disable=protected-access
+        h = model.p_bijector.inverse(
+            xz, **vb.chain_kwargs(model.p_bijector, training=False))
+        # A new tensor, so TFP's bijector cache cannot answer the walk.
+        h = tf.identity(h)
+        iterations = [tf.zeros([0], tf.int32)]
+        for layer in _p_layers_forward_order(model):
+            kwargs = {}
+            if isinstance(layer, vb.Coupling):
+                kwargs = dict(training=False)
+            if isinstance(layer, vb.MixLogisticCoupling):
+                iterations.append(tf.reshape(layer.inverse_iterations(h),
+                                             [-1]))
+            h = layer.forward(h, **kwargs)
+        return tf.reduce_max(tf.abs(h - xz)), tf.concat(iterations, 0)
+
+    error, iterations = round_trip(data)
+    iterations = iterations.numpy()
+    return dict(
+        sample_seconds=seconds,
+        inverse_max_error=float(error),
+        inverse_mean_iterations=(float(iterations.mean())
+                                 if iterations.size else None),
+        inverse_max_iterations=(int(iterations.max())
+                                if iterations.size else None))
+
+
+def scoring_throughput(model, data, num_samples):
+    """Images per second of `log_prob(x, num_samples)` on `data`."""
+    score = tf.function(
+        lambda x, seed: model.log_prob(x, num_samples, seed=seed))
+    score(data, tf.constant([1, 2])).numpy()
+    seconds = statistics.median(
+        _timed(lambda: score(data, tf.constant([3, 4])), 3))
+    return len(data) / seconds
+
+
+def run(benchmark, steps=10, jit_compile=False, sampling=True, scoring=True):
+    """Measures `benchmark` (a `Benchmark`); returns a dict of figures."""
+    tf.random.set_seed(0)
+    result = dict(name=benchmark.name, description=benchmark.description,
+                  batch_size=benchmark.batch_size, jit_compile=jit_compile,
+                  steps=steps)
+    if benchmark.tfp_model is not None:
+        dist = benchmark.tfp_model()
+        shape = tuple(dist.event_shape.as_list())
+        batch = tf.random.uniform((benchmark.batch_size,) + shape,
+                                  seed=0) * 255.0
+
+        def loss_fn(x, seed):
+            noise = tf.random.stateless_uniform(tf.shape(x), seed)
+            return -tf.reduce_mean(dist.log_prob((x + noise) / 256.0))
+        loss_fn(batch, tf.constant([0, 0]))  # creates the Keras networks
+        variables = dist.trainable_variables
+        result['parameters'] = int(sum(np.prod(v.shape) for v in variables))
+        result['rss_before_mb'] = _current_rss_mb()
+        train = train_throughput(loss_fn, variables, batch, steps,
+                                 jit_compile)
+    else:
+        model = presets.build(benchmark.preset, seed=0, **benchmark.overrides)
+        batch = _data(model, benchmark.batch_size)
+        model.initialize(batch, seed=tf.constant([0, 1]))
+        variables = model.trainable_variables
+        result['parameters'] = model.count_params()
+        result['rss_before_mb'] = _current_rss_mb()
+
+        def loss_fn(x, seed):
+            return -tf.reduce_mean(model.elbo(x, training=True, seed=seed))
+        train = train_throughput(loss_fn, variables, batch, steps,
+                                 jit_compile)
+    seconds = train['step_seconds']
+    result.update(
+        step_seconds=seconds, trace_seconds=train['trace_seconds'],
+        train_per_second=benchmark.batch_size / seconds,
+        peak_rss_mb=_rss_mb(),
+        train_gflop_per_item=train['step_flops'] / benchmark.batch_size / 1e9,
+        achieved_gflops=train['step_flops'] / seconds / 1e9,
+        step_memory_mb=train['step_memory_mb'],
+        train_mb_per_image=train['step_memory_mb'] / benchmark.batch_size)
+    if benchmark.tfp_model is not None or benchmark.train_only:
+        return result
+    data = _data(model, benchmark.iw_images, seed=1)
+    if sampling:
+        result.update(sampling_stats(model, data[:SAMPLES]))
+    if scoring:
+        for s in IW_SAMPLES:
+            result[f'score_per_second_s{s}'] = scoring_throughput(model, data,
+                                                                  s)
+    return result

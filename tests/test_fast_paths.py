@@ -1,0 +1,264 @@
+"""The performance paths: hand-written attention gradients, memory-lean
+attention, the Glow preset, the sampler's iteration diagnostic, and the
+benchmark suite end to end."""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+import tf_keras
+
+from vflow_tfp import bijectors as vb
+from vflow_tfp import nets
+from vflow_tfp.models import presets
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+
+def _reference_attention(q, k, v):
+    return tf.matmul(tf.nn.softmax(tf.matmul(q, k, transpose_b=True)), v)
+
+
+def _value_and_grads(fn, q, k, v, upstream):
+    with tf.GradientTape() as tape:
+        tape.watch([q, k, v])
+        out = fn(q, k, v)
+        loss = tf.reduce_sum(out * upstream)
+    return out, tape.gradient(loss, [q, k, v])
+
+
+class AttentionTest(tf.test.TestCase):
+
+    def _inputs(self, dtype, tokens=12, queries=None):
+        rng = np.random.RandomState(0)
+        shape = lambda t: (2, 3, t, 4)
+        q = tf.constant(3 * rng.randn(*shape(queries or tokens)), dtype)
+        k = tf.constant(3 * rng.randn(*shape(tokens)), dtype)
+        v = tf.constant(rng.randn(*shape(tokens)), dtype)
+        upstream = tf.constant(rng.randn(*shape(queries or tokens)), dtype)
+        return q, k, v, upstream
+
+    def test_values_and_gradients_match_autodiff(self):
+        for dtype, tol in [(tf.float64, 1e-12), (tf.float32, 1e-4)]:
+            q, k, v, up = self._inputs(dtype)
+            want, want_grads = _value_and_grads(_reference_attention, q, k, v,
+                                                up)
+            # 5 does not divide 12: the last query block is short.
+            for block in (None, 5, 12, 64):
+                fn = lambda q, k, v, b=block: nets.dot_product_attention(
+                    q, k, v, query_block=b)
+                got, grads = _value_and_grads(fn, q, k, v, up)
+                self.assertAllClose(want, got, atol=tol, rtol=tol)
+                for w, g in zip(want_grads, grads):
+                    self.assertAllClose(w, g, atol=tol, rtol=tol)
+
+    def test_cross_attention_shapes_and_xla(self):
+        q, k, v, up = self._inputs(tf.float32, tokens=16, queries=8)
+        want, want_grads = _value_and_grads(_reference_attention, q, k, v, up)
+        for block in (None, 3):
+            fn = lambda q, k, v, b=block: nets.dot_product_attention(
+                q, k, v, query_block=b)
+            compiled = tf.function(
+                lambda q, k, v, up, fn=fn: _value_and_grads(fn, q, k, v, up),
+                jit_compile=True)
+            got, grads = compiled(q, k, v, up)
+            # float32 with logits of size ~30: XLA's op order moves the last
+            # bits.
+            self.assertAllClose(want, got, atol=1e-4, rtol=1e-4)
+            for w, g in zip(want_grads, grads):
+                self.assertAllClose(w, g, atol=1e-4, rtol=1e-4)
+
+    def test_rejects_bad_query_block(self):
+        q, k, v, _ = self._inputs(tf.float32)
+        with self.assertRaisesRegex(ValueError, 'query_block'):
+            nets.dot_product_attention(q, k, v, query_block=0)
+        with self.assertRaisesRegex(ValueError, 'query_block'):
+            nets.GatedAttention(8, query_block=-2)
+
+    def test_lean_network_equals_full_network(self):
+        """Same weights, same outputs and gradients, with or without the
+        memory-lean attention (switched after construction)."""
+        net = nets.ConvAttnNet((4, 6, 3), 5, filters=8, num_blocks=2,
+                               num_heads=2, dtype=tf.float64)
+        x = tf.constant(np.random.RandomState(1).randn(2, 4, 6, 3))
+
+        def run():
+            with tf.GradientTape() as tape:
+                y = net(x)
+                loss = tf.reduce_sum(tf.sin(y))
+            return y, tape.gradient(loss, net.trainable_variables)
+
+        full, full_grads = run()
+        self.assertEqual(nets.set_attention_query_block(net, 7), 2)
+        lean, lean_grads = run()
+        self.assertAllClose(full, lean, atol=1e-12)
+        for a, b in zip(full_grads, lean_grads):
+            self.assertAllClose(a, b, atol=1e-12)
+
+    def test_preset_option_reaches_every_attention_block(self):
+        model = presets.build('tiny_vflow', seed=0, attention_query_block=16)
+        blocks = [m for m in model.submodules
+                  if isinstance(m, nets.GatedAttention)]
+        self.assertNotEmpty(blocks)
+        self.assertEqual({b.query_block for b in blocks}, {16})
+        self.assertIn('attention_query_block',
+                      presets.overridable('flowpp_cifar10'))
+
+
+class MixedPrecisionTest(tf.test.TestCase):
+
+    def test_elbo_matches_float32_within_a_hundredth_of_a_bit(self):
+        from vflow_tfp.data import photos  # pylint: disable=g-import-not-at-top
+        tf.random.set_seed(1)
+        model = presets.build('tiny_vflow', seed=0)
+        x = tf.constant(photos.photo_patches(8, 'train', max_patches=64),
+                        tf.uint8)
+        model.initialize(x, seed=tf.constant([0, 1]))
+        variables = model.trainable_variables
+        optimizer = tf_keras.optimizers.Adam(3e-3)
+
+        @tf.function
+        def train_step(seed):
+            with tf.GradientTape() as tape:
+                loss = -tf.reduce_mean(model.elbo(x, training=True,
+                                                  seed=seed))
+            optimizer.apply_gradients(
+                zip(tape.gradient(loss, variables), variables))
+            return loss
+
+        # Trained a little, so that the networks' outputs matter.
+        for i in range(40):
+            train_step(tf.constant([i, 7]))
+        seed = tf.constant([3, 4])
+
+        def bpd():
+            return float(tf.reduce_mean(
+                model.bits_per_dim(model.elbo(x, seed=seed))))
+        reference = bpd()
+        for dtype in ('bfloat16', 'float16'):
+            self.assertGreater(nets.set_compute_dtype(model, dtype), 0)
+            self.assertAllClose(bpd(), reference, atol=0.01)
+            with tf.GradientTape() as tape:
+                loss = -tf.reduce_mean(model.elbo(x, training=True, seed=seed))
+            for grad in tape.gradient(loss, variables):
+                self.assertEqual(grad.dtype, tf.float32)
+                self.assertTrue(bool(tf.reduce_all(tf.math.is_finite(grad))))
+        nets.set_compute_dtype(model, None)
+        self.assertEqual(bpd(), reference)
+
+    def test_networks_compute_low_and_return_float32(self):
+        net = nets.ConvAttnNet((4, 4, 3), 6, filters=8, num_blocks=1,
+                               num_heads=2, context_channels=4,
+                               compute_dtype=tf.bfloat16)
+        out = net(tf.random.normal([2, 4, 4, 3]),
+                  context=tf.random.normal([2, 4, 4, 4]))
+        self.assertEqual(out.dtype, tf.float32)
+        for v in net.trainable_variables:
+            self.assertEqual(v.dtype, tf.float32)
+        with self.assertRaisesRegex(ValueError, 'bfloat16 or float16'):
+            net.compute_dtype = tf.float64
+        model = presets.build('tiny_flowpp', compute_dtype='float16')
+        self.assertEqual(
+            {m.compute_dtype for m in model.submodules
+             if isinstance(m, (nets.ConvAttnNet, nets.ContextNet))},
+            {tf.float16})
+
+
+class GlowTest(tf.test.TestCase):
+
+    def test_glow_net_starts_as_zero_and_counts_parameters(self):
+        net = nets.GlowNet((4, 4, 3), 6, filters=10)
+        x = tf.random.normal([2, 4, 4, 3])
+        self.assertAllEqual(net(x), tf.zeros([2, 4, 4, 6]))
+        count = sum(int(np.prod(v.shape)) for v in net.trainable_variables)
+        self.assertEqual(count, 9 * 3 * 10 + 10 + 10 * 10 + 10
+                         + 9 * 10 * 6 + 6)
+        with self.assertRaisesRegex(ValueError, 'takes no context'):
+            net(x, context=x)
+
+    def test_glow_preset_is_a_flow_that_learns(self):
+        model = presets.build('glow_cifar10', levels=2, steps=2, filters=16,
+                              image_shape=(8, 8, 3), seed=0)
+        self.assertEqual(tuple(model.latent_shape), (2, 2, 48))
+        x = tf.constant(np.random.RandomState(0).randint(
+            0, 256, (8, 8, 8, 3)).astype(np.uint8))
+        model.initialize(x, seed=tf.constant([0, 1]))
+        # The flow is exactly invertible: latent -> data -> latent.
+        eps = tf.random.stateless_normal([3, 2, 2, 48], seed=[1, 2])
+        data = model.p_bijector.forward(eps)
+        back = model.p_bijector.inverse(tf.identity(data))
+        self.assertAllClose(eps, back, atol=1e-4)
+        # Its likelihood improves with a few Adam steps.
+        variables = model.trainable_variables
+        optimizer = tf_keras.optimizers.Adam(1e-3)
+        seed = tf.constant([3, 4])
+        before = float(tf.reduce_mean(model.elbo(x, seed=seed)))
+        for _ in range(20):
+            with tf.GradientTape() as tape:
+                loss = -tf.reduce_mean(model.elbo(x, seed=seed))
+            optimizer.apply_gradients(
+                zip(tape.gradient(loss, variables), variables))
+        after = float(tf.reduce_mean(model.elbo(x, seed=seed)))
+        self.assertGreater(after, before)
+
+
+class InverseIterationsTest(tf.test.TestCase):
+
+    def test_counts_match_the_forward_pass(self):
+        model = presets.build('tiny_flowpp', seed=0)
+        x = tf.constant(np.random.RandomState(0).randint(
+            0, 256, (4, 8, 8, 3)).astype(np.uint8))
+        model.initialize(x, seed=tf.constant([0, 1]))
+        coupling = next(b for b in model.p_bijector.bijectors
+                        if isinstance(b, vb.MixLogisticCoupling))
+        y = tf.random.stateless_normal([4, 8, 4, 3], seed=[1, 1])
+        y = tf.concat([y, y], axis=2)
+        iterations = coupling.inverse_iterations(y)
+        _, trans = coupling.partition.split(y)
+        self.assertEqual(iterations.shape, trans.shape)
+        self.assertGreaterEqual(int(tf.reduce_min(iterations)), 1)
+        # The numerical inverse converged: it round-trips.
+        x_back = coupling.forward(y, training=False)
+        again = coupling.inverse(tf.identity(x_back), training=False)
+        self.assertAllClose(y, again, atol=1e-4)
+
+
+class BenchSuiteTest(tf.test.TestCase):
+
+    def test_runs_and_reports_consistent_figures(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            out = os.path.join(tmp, 'bench.json')
+            env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
+            done = subprocess.run(
+                [sys.executable, os.path.join(ROOT, 'bench', 'run.py'),
+                 '--only=toy_vflow', '--steps=3', f'--json={out}'],
+                env=env, capture_output=True, text=True, timeout=600)
+            self.assertEqual(done.returncode, 0, done.stderr[-2000:])
+            with open(out) as f:
+                result = json.load(f)['results'][0]
+        self.assertIn('toy_vflow', done.stdout)
+        self.assertEqual(result['name'], 'toy_vflow')
+        self.assertAlmostEqual(result['train_per_second'],
+                               64 / result['step_seconds'], places=3)
+        self.assertGreater(result['peak_rss_mb'], result['rss_before_mb'] / 2)
+        self.assertLess(result['inverse_max_error'], 1e-4)
+        self.assertGreater(result['score_per_second_s16'],
+                           result['score_per_second_s128'])
+
+    def test_unknown_benchmark_is_one_line_error(self):
+        done = subprocess.run(
+            [sys.executable, os.path.join(ROOT, 'bench', 'run.py'),
+             '--only=nope'], capture_output=True, text=True, timeout=300,
+            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'))
+        self.assertEqual(done.returncode, 2)
+        self.assertIn("unknown benchmark(s) ['nope']", done.stderr)
+        self.assertNotIn('Traceback', done.stderr)
+
+
+if __name__ == '__main__':
+    tf.test.main()
