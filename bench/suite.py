@@ -118,19 +118,15 @@ def _rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _reset_peak_rss():
-    """Restarts the kernel's high-water mark of this process's RSS (Linux:
-    writing 5 to clear_refs), so the next peak is that of what follows."""
-    with open('/proc/self/clear_refs', 'w') as f:
-        f.write('5')
-
-
-def _peak_rss_since_reset_mb():
-    with open('/proc/self/status') as f:
-        for line in f:
-            if line.startswith('VmHWM:'):
-                return int(line.split()[1]) / 1024.0
-    raise RuntimeError('no VmHWM in /proc/self/status')
+def _tensor_memory():
+    """TensorFlow's own count of live tensor bytes on the CPU, `(current,
+    peak)`, or `None` unless the BFC allocator is on (`bench/run.py` sets
+    `TF_CPU_ALLOCATOR_USE_BFC=true`, the allocator GPUs use)."""
+    try:
+        info = tf.config.experimental.get_memory_info('CPU:0')
+    except ValueError:
+        return None
+    return info['current'], info['peak']
 
 
 def _current_rss_mb():
@@ -189,9 +185,9 @@ def train_throughput(loss_fn, variables, batch, steps, jit_compile):
     """Measures Adam steps of `loss_fn(batch, seed)`.
 
     Returns a dict: median seconds per step, seconds of the first call
-    (tracing), the step's FLOPs, and the memory a step needs on top of what
-    is resident between steps (peak RSS during the timed steps minus the RSS
-    before them: activations and temporaries, not weights or Adam slots).
+    (tracing), the step's FLOPs, and (with the BFC allocator) the peak of
+    live tensor memory during a step and how much of it the step itself
+    allocates (activations and temporaries, beyond weights and Adam slots).
     """
     optimizer = tf_keras.optimizers.Adam(1e-4)
     optimizer.build(variables)
@@ -211,16 +207,20 @@ def train_throughput(loss_fn, variables, batch, steps, jit_compile):
     step(batch, tf.constant([0, next(seeds)])).numpy()
     trace_seconds = time.perf_counter() - start
     step(batch, tf.constant([0, next(seeds)])).numpy()  # warm-up
-    resident = _current_rss_mb()
-    _reset_peak_rss()
+    memory = _tensor_memory()
+    if memory is not None:
+        tf.config.experimental.reset_memory_stats('CPU:0')
     times = _timed(lambda: step(batch, tf.constant([0, next(seeds)])), steps)
-    step_memory = _peak_rss_since_reset_mb() - resident
+    peak_memory = step_memory = None
+    if memory is not None:
+        peak_memory = _tensor_memory()[1] / 2**20
+        step_memory = peak_memory - memory[0] / 2**20
     loss = float(step(batch, tf.constant([0, next(seeds)])).numpy())
     if not math.isfinite(loss):
         raise FloatingPointError(f'non-finite training loss {loss}')
     return dict(step_seconds=statistics.median(times),
                 trace_seconds=trace_seconds, step_flops=flops,
-                step_memory_mb=step_memory)
+                tensor_peak_mb=peak_memory, step_memory_mb=step_memory)
 
 
 def _p_layers_forward_order(model):
@@ -332,8 +332,10 @@ def run(benchmark, steps=10, jit_compile=False, sampling=True, scoring=True):
         peak_rss_mb=_rss_mb(),
         train_gflop_per_item=train['step_flops'] / benchmark.batch_size / 1e9,
         achieved_gflops=train['step_flops'] / seconds / 1e9,
+        tensor_peak_mb=train['tensor_peak_mb'],
         step_memory_mb=train['step_memory_mb'],
-        train_mb_per_image=train['step_memory_mb'] / benchmark.batch_size)
+        train_mb_per_image=(None if train['step_memory_mb'] is None else
+                            train['step_memory_mb'] / benchmark.batch_size))
     if benchmark.tfp_model is not None or benchmark.train_only:
         return result
     data = _data(model, benchmark.iw_images, seed=1)

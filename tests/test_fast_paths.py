@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import textwrap
 
 import numpy as np
 import tensorflow as tf
@@ -99,6 +100,45 @@ class AttentionTest(tf.test.TestCase):
         self.assertAllClose(full, lean, atol=1e-12)
         for a, b in zip(full_grads, lean_grads):
             self.assertAllClose(a, b, atol=1e-12)
+
+    def test_lean_attention_needs_far_less_memory(self):
+        """TensorFlow's own tensor-memory peak of a training step (the BFC
+        allocator, as on GPUs, in a fresh process): recomputing the weights
+        in blocks must save most of the T x T memory."""
+        script = textwrap.dedent("""
+            import tensorflow as tf
+            from vflow_tfp import nets
+            net = nets.ConvAttnNet((32, 32, 3), 6, filters=32, num_blocks=3,
+                                   num_heads=4)
+            x = tf.random.normal([2, 32, 32, 3])
+
+            def step_memory():
+                @tf.function
+                def step(x):
+                    with tf.GradientTape() as tape:
+                        y = tf.reduce_sum(net(x) ** 2)
+                    return tape.gradient(y, net.trainable_variables)
+                step(x)
+                now = tf.config.experimental.get_memory_info('CPU:0')
+                tf.config.experimental.reset_memory_stats('CPU:0')
+                step(x)
+                peak = tf.config.experimental.get_memory_info('CPU:0')
+                return peak['peak'] - now['current']
+
+            full = step_memory()
+            nets.set_attention_query_block(net, 128)
+            print(full, step_memory())
+            """)
+        env = dict(os.environ, TF_CPU_ALLOCATOR_USE_BFC='true',
+                   TF_CPP_MIN_LOG_LEVEL='2')
+        done = subprocess.run([sys.executable, '-c', script], env=env,
+                              capture_output=True, text=True, timeout=300)
+        self.assertEqual(done.returncode, 0, done.stderr[-2000:])
+        full, lean = map(int, done.stdout.split())
+        # 3 blocks x [2, 4, 1024, 1024] float32 weights = 96 MiB kept by the
+        # full attention.
+        self.assertGreater(full - lean, 64 * 2**20)
+        self.assertLess(lean, full / 2)
 
     def test_preset_option_reaches_every_attention_block(self):
         model = presets.build('tiny_vflow', seed=0, attention_query_block=16)

@@ -54,16 +54,26 @@ def _full_attention(q, k, v):
     return attend(q, k, v)
 
 
+def _after(previous):
+    """Orders the next block after `previous`: a graph executor would
+    otherwise run the independent blocks at once, and hold all of their
+    `T x T` pieces together."""
+    return tf.control_dependencies([] if previous is None else [previous])
+
+
 def _lean_attention(q, k, v, block):
     length = int(q.shape[-2])
 
     @tf.custom_gradient
     def attend(q, k, v):
         outs, lses = [], []
+        previous = None
         for q_block in _blocks(q, block, length):
-            logits = tf.linalg.matmul(q_block, k, transpose_b=True)
+            with _after(previous):
+                logits = tf.linalg.matmul(q_block, k, transpose_b=True)
             lse = tf.reduce_logsumexp(logits, axis=-1, keepdims=True)
-            outs.append(tf.linalg.matmul(tf.exp(logits - lse), v))
+            previous = tf.linalg.matmul(tf.exp(logits - lse), v)
+            outs.append(previous)
             lses.append(lse)
         out = tf.concat(outs, axis=-2) if len(outs) > 1 else outs[0]
         lse = tf.concat(lses, axis=-2) if len(lses) > 1 else lses[0]
@@ -71,16 +81,19 @@ def _lean_attention(q, k, v, block):
         def grad(d_out):
             row = tf.reduce_sum(d_out * out, axis=-1, keepdims=True)
             d_q, d_k, d_v = [], 0.0, 0.0
+            previous = None
             for q_b, d_b, row_b, lse_b in zip(
                     _blocks(q, block, length), _blocks(d_out, block, length),
                     _blocks(row, block, length), _blocks(lse, block, length)):
-                weights = tf.exp(
-                    tf.linalg.matmul(q_b, k, transpose_b=True) - lse_b)
-                d_logits = weights * (
-                    tf.linalg.matmul(d_b, v, transpose_b=True) - row_b)
+                with _after(previous):
+                    weights = tf.exp(
+                        tf.linalg.matmul(q_b, k, transpose_b=True) - lse_b)
+                    d_weights = tf.linalg.matmul(d_b, v, transpose_b=True)
+                d_logits = weights * (d_weights - row_b)
                 d_q.append(tf.linalg.matmul(d_logits, k))
                 d_k += tf.linalg.matmul(d_logits, q_b, transpose_a=True)
                 d_v += tf.linalg.matmul(weights, d_b, transpose_a=True)
+                previous = d_v
             d_q = tf.concat(d_q, axis=-2) if len(d_q) > 1 else d_q[0]
             return d_q, d_k, d_v
         return out, grad
