@@ -4,7 +4,9 @@ Rerunning the same command with the same `--output_dir` resumes from the
 latest checkpoint (also after SIGTERM/SIGINT or a hard kill). Progress lines
 go to stderr; `OUTPUT_DIR/results.json` holds step, train/test bits/dim,
 wall time, images/s and the latest checkpoint; TensorBoard summaries are in
-`OUTPUT_DIR/summaries`, the latest sample grid in `OUTPUT_DIR/samples.png`.
+`OUTPUT_DIR/summaries`, the latest sample grid in `OUTPUT_DIR/samples.png`,
+and at the end the EMA model as a SavedModel in `OUTPUT_DIR/saved_model`
+(`--noexport` skips it; `bin/score.py` scores images with it).
 
 Strategies: `--strategy=mirrored` (all local GPUs, else the CPU),
 `multi_worker` (MultiWorkerMirroredStrategy configured by TF_CONFIG),
@@ -71,6 +73,9 @@ flags.DEFINE_integer('iw_samples', 0,
 flags.DEFINE_integer('iw_images', 256,
                      'Test images for the importance-weighted bound.')
 flags.DEFINE_integer('seed', 0, 'Random seed.')
+flags.DEFINE_bool('export', True,
+                  'At the end, export the EMA model as a SavedModel to '
+                  'OUTPUT_DIR/saved_model (see bin/export.py).')
 flags.DEFINE_enum('strategy', 'mirrored',
                   ['mirrored', 'multi_worker', 'one_device'],
                   'tf.distribute strategy.')
@@ -169,7 +174,7 @@ def main(argv):
         eval_batches=eval_batches, log_every=FLAGS.log_every,
         num_samples=FLAGS.num_samples, iw_samples=FLAGS.iw_samples,
         iw_images=FLAGS.iw_images, seed=FLAGS.seed,
-        jit_compile=FLAGS.jit_compile)
+        jit_compile=FLAGS.jit_compile, export=FLAGS.export)
     try:
         config.validate()
         trainer = training.Trainer(config, strategy, inputs.train_input_fn,

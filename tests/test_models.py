@@ -25,6 +25,7 @@ from vflow_tfp.models import ConditionalFlow
 from vflow_tfp.models import VFlow
 from vflow_tfp.models import builders
 from vflow_tfp.models import presets
+import model_helpers
 
 tfb = tfp.bijectors
 tfd = tfp.distributions
@@ -311,37 +312,6 @@ class PresetTest(tf.test.TestCase):
                             for v in double.trainable_variables))
 
 
-def _adam_step(model, learning_rate=1e-3, clip_norm=None):
-    """A compiled Adam step on the negative mean ELBO.
-
-    `step(x, seed)` returns the loss and the gradient norm before clipping.
-    """
-    optimizer = tf_keras.optimizers.Adam(learning_rate)
-
-    @tf.function
-    def step(x, seed):
-        with tf.GradientTape() as tape:
-            loss = -tf.reduce_mean(model.elbo(x, training=True, seed=seed))
-        grads = tape.gradient(loss, model.trainable_variables)
-        norm = tf.linalg.global_norm(grads)
-        if clip_norm is not None:
-            grads, _ = tf.clip_by_global_norm(grads, clip_norm,
-                                              use_norm=norm)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        return loss, norm
-
-    return step
-
-
-def _initialized_tiny_vflow(global_seed, init_seed):
-    """`tiny_vflow` with seeded weights, initialised on 64 photo patches."""
-    tf.random.set_seed(global_seed)
-    model = presets.build('tiny_vflow', seed=0)
-    model.initialize(data.photo_patches(8, 'train', max_patches=64),
-                     seed=init_seed)
-    return model
-
-
 # ----------------------------------------------------------------------------
 # The importance-weighted bound of a tiny image VFlow.
 # ----------------------------------------------------------------------------
@@ -351,7 +321,7 @@ class ImportanceWeightingTest(tf.test.TestCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.model = _initialized_tiny_vflow(11, [1, 2])
+        cls.model = model_helpers.initialized_tiny_vflow(11, [1, 2])
         cls.x = data.photo_patches(8, 'test', max_patches=16, seed=5)
 
     def test_single_sample_iw_is_the_elbo_in_distribution(self):
@@ -616,7 +586,7 @@ class SamplingTest(tf.test.TestCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.model = _initialized_tiny_vflow(13, [3, 3])
+        cls.model = model_helpers.initialized_tiny_vflow(13, [3, 3])
 
     def test_image_samples(self):
         model = self.model
@@ -795,7 +765,7 @@ class GenericFlowsTest(tf.test.TestCase, parameterized.TestCase):
             self.assertGreater(float(tf.reduce_max(tf.abs(g))), 0.0,
                                msg=v.name)
 
-        step = _adam_step(model)
+        step = model_helpers.adam_step(model)
 
         rng = np.random.default_rng(0)
         for i in range(400):
@@ -831,7 +801,7 @@ class TrainingTest(tf.test.TestCase):
             return float(model.bits_per_dim(tf.reduce_mean(elbo)))
 
         before = test_bpd()
-        step = _adam_step(model, clip_norm=1.0)
+        step = model_helpers.adam_step(model, clip_norm=1.0)
 
         rng = np.random.default_rng(0)
         losses = []

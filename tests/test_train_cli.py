@@ -67,7 +67,7 @@ class TrainCliTest(tf.test.TestCase):
                 '--checkpoint_every=2', '--eval_every=1000', '--log_every=1',
                 '--eval_batches=2', '--iw_samples=0', '--num_samples=4',
                 '--dropout=0.0', '--warmup_steps=4', f'--output_dir={out}',
-                '--alsologtostderr']
+                '--noexport', '--alsologtostderr']
 
     def test_hard_kill_then_resume_exactly(self):
         out = os.path.join(self.tmp, 'run')
@@ -117,6 +117,7 @@ class TrainCliTest(tf.test.TestCase):
         self.assertEqual(results['step'], final)
         self.assertTrue(results['latest_checkpoint'].endswith(f'-{final}'))
         self.assertTrue(os.path.exists(os.path.join(out, 'samples.png')))
+        self.assertFalse(os.path.exists(os.path.join(out, 'saved_model')))
         for key in ('train_bpd', 'test_bpd', 'wall_time',
                     'images_per_second'):
             self.assertTrue(np.isfinite(results[key]), key)

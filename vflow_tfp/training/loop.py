@@ -13,7 +13,9 @@ across machines, `OneDeviceStrategy`):
   their global norm, applied, then the EMA updated;
 * evaluation, sampling and the final importance-weighted bound use the EMA
   weights; every checkpoint holds model, optimiser (with its step counter),
-  EMA and RNG state, so a rerun resumes exactly where the last one stopped.
+  EMA and RNG state, so a rerun resumes exactly where the last one stopped;
+* once training is complete, the chief exports the EMA model as a scoring
+  SavedModel to `output_dir/saved_model` (`vflow_tfp.export`).
 
 Library code: it takes a `TrainConfig` and input functions, never flags.
 """
@@ -33,6 +35,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
+from vflow_tfp import export as export_lib
 from vflow_tfp.models import presets
 from vflow_tfp.training import ema as ema_lib
 from vflow_tfp.training import schedules
@@ -74,6 +77,7 @@ class TrainConfig:
     iw_chunk_size: int = 16
     seed: int = 0
     jit_compile: bool = False
+    export: bool = True
 
     def validate(self):
         """Raises `ValueError` with one clear line for a bad setting."""
@@ -434,6 +438,12 @@ class Trainer:
                 signal.signal(sig, handler)
             if not self.is_chief:
                 shutil.rmtree(self._checkpoint_dir, ignore_errors=True)
+        if config.export and self.is_chief and self.step >= config.train_steps:
+            # From the final checkpoint into a model built outside the
+            # strategy: plain variables, whatever the training strategy.
+            path = export_lib.export_run(config.output_dir)
+            logging.info('Exported the EMA model to %s.', path)
+            self._write_results(saved_model=path)
         return self.results
 
     def _install_signal_handlers(self):

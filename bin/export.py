@@ -1,0 +1,58 @@
+"""Exports a trained run as a SavedModel: `python bin/export.py --run_dir=runs/quickstart`.
+
+Restores the EMA weights of the run's latest checkpoint (or `--checkpoint`)
+into the run's preset and writes a SavedModel (default
+`RUN_DIR/saved_model`) with the signatures `serving_default`, `log_prob`,
+`elbo`, `sample` and `metadata` (see `vflow_tfp.export`). It loads with plain
+`tf.saved_model.load`, without vflow_tfp; score images with `bin/score.py`.
+"""
+
+import sys
+
+from absl import app
+from absl import flags
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string('run_dir', None,
+                    'Training run directory (bin/train.py --output_dir).')
+flags.DEFINE_string('export_dir', None,
+                    'SavedModel directory; default RUN_DIR/saved_model.')
+flags.DEFINE_string('checkpoint', None,
+                    'Checkpoint prefix (e.g. RUN_DIR/checkpoints/ckpt-800); '
+                    'default: the latest.')
+flags.DEFINE_integer('serving_num_samples', None,
+                     'Importance samples of the serving_default signature; '
+                     'default: the run\'s --iw_samples, else 16.',
+                     lower_bound=1)
+
+
+def _fail(message):
+    print(f'export.py: error: {message}', file=sys.stderr)
+    sys.exit(2)
+
+
+def main(argv):
+    if len(argv) > 1:
+        _fail(f'unexpected arguments {argv[1:]}')
+    if not FLAGS.run_dir:
+        _fail('--run_dir is required (a bin/train.py --output_dir).')
+    # Imported here so that --help and flag errors answer without TF start-up.
+    from vflow_tfp import export  # pylint: disable=g-import-not-at-top
+
+    try:
+        path = export.export_run(
+            FLAGS.run_dir, FLAGS.export_dir, checkpoint=FLAGS.checkpoint,
+            default_num_samples=FLAGS.serving_num_samples)
+    except ValueError as e:
+        _fail(str(e))
+    info = export.load_metadata(path)
+    test_bpd = info.get('test_bpd')
+    print(f'exported {info["preset"]} (step {info["step"]}, EMA weights, '
+          f'data {"x".join(map(str, info["data_shape"]))}, test bpd '
+          f'{"unknown" if test_bpd is None else f"{test_bpd:.4f}"}) to '
+          f'{path}')
+
+
+if __name__ == '__main__':
+    app.run(main)

@@ -1,0 +1,44 @@
+"""Runs a `bin/*.py` absl script's `main` inside the test process.
+
+Flags are parsed by absl exactly as on the command line and `SystemExit` is
+caught, so a test sees the exit code and the output without paying for a new
+interpreter and TensorFlow start-up. Each script is imported once (its flags
+are global), so scripts run this way must not define the same flag names.
+"""
+
+import contextlib
+import importlib.util
+import io
+import os
+import sys
+
+from absl.testing import flagsaver
+
+BIN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__))), 'bin')
+
+
+def _script(name):
+    module_name = f'vflow_tfp_bin_{name}'
+    if module_name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            module_name, os.path.join(BIN, f'{name}.py'))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules[module_name] = module
+    return sys.modules[module_name]
+
+
+def run_script(name, *args):
+    """Runs `bin/NAME.py ARGS` in this process: (exit code, stdout, stderr)."""
+    script = _script(name)
+    out, err = io.StringIO(), io.StringIO()
+    with flagsaver.flagsaver(), contextlib.redirect_stdout(out), \
+            contextlib.redirect_stderr(err):
+        script.FLAGS.unparse_flags()
+        try:
+            script.main(script.FLAGS([f'{name}.py', *args]))
+            code = 0
+        except SystemExit as e:
+            code = e.code
+    return code, out.getvalue(), err.getvalue()

@@ -1,0 +1,39 @@
+"""Model helpers shared by the test modules: a seeded, initialised
+`tiny_vflow` and a compiled Adam step on the negative ELBO."""
+
+import tensorflow as tf
+import tf_keras
+
+from vflow_tfp import data
+from vflow_tfp.models import presets
+
+
+def adam_step(model, learning_rate=1e-3, clip_norm=None):
+    """A compiled Adam step on the negative mean ELBO.
+
+    `step(x, seed)` returns the loss and the gradient norm before clipping.
+    """
+    optimizer = tf_keras.optimizers.Adam(learning_rate)
+
+    @tf.function
+    def step(x, seed):
+        with tf.GradientTape() as tape:
+            loss = -tf.reduce_mean(model.elbo(x, training=True, seed=seed))
+        grads = tape.gradient(loss, model.trainable_variables)
+        norm = tf.linalg.global_norm(grads)
+        if clip_norm is not None:
+            grads, _ = tf.clip_by_global_norm(grads, clip_norm,
+                                              use_norm=norm)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return loss, norm
+
+    return step
+
+
+def initialized_tiny_vflow(global_seed, init_seed):
+    """`tiny_vflow` with seeded weights, initialised on 64 photo patches."""
+    tf.random.set_seed(global_seed)
+    model = presets.build('tiny_vflow', seed=0)
+    model.initialize(data.photo_patches(8, 'train', max_patches=64),
+                     seed=init_seed)
+    return model

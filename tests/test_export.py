@@ -1,0 +1,399 @@
+"""SavedModel export: signatures with a `None` batch, the in-memory model's
+numbers when loaded in a process without vflow_tfp or TFP, `saved_model_cli`,
+input checks inside the signatures, the metadata, and export from training
+runs (the trainer's own export at the end under two replicas, `export_run`,
+`bin/export.py`)."""
+
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+
+from vflow_tfp import data
+from vflow_tfp import export
+from vflow_tfp import training
+import cli_helpers
+import export_fixtures
+import mirrored_export_worker
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+MIRRORED_WORKER = os.path.join(HERE, 'mirrored_export_worker.py')
+SAVED_MODEL_CLI = os.path.join(os.path.dirname(sys.executable),
+                               'saved_model_cli')
+
+# Runs in a fresh interpreter that cannot import vflow_tfp (nor TFP): loads
+# both exports with plain TF and evaluates every signature on fixed seeds.
+_RELOAD_SCRIPT = r'''
+import sys
+sys.modules['vflow_tfp'] = None
+sys.modules['tensorflow_probability'] = None
+import numpy as np
+import tensorflow as tf
+
+image_dir, vector_dir, inputs_path, outputs_path = sys.argv[1:]
+try:
+    import vflow_tfp
+    raise SystemExit('vflow_tfp is importable')
+except ImportError:
+    pass
+inputs = np.load(inputs_path)
+image = tf.saved_model.load(image_dir).signatures
+vector = tf.saved_model.load(vector_dir).signatures
+c = tf.constant
+out = {}
+for prefix, sig, x in (('image', image, inputs['images']),
+                       ('vector', vector, inputs['vectors'])):
+    lp = sig['log_prob'](x=c(x), num_samples=c(5), seed=c([1, 2]))
+    out[prefix + '_log_prob'] = lp['log_likelihood'].numpy()
+    out[prefix + '_log_prob_bpd'] = lp['bits_per_dim'].numpy()
+    out[prefix + '_serving'] = sig['serving_default'](
+        x=c(x))['log_likelihood'].numpy()
+    out[prefix + '_elbo'] = sig['elbo'](x=c(x), seed=c([3, 4]))[
+        'elbo'].numpy()
+    samples = sig['sample'](num=c(3), temperature=c(0.8), seed=c([5, 6]))
+    out[prefix + '_sample'] = samples['images' if prefix == 'image'
+                                      else 'samples'].numpy()
+out['metadata_json'] = np.array(image['metadata']()['json'].numpy())
+np.savez(outputs_path, **out)
+'''
+
+
+def _env():
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', PYTHONUNBUFFERED='1')
+    env.pop('TF_CONFIG', None)
+    env['PYTHONPATH'] = os.pathsep.join(
+        [ROOT] + [p for p in env.get('PYTHONPATH', '').split(os.pathsep) if p])
+    return env
+
+
+def _in_memory(model, x):
+    """The numbers `_RELOAD_SCRIPT` computes, from the model in memory."""
+    ll = model.log_prob(x, 5, chunk_size=export_fixtures.CHUNK_SIZE,
+                        seed=[1, 2])
+    return {
+        'log_prob': ll.numpy(),
+        'log_prob_bpd': model.bits_per_dim(ll).numpy(),
+        'serving': model.log_prob(
+            x, export_fixtures.DEFAULT_NUM_SAMPLES,
+            chunk_size=export_fixtures.CHUNK_SIZE,
+            seed=export.SERVING_SEED).numpy(),
+        'elbo': model.elbo(x, seed=[3, 4]).numpy(),
+        'sample': model.sample(3, 0.8, seed=[5, 6]).numpy(),
+        'num_dims': model.num_data_dims,
+    }
+
+
+class ExportTest(tf.test.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.image = export_fixtures.image_export()
+        cls.vector = export_fixtures.vector_export()
+        cls.images = data.photo_patches(8, 'test', max_patches=6, seed=2)
+        cls.vectors = data.sample_checkerboard(6, seed=4)
+        cls.loaded = {'image': tf.saved_model.load(cls.image.path),
+                      'vector': tf.saved_model.load(cls.vector.path)}
+        cls.expected = {'image': _in_memory(cls.image.model, cls.images),
+                        'vector': _in_memory(cls.vector.model, cls.vectors)}
+
+    def setUp(self):
+        super().setUp()
+        self.tmp = tempfile.mkdtemp(prefix='vflow_tfp_export_')
+        self.addCleanup(shutil.rmtree, self.tmp, ignore_errors=True)
+
+    def _assert_matches(self, got, expected, image):
+        # Same seeds, same computation; only the float32 rounding of eager
+        # ops and the graph's fused kernels differ (~1e-7 relative): equal
+        # to 1e-5 bits/dim.
+        nats_per_bit = expected['num_dims'] * math.log(2.0)
+        for key in ('log_prob', 'serving', 'elbo'):
+            self.assertAllClose(got[key] / nats_per_bit,
+                                expected[key] / nats_per_bit, atol=1e-5,
+                                rtol=0, msg=key)
+        self.assertAllClose(got['log_prob_bpd'], expected['log_prob_bpd'],
+                            atol=1e-5, rtol=0)
+        if image:
+            # A rounding difference may move a pixel across a level.
+            diff = np.abs(got['sample'].astype(int) - expected['sample'])
+            self.assertLessEqual(diff.max(), 1)
+            self.assertLess(np.mean(diff > 0), 0.01)
+        else:
+            self.assertAllClose(got['sample'], expected['sample'], atol=1e-5,
+                                rtol=0)
+
+    def test_signatures_have_a_none_batch_and_documented_outputs(self):
+        loaded = self.loaded['image']
+        self.assertCountEqual(
+            loaded.signatures.keys(),
+            ['serving_default', 'log_prob', 'elbo', 'sample', 'metadata'])
+        log_prob = loaded.signatures['log_prob']
+        x_spec = log_prob.structured_input_signature[1]['x']
+        self.assertEqual(x_spec.shape.as_list(), [None, 8, 8, 3])
+        self.assertEqual(x_spec.dtype, tf.uint8)
+        self.assertCountEqual(log_prob.structured_outputs,
+                              ['log_likelihood', 'bits_per_dim'])
+        for batch in (1, 4):
+            out = log_prob(x=tf.constant(self.images[:batch]),
+                           num_samples=tf.constant(2),
+                           seed=tf.constant([1, 1]))
+            self.assertEqual(out['log_likelihood'].shape, [batch])
+            self.assertEqual(out['bits_per_dim'].dtype, tf.float64)
+        # (The subprocess test runs it; calling it here would only repeat
+        # its costly first run.)
+        images = loaded.signatures['sample'].structured_outputs['images']
+        self.assertEqual(images.shape.as_list(), [None, 8, 8, 3])
+        self.assertEqual(images.dtype, tf.uint8)
+        vector = self.loaded['vector'].signatures
+        self.assertEqual(vector['elbo'].structured_input_signature[1][
+            'x'].shape.as_list(), [None, 2])
+        self.assertEqual(vector['sample'](
+            num=tf.constant(4), temperature=tf.constant(1.0),
+            seed=tf.constant([0, 1]))['samples'].shape, [4, 2])
+
+    def test_metadata_as_asset_and_signature(self):
+        info = export.load_metadata(self.image.path)
+        self.assertEqual(info['preset'], 'tiny_vflow')
+        self.assertEqual(info['dataset'], 'photo_patches/8x8')
+        self.assertEqual(info['data_shape'], [8, 8, 3])
+        self.assertEqual(info['kind'], 'image')
+        self.assertEqual(info['default_num_samples'],
+                         export_fixtures.DEFAULT_NUM_SAMPLES)
+        self.assertAllClose(info['test_bpd'], self.image.test_bpd)
+        self.assertTrue(os.path.isfile(os.path.join(
+            self.image.path, 'assets', export.METADATA_FILE)))
+        loaded = self.loaded['image']
+        tensors = loaded.metadata()
+        self.assertEqual(json.loads(tensors['json'].numpy()), info)
+        self.assertEqual(tensors['preset'].numpy(), b'tiny_vflow')
+        self.assertAllEqual(tensors['data_shape'], [8, 8, 3])
+        self.assertAllClose(tensors['test_bpd'], self.image.test_bpd)
+        self.assertTrue(np.isnan(tensors['test_bpd_iw'].numpy()))
+        # The Asset survives loading too.
+        with open(loaded.metadata_file.asset_path.numpy()) as f:
+            self.assertEqual(json.load(f), info)
+
+    def test_reload_in_a_process_without_vflow_tfp(self):
+        inputs = os.path.join(self.tmp, 'inputs.npz')
+        outputs = os.path.join(self.tmp, 'outputs.npz')
+        np.savez(inputs, images=self.images, vectors=self.vectors)
+        env = _env()
+        env['PYTHONPATH'] = ''
+        run = subprocess.run(
+            [sys.executable, '-c', _RELOAD_SCRIPT, self.image.path,
+             self.vector.path, inputs, outputs],
+            cwd=self.tmp, env=env, capture_output=True, text=True,
+            timeout=600)
+        self.assertEqual(run.returncode, 0, run.stderr[-3000:])
+        got = np.load(outputs)
+        for prefix in ('image', 'vector'):
+            image = prefix == 'image'
+            values = {key[len(prefix) + 1:]: got[key] for key in got.files
+                      if key.startswith(prefix + '_')}
+            expected = self.expected[prefix]
+            self._assert_matches(values, expected, image)
+            diffs = {key: np.max(np.abs(values[key] - expected[key]))
+                     for key in ('log_prob', 'log_prob_bpd', 'elbo')}
+            print(f'{prefix}: max |loaded - in memory|: log-likelihood '
+                  f'{diffs["log_prob"]:.3g} nats ({diffs["log_prob_bpd"]:.3g} '
+                  f'bits/dim), ELBO {diffs["elbo"]:.3g} nats')
+        self.assertEqual(json.loads(got['metadata_json'].item()),
+                         export.load_metadata(self.image.path))
+
+    def test_signatures_refuse_bad_inputs(self):
+        # Image and vector signatures share these checks (FlowScorer); the
+        # small model's run quickest.
+        sig = self.loaded['vector'].signatures
+        c = tf.constant
+        nan = self.vectors.copy()
+        nan[1, 0] = np.nan
+        cases = [
+            ('at least one example', sig['log_prob'],
+             dict(x=c(np.zeros([0, 2], np.float32)), num_samples=c(2),
+                  seed=c([1, 2]))),
+            ('num_samples must be >= 1', sig['log_prob'],
+             dict(x=c(self.vectors), num_samples=c(0), seed=c([1, 2]))),
+            ('x must be finite', sig['elbo'], dict(x=c(nan), seed=c([1, 2]))),
+            ('num must be >= 1', sig['sample'],
+             dict(num=c(0), temperature=c(1.0), seed=c([1, 2]))),
+            ('temperature must be > 0', sig['sample'],
+             dict(num=c(1), temperature=c(0.0), seed=c([1, 2]))),
+            ('temperature must be finite', sig['sample'],
+             dict(num=c(1), temperature=c(np.nan, tf.float32),
+                  seed=c([1, 2]))),
+        ]
+        for message, fn, kwargs in cases:
+            with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
+                                        message):
+                fn(**kwargs)
+        # The dtype and shape are part of the signature.
+        refused = (TypeError, ValueError, tf.errors.InvalidArgumentError)
+        with self.assertRaises(refused):
+            sig['elbo'](x=c(np.zeros([3, 3], np.float32)), seed=c([1, 2]))
+        with self.assertRaises(refused):
+            sig['elbo'](x=c(self.vectors.astype(np.float64)), seed=c([1, 2]))
+
+    def test_saved_model_cli_show_and_run(self):
+        if not os.path.exists(SAVED_MODEL_CLI):
+            self.skipTest(f'no {SAVED_MODEL_CLI}')
+        show = subprocess.run(
+            [SAVED_MODEL_CLI, 'show', '--dir', self.image.path, '--all'],
+            env=_env(), capture_output=True, text=True, timeout=300)
+        self.assertEqual(show.returncode, 0, show.stderr[-3000:])
+        for name in ('serving_default', 'log_prob', 'elbo', 'sample',
+                     'metadata'):
+            self.assertIn(f"signature_def['{name}']", show.stdout)
+        self.assertIn('shape: (-1, 8, 8, 3)', show.stdout)
+        # `run` goes through a TF1 session; the small vector model keeps it
+        # quick.
+        x_path = os.path.join(self.tmp, 'x.npy')
+        np.save(x_path, self.vectors)
+        run = subprocess.run(
+            [SAVED_MODEL_CLI, 'run', '--dir', self.vector.path, '--tag_set',
+             'serve', '--signature_def', 'log_prob', '--inputs',
+             f'x={x_path}', '--input_exprs', 'num_samples=5;seed=[1,2]'],
+            env=_env(), capture_output=True, text=True, timeout=300)
+        self.assertEqual(run.returncode, 0, run.stderr[-3000:])
+        printed = run.stdout.split('Result for output key log_likelihood:')[
+            1]
+        values = np.array(printed.replace('[', ' ').replace(']', ' ').split()
+                          [:len(self.vectors)], np.float64)
+        expected = self.expected['vector']
+        # Printed with 8 significant digits.
+        self.assertAllClose(values, expected['log_prob'], rtol=1e-6)
+
+    def test_export_dir_must_be_new_empty_or_a_saved_model(self):
+        path = os.path.join(self.tmp, 'notes')
+        os.makedirs(path)
+        with open(os.path.join(path, 'todo.txt'), 'w') as f:
+            f.write('keep me')
+        with self.assertRaisesRegex(ValueError, 'refusing to overwrite'):
+            export.export_model(self.vector.model, path)
+        self.assertTrue(os.path.exists(os.path.join(path, 'todo.txt')))
+        with self.assertRaisesRegex(ValueError, 'default_num_samples must be'):
+            export.FlowScorer(self.vector.model, default_num_samples=0)
+        with self.assertRaisesRegex(ValueError, 'JSON-serialisable'):
+            export.FlowScorer(self.vector.model, metadata={'x': object()})
+        with self.assertRaisesRegex(ValueError, 'no saved_model.pb'):
+            export.load_metadata(path)
+
+
+class RunExportTest(tf.test.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.tmp = tempfile.mkdtemp(prefix='vflow_tfp_run_export_')
+        # A finished two-replica run, exported at the end by the trainer.
+        cls.run_dir = os.path.join(cls.tmp, 'run')
+        cls.report_path = os.path.join(cls.tmp, 'report.json')
+        cls.worker = subprocess.run(
+            [sys.executable, MIRRORED_WORKER, cls.run_dir, cls.report_path],
+            env=_env(), capture_output=True, text=True, timeout=600)
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+        super().tearDownClass()
+
+    def setUp(self):
+        super().setUp()
+        self.assertEqual(self.worker.returncode, 0,
+                         self.worker.stderr[-3000:])
+
+    def test_trainer_exports_ema_weights_at_the_end(self):
+        with open(os.path.join(self.run_dir, 'results.json')) as f:
+            results = json.load(f)
+        path = os.path.join(self.run_dir, 'saved_model')
+        self.assertEqual(results['saved_model'], path)
+        info = export.load_metadata(path)
+        self.assertEqual(info['preset'], 'checkerboard_vflow_3_4')
+        self.assertEqual(info['step'], 6)
+        self.assertEqual(info['weights'], 'ema')
+        self.assertEqual(info['test_bpd'], results['test_bpd'])
+        self.assertEqual(info['test_bpd_iw'], results['test_bpd_iw'])
+        self.assertEqual(info['default_num_samples'], 4)  # iw_samples
+        self.assertEqual(info['config']['ema_decay'], 0.5)
+        with open(self.report_path) as f:
+            report = json.load(f)
+        self.assertEqual(report['replicas'], 2)
+        # The loaded ELBO is the in-memory model's with the EMA weights,
+        # which (decay 0.5) lag the raw ones.
+        self.assertLess(report['max_diff_ema'], 1e-5)
+        self.assertGreater(report['max_diff_raw'], 1e-4)
+
+    def test_export_run_of_an_earlier_checkpoint(self):
+        early = export.export_run(
+            self.run_dir, os.path.join(self.tmp, 'early'),
+            checkpoint=os.path.join(self.run_dir, 'checkpoints', 'ckpt-3'),
+            default_num_samples=2)
+        info = export.load_metadata(early)
+        # results.json's test bits/dim belong to step 6, not to this one.
+        self.assertEqual((info['step'], info['test_bpd'],
+                          info['default_num_samples']), (3, None, 2))
+
+    def test_no_export_when_stopped(self):
+        # (bin/train.py --noexport is tested in test_train_cli.)
+        out = os.path.join(self.tmp, 'stopped')
+        inputs = mirrored_export_worker.run_inputs()
+        trainer = training.Trainer(
+            mirrored_export_worker.run_config(out),
+            tf.distribute.OneDeviceStrategy('/cpu:0'), inputs.train_input_fn,
+            inputs.eval_input_fn, inputs.init_batch)
+        trainer.request_stop()
+        results = trainer.train()
+        self.assertEqual(results['step'], 1)
+        self.assertNotIn('saved_model', results)
+        self.assertFalse(os.path.exists(os.path.join(out, 'saved_model')))
+
+    def test_export_run_errors(self):
+        with self.assertRaisesRegex(ValueError, 'no results.json'):
+            export.export_run(self.tmp)
+        with self.assertRaisesRegex(ValueError, 'no such checkpoint'):
+            export.export_run(self.run_dir, checkpoint=os.path.join(
+                self.run_dir, 'ckpt-99'))
+        out = os.path.join(self.tmp, 'broken')
+        shutil.copytree(self.run_dir, out)
+        results_path = os.path.join(out, 'results.json')
+        with open(results_path) as f:
+            results = json.load(f)
+        results['preset'] = 'checkerboard_glow_3'
+        with open(results_path, 'w') as f:
+            json.dump(results, f)
+        with self.assertRaisesRegex(ValueError, 'does not hold the weights '
+                                    "of preset 'checkerboard_glow_3'"):
+            export.export_run(out)
+        shutil.rmtree(os.path.join(out, 'checkpoints'))
+        with self.assertRaisesRegex(ValueError, 'no checkpoint in'):
+            export.export_run(out)
+
+    def test_export_cli(self):
+        target = os.path.join(self.tmp, 'exported')
+        code, out, err = cli_helpers.run_script(
+            'export', f'--run_dir={self.run_dir}', f'--export_dir={target}',
+            '--serving_num_samples=3')
+        self.assertEqual(code, 0, err)
+        self.assertRegex(out, r'^exported checkerboard_vflow_3_4 \(step 6, '
+                              r'EMA weights, data 2, test bpd -?\d+\.\d{4}\) '
+                              f'to {re.escape(target)}\n$')
+        self.assertEqual(export.load_metadata(target)['default_num_samples'],
+                         3)
+        missing = os.path.join(self.tmp, 'nothing')
+        code, out, err = cli_helpers.run_script('export',
+                                                f'--run_dir={missing}')
+        self.assertEqual((code, out), (2, ''))
+        self.assertEqual(err, f'export.py: error: {missing}: no results.json;'
+                              ' expected the --output_dir of a bin/train.py '
+                              'run.\n')
+
+
+if __name__ == '__main__':
+    tf.test.main()

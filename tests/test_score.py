@@ -1,0 +1,379 @@
+"""bin/score.py: scoring image files, arrays and tfds splits with an exported
+model, JSON and CSV output, and one clear line (exit code 2) for every kind
+of bad input.
+
+Most runs call the script's `main` in this process (`cli_helpers`), which
+skips an interpreter and TensorFlow start-up per case; one goes through a
+real subprocess.
+"""
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from vflow_tfp import data
+from vflow_tfp import scoring
+import cli_helpers
+import export_fixtures
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+SCORE = os.path.join(ROOT, 'bin', 'score.py')
+
+
+def run_score(*args):
+    return cli_helpers.run_script('score', *args)
+
+
+def _write_png(path, image):
+    tf.io.write_file(path, tf.io.encode_png(image))
+
+
+class ScoreTest(tf.test.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.exported = export_fixtures.image_export()
+        cls.model_flag = f'--model={cls.exported.path}'
+
+    def setUp(self):
+        super().setUp()
+        self.tmp = tempfile.mkdtemp(prefix='vflow_tfp_score_')
+        self.addCleanup(shutil.rmtree, self.tmp, ignore_errors=True)
+
+    def _path(self, name):
+        return os.path.join(self.tmp, name)
+
+    def _npy(self, name, array):
+        path = self._path(name)
+        np.save(path, array)
+        return path
+
+    def assertRefused(self, args, message):
+        """bin/score.py ARGS exits with 2 and exactly `message` on stderr."""
+        code, out, err = run_score(*args)
+        self.assertEqual(code, 2, err)
+        self.assertEqual(err, f'score.py: error: {message}\n')
+        self.assertEqual(out, '')
+
+    # -- scoring ----------------------------------------------------------
+
+    def test_json_output_and_training_data_beats_noise(self):
+        train = self.exported.train[:16]
+        noise = np.random.default_rng(0).integers(
+            0, 256, (16, 8, 8, 3)).astype(np.uint8)
+        photos = self._path('photos')
+        os.makedirs(photos)
+        for i in range(3):
+            _write_png(os.path.join(photos, f'p{i}.png'), train[i])
+        train_npy = self._npy('train.npy', train)
+        noise_npz = self._path('noise.npz')
+        np.savez(noise_npz, noise=noise)
+        inputs = [photos, train_npy, noise_npz,
+                  'tfds:photo_patches/8x8:test']
+        json_path = self._path('s.json')
+        with tfds.testing.mock_data(num_examples=5):
+            code, out, err = run_score(self.model_flag, *inputs,
+                                       f'--output={json_path}',
+                                       '--batch_size=16', '--seed=3')
+        self.assertEqual(code, 0, err)
+        with open(json_path) as f:
+            result = json.load(f)
+        sources = [r['source'] for r in result['images']]
+        self.assertEqual(sources, (
+            [os.path.join(photos, f'p{i}.png') for i in range(3)]
+            + [f'{train_npy}[{i}]' for i in range(16)]
+            + [f'{noise_npz}:noise[{i}]' for i in range(16)]
+            + [f'tfds:photo_patches/8x8:test[{i}]' for i in range(5)]))
+        self.assertEqual(result['num_images'], 40)
+        self.assertEqual((result['num_samples'], result['seed'],
+                          result['batch_size']),
+                         (export_fixtures.DEFAULT_NUM_SAMPLES, 3, 16))
+        bits = np.array([r['bits_per_dim'] for r in result['images']])
+        self.assertAllClose(result['mean_bits_per_dim'], bits.mean())
+        self.assertAllEqual(
+            scoring.read_image_file(os.path.join(photos, 'p1.png')), train[1])
+        train_bpd, noise_bpd = bits[3:19].mean(), bits[19:35].mean()
+        print(f'trained patches {train_bpd:.3f} bits/dim, uniform noise '
+              f'{noise_bpd:.3f}')
+        self.assertLess(train_bpd, noise_bpd - 0.3)
+        # Batch b of the run is the model's bound with seed (3, b).
+        model = self.exported.model
+        first = model.log_prob(np.concatenate([train[:3], train[:13]]),
+                               export_fixtures.DEFAULT_NUM_SAMPLES,
+                               chunk_size=export_fixtures.CHUNK_SIZE,
+                               seed=[3, 0])
+        self.assertAllClose(bits[:16], model.bits_per_dim(first), atol=1e-5)
+        # stdout: header, one line per image, the mean.
+        lines = out.splitlines()
+        self.assertEqual(lines[0], 'source\tbits_per_dim\tlog_likelihood')
+        self.assertLen(lines, 42)
+        self.assertEqual(lines[4].split('\t')[0], f'{train_npy}[0]')
+        self.assertRegex(lines[-1], r'^mean bits/dim \d+\.\d{4} over 40 '
+                                    r'images \(4 importance samples, seed 3')
+
+    def test_vector_model_json_and_csv_agree(self):
+        vector = export_fixtures.vector_export()
+        points = self._npy('points.npy',
+                           data.sample_checkerboard(5, seed=1))
+        json_path, csv_path = self._path('s.json'), self._path('s.csv')
+        code, out, err = run_score(f'--model={vector.path}', points,
+                                   '--num_samples=2', '--batch_size=2',
+                                   f'--output={json_path}')
+        self.assertEqual(code, 0, err)
+        self.assertIn(f'{points}[4]\t', out)
+        self.assertIn('over 5 images (2 importance samples', out)
+        code, _, err = run_score(f'--model={vector.path}', points,
+                                 '--num_samples=2', '--batch_size=2',
+                                 f'--output={csv_path}')
+        self.assertEqual(code, 0, err)
+        with open(json_path) as f:
+            records = json.load(f)['images']
+        with open(csv_path, newline='') as f:
+            rows = list(csv.DictReader(f))
+        self.assertEqual([r['source'] for r in rows],
+                         [f'{points}[{i}]' for i in range(5)])
+        self.assertEqual([r['source'] for r in rows],
+                         [r['source'] for r in records])
+        for key in ('bits_per_dim', 'log_likelihood'):
+            self.assertEqual([float(r[key]) for r in rows],
+                             [r[key] for r in records])
+
+        bad = data.sample_checkerboard(5, seed=1)
+        bad[3, 1] = np.inf
+        self.assertRefused(
+            [f'--model={vector.path}', self._npy('bad.npy', bad)],
+            f'{self._path("bad.npy")}[3]: infinite values; vectors must be '
+            'finite.')
+        wide = self._npy('wide.npy', np.zeros([4, 3]))
+        self.assertRefused(
+            [f'--model={vector.path}', wide],
+            f'{self._path("wide.npy")}: vectors of 3 values, the model '
+            'expects 2.')
+        png = self._path('x.png')
+        _write_png(png, self.exported.train[0])
+        self.assertRefused([f'--model={vector.path}', png],
+                           f'{png}: the model scores vectors of 2 values, not '
+                           'images; pass .npy or .npz arrays.')
+
+    def test_real_process(self):
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
+        env['PYTHONPATH'] = os.pathsep.join(
+            [ROOT] + [p for p in env.get('PYTHONPATH', '').split(os.pathsep)
+                      if p])
+        bad = self._npy('bad.npy', np.full([2, 8, 8, 3], 256, np.int32))
+        run = subprocess.run([sys.executable, SCORE, self.model_flag, bad],
+                             env=env, capture_output=True, text=True,
+                             timeout=300)
+        self.assertEqual(run.returncode, 2)
+        self.assertNotIn('Traceback', run.stderr)
+        # TensorFlow's start-up chatter aside, one line, the last.
+        self.assertEqual(
+            run.stderr.splitlines()[-1],
+            f'score.py: error: {bad}[0]: value 256 > 255; pixel values must '
+            'be integers in [0, 255].')
+        self.assertLen([line for line in run.stderr.splitlines()
+                        if 'score.py' in line], 1)
+        self.assertEqual(run.stdout, '')
+
+    # -- bad inputs: one line, exit code 2 ----------------------------------
+
+    def test_wrong_rank(self):
+        path = self._npy('flat.npy', np.zeros([5, 192], np.uint8))
+        self.assertRefused(
+            [self.model_flag, path],
+            f'{path}: array of rank 2 (shape [5, 192]); the model expects '
+            'images [N, 8, 8, 3] or one image [8, 8, 3].')
+
+    def test_wrong_height_or_width(self):
+        png = self._path('big.png')
+        _write_png(png, np.zeros([32, 32, 3], np.uint8))
+        self.assertRefused([self.model_flag, png],
+                           f'{png}: image is 32x32x3, the model expects '
+                           '8x8x3.')
+        path = self._npy('tall.npy', np.zeros([4, 16, 8, 3], np.uint8))
+        self.assertRefused([self.model_flag, path],
+                           f'{path}: images are 16x8x3, the model expects '
+                           '8x8x3.')
+        self.assertRefused([self.model_flag, 'tfds:photo_patches/16x16'],
+                           'tfds:photo_patches/16x16:test: images are '
+                           '16x16x3, the model expects 8x8x3.')
+
+    def test_wrong_channels(self):
+        path = self._npy('five.npy', np.zeros([2, 8, 8, 5], np.uint8))
+        self.assertRefused([self.model_flag, path],
+                           f'{path}: images are 8x8x5, the model expects '
+                           '8x8x3.')
+
+    def test_grayscale_for_an_rgb_model(self):
+        png = self._path('gray.png')
+        _write_png(png, np.zeros([8, 8, 1], np.uint8))
+        self.assertRefused([self.model_flag, png],
+                           f'{png}: image is grayscale (8x8x1), the model '
+                           'expects RGB images (8x8x3).')
+        rgba = self._path('alpha.png')
+        _write_png(rgba, np.zeros([8, 8, 4], np.uint8))
+        self.assertRefused([self.model_flag, rgba],
+                           f'{rgba}: image is RGBA (8x8x4), the model '
+                           'expects RGB images (8x8x3).')
+
+    def test_rgb_for_a_grayscale_model(self):
+        metadata = {'data_shape': [8, 8, 1], 'kind': 'image'}
+        png = self._path('color.png')
+        _write_png(png, np.zeros([8, 8, 3], np.uint8))
+        with self.assertRaisesRegex(ValueError, 'image is RGB \\(8x8x3\\), '
+                                    'the model expects grayscale images '
+                                    '\\(8x8x1\\)'):
+            scoring.open_inputs([png], metadata)
+        # [N, H, W] arrays are grayscale images for a one-channel model.
+        inputs = scoring.open_inputs(
+            [self._npy('g.npy', np.zeros([3, 8, 8], np.uint8))], metadata)
+        (sources, batch), = inputs.batches(4)
+        self.assertEqual(batch.shape, (3, 8, 8, 1))
+
+    def test_float_data(self):
+        path = self._npy('float.npy',
+                         self.exported.train[:2].astype(np.float32))
+        self.assertRefused([self.model_flag, path],
+                           f'{path}: float32 data; pixel values must be '
+                           'integers in [0, 255] (uint8), not floats.')
+
+    def test_negative_values(self):
+        pixels = self.exported.train[:3].astype(np.int16)
+        pixels[2, 1, 1, 0] = -3
+        path = self._npy('negative.npy', pixels)
+        self.assertRefused([self.model_flag, path],
+                           f'{path}[2]: negative value -3; pixel values '
+                           'must be integers in [0, 255].')
+
+    def test_values_above_255(self):
+        pixels = self.exported.train[:3].astype(np.int32)
+        pixels[1, 0, 0, 2] = 300
+        path = self._npy('large.npy', pixels)
+        self.assertRefused([self.model_flag, path],
+                           f'{path}[1]: value 300 > 255; pixel values must be '
+                           'integers in [0, 255].')
+
+    def test_nan(self):
+        pixels = self.exported.train[:3].astype(np.float64)
+        pixels[0, 3, 3, 1] = np.nan
+        path = self._npy('nan.npy', pixels)
+        self.assertRefused([self.model_flag, path],
+                           f'{path}[0]: NaN values; pixel values must be '
+                           'integers in [0, 255].')
+
+    def test_empty_inputs(self):
+        self.assertRefused([self.model_flag],
+                           'no input given: pass image files, directories, '
+                           'globs, .npy/.npz arrays or tfds:NAME[:SPLIT].')
+        empty_dir = self._path('empty')
+        os.makedirs(empty_dir)
+        self.assertRefused([self.model_flag, empty_dir],
+                           f'{empty_dir}: no .png, .jpg, .jpeg files in this '
+                           'directory.')
+        path = self._npy('none.npy', np.zeros([0, 8, 8, 3], np.uint8))
+        self.assertRefused([self.model_flag, path],
+                           f'{path}: empty array (shape [0, 8, 8, 3]), '
+                           'nothing to score.')
+        npz = self._path('none.npz')
+        np.savez(npz)
+        self.assertRefused([self.model_flag, npz],
+                           f'{npz}: no arrays in it, nothing to score.')
+        pattern = os.path.join(self.tmp, '*.jpeg')
+        self.assertRefused([self.model_flag, pattern],
+                           f'{pattern}: no file matches this pattern.')
+
+    def test_unreadable_or_non_image_files(self):
+        photos = self._path('photos')
+        os.makedirs(photos)
+        _write_png(os.path.join(photos, 'a.png'), self.exported.train[0])
+        broken = os.path.join(photos, 'b.png')
+        with open(broken, 'wb') as f:
+            f.write(b'\x89PNG\r\n\x1a\n' + b'not really' * 10)
+        self.assertRefused([self.model_flag, photos],
+                           f'{broken}: not a PNG, JPEG, GIF or BMP image '
+                           '(cannot decode it).')
+        notes = self._path('notes.txt')
+        with open(notes, 'w') as f:
+            f.write('hello')
+        self.assertRefused([self.model_flag, notes],
+                           f'{notes}: not a PNG, JPEG, GIF or BMP image '
+                           '(cannot decode it).')
+        deep = self._path('deep.png')
+        tf.io.write_file(deep, tf.io.encode_png(
+            np.zeros([8, 8, 3], np.uint16)))
+        self.assertRefused([self.model_flag, deep],
+                           f'{deep}: 16-bit PNG; the model scores 8-bit '
+                           'images.')
+        empty = self._path('empty.jpg')
+        open(empty, 'wb').close()
+        self.assertRefused([self.model_flag, empty],
+                           f'{empty}: empty file, not an image.')
+        pickled = self._path('objects.npy')
+        np.save(pickled, np.array([{'a': 1}], dtype=object),
+                allow_pickle=True)
+        code, _, err = run_score(self.model_flag, pickled)
+        self.assertEqual(code, 2)
+        self.assertRegex(err, f'^score.py: error: {pickled}: cannot read it '
+                              r'as an array \(.*\)\.\n$')
+        missing = self._path('missing.png')
+        self.assertRefused([self.model_flag, missing],
+                           f'{missing}: no such file or directory.')
+        npz = self._path('two.npz')
+        np.savez(npz, a=self.exported.train[:1])
+        self.assertRefused([self.model_flag, npz, '--npz_key=b'],
+                           f"{npz}: no array 'b'; it has ['a'].")
+        if os.geteuid() != 0:  # root reads anything
+            locked = self._path('locked.png')
+            _write_png(locked, self.exported.train[0])
+            os.chmod(locked, 0)
+            self.assertRefused([self.model_flag, locked],
+                               f'{locked}: cannot read it (Permission '
+                               'denied).')
+
+    def test_not_a_saved_model(self):
+        path = self._npy('ok.npy', self.exported.train[:1])
+        self.assertRefused([path], '--model is required (an exported '
+                           'SavedModel directory).')
+        self.assertRefused([f'--model={self.tmp}', path],
+                           f'{self.tmp}: not a SavedModel directory (no '
+                           'saved_model.pb).')
+        missing = self._path('nowhere')
+        self.assertRefused([f'--model={missing}', path],
+                           f'{missing}: not a SavedModel directory (no such '
+                           'directory).')
+        other = self._path('other')
+        module = tf.Module()
+        module.v = tf.Variable(1.0)
+        tf.saved_model.save(module, other)
+        self.assertRefused([f'--model={other}', path],
+                           f'{other}: not a vflow_tfp scoring SavedModel '
+                           '(cannot read assets/metadata.json: No such file '
+                           'or directory).')
+
+    def test_bad_output_and_tfds_names(self):
+        path = self._npy('ok.npy', self.exported.train[:1])
+        self.assertRefused([self.model_flag, path, '--output=scores.txt'],
+                           'scores.txt: unknown output format; use a .json '
+                           'or .csv file name.')
+        nowhere = self._path('no/such/dir/scores.json')
+        self.assertRefused([self.model_flag, path, f'--output={nowhere}'],
+                           f'{nowhere}: no directory '
+                           f'{os.path.dirname(nowhere)} to write it to.')
+        code, _, err = run_score(self.model_flag, 'tfds:no_such_dataset')
+        self.assertEqual(code, 2)
+        self.assertRegex(err, "^score.py: error: tfds:no_such_dataset:test: "
+                              "Unknown dataset 'no_such_dataset'.*\n$")
+
+
+if __name__ == '__main__':
+    tf.test.main()

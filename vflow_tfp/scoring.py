@@ -1,0 +1,514 @@
+"""Density scoring with an exported SavedModel: inputs, checks, results.
+
+`bin/score.py` is a thin flag parser around this module:
+
+```python
+info = export.load_metadata(model_dir)                # no TF model loading
+inputs = open_inputs(['photos/', 'more.npy', 'tfds:photo_patches/8x8:test'],
+                     info)                            # every check up front
+scorer = SavedModelScorer(model_dir)
+records = score(scorer, inputs, num_samples=16, seed=0, batch_size=64)
+write_results('scores.json', summarize(records, model_dir, 16, 0, 64))
+```
+
+Inputs may be image files (PNG, JPEG; also GIF, BMP when named
+explicitly), directories (their `*.png`, `*.jpg`, `*.jpeg`, sorted), globs,
+`.npy` and `.npz` arrays and `tfds:NAME[:SPLIT]` splits (the `image`
+feature; split `test` by default). `open_inputs` refuses, with a `ValueError`
+of one line that names the offending input, anything the model cannot score
+as it is: a shape other than the model's (with the expected shape in the
+message), grayscale against RGB, float or NaN pixel data, values outside
+[0, 255], 16-bit PNGs, empty inputs, unreadable or non-image files. Pixel
+values are never rescaled, rounded or clipped. Vector models (e.g. the
+checkerboard) score float arrays `[N, D]`.
+"""
+
+import csv
+import glob
+import json
+import math
+import os
+import zipfile
+
+import numpy as np
+import tensorflow as tf
+
+from vflow_tfp import export
+from vflow_tfp.data import pipelines
+
+__all__ = [
+    'IMAGE_EXTENSIONS',
+    'Inputs',
+    'SavedModelScorer',
+    'check_array',
+    'open_inputs',
+    'output_format',
+    'read_image_file',
+    'score',
+    'summarize',
+    'write_results',
+]
+
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg')
+ARRAY_EXTENSIONS = ('.npy', '.npz')
+TFDS_PREFIX = 'tfds:'
+_CHANNEL_NAMES = {1: 'grayscale', 2: 'grayscale with alpha', 3: 'RGB',
+                  4: 'RGBA'}
+_OUTPUT_FORMATS = {'.json': 'json', '.csv': 'csv'}
+_PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+
+
+def _size(shape):
+    return 'x'.join(str(int(d)) for d in shape)
+
+
+def _check_image_shape(shape, data_shape, name, what='image is'):
+    """Raises unless one image of `shape` fits a model of `data_shape`."""
+    shape, data_shape = tuple(shape), tuple(data_shape)
+    if shape == data_shape:
+        return
+    channels, expected = shape[-1], data_shape[-1]
+    if len(shape) == 3 and shape[:2] == data_shape[:2] and (
+            channels in _CHANNEL_NAMES and expected in _CHANNEL_NAMES):
+        raise ValueError(
+            f'{name}: {what} {_CHANNEL_NAMES[channels]} ({_size(shape)}), '
+            f'the model expects {_CHANNEL_NAMES[expected]} images '
+            f'({_size(data_shape)}).')
+    raise ValueError(f'{name}: {what} {_size(shape)}, the model expects '
+                     f'{_size(data_shape)}.')
+
+
+def _first_index(mask):
+    return int(np.argwhere(mask)[0][0])
+
+
+def check_array(array, data_shape, name):
+    """Checks an array of examples against a model's data shape.
+
+    Images must be integers in [0, 255]: uint8 or another integer dtype
+    (rank 4 `[N, H, W, C]`, or one image `[H, W, C]`; for one-channel models
+    also `[N, H, W]` and `[H, W]`). Vectors must be finite numbers, `[N, D]`
+    or `[D]`.
+
+    Args:
+      array: a NumPy array (a memory map is read, not copied).
+      data_shape: the model's `(H, W, C)` or `(D,)`.
+      name: how messages name the array, e.g. `'data.npy'`.
+
+    Returns:
+      A view of `array` of shape `[N] + data_shape` (dtype unchanged).
+
+    Raises:
+      ValueError: one line naming `name` (and the first offending example).
+    """
+    data_shape = tuple(int(d) for d in data_shape)
+    image = len(data_shape) == 3
+    if array.dtype.kind not in 'iuf':
+        raise ValueError(f'{name}: {array.dtype} data; expected '
+                         f'{"uint8 pixel values" if image else "numbers"}.')
+    shape = tuple(array.shape)
+    if array.size == 0:
+        raise ValueError(f'{name}: empty array (shape {list(shape)}), nothing '
+                         'to score.')
+    if image:
+        height, width, channels = data_shape
+        if array.ndim == 4:
+            batch = array
+        elif array.ndim == 3 and channels == 1 and shape[1:] == (height,
+                                                                 width):
+            batch = array[..., np.newaxis]
+        elif array.ndim == 3:
+            batch = array[np.newaxis]
+        elif array.ndim == 2 and channels == 1:
+            batch = array[np.newaxis, ..., np.newaxis]
+        else:
+            raise ValueError(
+                f'{name}: array of rank {array.ndim} (shape {list(shape)}); '
+                f'the model expects images [N, {height}, {width}, '
+                f'{channels}] or one image [{height}, {width}, {channels}].')
+        _check_image_shape(batch.shape[1:], data_shape, name,
+                           'images are' if len(batch) > 1 else 'image is')
+    else:
+        if array.ndim == 2:
+            batch = array
+        elif array.ndim == 1:
+            batch = array[np.newaxis]
+        else:
+            raise ValueError(
+                f'{name}: array of rank {array.ndim} (shape {list(shape)}); '
+                f'the model expects vectors [N, {data_shape[0]}] or one '
+                f'vector [{data_shape[0]}].')
+        if batch.shape[1:] != data_shape:
+            raise ValueError(f'{name}: vectors of {batch.shape[1]} values, '
+                             f'the model expects {data_shape[0]}.')
+    if array.dtype.kind == 'f':
+        nan = np.isnan(batch).reshape(len(batch), -1).any(axis=1)
+        if nan.any():
+            raise ValueError(f'{name}[{_first_index(nan)}]: NaN values; '
+                             + ('pixel values must be integers in [0, 255].'
+                                if image else 'vectors must be finite.'))
+        if image:
+            raise ValueError(f'{name}: {array.dtype} data; pixel values must '
+                             'be integers in [0, 255] (uint8), not floats.')
+        infinite = np.isinf(batch).reshape(len(batch), -1).any(axis=1)
+        if infinite.any():
+            raise ValueError(f'{name}[{_first_index(infinite)}]: infinite '
+                             'values; vectors must be finite.')
+    elif image and array.dtype != np.uint8:
+        flat = batch.reshape(len(batch), -1)
+        low, high = flat.min(axis=1), flat.max(axis=1)
+        if (low < 0).any():
+            i = _first_index(low < 0)
+            raise ValueError(f'{name}[{i}]: negative value {low[i]}; pixel '
+                             'values must be integers in [0, 255].')
+        if (high > 255).any():
+            i = _first_index(high > 255)
+            raise ValueError(f'{name}[{i}]: value {high[i]} > 255; pixel '
+                             'values must be integers in [0, 255].')
+    return batch
+
+
+def read_image_file(path):
+    """Decodes a PNG, JPEG, GIF (first frame) or BMP file to uint8 [H, W, C].
+
+    Raises:
+      ValueError: naming `path` if it cannot be read or decoded.
+    """
+    try:
+        with open(path, 'rb') as f:
+            contents = f.read()
+    except OSError as e:
+        raise ValueError(f'{path}: cannot read it ({e.strerror}).') from e
+    if not contents:
+        raise ValueError(f'{path}: empty file, not an image.')
+    # Byte 24 is the bit depth in a PNG's header; decoding to uint8 would
+    # rescale 16-bit values.
+    if contents.startswith(_PNG_SIGNATURE) and contents[24:25] == b'\x10':
+        raise ValueError(f'{path}: 16-bit PNG; the model scores 8-bit '
+                         'images.')
+    try:
+        image = tf.io.decode_image(contents, expand_animations=False)
+    except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError) as e:
+        raise ValueError(f'{path}: not a PNG, JPEG, GIF or BMP image (cannot '
+                         'decode it).') from e
+    return image.numpy()
+
+
+class _ImageFiles:
+    """Image files, decoded once to check them and again when read."""
+
+    def __init__(self, paths, data_shape):
+        for path in paths:
+            _check_image_shape(read_image_file(path).shape, data_shape, path)
+        self.paths = list(paths)
+        self.count = len(self.paths)
+
+    def items(self):
+        for path in self.paths:
+            yield path, read_image_file(path)
+
+
+class _Array:
+    """A checked array; examples are named `name[i]`."""
+
+    def __init__(self, array, data_shape, name):
+        self.array = check_array(array, data_shape, name)
+        self.name = name
+        self.count = len(self.array)
+
+    def items(self):
+        for i, example in enumerate(self.array):
+            yield f'{self.name}[{i}]', example
+
+
+class _TfdsSplit:
+    """The `image` feature of a TFDS split, in order."""
+
+    def __init__(self, spec, data_shape, data_dir):
+        name = spec[len(TFDS_PREFIX):]
+        split = 'test'
+        head, sep, tail = name.rpartition(':')
+        if sep and tail in pipelines.SPLITS:
+            name, split = head, tail
+        if not name:
+            raise ValueError(f'{spec}: expected tfds:NAME[:SPLIT].')
+        self.label = f'{TFDS_PREFIX}{name}:{split}'
+        try:
+            shape = pipelines.image_shape(name, data_dir=data_dir)
+            _check_image_shape(shape, data_shape, self.label, 'images are')
+            self.dataset = pipelines.image_dataset(
+                name, split, 1, shuffle=False, repeat=False,
+                data_dir=data_dir, drop_remainder=False)
+        except RuntimeError as e:
+            raise ValueError(f'{self.label}: {e}') from e
+        except ValueError as e:
+            if str(e).startswith(self.label):
+                raise
+            raise ValueError(f'{self.label}: {e}') from e
+        count = int(self.dataset.cardinality())
+        self.count = count if count >= 0 else None
+
+    def items(self):
+        for i, batch in enumerate(self.dataset.as_numpy_iterator()):
+            yield f'{self.label}[{i}]', batch[0]
+
+
+class Inputs:
+    """Checked examples of several inputs, read in batches."""
+
+    def __init__(self, parts):
+        self._parts = list(parts)
+
+    @property
+    def num_examples(self):
+        """The number of examples, `None` if a TFDS split does not say."""
+        counts = [part.count for part in self._parts]
+        return None if None in counts else sum(counts)
+
+    def batches(self, batch_size):
+        """Yields `(sources, examples)`, up to `batch_size` at a time."""
+        sources, examples = [], []
+        for part in self._parts:
+            for source, example in part.items():
+                sources.append(source)
+                examples.append(example)
+                if len(examples) == batch_size:
+                    yield sources, np.stack(examples)
+                    sources, examples = [], []
+        if examples:
+            yield sources, np.stack(examples)
+
+
+def _load_arrays(path, data_shape, npz_key):
+    try:
+        if path.lower().endswith('.npy'):
+            return [_Array(np.load(path, mmap_mode='r', allow_pickle=False),
+                           data_shape, path)]
+        with np.load(path, allow_pickle=False) as archive:
+            keys = list(archive.files)
+            if npz_key is not None:
+                if npz_key not in keys:
+                    raise ValueError(f'{path}: no array {npz_key!r}; it has '
+                                     f'{keys}.')
+                keys = [npz_key]
+            if not keys:
+                raise ValueError(f'{path}: no arrays in it, nothing to score.')
+            return [_Array(archive[key], data_shape, f'{path}:{key}')
+                    for key in keys]
+    except (OSError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(f'{path}: cannot read it as a '
+                         f'{os.path.splitext(path)[1]} array '
+                         f'({getattr(e, "strerror", None) or e}).') from e
+    except ValueError as e:
+        if str(e).startswith(path):
+            raise
+        # NumPy's own complaint, e.g. about pickled object arrays.
+        raise ValueError(f'{path}: cannot read it as an array ({e}).') from e
+
+
+def _directory_images(path):
+    return sorted(os.path.join(path, name) for name in os.listdir(path)
+                  if name.lower().endswith(IMAGE_EXTENSIONS)
+                  and os.path.isfile(os.path.join(path, name)))
+
+
+def open_inputs(specs, metadata, *, npz_key=None, data_dir=None):
+    """Opens and checks every input before anything is scored.
+
+    Args:
+      specs: strings: image files, directories, globs, `.npy`/`.npz` files,
+        `tfds:NAME[:SPLIT]`.
+      metadata: the export's metadata (`export.load_metadata`): its
+        `data_shape` and `kind` decide what fits.
+      npz_key: score only this array of each `.npz`; all by default.
+      data_dir: TFDS data directory.
+
+    Returns:
+      `Inputs`.
+
+    Raises:
+      ValueError: one line naming the first input the model cannot score.
+    """
+    data_shape = tuple(metadata['data_shape'])
+    image = metadata.get('kind') == 'image'
+    if not specs:
+        raise ValueError('no input given: pass image files, directories, '
+                         'globs, .npy/.npz arrays or tfds:NAME[:SPLIT].')
+    parts, files = [], []
+
+    def flush_files():
+        if files:
+            parts.append(_ImageFiles(files, data_shape))
+            files.clear()
+
+    def add_file(path):
+        if path.lower().endswith(ARRAY_EXTENSIONS):
+            flush_files()
+            parts.extend(_load_arrays(path, data_shape, npz_key))
+        elif not image:
+            raise ValueError(f'{path}: the model scores vectors of '
+                             f'{data_shape[0]} values, not images; pass '
+                             '.npy or .npz arrays.')
+        else:
+            files.append(path)
+
+    def add_directory(path):
+        found = _directory_images(path)
+        if not found:
+            raise ValueError(f'{path}: no {", ".join(IMAGE_EXTENSIONS)} '
+                             'files in this directory.')
+        for name in found:
+            add_file(name)
+
+    for spec in specs:
+        if spec.startswith(TFDS_PREFIX):
+            if not image:
+                raise ValueError(f'{spec}: the model scores vectors of '
+                                 f'{data_shape[0]} values, not images.')
+            flush_files()
+            parts.append(_TfdsSplit(spec, data_shape, data_dir))
+        elif os.path.isdir(spec):
+            add_directory(spec)
+        elif os.path.lexists(spec):
+            add_file(spec)
+        elif glob.has_magic(spec):
+            matches = sorted(glob.glob(spec))
+            if not matches:
+                raise ValueError(f'{spec}: no file matches this pattern.')
+            for match in matches:
+                if os.path.isdir(match):
+                    add_directory(match)
+                else:
+                    add_file(match)
+        else:
+            raise ValueError(f'{spec}: no such file or directory.')
+    flush_files()
+    return Inputs(parts)
+
+
+class SavedModelScorer:
+    """The `log_prob` signature of an exported model."""
+
+    def __init__(self, export_dir):
+        """Loads `export_dir` (an `export.export_model` SavedModel).
+
+        Raises:
+          ValueError: if it is not one.
+        """
+        self.metadata = export.load_metadata(export_dir)
+        try:
+            self._log_prob = tf.saved_model.load(export_dir).signatures[
+                'log_prob']
+        except KeyError:
+            raise ValueError(f'{export_dir}: the SavedModel has no log_prob '
+                             'signature.') from None
+        self._dtype = tf.as_dtype(self.metadata['input_dtype'])
+
+    def log_prob(self, examples, num_samples, seed):
+        """`(log_likelihood, bits_per_dim)`, float64 NumPy arrays [N]."""
+        out = self._log_prob(
+            x=tf.cast(examples, self._dtype),
+            num_samples=tf.constant(num_samples, tf.int32),
+            seed=tf.constant(seed, tf.int32))
+        return out['log_likelihood'].numpy(), out['bits_per_dim'].numpy()
+
+
+def _check_count(value, name):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
+            or value < 1:
+        raise ValueError(f'{name} must be a positive integer; got {value!r}.')
+
+
+def score(scorer, inputs, *, num_samples, seed=0, batch_size=64,
+          progress=None):
+    """Scores every example of `inputs`, `batch_size` at a time.
+
+    Batch `b` is scored with the stateless seed `(seed, b)`: results are
+    reproducible for equal `seed` and `batch_size` (and for one batch equal
+    to the `serving_default` signature's when `seed` is 0).
+
+    Args:
+      scorer: a `SavedModelScorer` (or anything with its `log_prob`).
+      inputs: `Inputs`.
+      num_samples: importance samples per example (>= 1).
+      seed: int in [0, 2^31). Default value: 0.
+      batch_size: examples per call. Default value: 64.
+      progress: optional `fn(done, total)` called after every batch
+        (`total` may be `None`).
+
+    Returns:
+      A list of `{'source', 'bits_per_dim', 'log_likelihood'}` dicts in
+      input order.
+    """
+    _check_count(num_samples, 'num_samples')
+    _check_count(batch_size, 'batch_size')
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or \
+            not 0 <= seed < 2**31:
+        raise ValueError(f'seed must be an integer in [0, 2^31); got '
+                         f'{seed!r}.')
+    records = []
+    total = inputs.num_examples
+    for index, (sources, examples) in enumerate(inputs.batches(batch_size)):
+        log_likelihood, bits = scorer.log_prob(examples, num_samples,
+                                               (int(seed), index))
+        records.extend({'source': source, 'bits_per_dim': float(b),
+                        'log_likelihood': float(ll)}
+                       for source, b, ll in zip(sources, bits,
+                                                log_likelihood))
+        if progress is not None:
+            progress(len(records), total)
+    return records
+
+
+def summarize(records, model, num_samples, seed, batch_size):
+    """The JSON document of `score`'s records (see `write_results`)."""
+    bits = [r['bits_per_dim'] for r in records]
+    lls = [r['log_likelihood'] for r in records]
+    return {
+        'model': model,
+        'num_samples': num_samples,
+        'seed': seed,
+        'batch_size': batch_size,
+        'num_images': len(records),
+        'mean_bits_per_dim': math.fsum(bits) / len(bits) if bits else None,
+        'mean_log_likelihood': math.fsum(lls) / len(lls) if lls else None,
+        'images': records,
+    }
+
+
+def output_format(path):
+    """`'json'` or `'csv'` from `path`'s extension.
+
+    Raises:
+      ValueError: for any other extension, or if `path`'s directory does not
+        exist (checked before scoring, not after).
+    """
+    fmt = _OUTPUT_FORMATS.get(os.path.splitext(path)[1].lower())
+    if fmt is None:
+        raise ValueError(f'{path}: unknown output format; use a .json or '
+                         '.csv file name.')
+    directory = os.path.dirname(path) or '.'
+    if not os.path.isdir(directory):
+        raise ValueError(f'{path}: no directory {directory} to write it to.')
+    return fmt
+
+
+def write_results(path, results):
+    """Writes `summarize`'s document as JSON, or its records as CSV.
+
+    CSV has the header `source,bits_per_dim,log_likelihood` and one row per
+    example, with the floats at full precision.
+    """
+    fmt = output_format(path)
+    tmp = path + '.tmp'
+    with open(tmp, 'w', newline='') as f:
+        if fmt == 'json':
+            json.dump(results, f, indent=1)
+            f.write('\n')
+        else:
+            writer = csv.writer(f)
+            writer.writerow(['source', 'bits_per_dim', 'log_likelihood'])
+            for r in results['images']:
+                writer.writerow([r['source'], repr(r['bits_per_dim']),
+                                 repr(r['log_likelihood'])])
+    os.replace(tmp, path)
