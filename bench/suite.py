@@ -118,12 +118,17 @@ def _rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def _compute_device():
+    """The device the models run on: the first GPU if any, else the CPU."""
+    return 'GPU:0' if tf.config.list_logical_devices('GPU') else 'CPU:0'
+
+
 def _tensor_memory():
-    """TensorFlow's own count of live tensor bytes on the CPU, `(current,
-    peak)`, or `None` unless the BFC allocator is on (`bench/run.py` sets
-    `TF_CPU_ALLOCATOR_USE_BFC=true`, the allocator GPUs use)."""
+    """TensorFlow's own count of live tensor bytes on the compute device,
+    `(current, peak)`; `None` where it is not kept (a CPU needs the BFC
+    allocator, which `bench/run.py` turns on: `TF_CPU_ALLOCATOR_USE_BFC`)."""
     try:
-        info = tf.config.experimental.get_memory_info('CPU:0')
+        info = tf.config.experimental.get_memory_info(_compute_device())
     except ValueError:
         return None
     return info['current'], info['peak']
@@ -170,15 +175,20 @@ def graph_flops(concrete_function):
                                       options=options).total_float_ops)
 
 
-def peak_matmul_flops(size=2048, repeats=5):
-    """float32 FLOP/s of a large matrix product on this machine."""
-    a = tf.random.normal([size, size])
+def peak_matmul_flops(size=2048, chain=8, repeats=5):
+    """float32 FLOP/s of large matrix products on this machine."""
+    a = tf.random.normal([size, size], stddev=size**-0.5)
 
     @tf.function
-    def product(a):
-        return tf.reduce_sum(tf.matmul(a, a))
-    product(a).numpy()
-    return 2 * size**3 / min(_timed(lambda: product(a), repeats))
+    def products(a):
+        # A chain of products, one element read back: nothing to simplify
+        # away and little to copy.
+        b = a
+        for _ in range(chain):
+            b = tf.matmul(b, a)
+        return b[0, 0]
+    products(a).numpy()
+    return chain * 2 * size**3 / min(_timed(lambda: products(a), repeats))
 
 
 def train_throughput(loss_fn, variables, batch, steps, jit_compile):
@@ -209,7 +219,7 @@ def train_throughput(loss_fn, variables, batch, steps, jit_compile):
     step(batch, tf.constant([0, next(seeds)])).numpy()  # warm-up
     memory = _tensor_memory()
     if memory is not None:
-        tf.config.experimental.reset_memory_stats('CPU:0')
+        tf.config.experimental.reset_memory_stats(_compute_device())
     times = _timed(lambda: step(batch, tf.constant([0, next(seeds)])), steps)
     peak_memory = step_memory = None
     if memory is not None:

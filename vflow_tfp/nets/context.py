@@ -16,7 +16,7 @@ from vflow_tfp.nets import layers
 __all__ = ['ContextNet']
 
 
-class ContextNet(tf.Module):
+class ContextNet(layers.MixedPrecisionOption, tf.Module):
     """Context processor: split, stack halves, conv, gated residual blocks.
 
     For an image `x` `[B, H, W, C]` and `F = filters`:
@@ -142,11 +142,3 @@ class ContextNet(tf.Module):
             h = block(h, training=training)
         return tf.cast(h, self._dtype)
 
-    @property
-    def compute_dtype(self):
-        """`None` (the variables' dtype) or the mixed-precision dtype."""
-        return self._compute_dtype
-
-    @compute_dtype.setter
-    def compute_dtype(self, dtype):
-        self._compute_dtype = layers.check_compute_dtype(dtype, self.name)

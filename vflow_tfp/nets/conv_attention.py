@@ -15,7 +15,7 @@ from vflow_tfp.nets import layers
 __all__ = ['ConvAttnNet']
 
 
-class ConvAttnNet(tf.Module):
+class ConvAttnNet(layers.MixedPrecisionOption, tf.Module):
     """Flow++ coupling network (SPEC §1.5).
 
     For an input `x` `[B, H, W, C_in]`, `F = filters` and an optional context
@@ -164,15 +164,6 @@ class ConvAttnNet(tf.Module):
     @property
     def context_channels(self):
         return self._context_channels
-
-    @property
-    def compute_dtype(self):
-        """`None` (the variables' dtype) or the mixed-precision dtype."""
-        return self._compute_dtype
-
-    @compute_dtype.setter
-    def compute_dtype(self, dtype):
-        self._compute_dtype = layers.check_compute_dtype(dtype, self.name)
 
     @tf.Module.with_name_scope
     def __call__(self, x, context=None, training=False):

@@ -141,6 +141,19 @@ def check_compute_dtype(dtype, owner):
     return dtype
 
 
+class MixedPrecisionOption:
+    """The `compute_dtype` execution option of a network (a mixin)."""
+
+    @property
+    def compute_dtype(self):
+        """`None` (the variables' dtype) or the mixed-precision dtype."""
+        return self._compute_dtype
+
+    @compute_dtype.setter
+    def compute_dtype(self, dtype):
+        self._compute_dtype = check_compute_dtype(dtype, self.name)
+
+
 def to_compute(x, compute_dtype):
     """Casts `x` to `compute_dtype` (mixed precision) unless it is `None`."""
     return x if compute_dtype is None else tf.cast(x, compute_dtype)
