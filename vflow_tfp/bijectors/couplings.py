@@ -420,9 +420,8 @@ class MixLogisticCoupling(Coupling):
                              1.0 - alpha - margin)
         return tf.math.log(p - alpha) - tf.math.log((1.0 - alpha) - p)
 
-    def _solve(self, y, params):
+    def _solve(self, y, log_scale, shift, logits, means, log_scales):
         """The numerical inverse: `(x, u, iterations per element)`."""
-        log_scale, shift, logits, means, log_scales = self._unpack(params)
         u = (y - shift) * tf.exp(-log_scale)
         x, iterations = mixture_logistic.inverse_logit_cdf(
             self._target_logit(u), logits, means, log_scales,
@@ -436,12 +435,12 @@ class MixLogisticCoupling(Coupling):
         an int32 tensor of the transformed half's shape.
         """
         cond, trans = self._halves(y)
-        return self._solve(trans, self._params(cond, trans, context,
-                                               False))[2]
+        params = self._params(cond, trans, context, False)
+        return self._solve(trans, *self._unpack(params))[2]
 
     def _untransform(self, y, params):
-        log_scale, _, logits, means, log_scales = self._unpack(params)
-        x, u, _ = self._solve(y, params)
+        log_scale, shift, logits, means, log_scales = self._unpack(params)
+        x, u, _ = self._solve(y, log_scale, shift, logits, means, log_scales)
         # Chain rule through u -> F -> x, each factor in log space:
         # -s, log sigmoid'(u) - log(1 - 2 alpha), -log f(x).
         terms = mixture_logistic.mixture_logistic_terms(

@@ -238,7 +238,7 @@ class GatedAttention(tf.Module):
         self._num_heads = num_heads
         self._head_dim = channels // num_heads
         self._dropout = _check_rate(dropout, self.name)
-        self._query_block = check_query_block(query_block, self.name)
+        self.query_block = query_block
         self._dtype = tf.as_dtype(dtype)
         self.rng = layers.dropout_generator(self._dropout, rng)
         with self.name_scope:
@@ -258,8 +258,13 @@ class GatedAttention(tf.Module):
 
     @property
     def query_block(self):
-        """`None`, or the query block size of memory-lean attention."""
+        """`None`, or the query block size of memory-lean attention (an
+        execution option: settable, read when a function is traced)."""
         return self._query_block
+
+    @query_block.setter
+    def query_block(self, query_block):
+        self._query_block = check_query_block(query_block, self.name)
 
     @tf.Module.with_name_scope
     def __call__(self, x, pos_emb, training=False):

@@ -20,12 +20,11 @@ def set_attention_query_block(module, query_block):
     tensor is kept (memory linear in `T`; same values and gradients).
     Returns the number of blocks changed.
     """
-    query_block = blocks.check_query_block(query_block,
-                                           'set_attention_query_block')
+    blocks.check_query_block(query_block, 'set_attention_query_block')
     found = [m for m in module.submodules
              if isinstance(m, blocks.GatedAttention)]
     for block in found:
-        block._query_block = query_block  # pylint: disable=protected-access
+        block.query_block = query_block
     return len(found)
 
 
