@@ -90,6 +90,21 @@ class PartitionTest(tf.test.TestCase):
             x = tf.random.normal([3, 4, 6, 2])
             self.assertAllEqual(fn(x), x)
 
+    def test_channel_blocks_hold_the_halves_side_by_side(self):
+        x = tf.random.normal([3, 4, 6, 2])
+        for p in [vb.ColumnSplit(), vb.ChannelSplit(),
+                  vb.ChannelSplit(first_channels=1)]:
+            fn = tf.function(p.as_channel_blocks,
+                             input_signature=[tf.TensorSpec([None, 4, 6, 2])])
+            v = fn(x)
+            a, b = p.split(x)
+            c_a = a.shape[-1]
+            self.assertAllEqual(v[..., :c_a], a)
+            self.assertAllEqual(v[..., c_a:], b)
+            self.assertAllEqual(p.from_channel_blocks(v, (4, 6, 2)), x)
+        # No reshape puts a true checkerboard's halves side by side.
+        self.assertIsNone(vb.Checkerboard().as_channel_blocks(x))
+
     def test_equal_configuration_means_equal_partition(self):
         self.assertEqual(vb.ChannelSplit(), vb.ChannelSplit(event_ndims=3))
         self.assertNotEqual(vb.ChannelSplit(), vb.ChannelSplit(event_ndims=1))
@@ -204,6 +219,23 @@ class Invertible1x1Test(tf.test.TestCase):
         # N_a log 4 + N_b log 9, with N = 2 * 2 positions per half.
         self.assertAllClose(conv.inverse_log_det_jacobian(x, 3),
                             4 * math.log(4.0) + 4 * math.log(9.0))
+
+    def test_block_diagonal_product_equals_per_half_products(self):
+        # The fast path (one product with blockdiag(W_a, W_b) on the
+        # channel-block layout) against split, W_a / W_b, merge.
+        x = tf.random.normal([2, 4, 6, 4], dtype=tf.float64)
+        for partition in [vb.ColumnSplit(), vb.ChannelSplit(),
+                          vb.Checkerboard()]:
+            for cls in [vb.Invertible1x1Conv, vb.Invertible1x1ConvLU]:
+                conv = cls([4, 6, 4], partition=partition, dtype=tf.float64)
+                for weight, direction in [(conv._weight(), conv.inverse),
+                                          (conv._inverse_weight(),
+                                           conv.forward)]:
+                    a, b = partition.split(x)
+                    expected = partition.merge(
+                        tf.einsum('...c,cd->...d', a, weight[0]),
+                        tf.einsum('...c,cd->...d', b, weight[1]))
+                    self.assertAllClose(direction(x), expected, atol=1e-12)
 
 
 class ImageLogitTest(tf.test.TestCase):

@@ -254,7 +254,8 @@ class LayersTest(tf.test.TestCase, parameterized.TestCase):
         self.assertIs(nets.dropout(x, 0.0, None, True), x)
         self.assertIs(nets.dropout(x, 0.3, rng, False), x)
         y = nets.dropout(x, 0.3, rng, True).numpy()
-        self.assertAllClose(y[y != 0], np.full((y != 0).sum(), 1 / 0.7))
+        keep = nets.dropout_keep_probability(0.3)
+        self.assertAllClose(y[y != 0], np.full((y != 0).sum(), 1 / keep))
         self.assertNear((y == 0).mean(), 0.3, 0.02)
         self.assertNear(y.mean(), 1.0, 0.03)
         # The mask comes from `rng`: the same seed gives the same mask.
@@ -271,6 +272,50 @@ class LayersTest(tf.test.TestCase, parameterized.TestCase):
             nets.dropout(x, 0.3, None, True)
         with self.assertRaisesRegex(ValueError, r'\[0, 1\)'):
             nets.dropout(x, 1.0, rng, True)
+
+    @parameterized.parameters(
+        # (rate, random bits per element the realised rate needs)
+        (0.2, 8), (0.5, 8), (0.9, 8), (0.1, 16), (0.01, 16), (1e-6, 32))
+    def test_dropout_keep_probability(self, rate, bits):
+        keep = nets.dropout_keep_probability(rate)
+        # A multiple of 2^-bits, within 1% of the rate, and no coarser grid
+        # would do.
+        self.assertEqual(keep * 2**bits, round(keep * 2**bits))
+        self.assertLessEqual(abs((1 - keep) - rate), 0.01 * rate)
+        if bits > 8:
+            coarse = round((1 - rate) * 2**(bits // 2)) / 2**(bits // 2)
+            self.assertGreater(abs((1 - coarse) - rate), 0.01 * rate)
+
+    @parameterized.parameters(0.2, 0.1, 0.003)
+    def test_dropout_mask_statistics_and_gradient(self, rate):
+        # An odd size leaves part of the last random word unused.
+        x = tf.random.stateless_normal([101, 999], seed=[3, 4])
+        rng = tf.random.Generator.from_seed(9)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = nets.dropout(x, rate, rng, True)
+        keep = nets.dropout_keep_probability(rate)
+        dropped = (y.numpy() == 0).mean()
+        n = x.shape.num_elements()
+        self.assertNear(dropped, 1 - keep, 5 * np.sqrt(keep * (1 - keep) / n))
+        kept = y.numpy() != 0
+        self.assertAllClose(y.numpy()[kept], x.numpy()[kept] / keep)
+        # The gradient is the same scaled mask.
+        self.assertAllClose(tape.gradient(y, x), kept / keep)
+
+    @parameterized.parameters(tf.float64, tf.float16, tf.bfloat16)
+    def test_dropout_dtypes_and_xla(self, dtype):
+        x = tf.ones([4, 5, 7], dtype)
+
+        @tf.function(jit_compile=True)
+        def drop(x):
+            return nets.dropout(x, 0.25, rng, True)
+
+        rng = tf.random.Generator.from_seed(1)
+        y = drop(x)
+        self.assertEqual(y.dtype, dtype)
+        values = np.unique(tf.cast(y, tf.float64).numpy())
+        self.assertAllClose(values, [0.0, 1 / 0.75], rtol=1e-2)
 
 
 # ----------------------------------------------------------------------------

@@ -26,6 +26,30 @@ def _random_orthogonal(size, dtype):
     return tf.cast(q, dtype)
 
 
+def _matmul_last_axis(x, matrix):
+    """`y[..., :] = x[..., :] @ matrix` as a single 2-D matrix product.
+
+    MKL's einsum with a tiny contraction axis transposes and batches; a
+    reshape to `[positions, c]` and one GEMM is several times faster.
+    """
+    if x.shape.rank == 2:
+        return tf.matmul(x, matrix)
+    channels = int(matrix.shape[-1])
+    flat = tf.reshape(x, [-1, int(matrix.shape[-2])])
+    y = tf.reshape(tf.matmul(flat, matrix), tf.concat(
+        [tf.shape(x, out_type=tf.int32)[:-1],
+         tf.constant([channels], tf.int32)], axis=0))
+    return tf.ensure_shape(y, x.shape[:-1].concatenate([channels]))
+
+
+def _block_diagonal(matrices):
+    """`blockdiag(M_0, ..., M_{k-1})` of a `[k, c, c]` stack."""
+    k, c = int(matrices.shape[0]), int(matrices.shape[-1])
+    rows = [tf.pad(matrices[i], [[0, 0], [i * c, (k - 1 - i) * c]])
+            for i in range(k)]
+    return tf.concat(rows, axis=0)
+
+
 class _Pointwise(tfb.Bijector):
     """Shared machinery: one matrix per half (or one for the whole event).
 
@@ -77,8 +101,18 @@ class _Pointwise(tfb.Bijector):
         return self._partition.merge(*parts)
 
     def _apply(self, x, matrices):
+        if self._partition is None:
+            return _matmul_last_axis(x, matrices[0])
+        blocks = self._partition.as_channel_blocks(x)
+        if blocks is not None:
+            # One product with blockdiag(W_a, W_b) on the side-by-side
+            # layout: about 8x faster (forward and gradient) on CPU than
+            # split, two products with tiny matrices and merge.
+            kernel = _block_diagonal(matrices)
+            return self._partition.from_channel_blocks(
+                _matmul_last_axis(blocks, kernel), self._event_shape)
         parts = self._parts(x)
-        out = [tf.einsum('...c,cd->...d', part, matrices[i])
+        out = [_matmul_last_axis(part, matrices[i])
                for i, part in enumerate(parts)]
         return self._join(out)
 

@@ -67,6 +67,24 @@ class Partition:
         """Event shapes `(shape_a, shape_b)` of the halves, as tuples of ints."""
         raise NotImplementedError
 
+    def as_channel_blocks(self, x):
+        """`x` reshaped so that its last axis holds the halves side by side.
+
+        Returns `v` of event shape `[..., c_a + c_b]` with `v[..., :c_a]` the
+        half `a` and `v[..., c_a:]` the half `b` of `split(x)`, position by
+        position, obtained by a reshape alone, or `None` if the partition
+        has no such layout. A per-half channel map then becomes one matrix
+        product with a block-diagonal matrix instead of a split, two
+        products and a merge.
+        """
+        del x
+        return None
+
+    def from_channel_blocks(self, v, event_shape):
+        """Inverse of `as_channel_blocks` for an event of shape `event_shape`."""
+        raise NotImplementedError(
+            f'{type(self).__name__} has no channel-block layout.')
+
     def check_event_shape(self, event_shape):
         """Raises `ValueError` if `event_shape` cannot be split."""
         self.half_event_shapes(tuple(event_shape))
@@ -108,6 +126,16 @@ class ColumnSplit(Partition):
         height, half_width, channels = _static_event_shape(a, 3)
         stacked = tf.stack([a, b], axis=-2)  # [..., H, W/2, 2, C]
         return reshape_event(stacked, 4, (height, 2 * half_width, channels))
+
+    def as_channel_blocks(self, x):
+        # [H, W, C] -> [H, W/2, 2C]: columns 2k and 2k+1 become the two
+        # channel blocks of position k, i.e. (a, b).
+        height, width, channels = _static_event_shape(x, 3)
+        _check_image((height, width, channels), 'ColumnSplit')
+        return reshape_event(x, 3, (height, width // 2, 2 * channels))
+
+    def from_channel_blocks(self, v, event_shape):
+        return reshape_event(v, 3, tuple(event_shape))
 
     def half_event_shapes(self, event_shape):
         _check_image(event_shape, 'ColumnSplit')
@@ -200,6 +228,14 @@ class ChannelSplit(Partition):
 
     def merge(self, a, b):
         return tf.concat([a, b], axis=-1)
+
+    def as_channel_blocks(self, x):
+        self._first(_static_event_shape(x, self.event_ndims)[-1])
+        return x
+
+    def from_channel_blocks(self, v, event_shape):
+        del event_shape
+        return v
 
     def half_event_shapes(self, event_shape):
         event_shape = tuple(event_shape)

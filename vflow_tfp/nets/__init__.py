@@ -16,6 +16,7 @@ from vflow_tfp.nets.layers import Dense
 from vflow_tfp.nets.layers import LayerNorm
 from vflow_tfp.nets.layers import concat_elu
 from vflow_tfp.nets.layers import dropout
+from vflow_tfp.nets.layers import dropout_keep_probability
 from vflow_tfp.nets.layers import gate
 from vflow_tfp.nets.mlp import MLP
 from vflow_tfp.nets.options import set_attention_query_block
@@ -34,6 +35,7 @@ __all__ = [
     'concat_elu',
     'dot_product_attention',
     'dropout',
+    'dropout_keep_probability',
     'gate',
     'set_attention_query_block',
     'set_compute_dtype',
