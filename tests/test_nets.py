@@ -275,16 +275,19 @@ class LayersTest(tf.test.TestCase, parameterized.TestCase):
 
     @parameterized.parameters(
         # (rate, random bits per element the realised rate needs)
-        (0.2, 8), (0.5, 8), (0.9, 8), (0.1, 16), (0.01, 16), (1e-6, 32))
+        (0.2, 8), (0.5, 8), (0.9, 8), (0.1, 16), (0.01, 16), (0.999, 16),
+        (1e-6, 32))
     def test_dropout_keep_probability(self, rate, bits):
         keep = nets.dropout_keep_probability(rate)
         # A multiple of 2^-bits, within 1% of the rate, and no coarser grid
         # would do.
         self.assertEqual(keep * 2**bits, round(keep * 2**bits))
+        self.assertGreater(keep, 0.0)
         self.assertLessEqual(abs((1 - keep) - rate), 0.01 * rate)
         if bits > 8:
             coarse = round((1 - rate) * 2**(bits // 2)) / 2**(bits // 2)
-            self.assertGreater(abs((1 - coarse) - rate), 0.01 * rate)
+            self.assertTrue(coarse == 0 or
+                            abs((1 - coarse) - rate) > 0.01 * rate)
 
     @parameterized.parameters(0.2, 0.1, 0.003)
     def test_dropout_mask_statistics_and_gradient(self, rate):

@@ -278,14 +278,16 @@ tiny_flowpp = functools.partial(
 # -- the 2-D checkerboard (VFlow paper §5) ---------------------------------
 
 def checkerboard_model(num_steps, dims=2, hidden_units=(50, 50),
-                       scale_fn='tanh', q_conditional_norm=True, seed=None,
+                       scale_fn='sigmoid', q_conditional_norm=True, seed=None,
                        dtype=tf.float32):
     """Glow (dims = 2) or VFlow (dims > 2) on 2-D data.
 
     VFlow spends one of the `num_steps` steps on q(z|x) (dims - 2 features,
     couplings conditioned on x) and `num_steps - 1` on p over [x, z]; Glow
     spends all on p. Steps: ActNorm, dense linear map, affine coupling with
-    an MLP of `hidden_units` (the paper: 2 x 50). With `q_conditional_norm`
+    an MLP of `hidden_units` (the paper: 2 x 50) and, as the paper's "Glow
+    couplings", Glow's scale `exp(s) = sigmoid(h + 2)` (`scale_fn`). With
+    `q_conditional_norm`
     (default) q's step normalises with a `ConditionalAffine` on x instead of
     an ActNorm, so all of z depends on x
     (`builders.conditional_vector_flow`); `False` is the plain Glow step.

@@ -90,7 +90,7 @@ _BITS_DTYPES = {8: tf.uint8, 16: tf.uint16, 32: tf.uint32}
 def _mask_bits(rate):
     for bits in _MASK_BITS:
         keep = round((1.0 - rate) * 2**bits) / 2**bits
-        if abs((1.0 - keep) - rate) <= _RATE_TOLERANCE * rate:
+        if keep > 0 and abs((1.0 - keep) - rate) <= _RATE_TOLERANCE * rate:
             return bits
     return _MASK_BITS[-1]
 
@@ -99,9 +99,10 @@ def dropout_keep_probability(rate):
     """The keep probability `k` that `dropout` realises for `rate`.
 
     `k = round((1 - rate) 2^b) / 2^b` with `b` the fewest random bits per
-    element, of 8, 16 and 32, that put `1 - k` within 1% of `rate`: e.g.
-    0.2 -> 0.19922 and 0.5 exactly with 8 bits, 0.1 -> 0.100006 with 16;
-    a rate below 2^-33 rounds to 0, a no-op.
+    element, of 8, 16 and 32, that put `1 - k` within 1% of `rate` with
+    `k > 0`: e.g. 0.2 -> 0.19922 and 0.5 exactly with 8 bits, 0.1 ->
+    0.100006 and 0.999 -> 0.998993 with 16; a rate below 2^-33 rounds to 0,
+    a no-op.
     """
     rate = float(rate)
     bits = _mask_bits(rate)
