@@ -397,6 +397,15 @@ def _net(**kwargs):
 
 class ConvAttnNetTest(tf.test.TestCase, parameterized.TestCase):
 
+    def test_image_networks_reject_bad_input_shapes(self):
+        for shape in [(4, 4), (4, 0, 3), (4, 4, 3, 1)]:
+            for make in [lambda s: nets.ConvAttnNet(s, 6, filters=8,
+                                                    num_blocks=1),
+                         lambda s: nets.GlowNet(s, 6, filters=8)]:
+                with self.assertRaisesRegex(ValueError,
+                                            r'input_shape must be \(H, W, C\)'):
+                    make(shape)
+
     @parameterized.product(
         dtype=(tf.float32, tf.float64), attention=(True, False),
         output_nonlinearity=(False, True))

@@ -99,10 +99,7 @@ class ConvAttnNet(layers.MixedPrecisionOption, tf.Module):
           ValueError: for an invalid shape or hyperparameter.
         """
         super().__init__(name=name or 'conv_attn_net')
-        input_shape = tuple(int(d) for d in input_shape)
-        if len(input_shape) != 3 or min(input_shape) < 1:
-            raise ValueError(f'{self.name}: input_shape must be (H, W, C) of '
-                             f'positive ints; got {input_shape}.')
+        input_shape = layers.image_shape(input_shape, self.name)
         num_blocks = int(num_blocks)
         if num_blocks < 0:
             raise ValueError(f'{self.name}: num_blocks must be >= 0; got '

@@ -47,10 +47,7 @@ class GlowNet(tf.Module):
           ValueError: for an invalid shape or width.
         """
         super().__init__(name=name or 'glow_net')
-        input_shape = tuple(int(d) for d in input_shape)
-        if len(input_shape) != 3 or min(input_shape) < 1:
-            raise ValueError(f'{self.name}: input_shape must be (H, W, C) of '
-                             f'positive ints; got {input_shape}.')
+        input_shape = layers.image_shape(input_shape, self.name)
         filters = int(filters)
         if filters < 1:
             raise ValueError(f'{self.name}: filters must be >= 1; got '

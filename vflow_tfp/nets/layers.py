@@ -207,6 +207,15 @@ def to_compute(x, compute_dtype):
     return x if compute_dtype is None else tf.cast(x, compute_dtype)
 
 
+def image_shape(input_shape, owner):
+    """`input_shape` as an `(H, W, C)` tuple of positive ints, or `ValueError`."""
+    input_shape = tuple(int(d) for d in input_shape)
+    if len(input_shape) != 3 or min(input_shape) < 1:
+        raise ValueError(f'{owner}: input_shape must be (H, W, C) of '
+                         f'positive ints; got {input_shape}.')
+    return input_shape
+
+
 def check_image_input(x, input_shape, owner):
     """Raises `ValueError` unless `x` is `[B] + input_shape` with static H, W, C."""
     got = tuple(x.shape[1:]) if x.shape.rank == 4 else None
