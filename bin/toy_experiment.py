@@ -45,11 +45,18 @@ _DIMS = flags.DEFINE_list('dims', ['2', '4', '6', '8', '10'],
 _STEPS = flags.DEFINE_list('steps', ['2', '3', '5', '10', '20'],
                            'Flow steps L.')
 _BATCH = flags.DEFINE_integer('batch_size', 64, 'Training batch size.')
-_LR = flags.DEFINE_float('learning_rate', 1e-3, 'Peak Adam learning rate.')
+_LR = flags.DEFINE_float('learning_rate', 2e-3, 'Peak Adam learning rate.')
 _SCHEDULE = flags.DEFINE_enum('schedule', 'cosine', ['cosine', 'constant'],
                               'Learning-rate schedule: cosine decay to 0 over '
                               'the run, or constant.')
 _CLIP = flags.DEFINE_float('clip_norm', 100.0, 'Global gradient-norm clip.')
+_ESTIMATOR = flags.DEFINE_enum(
+    'gradient_estimator', 'sticking_the_landing',
+    ['sticking_the_landing', 'reparameterization'],
+    'Gradient estimator of the VFlow ELBO (see VFlow.elbo); Glow has none.')
+_POSTERIOR_SAMPLES = flags.DEFINE_integer(
+    'posterior_samples', 8,
+    'Draws of z per training point, their ELBOs averaged (VFlow only).')
 _IW = flags.DEFINE_integer('iw_samples', 100,
                            'Importance samples of the VFlow test likelihood.')
 _TEST_SIZE = flags.DEFINE_integer('test_size', 1000,
@@ -77,7 +84,8 @@ _PROGRESS = flags.DEFINE_integer('progress_every', 20_000,
 _VALID_DIMS = (2, 4, 6, 8, 10)
 _VALID_STEPS = (2, 3, 5, 10, 20)
 _SETTINGS = ('iterations', 'batch_size', 'learning_rate', 'schedule',
-             'clip_norm', 'iw_samples', 'test_size', 'init_size', 'scale_fn')
+             'clip_norm', 'gradient_estimator', 'posterior_samples',
+             'iw_samples', 'test_size', 'init_size', 'scale_fn')
 
 
 def _fail(message):
@@ -101,6 +109,7 @@ def _check_flags():
     if not _OUTPUT_DIR.value:
         _fail('--output_dir is required.')
     for flag, low in ((_ITERATIONS, 1), (_SEEDS, 1), (_BATCH, 1), (_IW, 1),
+                      (_POSTERIOR_SAMPLES, 1),
                       (_TEST_SIZE, 1), (_INIT_SIZE, 2), (_GRID, 2),
                       (_GRID_IW, 1), (_PROGRESS, 1), (_FIRST_SEED, 0)):
         if flag.value < low:
@@ -124,9 +133,11 @@ def _check_flags():
 def _settings():
     return dict(iterations=_ITERATIONS.value, batch_size=_BATCH.value,
                 learning_rate=_LR.value, schedule=_SCHEDULE.value,
-                clip_norm=_CLIP.value, iw_samples=_IW.value,
-                test_size=_TEST_SIZE.value, init_size=_INIT_SIZE.value,
-                scale_fn=_SCALE_FN.value)
+                clip_norm=_CLIP.value,
+                gradient_estimator=_ESTIMATOR.value,
+                posterior_samples=_POSTERIOR_SAMPLES.value,
+                iw_samples=_IW.value, test_size=_TEST_SIZE.value,
+                init_size=_INIT_SIZE.value, scale_fn=_SCALE_FN.value)
 
 
 def _write_json(path, obj):
@@ -162,6 +173,8 @@ def _table(summary, settings):
         f'{settings["iterations"]} iterations per run, batch '
         f'{settings["batch_size"]}, Adam lr {settings["learning_rate"]:g} '
         f'({settings["schedule"]}), grad clip {settings["clip_norm"]:g}, '
+        f'VFlow ELBO gradient {settings["gradient_estimator"]} with '
+        f'{settings["posterior_samples"]} z draw(s) per training point, '
         f'VFlow likelihood by {iw}-sample importance weighting; '
         f'scale_fn {settings["scale_fn"] or "preset default"}. '
         f'True log-likelihood {-np.log(32):.3f}.',
@@ -304,6 +317,8 @@ def main(argv):
             preset, _ITERATIONS.value, seed, test_points,
             batch_size=_BATCH.value, learning_rate=_LR.value,
             schedule=_SCHEDULE.value, clip_norm=_CLIP.value,
+            gradient_estimator=_ESTIMATOR.value,
+            posterior_samples=_POSTERIOR_SAMPLES.value,
             iw_samples=_IW.value, init_size=_INIT_SIZE.value,
             jit_compile=_JIT.value, progress=progress,
             progress_every=_PROGRESS.value, model_overrides=overrides,

@@ -33,15 +33,19 @@ def test_preset_names():
     assert cb.preset_name(10, 3) == 'checkerboard_vflow_3_10'
 
 
-@pytest.mark.parametrize('preset', ['checkerboard_glow_3',
-                                    'checkerboard_vflow_3_4'])
-def test_short_run_improves(preset):
+@pytest.mark.parametrize('preset, estimator, posterior_samples', [
+    ('checkerboard_glow_3', 'reparameterization', 1),
+    ('checkerboard_vflow_3_4', 'reparameterization', 1),
+    ('checkerboard_vflow_3_4', 'sticking_the_landing', 4),
+])
+def test_short_run_improves(preset, estimator, posterior_samples):
     test_points = cb.test_set(300)
     reports = []
     result = cb.run(preset, 400, seed=0, test_points=test_points,
-                    learning_rate=3e-3, iw_samples=8, init_size=1024,
-                    steps_per_call=200, progress=reports.append,
-                    progress_every=200)
+                    learning_rate=3e-3, gradient_estimator=estimator,
+                    posterior_samples=posterior_samples, iw_samples=8,
+                    init_size=1024, steps_per_call=200,
+                    progress=reports.append, progress_every=200)
     for key in ('test_log_likelihood', 'init_test_log_likelihood',
                 'final_train_elbo', 'iterations_per_second'):
         assert np.isfinite(result[key]), key
@@ -51,7 +55,15 @@ def test_short_run_improves(preset):
     assert result['test_log_likelihood'] < cb.TRUE_LOG_LIKELIHOOD + 0.2
     assert [r['iteration'] for r in reports] == [200, 400]
     assert result['dims'] == (2 if 'glow' in preset else 4)
+    assert result['gradient_estimator'] == estimator
+    assert result['posterior_samples'] == posterior_samples
     json.dumps(result)  # serialisable
+
+
+def test_posterior_samples_must_be_positive():
+    model, _ = cb.build_model('checkerboard_vflow_3_4', seed=0, init_size=64)
+    with pytest.raises(ValueError, match='posterior_samples must be >= 1'):
+        cb.train(model, 1, seed=0, posterior_samples=0)
 
 
 def test_summarize():
@@ -105,12 +117,21 @@ def test_script_end_to_end(tmp_path):
     ('--dims=3', '--dims values must be among'),
     ('--steps=4', '--steps values must be among'),
     ('--iterations=0', '--iterations must be >= 1'),
+    ('--posterior_samples=0', '--posterior_samples must be >= 1'),
 ])
 def test_script_bad_flags(tmp_path, flag, message):
     proc = _run_script(f'--output_dir={tmp_path}', flag)
     assert proc.returncode != 0
     last = proc.stderr.strip().splitlines()[-1]
     assert message in last, proc.stderr
+
+
+def test_script_refuses_an_unknown_gradient_estimator(tmp_path):
+    proc = _run_script(f'--output_dir={tmp_path}',
+                       '--gradient_estimator=score')
+    assert proc.returncode != 0
+    assert ('--gradient_estimator=score: value should be one of'
+            in proc.stderr), proc.stderr
 
 
 def test_script_needs_output_dir():

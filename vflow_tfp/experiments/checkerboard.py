@@ -13,7 +13,19 @@ Training (`train`):
 
 * Data-dependent init (`VFlow.initialize`) on one large batch.
 * Loss `-mean ELBO` of a fresh batch per step (for Glow the ELBO is the exact
-  log-likelihood), gradients clipped to a global norm, `tf_keras` Adam.
+  log-likelihood), gradients clipped to a global norm, `tf_keras` Adam with
+  a peak rate of 2e-3.
+* Gradient noise from z: a 2-step p over 10 dimensions learns slowly when
+  every training point gets one draw of z with the plain reparameterisation
+  gradient. The default averages the ELBO over `posterior_samples=8` draws
+  per point (the same objective and the same 64 data points per step) and
+  uses the sticking-the-landing estimator (`VFlow.elbo`), which drops the
+  zero-mean score term of log q. On the 3-step 10-dim VFlow (seeds 0-1 or
+  0-4, 100k iterations) this moved the 100-sample test log-likelihood
+  from -3.633 (one draw, reparameterisation, rate 1e-3) through -3.575
+  (sticking the landing, 2e-3) to about -3.55; Glow has no z and is not
+  affected. `gradient_estimator='reparameterization'`,
+  `posterior_samples=1` and `learning_rate=1e-3` give the earlier recipe.
 * Learning-rate schedule: `'cosine'` (default) decays the rate from
   `learning_rate` to 0 over the run (Loshchilov & Hutter's cosine annealing
   without restarts). The experiment compares models by their test
@@ -114,8 +126,10 @@ def _learning_rate(learning_rate, schedule, iterations):
         float(learning_rate), decay_steps=max(int(iterations), 1), alpha=0.0)
 
 
-def train(model, iterations, seed, batch_size=64, learning_rate=1e-3,
-          schedule='cosine', clip_norm=100.0, steps_per_call=250,
+def train(model, iterations, seed, batch_size=64, learning_rate=2e-3,
+          schedule='cosine', clip_norm=100.0,
+          gradient_estimator='sticking_the_landing', posterior_samples=8,
+          steps_per_call=250,
           jit_compile=True, progress=None, progress_every=5000):
     """Trains an initialised `model` for `iterations` Adam steps.
 
@@ -127,6 +141,11 @@ def train(model, iterations, seed, batch_size=64, learning_rate=1e-3,
       learning_rate: peak Adam learning rate.
       schedule: `'cosine'` (to 0 over `iterations`) or `'constant'`.
       clip_norm: global gradient-norm clip.
+      gradient_estimator: of the ELBO, one of
+        `vflow_tfp.models.vflow.GRADIENT_ESTIMATORS` (see `VFlow.elbo`).
+      posterior_samples: draws of z per training point; the loss is the
+        ELBO averaged over them (the same objective, with less gradient
+        noise from z). Ignored by Glow, which has no z.
       steps_per_call: optimisation steps per `tf.function` call.
       jit_compile: XLA-compile the training function.
       progress: optional callable `progress(info)` with a dict of
@@ -144,6 +163,12 @@ def train(model, iterations, seed, batch_size=64, learning_rate=1e-3,
       FloatingPointError: if the loss becomes non-finite.
     """
     iterations = int(iterations)
+    posterior_samples = int(posterior_samples)
+    if posterior_samples < 1:
+        raise ValueError(f'posterior_samples must be >= 1; got '
+                         f'{posterior_samples}.')
+    if not model.augment_channels:
+        posterior_samples = 1
     steps_per_call = max(1, min(int(steps_per_call), max(iterations, 1)))
     variables = model.trainable_variables
     optimizer = tf_keras.optimizers.Adam(
@@ -157,9 +182,12 @@ def train(model, iterations, seed, batch_size=64, learning_rate=1e-3,
         step_seed = tf.random.experimental.stateless_fold_in(base_seed, step)
         data_seed, model_seed = tf.unstack(tfp.random.split_seed(step_seed, 2))
         x = sample_checkerboard_tf(batch_size, data_seed, dtype)
+        if posterior_samples > 1:
+            x = tf.repeat(x, posterior_samples, axis=0)
         with tf.GradientTape() as tape:
-            elbo = tf.reduce_mean(model.elbo(x, training=True,
-                                             seed=model_seed))
+            elbo = tf.reduce_mean(model.elbo(
+                x, training=True, seed=model_seed,
+                gradient_estimator=gradient_estimator))
             loss = -elbo
         grads = tape.gradient(loss, variables)
         grads, _ = tf.clip_by_global_norm(grads, clip_norm)
@@ -273,7 +301,8 @@ def build_model(preset, seed, init_size=4096, **overrides):
 
 
 def run(preset, iterations, seed, test_points, batch_size=64,
-        learning_rate=1e-3, schedule='cosine', clip_norm=100.0,
+        learning_rate=2e-3, schedule='cosine', clip_norm=100.0,
+        gradient_estimator='sticking_the_landing', posterior_samples=8,
         iw_samples=100, init_size=4096, steps_per_call=250, jit_compile=True,
         progress=None, progress_every=5000, model_overrides=None,
         return_model=False):
@@ -285,8 +314,9 @@ def run(preset, iterations, seed, test_points, batch_size=64,
       seed: int seed of the weights, the init batch, the training batches,
         the (u, z) draws and the evaluation draws.
       test_points: `[N, 2]` test set (`test_set()`).
-      batch_size, learning_rate, schedule, clip_norm, steps_per_call,
-        jit_compile, progress, progress_every: as in `train`.
+      batch_size, learning_rate, schedule, clip_norm, gradient_estimator,
+        posterior_samples, steps_per_call, jit_compile, progress,
+        progress_every: as in `train`.
       iw_samples: importance samples of the test likelihood.
       init_size: points of the data-dependent init batch.
       model_overrides: dict of extra `presets.build` arguments (e.g.
@@ -306,7 +336,9 @@ def run(preset, iterations, seed, test_points, batch_size=64,
     init_ll = evaluate(model, test_points, iw_samples, seed=seed)
     stats = train(model, iterations, seed, batch_size=batch_size,
                   learning_rate=learning_rate, schedule=schedule,
-                  clip_norm=clip_norm, steps_per_call=steps_per_call,
+                  clip_norm=clip_norm, gradient_estimator=gradient_estimator,
+                  posterior_samples=posterior_samples,
+                  steps_per_call=steps_per_call,
                   jit_compile=jit_compile, progress=progress,
                   progress_every=progress_every)
     start = time.perf_counter()
@@ -319,7 +351,11 @@ def run(preset, iterations, seed, test_points, batch_size=64,
         steps=int(preset.split('_')[2]), seed=int(seed),
         iterations=int(iterations), batch_size=int(batch_size),
         learning_rate=float(learning_rate), schedule=schedule,
-        clip_norm=float(clip_norm), iw_samples=int(iw_samples),
+        clip_norm=float(clip_norm),
+        gradient_estimator=gradient_estimator,
+        posterior_samples=int(posterior_samples) if model.augment_channels
+        else 1,
+        iw_samples=int(iw_samples),
         iw_samples_used=int(iw_samples) if model.augment_channels else 1,
         init_size=int(init_size), test_size=int(len(test_points)),
         jit_compile=bool(jit_compile), model_overrides=overrides,

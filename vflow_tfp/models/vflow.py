@@ -34,7 +34,10 @@ import vflow_tfp.initialization as initialization
 from vflow_tfp import bijectors as vb
 from vflow_tfp.models import conditional
 
-__all__ = ['VFlow']
+__all__ = ['GRADIENT_ESTIMATORS', 'VFlow']
+
+#: Gradient estimators of `VFlow.elbo` (see there).
+GRADIENT_ESTIMATORS = ('reparameterization', 'sticking_the_landing')
 
 tfb = tfp.bijectors
 tfd = tfp.distributions
@@ -189,29 +192,30 @@ class VFlow(tf.Module):
     def _seeds(self, seed, n):
         return tfp.random.split_seed(self._new_seed(seed), n=n)
 
-    def _preprocess(self, x, seed, training):
+    def _preprocess(self, x, seed, training, stop_score=False):
         """x -> x~ and log|d x~/d x| - log r(u|x) per example."""
         if not self._is_image:
             x = tf.convert_to_tensor(x, self._dtype)
             return x, tf.zeros(tf.shape(x)[:1], self._dtype)
         x = tf.cast(x, self._dtype)
         condition = x / self._num_bins - 0.5
-        u, log_r = self.dequantizer.sample_and_log_prob(condition, seed,
-                                                        training)
+        u, log_r = self.dequantizer.sample_and_log_prob(
+            condition, seed, training, stop_score=stop_score)
         x_deq = x + u
         x_tilde = self.image_logit.inverse(x_deq)
         log_det = self.image_logit.inverse_log_det_jacobian(x_deq,
                                                             event_ndims=3)
         return x_tilde, log_det - log_r
 
-    def _joint(self, x, seed, training):
+    def _joint(self, x, seed, training, stop_score=False):
         """Returns ([x~, z], log|dx~/dx| - log r - log q) per example."""
         seed_r, seed_q = self._seeds(seed, 2)
-        x_tilde, log_weight = self._preprocess(x, seed_r, training)
+        x_tilde, log_weight = self._preprocess(x, seed_r, training,
+                                               stop_score)
         if self.posterior is None:
             return x_tilde, log_weight
-        z, log_q = self.posterior.sample_and_log_prob(x_tilde, seed_q,
-                                                      training)
+        z, log_q = self.posterior.sample_and_log_prob(
+            x_tilde, seed_q, training, stop_score=stop_score)
         return tf.concat([x_tilde, z], axis=-1), log_weight - log_q
 
     def p_log_prob(self, xz, training=False):
@@ -219,19 +223,42 @@ class VFlow(tf.Module):
         kwargs = vb.chain_kwargs(self.p_bijector, training=training)
         return self.p.log_prob(xz, bijector_kwargs=kwargs)
 
-    def elbo(self, x, training=False, seed=None):
+    def elbo(self, x, training=False, seed=None,
+             gradient_estimator='reparameterization'):
         """One-sample evidence lower bound per example, in nats.
+
+        The value does not depend on `gradient_estimator`; its gradient does.
+        `'reparameterization'` differentiates the bound through the samples
+        `u = u(eps; r)`, `z = z(eps'; q)` and through the densities' direct
+        dependence on their parameters. `'sticking_the_landing'` (Roeder et
+        al., 2017) drops the score terms `d log q(z|x~) / d phi` and
+        `d log r(u|x) / d phi` taken at fixed samples, which have mean zero:
+        the estimate stays unbiased and its variance vanishes where q and r
+        match the posteriors they fit. It costs one more pass through q and
+        r in their density direction and needs networks without dropout (see
+        `ConditionalFlow.sample_and_log_prob`); the toy experiment uses it.
 
         Args:
           x: batch of data `[N] + data_shape` (integers for images).
           training: enables dropout in every network.
           seed: optional stateless seed `[2]`; default from `self.rng`.
+          gradient_estimator: one of `GRADIENT_ESTIMATORS`. Default value:
+            `'reparameterization'`.
 
         Returns:
           `[N]` tensor of `log p(x~, z) + log|dx~/dx| - log q(z|x~) -
           log r(u|x)`.
+
+        Raises:
+          ValueError: for an unknown `gradient_estimator`.
         """
-        xz, log_weight = self._joint(x, seed, training)
+        if gradient_estimator not in GRADIENT_ESTIMATORS:
+            raise ValueError(f'gradient_estimator must be one of '
+                             f'{GRADIENT_ESTIMATORS}; got '
+                             f'{gradient_estimator!r}.')
+        xz, log_weight = self._joint(
+            x, seed, training,
+            stop_score=gradient_estimator == 'sticking_the_landing')
         return self.p_log_prob(xz, training) + log_weight
 
     def log_prob(self, x, num_samples, chunk_size=16, seed=None):
