@@ -20,12 +20,13 @@ Training (`train`):
   gradient. The default averages the ELBO over `posterior_samples=8` draws
   per point (the same objective and the same 64 data points per step) and
   uses the sticking-the-landing estimator (`VFlow.elbo`), which drops the
-  zero-mean score term of log q. On the 3-step 10-dim VFlow (seeds 0-1 or
-  0-4, 100k iterations) this moved the 100-sample test log-likelihood
-  from -3.633 (one draw, reparameterisation, rate 1e-3) through -3.575
-  (sticking the landing, 2e-3) to about -3.55; Glow has no z and is not
-  affected. `gradient_estimator='reparameterization'`,
-  `posterior_samples=1` and `learning_rate=1e-3` give the earlier recipe.
+  zero-mean score term of log q. On the 3-step 10-dim VFlow (seeds 0-4,
+  100k iterations) this moved the 100-sample test log-likelihood from
+  -3.633 +- 0.024 (one draw, reparameterisation, rate 1e-3) through
+  -3.575 +- 0.016 (sticking the landing, 2e-3) to -3.541 +- 0.011; Glow
+  has no z, so only the rate changes it. `gradient_estimator=
+  'reparameterization'`, `posterior_samples=1` and `learning_rate=1e-3`
+  give the earlier recipe.
 * Learning-rate schedule: `'cosine'` (default) decays the rate from
   `learning_rate` to 0 over the run (Loshchilov & Hutter's cosine annealing
   without restarts). The experiment compares models by their test
