@@ -6,7 +6,11 @@ temporary directories.
 """
 
 import collections
+import glob
 import logging
+import os
+import shutil
+import tempfile
 
 import numpy as np
 import pytest
@@ -281,10 +285,26 @@ def test_photo_patches_validation_hold_out(photo_dir):
                            data_dir=photo_dir, validation_size=10_000)
 
 
+def _tfds_tempdirs():
+    return set(glob.glob(os.path.join(tempfile.gettempdir(), 'tmp*tfds')))
+
+
 def test_image_dataset_prepares_photo_patches(tmp_path, caplog):
     caplog.set_level(logging.INFO)
+    # TFDS leaves a `tmp*tfds` directory behind whenever a builder is made
+    # for a data set that is not prepared yet; ours must not.
+    before = _tfds_tempdirs()
+    leaking = tfds.builder('photo_patches/32x32',
+                           data_dir=str(tmp_path / 'other'))
+    assert not leaking.is_prepared()
+    leaked = _tfds_tempdirs() - before
+    for path in leaked:
+        shutil.rmtree(path)
+    assert len(leaked) == 1  # The leak, as of TFDS 4.9.
+    before = _tfds_tempdirs()
     ds = data.image_dataset('photo_patches/32x32', 'train', 16,
                             data_dir=str(tmp_path), seed=0)
+    assert _tfds_tempdirs() == before
     assert any('Preparing TFDS dataset photo_patches/32x32' in record.message
                for record in caplog.records)
     assert tfds.builder('photo_patches/32x32',

@@ -23,7 +23,10 @@ split (the paper's §6.2 hold-out of 10,000 CIFAR-10 training images; the
 official code monitored the test set instead: SPEC §9.11).
 """
 
+import contextlib
 import re
+import shutil
+import tempfile
 import time
 
 from absl import logging
@@ -313,12 +316,33 @@ def _supported_message():
             "data set with a uint8 'image' feature")
 
 
+@contextlib.contextmanager
+def _discarded_tempdirs():
+    """Temporary files made inside go to one directory, removed on exit.
+
+    Building a TFDS builder for a data set not yet prepared runs
+    `DatasetInfo.initialize_from_bucket`, which makes a `tmp*tfds`
+    directory for metadata from GCS and never removes it (also with GCS
+    disabled, offline), so every first use left one behind. `tempfile.tempdir`
+    is process-wide: this is only for short calls like `tfds.builder`.
+    """
+    scratch = tempfile.mkdtemp(prefix='vflow_tfp_tfds_')
+    previous = tempfile.tempdir
+    tempfile.tempdir = scratch
+    try:
+        yield
+    finally:
+        tempfile.tempdir = previous
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def _builder(name, data_dir):
     """The TFDS builder of `name`, checked to have a uint8 'image' feature."""
     if not isinstance(name, str) or not name:
         raise ValueError(f'Unknown dataset {name!r}; {_supported_message()}.')
     try:
-        builder = tfds.builder(name, data_dir=data_dir)
+        with _discarded_tempdirs():
+            builder = tfds.builder(name, data_dir=data_dir)
     except (tfds.core.registered.DatasetNotFoundError, ValueError,
             AssertionError) as e:
         # Keep the reason, without TFDS's long lists of near matches.
