@@ -60,7 +60,7 @@ def _format(value, fmt):
 def _table(results):
     header = ('benchmark', 'params', 'train/s', 'ratio', 'step s',
               'GF/item', 'GF/s', 'peak MB', 'MB/img', 'sample s', 'inv err',
-              'iters', 'IW16/s', 'IW128/s')
+              'iters', 'IW16/s', 'IW128/s', 'IW16/s ex')
     rows = []
     for r in results:
         ratio = r.get('ratio_to_baseline')
@@ -79,7 +79,8 @@ def _table(results):
             _format(r.get('sample_seconds'), '.2f'),
             _format(r.get('inverse_max_error'), '.1e'), iters or '-',
             _format(r.get('score_per_second_s16'), '.1f'),
-            _format(r.get('score_per_second_s128'), '.1f')))
+            _format(r.get('score_per_second_s128'), '.1f'),
+            _format(r.get('score_per_second_s16_per_example'), '.1f')))
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
     lines = ['  '.join(str(x).ljust(w) for x, w in zip(header, widths))]
     lines += ['  '.join(str(x).ljust(w) for x, w in zip(row, widths))

@@ -292,10 +292,21 @@ def sampling_stats(model, data, num=SAMPLES):
                                 if iterations.size else None))
 
 
-def scoring_throughput(model, data, num_samples):
-    """Images per second of `log_prob(x, num_samples)` on `data`."""
-    score = tf.function(
-        lambda x, seed: model.log_prob(x, num_samples, seed=seed))
+def scoring_throughput(model, data, num_samples, per_example=False):
+    """Images per second of `log_prob(x, num_samples)` on `data`.
+
+    With `per_example`, as the exported signatures score: every example
+    draws its noise from its own seed (`model.example_seeds`), which costs
+    a row-by-row draw of the noise.
+    """
+    if per_example:
+        def log_prob(x, seed):
+            return model.log_prob(x, num_samples,
+                                  seed=model.example_seeds(x, seed))
+    else:
+        def log_prob(x, seed):
+            return model.log_prob(x, num_samples, seed=seed)
+    score = tf.function(log_prob)
     score(data, tf.constant([1, 2])).numpy()
     seconds = statistics.median(
         _timed(lambda: score(data, tf.constant([3, 4])), 3))
@@ -355,4 +366,6 @@ def run(benchmark, steps=10, jit_compile=False, sampling=True, scoring=True):
         for s in IW_SAMPLES:
             result[f'score_per_second_s{s}'] = scoring_throughput(model, data,
                                                                   s)
+        result['score_per_second_s16_per_example'] = scoring_throughput(
+            model, data, 16, per_example=True)
     return result

@@ -12,8 +12,9 @@ stderr and exit code 2.
 Prints one line per example (`source`, bits/dim, log-likelihood in nats,
 from the `log_prob` signature: the importance-weighted bound with
 `--num_samples` draws) and the mean; `--output=FILE.json` also writes the
-mean and every record, `--output=FILE.csv` the records. Batch `b` uses the
-stateless seed `(--seed, b)`, so equal flags give equal numbers.
+mean and every record, `--output=FILE.csv` the records. Each image's noise
+comes from its own content and `--seed`, so an image scores the same with
+any `--batch_size`, in any order and next to any other inputs.
 """
 
 import os

@@ -77,15 +77,15 @@ def _env():
 def _in_memory(model, x):
     """The numbers `_RELOAD_SCRIPT` computes, from the model in memory."""
     ll = model.log_prob(x, 5, chunk_size=export_fixtures.CHUNK_SIZE,
-                        seed=[1, 2])
+                        seed=model.example_seeds(x, [1, 2]))
     return {
         'log_prob': ll.numpy(),
         'log_prob_bpd': model.bits_per_dim(ll).numpy(),
         'serving': model.log_prob(
             x, export_fixtures.DEFAULT_NUM_SAMPLES,
             chunk_size=export_fixtures.CHUNK_SIZE,
-            seed=export.SERVING_SEED).numpy(),
-        'elbo': model.elbo(x, seed=[3, 4]).numpy(),
+            seed=model.example_seeds(x, export.SERVING_SEED)).numpy(),
+        'elbo': model.elbo(x, seed=model.example_seeds(x, [3, 4])).numpy(),
         'sample': model.sample(3, 0.8, seed=[5, 6]).numpy(),
         'num_dims': model.num_data_dims,
     }
@@ -158,6 +158,49 @@ class ExportTest(tf.test.TestCase):
         self.assertEqual(vector['sample'](
             num=tf.constant(4), temperature=tf.constant(1.0),
             seed=tf.constant([0, 1]))['samples'].shape, [4, 2])
+
+    def test_scores_do_not_depend_on_the_batching(self):
+        sig = self.loaded['image'].signatures
+        c = tf.constant
+        x = self.images
+
+        def bits(images, name='log_prob', seed=(1, 2)):
+            if name == 'elbo':
+                return sig['elbo'](x=c(images), seed=c(list(seed)))[
+                    'bits_per_dim'].numpy()
+            return sig[name](x=c(images), num_samples=c(3),
+                             seed=c(list(seed)))['bits_per_dim'].numpy()
+
+        for name in ('log_prob', 'elbo'):
+            together = bits(x, name)
+            alone = np.concatenate([bits(x[i:i + 1], name)
+                                    for i in range(len(x))])
+            reordered = bits(x[[4, 0, 5, 1]], name)
+            # Float32 kernels on other batch sizes: 1e-5 bits/dim.
+            self.assertAllClose(alone, together, atol=1e-5, rtol=0, msg=name)
+            self.assertAllClose(reordered, together[[4, 0, 5, 1]], atol=1e-5,
+                                rtol=0, msg=name)
+            other = bits(x, name, seed=(1, 3))
+            self.assertGreater(np.abs(other - together).max(), 1e-3,
+                               msg=name)
+        served = sig['serving_default'](x=c(x))['bits_per_dim'].numpy()
+        served_alone = sig['serving_default'](x=c(x[2:3]))[
+            'bits_per_dim'].numpy()
+        self.assertAllClose(served_alone, served[2:3], atol=1e-5, rtol=0)
+
+    def test_exports_of_the_old_format_are_refused(self):
+        old = os.path.join(self.tmp, 'old')
+        shutil.copytree(self.vector.path, old)
+        path = os.path.join(old, 'assets', export.METADATA_FILE)
+        with open(path) as f:
+            info = json.load(f)
+        info['format'] = 'vflow_tfp.export/1'
+        with open(path, 'w') as f:
+            json.dump(info, f)
+        with self.assertRaisesRegex(
+                ValueError, r'format vflow_tfp.export/1, whose scores depend '
+                r'on the batching; re-export it with bin/export.py'):
+            export.load_metadata(old)
 
     def test_metadata_as_asset_and_signature(self):
         info = export.load_metadata(self.image.path)

@@ -106,13 +106,16 @@ class ScoreTest(tf.test.TestCase):
         print(f'trained patches {train_bpd:.3f} bits/dim, uniform noise '
               f'{noise_bpd:.3f}')
         self.assertLess(train_bpd, noise_bpd - 0.3)
-        # Batch b of the run is the model's bound with seed (3, b).
+        # Each image's score is the model's bound with its own seed from
+        # (3, 0), whichever batch of 16 it was in.
         model = self.exported.model
-        first = model.log_prob(np.concatenate([train[:3], train[:13]]),
-                               export_fixtures.DEFAULT_NUM_SAMPLES,
+        first = np.concatenate([train[:3], train[:13]])
+        first = model.log_prob(first, export_fixtures.DEFAULT_NUM_SAMPLES,
                                chunk_size=export_fixtures.CHUNK_SIZE,
-                               seed=[3, 0])
+                               seed=model.example_seeds(first, [3, 0]))
         self.assertAllClose(bits[:16], model.bits_per_dim(first), atol=1e-5)
+        # The three PNGs hold train[:3]: equal images, equal scores.
+        self.assertAllClose(bits[:3], bits[3:6], atol=1e-9)
         # stdout: header, one line per image, the mean.
         lines = out.splitlines()
         self.assertEqual(lines[0], 'source\tbits_per_dim\tlog_likelihood')
@@ -132,8 +135,9 @@ class ScoreTest(tf.test.TestCase):
         self.assertEqual(code, 0, err)
         self.assertIn(f'{points}[4]\t', out)
         self.assertIn('over 5 images (2 importance samples', out)
+        # Another batch size: the same scores (each point has its own noise).
         code, _, err = run_score(f'--model={vector.path}', points,
-                                 '--num_samples=2', '--batch_size=2',
+                                 '--num_samples=2', '--batch_size=5',
                                  f'--output={csv_path}')
         self.assertEqual(code, 0, err)
         with open(json_path) as f:
@@ -145,8 +149,9 @@ class ScoreTest(tf.test.TestCase):
         self.assertEqual([r['source'] for r in rows],
                          [r['source'] for r in records])
         for key in ('bits_per_dim', 'log_likelihood'):
-            self.assertEqual([float(r[key]) for r in rows],
-                             [r[key] for r in records])
+            self.assertAllClose([float(r[key]) for r in rows],
+                                [r[key] for r in records], atol=1e-5,
+                                rtol=0)
 
         bad = data.sample_checkerboard(5, seed=1)
         bad[3, 1] = np.inf

@@ -30,9 +30,14 @@ Signatures (every batch dimension is `None`; image models take uint8
 
 `log_prob` is the importance-weighted bound `log (1/S) sum_s exp(ELBO_s)`
 (VFlow Eq. 5) in nats, `bits_per_dim` the same divided by `-D_x ln 2`. The
-noise of every signature comes from its `seed` alone (stateless ops), so equal
-inputs give equal outputs, the in-memory model's
-`log_prob(x, num_samples, chunk_size, seed=seed)`, `elbo(x, seed=seed)` and
+noise of every signature comes from its `seed` alone (stateless ops). In
+`log_prob`, `serving_default` and `elbo` each example draws its own noise
+from a seed derived from its content and `seed`
+(`VFlow.example_seeds`): an example's score depends only on the example,
+`seed` and `num_samples`, not on the batch it is sent in, its position or
+the batch size. The outputs equal the in-memory model's
+`log_prob(x, num_samples, chunk_size, seed=model.example_seeds(x, seed))`,
+`elbo(x, seed=model.example_seeds(x, seed))` and
 `sample(num, temperature, seed=seed)` up to float32 rounding (the graph's
 fused kernels against eager ops: about 1e-6 bits/dim). The signatures check their inputs with
 `tf.debugging` assertions: an empty batch, `num_samples < 1`, `num < 1`, a
@@ -71,7 +76,9 @@ DEFAULT_NUM_SAMPLES = 16
 # `serving_default` has no seed input (signatures have no optional inputs).
 SERVING_SEED = (0, 0)
 METADATA_FILE = 'metadata.json'
-_FORMAT = 'vflow_tfp.export/1'
+_FORMAT = 'vflow_tfp.export/2'
+# Format 1 drew one noise sample per call, so scores depended on batching.
+_OLD_FORMATS = ('vflow_tfp.export/1',)
 
 
 def _positive_int(value, name):
@@ -181,8 +188,9 @@ class FlowScorer(tf.Module):
 
     def _log_prob(self, x, num_samples, seed):
         """Importance-weighted log-likelihood and bits/dim, float64 [N]."""
-        ll = self.model.log_prob(self._checked(x), num_samples,
-                                 chunk_size=self._chunk_size, seed=seed)
+        x = self._checked(x)
+        ll = self.model.log_prob(x, num_samples, chunk_size=self._chunk_size,
+                                 seed=self.model.example_seeds(x, seed))
         return {'log_likelihood': ll,
                 'bits_per_dim': self.model.bits_per_dim(ll)}
 
@@ -194,8 +202,10 @@ class FlowScorer(tf.Module):
 
     def _elbo(self, x, seed):
         """Single-sample ELBO and its bits/dim, float64 [N]."""
-        elbo = tf.cast(self.model.elbo(self._checked(x), seed=seed),
-                       tf.float64)
+        x = self._checked(x)
+        elbo = tf.cast(
+            self.model.elbo(x, seed=self.model.example_seeds(x, seed)),
+            tf.float64)
         return {'elbo': elbo, 'bits_per_dim': self.model.bits_per_dim(elbo)}
 
     def _sample(self, num, temperature, seed):
@@ -307,6 +317,12 @@ def load_metadata(export_dir):
         raise ValueError(f'{export_dir}: not a vflow_tfp scoring SavedModel '
                          f'(cannot read assets/{METADATA_FILE}: '
                          f'{getattr(e, "strerror", None) or e}).') from e
+    if isinstance(info, dict) and info.get('format') in _OLD_FORMATS:
+        raise ValueError(
+            f'{export_dir}: exported by vflow_tfp '
+            f'{info.get("vflow_tfp_version", "?")} in the format '
+            f'{info["format"]}, whose scores depend on the batching; '
+            f're-export it with bin/export.py (format {_FORMAT}).')
     if not isinstance(info, dict) or info.get('format') != _FORMAT:
         raise ValueError(f'{export_dir}: assets/{METADATA_FILE} is not '
                          f'{_FORMAT} metadata.')

@@ -423,9 +423,12 @@ def score(scorer, inputs, *, num_samples, seed=0, batch_size=64,
           progress=None):
     """Scores every example of `inputs`, `batch_size` at a time.
 
-    Batch `b` is scored with the stateless seed `(seed, b)`: results are
-    reproducible for equal `seed` and `batch_size` (and for one batch equal
-    to the `serving_default` signature's when `seed` is 0).
+    Every batch is scored with the stateless seed `(seed, 0)`, from which the
+    export derives each example's own noise: an example's score depends on
+    the example, `seed` and `num_samples` only, not on `batch_size`, the
+    order of the inputs or the other examples (with `seed` 0 it is the
+    `serving_default` signature's when `num_samples` is the export's
+    default).
 
     Args:
       scorer: a `SavedModelScorer` (or anything with its `log_prob`).
@@ -448,9 +451,9 @@ def score(scorer, inputs, *, num_samples, seed=0, batch_size=64,
                          f'{seed!r}.')
     records = []
     total = inputs.num_examples
-    for index, (sources, examples) in enumerate(inputs.batches(batch_size)):
+    for sources, examples in inputs.batches(batch_size):
         log_likelihood, bits = scorer.log_prob(examples, num_samples,
-                                               (int(seed), index))
+                                               (int(seed), 0))
         records.extend({'source': source, 'bits_per_dim': float(b),
                         'log_likelihood': float(ll)}
                        for source, b, ll in zip(sources, bits,

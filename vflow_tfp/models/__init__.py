@@ -2,6 +2,7 @@
 
 from vflow_tfp.models import builders
 from vflow_tfp.models import presets
+from vflow_tfp.models import seeds
 from vflow_tfp.models.conditional import ConditionalFlow
 from vflow_tfp.models.conditional import UniformDequantizer
 from vflow_tfp.models.vflow import VFlow
@@ -12,4 +13,5 @@ __all__ = [
     'VFlow',
     'builders',
     'presets',
+    'seeds',
 ]

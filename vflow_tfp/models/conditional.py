@@ -10,6 +10,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from vflow_tfp import bijectors as vb
+from vflow_tfp.models import seeds as seeds_lib
 
 __all__ = ['ConditionalFlow', 'UniformDequantizer']
 
@@ -103,7 +104,10 @@ class ConditionalFlow(tf.Module):
 
         Args:
           condition: tensor with a leading batch axis of size N.
-          seed: stateless seed, int32 tensor of shape `[2]`.
+          seed: stateless seed, int32 `[2]` (one draw for the batch) or
+            per-example `[M, 2]` with `N` a multiple of `M`: block `i` of
+            `N / M` consecutive rows draws its noise from `seed[i]` alone
+            (`vflow_tfp.models.seeds.sample_rows`).
           training: enables dropout in the networks.
           stop_score: remove the score term from the gradient of `log_p`.
 
@@ -111,9 +115,21 @@ class ConditionalFlow(tf.Module):
           `(y, log_p)` of shapes `[N] + event_shape` and `[N]`.
         """
         kwargs = self.conditioning_kwargs(condition, training)
-        num = tf.shape(condition)[0]
-        y, log_p = self.distribution.experimental_sample_and_log_prob(
-            num, seed=seed, bijector_kwargs=kwargs)
+        seed = tf.convert_to_tensor(seed, tf.int32)
+        if seeds_lib.is_per_example(seed):
+            # What `experimental_sample_and_log_prob` does, with the base
+            # noise drawn row by row.
+            eps = seeds_lib.sample_rows(self.distribution.distribution, seed,
+                                        tf.shape(condition)[0])
+            bijector = self.distribution.bijector
+            y = bijector.forward(eps, **kwargs)
+            log_p = self.distribution.distribution.log_prob(eps) - (
+                bijector.forward_log_det_jacobian(
+                    eps, event_ndims=len(self._event_shape), **kwargs))
+        else:
+            num = tf.shape(condition)[0]
+            y, log_p = self.distribution.experimental_sample_and_log_prob(
+                num, seed=seed, bijector_kwargs=kwargs)
         if stop_score:
             # A new tensor, so the bijector cache cannot hand back the noise
             # and the inverse pass really sees the parameters at a fixed y.
@@ -124,7 +140,11 @@ class ConditionalFlow(tf.Module):
 
 
 class UniformDequantizer(tf.Module):
-    """Uniform dequantisation noise u ~ U(0, 1)^D, log r(u|x) = 0."""
+    """Uniform dequantisation noise u ~ U(0, 1)^D, log r(u|x) = 0.
+
+    `sample_and_log_prob(condition, seed)` takes the seed as
+    `ConditionalFlow`'s: `[2]` or per-example `[M, 2]`.
+    """
 
     def __init__(self, event_shape, dtype=tf.float32, name=None):
         super().__init__(name=name or 'uniform_dequantizer')
@@ -141,5 +161,9 @@ class UniformDequantizer(tf.Module):
                             stop_score=False):
         del training, stop_score  # No parameters: nothing to stop.
         num = tf.shape(condition)[0]
-        u = self.distribution.sample(num, seed=seed)
+        seed = tf.convert_to_tensor(seed, tf.int32)
+        if seeds_lib.is_per_example(seed):
+            u = seeds_lib.sample_rows(self.distribution, seed, num)
+        else:
+            u = self.distribution.sample(num, seed=seed)
         return u, tf.zeros([num], self.distribution.dtype)

@@ -33,6 +33,7 @@ import tensorflow_probability as tfp
 import vflow_tfp.initialization as initialization
 from vflow_tfp import bijectors as vb
 from vflow_tfp.models import conditional
+from vflow_tfp.models import seeds as seeds_lib
 
 __all__ = ['GRADIENT_ESTIMATORS', 'VFlow']
 
@@ -189,8 +190,45 @@ class VFlow(tf.Module):
             return self.rng.uniform_full_int([2], dtype=tf.int32)
         return tf.convert_to_tensor(seed, tf.int32)
 
+    def _check_seed_rows(self, seed, x):
+        """Per-example seeds must divide the batch into equal blocks."""
+        if not seeds_lib.is_per_example(seed):
+            return seed
+        num_seeds = tf.shape(seed)[0]
+        with tf.control_dependencies([
+                tf.debugging.assert_positive(
+                    num_seeds, message='per-example seeds: none given'),
+                tf.debugging.assert_equal(
+                    tf.shape(x)[0] % tf.maximum(num_seeds, 1), 0,
+                    message='per-example seeds need one row per example '
+                            '(or per block of equally many examples)')]):
+            return tf.identity(seed)
+
     def _seeds(self, seed, n):
-        return tfp.random.split_seed(self._new_seed(seed), n=n)
+        seed = self._new_seed(seed)
+        if seeds_lib.is_per_example(seed):
+            return seeds_lib.split_rows(seed, n)
+        return tfp.random.split_seed(seed, n=n)
+
+    def example_seeds(self, x, seed):
+        """Per-example seeds `[N, 2]` from the content of `x` and `seed`.
+
+        With them `elbo` and `log_prob` give every example an estimate that
+        depends only on the example, `seed` (and the sample count), not on
+        the batch it is in (`vflow_tfp.models.seeds.example_seeds`, hashing
+        images as int32 pixel values and vectors in the model's dtype). Not
+        XLA-compilable; the exported signatures use it.
+
+        Args:
+          x: batch of data `[N] + data_shape`.
+          seed: int32 `[2]`.
+
+        Returns:
+          int32 `[N, 2]`.
+        """
+        x = tf.convert_to_tensor(x)
+        x = tf.cast(x, tf.int32 if self._is_image else self._dtype)
+        return seeds_lib.example_seeds(x, seed)
 
     def _preprocess(self, x, seed, training, stop_score=False):
         """x -> x~ and log|d x~/d x| - log r(u|x) per example."""
@@ -241,7 +279,12 @@ class VFlow(tf.Module):
         Args:
           x: batch of data `[N] + data_shape` (integers for images).
           training: enables dropout in every network.
-          seed: optional stateless seed `[2]`; default from `self.rng`.
+          seed: optional stateless seed, int32 `[2]` (one draw for the
+            batch) or per-example `[N, 2]` (row `i`'s bound depends only on
+            `x[i]` and `seed[i]`; see `example_seeds`); also `[M, 2]` with
+            `N` a multiple of `M`, one seed per block of `N / M` consecutive
+            rows (as `log_prob` draws an example's samples); default from
+            `self.rng`.
           gradient_estimator: one of `GRADIENT_ESTIMATORS`. Default value:
             `'reparameterization'`.
 
@@ -256,6 +299,8 @@ class VFlow(tf.Module):
             raise ValueError(f'gradient_estimator must be one of '
                              f'{GRADIENT_ESTIMATORS}; got '
                              f'{gradient_estimator!r}.')
+        if seed is not None:
+            seed = self._check_seed_rows(self._new_seed(seed), x)
         xz, log_weight = self._joint(
             x, seed, training,
             stop_score=gradient_estimator == 'sticking_the_landing')
@@ -269,12 +314,21 @@ class VFlow(tf.Module):
         with a running float64 log-sum-exp, so memory does not grow with `S`.
         `S = 1` is the ELBO.
 
+        With a seed `[2]`, pass `c` draws its noise for the whole batch from
+        `fold_in(seed, c)`, so an example's estimate depends on its batch and
+        on `chunk_size`. With per-example seeds `[N, 2]` (`example_seeds`),
+        pass `c` draws the `chunk_size` samples of example `i` as one block
+        from `fold_in(seed[i], c)`: the estimate of row `i` depends only on
+        `x[i]`, `seed[i]`, `S` and `chunk_size`, not on the other examples,
+        their number or their order.
+
         Args:
           x: batch `[N] + data_shape`.
           num_samples: `S`, Python int or int32 scalar tensor (>= 1).
           chunk_size: draws per pass, a Python int: each pass evaluates
             `N * chunk_size` examples. Default value: 16.
-          seed: optional stateless seed `[2]`; default from `self.rng`.
+          seed: optional stateless seed, int32 `[2]` or per-example `[N, 2]`;
+            default from `self.rng`.
 
         Returns:
           `[N]` float64 tensor.
@@ -287,14 +341,20 @@ class VFlow(tf.Module):
         tf.debugging.assert_positive(num_samples,
                                      message='num_samples must be >= 1')
         x = tf.convert_to_tensor(x)
+        seed = self._check_seed_rows(seed, x)
         batch = tf.shape(x)[0]
         num_chunks = (num_samples + chunk_size - 1) // chunk_size
         repeated = tf.repeat(x, chunk_size, axis=0)
+        per_example = seeds_lib.is_per_example(seed)
 
         def body(i, total):
-            elbo = self.elbo(repeated, training=False,
-                             seed=tf.random.experimental.stateless_fold_in(
-                                 seed, i))
+            if per_example:
+                # One seed per example and pass: the example's chunk of
+                # draws is one block of `repeated` (example-major).
+                draw_seed = seeds_lib.fold_in_rows(seed, i)
+            else:
+                draw_seed = tf.random.experimental.stateless_fold_in(seed, i)
+            elbo = self.elbo(repeated, training=False, seed=draw_seed)
             elbo = tf.reshape(tf.cast(elbo, tf.float64), [batch, chunk_size])
             index = i * chunk_size + tf.range(chunk_size)
             elbo = tf.where(index[tf.newaxis, :] < num_samples, elbo,
