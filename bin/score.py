@@ -37,7 +37,8 @@ flags.DEFINE_integer('num_samples', None,
                      '(the run\'s --iw_samples, else 16).', lower_bound=1)
 flags.DEFINE_integer('seed', 0, 'Seed of the importance samples.',
                      lower_bound=0, upper_bound=2**31 - 1)
-flags.DEFINE_integer('batch_size', 64, 'Images per model call.',
+flags.DEFINE_integer('batch_size', 64, 'Images per model call (memory and '
+                     'speed only: the scores do not depend on it).',
                      lower_bound=1)
 flags.DEFINE_string('npz_key', None,
                     'Score only this array of each .npz file (default: all).')
