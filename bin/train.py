@@ -124,6 +124,7 @@ def main(argv):
     # Imported here so that --help and flag errors answer without TF start-up.
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
+    from vflow_tfp import data  # pylint: disable=g-import-not-at-top
     from vflow_tfp.models import presets  # pylint: disable=g-import-not-at-top
     from vflow_tfp import training  # pylint: disable=g-import-not-at-top
 
@@ -149,7 +150,8 @@ def main(argv):
             init_batch_size=FLAGS.init_batch_size, seed=FLAGS.seed,
             data_dir=FLAGS.data_dir, validation_size=FLAGS.validation_size,
             repeat_eval=FLAGS.strategy == 'multi_worker')
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError,
+            data.DatasetUnavailableError) as e:
         _fail(str(e))
     if 'image_shape' in presets.overridable(FLAGS.preset) and (
             'image_shape' not in overrides) and len(inputs.data_shape) == 3:

@@ -229,6 +229,29 @@ def test_bad_arguments(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+def test_a_failed_preparation_names_the_data_set_and_the_cause(
+        tmp_path, monkeypatch):
+    def download_and_prepare(self, *args, **kwargs):
+        raise ConnectionError('no network here\nsecond line')
+    monkeypatch.setattr(tfds.core.DatasetBuilder, 'download_and_prepare',
+                        download_and_prepare)
+    for make in (
+            lambda: data.image_dataset('cifar10', 'train', 8,
+                                       data_dir=str(tmp_path)),
+            lambda: data.distributed_image_dataset(
+                tf.distribute.get_strategy(), 'cifar10', 'test', 8,
+                data_dir=str(tmp_path))):
+        with pytest.raises(data.DatasetUnavailableError) as info:
+            make()
+        message = str(info.value)
+        assert "'cifar10/" in message and str(tmp_path) in message
+        assert '(ConnectionError: no network here)' in message
+        assert 'second line' not in message
+        assert isinstance(info.value.__cause__, ConnectionError)
+        # Still a RuntimeError, for callers written against that.
+        assert isinstance(info.value, RuntimeError)
+
+
 # The photo_patches builder (real TFDS files, built offline).
 
 

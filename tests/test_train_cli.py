@@ -189,6 +189,32 @@ class TrainCliTest(tf.test.TestCase):
         self._assert_one_line_error(run, r'global_batch_size must be '
                                          r'positive; got -8')
 
+    def test_dataset_that_cannot_be_prepared(self):
+        # No network: TFDS's download fails inside bin/train.py (patched
+        # here to fail at once), and the run ends with one line naming the
+        # data set, its directory and the cause.
+        offline = (
+            'import runpy, sys\n'
+            'import tensorflow_datasets as tfds\n'
+            'def download_and_prepare(self, *args, **kwargs):\n'
+            '    raise ConnectionError("no network here")\n'
+            'tfds.core.DatasetBuilder.download_and_prepare = '
+            'download_and_prepare\n'
+            'sys.argv[0] = sys.argv[1]; del sys.argv[1]\n'
+            'runpy.run_path(sys.argv[0], run_name="__main__")\n')
+        data_dir = os.path.join(self.tmp, 'tfds')
+        run = subprocess.run(
+            [sys.executable, '-c', offline, TRAIN, '--preset=tiny_vflow',
+             '--dataset=cifar10', f'--data_dir={data_dir}',
+             f'--output_dir={os.path.join(self.tmp, "run")}'],
+            env=_env(), capture_output=True, text=True, timeout=300)
+        self._assert_one_line_error(
+            run, r"train\.py: error: Could not prepare TFDS dataset "
+                 r"'cifar10/[0-9.]+' in .*tfds.*ConnectionError: no network "
+                 r"here.*tfds build")
+        self.assertFalse(os.path.exists(os.path.join(self.tmp, 'run',
+                                                     'results.json')))
+
     def test_unknown_flag_and_bad_value(self):
         run = self._run_train('--preset=tiny_vflow', '--learning_rat=3',
                               f'--output_dir={self.tmp}')

@@ -239,7 +239,7 @@ class _TfdsSplit:
             self.dataset = pipelines.image_dataset(
                 name, split, 1, shuffle=False, repeat=False,
                 data_dir=data_dir, drop_remainder=False)
-        except RuntimeError as e:
+        except pipelines.DatasetUnavailableError as e:
             raise ValueError(f'{self.label}: {e}') from e
         except ValueError as e:
             if str(e).startswith(self.label):

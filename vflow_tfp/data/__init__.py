@@ -10,6 +10,7 @@ from vflow_tfp.data.photos import TEST_PHOTOS
 from vflow_tfp.data.photos import TRAIN_PHOTOS
 from vflow_tfp.data.photos import photo_patches
 from vflow_tfp.data.photo_patches_dataset import PhotoPatches
+from vflow_tfp.data.pipelines import DatasetUnavailableError
 from vflow_tfp.data.pipelines import SPLITS
 from vflow_tfp.data.pipelines import SUPPORTED_DATASETS
 from vflow_tfp.data.pipelines import checkerboard_dataset
@@ -19,6 +20,7 @@ from vflow_tfp.data.pipelines import image_shape
 
 __all__ = [
     'CHECKERBOARD_LOG_LIKELIHOOD',
+    'DatasetUnavailableError',
     'PhotoPatches',
     'SPLITS',
     'SUPPORTED_DATASETS',

@@ -40,6 +40,7 @@ from vflow_tfp.data import photo_patches_dataset
 del photo_patches_dataset
 
 __all__ = [
+    'DatasetUnavailableError',
     'SPLITS',
     'SUPPORTED_DATASETS',
     'checkerboard_dataset',
@@ -47,6 +48,18 @@ __all__ = [
     'image_dataset',
     'image_shape',
 ]
+
+
+
+class DatasetUnavailableError(RuntimeError):
+    """A TFDS data set is not prepared and preparing it failed.
+
+    Usually there is no network access to download it: prepare it on a
+    machine that has (e.g. `tfds build cifar10 --data_dir=DIR`) and pass
+    `data_dir=DIR`. The message names the data set, the directory and the
+    cause; the original exception is chained as `__cause__`.
+    """
+
 
 SUPPORTED_DATASETS = (
     'cifar10',
@@ -147,8 +160,8 @@ def image_dataset(name, split, batch_size, *, input_context=None,
     Raises:
       ValueError: for an unknown data set, a bad split or validation size, or
         a batch size that is not positive or not divisible by the replicas.
-      RuntimeError: if the data set is not prepared and preparing it fails
-        (e.g. no network access).
+      DatasetUnavailableError: if the data set is not prepared and
+        preparing it fails (e.g. no network access).
     """
     _check_batch_size(batch_size, input_context)
     if isinstance(shuffle_buffer, bool) or not isinstance(
@@ -227,6 +240,7 @@ def distributed_image_dataset(strategy, name, split, global_batch_size,
 
     Raises:
       ValueError: as `image_dataset`, raised before any pipeline is built.
+      DatasetUnavailableError: as `image_dataset`.
     """
     if 'input_context' in kwargs:
         raise ValueError('distributed_image_dataset makes the input_context; '
@@ -417,7 +431,7 @@ def _prepare(builder):
     try:
         builder.download_and_prepare()
     except Exception as e:  # pylint: disable=broad-except
-        raise RuntimeError(
+        raise DatasetUnavailableError(
             f'Could not prepare TFDS dataset {builder.info.full_name!r} in '
             f'{builder.data_dir} ({type(e).__name__}: {_first_line(e)}); '
             'prepare it beforehand (e.g. `tfds build`) and pass its data_dir.'
