@@ -50,7 +50,6 @@ __all__ = [
 ]
 
 
-
 class DatasetUnavailableError(RuntimeError):
     """A TFDS data set is not prepared and preparing it failed.
 
