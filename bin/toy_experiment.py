@@ -66,6 +66,9 @@ _INIT_SIZE = flags.DEFINE_integer('init_size', 4096,
 _SCALE_FN = flags.DEFINE_enum(
     'scale_fn', None, ['tanh', 'sigmoid', 'exp'],
     'Scale function of the affine couplings; default: the preset\'s.')
+_LINEAR_TOP = flags.DEFINE_boolean(
+    'linear_top', False,
+    'End p with a dense linear map (a full-covariance Gaussian top).')
 _JIT = flags.DEFINE_boolean('jit_compile', True,
                             'XLA-compile the training function.')
 _RESUME = flags.DEFINE_boolean(
@@ -85,7 +88,11 @@ _VALID_DIMS = (2, 4, 6, 8, 10)
 _VALID_STEPS = (2, 3, 5, 10, 20)
 _SETTINGS = ('iterations', 'batch_size', 'learning_rate', 'schedule',
              'clip_norm', 'gradient_estimator', 'posterior_samples',
-             'iw_samples', 'test_size', 'init_size', 'scale_fn')
+             'iw_samples', 'test_size', 'init_size', 'scale_fn',
+             'linear_top')
+# Settings added after the first sweeps, with the value those sweeps used
+# (so their output directories can still be resumed).
+_LATER_SETTINGS = {'linear_top': False}
 
 
 def _fail(message):
@@ -137,7 +144,8 @@ def _settings():
                 gradient_estimator=_ESTIMATOR.value,
                 posterior_samples=_POSTERIOR_SAMPLES.value,
                 iw_samples=_IW.value, test_size=_TEST_SIZE.value,
-                init_size=_INIT_SIZE.value, scale_fn=_SCALE_FN.value)
+                init_size=_INIT_SIZE.value, scale_fn=_SCALE_FN.value,
+                linear_top=_LINEAR_TOP.value)
 
 
 def _write_json(path, obj):
@@ -176,7 +184,8 @@ def _table(summary, settings):
         f'VFlow ELBO gradient {settings["gradient_estimator"]} with '
         f'{settings["posterior_samples"]} z draw(s) per training point, '
         f'VFlow likelihood by {iw}-sample importance weighting; '
-        f'scale_fn {settings["scale_fn"] or "preset default"}. '
+        f'scale_fn {settings["scale_fn"] or "preset default"}'
+        f'{", linear top" if settings.get("linear_top") else ""}. '
         f'True log-likelihood {-np.log(32):.3f}.',
         '',
         '| D \\ L | ' + ' | '.join(str(s) for s in steps) + ' |',
@@ -265,10 +274,11 @@ def main(argv):
     if os.path.exists(config_path):
         with open(config_path) as f:
             old = json.load(f)
-        diff = [k for k in _SETTINGS if old.get(k) != settings[k]]
+        old = {k: old.get(k, _LATER_SETTINGS.get(k)) for k in _SETTINGS}
+        diff = [k for k in _SETTINGS if old[k] != settings[k]]
         if diff:
             _fail(f'{out_dir} holds runs with other settings ('
-                  + ', '.join(f'--{k}={old.get(k)}' for k in diff)
+                  + ', '.join(f'--{k}={old[k]}' for k in diff)
                   + '); use another --output_dir.')
     else:
         _write_json(config_path, settings)
@@ -292,6 +302,8 @@ def main(argv):
     tf.get_logger().setLevel('ERROR')  # retracing notes of the per-run fns
     test_points = cb.test_set(_TEST_SIZE.value)
     overrides = ({'scale_fn': _SCALE_FN.value} if _SCALE_FN.value else {})
+    if _LINEAR_TOP.value:
+        overrides['linear_top'] = True
     print(f'Checkerboard sweep: {len(jobs)} runs (D {dims}, L {steps}, seeds '
           f'{list(seeds)}), {_ITERATIONS.value} iterations each, '
           f'{len(existing)} already done; outputs in {out_dir}', flush=True)

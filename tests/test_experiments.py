@@ -112,6 +112,17 @@ def test_script_end_to_end(tmp_path):
     assert '2 already done' in proc.stdout
     assert '[1/2]' not in proc.stdout
 
+    # A directory from before --linear_top existed resumes as linear_top
+    # off, and refuses runs with it on.
+    config = json.loads((out / 'config.json').read_text())
+    assert config.pop('linear_top') is False
+    (out / 'config.json').write_text(json.dumps(config))
+    proc = _run_script(*args, '--resume')
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = _run_script(*args, '--resume', '--linear_top')
+    assert proc.returncode != 0
+    assert '--linear_top=False' in proc.stderr.strip().splitlines()[-1]
+
 
 @pytest.mark.parametrize('flag, message', [
     ('--dims=3', '--dims values must be among'),

@@ -60,6 +60,23 @@ def _jacobian_log_det(fn, inputs):
     return outputs, log_det
 
 
+def _assert_p_round_trip(test, model, eps, atol):
+    """eps -> xz = forward(eps): log p(xz) = log N(eps) - fldj(eps) and
+    inverse(xz) = eps."""
+    # tf.identity everywhere: TFP's bijector cache would otherwise answer
+    # inverse(forward(eps)) with eps itself.
+    xz = model.p_bijector.forward(tf.identity(eps))
+    log_p = model.p.log_prob(tf.identity(xz))
+    event_ndims = len(eps.shape) - 1
+    expected = (model.p.distribution.log_prob(eps)
+                - model.p_bijector.forward_log_det_jacobian(
+                    tf.identity(eps), event_ndims=event_ndims))
+    test.assertTrue(np.all(np.isfinite(log_p)))
+    test.assertAllClose(log_p, expected, atol=atol, rtol=0)
+    test.assertAllClose(model.p_bijector.inverse(tf.identity(xz)), eps,
+                        atol=atol, rtol=0)
+
+
 def _logmeanexp(values, axis):
     values = np.asarray(values, np.float64)
     top = values.max(axis=axis, keepdims=True)
@@ -278,6 +295,37 @@ class PresetTest(tf.test.TestCase):
                              msg=f'conditional_norm={conditional_norm}')
             if conditional_norm:
                 self.assertTrue(np.all(np.linalg.matrix_rank(jacobian) == 2))
+
+    def test_checkerboard_linear_top_is_a_full_covariance_gaussian(self):
+        # `linear_top` adds one dense map after p's last coupling (D^2
+        # parameters, no step): over N(0, I), the flow's output h before it
+        # is N(0, (A A^T)^-1) for the top's matrix A (rows: y = h A).
+        for preset, dims, plain in (('checkerboard_glow_3', 2, 3 * 2760),
+                                    ('checkerboard_vflow_3_10', 10, 13_848)):
+            model = presets.build(preset, linear_top=True, seed=0)
+            self.assertEqual(model.count_params(), plain + dims * dims)
+            top = model.p_bijector.bijectors[-1]
+            self.assertIsInstance(top, vb.Invertible1x1Conv)
+            self.assertEqual(top.name, 'p_top')
+        rng = np.random.default_rng(0)
+        matrix = (np.eye(10) + 0.3 * rng.standard_normal([10, 10]))
+        top.weights.assign(matrix[None].astype(np.float32))
+        for v in model.p_bijector.trainable_variables:
+            if 'coupling' in v.name:  # leave the identity couplings
+                v.assign_add(0.05 * rng.standard_normal(v.shape)
+                             .astype(np.float32))
+        xz = tf.constant(rng.standard_normal([32, 10]), tf.float32)
+        below = tfb.Chain(model.p_bijector.bijectors[:-1])
+        h = below.inverse(tf.identity(xz))
+        gaussian = tfd.MultivariateNormalTriL(
+            scale_tril=np.linalg.cholesky(
+                np.linalg.inv(matrix @ matrix.T)).astype(np.float32))
+        expected = gaussian.log_prob(h) + below.inverse_log_det_jacobian(
+            tf.identity(xz), event_ndims=1)
+        self.assertAllClose(model.p.log_prob(xz), expected, atol=2e-4,
+                            rtol=0)
+        eps = tf.random.stateless_normal([8, 10], [4, 4])
+        _assert_p_round_trip(self, model, eps, atol=1e-4)
 
     def test_unknown_preset_and_override(self):
         with self.assertRaisesRegex(ValueError,
@@ -815,23 +863,7 @@ class SamplingTest(tf.test.TestCase):
         self.assertAllEqual(a, model.sample(16, seed=[1, 2]))
         self.assertNotAllEqual(a, model.sample(16, seed=[2, 2]))
         eps = tf.random.stateless_normal([8, 4], [4, 4])
-        self._check_round_trip(model, eps, atol=1e-4)
-
-    def _check_round_trip(self, model, eps, atol):
-        """eps -> xz = forward(eps): log p(xz) = log N(eps) - fldj(eps) and
-        inverse(xz) = eps."""
-        # tf.identity everywhere: TFP's bijector cache would otherwise answer
-        # inverse(forward(eps)) with eps itself.
-        xz = model.p_bijector.forward(tf.identity(eps))
-        log_p = model.p.log_prob(tf.identity(xz))
-        event_ndims = len(eps.shape) - 1
-        expected = (model.p.distribution.log_prob(eps)
-                    - model.p_bijector.forward_log_det_jacobian(
-                        tf.identity(eps), event_ndims=event_ndims))
-        self.assertTrue(np.all(np.isfinite(log_p)))
-        self.assertAllClose(log_p, expected, atol=atol, rtol=0)
-        self.assertAllClose(model.p_bijector.inverse(tf.identity(xz)), eps,
-                            atol=atol, rtol=0)
+        _assert_p_round_trip(self, model, eps, atol=1e-4)
 
     def test_image_latent_round_trip(self):
         # The VFlow squash logit(0.05 + 0.9 F) makes every mixture coupling's
@@ -845,7 +877,7 @@ class SamplingTest(tf.test.TestCase):
                 (*_small_float64_image_vflow(), 1e-8)]:
             xz = _augmented(model, x[:2], seed=[8, 8])
             eps = tf.identity(model.p_bijector.inverse(xz))
-            self._check_round_trip(model, eps, atol=atol)
+            _assert_p_round_trip(self, model, eps, atol=atol)
         # Far outside the image the round trip must fail (the clipping).
         far = 40.0 * tf.ones_like(eps)
         back = model.p_bijector.inverse(

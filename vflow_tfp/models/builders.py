@@ -236,12 +236,17 @@ def glow_flow(event_shape, levels, steps, filters, name, dtype=tf.float32):
 
 
 def vector_flow(dims, num_steps, name, hidden_units=(50, 50),
-                context_features=0, scale_fn='tanh', dtype=tf.float32):
+                context_features=0, scale_fn='tanh', linear_top=False,
+                dtype=tf.float32):
     """Glow on vectors: `num_steps` x [ActNorm, dense linear map, affine coupling].
 
     The couplings' MLPs have `hidden_units` (the paper's toy: 2 x 50) and see
-    a context of `context_features` if nonzero. Returns data -> latent
-    layers.
+    a context of `context_features` if nonzero. With `linear_top`, one more
+    dense map `y = h W` (rows; `W = I + 0.01 N(0, 1)` at the start) follows
+    the last coupling: over a standard normal base, the last coupling's
+    output `h` is then a Gaussian of any covariance, `N(0, (W W^T)^{-1})`,
+    where without it the half that the last coupling conditions on reaches
+    the base unchanged. Returns data -> latent layers.
     """
     partition = vb.ChannelSplit(event_ndims=1)
     halves = partition.half_event_shapes((int(dims),))
@@ -260,6 +265,9 @@ def vector_flow(dims, num_steps, name, hidden_units=(50, 50),
                               scale_fn=scale_fn, dtype=dtype,
                               name=f'{name}_coupling{i}'),
         ]
+    if linear_top:
+        layers.append(vb.Invertible1x1Conv([dims], noise_scale=0.01,
+                                           dtype=dtype, name=f'{name}_top'))
     return layers
 
 

@@ -278,8 +278,8 @@ tiny_flowpp = functools.partial(
 # -- the 2-D checkerboard (VFlow paper §5) ---------------------------------
 
 def checkerboard_model(num_steps, dims=2, hidden_units=(50, 50),
-                       scale_fn='sigmoid', q_conditional_norm=True, seed=None,
-                       dtype=tf.float32):
+                       scale_fn='sigmoid', q_conditional_norm=True,
+                       linear_top=False, seed=None, dtype=tf.float32):
     """Glow (dims = 2) or VFlow (dims > 2) on 2-D data.
 
     VFlow spends one of the `num_steps` steps on q(z|x) (dims - 2 features,
@@ -291,6 +291,8 @@ def checkerboard_model(num_steps, dims=2, hidden_units=(50, 50),
     (default) q's step normalises with a `ConditionalAffine` on x instead of
     an ActNorm, so all of z depends on x
     (`builders.conditional_vector_flow`); `False` is the plain Glow step.
+    `linear_top` ends p with one more dense map (`builders.vector_flow`),
+    `dims^2` parameters and no extra step.
     """
     augment = int(dims) - 2
     if augment < 0 or augment == 1:
@@ -300,7 +302,7 @@ def checkerboard_model(num_steps, dims=2, hidden_units=(50, 50),
         raise ValueError(f'num_steps={num_steps} leaves p no step.')
     p_bijector = tfb.Chain(builders.vector_flow(
         dims, p_steps, 'p', hidden_units=hidden_units, scale_fn=scale_fn,
-        dtype=dtype), name='p_flow')
+        linear_top=linear_top, dtype=dtype), name='p_flow')
     posterior = None
     if augment:
         posterior = builders.conditional_vector_flow(
