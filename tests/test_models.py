@@ -307,11 +307,12 @@ class PresetTest(tf.test.TestCase):
             top = model.p_bijector.bijectors[-1]
             self.assertIsInstance(top, vb.Invertible1x1Conv)
             self.assertEqual(top.name, 'p_top')
+        # The density check on the 10-dim VFlow (the last one built).
         rng = np.random.default_rng(0)
         matrix = (np.eye(10) + 0.3 * rng.standard_normal([10, 10]))
         top.weights.assign(matrix[None].astype(np.float32))
         for v in model.p_bijector.trainable_variables:
-            if 'coupling' in v.name:  # leave the identity couplings
+            if 'coupling' in v.name:  # move the couplings off the identity
                 v.assign_add(0.05 * rng.standard_normal(v.shape)
                              .astype(np.float32))
         xz = tf.constant(rng.standard_normal([32, 10]), tf.float32)
