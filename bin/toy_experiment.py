@@ -46,9 +46,10 @@ _STEPS = flags.DEFINE_list('steps', ['2', '3', '5', '10', '20'],
                            'Flow steps L.')
 _BATCH = flags.DEFINE_integer('batch_size', 64, 'Training batch size.')
 _LR = flags.DEFINE_float('learning_rate', 2e-3, 'Peak Adam learning rate.')
-_SCHEDULE = flags.DEFINE_enum('schedule', 'cosine', ['cosine', 'constant'],
-                              'Learning-rate schedule: cosine decay to 0 over '
-                              'the run, or constant.')
+_SCHEDULE = flags.DEFINE_enum('schedule', 'cosine',
+                              ['cosine', 'linear', 'constant'],
+                              'Learning-rate schedule: cosine or linear decay '
+                              'to 0 over the run, or constant.')
 _CLIP = flags.DEFINE_float('clip_norm', 100.0, 'Global gradient-norm clip.')
 _ESTIMATOR = flags.DEFINE_enum(
     'gradient_estimator', 'sticking_the_landing',

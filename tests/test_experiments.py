@@ -60,6 +60,27 @@ def test_short_run_improves(preset, estimator, posterior_samples):
     json.dumps(result)  # serialisable
 
 
+@pytest.mark.parametrize('schedule, quarter, half, three_quarters', [
+    ('cosine', 0.5 * (1 + np.cos(np.pi / 4)), 0.5,
+     0.5 * (1 + np.cos(3 * np.pi / 4))),
+    ('linear', 0.75, 0.5, 0.25),
+    ('constant', 1.0, 1.0, 1.0),
+])
+def test_learning_rate_schedules(schedule, quarter, half, three_quarters):
+    rate = cb._learning_rate(2e-3, schedule, 400)  # pylint: disable=protected-access
+    at = (lambda step: float(rate(step))) if callable(rate) else (
+        lambda step: rate)
+    np.testing.assert_allclose(
+        [at(0), at(100), at(200), at(300)],
+        2e-3 * np.array([1.0, quarter, half, three_quarters]), rtol=1e-5)
+    assert at(400) == pytest.approx(0.0 if schedule != 'constant' else 2e-3)
+
+
+def test_unknown_schedule_is_refused():
+    with pytest.raises(ValueError, match='schedule must be one of'):
+        cb._learning_rate(2e-3, 'step', 10)  # pylint: disable=protected-access
+
+
 def test_posterior_samples_must_be_positive():
     model, _ = cb.build_model('checkerboard_vflow_3_4', seed=0, init_size=64)
     with pytest.raises(ValueError, match='posterior_samples must be >= 1'):
