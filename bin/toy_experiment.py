@@ -70,6 +70,12 @@ _SCALE_FN = flags.DEFINE_enum(
 _LINEAR_TOP = flags.DEFINE_boolean(
     'linear_top', False,
     'End p with a dense linear map (a full-covariance Gaussian top).')
+_RECYCLE_EVERY = flags.DEFINE_integer(
+    'recycle_every', 0,
+    'Recycle the MLPs\' dead ReLU units every this many steps (0: never).')
+_RECYCLE_UNTIL = flags.DEFINE_float(
+    'recycle_until', 1.0,
+    'Fraction of the run after which no recycling happens.')
 _JIT = flags.DEFINE_boolean('jit_compile', True,
                             'XLA-compile the training function.')
 _RESUME = flags.DEFINE_boolean(
@@ -90,10 +96,11 @@ _VALID_STEPS = (2, 3, 5, 10, 20)
 _SETTINGS = ('iterations', 'batch_size', 'learning_rate', 'schedule',
              'clip_norm', 'gradient_estimator', 'posterior_samples',
              'iw_samples', 'test_size', 'init_size', 'scale_fn',
-             'linear_top')
+             'linear_top', 'recycle_every', 'recycle_until')
 # Settings added after the first sweeps, with the value those sweeps used
 # (so their output directories can still be resumed).
-_LATER_SETTINGS = {'linear_top': False}
+_LATER_SETTINGS = {'linear_top': False, 'recycle_every': 0,
+                   'recycle_until': 1.0}
 
 
 def _fail(message):
@@ -119,13 +126,17 @@ def _check_flags():
     for flag, low in ((_ITERATIONS, 1), (_SEEDS, 1), (_BATCH, 1), (_IW, 1),
                       (_POSTERIOR_SAMPLES, 1),
                       (_TEST_SIZE, 1), (_INIT_SIZE, 2), (_GRID, 2),
-                      (_GRID_IW, 1), (_PROGRESS, 1), (_FIRST_SEED, 0)):
+                      (_GRID_IW, 1), (_PROGRESS, 1), (_FIRST_SEED, 0),
+                      (_RECYCLE_EVERY, 0)):
         if flag.value < low:
             _fail(f'--{flag.name} must be >= {low}; got {flag.value}.')
     if not _LR.value > 0:
         _fail(f'--learning_rate must be > 0; got {_LR.value}.')
     if not _CLIP.value > 0:
         _fail(f'--clip_norm must be > 0; got {_CLIP.value}.')
+    if not 0.0 <= _RECYCLE_UNTIL.value <= 1.0:
+        _fail(f'--recycle_until must be in [0, 1]; got '
+              f'{_RECYCLE_UNTIL.value}.')
     dims = _int_list('dims', _DIMS.value, _VALID_DIMS)
     steps = _int_list('steps', _STEPS.value, _VALID_STEPS)
     density = []
@@ -146,7 +157,9 @@ def _settings():
                 posterior_samples=_POSTERIOR_SAMPLES.value,
                 iw_samples=_IW.value, test_size=_TEST_SIZE.value,
                 init_size=_INIT_SIZE.value, scale_fn=_SCALE_FN.value,
-                linear_top=_LINEAR_TOP.value)
+                linear_top=_LINEAR_TOP.value,
+                recycle_every=_RECYCLE_EVERY.value,
+                recycle_until=_RECYCLE_UNTIL.value)
 
 
 def _write_json(path, obj):
@@ -170,6 +183,15 @@ def _fmt(value, digits=3):
         f'{value:.{digits}f}')
 
 
+def _recycling_note(settings):
+    every = settings.get('recycle_every', 0)
+    if not every:
+        return ''
+    until = settings.get('recycle_until', 1.0)
+    return (f', dead ReLU units recycled every {every} steps'
+            + (f' up to {until:g} of the run' if until < 1.0 else ''))
+
+
 def _table(summary, settings):
     dims = sorted({d for d, _ in summary})
     steps = sorted({s for _, s in summary})
@@ -186,7 +208,8 @@ def _table(summary, settings):
         f'{settings["posterior_samples"]} z draw(s) per training point, '
         f'VFlow likelihood by {iw}-sample importance weighting; '
         f'scale_fn {settings["scale_fn"] or "preset default"}'
-        f'{", linear top" if settings.get("linear_top") else ""}. '
+        f'{", linear top" if settings.get("linear_top") else ""}'
+        f'{_recycling_note(settings)}. '
         f'True log-likelihood {-np.log(32):.3f}.',
         '',
         '| D \\ L | ' + ' | '.join(str(s) for s in steps) + ' |',
@@ -332,6 +355,8 @@ def main(argv):
             schedule=_SCHEDULE.value, clip_norm=_CLIP.value,
             gradient_estimator=_ESTIMATOR.value,
             posterior_samples=_POSTERIOR_SAMPLES.value,
+            recycle_every=_RECYCLE_EVERY.value,
+            recycle_until=_RECYCLE_UNTIL.value,
             iw_samples=_IW.value, init_size=_INIT_SIZE.value,
             jit_compile=_JIT.value, progress=progress,
             progress_every=_PROGRESS.value, model_overrides=overrides,

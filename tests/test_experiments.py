@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from vflow_tfp import nets
 from vflow_tfp.data import checkerboard as data_lib
 from vflow_tfp.experiments import checkerboard as cb
 
@@ -58,6 +59,31 @@ def test_short_run_improves(preset, estimator, posterior_samples):
     assert result['gradient_estimator'] == estimator
     assert result['posterior_samples'] == posterior_samples
     json.dumps(result)  # serialisable
+
+
+def test_recycling_dead_units_during_training():
+    model, _ = cb.build_model('checkerboard_vflow_3_4', seed=1, init_size=256)
+    mlps = {m.name: m for m in model.submodules if isinstance(m, nets.MLP)}
+    # p's two coupling conditioners, q's conditional affine and coupling.
+    assert sorted(mlps) == ['p_net0', 'p_net1', 'q_net0', 'q_norm_net']
+    # Kill units so that there is something to recycle at the first pass.
+    layer = mlps['p_net1'].hidden_layers[1]
+    layer.bias.assign(tf.tensor_scatter_nd_update(
+        layer.bias, [[0], [7]], [-1e3, -1e3]))
+    reports = []
+    stats = cb.train(model, 600, seed=1, learning_rate=3e-3,
+                     recycle_every=200, recycle_until=0.5,
+                     steps_per_call=150, progress=reports.append,
+                     progress_every=300)
+    passes = stats['recycled_units']
+    assert [step for step, _ in passes] == [200]  # 400 > 0.5 * 600
+    assert passes[0][1] >= 2
+    assert reports[-1]['recycled_units'] == passes[0][1]
+    assert np.isfinite(stats['final_train_elbo'])
+    # The killed units were given new weights.
+    assert float(tf.reduce_min(layer.bias)) > -1e3
+    with pytest.raises(ValueError, match='recycle_every must be >= 0'):
+        cb.train(model, 1, seed=0, recycle_every=-1)
 
 
 @pytest.mark.parametrize('schedule, quarter, half, three_quarters', [
@@ -150,6 +176,8 @@ def test_script_end_to_end(tmp_path):
     ('--steps=4', '--steps values must be among'),
     ('--iterations=0', '--iterations must be >= 1'),
     ('--posterior_samples=0', '--posterior_samples must be >= 1'),
+    ('--recycle_every=-1', '--recycle_every must be >= 0'),
+    ('--recycle_until=1.5', '--recycle_until must be in [0, 1]'),
 ])
 def test_script_bad_flags(tmp_path, flag, message):
     proc = _run_script(f'--output_dir={tmp_path}', flag)

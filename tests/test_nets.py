@@ -765,6 +765,145 @@ class MLPTest(tf.test.TestCase, parameterized.TestCase):
                             np.full(4, output_init_scale), rtol=1e-3)
         self.assertAllClose(net(x), y, atol=1e-5)
 
+    @staticmethod
+    def _dead_sets(net, inputs):
+        """Per hidden layer, the units dead on `inputs` (numpy reference)."""
+        h, dead_sets = np.asarray(inputs), []
+        for layer in net.hidden_layers:
+            pre = np_dense(h, layer)
+            dead_sets.append(np.where(np.all(pre <= 0, axis=0))[0])
+            h = np.maximum(pre, 0)
+        return dead_sets
+
+    def _net_with_dead_units(self, dtype, dead=(1, 4)):
+        net = nets.MLP(3, 2, hidden_units=(6, 5), context_features=1,
+                       output_init_scale=1.0, dtype=dtype)
+        randomize(net)
+        # Units dead on any input in [-3, 3]^4: a bias far below what the
+        # weights can reach.
+        for layer, units in zip(net.hidden_layers, dead):
+            layer.bias.assign(tf.tensor_scatter_nd_update(
+                layer.bias, [[units]], tf.constant([-100.0], dtype)))
+        return net
+
+    @parameterized.named_parameters(*DTYPES)
+    def test_recycle_dead_units_keeps_the_function(self, dtype):
+        net = self._net_with_dead_units(dtype)
+        rs = np.random.RandomState(3)
+        x = tf.constant(rs.uniform(-3, 3, [256, 3]), dtype)
+        c = tf.constant(rs.uniform(-3, 3, [256, 1]), dtype)
+        inputs = tf.concat([x, c], -1)
+        # The dead sets, found independently: the forced units and any
+        # that the random weights killed.
+        dead_sets = self._dead_sets(net, inputs)
+        self.assertIn(1, dead_sets[0])
+        self.assertIn(4, dead_sets[1])
+        before = net(x, context=c)
+        old = [(l.kernel.numpy(), l.bias.numpy()) for l in net.hidden_layers]
+        counts = net.recycle_dead_units(inputs, seed=tf.constant([1, 2]))
+        self.assertEqual([int(n) for n in counts], [len(d) for d in dead_sets])
+        self.assertAllClose(net(x, context=c), before, atol=1e-5)
+        h = inputs
+        for i, (layer, dead) in enumerate(zip(net.hidden_layers, dead_sets)):
+            pre = layer(h)
+            # Every unit is alive on the batch now, the recycled ones too.
+            self.assertTrue(np.all(np.any(pre.numpy() > 0, axis=0)), i)
+            kernel, bias = old[i]
+            keep = np.setdiff1d(np.arange(layer.out_features), dead)
+            expected = kernel.copy()
+            if i:  # The rows out of the previous layer's recycled units.
+                expected[dead_sets[i - 1]] = 0.0
+            self.assertAllEqual(layer.kernel.numpy()[:, keep],
+                                expected[:, keep])
+            self.assertAllEqual(layer.bias.numpy()[keep], bias[keep])
+            radius = np.sort(np.linalg.norm(expected[:, keep], axis=0))[
+                len(keep) // 2]
+            self.assertAllClose(
+                np.linalg.norm(layer.kernel.numpy()[:, dead], axis=0),
+                np.full(len(dead), radius), rtol=1e-4)
+            # Zero outgoing rows, except into units of the next layer that
+            # were recycled themselves (their new columns are all random).
+            if i == 0:
+                following = net.hidden_layers[1]
+                columns = np.setdiff1d(np.arange(following.out_features),
+                                       dead_sets[1])
+            else:
+                following = net.output_layer
+                columns = np.arange(following.out_features)
+            self.assertAllEqual(following.kernel.numpy()[dead][:, columns],
+                                np.zeros([len(dead), len(columns)]))
+            h = tf.nn.relu(pre)
+        # Nothing is dead any more: a second pass recycles nothing.
+        self.assertEqual(
+            [int(n) for n in net.recycle_dead_units(inputs, [3, 4])], [0, 0])
+
+    def test_recycled_units_learn(self):
+        net = self._net_with_dead_units(tf.float32)
+        x = tf.random.stateless_uniform([64, 3], [5, 6], -3, 3)
+        c = tf.random.stateless_uniform([64, 1], [5, 7], -3, 3)
+
+        def dead_unit_grads():
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_sum(tf.square(net(x, context=c) - 1.0))
+            grads = tape.gradient(loss, [net.hidden_layers[1].kernel,
+                                         net.output_layer.kernel])
+            return grads[0][:, 4], grads[1][4]
+
+        incoming, outgoing = dead_unit_grads()
+        self.assertAllEqual(outgoing, np.zeros(2))
+        net.recycle_dead_units(tf.concat([x, c], -1), [7, 8])
+        incoming, outgoing = dead_unit_grads()
+        # The zero outgoing row gets a gradient (so the unit rejoins), the
+        # incoming weights only once that row moves.
+        self.assertGreater(float(tf.reduce_max(tf.abs(outgoing))), 0.0)
+        self.assertAllEqual(incoming, np.zeros(6))
+
+    def test_recycling_switch_reports_every_call(self):
+        net = self._net_with_dead_units(tf.float32, dead=(0, 2))
+        other = nets.MLP(2, 3, hidden_units=(4,), name='other')
+        x = tf.random.stateless_uniform([128, 3], [1, 1], -3, 3)
+        c = tf.random.stateless_uniform([128, 1], [1, 2], -3, 3)
+        before = net(x, context=c)
+        dead = sum(len(d) for d in self._dead_sets(net, tf.concat([x, c], -1)))
+        self.assertEqual(self._dead_sets(other, x[:, :2])[0].size, 0)
+        with nets.recycling_dead_units(seed=11) as report:
+            during = net(x, context=c)
+            other(x[:, :2])
+        self.assertAllClose(during, before, atol=1e-5)
+        self.assertGreaterEqual(dead, 2)
+        self.assertEqual(report.total, dead)
+        self.assertEqual(
+            [d.size for d in self._dead_sets(net, tf.concat([x, c], -1))],
+            [0, 0])
+        self.assertEqual([name for name, _ in report.counts],
+                         ['mlp/hidden_0', 'mlp/hidden_1', 'other/hidden_0'])
+        # Outside the switch nothing happens.
+        net.hidden_layers[0].bias.assign(
+            tf.fill([6], tf.constant(-100.0)))
+        net(x, context=c)
+        self.assertAllEqual(net.hidden_layers[0].bias, np.full(6, -100.0))
+        with self.assertRaisesRegex(ValueError, 'seed must be'):
+            with nets.recycling_dead_units(seed=[1, 2, 3]):
+                pass
+
+    def test_recycling_in_a_jit_function(self):
+        # XLA draws other stateless random numbers than eager TF, so this
+        # checks the properties, not equality with the eager pass.
+        net = self._net_with_dead_units(tf.float32)
+        x = tf.random.stateless_uniform([64, 4], [2, 2], -3, 3)
+        dead_sets = self._dead_sets(net, x)
+        before = net(x[:, :3], context=x[:, 3:])
+
+        @tf.function(jit_compile=True)
+        def recycle(inputs):
+            return net.recycle_dead_units(inputs, tf.constant([4, 4]))
+
+        self.assertEqual([int(n) for n in recycle(x)],
+                         [len(d) for d in dead_sets])
+        self.assertAllClose(net(x[:, :3], context=x[:, 3:]), before,
+                            atol=1e-5)
+        self.assertEqual([int(n) for n in recycle(x)], [0, 0])
+
     def test_jit_none_batch(self):
         net = nets.MLP(3, 4, context_features=1, output_init_scale=1.0)
         fn = tf.function(

@@ -37,6 +37,12 @@ Training (`train`):
   whose milestones would have to change with `iterations`. `'linear'`
   decays the rate linearly to 0 instead (lower than the cosine in the first
   half of the run, higher in the second); `'constant'` does not decay.
+* Dead ReLU units (optional, `recycle_every`): at Adam's peak rates the
+  conditioners' ReLU units die steadily (a dozen or more per 5k steps on
+  the 3-step 10-dim VFlow), and a dead unit never comes back. Every
+  `recycle_every` steps a recycling pass (`nets.recycling_dead_units`)
+  gives each dead unit new incoming weights and a zero outgoing row, which
+  leaves the model's function unchanged and lets the unit learn again.
 * Speed: the models are tiny, so per-call overhead dominates. One
   `tf.function` runs `steps_per_call` optimisation steps in a `tf.while_loop`
   and draws the training batches in-graph (stateless RNG keyed on the
@@ -52,6 +58,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 import tf_keras
 
+from vflow_tfp import nets
 from vflow_tfp.data import checkerboard as data_lib
 from vflow_tfp.models import presets
 
@@ -135,6 +142,7 @@ def _learning_rate(learning_rate, schedule, iterations):
 def train(model, iterations, seed, batch_size=64, learning_rate=2e-3,
           schedule='cosine', clip_norm=100.0,
           gradient_estimator='sticking_the_landing', posterior_samples=8,
+          recycle_every=0, recycle_until=1.0, recycle_batch_size=4096,
           steps_per_call=250,
           jit_compile=True, progress=None, progress_every=5000):
     """Trains an initialised `model` for `iterations` Adam steps.
@@ -153,18 +161,28 @@ def train(model, iterations, seed, batch_size=64, learning_rate=2e-3,
       posterior_samples: draws of z per training point; the loss is the
         ELBO averaged over them (the same objective, with less gradient
         noise from z). Ignored by Glow, which has no z.
+      recycle_every: if > 0, every this many steps (up to `recycle_until`
+        of the run) the MLPs' dead ReLU units are recycled on a fresh batch
+        of `recycle_batch_size` points (`nets.recycling_dead_units`): new
+        incoming weights, zero outgoing weights, the same function. 0 (the
+        default) never recycles.
+      recycle_until: fraction of `iterations` after which no recycling
+        happens.
+      recycle_batch_size: points of each recycling pass.
       steps_per_call: optimisation steps per `tf.function` call.
       jit_compile: XLA-compile the training function.
       progress: optional callable `progress(info)` with a dict of
         `iteration`, `iterations`, `train_elbo` (mean over the steps since the
-        last report), `learning_rate`, `seconds`, `iterations_per_second`.
+        last report), `learning_rate`, `seconds`, `iterations_per_second`,
+        `recycled_units` (total so far).
       progress_every: report about every this many steps (rounded up to a
         multiple of `steps_per_call`).
 
     Returns:
       dict with `history` (list of `(iteration, train_elbo)`), `seconds`,
       `iterations_per_second` (excluding the first call, which traces and
-      compiles) and `final_train_elbo`.
+      compiles), `final_train_elbo` and `recycled_units` (list of
+      `(iteration, units recycled)` per recycling pass).
 
     Raises:
       FloatingPointError: if the loss becomes non-finite.
@@ -176,12 +194,18 @@ def train(model, iterations, seed, batch_size=64, learning_rate=2e-3,
                          f'{posterior_samples}.')
     if not model.augment_channels:
         posterior_samples = 1
+    recycle_every = int(recycle_every)
+    if recycle_every < 0 or not 0.0 <= float(recycle_until) <= 1.0:
+        raise ValueError(f'recycle_every must be >= 0 and recycle_until in '
+                         f'[0, 1]; got {recycle_every}, {recycle_until}.')
+    recycle_last = int(float(recycle_until) * iterations)
     steps_per_call = max(1, min(int(steps_per_call), max(iterations, 1)))
     variables = model.trainable_variables
     optimizer = tf_keras.optimizers.Adam(
         _learning_rate(learning_rate, schedule, iterations))
     optimizer.build(variables)
     base_seed = tf.constant([int(seed) % (2**31 - 1), 0x5eed], tf.int32)
+    recycle_seed = tf.constant([int(seed) % (2**31 - 1), 0xDEAD], tf.int32)
     dtype = variables[0].dtype
 
     def one_step(total):
@@ -208,7 +232,17 @@ def train(model, iterations, seed, batch_size=64, learning_rate=2e-3,
             (tf.constant(0), tf.constant(0.0, tf.float64)))
         return total / tf.cast(num, tf.float64)
 
+    def recycle(step):
+        pass_seeds = tfp.random.split_seed(
+            tf.random.experimental.stateless_fold_in(recycle_seed, step), 3)
+        x = sample_checkerboard_tf(int(recycle_batch_size), pass_seeds[0],
+                                   dtype)
+        with nets.recycling_dead_units(pass_seeds[1]) as report:
+            model.elbo(x, seed=pass_seeds[2])
+        return report.total
+
     history = []
+    recycled = []
     start = time.perf_counter()
     timed_start, timed_steps = None, 0
     done = 0
@@ -216,6 +250,8 @@ def train(model, iterations, seed, batch_size=64, learning_rate=2e-3,
     report_every = max(steps_per_call, int(progress_every or 0))
     while done < iterations:
         num = min(steps_per_call, iterations - done)
+        if recycle_every:
+            num = min(num, recycle_every - done % recycle_every)
         mean_elbo = float(train_steps(tf.constant(num, tf.int32)))
         done += num
         if timed_start is None:
@@ -226,6 +262,9 @@ def train(model, iterations, seed, batch_size=64, learning_rate=2e-3,
             raise FloatingPointError(
                 f'{model.name}: non-finite training ELBO {mean_elbo} near '
                 f'iteration {done} (seed {seed}).')
+        if (recycle_every and done % recycle_every == 0
+                and done <= recycle_last and done < iterations):
+            recycled.append((done, recycle(done)))
         since_report += num
         report_sum += mean_elbo * num
         if since_report >= report_every or done == iterations:
@@ -241,14 +280,16 @@ def train(model, iterations, seed, batch_size=64, learning_rate=2e-3,
                 progress(dict(iteration=done, iterations=iterations,
                               train_elbo=train_elbo, learning_rate=lr,
                               seconds=now - start,
-                              iterations_per_second=rate))
+                              iterations_per_second=rate,
+                              recycled_units=sum(n for _, n in recycled)))
     end = time.perf_counter()
     return dict(
         history=history,
         seconds=end - start,
         iterations_per_second=(timed_steps / (end - timed_start)
                                if timed_steps else float('nan')),
-        final_train_elbo=history[-1][1] if history else float('nan'))
+        final_train_elbo=history[-1][1] if history else float('nan'),
+        recycled_units=recycled)
 
 
 # -- evaluation -------------------------------------------------------------
@@ -310,6 +351,7 @@ def build_model(preset, seed, init_size=4096, **overrides):
 def run(preset, iterations, seed, test_points, batch_size=64,
         learning_rate=2e-3, schedule='cosine', clip_norm=100.0,
         gradient_estimator='sticking_the_landing', posterior_samples=8,
+        recycle_every=0, recycle_until=1.0,
         iw_samples=100, init_size=4096, steps_per_call=250, jit_compile=True,
         progress=None, progress_every=5000, model_overrides=None,
         return_model=False):
@@ -322,8 +364,8 @@ def run(preset, iterations, seed, test_points, batch_size=64,
         the (u, z) draws and the evaluation draws.
       test_points: `[N, 2]` test set (`test_set()`).
       batch_size, learning_rate, schedule, clip_norm, gradient_estimator,
-        posterior_samples, steps_per_call, jit_compile, progress,
-        progress_every: as in `train`.
+        posterior_samples, recycle_every, recycle_until, steps_per_call,
+        jit_compile, progress, progress_every: as in `train`.
       iw_samples: importance samples of the test likelihood.
       init_size: points of the data-dependent init batch.
       model_overrides: dict of extra `presets.build` arguments (e.g.
@@ -345,6 +387,7 @@ def run(preset, iterations, seed, test_points, batch_size=64,
                   learning_rate=learning_rate, schedule=schedule,
                   clip_norm=clip_norm, gradient_estimator=gradient_estimator,
                   posterior_samples=posterior_samples,
+                  recycle_every=recycle_every, recycle_until=recycle_until,
                   steps_per_call=steps_per_call,
                   jit_compile=jit_compile, progress=progress,
                   progress_every=progress_every)
@@ -362,6 +405,8 @@ def run(preset, iterations, seed, test_points, batch_size=64,
         gradient_estimator=gradient_estimator,
         posterior_samples=int(posterior_samples) if model.augment_channels
         else 1,
+        recycle_every=int(recycle_every), recycle_until=float(recycle_until),
+        recycled_units=int(sum(n for _, n in stats['recycled_units'])),
         iw_samples=int(iw_samples),
         iw_samples_used=int(iw_samples) if model.augment_channels else 1,
         init_size=int(init_size), test_size=int(len(test_points)),

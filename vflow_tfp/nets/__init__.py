@@ -21,6 +21,7 @@ from vflow_tfp.nets.layers import gate
 from vflow_tfp.nets.mlp import MLP
 from vflow_tfp.nets.options import set_attention_query_block
 from vflow_tfp.nets.options import set_compute_dtype
+from vflow_tfp.nets.recycling import recycling_dead_units
 
 __all__ = [
     'Conv2D',
@@ -37,6 +38,7 @@ __all__ = [
     'dropout',
     'dropout_keep_probability',
     'gate',
+    'recycling_dead_units',
     'set_attention_query_block',
     'set_compute_dtype',
 ]

@@ -8,6 +8,7 @@ the coupling calling convention `net(x, context=None, training=False)`.
 import tensorflow as tf
 
 from vflow_tfp.nets import layers
+from vflow_tfp.nets import recycling
 
 __all__ = ['MLP']
 
@@ -33,6 +34,9 @@ class MLP(tf.Module):
     mean 0 and std 1 per unit on the batch, and the output pre-activation to
     std `output_init_scale` (so with the default 0 the output layer stays
     exactly zero: `W <- W * 0`, `b <- -m * 0`).
+
+    Inside `recycling_dead_units(seed)` every call first recycles the
+    hidden units that are dead on its inputs (`recycle_dead_units`).
 
     Attributes:
       hidden_layers: list of hidden `Dense` layers.
@@ -147,6 +151,75 @@ class MLP(tf.Module):
                 f'{getattr(context, "shape", None)}.')
         else:
             h = x
+        if recycling.is_active():
+            self.recycle_dead_units(h, recycling.next_seed())
         for layer in self.hidden_layers:
             h = self._activation(layer(h))
         return self.output_layer(h)
+
+    def recycle_dead_units(self, inputs, seed):
+        """Re-initialises the hidden units that are dead on `inputs`.
+
+        Layer by layer, with `h` the layer's input on the batch, a unit `j`
+        whose activation `f(h W + b)_j` is 0 at every row of `h` gets
+
+        ```none
+        W[:, j] = r * v / |v|,  v ~ N(0, I),  r = median_k |W[:, k]| (live k)
+        b[j]    = -(h_i W[:, j])            for one random row i of h
+        W_next[j, :] = 0
+        ```
+
+        so it is active on part of the batch, and the network's output on
+        `inputs` is unchanged (up to float rounding). Adam's moments of
+        these weights are near zero already (their gradients were zero).
+
+        Args:
+          inputs: `[..., input_features + context_features]` tensor, the
+            network's first-layer input (`concat([x, context])`).
+          seed: stateless seed, int32 `[2]`.
+
+        Returns:
+          List of the number of units recycled per hidden layer (int32
+          scalar tensors).
+        """
+        h = tf.convert_to_tensor(inputs, dtype=self._dtype)
+        h = tf.reshape(h, [-1, h.shape[-1]])
+        rows = tf.shape(h, out_type=tf.int32)[0]
+        seeds = tf.random.experimental.stateless_split(seed, 2 * len(
+            self.hidden_layers))
+        counts = []
+        for i, layer in enumerate(self.hidden_layers):
+            following = (self.hidden_layers[i + 1]
+                         if i + 1 < len(self.hidden_layers)
+                         else self.output_layer)
+            dead = tf.reduce_all(
+                tf.equal(self._activation(layer(h)), 0.0), axis=0)
+            kernel = tf.convert_to_tensor(layer.kernel)
+            norms = tf.norm(kernel, axis=0)
+            live_norms = tf.sort(tf.boolean_mask(norms, ~dead))
+            live = tf.size(live_norms)
+            # With no live unit left, keep the layer's mean norm.
+            radius = tf.cond(
+                live > 0, lambda: live_norms[live // 2],
+                lambda: tf.reduce_mean(norms))
+            direction = tf.random.stateless_normal(
+                tf.shape(kernel), seeds[2 * i], dtype=kernel.dtype)
+            new_kernel = direction * (radius / tf.norm(direction, axis=0))
+            pick = tf.random.stateless_uniform(
+                [layer.out_features], seeds[2 * i + 1], 0, rows,
+                dtype=tf.int32)
+            picked = tf.gather(h, pick)                     # [out, in]
+            new_bias = -tf.reduce_sum(
+                picked * tf.transpose(new_kernel), axis=-1)
+            layer.kernel.assign(tf.where(dead[tf.newaxis, :], new_kernel,
+                                         kernel))
+            layer.bias.assign(tf.where(dead, new_bias, layer.bias))
+            following.kernel.assign(tf.where(
+                dead[:, tf.newaxis], tf.zeros_like(following.kernel),
+                following.kernel))
+            count = tf.reduce_sum(tf.cast(dead, tf.int32))
+            counts.append(count)
+            if recycling.is_active():
+                recycling.record(f'{self.name}/{layer.name}', count)
+            h = self._activation(layer(h))
+        return counts
