@@ -38,7 +38,7 @@ Training (`train`):
   decays the rate linearly to 0 instead (lower than the cosine in the first
   half of the run, higher in the second); `'constant'` does not decay.
 * Dead ReLU units (optional, `recycle_every`): at Adam's peak rates the
-  conditioners' ReLU units die steadily (a dozen or more per 5k steps on
+  conditioners' ReLU units die steadily (up to twenty per 5k steps on
   the 3-step 10-dim VFlow), and a dead unit never comes back. Every
   `recycle_every` steps a recycling pass (`nets.recycling_dead_units`)
   gives each dead unit new incoming weights and a zero outgoing row, which

@@ -3,7 +3,7 @@
 A ReLU unit whose pre-activation is negative on every input it sees has a
 zero gradient everywhere and stays dead for the rest of training. In the toy
 VFlow's 2 x 50 conditioners such units appear throughout the high-rate
-phase of Adam (a dozen or more per 5k steps), so a run ends with a sizeable
+phase of Adam (up to twenty per 5k steps), so a run can end with a sizeable
 part of its width unused. Recycling (in the spirit of ReDo, Sokar et al.,
 *The Dormant Neuron Phenomenon in Deep Reinforcement Learning*, ICML 2023)
 gives that width back without changing what the network computes:
