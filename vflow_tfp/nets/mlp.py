@@ -152,7 +152,9 @@ class MLP(tf.Module):
         else:
             h = x
         if recycling.is_active():
-            self.recycle_dead_units(h, recycling.next_seed())
+            counts = self.recycle_dead_units(h, recycling.next_seed())
+            for layer, count in zip(self.hidden_layers, counts):
+                recycling.record(f'{self.name}/{layer.name}', count)
         for layer in self.hidden_layers:
             h = self._activation(layer(h))
         return self.output_layer(h)
@@ -217,9 +219,6 @@ class MLP(tf.Module):
             following.kernel.assign(tf.where(
                 dead[:, tf.newaxis], tf.zeros_like(following.kernel),
                 following.kernel))
-            count = tf.reduce_sum(tf.cast(dead, tf.int32))
-            counts.append(count)
-            if recycling.is_active():
-                recycling.record(f'{self.name}/{layer.name}', count)
+            counts.append(tf.reduce_sum(tf.cast(dead, tf.int32)))
             h = self._activation(layer(h))
         return counts
