@@ -78,7 +78,7 @@ class FlowModule(tf.Module):
 
 class SavedModelTest(tf.test.TestCase):
 
-    def test_log_prob_identical_after_reload_with_none_batch(self):
+    def test_log_prob_survives_reload_with_none_batch(self):
         tf.random.set_seed(7)
         module = FlowModule()
         pixels = tf.random.uniform([5] + list(SHAPE), 0.0, 256.0, seed=3)
@@ -97,8 +97,13 @@ class SavedModelTest(tf.test.TestCase):
         tf.saved_model.save(module, path)
         loaded = tf.saved_model.load(path)
         for batch in (1, 5):
+            # The same graph on the same input: bit-identical.
             self.assertAllEqual(loaded.log_prob(pixels[:batch]),
-                                expected[:batch])
+                                module.log_prob(pixels[:batch]))
+        # Across batch sizes only up to rounding: CPU kernels may vectorise a
+        # batch of 1 differently from a batch of 5 (1 ulp seen on AVX2).
+        self.assertAllClose(loaded.log_prob(pixels[:1]), expected[:1],
+                            rtol=1e-6, atol=0.0)
         samples = loaded.sample(tf.constant(3), tf.constant([1, 2]))
         self.assertEqual(samples.shape, [3] + list(SHAPE))
         self.assertAllEqual(samples, module.sample(tf.constant(3),
