@@ -161,6 +161,10 @@ def main(argv):
     if FLAGS.strategy == 'multi_worker' and not eval_batches:
         # Workers must run the same number of collective eval steps.
         eval_batches = 10
+        logging.info('--eval_batches=0 (the whole split) needs a fixed '
+                     'number of collective steps under multi_worker: '
+                     'evaluating %d batches (%d examples) instead.',
+                     eval_batches, eval_batches * FLAGS.global_batch_size)
     config = training.TrainConfig(
         preset=FLAGS.preset, output_dir=FLAGS.output_dir,
         preset_overrides=overrides, dataset=FLAGS.dataset,

@@ -1,6 +1,7 @@
 """One worker of the multi-worker test: trains a few steps, dumps variables.
 
-`python multiworker_worker.py OUTPUT_DIR DUMP.npz` with TF_CONFIG set. Uses
+`python multiworker_worker.py OUTPUT_DIR DUMP.npz [TRAIN_STEPS]` with
+TF_CONFIG set (TRAIN_STEPS defaults to 6; a rerun with more resumes). Uses
 `MultiWorkerMirroredStrategy` through the library's `Trainer`.
 """
 
@@ -12,23 +13,25 @@ import tensorflow as tf
 from vflow_tfp import training
 
 
-def main(output_dir, dump_path):
+def main(output_dir, dump_path, train_steps=6):
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     inputs = training.training_inputs('checkerboard', 16, init_batch_size=256,
                                       seed=5, repeat_eval=True)
     config = training.TrainConfig(
         preset='checkerboard_vflow_3_4', output_dir=output_dir,
-        dataset='checkerboard', global_batch_size=16, train_steps=6,
+        dataset='checkerboard', global_batch_size=16,
+        train_steps=int(train_steps),
         max_lr=1e-3, warmup_steps=0, checkpoint_every=3, eval_every=6,
         eval_batches=2, log_every=3, num_samples=0, seed=5)
     trainer = training.Trainer(config, strategy, inputs.train_input_fn,
                                inputs.eval_input_fn, inputs.init_batch)
     results = trainer.train()
     np.savez(dump_path, step=results['step'],
+             start=trainer.restore_or_initialize(),
              **{f'v{i}': v.numpy() for i, v in enumerate(trainer.variables)},
              **{f'ema{i}': s.numpy()
                 for i, s in enumerate(trainer.ema.shadows)})
 
 
 if __name__ == '__main__':
-    main(sys.argv[1], sys.argv[2])
+    main(*sys.argv[1:])

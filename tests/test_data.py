@@ -18,6 +18,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from vflow_tfp import data
+from vflow_tfp import training
 from vflow_tfp.data import pipelines
 
 _NUM_FAKE = 40  # Examples of each mocked split.
@@ -373,6 +374,32 @@ def test_checkerboard_dataset_streams():
         assert ds.element_spec == tf.TensorSpec([16, 2], tf.float32)
         pipelines_.append(_take(ds, 1)[0])
     assert not np.array_equal(pipelines_[0], pipelines_[1])
+
+
+def test_resumed_training_streams(mock_cifar):
+    """A run resumed at step k does not replay the data from the start: the
+    checkerboard stream continues exactly, an image stream is reshuffled."""
+    del mock_cifar
+    board = training.training_inputs('checkerboard', 16, seed=4)
+    whole = _take(board.train_input_fn(None), 5)
+    for a, b in zip(_take(board.train_input_fn(None, 3), 2), whole[3:]):
+        np.testing.assert_array_equal(a, b)
+    # One input pipeline feeding two replicas serves two batches a step.
+    context = tf.distribute.InputContext(1, 0, 2)
+    whole = _take(board.train_input_fn(context), 6)
+    for a, b in zip(_take(board.train_input_fn(context, 2), 2), whole[4:]):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match='start_index must be'):
+        data.checkerboard_dataset(16, start_index=-1)
+
+    images = training.training_inputs('cifar10', 8, init_batch_size=8,
+                                      seed=3)
+    fresh = _take(images.train_input_fn(None), 5)  # One epoch of 40.
+    assert _ids(_take(images.train_input_fn(None, 0), 5)) == _ids(fresh)
+    resumed = _take(images.train_input_fn(None, 5), 5)
+    assert _ids(resumed) != _ids(fresh)
+    assert sorted(_ids(resumed)) == list(range(_NUM_FAKE))
+    assert _ids(_take(images.train_input_fn(None, 5), 5)) == _ids(resumed)
 
 
 def test_photo_patches_is_registered():

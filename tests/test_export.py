@@ -9,6 +9,7 @@ import math
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -328,6 +329,15 @@ class ExportTest(tf.test.TestCase):
         with self.assertRaisesRegex(ValueError, 'no saved_model.pb'):
             export.load_metadata(path)
 
+    def test_exports_are_readable_like_any_new_directory(self):
+        # Not the 0700 of the private staging directory: other users and
+        # serving containers must be able to load an export.
+        mask = os.umask(0o022)
+        os.umask(mask)
+        for path in (self.vector.path, self.image.path):
+            self.assertEqual(stat.S_IMODE(os.stat(path).st_mode),
+                             0o777 & ~mask)
+
 
 class RunExportTest(tf.test.TestCase):
 
@@ -382,6 +392,24 @@ class RunExportTest(tf.test.TestCase):
         # results.json's test bits/dim belong to step 6, not to this one.
         self.assertEqual((info['step'], info['test_bpd'],
                           info['default_num_samples']), (3, None, 2))
+
+    def test_export_run_attaches_only_bits_per_dim_of_its_step(self):
+        with open(os.path.join(self.run_dir, 'results.json')) as f:
+            results = json.load(f)
+        self.assertEqual((results['step'], results['test_bpd_step']), (6, 6))
+        # A run stopped at step 6 whose last evaluation was at step 3 (or
+        # resumed after an earlier run's final bound): results.json's step is
+        # the checkpoint's, but its numbers are older.
+        out = os.path.join(self.tmp, 'stale')
+        shutil.copytree(self.run_dir, out)
+        results.update(test_bpd_step=3, test_bpd_iw=5.0, test_bpd_iw_step=3)
+        with open(os.path.join(out, 'results.json'), 'w') as f:
+            json.dump(results, f)
+        info = export.load_metadata(export.export_run(
+            out, os.path.join(self.tmp, 'stale_export'),
+            default_num_samples=2))
+        self.assertEqual((info['step'], info['test_bpd'],
+                          info['test_bpd_iw']), (6, None, None))
 
     def test_no_export_when_stopped(self):
         # (bin/train.py --noexport is tested in test_train_cli.)

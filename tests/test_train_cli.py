@@ -122,37 +122,71 @@ class TrainCliTest(tf.test.TestCase):
                     'images_per_second'):
             self.assertTrue(np.isfinite(results[key]), key)
 
-    def test_two_workers_agree_on_their_variables(self):
-        ports = [_free_port(), _free_port()]
+    def _run_workers(self, output_dirs, train_steps):
+        """Runs one worker process per output directory; their exit codes,
+        stderr and dumps (None for a failed worker)."""
+        ports = [_free_port() for _ in output_dirs]
         cluster = {'worker': [f'127.0.0.1:{p}' for p in ports]}
-        procs = []
-        for index in range(2):
+        procs, dumps = [], []
+        for index, output_dir in enumerate(output_dirs):
             tf_config = json.dumps({'cluster': cluster,
                                     'task': {'type': 'worker',
                                              'index': index}})
+            dumps.append(os.path.join(self.tmp, f'worker{index}.npz'))
+            if os.path.exists(dumps[-1]):
+                os.remove(dumps[-1])
             procs.append(subprocess.Popen(
-                [sys.executable, WORKER, os.path.join(self.tmp, 'mw'),
-                 os.path.join(self.tmp, f'worker{index}.npz')],
+                [sys.executable, WORKER, output_dir, dumps[-1],
+                 str(train_steps)],
                 env=_env(TF_CONFIG=tf_config), stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE, text=True))
+        outcomes = []
         try:
-            for proc in procs:
+            for proc, dump in zip(procs, dumps):
                 _, err = proc.communicate(timeout=600)
-                self.assertEqual(proc.returncode, 0, err[-3000:])
+                outcomes.append((proc.returncode, err, np.load(dump)
+                                 if proc.returncode == 0 else None))
         finally:
             for proc in procs:
                 if proc.poll() is None:
                     proc.kill()
-        dumps = [np.load(os.path.join(self.tmp, f'worker{i}.npz'))
-                 for i in range(2)]
-        self.assertEqual(int(dumps[0]['step']), 6)
+        return outcomes
+
+    def _assert_workers_agree(self, outcomes, step, start):
+        for code, err, _ in outcomes:
+            self.assertEqual(code, 0, err[-3000:])
+        dumps = [dump for _, _, dump in outcomes]
+        for dump in dumps:
+            self.assertEqual(int(dump['step']), step)
+            self.assertEqual(str(dump['start']), start)
         self.assertEqual(sorted(dumps[0].files), sorted(dumps[1].files))
         for key in dumps[0].files:
-            self.assertAllClose(dumps[0][key], dumps[1][key], atol=1e-6,
-                                msg=key)
+            if key not in ('step', 'start'):
+                self.assertAllClose(dumps[0][key], dumps[1][key], atol=1e-6,
+                                    msg=key)
+
+    def test_two_workers_agree_and_resume_together(self):
+        out = os.path.join(self.tmp, 'mw')
+        self._assert_workers_agree(self._run_workers([out, out], 6), 6,
+                                   'initialized')
         # Only the chief (worker 0) keeps checkpoints and results.
-        self.assertTrue(os.path.exists(os.path.join(self.tmp, 'mw',
-                                                    'results.json')))
+        self.assertTrue(os.path.exists(os.path.join(out, 'results.json')))
+        self.assertEqual(_checkpoint_step(os.path.join(out, 'checkpoints'))[0],
+                         6)
+        # A rerun with more steps: every worker resumes from the chief's
+        # checkpoint at step 6 (none initialises anew), and they still agree.
+        self._assert_workers_agree(self._run_workers([out, out], 9), 9,
+                                   'restored')
+        self.assertEqual(_checkpoint_step(os.path.join(out, 'checkpoints'))[0],
+                         9)
+        # Workers that cannot see the same checkpoints (here: worker 1 is
+        # given another output_dir) stop with one clear error, not a hang.
+        other = os.path.join(self.tmp, 'not_shared')
+        for code, err, _ in self._run_workers([out, other], 12):
+            self.assertNotEqual(code, 0)
+            self.assertIn('The workers found different checkpoints', err)
+        self.assertEqual(_checkpoint_step(os.path.join(out, 'checkpoints'))[0],
+                         9)
 
     def _run_train(self, *args):
         return subprocess.run([sys.executable, TRAIN, *args], env=_env(),

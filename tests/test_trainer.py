@@ -16,12 +16,25 @@ GLOBAL_BATCH = 8
 
 def _fixed_batch_input_fn(batch, repeat=True):
     """Every step sees the same global batch, split over the replicas."""
-    def input_fn(input_context):
+    def input_fn(input_context, start_step=0):
+        del start_step  # The same batch at every step.
         per_replica = input_context.get_per_replica_batch_size(GLOBAL_BATCH)
         ds = tf.data.Dataset.from_tensor_slices(batch).batch(
             per_replica, drop_remainder=True)
         return ds.repeat() if repeat else ds
     return input_fn
+
+
+_MIRRORED = []
+
+
+def _mirrored():
+    """One two-replica strategy for the whole module: separate
+    MirroredStrategy instances in one process can collide on their
+    collective instance keys once several have run training steps."""
+    if not _MIRRORED:
+        _MIRRORED.append(tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1']))
+    return _MIRRORED[0]
 
 
 def _config(output_dir, **kwargs):
@@ -62,9 +75,7 @@ class TrainerTest(tf.test.TestCase):
         # A deterministic ELBO (Glow on continuous 2-D data: no sampled
         # noise, no dropout) isolates the distributed arithmetic: loss
         # scaling, one gradient all-reduce, clipping, the update and the EMA.
-        mirrored = self._trainer(
-            tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1']),
-            clip_norm=0.5)
+        mirrored = self._trainer(_mirrored(), clip_norm=0.5)
         single = self._trainer(tf.distribute.OneDeviceStrategy('/cpu:0'),
                                clip_norm=0.5)
         self.assertEqual(mirrored.strategy.num_replicas_in_sync, 2)
@@ -94,8 +105,7 @@ class TrainerTest(tf.test.TestCase):
                                for a, b in zip(vars_m, ema_m)), 1e-6)
 
     def test_data_dependent_init_is_identical_on_every_replica(self):
-        trainer = self._trainer(
-            tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1']))
+        trainer = self._trainer(_mirrored())
         trainer.restore_or_initialize()
         norms = [v for v in trainer.variables if 'norm' in v.name]
         self.assertNotEmpty(norms)
@@ -164,6 +174,65 @@ class TrainerTest(tf.test.TestCase):
                                     'last good checkpoint is .*-0'):
             trainer.train()
         self.assertEqual(trainer.manager.latest_checkpoint, first)
+
+    def test_non_finite_update_is_never_saved(self):
+        # An infinite gradient at the last step before a save: clipping turns
+        # every gradient into NaN and the update poisons the weights, while
+        # that step's loss (computed before the update) is finite.
+        trainer = self._trainer(tf.distribute.OneDeviceStrategy('/cpu:0'),
+                                train_steps=6, checkpoint_every=3,
+                                eval_every=1000, export=False)
+        trainer.restore_or_initialize()
+        first = trainer.manager.latest_checkpoint
+        real_step, calls = trainer._train_step, []
+        weights = trainer.variables[0]
+
+        def poisoned_step(iterator):
+            loss, norm = real_step(iterator)
+            calls.append(norm)
+            if len(calls) == 3:
+                weights.assign(tf.fill(weights.shape, float('nan')))
+                norm = tf.constant(float('inf'))
+            return loss, norm
+
+        trainer._train_step = poisoned_step
+        with self.assertRaisesRegex(FloatingPointError,
+                                    'gradient norm between steps 1 and 3; '
+                                    'the last good checkpoint is .*-0'):
+            trainer.train()
+        self.assertLen(calls, 3)
+        self.assertEqual(trainer.manager.latest_checkpoint, first)
+
+    def test_resume_continues_the_checkerboard_stream_exactly(self):
+        # Two replicas, so one step takes two batches of the input pipeline.
+        strategy = _mirrored()
+        inputs = training.training_inputs('checkerboard', GLOBAL_BATCH,
+                                          init_batch_size=64, seed=7)
+
+        def run(out, steps, input_fn):
+            config = _config(out, preset='checkerboard_vflow_3_4',
+                             train_steps=steps, eval_every=1000,
+                             eval_batches=1, export=False)
+            tf.random.set_seed(11)  # The same initial weights every run.
+            trainer = training.Trainer(config, strategy, input_fn,
+                                       inputs.eval_input_fn,
+                                       inputs.init_batch)
+            trainer.train()
+            return [v.numpy() for v in trainer.variables]
+
+        whole = run(self._dir(), 6, inputs.train_input_fn)
+        out = self._dir()
+        run(out, 3, inputs.train_input_fn)
+        resumed = run(out, 6, inputs.train_input_fn)
+        for a, b in zip(whole, resumed):
+            self.assertAllClose(a, b, rtol=1e-6, atol=1e-7)
+        # Replaying the stream from its start instead trains other weights.
+        out = self._dir()
+        run(out, 3, inputs.train_input_fn)
+        replayed = run(out, 6, lambda context, start_step:
+                       inputs.train_input_fn(context))
+        self.assertGreater(max(float(np.max(np.abs(a - b)))
+                               for a, b in zip(whole, replayed)), 1e-4)
 
     def test_bad_config_is_one_clear_error(self):
         with self.assertRaisesRegex(ValueError, 'global_batch_size must be'):

@@ -286,12 +286,22 @@ def export_model(model, export_dir, metadata=None,
             scorer.metadata_file = tf.saved_model.Asset(path)
             tf.saved_model.save(scorer, staging,
                                 signatures=scorer.signature_map())
+        # mkdtemp makes the directory private (0700); an export is read by
+        # other users and serving containers, so it gets a plain mkdir's
+        # permissions.
+        os.chmod(staging, 0o777 & ~_umask())
         if os.path.exists(export_dir):
             shutil.rmtree(export_dir)
         os.replace(staging, export_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return export_dir
+
+
+def _umask():
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def load_metadata(export_dir):
@@ -407,9 +417,13 @@ def export_run(run_dir, export_dir=None, checkpoint=None,
                          f'({str(e).splitlines()[0]}).') from e
     match = re.search(r'-(\d+)$', path)
     step = int(match[1]) if match else None
-    # results.json describes its own step: its test bits/dim belong to this
-    # export only if the checkpoint is of that step.
-    same_step = step is not None and step == results.get('step')
+    # Test bits/dim belong to this export only if they were measured at the
+    # checkpoint's step (results.json before `test_bpd_step` existed: its
+    # own step).
+
+    def measured_here(key):
+        at = results.get(f'{key}_step', results.get('step'))
+        return results.get(key) if step is not None and at == step else None
     metadata = {
         'preset': results['preset'],
         'preset_overrides': overrides,
@@ -418,8 +432,8 @@ def export_run(run_dir, export_dir=None, checkpoint=None,
         'checkpoint': os.path.abspath(path),
         'step': step,
         'weights': 'ema',
-        'test_bpd': results.get('test_bpd') if same_step else None,
-        'test_bpd_iw': results.get('test_bpd_iw') if same_step else None,
+        'test_bpd': measured_here('test_bpd'),
+        'test_bpd_iw': measured_here('test_bpd_iw'),
         'iw_samples': config.get('iw_samples') or None,
     }
     if default_num_samples is None:

@@ -259,14 +259,16 @@ def distributed_image_dataset(strategy, name, split, global_batch_size,
     return strategy.distribute_datasets_from_function(dataset_fn)
 
 
-def checkerboard_dataset(batch_size, seed=0, input_context=None):
+def checkerboard_dataset(batch_size, seed=0, input_context=None,
+                         start_index=0):
     """An infinite data set of 2-D checkerboard points, float32 `[B, 2]`.
 
     The distribution of `vflow_tfp.data.sample_checkerboard`: uniform on the
     8 black squares (column + row even) of side 2 tiling `[-4, 4]^2`. Batch
     `i` of input pipeline `p` is drawn with stateless random ops from the
     seed `(seed, p)` folded with `i`, so the stream is reproducible and the
-    pipelines draw different points.
+    pipelines draw different points. `start_index` skips the first batches
+    without drawing them (a resumed run continues the stream exactly).
 
     Args:
       batch_size: global batch size, a positive integer (divisible by the
@@ -274,6 +276,8 @@ def checkerboard_dataset(batch_size, seed=0, input_context=None):
       seed: Python int. Default value: 0.
       input_context: a `tf.distribute.InputContext`, or `None`. Default value:
         `None`.
+      start_index: index `i` of the first batch, a non-negative int.
+        Default value: 0.
 
     Returns:
       A `tf.data.Dataset` of float32 `[B, 2]` with `B` the per-replica batch
@@ -281,6 +285,10 @@ def checkerboard_dataset(batch_size, seed=0, input_context=None):
     """
     _check_batch_size(batch_size, input_context)
     _check_seed(seed)
+    if isinstance(start_index, bool) or not isinstance(
+            start_index, (int, np.integer)) or start_index < 0:
+        raise ValueError('start_index must be a non-negative int; got '
+                         f'{start_index!r}.')
     if input_context is None:
         pipeline_id, per_replica_batch = 0, batch_size
     else:
@@ -309,7 +317,7 @@ def checkerboard_dataset(batch_size, seed=0, input_context=None):
         ], axis=-1)
         return (corner - 4.0) + offset
 
-    ds = tf.data.Dataset.counter(dtype=tf.int64).map(
+    ds = tf.data.Dataset.counter(int(start_index), dtype=tf.int64).map(
         sample, num_parallel_calls=tf.data.AUTOTUNE)
     options = tf.data.Options()
     options.deterministic = True

@@ -3,12 +3,13 @@
 import dataclasses
 from typing import Any, Callable, Tuple
 
+import numpy as np
 import tensorflow as tf
 
 from vflow_tfp.data import checkerboard
 from vflow_tfp.data import pipelines
 
-__all__ = ['TrainingInputs', 'training_inputs']
+__all__ = ['TrainingInputs', 'resume_seed', 'training_inputs']
 
 CHECKERBOARD_TEST_SIZE = 1000
 CHECKERBOARD_TEST_SEED = 12345
@@ -18,9 +19,30 @@ CHECKERBOARD_TEST_SEED = 12345
 class TrainingInputs:
     """What `Trainer` needs from a dataset."""
     data_shape: Tuple[int, ...]
-    train_input_fn: Callable[[Any], tf.data.Dataset]
+    train_input_fn: Callable[[Any, int], tf.data.Dataset]
     eval_input_fn: Callable[[Any], tf.data.Dataset]
     init_batch: Any
+
+
+def _batches_per_step(input_context):
+    """Per-replica batches one input pipeline yields per training step."""
+    if input_context is None:
+        return 1
+    return (input_context.num_replicas_in_sync
+            // input_context.num_input_pipelines)
+
+
+def resume_seed(seed, start_step):
+    """The shuffle seed of a pipeline that starts at `start_step`.
+
+    `seed` itself at step 0 (and `None` stays `None`); otherwise a seed
+    mixed from both, so a resumed run shuffles anew instead of replaying the
+    order it started with.
+    """
+    if seed is None or not start_step:
+        return seed
+    return int(np.random.SeedSequence(
+        [int(seed) % 2**63, int(start_step)]).generate_state(1)[0])
 
 
 def _per_replica(batch_size, input_context):
@@ -48,14 +70,23 @@ def training_inputs(dataset, global_batch_size, *, init_batch_size=64,
         them instead of the test split.
       repeat_eval: repeat the evaluation data (multi-worker runs need a fixed
         number of collective evaluation steps).
+
+    Returns:
+      A `TrainingInputs`. Its `train_input_fn(input_context, start_step=0)`
+      starts the training stream at step `start_step` for a resumed run:
+      the checkerboard stream (stateless, indexed by batch) continues
+      exactly where an uninterrupted run would be; an image stream is
+      shuffled with `resume_seed(seed, start_step)`, a fresh order, since
+      the position inside a shuffled file stream is not checkpointed.
     """
     if dataset == 'checkerboard':
         test = checkerboard.sample_checkerboard(CHECKERBOARD_TEST_SIZE,
                                                 seed=CHECKERBOARD_TEST_SEED)
 
-        def train_input_fn(input_context):
+        def train_input_fn(input_context, start_step=0):
             return pipelines.checkerboard_dataset(
-                global_batch_size, seed=seed, input_context=input_context)
+                global_batch_size, seed=seed, input_context=input_context,
+                start_index=int(start_step) * _batches_per_step(input_context))
 
         def eval_input_fn(input_context):
             ds = tf.data.Dataset.from_tensor_slices(test)
@@ -72,11 +103,11 @@ def training_inputs(dataset, global_batch_size, *, init_batch_size=64,
     data_shape = tuple(pipelines.image_shape(dataset, data_dir=data_dir))
     eval_split = 'validation' if validation_size else 'test'
 
-    def train_input_fn(input_context):
+    def train_input_fn(input_context, start_step=0):
         return pipelines.image_dataset(
             dataset, 'train', global_batch_size, input_context=input_context,
-            shuffle=True, repeat=True, seed=seed, data_dir=data_dir,
-            validation_size=validation_size)
+            shuffle=True, repeat=True, seed=resume_seed(seed, start_step),
+            data_dir=data_dir, validation_size=validation_size)
 
     def eval_input_fn(input_context):
         return pipelines.image_dataset(

@@ -13,7 +13,16 @@ across machines, `OneDeviceStrategy`):
   their global norm, applied, then the EMA updated;
 * evaluation, sampling and the final importance-weighted bound use the EMA
   weights; every checkpoint holds model, optimiser (with its step counter),
-  EMA and RNG state, so a rerun resumes exactly where the last one stopped;
+  EMA and RNG state, so a rerun resumes the model where the last one
+  stopped. The input pipeline is rebuilt for the resume step
+  (`train_input_fn(input_context, start_step)`), so a resumed run does not
+  replay the data from the start of the stream;
+* every worker resumes from the chief's checkpoints
+  (`output_dir/checkpoints`, which must be visible to all workers, e.g. on
+  a shared file system or bucket); the workers check that they found the
+  same step before anything collective runs;
+* a non-finite loss or gradient norm stops the run before the next save, so
+  a non-finite model never becomes the latest checkpoint;
 * once training is complete, the chief exports the EMA model as a scoring
   SavedModel to `output_dir/saved_model` (`vflow_tfp.export`).
 
@@ -164,9 +173,12 @@ class Trainer:
         Args:
           config: a `TrainConfig`.
           strategy: a `tf.distribute.Strategy`.
-          train_input_fn: `fn(input_context) -> tf.data.Dataset` of
-            per-replica batches, repeating (for
-            `strategy.distribute_datasets_from_function`).
+          train_input_fn: `fn(input_context, start_step) ->
+            tf.data.Dataset` of per-replica batches, repeating (for
+            `strategy.distribute_datasets_from_function`). `start_step` is
+            the step training starts from (0, or the resumed checkpoint's
+            step): a resumable stream starts there instead of at its
+            beginning (see `training_inputs`).
           eval_input_fn: the same for the evaluation split, finite.
           init_batch: data for the data-dependent initialisation; identical
             on every worker (e.g. drawn with a fixed seed).
@@ -198,14 +210,19 @@ class Trainer:
         self.checkpoint = tf.train.Checkpoint(
             model=self.model, optimizer=self.optimizer, ema=self.ema,
             rng=self.model.rng, initialized=self.initialized)
+        # Every worker resumes from the chief's checkpoints.
+        self._resume_dir = os.path.join(config.output_dir, 'checkpoints')
         if self.is_chief:
-            self._checkpoint_dir = os.path.join(config.output_dir,
-                                                'checkpoints')
+            self._checkpoint_dir = self._resume_dir
         else:
             # Saving is collective under MultiWorkerMirroredStrategy: other
             # workers write to a scratch directory that is removed again.
             self._checkpoint_dir = tempfile.mkdtemp(
                 prefix=f'vflow_tfp_worker{self.task_id}_')
+        # The step of the last save, identical on every worker (unlike the
+        # checkpoint directories), so every worker takes the same decision
+        # on the collective final save.
+        self._saved_step = None
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, self._checkpoint_dir,
             max_to_keep=config.keep_checkpoints,
@@ -236,9 +253,11 @@ class Trainer:
         return self._start_state
 
     def _restore_or_initialize(self):
-        latest = self.manager.latest_checkpoint
+        latest = tf.train.latest_checkpoint(self._resume_dir)
+        self._check_workers_agree(latest)
         if latest:
             self.checkpoint.restore(latest).assert_existing_objects_matched()
+            self._saved_step = self.step
             logging.info(
                 'Resumed from %s at step %d (learning rate %.6g, EMA '
                 'checksum %.9g).', latest, self.step,
@@ -248,6 +267,31 @@ class Trainer:
         self._initialize()
         self.save()
         return 'initialized'
+
+    def _check_workers_agree(self, latest):
+        """Raises unless every replica found the checkpoint of `latest`'s step.
+
+        Restoring and initialising run different collective operations, so
+        workers that disagree (e.g. `output_dir` is not shared) would hang or
+        train different weights. One all-reduce of `(1, s, s^2)` with `s` the
+        step (-1 for none) tells: all equal iff `n * sum(s^2) = sum(s)^2`.
+        """
+        step = -1.0 if latest is None else float(latest.rsplit('-', 1)[1])
+        values = tf.constant([1.0, step, step * step], tf.float64)
+
+        def replica_fn():
+            return tf.distribute.get_replica_context().all_reduce(
+                tf.distribute.ReduceOp.SUM, values)
+
+        totals = self.strategy.experimental_local_results(
+            self.strategy.run(replica_fn))[0].numpy()
+        count, total, squares = (float(v) for v in totals)
+        if count * squares != total * total:
+            raise RuntimeError(
+                f'The workers found different checkpoints to resume from '
+                f'(this one: {latest or "none"} in {self._resume_dir}). '
+                'Every worker must see the chief\'s output_dir, e.g. on a '
+                'shared file system or bucket.')
 
     def _initialize(self):
         start = time.time()
@@ -271,6 +315,7 @@ class Trainer:
 
     def save(self):
         path = self.manager.save(checkpoint_number=self.optimizer.iterations)
+        self._saved_step = self.step
         return path if self.is_chief else None
 
     def request_stop(self, *_):
@@ -456,10 +501,10 @@ class Trainer:
 
     def _loop(self, start, elapsed_before):
         config = self.config
+        step = start_step = self.step
         dataset = self.strategy.distribute_datasets_from_function(
-            self._train_input_fn)
+            lambda context: self._train_input_fn(context, start_step))
         iterator = iter(dataset)
-        step = self.step
         # The loss is summed on the device and read back only at log,
         # checkpoint and evaluation boundaries: no host sync per step.
         window_loss, window_steps = 0.0, 0
@@ -477,13 +522,17 @@ class Trainer:
             if logging_now or step % config.checkpoint_every == 0 or (
                     step % config.eval_every == 0):
                 # Checked before anything is saved, so a non-finite model
-                # never becomes the latest checkpoint.
+                # never becomes the latest checkpoint: a non-finite update in
+                # the window makes the next step's loss non-finite, and that
+                # of the window's last step shows in its gradient norm.
                 window_mean = float(window_loss) / window_steps
-                if not math.isfinite(window_mean):
+                if not (math.isfinite(window_mean)
+                        and math.isfinite(float(norm))):
                     raise FloatingPointError(
-                        f'Non-finite loss between steps '
+                        f'Non-finite loss or gradient norm between steps '
                         f'{step - window_steps + 1} and {step}; the last good '
-                        f'checkpoint is {self.manager.latest_checkpoint}.')
+                        f'checkpoint is '
+                        f'{tf.train.latest_checkpoint(self._resume_dir)}.')
             if logging_now:
                 now = time.time()
                 seconds = max(now - window_start, 1e-9)
@@ -516,7 +565,8 @@ class Trainer:
                 with self._writer.as_default():
                     tf.summary.scalar('test/bpd', test_bpd, step=step)
                 self.write_samples(step)
-                self._write_results(step=step, test_bpd=test_bpd)
+                self._write_results(step=step, test_bpd=test_bpd,
+                                    test_bpd_step=step)
             if step % config.log_every == 0 or stopping:
                 self._write_results(
                     step=step, train_bpd=train_bpd,
@@ -526,14 +576,14 @@ class Trainer:
                 logging.info('Stopped by signal at step %d; rerun the same '
                              'command to resume.', step)
                 return
-        if self.manager.latest_checkpoint is None or not (
-                self.manager.latest_checkpoint.endswith(f'-{step}')):
+        if self._saved_step != step:
             self.save()
         if config.iw_samples:
             iw_bpd, images = self.evaluate_importance_weighted()
             logging.info('test bpd (%d-sample importance weighted, EMA, %d '
                          'images) %.4f', config.iw_samples, images, iw_bpd)
-            self._write_results(test_bpd_iw=iw_bpd, iw_images=images)
+            self._write_results(test_bpd_iw=iw_bpd, iw_images=images,
+                                test_bpd_iw_step=step)
         self._write_results(step=step, train_bpd=train_bpd,
                             images_per_second=images_per_second,
                             wall_time=elapsed_before + time.time() - start)
