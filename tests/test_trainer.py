@@ -223,13 +223,13 @@ class TrainerTest(tf.test.TestCase):
         whole = run(self._dir(), 6, inputs.train_input_fn)
         out = self._dir()
         run(out, 3, inputs.train_input_fn)
+        copy = os.path.join(self._dir(), 'copy')
+        shutil.copytree(out, copy)
         resumed = run(out, 6, inputs.train_input_fn)
         for a, b in zip(whole, resumed):
             self.assertAllClose(a, b, rtol=1e-6, atol=1e-7)
         # Replaying the stream from its start instead trains other weights.
-        out = self._dir()
-        run(out, 3, inputs.train_input_fn)
-        replayed = run(out, 6, lambda context, start_step:
+        replayed = run(copy, 6, lambda context, start_step:
                        inputs.train_input_fn(context))
         self.assertGreater(max(float(np.max(np.abs(a - b)))
                                for a, b in zip(whole, replayed)), 1e-4)
