@@ -103,6 +103,9 @@ def main(argv):
                             seed=FLAGS.seed, batch_size=FLAGS.batch_size,
                             progress=progress)
     progress.close()
+    if not records:
+        # Only a source that cannot count its examples beforehand gets here.
+        _fail('the inputs yielded no example, nothing was scored.')
     results = scoring.summarize(records, os.path.abspath(FLAGS.model),
                                 num_samples, FLAGS.seed, FLAGS.batch_size)
     print('source\tbits_per_dim\tlog_likelihood')

@@ -270,8 +270,14 @@ def _write_outputs(out_dir, settings, density_configs):
     for d, s in density_configs:
         grids = sorted(f for f in os.listdir(os.path.join(out_dir,
                                                           'densities'))
-                       if f.startswith(f'D{d}_L{s}_seed'))
+                       if f.startswith(f'D{d}_L{s}_seed')
+                       and f.endswith('.npy'))
         if not grids:
+            if any((r['dims'], r['steps']) == (d, s) for r in runs):
+                # Grids are drawn from a model right after it trains.
+                print(f'    no density grid for {d}:{s}: its runs finished '
+                      'before it was requested (use a new --output_dir)',
+                      flush=True)
             continue
         log_p = np.load(os.path.join(out_dir, 'densities', grids[0]))
         seed = int(grids[0].split('seed')[1].split('.')[0])
@@ -362,10 +368,16 @@ def main(argv):
             progress_every=_PROGRESS.value, model_overrides=overrides,
             return_model=True)
         if (d, s) in density_configs and not any(
-                f.startswith(f'D{d}_L{s}_seed') for f in os.listdir(grid_dir)):
+                f.startswith(f'D{d}_L{s}_seed') and f.endswith('.npy')
+                for f in os.listdir(grid_dir)):
             log_p = cb.density_grid(model, _GRID.value,
                                     num_samples=_GRID_IW.value, seed=seed)
-            np.save(os.path.join(grid_dir, tag + '.npy'), log_p)
+            # Through a temporary file: a half-written grid would be taken
+            # as done by every later --resume.
+            grid_path = os.path.join(grid_dir, tag + '.npy')
+            with open(grid_path + '.tmp', 'wb') as f:
+                np.save(f, log_p)
+            os.replace(grid_path + '.tmp', grid_path)
         _write_json(path, result)
         print(f'    {tag}: test log-likelihood '
               f'{result["test_log_likelihood"]:.4f} '

@@ -45,7 +45,8 @@ flags.DEFINE_integer('validation_size', 0,
 # Optimisation.
 flags.DEFINE_integer('global_batch_size', 64, 'Global batch size.')
 flags.DEFINE_integer('train_steps', 100_000, 'Total training steps.')
-flags.DEFINE_enum('optimizer', 'adam', ['adam'], 'Optimizer.')
+flags.DEFINE_enum('optimizer', 'adam', ['adam'],
+                  'Optimizer (both papers use Adam; recorded in results.json).')
 flags.DEFINE_float('max_lr', 1.2e-3, 'Peak learning rate.')
 flags.DEFINE_integer('warmup_steps', 2000, 'Linear warm-up steps.')
 flags.DEFINE_integer('hold_until', 50_000, 'Last step at the peak rate.')
@@ -172,8 +173,9 @@ def main(argv):
         train_steps=FLAGS.train_steps, max_lr=FLAGS.max_lr,
         warmup_steps=FLAGS.warmup_steps, hold_until=FLAGS.hold_until,
         lr_decay=FLAGS.lr_decay, min_lr=FLAGS.min_lr,
-        adam_beta1=FLAGS.adam_beta1, adam_beta2=FLAGS.adam_beta2,
-        adam_epsilon=FLAGS.adam_epsilon, clip_norm=FLAGS.clip_norm,
+        optimizer=FLAGS.optimizer, adam_beta1=FLAGS.adam_beta1,
+        adam_beta2=FLAGS.adam_beta2, adam_epsilon=FLAGS.adam_epsilon,
+        clip_norm=FLAGS.clip_norm,
         ema_decay=FLAGS.ema_decay, init_batch_size=FLAGS.init_batch_size,
         checkpoint_every=FLAGS.checkpoint_every,
         keep_checkpoints=FLAGS.keep_checkpoints, eval_every=FLAGS.eval_every,

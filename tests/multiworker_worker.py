@@ -1,10 +1,14 @@
 """One worker of the multi-worker test: trains a few steps, dumps variables.
 
-`python multiworker_worker.py OUTPUT_DIR DUMP.npz [TRAIN_STEPS]` with
-TF_CONFIG set (TRAIN_STEPS defaults to 6; a rerun with more resumes). Uses
+`python multiworker_worker.py OUTPUT_DIR DUMP.npz [TRAIN_STEPS [SIGTERM_AFTER]]`
+with TF_CONFIG set (TRAIN_STEPS defaults to 6; a rerun with more resumes).
+With SIGTERM_AFTER > 0 the worker sends itself SIGTERM after that many
+training steps, as a preempted machine would get. Uses
 `MultiWorkerMirroredStrategy` through the library's `Trainer`.
 """
 
+import os
+import signal
 import sys
 
 import numpy as np
@@ -13,7 +17,7 @@ import tensorflow as tf
 from vflow_tfp import training
 
 
-def main(output_dir, dump_path, train_steps=6):
+def main(output_dir, dump_path, train_steps=6, sigterm_after=0):
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     inputs = training.training_inputs('checkerboard', 16, init_batch_size=256,
                                       seed=5, repeat_eval=True)
@@ -25,6 +29,17 @@ def main(output_dir, dump_path, train_steps=6):
         eval_batches=2, log_every=3, num_samples=0, seed=5)
     trainer = training.Trainer(config, strategy, inputs.train_input_fn,
                                inputs.eval_input_fn, inputs.init_batch)
+    if int(sigterm_after):
+        train_step, calls = trainer._train_step, []
+
+        def preempted_step(*args):
+            outputs = train_step(*args)
+            calls.append(None)
+            if len(calls) == int(sigterm_after):
+                os.kill(os.getpid(), signal.SIGTERM)
+            return outputs
+
+        trainer._train_step = preempted_step
     results = trainer.train()
     np.savez(dump_path, step=results['step'],
              start=trainer.restore_or_initialize(),

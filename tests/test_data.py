@@ -359,6 +359,29 @@ def test_checkerboard_dataset_distribution():
     np.testing.assert_allclose(offsets.var(axis=0), [1 / 3, 1 / 3], atol=0.02)
 
 
+class _EdgeGenerator(np.random.Generator):
+    """Every uniform draw is the largest float64 below its upper bound."""
+
+    def uniform(self, low=0.0, high=1.0, size=None):
+        return np.full(size, np.nextafter(high, low))
+
+
+def test_checkerboard_points_at_the_squares_edges():
+    # float64 draws just below an edge round onto it in float32, i.e. onto
+    # the next (white) square or onto x = 4, unless kept below it.
+    points = data.sample_checkerboard(8, _EdgeGenerator(np.random.PCG64(0)))
+    assert points.dtype == np.float32 and np.all(points < 4.0)
+    assert np.all(data.checkerboard_log_prob(points)
+                  == data.CHECKERBOARD_LOG_LIKELIHOOD)
+    # The support is [-4, 4) on both axes, edges included where the
+    # sampler includes them.
+    np.testing.assert_array_equal(
+        data.checkerboard_log_prob([[-4.0, -4.0], [-4.0, 4.0], [-2.0, -2.0],
+                                    [-1e-30, 0.5]]),
+        [data.CHECKERBOARD_LOG_LIKELIHOOD, -np.inf,
+         data.CHECKERBOARD_LOG_LIKELIHOOD, -np.inf])
+
+
 def test_checkerboard_dataset_streams():
     first = _take(data.checkerboard_dataset(64, seed=2), 3)
     again = _take(data.checkerboard_dataset(64, seed=2), 3)

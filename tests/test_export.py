@@ -278,10 +278,21 @@ class ExportTest(tf.test.TestCase):
             with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
                                         message):
                 fn(**kwargs)
-        # The dtype and shape are part of the signature.
-        refused = (TypeError, ValueError, tf.errors.InvalidArgumentError)
-        with self.assertRaises(refused):
+        # Signatures do not check shapes themselves (a wrong size used to
+        # fail inside the networks with a reshape error): the model does.
+        with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
+                                    r'x must have shape \[N, 2\]'):
             sig['elbo'](x=c(np.zeros([3, 3], np.float32)), seed=c([1, 2]))
+        images = self.loaded['image'].signatures
+        for name, kwargs in (('serving_default', {}),
+                             ('log_prob', dict(num_samples=c(2),
+                                               seed=c([1, 2])))):
+            with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
+                                        r'x must have shape \[N, 8, 8, 3\]'):
+                images[name](x=c(np.zeros([2, 16, 16, 3], np.uint8)),
+                             **kwargs)
+        # The dtype is part of the signature.
+        refused = (TypeError, ValueError, tf.errors.InvalidArgumentError)
         with self.assertRaises(refused):
             sig['elbo'](x=c(self.vectors.astype(np.float64)), seed=c([1, 2]))
 
@@ -421,7 +432,8 @@ class RunExportTest(tf.test.TestCase):
             inputs.eval_input_fn, inputs.init_batch)
         trainer.request_stop()
         results = trainer.train()
-        self.assertEqual(results['step'], 1)
+        # Step 1 carries the stop vote; it is read once step 2 is queued.
+        self.assertEqual(results['step'], 2)
         self.assertNotIn('saved_model', results)
         self.assertFalse(os.path.exists(os.path.join(out, 'saved_model')))
 

@@ -397,6 +397,16 @@ class ImportanceWeightingTest(tf.test.TestCase):
         self.assertAllClose(one, tf.cast(draw, tf.float64), atol=1e-4,
                             rtol=0)
 
+    def test_a_chunk_larger_than_the_sample_count_changes_nothing(self):
+        # The chunk shrinks to S: no draws computed only to be masked out,
+        # and the same estimate as with chunk_size = S.
+        seed = tf.constant([7, 8])
+        for num_samples in (1, 3):
+            self.assertAllEqual(
+                self.model.log_prob(self.x, num_samples, seed=seed),
+                self.model.log_prob(self.x, num_samples,
+                                    chunk_size=num_samples, seed=seed))
+
     def test_bound_tightens_with_more_samples(self):
         seed = [9, 9]
         elbo = self.model.elbo(np.repeat(self.x, 16, axis=0),
@@ -865,6 +875,16 @@ class SamplingTest(tf.test.TestCase):
         self.assertNotAllEqual(a, model.sample(16, seed=[2, 2]))
         eps = tf.random.stateless_normal([8, 4], [4, 4])
         _assert_p_round_trip(self, model, eps, atol=1e-4)
+
+    def test_vector_data_of_another_float_dtype(self):
+        model = presets.build('checkerboard_vflow_3_4', seed=0)
+        x = data.sample_checkerboard(8, seed=0)
+        seed = tf.constant([1, 2])
+        for other in (tf.constant(x, tf.float64), x.astype(np.float64)):
+            self.assertAllClose(model.elbo(other, seed=seed),
+                                model.elbo(x, seed=seed))
+            self.assertAllClose(model.log_prob(other, 4, seed=seed),
+                                model.log_prob(x, 4, seed=seed))
 
     def test_image_latent_round_trip(self):
         # The VFlow squash logit(0.05 + 0.9 F) makes every mixture coupling's

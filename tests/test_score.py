@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import zipfile
 
 import numpy as np
 import tensorflow as tf
@@ -123,6 +124,17 @@ class ScoreTest(tf.test.TestCase):
         self.assertEqual(lines[4].split('\t')[0], f'{train_npy}[0]')
         self.assertRegex(lines[-1], r'^mean bits/dim \d+\.\d{4} over 40 '
                                     r'images \(4 importance samples, seed 3')
+
+    def test_vectors_beyond_the_models_float_range(self):
+        # float64 values that float32 (the export's input dtype) cannot hold
+        # would turn infinite in the middle of scoring: refused up front.
+        vector = export_fixtures.vector_export()
+        points = data.sample_checkerboard(3, seed=1).astype(np.float64)
+        points[2, 1] = 1e39
+        path = self._npy('huge.npy', points)
+        self.assertRefused([f'--model={vector.path}', path],
+                           f'{path}[2]: values beyond the float32 range the '
+                           'model reads; vectors must be finite in it.')
 
     def test_vector_model_json_and_csv_agree(self):
         vector = export_fixtures.vector_export()
@@ -296,6 +308,10 @@ class ScoreTest(tf.test.TestCase):
         pattern = os.path.join(self.tmp, '*.jpeg')
         self.assertRefused([self.model_flag, pattern],
                            f'{pattern}: no file matches this pattern.')
+        with tfds.testing.mock_data(num_examples=0):
+            self.assertRefused([self.model_flag, 'tfds:photo_patches/8x8'],
+                               'tfds:photo_patches/8x8:test: the split has no '
+                               'examples, nothing to score.')
 
     def test_unreadable_or_non_image_files(self):
         photos = self._path('photos')
@@ -337,6 +353,25 @@ class ScoreTest(tf.test.TestCase):
         np.savez(npz, a=self.exported.train[:1])
         self.assertRefused([self.model_flag, npz, '--npz_key=b'],
                            f"{npz}: no array 'b'; it has ['a'].")
+        # NumPy goes by the content: a name that says otherwise is refused.
+        archive_as_npy = self._path('archive.npy')
+        shutil.copy(npz, archive_as_npy)
+        self.assertRefused([self.model_flag, archive_as_npy],
+                           f'{archive_as_npy}: a .npz archive, not a .npy '
+                           'array; name it .npz.')
+        array_as_npz = self._path('array.npz')
+        shutil.copy(self._npy('one.npy', self.exported.train[:1]),
+                    array_as_npz)
+        self.assertRefused([self.model_flag, array_as_npz],
+                           f'{array_as_npz}: a .npy array, not a .npz '
+                           'archive; name it .npy.')
+        zipped_png = self._path('images.npz')
+        with zipfile.ZipFile(zipped_png, 'w') as z:
+            z.writestr('a.png', tf.io.encode_png(
+                self.exported.train[0]).numpy())
+        self.assertRefused([self.model_flag, zipped_png],
+                           f'{zipped_png}:a.png: not a NumPy array (a .npz '
+                           'holds .npy members).')
         if os.geteuid() != 0:  # root reads anything
             locked = self._path('locked.png')
             _write_png(locked, self.exported.train[0])
@@ -378,6 +413,12 @@ class ScoreTest(tf.test.TestCase):
         self.assertEqual(code, 2)
         self.assertRegex(err, "^score.py: error: tfds:no_such_dataset:test: "
                               "Unknown dataset 'no_such_dataset'.*\n$")
+        self.assertRefused([self.model_flag,
+                            'tfds:photo_patches/8x8:validation'],
+                           "tfds:photo_patches/8x8:validation: "
+                           "'photo_patches/8x8' has no validation split of "
+                           "its own; score tfds:photo_patches/8x8:test "
+                           "instead.")
 
 
 if __name__ == '__main__':

@@ -18,7 +18,6 @@ import tensorflow as tf
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 TRAIN = os.path.join(ROOT, 'bin', 'train.py')
-MOCK = os.path.join(HERE, 'run_with_mock_data.py')
 WORKER = os.path.join(HERE, 'multiworker_worker.py')
 
 
@@ -57,12 +56,15 @@ class TrainCliTest(tf.test.TestCase):
         self.tmp = tempfile.mkdtemp(prefix='vflow_tfp_cli_')
         self.addCleanup(shutil.rmtree, self.tmp, ignore_errors=True)
 
-    def _mock_cifar_command(self, out, steps):
+    def _small_cifar_command(self, out, steps):
         # The paper's own flagfile, with overrides after it that shrink the
-        # model and the run (absl: later flags win).
-        return [sys.executable, MOCK,
+        # model, the data (8x8 photo patches, tiny_vflow's own size; 32x32
+        # images cost a minute more per process) and the run (absl: later
+        # flags win).
+        return [sys.executable, TRAIN,
                 f'--flagfile={os.path.join(ROOT, "configs", "cifar.flags")}',
-                '--preset=tiny_vflow', f'--train_steps={steps}',
+                '--preset=tiny_vflow', '--dataset=photo_patches/8x8',
+                f'--train_steps={steps}',
                 '--global_batch_size=8', '--init_batch_size=16',
                 '--checkpoint_every=2', '--eval_every=1000', '--log_every=1',
                 '--eval_batches=2', '--iw_samples=0', '--num_samples=4',
@@ -72,7 +74,7 @@ class TrainCliTest(tf.test.TestCase):
     def test_hard_kill_then_resume_exactly(self):
         out = os.path.join(self.tmp, 'run')
         ckpt_dir = os.path.join(out, 'checkpoints')
-        proc = subprocess.Popen(self._mock_cifar_command(out, 400),
+        proc = subprocess.Popen(self._small_cifar_command(out, 400),
                                 env=_env(), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True)
         try:
@@ -99,7 +101,7 @@ class TrainCliTest(tf.test.TestCase):
 
         # Rerun the same command to a slightly later step: it must resume.
         final = step + 3
-        run = subprocess.run(self._mock_cifar_command(out, final),
+        run = subprocess.run(self._small_cifar_command(out, final),
                              env=_env(), capture_output=True, text=True,
                              timeout=600)
         self.assertEqual(run.returncode, 0, run.stderr[-3000:])
@@ -122,9 +124,10 @@ class TrainCliTest(tf.test.TestCase):
                     'images_per_second'):
             self.assertTrue(np.isfinite(results[key]), key)
 
-    def _run_workers(self, output_dirs, train_steps):
+    def _run_workers(self, output_dirs, train_steps, sigterm_after=(0, 0)):
         """Runs one worker process per output directory; their exit codes,
-        stderr and dumps (None for a failed worker)."""
+        stderr and dumps (None for a failed worker). Worker i sends itself
+        SIGTERM after `sigterm_after[i]` steps (0: never)."""
         ports = [_free_port() for _ in output_dirs]
         cluster = {'worker': [f'127.0.0.1:{p}' for p in ports]}
         procs, dumps = [], []
@@ -137,13 +140,13 @@ class TrainCliTest(tf.test.TestCase):
                 os.remove(dumps[-1])
             procs.append(subprocess.Popen(
                 [sys.executable, WORKER, output_dir, dumps[-1],
-                 str(train_steps)],
+                 str(train_steps), str(sigterm_after[index])],
                 env=_env(TF_CONFIG=tf_config), stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE, text=True))
         outcomes = []
         try:
             for proc, dump in zip(procs, dumps):
-                _, err = proc.communicate(timeout=600)
+                _, err = proc.communicate(timeout=300)
                 outcomes.append((proc.returncode, err, np.load(dump)
                                  if proc.returncode == 0 else None))
         finally:
@@ -165,16 +168,21 @@ class TrainCliTest(tf.test.TestCase):
                 self.assertAllClose(dumps[0][key], dumps[1][key], atol=1e-6,
                                     msg=key)
 
-    def test_two_workers_agree_and_resume_together(self):
+    def test_two_workers_stop_agree_and_resume_together(self):
         out = os.path.join(self.tmp, 'mw')
-        self._assert_workers_agree(self._run_workers([out, out], 6), 6,
-                                   'initialized')
+        # Worker 1 alone is preempted (SIGTERM after its third step): both
+        # workers stop after the same step, with one collective checkpoint,
+        # instead of worker 0 waiting forever in the next all-reduce.
+        outcomes = self._run_workers([out, out], 9, sigterm_after=(0, 3))
+        stopped = int(outcomes[0][2]['step']) if outcomes[0][0] == 0 else -1
+        self.assertBetween(stopped, 4, 8)
+        self._assert_workers_agree(outcomes, stopped, 'initialized')
         # Only the chief (worker 0) keeps checkpoints and results.
         self.assertTrue(os.path.exists(os.path.join(out, 'results.json')))
         self.assertEqual(_checkpoint_step(os.path.join(out, 'checkpoints'))[0],
-                         6)
-        # A rerun with more steps: every worker resumes from the chief's
-        # checkpoint at step 6 (none initialises anew), and they still agree.
+                         stopped)
+        # The rerun: every worker resumes from the chief's checkpoint at the
+        # stopped step (none initialises anew), and they still agree.
         self._assert_workers_agree(self._run_workers([out, out], 9), 9,
                                    'restored')
         self.assertEqual(_checkpoint_step(os.path.join(out, 'checkpoints'))[0],

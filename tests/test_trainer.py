@@ -90,7 +90,8 @@ class TrainerTest(tf.test.TestCase):
             dataset = trainer.strategy.distribute_datasets_from_function(
                 _fixed_batch_input_fn(self.batch))
             iterator = iter(dataset)
-            losses = [float(trainer._train_step(iterator)[0])
+            losses = [float(trainer._train_step(iterator,
+                                                tf.constant(0.0))[0])
                       for _ in range(2)]
             results.append((losses, [v.numpy() for v in trainer.variables],
                             [s.numpy() for s in trainer.ema.shadows]))
@@ -187,13 +188,13 @@ class TrainerTest(tf.test.TestCase):
         real_step, calls = trainer._train_step, []
         weights = trainer.variables[0]
 
-        def poisoned_step(iterator):
-            loss, norm = real_step(iterator)
+        def poisoned_step(iterator, stop_vote):
+            loss, norm, votes = real_step(iterator, stop_vote)
             calls.append(norm)
             if len(calls) == 3:
                 weights.assign(tf.fill(weights.shape, float('nan')))
                 norm = tf.constant(float('inf'))
-            return loss, norm
+            return loss, norm, votes
 
         trainer._train_step = poisoned_step
         with self.assertRaisesRegex(FloatingPointError,
@@ -234,6 +235,39 @@ class TrainerTest(tf.test.TestCase):
         self.assertGreater(max(float(np.max(np.abs(a - b)))
                                for a, b in zip(whole, replayed)), 1e-4)
 
+    def test_evaluation_scores_every_point_without_training_noise(self):
+        # 1,000 test points in per-replica batches of 48: 21 batches, so the
+        # last step gives one replica 40 points and the other none.
+        strategy = _mirrored()
+        inputs = training.training_inputs('checkerboard', 96,
+                                          init_batch_size=64, seed=7)
+        config = _config(self._dir(), global_batch_size=96, train_steps=2,
+                         warmup_steps=4, log_every=1, eval_every=1000,
+                         export=False)
+        trainer = training.Trainer(config, strategy, inputs.train_input_fn,
+                                   inputs.eval_input_fn, inputs.init_batch)
+        with self.assertLogs('absl', 'INFO') as logs:
+            trainer.train()
+        # Each logged rate is that of the update just applied: the first
+        # update (iteration 0) warms up from a rate of 0.
+        self.assertLen([r for r in logs.output
+                        if 'step 1/2' in r and 'lr 0.00e+00' in r], 1)
+        self.assertLen([r for r in logs.output
+                        if 'step 2/2' in r and 'lr 2.50e-04' in r], 1)
+        # Evaluation draws its noise from stateless seeds: the generator
+        # that feeds training is untouched (the model asks it for a seed
+        # even when, as this Glow, it has no latent noise).
+        rng_state = trainer.model.rng.state.numpy()
+        bpd = trainer.evaluate()
+        self.assertAllEqual(trainer.model.rng.state, rng_state)
+        # Glow's ELBO is exact: the mean over all 1,000 points.
+        test = data.sample_checkerboard(
+            1000, seed=training.inputs.CHECKERBOARD_TEST_SEED)
+        with trainer.ema.averaged_weights():
+            expected = trainer.model.bits_per_dim(tf.reduce_mean(
+                trainer.model.elbo(test)))
+        self.assertAllClose(bpd, expected, rtol=1e-5)
+
     def test_bad_config_is_one_clear_error(self):
         with self.assertRaisesRegex(ValueError, 'global_batch_size must be'):
             _config(self._dir(), global_batch_size=-4).validate()
@@ -241,6 +275,8 @@ class TrainerTest(tf.test.TestCase):
             _config(self._dir(), preset='nope').validate()
         with self.assertRaisesRegex(ValueError, 'no setting'):
             _config(self._dir(), preset_overrides={'width': 3}).validate()
+        with self.assertRaisesRegex(ValueError, 'optimizer must be one of'):
+            _config(self._dir(), optimizer='sgd').validate()
 
 
 if __name__ == '__main__':

@@ -82,7 +82,7 @@ def _first_index(mask):
     return int(np.argwhere(mask)[0][0])
 
 
-def check_array(array, data_shape, name):
+def check_array(array, data_shape, name, input_dtype=None):
     """Checks an array of examples against a model's data shape.
 
     Images must be integers in [0, 255]: uint8 or another integer dtype
@@ -94,6 +94,9 @@ def check_array(array, data_shape, name):
       array: a NumPy array (a memory map is read, not copied).
       data_shape: the model's `(H, W, C)` or `(D,)`.
       name: how messages name the array, e.g. `'data.npy'`.
+      input_dtype: the float dtype a vector model reads (the export's
+        `input_dtype`); vectors it cannot represent (they would become
+        infinite) are refused. Default value: `None` (not checked).
 
     Returns:
       A view of `array` of shape `[N] + data_shape` (dtype unchanged).
@@ -154,6 +157,15 @@ def check_array(array, data_shape, name):
         if infinite.any():
             raise ValueError(f'{name}[{_first_index(infinite)}]: infinite '
                              'values; vectors must be finite.')
+        if input_dtype is not None:
+            largest = np.finfo(np.dtype(input_dtype)).max
+            too_large = (np.abs(batch) > largest).reshape(
+                len(batch), -1).any(axis=1)
+            if too_large.any():
+                raise ValueError(f'{name}[{_first_index(too_large)}]: values '
+                                 f'beyond the {np.dtype(input_dtype).name} '
+                                 'range the model reads; vectors must be '
+                                 'finite in it.')
     elif image and array.dtype != np.uint8:
         flat = batch.reshape(len(batch), -1)
         low, high = flat.min(axis=1), flat.max(axis=1)
@@ -211,8 +223,8 @@ class _ImageFiles:
 class _Array:
     """A checked array; examples are named `name[i]`."""
 
-    def __init__(self, array, data_shape, name):
-        self.array = check_array(array, data_shape, name)
+    def __init__(self, array, data_shape, name, input_dtype=None):
+        self.array = check_array(array, data_shape, name, input_dtype)
         self.name = name
         self.count = len(self.array)
 
@@ -244,8 +256,17 @@ class _TfdsSplit:
         except ValueError as e:
             if str(e).startswith(self.label):
                 raise
+            if 'validation_size' in str(e):
+                # The pipeline's advice is for training, which can hold
+                # examples out; scoring reads whole TFDS splits.
+                raise ValueError(
+                    f'{self.label}: {name!r} has no validation split of its '
+                    f'own; score {TFDS_PREFIX}{name}:test instead.') from e
             raise ValueError(f'{self.label}: {e}') from e
         count = int(self.dataset.cardinality())
+        if count == 0:
+            raise ValueError(f'{self.label}: the split has no examples, '
+                             'nothing to score.')
         self.count = count if count >= 0 else None
 
     def items(self):
@@ -279,12 +300,20 @@ class Inputs:
             yield sources, np.stack(examples)
 
 
-def _load_arrays(path, data_shape, npz_key):
+def _load_arrays(path, data_shape, npz_key, input_dtype=None):
     try:
+        # np.load goes by the content, not the extension.
+        loaded = np.load(path, mmap_mode='r', allow_pickle=False)
         if path.lower().endswith('.npy'):
-            return [_Array(np.load(path, mmap_mode='r', allow_pickle=False),
-                           data_shape, path)]
-        with np.load(path, allow_pickle=False) as archive:
+            if not isinstance(loaded, np.ndarray):
+                loaded.close()
+                raise ValueError(f'{path}: a .npz archive, not a .npy '
+                                 'array; name it .npz.')
+            return [_Array(loaded, data_shape, path, input_dtype)]
+        if isinstance(loaded, np.ndarray):
+            raise ValueError(f'{path}: a .npy array, not a .npz archive; '
+                             'name it .npy.')
+        with loaded as archive:
             keys = list(archive.files)
             if npz_key is not None:
                 if npz_key not in keys:
@@ -293,8 +322,15 @@ def _load_arrays(path, data_shape, npz_key):
                 keys = [npz_key]
             if not keys:
                 raise ValueError(f'{path}: no arrays in it, nothing to score.')
-            return [_Array(archive[key], data_shape, f'{path}:{key}')
-                    for key in keys]
+            arrays = []
+            for key in keys:
+                array = archive[key]
+                if not isinstance(array, np.ndarray):
+                    raise ValueError(f'{path}:{key}: not a NumPy array (a '
+                                     '.npz holds .npy members).')
+                arrays.append(_Array(array, data_shape, f'{path}:{key}',
+                                     input_dtype))
+            return arrays
     except (OSError, EOFError, zipfile.BadZipFile) as e:
         raise ValueError(f'{path}: cannot read it as a '
                          f'{os.path.splitext(path)[1]} array '
@@ -344,7 +380,9 @@ def open_inputs(specs, metadata, *, npz_key=None, data_dir=None):
     def add_file(path):
         if path.lower().endswith(ARRAY_EXTENSIONS):
             flush_files()
-            parts.extend(_load_arrays(path, data_shape, npz_key))
+            parts.extend(_load_arrays(path, data_shape, npz_key,
+                                      None if image else
+                                      metadata.get('input_dtype')))
         elif not image:
             raise ValueError(f'{path}: the model scores vectors of '
                              f'{data_shape[0]} values, not images; pass '

@@ -315,7 +315,10 @@ def checkerboard_dataset(batch_size, seed=0, input_context=None,
             tf.random.stateless_uniform([per_replica_batch], seeds[3],
                                         maxval=2.0),
         ], axis=-1)
-        return (corner - 4.0) + offset
+        # The sum can round up onto the square's upper edge (the next,
+        # white square): keep it below.
+        return tf.minimum((corner - 4.0) + offset,
+                          tf.math.nextafter(corner - 2.0, corner - 4.0))
 
     ds = tf.data.Dataset.counter(int(start_index), dtype=tf.int64).map(
         sample, num_parallel_calls=tf.data.AUTOTUNE)

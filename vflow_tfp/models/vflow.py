@@ -233,7 +233,8 @@ class VFlow(tf.Module):
     def _preprocess(self, x, seed, training, stop_score=False):
         """x -> x~ and log|d x~/d x| - log r(u|x) per example."""
         if not self._is_image:
-            x = tf.convert_to_tensor(x, self._dtype)
+            # A cast, not a conversion: tensors of another float dtype too.
+            x = tf.cast(tf.convert_to_tensor(x), self._dtype)
             return x, tf.zeros(tf.shape(x)[:1], self._dtype)
         x = tf.cast(x, self._dtype)
         condition = x / self._num_bins - 0.5
@@ -281,7 +282,9 @@ class VFlow(tf.Module):
           training: enables dropout in every network.
           seed: optional stateless seed, int32 `[2]` (one draw for the
             batch) or per-example `[N, 2]` (row `i`'s bound depends only on
-            `x[i]` and `seed[i]`; see `example_seeds`); also `[M, 2]` with
+            `x[i]` and `seed[i]`, unless dropout is on: with `training` its
+            masks come from the networks' own generator; see
+            `example_seeds`); also `[M, 2]` with
             `N` a multiple of `M`, one seed per block of `N / M` consecutive
             rows (as `log_prob` draws an example's samples); default from
             `self.rng`.
@@ -326,7 +329,8 @@ class VFlow(tf.Module):
           x: batch `[N] + data_shape`.
           num_samples: `S`, Python int or int32 scalar tensor (>= 1).
           chunk_size: draws per pass, a Python int: each pass evaluates
-            `N * chunk_size` examples. Default value: 16.
+            `N * chunk_size` examples; at most `S` when `S` is a Python int.
+            Default value: 16.
           seed: optional stateless seed, int32 `[2]` or per-example `[N, 2]`;
             default from `self.rng`.
 
@@ -337,6 +341,9 @@ class VFlow(tf.Module):
         chunk_size = int(chunk_size)
         if chunk_size < 1:
             raise ValueError(f'chunk_size must be >= 1; got {chunk_size}.')
+        if isinstance(num_samples, int) and 1 <= num_samples < chunk_size:
+            # Draws past S would be computed only to be masked out.
+            chunk_size = num_samples
         num_samples = tf.convert_to_tensor(num_samples, tf.int32)
         tf.debugging.assert_positive(num_samples,
                                      message='num_samples must be >= 1')

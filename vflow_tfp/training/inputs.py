@@ -69,7 +69,8 @@ def training_inputs(dataset, global_batch_size, *, init_batch_size=64,
       validation_size: hold this many training images out and evaluate on
         them instead of the test split.
       repeat_eval: repeat the evaluation data (multi-worker runs need a fixed
-        number of collective evaluation steps).
+        number of collective evaluation steps) in full batches. Otherwise
+        one pass over every example, the last batch possibly partial.
 
     Returns:
       A `TrainingInputs`. Its `train_input_fn(input_context, start_step=0)`
@@ -93,8 +94,10 @@ def training_inputs(dataset, global_batch_size, *, init_batch_size=64,
             if input_context is not None:
                 ds = ds.shard(input_context.num_input_pipelines,
                               input_context.input_pipeline_id)
+            # A single pass keeps the last partial batch: every test point
+            # counts. Repeated (multi-worker) evaluation keeps static shapes.
             ds = ds.batch(_per_replica(global_batch_size, input_context),
-                          drop_remainder=True)
+                          drop_remainder=repeat_eval)
             return ds.repeat() if repeat_eval else ds
 
         init = checkerboard.sample_checkerboard(init_batch_size, seed=seed)
@@ -113,7 +116,8 @@ def training_inputs(dataset, global_batch_size, *, init_batch_size=64,
         return pipelines.image_dataset(
             dataset, eval_split, global_batch_size,
             input_context=input_context, shuffle=False, repeat=repeat_eval,
-            data_dir=data_dir, validation_size=validation_size)
+            data_dir=data_dir, validation_size=validation_size,
+            drop_remainder=repeat_eval)
 
     init_ds = pipelines.image_dataset(
         dataset, 'train', init_batch_size, shuffle=True, repeat=False,

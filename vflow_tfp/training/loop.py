@@ -21,6 +21,12 @@ across machines, `OneDeviceStrategy`):
   (`output_dir/checkpoints`, which must be visible to all workers, e.g. on
   a shared file system or bucket); the workers check that they found the
   same step before anything collective runs;
+* SIGTERM/SIGINT checkpoints and returns; the stop request travels in the
+  gradients' all-reduce, so a signal to any one worker stops every worker
+  after the same step;
+* evaluation noise comes from stateless seeds, so evaluating leaves the
+  training noise alone; a single pass over the evaluation split counts every
+  example (the last batch may be partial);
 * a non-finite loss or gradient norm stops the run before the next save, so
   a non-finite model never becomes the latest checkpoint;
 * once training is complete, the chief exports the EMA model as a scoring
@@ -49,7 +55,12 @@ from vflow_tfp.models import presets
 from vflow_tfp.training import ema as ema_lib
 from vflow_tfp.training import schedules
 
-__all__ = ['TrainConfig', 'Trainer', 'image_grid', 'write_json_atomic']
+__all__ = ['OPTIMIZERS', 'TrainConfig', 'Trainer', 'image_grid',
+           'write_json_atomic']
+
+# Both papers train with Adam; `TrainConfig.optimizer` names it so that a
+# run's recorded configuration says so, and refuses anything else.
+OPTIMIZERS = ('adam',)
 
 
 @dataclasses.dataclass
@@ -69,6 +80,7 @@ class TrainConfig:
     hold_until: int = 50_000
     lr_decay: float = 0.99999
     min_lr: float = 3e-4
+    optimizer: str = 'adam'
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
     adam_epsilon: float = 1e-8
@@ -102,6 +114,9 @@ class TrainConfig:
             if getattr(self, field) < 0:
                 raise ValueError(f'{field} must be >= 0; got '
                                  f'{getattr(self, field)}.')
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f'optimizer must be one of {OPTIMIZERS} (the '
+                             f'papers\' optimiser); got {self.optimizer!r}.')
         if self.max_lr <= 0:
             raise ValueError(f'max_lr must be positive; got {self.max_lr}.')
         if not 0.0 <= self.ema_decay < 1.0:
@@ -283,8 +298,12 @@ class Trainer:
             return tf.distribute.get_replica_context().all_reduce(
                 tf.distribute.ReduceOp.SUM, values)
 
-        totals = self.strategy.experimental_local_results(
-            self.strategy.run(replica_fn))[0].numpy()
+        @tf.function
+        def all_reduce():
+            return self.strategy.experimental_local_results(
+                self.strategy.run(replica_fn))[0]
+
+        totals = all_reduce().numpy()
         count, total, squares = (float(v) for v in totals)
         if count * squares != total * total:
             raise RuntimeError(
@@ -319,7 +338,12 @@ class Trainer:
         return path if self.is_chief else None
 
     def request_stop(self, *_):
-        """Signal handler: finish the current step, checkpoint, return."""
+        """Signal handler: checkpoint after the next step and return.
+
+        Under `MultiWorkerMirroredStrategy` a signal to any one worker stops
+        all of them after the same step, with one collective save, so a
+        preempted worker does not leave the others waiting in a collective.
+        """
         self._stop_requested.set()
 
     # -- compiled steps ---------------------------------------------------
@@ -338,43 +362,55 @@ class Trainer:
         if config.jit_compile:
             loss_and_grads = tf.function(loss_and_grads, jit_compile=True)
 
-        def replica_step(x):
+        def replica_step(x, stop_vote):
             loss, grads = loss_and_grads(x)
             # One all-reduce of the gradients of the global-batch mean; the
-            # clipping norm is then the same on every replica.
-            grads = tf.distribute.get_replica_context().all_reduce(
-                tf.distribute.ReduceOp.SUM, grads)
+            # clipping norm is then the same on every replica. The stop
+            # votes ride along, so every worker learns of a signal that
+            # reached any one of them at the same step.
+            # (Copied to this replica's device: the argument is one tensor
+            # shared by all replicas, which an all-reduce cannot place.)
+            stop_vote = tf.identity(tf.cast(stop_vote, variables[0].dtype))
+            grads, stop_votes = tf.distribute.get_replica_context().all_reduce(
+                tf.distribute.ReduceOp.SUM, (grads, stop_vote))
             if config.clip_norm > 0:
                 grads, norm = tf.clip_by_global_norm(grads, config.clip_norm)
             else:
                 norm = tf.linalg.global_norm(grads)
             optimizer.apply_gradients(zip(grads, variables),
                                       skip_gradients_aggregation=True)
-            return loss, norm
+            return loss, norm, stop_votes
 
         @tf.function
-        def train_step(iterator):
+        def train_step(iterator, stop_vote):
             x = next(iterator)
-            loss, norm = self.strategy.run(replica_step, args=(x,))
+            loss, norm, stop_votes = self.strategy.run(
+                replica_step, args=(x, stop_vote))
             loss = self.strategy.reduce(tf.distribute.ReduceOp.SUM, loss,
                                         axis=None)
             norm = self.strategy.reduce(tf.distribute.ReduceOp.MEAN, norm,
                                         axis=None)
             self.ema.update()
-            return loss, norm
+            # Already all-reduced: this worker's first replica has the sum.
+            stop_votes = self.strategy.experimental_local_results(
+                stop_votes)[0]
+            return loss, norm, stop_votes
 
         return train_step
 
     def _make_eval_step(self):
         model = self.model
 
-        def replica_step(x):
-            elbo = model.elbo(x, training=False)
+        def replica_step(x, seed):
+            replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+            elbo = model.elbo(x, training=False,
+                              seed=tf.random.experimental.stateless_fold_in(
+                                  seed, replica))
             return tf.reduce_sum(elbo), tf.cast(tf.shape(elbo)[0], elbo.dtype)
 
         @tf.function
-        def eval_step(x):
-            total, count = self.strategy.run(replica_step, args=(x,))
+        def eval_step(x, seed):
+            total, count = self.strategy.run(replica_step, args=(x, seed))
             return (self.strategy.reduce(tf.distribute.ReduceOp.SUM, total,
                                          axis=None),
                     self.strategy.reduce(tf.distribute.ReduceOp.SUM, count,
@@ -385,15 +421,22 @@ class Trainer:
     # -- evaluation -------------------------------------------------------
 
     def evaluate(self):
-        """Test bits/dim of the single-sample ELBO with the EMA weights."""
+        """Test bits/dim of the single-sample ELBO with the EMA weights.
+
+        Its noise comes from stateless seeds fixed by `config.seed`, not from
+        the model's generator: evaluating neither changes the training noise
+        that follows, nor depends on when it runs.
+        """
         dataset = self.strategy.distribute_datasets_from_function(
             self._eval_input_fn)
+        seed = tf.constant([self.config.seed, 555], tf.int32)
         total, count = 0.0, 0.0
         with self.ema.averaged_weights():
             for i, x in enumerate(dataset):
                 if self.config.eval_batches and i >= self.config.eval_batches:
                     break
-                batch_total, batch_count = self._eval_step(x)
+                batch_total, batch_count = self._eval_step(
+                    x, tf.random.experimental.stateless_fold_in(seed, i))
                 total += float(batch_total)
                 count += float(batch_count)
         if not count:
@@ -511,12 +554,21 @@ class Trainer:
         window_start = time.time()
         images_per_second = float(self.results.get('images_per_second', 0.0))
         train_bpd = self.results.get('train_bpd')
+        no_vote, vote = tf.constant(0.0), tf.constant(1.0)
+        previous_votes = None
         while step < config.train_steps:
-            loss, norm = self._train_step(iterator)
+            loss, norm, votes = self._train_step(
+                iterator, vote if self._stop_requested.is_set() else no_vote)
             step += 1
             window_loss += loss
             window_steps += 1
-            stopping = self._stop_requested.is_set()
+            # A signal stops every worker after the same step: the one after
+            # the step whose all-reduced votes first count it. Those are read
+            # once the next step is queued, so the host never waits for the
+            # step it just launched.
+            stopping = (previous_votes is not None
+                        and float(previous_votes) > 0)
+            previous_votes = votes
             logging_now = (step % config.log_every == 0
                            or step == config.train_steps or stopping)
             if logging_now or step % config.checkpoint_every == 0 or (
@@ -539,7 +591,8 @@ class Trainer:
                 images_per_second = (window_steps * config.global_batch_size
                                      / seconds)
                 train_bpd = float(self.model.bits_per_dim(-window_mean))
-                lr = float(self.schedule(step))
+                # The rate of the update just applied (at iterations - 1).
+                lr = float(self.schedule(step - 1))
                 remaining = (config.train_steps - step) * seconds / window_steps
                 logging.info(
                     'step %d/%d | train bpd %.4f | lr %.2e | grad norm %.3g | '
@@ -573,8 +626,9 @@ class Trainer:
                     images_per_second=images_per_second,
                     wall_time=elapsed_before + time.time() - start)
             if stopping:
-                logging.info('Stopped by signal at step %d; rerun the same '
-                             'command to resume.', step)
+                logging.info('Stopped by a signal (to this or another worker) '
+                             'at step %d; rerun the same command to resume.',
+                             step)
                 return
         if self._saved_step != step:
             self.save()
