@@ -56,7 +56,6 @@ import re
 import shutil
 import tempfile
 
-import numpy as np
 import tensorflow as tf
 
 import vflow_tfp
@@ -182,18 +181,13 @@ class FlowScorer(tf.Module):
     def _checked(self, x):
         tf.debugging.assert_positive(
             tf.shape(x)[0], message='x must hold at least one example')
-        # Serving calls the signatures without checking their shapes; the
-        # sizes also fail when a static-shape rewrite assumes the signature.
+        # Signature calls (serving) do not check the input shape; without
+        # this a wrong size fails deep inside the networks.
         shape = list(self.model.data_shape)
-        size = int(np.prod(shape))
-        dims = ', '.join(str(d) for d in shape)
-        with tf.control_dependencies([
-                tf.debugging.assert_equal(
-                    tf.shape(x)[1:], tf.constant(shape, tf.int32),
-                    message=f'x must have shape [N, {dims}]'),
-                tf.debugging.assert_equal(
-                    tf.size(x), tf.shape(x)[0] * size,
-                    message=f'x must have shape [N, {dims}]')]):
+        with tf.control_dependencies([tf.debugging.assert_equal(
+                tf.shape(x)[1:], tf.constant(shape, tf.int32),
+                message=f'x must have shape [N, '
+                        f'{", ".join(str(d) for d in shape)}]')]):
             x = tf.identity(x)
         if not self._is_image:
             x = tf.debugging.assert_all_finite(

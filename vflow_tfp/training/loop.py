@@ -549,7 +549,8 @@ class Trainer:
             lambda context: self._train_input_fn(context, start_step))
         iterator = iter(dataset)
         # The loss is summed on the device and read back only at log,
-        # checkpoint and evaluation boundaries: no host sync per step.
+        # checkpoint and evaluation boundaries. The one per-step read is the
+        # previous step's stop votes (below), so the host stays a step ahead.
         window_loss, window_steps = 0.0, 0
         window_start = time.time()
         images_per_second = float(self.results.get('images_per_second', 0.0))
