@@ -96,11 +96,15 @@ _VALID_STEPS = (2, 3, 5, 10, 20)
 _SETTINGS = ('iterations', 'batch_size', 'learning_rate', 'schedule',
              'clip_norm', 'gradient_estimator', 'posterior_samples',
              'iw_samples', 'test_size', 'init_size', 'scale_fn',
-             'linear_top', 'recycle_every', 'recycle_until')
+             'linear_top', 'recycle_every', 'recycle_until',
+             'grid_resolution', 'grid_iw_samples')
 # Settings added after the first sweeps, with the value those sweeps used
-# (so their output directories can still be resumed).
+# (so their output directories can still be resumed). The density grids'
+# settings are checked too: one figure must not mix grids drawn at two
+# resolutions or estimated with two sample counts.
 _LATER_SETTINGS = {'linear_top': False, 'recycle_every': 0,
-                   'recycle_until': 1.0}
+                   'recycle_until': 1.0, 'grid_resolution': 128,
+                   'grid_iw_samples': 100}
 
 
 def _fail(message):
@@ -159,7 +163,9 @@ def _settings():
                 init_size=_INIT_SIZE.value, scale_fn=_SCALE_FN.value,
                 linear_top=_LINEAR_TOP.value,
                 recycle_every=_RECYCLE_EVERY.value,
-                recycle_until=_RECYCLE_UNTIL.value)
+                recycle_until=_RECYCLE_UNTIL.value,
+                grid_resolution=_GRID.value,
+                grid_iw_samples=_GRID_IW.value)
 
 
 def _write_json(path, obj):

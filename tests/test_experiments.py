@@ -169,6 +169,10 @@ def test_script_end_to_end(tmp_path):
     proc = _run_script(*args, '--resume', '--linear_top')
     assert proc.returncode != 0
     assert '--linear_top=False' in proc.stderr.strip().splitlines()[-1]
+    # Density grids of another resolution would not fit the figure's.
+    proc = _run_script(*args, '--resume', '--grid_resolution=32')
+    assert proc.returncode != 0
+    assert '--grid_resolution=16' in proc.stderr.strip().splitlines()[-1]
 
 
 @pytest.mark.parametrize('flag, message', [

@@ -8,7 +8,10 @@ on two CPU cores.
 """
 
 import hashlib
+import json
 import math
+import os
+import subprocess
 import sys
 from unittest import mock
 
@@ -343,6 +346,36 @@ class PresetTest(tf.test.TestCase):
             presets.build('checkerboard_glow_2', filters=8)
         self.assertIn('filters', presets.overridable('tiny_vflow'))
 
+    def test_seedless_builds_follow_the_global_seed(self):
+        # Op determinism refuses non-deterministic generators, so a model
+        # built without a seed takes its generator's seed from the global
+        # one. Determinism cannot be turned off again: a subprocess each.
+        script = (
+            'import json\n'
+            'import sys\n'
+            'import numpy as np\n'
+            'import tensorflow as tf\n'
+            'tf.config.experimental.enable_op_determinism()\n'
+            'tf.random.set_seed(int(sys.argv[1]))\n'
+            'from vflow_tfp.models import presets\n'
+            "model = presets.build('tiny_vflow', dropout=0.1)\n"
+            'x = np.arange(2 * 8 * 8 * 3).reshape(2, 8, 8, 3) % 256\n'
+            'elbo = model.elbo(tf.constant(x, tf.uint8), training=True)\n'
+            'print(json.dumps(elbo.numpy().tolist()))\n')
+
+        def elbo(global_seed):
+            proc = subprocess.run(
+                [sys.executable, '-c', script, str(global_seed)],
+                capture_output=True, text=True, timeout=300,
+                env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
+            self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
+            return np.array(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+        first, again, other = elbo(7), elbo(7), elbo(8)
+        self.assertTrue(np.all(np.isfinite(first)))
+        self.assertAllEqual(first, again)
+        self.assertNotAllClose(first, other)
+
     def test_overrides_change_the_model(self):
         base = presets.build('tiny_vflow', seed=0)
         narrow = presets.build('tiny_vflow', filters=8, seed=0)
@@ -652,6 +685,54 @@ class GradientEstimatorTest(tf.test.TestCase):
         self.assertTrue(all(np.all(np.isfinite(g)) for g in g_s))
         with self.assertRaisesRegex(ValueError, 'gradient_estimator'):
             model.elbo(x, gradient_estimator='score')
+
+    def test_a_saturated_sigmoid_keeps_the_gradient_finite(self):
+        # y = sigmoid(eps + mu) with mu = 30 rounds to exactly 1.0 in
+        # float32, where the density pass of y is infinite. The score is
+        # removed at the sigmoid's input instead: the path derivative of
+        # log q = log N(eps) - log sigmoid'(eps + mu) is, per draw,
+        # d/dmu = 2 sigmoid(s) - 1 - eps (the total derivative minus the
+        # score eps), with s = eps + mu.
+        for mu, dtype in ((30.0, tf.float32), (0.7, tf.float32),
+                          (0.7, tf.float64)):
+            shift = tf.Variable(tf.constant([mu, -mu], dtype))
+            q = ConditionalFlow(
+                tfb.Chain([vb.Sigmoid(), tfb.Shift(shift)]), (2,),
+                dtype=dtype)
+            condition = tf.zeros([16, 1], dtype)
+            with tf.GradientTape() as tape:
+                y, log_q = q.sample_and_log_prob(condition, [3, 4],
+                                                 stop_score=True)
+                total = tf.reduce_sum(log_q)
+            grad = tape.gradient(total, shift)
+            eps = q.distribution.distribution.sample(16, seed=[3, 4])
+            s = tf.cast(eps, tf.float64) + tf.cast(tf.stack([mu, -mu]),
+                                                   tf.float64)
+            expected_log_q = tfd.Normal(
+                tf.constant(0.0, tf.float64), 1.0).log_prob(
+                    tf.cast(eps, tf.float64)) + tf.math.softplus(
+                        -s) + tf.math.softplus(s)
+            expected = tf.reduce_sum(2.0 * tf.sigmoid(s) - 1.0
+                                     - tf.cast(eps, tf.float64), axis=0)
+            self.assertAllClose(tf.cast(y, tf.float64), tf.sigmoid(s),
+                                atol=1e-6, rtol=0)
+            self.assertAllClose(tf.cast(log_q, tf.float64),
+                                tf.reduce_sum(expected_log_q, axis=-1),
+                                atol=1e-4, rtol=1e-6)
+            self.assertAllClose(tf.cast(grad, tf.float64), expected,
+                                atol=1e-4, rtol=1e-5)
+            if mu > 10:
+                self.assertAllEqual(y[:, 0], tf.ones([16], dtype))
+            # Same value and gradient as the density pass of y, wherever
+            # that pass is finite.
+            if mu < 10:
+                with tf.GradientTape() as tape:
+                    y2, log_q2 = q.sample_and_log_prob(condition, [3, 4])
+                    held = q.distribution.log_prob(tf.stop_gradient(y2))
+                    plain = tf.reduce_sum(log_q2 - (
+                        held - tf.stop_gradient(held)))
+                self.assertAllClose(tape.gradient(plain, shift), grad,
+                                    atol=1e-5, rtol=1e-5)
 
 
 # ----------------------------------------------------------------------------
@@ -1080,7 +1161,9 @@ class GenericFlowsTest(tf.test.TestCase, parameterized.TestCase):
         before = model.elbo(test, seed=[1, 1]).numpy()
         step = model_helpers.adam_step(model, learning_rate=1e-2)
         rng = np.random.default_rng(0)
-        for i in range(100):
+        # Few steps: each makes the field stiffer, and the Jacobian below
+        # differentiates through every step of the ODE solve.
+        for i in range(30):
             step(train[rng.integers(0, len(train), 128)], tf.constant([i, 5]))
         after = model.elbo(test, seed=[1, 1]).numpy()
         print('ffjord held-out ELBO', before.mean(), '->', after.mean())
@@ -1090,10 +1173,16 @@ class GenericFlowsTest(tf.test.TestCase, parameterized.TestCase):
         # Change of variables through the trained (no longer identity) ODE:
         # log p(xz) = log N(f^-1(xz)) + log|det d f^-1 / d xz| by autodiff.
         xz = tf.constant(np.random.default_rng(2).normal(size=[3, 4]), dtype)
-        with tf.GradientTape(persistent=True) as tape:
-            tape.watch(xz)
-            latent = ffjord.inverse(xz)
-        jacobian = tape.batch_jacobian(latent, xz, experimental_use_pfor=False)
+
+        @tf.function
+        def inverse_and_jacobian(xz):
+            with tf.GradientTape() as tape:
+                tape.watch(xz)
+                latent = ffjord.inverse(xz)
+            return latent, tape.batch_jacobian(latent, xz,
+                                               experimental_use_pfor=False)
+
+        latent, jacobian = inverse_and_jacobian(xz)
         self.assertGreater(float(tf.reduce_max(tf.abs(latent - xz))), 0.05)
         base = tfd.MultivariateNormalDiag(tf.zeros([4], dtype))
         expected = base.log_prob(latent) + tf.linalg.slogdet(jacobian)[1]

@@ -26,6 +26,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from vflow_tfp import nets
+from vflow_tfp import random_state
 from vflow_tfp.models import builders
 from vflow_tfp.models import conditional
 from vflow_tfp.models import vflow as vflow_lib
@@ -41,7 +42,7 @@ TOY_DIMS = (4, 6, 8, 10)
 
 def _rng(seed):
     if seed is None:
-        return tf.random.Generator.from_non_deterministic_state()
+        return random_state.unseeded_generator()
     return tf.random.Generator.from_seed(seed)
 
 
@@ -73,7 +74,7 @@ def image_model(data_shape, p_stages, *, augment_channels=0, q_group=None,
       f_affine_filters: its width.
       dropout: dropout rate of every network.
       seed: seed of the model's `tf.random.Generator` (noise and dropout);
-        `None` for a non-deterministic one.
+        `None` for one seeded from TF's global seed (`tf.random.set_seed`).
       dtype: float dtype.
       name: model name.
     """

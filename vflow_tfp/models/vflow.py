@@ -32,6 +32,7 @@ import tensorflow_probability as tfp
 
 import vflow_tfp.initialization as initialization
 from vflow_tfp import bijectors as vb
+from vflow_tfp import random_state
 from vflow_tfp.models import conditional
 from vflow_tfp.models import seeds as seeds_lib
 
@@ -89,7 +90,8 @@ class VFlow(tf.Module):
           rng: `tf.random.Generator` for the noise of `r`, `q` and sampling
             when no seed is given; create it (like the model) under a
             `tf.distribute` strategy's scope for per-replica streams.
-            Default value: a new non-deterministic generator.
+            Default value: a new generator seeded from TF's global seed
+            (`vflow_tfp.random_state.unseeded_generator`).
           dtype: float dtype. Default value: `tf.float32`.
           name: module name. Default value: `'vflow'`.
         """
@@ -145,7 +147,7 @@ class VFlow(tf.Module):
                        self._latent_shape),
             p_bijector)
         self.rng = (rng if rng is not None
-                    else tf.random.Generator.from_non_deterministic_state())
+                    else random_state.unseeded_generator())
 
     # -- properties -------------------------------------------------------
 

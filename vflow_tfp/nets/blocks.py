@@ -81,7 +81,8 @@ class GatedResidualBlock(tf.Module):
             `False` for a 3x3 one (context processors). Default value: `True`.
           dropout: dropout rate `p` in `[0, 1)`. Default value: 0.
           rng: `tf.random.Generator` for the dropout masks. Default value:
-            `None` (a non-deterministic generator is created if `p > 0`).
+            `None` (a generator seeded from TF's global seed
+            is created if `p > 0`).
           dtype: float dtype of the variables. Default value: `tf.float32`.
           name: module name. Default value: `'gated_residual_block'`.
 
@@ -220,7 +221,8 @@ class GatedAttention(tf.Module):
             recomputed instead (memory-lean; same values and gradients).
             Default value: `None`.
           rng: `tf.random.Generator` for the dropout masks. Default value:
-            `None` (a non-deterministic generator is created if `p > 0`).
+            `None` (a generator seeded from TF's global seed
+            is created if `p > 0`).
           dtype: float dtype of the variables. Default value: `tf.float32`.
           name: module name. Default value: `'gated_attention'`.
 

@@ -54,7 +54,7 @@ class ContextNet(layers.MixedPrecisionOption, tf.Module):
           num_blocks: Python int >= 0. Default value: 3.
           dropout: dropout rate in `[0, 1)` of every block. Default value: 0.
           rng: `tf.random.Generator` shared by all blocks. Default value:
-            `None` (one non-deterministic generator is created if
+            `None` (one generator, seeded from TF's global seed, is created if
             `dropout > 0`).
           dtype: float dtype of the variables. Default value: `tf.float32`.
           compute_dtype: `None`, or `tf.bfloat16` / `tf.float16` to compute

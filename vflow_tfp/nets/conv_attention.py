@@ -87,8 +87,8 @@ class ConvAttnNet(layers.MixedPrecisionOption, tf.Module):
             memory-lean attention (`GatedAttention.query_block`).
             Default value: `None`.
           rng: `tf.random.Generator` shared by all blocks for dropout.
-            Default value: `None` (one non-deterministic generator is created
-            if `dropout > 0`).
+            Default value: `None` (one generator, seeded from TF's global
+            seed, is created if `dropout > 0`).
           dtype: float dtype of the variables. Default value: `tf.float32`.
           compute_dtype: `None`, or `tf.bfloat16` / `tf.float16` to run the
             network in mixed precision: variables stay in `dtype`, the

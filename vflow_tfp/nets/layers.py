@@ -27,6 +27,7 @@ in the variables' dtype.
 import tensorflow as tf
 
 from vflow_tfp import initialization
+from vflow_tfp import random_state
 
 __all__ = ['concat_elu', 'gate', 'dropout', 'Dense', 'Conv2D', 'LayerNorm',
            'as_input', 'LOW_PRECISION']
@@ -226,9 +227,9 @@ def check_image_input(x, input_shape, owner):
 
 
 def dropout_generator(rate, rng):
-    """`rng`, or a new non-deterministic generator if dropout needs one."""
+    """`rng`, or a new `unseeded_generator()` if dropout needs one."""
     if rng is None and rate > 0:
-        return tf.random.Generator.from_non_deterministic_state()
+        return random_state.unseeded_generator()
     return rng
 
 
