@@ -119,63 +119,54 @@ class ConditionalFlow(tf.Module):
         seed = tf.convert_to_tensor(seed, tf.int32)
         base = self.distribution.distribution
         num = tf.shape(condition)[0]
-        squash, flow = (self._split_squash(kwargs) if stop_score
-                        else ([], None))
-        if squash:
-            # Sampled in two stages, so that the score is removed at the
-            # fixed flow output s rather than at y = squash(s): the squash has
-            # no parameters and no condition, so both scores are equal, but a
-            # sigmoid can round y onto the edge of its range (1.0 in float32
-            # from s > 17), where the density pass of y is infinite and the
-            # whole gradient would turn NaN.
-            flow, flow_kwargs = flow
+        ndims = len(self._event_shape)
+        # With a score to remove, the bijector is applied in two stages and
+        # the score is removed at the fixed output s of its parameterised
+        # part rather than at y = squash(s): the squash has no parameters and
+        # no condition, so both scores are equal, but a sigmoid can round y
+        # onto the edge of its range (1.0 in float32 from s > 17), where the
+        # density pass of y is infinite and the whole gradient turns NaN.
+        squash, flow, flow_kwargs = (
+            self._split_squash(kwargs) if stop_score
+            else ([], self.distribution.bijector, kwargs))
+        if squash or seeds_lib.is_per_example(seed):
+            # What `experimental_sample_and_log_prob` does, with the base
+            # noise drawn row by row for per-example seeds.
             eps = (seeds_lib.sample_rows(base, seed, num)
                    if seeds_lib.is_per_example(seed)
                    else base.sample(num, seed=seed))
-            ndims = len(self._event_shape)
             s = flow.forward(eps, **flow_kwargs)
             log_p = base.log_prob(eps) - flow.forward_log_det_jacobian(
                 eps, event_ndims=ndims, **flow_kwargs)
-            y = s
-            for layer in reversed(squash):
-                log_p -= layer.forward_log_det_jacobian(y, event_ndims=ndims)
-                y = layer.forward(y)
+        else:
+            s, log_p = self.distribution.experimental_sample_and_log_prob(
+                num, seed=seed, bijector_kwargs=kwargs)
+        y = s
+        for layer in reversed(squash):
+            log_p -= layer.forward_log_det_jacobian(y, event_ndims=ndims)
+            y = layer.forward(y)
+        if stop_score:
+            # A new tensor, so the bijector cache cannot hand back the noise
+            # and the inverse pass really sees the parameters at a fixed s.
             s_held = tf.stop_gradient(s)
             held = base.log_prob(flow.inverse(s_held, **flow_kwargs)) + (
                 flow.inverse_log_det_jacobian(s_held, event_ndims=ndims,
                                               **flow_kwargs))
-            return y, log_p - (held - tf.stop_gradient(held))
-        if seeds_lib.is_per_example(seed):
-            # What `experimental_sample_and_log_prob` does, with the base
-            # noise drawn row by row.
-            eps = seeds_lib.sample_rows(base, seed, num)
-            bijector = self.distribution.bijector
-            y = bijector.forward(eps, **kwargs)
-            log_p = base.log_prob(eps) - bijector.forward_log_det_jacobian(
-                eps, event_ndims=len(self._event_shape), **kwargs)
-        else:
-            y, log_p = self.distribution.experimental_sample_and_log_prob(
-                num, seed=seed, bijector_kwargs=kwargs)
-        if stop_score:
-            # A new tensor, so the bijector cache cannot hand back the noise
-            # and the inverse pass really sees the parameters at a fixed y.
-            held = self.distribution.log_prob(tf.stop_gradient(y),
-                                              bijector_kwargs=kwargs)
             log_p = log_p - (held - tf.stop_gradient(held))
         return y, log_p
 
     def _split_squash(self, kwargs):
-        """`(squash, (flow, flow_kwargs))` of a chain ending in a squash.
+        """`(squash, flow, flow_kwargs)`: the bijector as `squash o flow`.
 
-        `squash` is the chain's outermost layers that hold no variables and
-        take no kwargs (VFlow's final sigmoid), outermost first; `flow` the
-        chain of the rest. `([], None)` when there are none, or when nothing
-        would be left.
+        `squash` is the list of the bijector's outermost chain layers that
+        hold no variables and take no kwargs (VFlow's final sigmoid),
+        outermost first; `flow` is the rest, with its kwargs. Without such
+        layers: `([], bijector, kwargs)`.
         """
         bijector = self.distribution.bijector
-        if not isinstance(bijector, chain_lib._Chain):  # pylint: disable=protected-access
-            return [], None
-        layers = list(bijector.bijectors)
+        layers = (list(bijector.bijectors)
+                  if isinstance(bijector, chain_lib._Chain)  # pylint: disable=protected-access
+                  else [bijector])
         count = 0
         while (count < len(layers) - 1
                and not layers[count].trainable_variables
@@ -183,13 +174,13 @@ class ConditionalFlow(tf.Module):
                and not kwargs.get(layers[count].name)):
             count += 1
         if not count:
-            return [], None
+            return [], bijector, kwargs
         rest = layers[count:]
-        flow = rest[0] if len(rest) == 1 else tfb.Chain(rest)
-        flow_kwargs = ({k: v for k, v in kwargs.items()
-                        if k in {b.name for b in rest}}
-                       if len(rest) > 1 else kwargs.get(rest[0].name, {}))
-        return layers[:count], (flow, flow_kwargs)
+        if len(rest) == 1:
+            return layers[:count], rest[0], kwargs.get(rest[0].name, {})
+        names = {b.name for b in rest}
+        return layers[:count], tfb.Chain(rest), {
+            k: v for k, v in kwargs.items() if k in names}
 
 
 class UniformDequantizer(tf.Module):
