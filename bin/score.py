@@ -116,7 +116,11 @@ def main(argv):
           f'{len(records)} images ({num_samples} importance samples, seed '
           f'{FLAGS.seed}, {time.time() - start:.1f} s)')
     if FLAGS.output:
-        scoring.write_results(FLAGS.output, results)
+        try:
+            scoring.write_results(FLAGS.output, results)
+        except ValueError as e:
+            # The scores are on stdout above; only the file is missing.
+            _fail(str(e))
         print(f'wrote {FLAGS.output}', file=sys.stderr)
 
 

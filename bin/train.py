@@ -72,7 +72,8 @@ flags.DEFINE_integer('num_samples', 16, 'Samples in the grid per evaluation.')
 flags.DEFINE_integer('iw_samples', 0,
                      'Importance samples for the final test bound; 0 = skip.')
 flags.DEFINE_integer('iw_images', 256,
-                     'Test images for the importance-weighted bound.')
+                     'Test images for the importance-weighted bound (rounded '
+                     'up to whole batches; results.json records the count).')
 flags.DEFINE_integer('seed', 0, 'Random seed.')
 flags.DEFINE_bool('export', True,
                   'At the end, export the EMA model as a SavedModel to '
@@ -181,7 +182,8 @@ def main(argv):
         keep_checkpoints=FLAGS.keep_checkpoints, eval_every=FLAGS.eval_every,
         eval_batches=eval_batches, log_every=FLAGS.log_every,
         num_samples=FLAGS.num_samples, iw_samples=FLAGS.iw_samples,
-        iw_images=FLAGS.iw_images, seed=FLAGS.seed,
+        iw_images=FLAGS.iw_images, validation_size=FLAGS.validation_size,
+        seed=FLAGS.seed,
         jit_compile=FLAGS.jit_compile, export=FLAGS.export)
     try:
         config.validate()
@@ -189,6 +191,10 @@ def main(argv):
                                    inputs.eval_input_fn, inputs.init_batch)
     except ValueError as e:
         _fail(str(e))
+    except TypeError as e:
+        # A --set value of the wrong type for the preset's setting.
+        _fail(f'preset {FLAGS.preset!r} cannot be built with '
+              f'{overrides}: {str(e).strip().splitlines()[0]}')
     if tuple(trainer.model.data_shape) != tuple(inputs.data_shape):
         _fail(f'preset {FLAGS.preset!r} models data of shape '
               f'{list(trainer.model.data_shape)} but {FLAGS.dataset!r} has '
@@ -196,6 +202,11 @@ def main(argv):
     logging.info('%s: %s parameters, %d replica(s), dataset %s %s.',
                  FLAGS.preset, f'{trainer.model.count_params():,}', replicas,
                  FLAGS.dataset, list(inputs.data_shape))
+    try:
+        # Before training: refuses an output_dir of another model.
+        trainer.restore_or_initialize()
+    except ValueError as e:
+        _fail(str(e))
     results = trainer.train()
     summary = ', '.join(f'{k} {results[k]:.4f}' for k in
                         ('train_bpd', 'test_bpd', 'test_bpd_iw')

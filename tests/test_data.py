@@ -425,6 +425,21 @@ def test_resumed_training_streams(mock_cifar):
     assert _ids(_take(images.train_input_fn(None, 5), 5)) == _ids(resumed)
 
 
+def test_an_init_batch_larger_than_the_split_draws_with_replacement(
+        mock_cifar):
+    """SPEC §3: the init batch is drawn with replacement, so it may be
+    larger than the training split; a smaller one has no repeats."""
+    del mock_cifar
+    large = training.training_inputs('cifar10', 8,
+                                     init_batch_size=_NUM_FAKE + 10, seed=3)
+    ids = _ids([large.init_batch])
+    assert len(ids) == _NUM_FAKE + 10
+    assert sorted(set(ids)) == list(range(_NUM_FAKE))
+    small = training.training_inputs('cifar10', 8, init_batch_size=16,
+                                     seed=3)
+    assert len(set(_ids([small.init_batch]))) == 16
+
+
 def test_photo_patches_is_registered():
     assert 'photo_patches' in tfds.list_builders()
     assert pipelines.SUPPORTED_DATASETS == data.SUPPORTED_DATASETS

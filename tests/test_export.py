@@ -333,6 +333,15 @@ class ExportTest(tf.test.TestCase):
         with self.assertRaisesRegex(ValueError, 'refusing to overwrite'):
             export.export_model(self.vector.model, path)
         self.assertTrue(os.path.exists(os.path.join(path, 'todo.txt')))
+        # A link to an export: replacing either the link or its target
+        # would surprise someone, so it is refused before any work.
+        link = os.path.join(self.tmp, 'latest')
+        os.symlink(self.vector.path, link)
+        with self.assertRaisesRegex(ValueError, 'is a symbolic link'):
+            export.export_model(self.vector.model, link)
+        self.assertTrue(os.path.islink(link))
+        self.assertTrue(os.path.isfile(os.path.join(self.vector.path,
+                                                    'saved_model.pb')))
         with self.assertRaisesRegex(ValueError, 'default_num_samples must be'):
             export.FlowScorer(self.vector.model, default_num_samples=0)
         with self.assertRaisesRegex(ValueError, 'JSON-serialisable'):

@@ -61,6 +61,53 @@ class ActNormInitTest(tf.test.TestCase, parameterized.TestCase):
             norm.initialize(tf.ones([2, 3]))
 
 
+class PositionCountTest(tf.test.TestCase, parameterized.TestCase):
+    """The log-det of these layers counts the positions of the event shape
+    they were built for, so another shape must be refused, not broadcast."""
+
+    def _layers(self):
+        return [vb.ActNorm([4, 4, 2]), vb.ActNorm([4, 4, 2], per_channel=False),
+                vb.Invertible1x1Conv([4, 4, 2]),
+                vb.Invertible1x1ConvLU([4, 4, 2])]
+
+    def test_another_image_size_is_refused_in_every_direction(self):
+        x = tf.random.normal([1, 8, 8, 2])
+        for layer in self._layers():
+            for call in (layer.inverse, layer.forward,
+                         lambda v, b=layer: b.inverse_log_det_jacobian(v, 3),
+                         lambda v, b=layer: b.forward_log_det_jacobian(v, 3)):
+                with self.assertRaisesRegex(ValueError, r'built for events '
+                                            r'of shape \[4, 4, 2\]'):
+                    call(tf.identity(x))
+
+    def test_an_unknown_batch_still_traces(self):
+        for layer in self._layers():
+            fn = tf.function(layer.inverse, input_signature=[
+                tf.TensorSpec([None, 4, 4, 2])])
+            self.assertEqual(fn(tf.ones([3, 4, 4, 2])).shape, [3, 4, 4, 2])
+
+    def test_supplied_parameters_of_the_wrong_shape_are_refused(self):
+        # A per-element log-scale in a per-channel ActNorm would be applied
+        # per element while the log-det multiplied its sum by H * W.
+        with self.assertRaisesRegex(ValueError, r'log_scale must have shape '
+                                    r'\[2\]'):
+            vb.ActNorm([4, 4, 2], log_scale=tf.zeros([4, 4, 2]))
+        with self.assertRaisesRegex(ValueError, r'shift must have shape'):
+            vb.ActNorm([4, 4, 2], per_channel=False, shift=tf.zeros([5]))
+        with self.assertRaisesRegex(ValueError, r'weights must have shape'):
+            vb.Invertible1x1Conv([3], weights=tf.Variable(tf.eye(3)))
+        good = vb.Invertible1x1ConvLU._initial_factors(1, 3, tf.float32)
+        # A [1, 1] log_s would broadcast over the diagonal while the log-det
+        # summed the one stored value.
+        for field, value in (('log_s', tf.Variable([[0.5]])),
+                             ('sign', tf.Variable(tf.ones([3]))),
+                             ('upper', tf.Variable(tf.zeros([1, 3, 2])))):
+            with self.assertRaisesRegex(ValueError,
+                                        f'lu_factors.{field} must have'):
+                vb.Invertible1x1ConvLU(
+                    [3], lu_factors=good._replace(**{field: value}))
+
+
 class PartitionTest(tf.test.TestCase):
 
     def _grid(self):
@@ -335,6 +382,30 @@ class MixtureLogisticTest(tf.test.TestCase):
                                           log_scales)
         numeric = (x_plus - x_minus) / (2 * h)
         self.assertAllClose(tape.gradient(x, means)[:, 2], numeric, atol=1e-6)
+
+    def test_root_between_separated_components_has_finite_gradients(self):
+        # Components at -1 and +1 with log-scales at the -7 clamp: near
+        # tau = 0 the root lies between them, where the mixture density
+        # underflows to exactly 0 in float32 and float64.
+        for dtype in (tf.float32, tf.float64):
+            logits = tf.zeros([4, 2], dtype)
+            means = tf.constant([[-1.0, 1.0]] * 4, dtype)
+            log_scales = tf.fill([4, 2], tf.constant(-7.0, dtype))
+            tau = tf.constant([0.0, 1e-7, -2e-7, 3.0], dtype)
+            with tf.GradientTape() as tape:
+                tape.watch([tau, means, log_scales])
+                x, _ = vb.inverse_logit_cdf(tau, logits, means, log_scales)
+            grads = tape.gradient(x, [tau, means, log_scales])
+            terms = vb.mixture_logistic_terms(x, logits, means, log_scales)
+            # At x ~ 1 one float32 ulp of x moves the logit by ~1e-4.
+            self.assertAllClose(terms.log_cdf - terms.log_survival, tau,
+                                atol=1e-4 if dtype == tf.float32 else 1e-6)
+            self.assertGreater(float(x[3]), 1.0)
+            for g in grads:
+                self.assertTrue(np.all(np.isfinite(g)), (dtype, g))
+            # Off the plateau the implicit gradient is the usual 1 / g'.
+            slope = tf.exp(terms.log_pdf - terms.log_cdf - terms.log_survival)
+            self.assertAllClose(grads[0][3], 1.0 / slope[3], rtol=1e-4)
 
     def test_flowpp_variant_stays_finite_where_naive_logit_overflows(self):
         net = TinyConditioner((2, 1, 1), vb.MixLogisticCoupling.num_params(2))

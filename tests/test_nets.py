@@ -517,6 +517,18 @@ class ConvAttnNetTest(tf.test.TestCase, parameterized.TestCase):
         with self.assertRaisesRegex(ValueError, 'without a context'):
             _net(num_blocks=0)(x, context=c1)
 
+    def test_every_variable_gets_a_gradient_even_without_blocks(self):
+        # With no block, a positional embedding would be unused: a None
+        # gradient, which the distributed step's all-reduce cannot take.
+        for blocks in (0, 1):
+            net = _net(num_blocks=blocks)
+            self.assertEqual(net.pos_emb is None, blocks == 0)
+            x = tf.random.normal([2, 4, 4, 3])
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_sum(net(x) ** 2)
+            grads = tape.gradient(loss, net.trainable_variables)
+            self.assertNotIn(None, grads)
+
     def test_input_validation(self):
         net = _net()
         with self.assertRaisesRegex(ValueError,

@@ -10,6 +10,7 @@ real subprocess.
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -19,8 +20,11 @@ import zipfile
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
+import tensorflow_probability as tfp
 
 from vflow_tfp import data
+from vflow_tfp import export
+from vflow_tfp import models
 from vflow_tfp import scoring
 import cli_helpers
 import export_fixtures
@@ -405,6 +409,15 @@ class ScoreTest(tf.test.TestCase):
         self.assertRefused([self.model_flag, path, '--output=scores.txt'],
                            'scores.txt: unknown output format; use a .json '
                            'or .csv file name.')
+        # A directory of that name: refused before scoring, not by a
+        # traceback after it.
+        folder = self._path('scores.json')
+        os.makedirs(folder)
+        self.assertRefused([self.model_flag, path, f'--output={folder}'],
+                           f'{folder}: a directory; name a file to write.')
+        self.assertEqual(sorted(os.listdir(self.tmp)),
+                         ['ok.npy', 'scores.json'])
+        self.assertEqual(os.listdir(folder), [])
         nowhere = self._path('no/such/dir/scores.json')
         self.assertRefused([self.model_flag, path, f'--output={nowhere}'],
                            f'{nowhere}: no directory '
@@ -419,6 +432,67 @@ class ScoreTest(tf.test.TestCase):
                            "'photo_patches/8x8' has no validation split of "
                            "its own; score tfds:photo_patches/8x8:test "
                            "instead.")
+
+
+class FewerLevelsTest(tf.test.TestCase):
+    """An image model of 32 levels (5-bit data): a pixel value of 32 or
+    more puts the dequantised pixel outside the logit's domain, which would
+    score NaN instead of failing."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.tmp = tempfile.mkdtemp(prefix='vflow_tfp_levels_')
+        model = models.VFlow(tfp.bijectors.Identity(), (2, 2, 3),
+                             num_bins=32,
+                             rng=tf.random.Generator.from_seed(1))
+        cls.path = os.path.join(cls.tmp, 'saved_model')
+        export.export_model(model, cls.path)
+        cls.metadata = export.load_metadata(cls.path)
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+        super().tearDownClass()
+
+    def test_levels_are_in_the_metadata_and_checked_by_the_signature(self):
+        self.assertEqual(self.metadata['num_bins'], 32)
+        log_prob = tf.saved_model.load(self.path).signatures['log_prob']
+        pixels = np.full([2, 2, 2, 3], 31, np.uint8)
+        out = log_prob(x=tf.constant(pixels), num_samples=tf.constant(2),
+                       seed=tf.constant([1, 2]))
+        self.assertTrue(np.all(np.isfinite(out['bits_per_dim'])))
+        pixels[1, 0, 0, 0] = 32
+        with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
+                                    'pixel values must be below 32'):
+            log_prob(x=tf.constant(pixels), num_samples=tf.constant(2),
+                     seed=tf.constant([1, 2]))
+
+    def test_inputs_past_the_levels_are_refused_before_scoring(self):
+        pixels = np.full([3, 2, 2, 3], 7, np.uint8)
+        pixels[2, 1, 0, 1] = 200
+        array = os.path.join(self.tmp, 'pixels.npy')
+        np.save(array, pixels)
+        with self.assertRaisesRegex(
+                ValueError, re.escape(f'{array}[2]: value 200 > 31; pixel '
+                                      'values must be integers in [0, 31].')):
+            scoring.open_inputs([array], self.metadata)
+        image = os.path.join(self.tmp, 'bright.png')
+        _write_png(image, tf.constant(pixels[2]))
+        with self.assertRaisesRegex(ValueError,
+                                    re.escape(f'{image}: value 200 > 31')):
+            scoring.open_inputs([image], self.metadata)
+        with self.assertRaisesRegex(ValueError, 'TFDS images are 8-bit and '
+                                    'the model has 32 levels'):
+            scoring.open_inputs(['tfds:photo_patches/8x8'], self.metadata)
+        # In range: accepted and scored.
+        np.save(array, pixels[:2])
+        inputs = scoring.open_inputs([array], self.metadata)
+        records = scoring.score(scoring.SavedModelScorer(self.path), inputs,
+                                num_samples=2)
+        self.assertLen(records, 2)
+        self.assertTrue(all(np.isfinite(r['bits_per_dim'])
+                            for r in records))
 
 
 if __name__ == '__main__':

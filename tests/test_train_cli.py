@@ -265,6 +265,14 @@ class TrainCliTest(tf.test.TestCase):
         run = self._run_train('--preset=tiny_vflow', '--train_steps=ten',
                               f'--output_dir={self.tmp}')
         self._assert_one_line_error(run, r'train_steps')
+        # A --set value of the wrong type fails inside the preset's code.
+        run = self._run_train('--preset=checkerboard_glow_3',
+                              '--dataset=checkerboard', '--set=hidden_units=5',
+                              f'--output_dir={self.tmp}')
+        self._assert_one_line_error(
+            run, r"train\.py: error: preset 'checkerboard_glow_3' cannot be "
+                 r"built with \{'hidden_units': 5\}: 'int' object is not "
+                 r"iterable")
 
 
 if __name__ == '__main__':

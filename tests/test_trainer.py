@@ -2,8 +2,10 @@
 
 import json
 import os
+import re
 import shutil
 import tempfile
+import time
 
 import numpy as np
 import tensorflow as tf
@@ -268,6 +270,115 @@ class TrainerTest(tf.test.TestCase):
                 trainer.model.elbo(test)))
         self.assertAllClose(bpd, expected, rtol=1e-5)
 
+    def test_rates_leave_out_tracing_evaluation_and_saving(self):
+        # Evaluation made slow (1 s); a checkerboard step takes about a
+        # millisecond. Timed over whole windows, the window after each
+        # evaluation would show >= 1 s / 3 steps per step.
+        trainer = self._trainer(tf.distribute.OneDeviceStrategy('/cpu:0'),
+                                train_steps=12, log_every=3, eval_every=3,
+                                checkpoint_every=3, export=False)
+        real_evaluate = trainer.evaluate
+
+        def slow_evaluate():
+            time.sleep(1.0)
+            return real_evaluate()
+
+        trainer.evaluate = slow_evaluate
+        with self.assertLogs('absl', 'INFO') as logs:
+            trainer.train()
+        rates = [float(re.search(r'\| ([0-9.]+) img/s', r).group(1))
+                 for r in logs.output if 'img/s' in r]
+        self.assertLen(rates, 4)
+        # 8 images a step at well under 0.1 s a step.
+        self.assertGreater(min(rates), 80.0)
+
+    def test_a_signal_stops_the_final_bound_and_a_rerun_finishes_it(self):
+        config = dict(train_steps=3, eval_every=3, iw_samples=4,
+                      iw_images=8, export=True)
+        trainer = self._trainer(tf.distribute.OneDeviceStrategy('/cpu:0'),
+                                **config)
+        out = trainer.config.output_dir
+        real_evaluate = trainer.evaluate
+
+        def evaluate_then_signal():
+            # As if SIGINT arrived once training had finished.
+            bpd = real_evaluate()
+            trainer.request_stop()
+            return bpd
+
+        trainer.evaluate = evaluate_then_signal
+        results = trainer.train()
+        self.assertEqual(results['step'], 3)
+        self.assertNotIn('test_bpd_iw', results)
+        self.assertFalse(os.path.exists(os.path.join(out, 'saved_model')))
+        # The same command again: only the bound and the export remain.
+        rerun = training.Trainer(_config(out, **config),
+                                 tf.distribute.OneDeviceStrategy('/cpu:0'),
+                                 _fixed_batch_input_fn(self.batch),
+                                 self.eval_fn, self.init)
+        results = rerun.train()
+        self.assertTrue(np.isfinite(results['test_bpd_iw']))
+        self.assertEqual(results['test_bpd_iw_step'], 3)
+        self.assertTrue(os.path.exists(os.path.join(out, 'saved_model')))
+        # And once more: the bound of this checkpoint is in results.json
+        # and is not computed again.
+        again = training.Trainer(_config(out, **config),
+                                 tf.distribute.OneDeviceStrategy('/cpu:0'),
+                                 _fixed_batch_input_fn(self.batch),
+                                 self.eval_fn, self.init)
+
+        def must_not_run():
+            raise AssertionError('the bound was computed again')
+
+        again.evaluate_importance_weighted = must_not_run
+        self.assertEqual(again.train()['test_bpd_iw'],
+                         results['test_bpd_iw'])
+        # Another sample count is another computation.
+        other = training.Trainer(
+            _config(out, **dict(config, iw_samples=2)),
+            tf.distribute.OneDeviceStrategy('/cpu:0'),
+            _fixed_batch_input_fn(self.batch), self.eval_fn, self.init)
+        calls = []
+        real_bound = other.evaluate_importance_weighted
+
+        def counted_bound():
+            calls.append(1)
+            return real_bound()
+
+        other.evaluate_importance_weighted = counted_bound
+        self.assertEqual(other.train()['test_bpd_iw_step'], 3)
+        self.assertLen(calls, 1)
+
+    def test_another_model_in_the_same_directory_is_refused(self):
+        trainer = self._trainer(tf.distribute.OneDeviceStrategy('/cpu:0'),
+                                train_steps=3, export=False)
+        trainer.train()
+        out = trainer.config.output_dir
+
+        def resume(**kwargs):
+            return training.Trainer(
+                _config(out, train_steps=3, export=False, **kwargs),
+                tf.distribute.OneDeviceStrategy('/cpu:0'),
+                _fixed_batch_input_fn(self.batch), self.eval_fn,
+                self.init).restore_or_initialize()
+
+        with self.assertRaisesRegex(ValueError, "holds a run of preset "
+                                    "'checkerboard_glow_3', not "
+                                    "'checkerboard_glow_2'"):
+            resume(preset='checkerboard_glow_2')
+        # Overrides that change the variables: the checkpoint does not fit.
+        with self.assertRaisesRegex(ValueError, r'ckpt-3 is not a checkpoint '
+                                    r"of preset 'checkerboard_glow_3' with "
+                                    r"overrides \{'hidden_units': \(8, 8\)\} "
+                                    r'\(results.json: overrides \{\}\)'):
+            resume(preset_overrides={'hidden_units': (8, 8)})
+        # Without results.json the checkpoint itself does not match.
+        os.remove(os.path.join(out, 'results.json'))
+        with self.assertRaisesRegex(ValueError, r'ckpt-3 is not a checkpoint '
+                                    r"of preset 'checkerboard_glow_2'"):
+            resume(preset='checkerboard_glow_2')
+        self.assertEqual(resume(), 'restored')
+
     def test_bad_config_is_one_clear_error(self):
         with self.assertRaisesRegex(ValueError, 'global_batch_size must be'):
             _config(self._dir(), global_batch_size=-4).validate()
@@ -277,6 +388,14 @@ class TrainerTest(tf.test.TestCase):
             _config(self._dir(), preset_overrides={'width': 3}).validate()
         with self.assertRaisesRegex(ValueError, 'optimizer must be one of'):
             _config(self._dir(), optimizer='sgd').validate()
+        with self.assertRaisesRegex(ValueError, 'iw_images must be positive'):
+            _config(self._dir(), iw_samples=4, iw_images=0).validate()
+        with self.assertRaisesRegex(ValueError, r'adam_beta1 must be in '
+                                    r'\[0, 1\); got 1.5'):
+            _config(self._dir(), adam_beta1=1.5).validate()
+        with self.assertRaisesRegex(ValueError, 'adam_epsilon must be '
+                                    'positive'):
+            _config(self._dir(), adam_epsilon=-1.0).validate()
 
 
 if __name__ == '__main__':

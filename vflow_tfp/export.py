@@ -41,11 +41,13 @@ the batch size. The outputs equal the in-memory model's
 `sample(num, temperature, seed=seed)` up to float32 rounding (the graph's
 fused kernels against eager ops: about 1e-6 bits/dim). The signatures check their inputs with
 `tf.debugging` assertions: an empty batch, `num_samples < 1`, `num < 1`, a
-temperature that is not positive and finite, and non-finite vectors are
-errors, not garbage outputs.
+temperature that is not positive and finite, non-finite vectors and (for a
+model of fewer than 256 levels) pixel values past its levels are errors,
+not garbage outputs.
 
-The metadata (preset, overrides, training config, dataset, data shape, test
-bits/dim, default sample count, versions) is also the asset
+The metadata (preset, overrides, training config, dataset, data shape,
+pixel levels `num_bins` of an image model, test bits/dim, default sample
+count, versions) is also the asset
 `assets/metadata.json`, which `load_metadata` reads without TensorFlow.
 """
 
@@ -137,6 +139,7 @@ class FlowScorer(tf.Module):
                              f'levels; the model has '
                              f'{model.image_logit.num_bins}.')
         x_dtype = tf.uint8 if self._is_image else model.p.dtype
+        self._levels = model.image_logit.num_bins if self._is_image else None
         info = dict(metadata or {})
         info.update(
             format=_FORMAT, vflow_tfp_version=vflow_tfp.__version__,
@@ -146,6 +149,8 @@ class FlowScorer(tf.Module):
             num_data_dims=model.num_data_dims,
             default_num_samples=self._default_num_samples,
             serving_seed=list(SERVING_SEED), chunk_size=self._chunk_size)
+        if self._is_image:
+            info.update(num_bins=self._levels)
         try:
             # Kept as a string: tf.Module would wrap a dict attribute.
             self._metadata_json = json.dumps(info, sort_keys=True)
@@ -192,6 +197,14 @@ class FlowScorer(tf.Module):
         if not self._is_image:
             x = tf.debugging.assert_all_finite(
                 x, 'x must be finite (no NaN or infinity)')
+        elif self._levels < 256:
+            # A uint8 value past the model's levels puts the dequantised
+            # pixel outside the logit's domain: NaN, not an error.
+            with tf.control_dependencies([tf.debugging.assert_less(
+                    tf.cast(x, tf.int32), self._levels,
+                    message=f'pixel values must be below {self._levels}, '
+                            'the number of levels of the model')]):
+                x = tf.identity(x)
         return x
 
     def _log_prob(self, x, num_samples, seed):
@@ -273,10 +286,17 @@ def export_model(model, export_dir, metadata=None,
       `export_dir`.
 
     Raises:
-      ValueError: if `export_dir` is a file or a non-empty directory that is
-        not a SavedModel, or for bad arguments (see `FlowScorer`).
+      ValueError: if `export_dir` is a symbolic link, a file or a non-empty
+        directory that is not a SavedModel, or for bad arguments (see
+        `FlowScorer`).
     """
     export_dir = os.path.abspath(export_dir)
+    if os.path.islink(export_dir):
+        # Replacing the link's target behind the user's back, or the link
+        # by a directory, would each surprise someone.
+        raise ValueError(f'{export_dir} is a symbolic link (to '
+                         f'{os.path.realpath(export_dir)}); give a real '
+                         'directory.')
     if os.path.exists(export_dir) and not (
             os.path.isdir(export_dir) and (not os.listdir(export_dir)
                                            or _is_saved_model(export_dir))):

@@ -18,7 +18,9 @@ feature; split `test` by default). `open_inputs` refuses, with a `ValueError`
 of one line that names the offending input, anything the model cannot score
 as it is: a shape other than the model's (with the expected shape in the
 message), grayscale against RGB, float or NaN pixel data, values outside
-[0, 255], 16-bit PNGs, empty inputs, unreadable or non-image files. Pixel
+[0, 255] (or outside [0, L - 1] for a model of L < 256 levels, which also
+refuses TFDS splits: they hold 8-bit images), 16-bit PNGs, empty inputs,
+unreadable or non-image files. Pixel
 values are never rescaled, rounded or clipped. Vector models (e.g. the
 checkerboard) score float arrays `[N, D]`.
 """
@@ -82,10 +84,27 @@ def _first_index(mask):
     return int(np.argwhere(mask)[0][0])
 
 
-def check_array(array, data_shape, name, input_dtype=None):
+def _pixel_rule(levels):
+    return f'pixel values must be integers in [0, {levels - 1}]'
+
+
+def _check_levels(images, levels, name, names=None):
+    """Raises unless every pixel of `images` `[N, ...]` is in [0, levels)."""
+    flat = images.reshape(len(images), -1)
+    low, high = flat.min(axis=1), flat.max(axis=1)
+    for bad, problem in ((low < 0, lambda i: f'negative value {low[i]}'),
+                         (high > levels - 1,
+                          lambda i: f'value {high[i]} > {levels - 1}')):
+        if bad.any():
+            i = _first_index(bad)
+            where = names[i] if names else f'{name}[{i}]'
+            raise ValueError(f'{where}: {problem(i)}; {_pixel_rule(levels)}.')
+
+
+def check_array(array, data_shape, name, input_dtype=None, levels=256):
     """Checks an array of examples against a model's data shape.
 
-    Images must be integers in [0, 255]: uint8 or another integer dtype
+    Images must be integers in [0, levels - 1]: uint8 or another integer dtype
     (rank 4 `[N, H, W, C]`, or one image `[H, W, C]`; for one-channel models
     also `[N, H, W]` and `[H, W]`). Vectors must be finite numbers, `[N, D]`
     or `[D]`.
@@ -97,6 +116,8 @@ def check_array(array, data_shape, name, input_dtype=None):
       input_dtype: the float dtype a vector model reads (the export's
         `input_dtype`); vectors it cannot represent (they would become
         infinite) are refused. Default value: `None` (not checked).
+      levels: the number of pixel levels of an image model (the export's
+        `num_bins`). Default value: 256.
 
     Returns:
       A view of `array` of shape `[N] + data_shape` (dtype unchanged).
@@ -148,11 +169,11 @@ def check_array(array, data_shape, name, input_dtype=None):
         nan = np.isnan(batch).reshape(len(batch), -1).any(axis=1)
         if nan.any():
             raise ValueError(f'{name}[{_first_index(nan)}]: NaN values; '
-                             + ('pixel values must be integers in [0, 255].'
+                             + (f'{_pixel_rule(levels)}.'
                                 if image else 'vectors must be finite.'))
         if image:
-            raise ValueError(f'{name}: {array.dtype} data; pixel values must '
-                             'be integers in [0, 255] (uint8), not floats.')
+            raise ValueError(f'{name}: {array.dtype} data; '
+                             f'{_pixel_rule(levels)} (uint8), not floats.')
         infinite = np.isinf(batch).reshape(len(batch), -1).any(axis=1)
         if infinite.any():
             raise ValueError(f'{name}[{_first_index(infinite)}]: infinite '
@@ -166,17 +187,8 @@ def check_array(array, data_shape, name, input_dtype=None):
                                  f'beyond the {np.dtype(input_dtype).name} '
                                  'range the model reads; vectors must be '
                                  'finite in it.')
-    elif image and array.dtype != np.uint8:
-        flat = batch.reshape(len(batch), -1)
-        low, high = flat.min(axis=1), flat.max(axis=1)
-        if (low < 0).any():
-            i = _first_index(low < 0)
-            raise ValueError(f'{name}[{i}]: negative value {low[i]}; pixel '
-                             'values must be integers in [0, 255].')
-        if (high > 255).any():
-            i = _first_index(high > 255)
-            raise ValueError(f'{name}[{i}]: value {high[i]} > 255; pixel '
-                             'values must be integers in [0, 255].')
+    elif image and (array.dtype != np.uint8 or levels < 256):
+        _check_levels(batch, levels, name)
     return batch
 
 
@@ -209,9 +221,12 @@ def read_image_file(path):
 class _ImageFiles:
     """Image files, decoded once to check them and again when read."""
 
-    def __init__(self, paths, data_shape):
+    def __init__(self, paths, data_shape, levels=256):
         for path in paths:
-            _check_image_shape(read_image_file(path).shape, data_shape, path)
+            image = read_image_file(path)
+            _check_image_shape(image.shape, data_shape, path)
+            if levels < 256:
+                _check_levels(image[np.newaxis], levels, path, [path])
         self.paths = list(paths)
         self.count = len(self.paths)
 
@@ -223,8 +238,9 @@ class _ImageFiles:
 class _Array:
     """A checked array; examples are named `name[i]`."""
 
-    def __init__(self, array, data_shape, name, input_dtype=None):
-        self.array = check_array(array, data_shape, name, input_dtype)
+    def __init__(self, array, data_shape, name, input_dtype=None,
+                 levels=256):
+        self.array = check_array(array, data_shape, name, input_dtype, levels)
         self.name = name
         self.count = len(self.array)
 
@@ -236,7 +252,7 @@ class _Array:
 class _TfdsSplit:
     """The `image` feature of a TFDS split, in order."""
 
-    def __init__(self, spec, data_shape, data_dir):
+    def __init__(self, spec, data_shape, data_dir, levels=256):
         name = spec[len(TFDS_PREFIX):]
         split = 'test'
         head, sep, tail = name.rpartition(':')
@@ -244,6 +260,10 @@ class _TfdsSplit:
             name, split = head, tail
         if not name:
             raise ValueError(f'{spec}: expected tfds:NAME[:SPLIT].')
+        if levels < 256:
+            raise ValueError(f'{spec}: TFDS images are 8-bit and the model '
+                             f'has {levels} levels; quantise them to '
+                             f'[0, {levels - 1}] and pass a .npy array.')
         self.label = f'{TFDS_PREFIX}{name}:{split}'
         try:
             shape = pipelines.image_shape(name, data_dir=data_dir)
@@ -300,7 +320,7 @@ class Inputs:
             yield sources, np.stack(examples)
 
 
-def _load_arrays(path, data_shape, npz_key, input_dtype=None):
+def _load_arrays(path, data_shape, npz_key, input_dtype=None, levels=256):
     try:
         # np.load goes by the content, not the extension.
         loaded = np.load(path, mmap_mode='r', allow_pickle=False)
@@ -309,7 +329,7 @@ def _load_arrays(path, data_shape, npz_key, input_dtype=None):
                 loaded.close()
                 raise ValueError(f'{path}: a .npz archive, not a .npy '
                                  'array; name it .npz.')
-            return [_Array(loaded, data_shape, path, input_dtype)]
+            return [_Array(loaded, data_shape, path, input_dtype, levels)]
         if isinstance(loaded, np.ndarray):
             raise ValueError(f'{path}: a .npy array, not a .npz archive; '
                              'name it .npy.')
@@ -329,7 +349,7 @@ def _load_arrays(path, data_shape, npz_key, input_dtype=None):
                     raise ValueError(f'{path}:{key}: not a NumPy array (a '
                                      '.npz holds .npy members).')
                 arrays.append(_Array(array, data_shape, f'{path}:{key}',
-                                     input_dtype))
+                                     input_dtype, levels))
             return arrays
     except (OSError, EOFError, zipfile.BadZipFile) as e:
         raise ValueError(f'{path}: cannot read it as a '
@@ -355,7 +375,8 @@ def open_inputs(specs, metadata, *, npz_key=None, data_dir=None):
       specs: strings: image files, directories, globs, `.npy`/`.npz` files,
         `tfds:NAME[:SPLIT]`.
       metadata: the export's metadata (`export.load_metadata`): its
-        `data_shape` and `kind` decide what fits.
+        `data_shape`, `kind` and `num_bins` (256 if absent) decide what
+        fits.
       npz_key: score only this array of each `.npz`; all by default.
       data_dir: TFDS data directory.
 
@@ -367,6 +388,7 @@ def open_inputs(specs, metadata, *, npz_key=None, data_dir=None):
     """
     data_shape = tuple(metadata['data_shape'])
     image = metadata.get('kind') == 'image'
+    levels = int(metadata.get('num_bins') or 256)
     if not specs:
         raise ValueError('no input given: pass image files, directories, '
                          'globs, .npy/.npz arrays or tfds:NAME[:SPLIT].')
@@ -374,7 +396,7 @@ def open_inputs(specs, metadata, *, npz_key=None, data_dir=None):
 
     def flush_files():
         if files:
-            parts.append(_ImageFiles(files, data_shape))
+            parts.append(_ImageFiles(files, data_shape, levels))
             files.clear()
 
     def add_file(path):
@@ -382,7 +404,7 @@ def open_inputs(specs, metadata, *, npz_key=None, data_dir=None):
             flush_files()
             parts.extend(_load_arrays(path, data_shape, npz_key,
                                       None if image else
-                                      metadata.get('input_dtype')))
+                                      metadata.get('input_dtype'), levels))
         elif not image:
             raise ValueError(f'{path}: the model scores vectors of '
                              f'{data_shape[0]} values, not images; pass '
@@ -404,7 +426,7 @@ def open_inputs(specs, metadata, *, npz_key=None, data_dir=None):
                 raise ValueError(f'{spec}: the model scores vectors of '
                                  f'{data_shape[0]} values, not images.')
             flush_files()
-            parts.append(_TfdsSplit(spec, data_shape, data_dir))
+            parts.append(_TfdsSplit(spec, data_shape, data_dir, levels))
         elif os.path.isdir(spec):
             add_directory(spec)
         elif os.path.lexists(spec):
@@ -521,13 +543,15 @@ def output_format(path):
     """`'json'` or `'csv'` from `path`'s extension.
 
     Raises:
-      ValueError: for any other extension, or if `path`'s directory does not
-        exist (checked before scoring, not after).
+      ValueError: for any other extension, if `path` is a directory or its
+        directory does not exist (checked before scoring, not after).
     """
     fmt = _OUTPUT_FORMATS.get(os.path.splitext(path)[1].lower())
     if fmt is None:
         raise ValueError(f'{path}: unknown output format; use a .json or '
                          '.csv file name.')
+    if os.path.isdir(path):
+        raise ValueError(f'{path}: a directory; name a file to write.')
     directory = os.path.dirname(path) or '.'
     if not os.path.isdir(directory):
         raise ValueError(f'{path}: no directory {directory} to write it to.')
@@ -538,18 +562,31 @@ def write_results(path, results):
     """Writes `summarize`'s document as JSON, or its records as CSV.
 
     CSV has the header `source,bits_per_dim,log_likelihood` and one row per
-    example, with the floats at full precision.
+    example, with the floats at full precision. The file is written beside
+    `path` and moved into place, so `path` never holds a partial result.
+
+    Raises:
+      ValueError: as `output_format`, or if the file cannot be written.
     """
     fmt = output_format(path)
-    tmp = path + '.tmp'
-    with open(tmp, 'w', newline='') as f:
-        if fmt == 'json':
-            json.dump(results, f, indent=1)
-            f.write('\n')
-        else:
-            writer = csv.writer(f)
-            writer.writerow(['source', 'bits_per_dim', 'log_likelihood'])
-            for r in results['images']:
-                writer.writerow([r['source'], repr(r['bits_per_dim']),
-                                 repr(r['log_likelihood'])])
-    os.replace(tmp, path)
+    tmp = os.path.join(os.path.dirname(path),
+                       f'.{os.path.basename(path)}.{os.getpid()}.tmp')
+    try:
+        with open(tmp, 'w', newline='') as f:
+            if fmt == 'json':
+                json.dump(results, f, indent=1)
+                f.write('\n')
+            else:
+                writer = csv.writer(f)
+                writer.writerow(['source', 'bits_per_dim', 'log_likelihood'])
+                for r in results['images']:
+                    writer.writerow([r['source'], repr(r['bits_per_dim']),
+                                     repr(r['log_likelihood'])])
+        os.replace(tmp, path)
+    except OSError as e:
+        raise ValueError(f'{path}: cannot write it '
+                         f'({e.strerror or e}).') from e
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+

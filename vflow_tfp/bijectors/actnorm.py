@@ -5,6 +5,7 @@ import tensorflow_probability as tfp
 from tensorflow_probability.python.internal import tensor_util
 
 from vflow_tfp import initialization
+from vflow_tfp.bijectors import shape_checks
 
 __all__ = ['ActNorm']
 
@@ -81,6 +82,9 @@ class ActNorm(tfb.Bijector):
                     tf.zeros(param_shape, dtype), name='log_scale')
             if shift is None:
                 shift = tf.Variable(tf.zeros(param_shape, dtype), name='shift')
+            for what, value in (('log_scale', log_scale), ('shift', shift)):
+                shape_checks.check_parameter_shape(value, param_shape, what,
+                                                   'ActNorm')
             # The created variables go into `parameters`: two ActNorms with the
             # same sizes but different variables must never compare equal,
             # or TFP's global cache would hand one the other's outputs.
@@ -134,11 +138,8 @@ class ActNorm(tfb.Bijector):
             raise TypeError('ActNorm.initialize needs variable parameters; '
                             'this layer was built from constant tensors.')
         x = tf.convert_to_tensor(x, dtype=self.dtype)
+        self._check(x)
         event_ndims = len(self._event_shape)
-        if tuple(x.shape[-event_ndims:]) != self._event_shape:
-            raise ValueError(f'ActNorm expects events of shape '
-                             f'{list(self._event_shape)}; got a batch of '
-                             f'shape {x.shape}.')
         stat_ndims = x.shape.rank - event_ndims
         if self._per_channel:
             stat_ndims = x.shape.rank - 1
@@ -148,15 +149,21 @@ class ActNorm(tfb.Bijector):
         self._log_scale.assign(log_scale)
         self._shift.assign(-mean * tf.exp(log_scale))
 
+    def _check(self, x):
+        shape_checks.check_event_shape(x, self._event_shape, 'ActNorm')
+
     def _forward(self, y):
+        self._check(y)
         return (y - self._shift) * tf.exp(-self._log_scale)
 
     def _inverse(self, x):
+        self._check(x)
         if initialization.is_active():
             self.initialize(x)
         return x * tf.exp(self._log_scale) + self._shift
 
     def _inverse_log_det_jacobian(self, x):
+        self._check(x)
         return (self._positions_per_parameter()
                 * tf.reduce_sum(self._log_scale))
 

@@ -6,6 +6,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from vflow_tfp.bijectors import shape_checks
 
 __all__ = ['Invertible1x1Conv', 'Invertible1x1ConvLU', 'LUFactors']
 
@@ -121,16 +122,24 @@ class _Pointwise(tfb.Bijector):
         positions = tf.constant(self._positions, dtype=log_abs_det.dtype)
         return tf.cast(tf.reduce_sum(positions * log_abs_det), self.dtype)
 
+    def _check(self, x):
+        shape_checks.check_event_shape(x, self._event_shape,
+                                       type(self).__name__)
+
     def _inverse(self, x):
+        self._check(x)
         return self._apply(x, self._weight())
 
     def _forward(self, y):
+        self._check(y)
         return self._apply(y, self._inverse_weight())
 
     def _inverse_log_det_jacobian(self, x):
+        self._check(x)
         return self._ildj()
 
     def _forward_log_det_jacobian(self, y):
+        self._check(y)
         return -self._ildj()
 
     @classmethod
@@ -195,10 +204,9 @@ class Invertible1x1Conv(_Pointwise):
                                 dtype=dtype))
                 weights = tf.Variable(init, name='weights')
             parameters.update(weights=weights)
-            if tuple(weights.shape) != (num_matrices, channels, channels):
-                raise ValueError(
-                    f'weights must have shape {[num_matrices, channels, channels]}'
-                    f'; got {weights.shape}.')
+            shape_checks.check_parameter_shape(
+                weights, [num_matrices, channels, channels], 'weights',
+                'Invertible1x1Conv')
             self._weights = weights
             super().__init__(
                 forward_min_event_ndims=len(self._event_shape),
@@ -271,12 +279,14 @@ class Invertible1x1ConvLU(_Pointwise):
                 lu_factors = self._initial_factors(num_matrices, channels,
                                                    dtype)
             lu_factors = LUFactors(*lu_factors)
-            if tuple(lu_factors.lower.shape) != (num_matrices, channels,
-                                                 channels):
-                raise ValueError(
-                    f'lu_factors.lower must have shape '
-                    f'{[num_matrices, channels, channels]}; got '
-                    f'{lu_factors.lower.shape}.')
+            vector, matrix = ([num_matrices, channels],
+                              [num_matrices, channels, channels])
+            for what, shape in (('permutation', vector), ('sign', vector),
+                                ('lower', matrix), ('upper', matrix),
+                                ('log_s', vector)):
+                shape_checks.check_parameter_shape(
+                    getattr(lu_factors, what), shape, f'lu_factors.{what}',
+                    'Invertible1x1ConvLU')
             parameters.update(lu_factors=lu_factors)
             self._lu_factors = lu_factors
             super().__init__(

@@ -81,6 +81,8 @@ def inverse_logit_cdf(tau, logits, means, log_scales, max_iterations=100):
 
     so `dx/dtau = 1/g'` and `dx/dtheta = -(dg/dtheta)/g'` for every mixture
     parameter, exactly as if the solve were differentiated, at no extra cost.
+    Where `g'(x*)` underflows to 0 (a root on the flat stretch between two
+    far-apart narrow components) those gradients are set to 0.
 
     Args:
       tau: target logits, shape `S`.
@@ -121,5 +123,9 @@ def inverse_logit_cdf(tau, logits, means, log_scales, max_iterations=100):
     terms = mixture_logistic_terms(root, logits, means, log_scales)
     residual = terms.log_cdf - terms.log_survival - tau
     slope = tf.exp(terms.log_pdf - terms.log_cdf - terms.log_survival)
-    x = root - (residual - sg(residual)) / sg(slope)
+    # A root on a plateau between far-apart narrow components has a density
+    # that underflows to 0 even in float64; the value term is 0 there, and a
+    # plain division would make the root and every gradient NaN. Such an
+    # element gets the root with zero implicit gradients instead.
+    x = root - tf.math.divide_no_nan(residual - sg(residual), sg(slope))
     return x, result.num_iterations

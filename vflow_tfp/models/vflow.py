@@ -352,7 +352,9 @@ class VFlow(tf.Module):
         x = tf.convert_to_tensor(x)
         seed = self._check_seed_rows(seed, x)
         batch = tf.shape(x)[0]
-        num_chunks = (num_samples + chunk_size - 1) // chunk_size
+        # Not (S + c - 1) // c: that wraps negative in int32 near S = 2^31.
+        num_chunks = num_samples // chunk_size + tf.cast(
+            num_samples % chunk_size > 0, tf.int32)
         repeated = tf.repeat(x, chunk_size, axis=0)
         per_example = seeds_lib.is_per_example(seed)
 

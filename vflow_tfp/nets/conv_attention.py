@@ -32,7 +32,8 @@ class ConvAttnNet(layers.MixedPrecisionOption, tf.Module):
     ```
 
     `pos_emb` is one `[H, W, F]` variable, `N(0, 0.01^2)` at creation, shared
-    by all attention blocks of this network. No nonlinearity precedes the
+    by all attention blocks of this network (none without attention blocks:
+    an unused variable would get no gradient). No nonlinearity precedes the
     output conv in the CIFAR code (the default). Every conv/dense layer
     supports the data-dependent init of SPEC §1.1, so after a DDI pass the
     output has per-channel mean 0 and std 0.1 on that batch.
@@ -40,7 +41,7 @@ class ConvAttnNet(layers.MixedPrecisionOption, tf.Module):
     The parameter count is
 
     ```none
-    (9 C_in F + F) + [H W F if attention]
+    (9 C_in F + F) + [H W F if attention and num_blocks > 0]
       + num_blocks * ( (18 F^2 + F) + [2 C_a F + F if C_a > 0]
                        + (4 F^2 + 2F) + 2F
                        + [(3 F^2 + 3F) + (2 F^2 + 2F) + 2F if attention] )
@@ -120,7 +121,7 @@ class ConvAttnNet(layers.MixedPrecisionOption, tf.Module):
             self.proj_in = layers.Conv2D(in_channels, filters, 3,
                                          dtype=dtype, name='proj_in')
             self.pos_emb = None
-            if self._attention:
+            if self._attention and num_blocks:
                 self.pos_emb = tf.Variable(
                     tf.random.normal([height, width, filters], stddev=0.01,
                                      dtype=self._dtype),

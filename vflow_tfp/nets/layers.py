@@ -100,10 +100,11 @@ def dropout_keep_probability(rate):
     """The keep probability `k` that `dropout` realises for `rate`.
 
     `k = round((1 - rate) 2^b) / 2^b` with `b` the fewest random bits per
-    element, of 8, 16 and 32, that put `1 - k` within 1% of `rate` with
-    `k > 0`: e.g. 0.2 -> 0.19922 and 0.5 exactly with 8 bits, 0.1 ->
-    0.100006 and 0.999 -> 0.998993 with 16; a rate below 2^-33 rounds to 0,
-    a no-op.
+    element, of 8, 16 and 32, that put the realised rate `1 - k` within 1%
+    of `rate` with `k > 0`: e.g. rate 0.2 -> k = 0.80078 (realised rate
+    0.19922) and 0.5 exactly with 8 bits, 0.1 -> k = 0.899994 (0.100006)
+    and 0.999 -> k = 0.001007 (0.998993) with 16; a rate below 2^-33
+    rounds to 0, a no-op.
     """
     rate = float(rate)
     bits = _mask_bits(rate)

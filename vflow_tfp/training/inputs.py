@@ -119,8 +119,10 @@ def training_inputs(dataset, global_batch_size, *, init_batch_size=64,
             data_dir=data_dir, validation_size=validation_size,
             drop_remainder=repeat_eval)
 
+    # Repeated, so an init batch larger than the split draws some images
+    # twice instead of failing; a smaller one is the same either way.
     init_ds = pipelines.image_dataset(
-        dataset, 'train', init_batch_size, shuffle=True, repeat=False,
+        dataset, 'train', init_batch_size, shuffle=True, repeat=True,
         seed=seed, data_dir=data_dir, validation_size=validation_size)
     init = next(iter(init_ds)).numpy()
     return TrainingInputs(data_shape, train_input_fn, eval_input_fn, init)

@@ -68,6 +68,10 @@ class TrainConfig:
     """Everything a training run needs besides its data.
 
     Attributes mirror the flags of `bin/train.py`; see there for help.
+    `validation_size` only names the evaluation split (the input functions
+    hold the data): held-out training images when positive, else the test
+    split; results keep the keys `test_bpd*` either way. `iw_images` is
+    rounded up to whole evaluation batches; the results record the count.
     """
     preset: str
     output_dir: str
@@ -96,6 +100,7 @@ class TrainConfig:
     iw_samples: int = 0
     iw_images: int = 256
     iw_chunk_size: int = 16
+    validation_size: int = 0
     seed: int = 0
     jit_compile: bool = False
     export: bool = True
@@ -110,10 +115,21 @@ class TrainConfig:
                 raise ValueError(f'{field} must be positive; got '
                                  f'{getattr(self, field)}.')
         for field in ['eval_batches', 'num_samples', 'iw_samples', 'iw_images',
-                      'warmup_steps', 'hold_until', 'clip_norm', 'min_lr']:
+                      'warmup_steps', 'hold_until', 'clip_norm', 'min_lr',
+                      'validation_size']:
             if getattr(self, field) < 0:
                 raise ValueError(f'{field} must be >= 0; got '
                                  f'{getattr(self, field)}.')
+        if self.iw_samples and not self.iw_images:
+            raise ValueError('iw_images must be positive when iw_samples is '
+                             f'set; got {self.iw_images}.')
+        for field in ['adam_beta1', 'adam_beta2']:
+            if not 0.0 <= getattr(self, field) < 1.0:
+                raise ValueError(f'{field} must be in [0, 1); got '
+                                 f'{getattr(self, field)}.')
+        if self.adam_epsilon <= 0:
+            raise ValueError(f'adam_epsilon must be positive; got '
+                             f'{self.adam_epsilon}.')
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f'optimizer must be one of {OPTIMIZERS} (the '
                              f'papers\' optimiser); got {self.optimizer!r}.')
@@ -271,7 +287,27 @@ class Trainer:
         latest = tf.train.latest_checkpoint(self._resume_dir)
         self._check_workers_agree(latest)
         if latest:
-            self.checkpoint.restore(latest).assert_existing_objects_matched()
+            recorded = self._recorded_config()
+            if recorded.get('preset', self.config.preset) != (
+                    self.config.preset):
+                raise ValueError(
+                    f'{self.config.output_dir} holds a run of preset '
+                    f'{recorded["preset"]!r}, not {self.config.preset!r}; '
+                    'use another output directory.')
+            try:
+                # Consumed, not just matched: a smaller model (say one step
+                # fewer) matches a subset of a larger model's checkpoint.
+                self.checkpoint.restore(latest).assert_consumed()
+            except (AssertionError, ValueError, tf.errors.OpError) as e:
+                first = str(e).strip().splitlines()[0]
+                trained = (f' (results.json: overrides '
+                           f'{recorded["preset_overrides"]})'
+                           if 'preset_overrides' in recorded else '')
+                raise ValueError(
+                    f'{latest} is not a checkpoint of preset '
+                    f'{self.config.preset!r} with overrides '
+                    f'{self.config.preset_overrides}{trained}: {first} Use '
+                    'another output directory.') from e
             self._saved_step = self.step
             logging.info(
                 'Resumed from %s at step %d (learning rate %.6g, EMA '
@@ -282,6 +318,14 @@ class Trainer:
         self._initialize()
         self.save()
         return 'initialized'
+
+    def _recorded_config(self):
+        """The `config` of `output_dir`'s results.json, `{}` if none."""
+        path = os.path.join(self.config.output_dir, 'results.json')
+        if not os.path.exists(path):
+            return {}
+        with open(path) as f:
+            return json.load(f).get('config', {})
 
     def _check_workers_agree(self, latest):
         """Raises unless every replica found the checkpoint of `latest`'s step.
@@ -326,6 +370,11 @@ class Trainer:
         logging.info('Data-dependent initialisation on %d examples in %.1f s: '
                      '%.4f bits/dim.', len(self._init_batch),
                      time.time() - start, bpd)
+
+    @property
+    def eval_split(self):
+        """`'validation'` or `'test'`: what the evaluations run on."""
+        return 'validation' if self.config.validation_size else 'test'
 
     def ema_checksum(self):
         """Sum of all EMA shadow values (float64), to compare states."""
@@ -444,35 +493,47 @@ class Trainer:
         return float(self.model.bits_per_dim(total / count))
 
     def evaluate_importance_weighted(self):
-        """Test bits/dim of the S-sample importance-weighted bound (EMA)."""
+        """Bits/dim of the S-sample importance-weighted bound (EMA).
+
+        Returns:
+          `(bits_per_dim, images)`, or `(None, images done)` if a signal
+          (`request_stop`) interrupted it.
+        """
         config = self.config
         dataset = self.strategy.distribute_datasets_from_function(
             self._eval_input_fn)
         seed = tf.constant([config.seed, 777], tf.int32)
         model = self.model
 
-        def replica_step(x, seed):
+        def replica_step(x, seed, stop_vote):
             replica = tf.distribute.get_replica_context().replica_id_in_sync_group
             ll = model.log_prob(x, config.iw_samples, config.iw_chunk_size,
                                 seed=tf.random.experimental.stateless_fold_in(
                                     seed, replica))
-            return tf.reduce_sum(ll), tf.cast(tf.shape(ll)[0], ll.dtype)
+            return (tf.reduce_sum(ll), tf.cast(tf.shape(ll)[0], ll.dtype),
+                    tf.identity(stop_vote))
 
         @tf.function
-        def step(x, seed):
-            total, count = self.strategy.run(replica_step, args=(x, seed))
-            return (self.strategy.reduce(tf.distribute.ReduceOp.SUM, total,
-                                         axis=None),
-                    self.strategy.reduce(tf.distribute.ReduceOp.SUM, count,
-                                         axis=None))
+        def step(x, seed, stop_vote):
+            results = self.strategy.run(replica_step,
+                                        args=(x, seed, stop_vote))
+            return [self.strategy.reduce(tf.distribute.ReduceOp.SUM, r,
+                                         axis=None) for r in results]
 
+        # This pass can take hours (SPEC §9.15): a signal to any worker ends
+        # it on every worker after the same batch, its votes summed with the
+        # batch's results like the train step's.
+        no_vote, vote = tf.constant(0.0), tf.constant(1.0)
         total, count = 0.0, 0.0
         with self.ema.averaged_weights():
             for i, x in enumerate(dataset):
                 if count >= config.iw_images:
                     break
-                batch_total, batch_count = step(
-                    x, tf.random.experimental.stateless_fold_in(seed, i))
+                batch_total, batch_count, votes = step(
+                    x, tf.random.experimental.stateless_fold_in(seed, i),
+                    vote if self._stop_requested.is_set() else no_vote)
+                if float(votes) > 0:
+                    return None, int(count)
                 total += float(batch_total)
                 count += float(batch_count)
         return float(self.model.bits_per_dim(total / count)), int(count)
@@ -520,13 +581,14 @@ class Trainer:
         handlers = self._install_signal_handlers()
         start = time.time()
         try:
-            self._loop(start, elapsed_before)
+            completed = self._loop(start, elapsed_before,
+                                   previous.get('config'))
         finally:
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
             if not self.is_chief:
                 shutil.rmtree(self._checkpoint_dir, ignore_errors=True)
-        if config.export and self.is_chief and self.step >= config.train_steps:
+        if config.export and self.is_chief and completed:
             # From the final checkpoint into a model built outside the
             # strategy: plain variables, whatever the training strategy.
             path = export_lib.export_run(config.output_dir)
@@ -542,8 +604,10 @@ class Trainer:
             previous[sig] = signal.signal(sig, self.request_stop)
         return previous
 
-    def _loop(self, start, elapsed_before):
+    def _loop(self, start, elapsed_before, previous_config):
+        """Trains to `train_steps`, then the final bound; `False` if stopped."""
         config = self.config
+        split = self.eval_split
         step = start_step = self.step
         dataset = self.strategy.distribute_datasets_from_function(
             lambda context: self._train_input_fn(context, start_step))
@@ -553,6 +617,10 @@ class Trainer:
         # previous step's stop votes (below), so the host stays a step ahead.
         window_loss, window_steps = 0.0, 0
         window_start = time.time()
+        # Rates and the ETA are timed from the end of this process's first
+        # step (which includes tracing and compilation) and leave out the
+        # saves, evaluations and sample grids between steps.
+        timed_start, timed_steps = None, 0
         images_per_second = float(self.results.get('images_per_second', 0.0))
         train_bpd = self.results.get('train_bpd')
         no_vote, vote = tf.constant(0.0), tf.constant(1.0)
@@ -563,6 +631,11 @@ class Trainer:
             step += 1
             window_loss += loss
             window_steps += 1
+            if timed_start is None:
+                float(loss)  # waits for the first step, once
+                timed_start = time.time()
+            else:
+                timed_steps += 1
             # A signal stops every worker after the same step: the one after
             # the step whose all-reduced votes first count it. Those are read
             # once the next step is queued, so the host never waits for the
@@ -588,13 +661,17 @@ class Trainer:
                         f'{tf.train.latest_checkpoint(self._resume_dir)}.')
             if logging_now:
                 now = time.time()
-                seconds = max(now - window_start, 1e-9)
-                images_per_second = (window_steps * config.global_batch_size
-                                     / seconds)
+                if timed_steps:
+                    seconds_per_step = (now - timed_start) / timed_steps
+                else:  # only the first step so far: its time is all there is
+                    seconds_per_step = (now - window_start) / window_steps
+                seconds_per_step = max(seconds_per_step, 1e-9)
+                images_per_second = (config.global_batch_size
+                                     / seconds_per_step)
                 train_bpd = float(self.model.bits_per_dim(-window_mean))
                 # The rate of the update just applied (at iterations - 1).
                 lr = float(self.schedule(step - 1))
-                remaining = (config.train_steps - step) * seconds / window_steps
+                remaining = (config.train_steps - step) * seconds_per_step
                 logging.info(
                     'step %d/%d | train bpd %.4f | lr %.2e | grad norm %.3g | '
                     '%.1f img/s | ETA %s', step, config.train_steps,
@@ -607,14 +684,16 @@ class Trainer:
                     tf.summary.scalar('train/grad_norm', float(norm),
                                       step=step)
                     tf.summary.scalar('train/seconds_per_step',
-                                      seconds / window_steps, step=step)
+                                      seconds_per_step, step=step)
                 window_loss, window_steps = 0.0, 0
                 window_start = time.time()
+                timed_start, timed_steps = window_start, 0
+            paused = time.time()
             if step % config.checkpoint_every == 0 or stopping:
                 self.save()
             if step % config.eval_every == 0 or step == config.train_steps:
                 test_bpd = self.evaluate()
-                logging.info('step %d | test bpd (ELBO, EMA) %.4f', step,
+                logging.info('step %d | %s bpd (ELBO, EMA) %.4f', step, split,
                              test_bpd)
                 with self._writer.as_default():
                     tf.summary.scalar('test/bpd', test_bpd, step=step)
@@ -630,16 +709,39 @@ class Trainer:
                 logging.info('Stopped by a signal (to this or another worker) '
                              'at step %d; rerun the same command to resume.',
                              step)
-                return
+                return False
+            if timed_start is not None:
+                timed_start += time.time() - paused
         if self._saved_step != step:
             self.save()
         if config.iw_samples:
-            iw_bpd, images = self.evaluate_importance_weighted()
-            logging.info('test bpd (%d-sample importance weighted, EMA, %d '
-                         'images) %.4f', config.iw_samples, images, iw_bpd)
-            self._write_results(test_bpd_iw=iw_bpd, iw_images=images,
-                                test_bpd_iw_step=step)
+            if (self.results.get('test_bpd_iw_step') == step
+                    and previous_config == json.loads(json.dumps(
+                        dataclasses.asdict(config)))):
+                # A rerun of the finished command: the bound is the same
+                # computation on the same checkpoint.
+                logging.info('%s bpd (%d-sample importance weighted, EMA, %d '
+                             'images) %.4f, from results.json (step %d).',
+                             split, config.iw_samples,
+                             self.results['iw_images'],
+                             self.results['test_bpd_iw'], step)
+            else:
+                iw_bpd, images = self.evaluate_importance_weighted()
+                if iw_bpd is None:
+                    logging.info('Stopped by a signal during the %d-sample '
+                                 'importance-weighted evaluation (%d images '
+                                 'done); training is complete and saved. '
+                                 'Rerun the same command to evaluate and '
+                                 'export.', config.iw_samples, images)
+                    self._writer.flush()
+                    return False
+                logging.info('%s bpd (%d-sample importance weighted, EMA, %d '
+                             'images) %.4f', split, config.iw_samples, images,
+                             iw_bpd)
+                self._write_results(test_bpd_iw=iw_bpd, iw_images=images,
+                                    test_bpd_iw_step=step)
         self._write_results(step=step, train_bpd=train_bpd,
                             images_per_second=images_per_second,
                             wall_time=elapsed_before + time.time() - start)
         self._writer.flush()
+        return True
