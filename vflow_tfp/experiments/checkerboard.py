@@ -42,7 +42,10 @@ Training (`train`):
   the 3-step 10-dim VFlow), and a dead unit never comes back. Every
   `recycle_every` steps a recycling pass (`nets.recycling_dead_units`)
   gives each dead unit new incoming weights and a zero outgoing row, which
-  leaves the model's function unchanged and lets the unit learn again.
+  leaves the model's function unchanged on the pass's batch (elsewhere
+  too, except where a unit silent on all of that batch was still active:
+  3 of 100,000 fresh points moved, by at most 0.02 nats, in one check)
+  and lets the unit learn again.
 * Speed: the models are tiny, so per-call overhead dominates. One
   `tf.function` runs `steps_per_call` optimisation steps in a `tf.while_loop`
   and draws the training batches in-graph (stateless RNG keyed on the
@@ -164,7 +167,8 @@ def train(model, iterations, seed, batch_size=64, learning_rate=2e-3,
       recycle_every: if > 0, every this many steps (up to `recycle_until`
         of the run) the MLPs' dead ReLU units are recycled on a fresh batch
         of `recycle_batch_size` points (`nets.recycling_dead_units`): new
-        incoming weights, zero outgoing weights, the same function. 0 (the
+        incoming weights, zero outgoing weights, the same function on that
+        batch. 0 (the
         default) never recycles.
       recycle_until: fraction of `iterations` after which no recycling
         happens.
