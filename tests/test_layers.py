@@ -55,6 +55,17 @@ class ActNormInitTest(tf.test.TestCase, parameterized.TestCase):
             x, event_ndims=1))))
         self.assertTrue(np.all(norm.forward(x)[:, 1] == 1.0))
 
+    def test_warns_when_initialised_from_a_few_values(self):
+        per_element = vb.ActNorm([4, 4, 3], per_channel=False, name='few')
+        with self.assertLogs('absl', 'WARNING') as logs:
+            per_element.initialize(tf.random.normal([3, 4, 4, 3]))
+        self.assertIn('few: initialised from 3 value(s) per parameter',
+                      logs.output[0])
+        # Per channel, the 3 images give 3 * 16 values per parameter.
+        per_channel = vb.ActNorm([4, 4, 3], per_channel=True)
+        with self.assertNoLogs('absl', 'WARNING'):
+            per_channel.initialize(tf.random.normal([3, 4, 4, 3]))
+
     def test_rejects_constant_parameters_on_initialize(self):
         norm = vb.ActNorm([3], log_scale=tf.zeros([3]), shift=tf.zeros([3]))
         with self.assertRaisesRegex(TypeError, 'variable parameters'):

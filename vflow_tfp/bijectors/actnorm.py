@@ -1,5 +1,6 @@
 """ActNorm: a learned per-channel or per-element affine normalisation."""
 
+from absl import logging
 import tensorflow as tf
 import tensorflow_probability as tfp
 from tensorflow_probability.python.internal import tensor_util
@@ -10,6 +11,11 @@ from vflow_tfp.bijectors import shape_checks
 __all__ = ['ActNorm']
 
 tfb = tfp.bijectors
+
+# Fewer values per parameter than this make the initial scale unreliable:
+# the variance of a handful of samples can be near 0, and its inverse square
+# root then a huge scale that pushes later inputs far into the tails.
+_FEW_INIT_VALUES = 16
 
 
 class ActNorm(tfb.Bijector):
@@ -144,6 +150,12 @@ class ActNorm(tfb.Bijector):
         if self._per_channel:
             stat_ndims = x.shape.rank - 1
         axes = list(range(stat_ndims))
+        values = x.shape[:stat_ndims].num_elements()
+        if values is not None and values < _FEW_INIT_VALUES:
+            logging.warning(
+                '%s: initialised from %d value(s) per parameter; with so '
+                'few the scales can be extreme (use a larger init batch).',
+                self.name, values)
         mean, variance = tf.nn.moments(x, axes=axes)
         log_scale = -0.5 * tf.math.log(variance + 1e-8)
         self._log_scale.assign(log_scale)
