@@ -92,13 +92,16 @@ def _check_levels(images, levels, name, names=None):
     """Raises unless every pixel of `images` `[N, ...]` is in [0, levels)."""
     flat = images.reshape(len(images), -1)
     low, high = flat.min(axis=1), flat.max(axis=1)
-    for bad, problem in ((low < 0, lambda i: f'negative value {low[i]}'),
-                         (high > levels - 1,
-                          lambda i: f'value {high[i]} > {levels - 1}')):
-        if bad.any():
-            i = _first_index(bad)
-            where = names[i] if names else f'{name}[{i}]'
-            raise ValueError(f'{where}: {problem(i)}; {_pixel_rule(levels)}.')
+    if (low < 0).any():
+        i = _first_index(low < 0)
+        problem = f'negative value {low[i]}'
+    elif (high > levels - 1).any():
+        i = _first_index(high > levels - 1)
+        problem = f'value {high[i]} > {levels - 1}'
+    else:
+        return
+    where = names[i] if names else f'{name}[{i}]'
+    raise ValueError(f'{where}: {problem}; {_pixel_rule(levels)}.')
 
 
 def check_array(array, data_shape, name, input_dtype=None, levels=256):

@@ -168,8 +168,7 @@ def train(model, iterations, seed, batch_size=64, learning_rate=2e-3,
         of the run) the MLPs' dead ReLU units are recycled on a fresh batch
         of `recycle_batch_size` points (`nets.recycling_dead_units`): new
         incoming weights, zero outgoing weights, the same function on that
-        batch. 0 (the
-        default) never recycles.
+        batch. 0 (the default) never recycles.
       recycle_until: fraction of `iterations` after which no recycling
         happens.
       recycle_batch_size: points of each recycling pass.
