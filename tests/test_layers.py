@@ -66,6 +66,27 @@ class ActNormInitTest(tf.test.TestCase, parameterized.TestCase):
         with self.assertNoLogs('absl', 'WARNING'):
             per_channel.initialize(tf.random.normal([3, 4, 4, 3]))
 
+    def test_initialises_even_when_tfp_has_the_input_cached(self):
+        # TFP caches `inverse(x)` while its result is referenced; the init
+        # pass must still run the layers (and not keep stale results).
+        norm = vb.ActNorm([4], dtype=tf.float64)
+        chain_norm = vb.ActNorm([4], dtype=tf.float64)
+        dist = tfd.TransformedDistribution(
+            tfd.Sample(tfd.Normal(tf.constant(0.0, tf.float64), 1.0), [4]),
+            tfb.Chain([chain_norm]))
+        x = tf.random.normal([64, 4], mean=3.0, stddev=5.0, dtype=tf.float64)
+        before = norm.inverse(x)
+        before_chain = dist.bijector.inverse(x)
+        with vflow_tfp.data_dependent_init():
+            y = norm.inverse(x)
+            dist.log_prob(x)
+        mean, var = tf.nn.moments(y, axes=[0])
+        self.assertAllClose(mean, tf.zeros_like(mean), atol=1e-10)
+        self.assertAllClose(var, tf.ones_like(var), atol=1e-6)
+        self.assertAllClose(chain_norm.log_scale, norm.log_scale, atol=1e-12)
+        self.assertAllClose(norm.inverse(x), y, atol=1e-12)  # not `before`
+        del before, before_chain
+
     def test_rejects_constant_parameters_on_initialize(self):
         norm = vb.ActNorm([3], log_scale=tf.zeros([3]), shift=tf.zeros([3]))
         with self.assertRaisesRegex(TypeError, 'variable parameters'):
@@ -229,6 +250,27 @@ class SqueezeTest(tf.test.TestCase):
     def test_bad_shapes(self):
         with self.assertRaisesRegex(ValueError, 'divisible by 2'):
             vb.Squeeze().inverse(tf.zeros([1, 3, 4, 1]))
+        spec = tf.TensorSpec([None, None, None, 3])
+        traced = tf.function(vb.Squeeze().inverse, input_signature=[spec])
+        with self.assertRaisesRegex(ValueError, 'static event shape'):
+            traced.get_concrete_function()
+
+    def test_event_shapes_keep_leading_event_axes(self):
+        squeeze = vb.Squeeze()
+        self.assertEqual(squeeze.forward_event_shape([2, 4, 4, 12]),
+                         [2, 8, 8, 3])
+        self.assertEqual(squeeze.inverse_event_shape([2, 8, 8, 3]),
+                         [2, 4, 4, 12])
+        self.assertEqual(squeeze.inverse_event_shape([None, 8, 8, 3]),
+                         [None, 4, 4, 12])
+        self.assertAllEqual(squeeze.forward_event_shape_tensor([2, 4, 4, 12]),
+                            [2, 8, 8, 3])
+        self.assertAllEqual(squeeze.inverse_event_shape_tensor([2, 8, 8, 3]),
+                            [2, 4, 4, 12])
+        dist = tfd.TransformedDistribution(
+            tfd.Sample(tfd.Normal(0.0, 1.0), [2, 4, 4, 12]), squeeze)
+        self.assertEqual(dist.event_shape, [2, 8, 8, 3])
+        self.assertEqual(dist.sample(seed=(1, 2)).shape, dist.event_shape)
 
 
 class Invertible1x1Test(tf.test.TestCase):
@@ -312,6 +354,19 @@ class ImageLogitTest(tf.test.TestCase):
         y = layer.forward(tf.constant([-30.0, 30.0]))
         self.assertAllClose(y, [-0.05 * 256 / 0.9, 0.95 * 256 / 0.9],
                             atol=1e-3)
+
+    def test_transformed_distribution_cdf_and_quantile(self):
+        normal = tfd.Normal(tf.constant(0.0, tf.float64), 1.0)
+        ours = tfd.TransformedDistribution(normal, vb.Sigmoid())
+        theirs = tfd.TransformedDistribution(normal, tfb.Sigmoid())
+        y = tf.constant([0.1, 0.3, 0.9], tf.float64)
+        self.assertAllClose(ours.cdf(y), theirs.cdf(y), atol=1e-12)
+        for layer in (vb.SmoothSigmoid(), vb.ImageLogit()):
+            dist = tfd.TransformedDistribution(normal, layer)
+            x = tf.constant([-1.0, 0.5, 2.0], tf.float64)
+            y = layer.forward(x)
+            self.assertAllClose(dist.cdf(y), normal.cdf(x), atol=1e-12)
+            self.assertAllClose(dist.quantile(normal.cdf(x)), y, atol=1e-9)
 
     def test_smooth_sigmoid_bounds_the_coupling_logit(self):
         # Inverse(SmoothSigmoid) maps [0, 1] onto [-ln 19, ln 19].
@@ -492,6 +547,28 @@ class ConditioningTest(tf.test.TestCase):
         # Without a context the conditioners refuse to run.
         with self.assertRaisesRegex(ValueError, 'needs a context'):
             dist.log_prob(x)
+
+    def test_context_broadcasts_over_sample_axes(self):
+        # Two draws per conditioning example: x [2, 3, ...], context [3, ...].
+        chain = self._conditional_chain()
+        dist = tfd.TransformedDistribution(
+            tfd.Sample(tfd.Normal(tf.constant(0.0, tf.float64), 1.0),
+                       [4, 4, 2]), chain)
+        x = tf.random.normal([2, 3, 4, 4, 2], dtype=tf.float64)
+        ctx = tf.random.normal([3, 4, 2, 3], dtype=tf.float64)
+        lp = dist.log_prob(x, bijector_kwargs=vb.chain_kwargs(chain,
+                                                               context=ctx))
+        self.assertEqual(lp.shape, [2, 3])
+        for i in range(2):
+            self.assertAllClose(lp[i], dist.log_prob(
+                x[i], bijector_kwargs=vb.chain_kwargs(chain, context=ctx)),
+                atol=1e-10)
+
+    def test_conditional_affine_without_context_is_a_clear_error(self):
+        layer = vb.ConditionalAffine(
+            lambda c, training=False: tf.zeros([1, 4]), [2])
+        with self.assertRaisesRegex(ValueError, 'needs a context'):
+            layer.forward(tf.zeros([1, 2]))
 
     def test_duplicate_names_are_refused(self):
         net = TinyConditioner((4, 2, 2), 4, context_channels=1)

@@ -57,6 +57,21 @@ def _fold_batch(x, event_ndims):
     return tf.reshape(x, [-1] + event.as_list())
 
 
+def _broadcast_batch(context, x, event_ndims):
+    """`context` broadcast to the sample/batch shape of `x`.
+
+    Keeps the context's own event axes; a context of shape `[3, c]` for `x`
+    of shape `[2, 3, d]` (two draws per example) becomes `[2, 3, c]`, as in
+    TFP's conditional bijectors.
+    """
+    batch = x.shape[:-event_ndims]
+    if context.shape[:-event_ndims] == batch and batch.is_fully_defined():
+        return context
+    shape = tf.concat([tf.shape(x)[:-event_ndims],
+                       tf.shape(context)[-event_ndims:]], axis=0)
+    return tf.broadcast_to(context, shape)
+
+
 class Coupling(fused.FusedBijector):
     """Base class of the couplings; subclasses define the elementwise map.
 
@@ -140,7 +155,9 @@ class Coupling(fused.FusedBijector):
         flat_cond = _fold_batch(cond, event_ndims)
         flat_context = context
         if context is not None:
-            context = tf.convert_to_tensor(context, dtype=cond.dtype)
+            context = _broadcast_batch(
+                tf.convert_to_tensor(context, dtype=cond.dtype), cond,
+                event_ndims)
             flat_context = _fold_batch(context, event_ndims)
         out = self._conditioner(flat_cond, context=flat_context,
                                 training=training)
@@ -312,6 +329,13 @@ class MixLogisticCoupling(Coupling):
     `'vflow'` variant bounds the logit to `±ln 19`, so each coupling's image is
     the interval `t ± ln(19) exp(s)`; `forward` clamps a latent value outside
     it to just inside, as the official code clips `F` to [0, 1] (SPEC §9.4).
+    The density is then sub-normalised (the latents outside the image carry
+    the missing mass), and `forward` is not injective there: at a clamped
+    element its log-det is that of the unclamped map, so
+    `experimental_sample_and_log_prob` of a distribution that samples
+    through `forward` differs from `log_prob(sample)` for such samples.
+    Score samples with `log_prob`. (VFlow's q and r sample through the
+    closed-form direction, `tfb.Invert` of their flows, and are exact.)
     """
 
     _VARIANTS = {'flowpp': 0.0, 'vflow': 0.05}

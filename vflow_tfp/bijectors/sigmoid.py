@@ -41,6 +41,11 @@ class _ScaledSmoothSigmoid(tfb.Bijector):
     def alpha(self):
         return self._alpha
 
+    @classmethod
+    def _is_increasing(cls, **kwargs):
+        # Lets `tfd.TransformedDistribution` compute `cdf` and `quantile`.
+        return True
+
     def _forward(self, x):
         if self._alpha == 0.0:
             return self._scale * tf.sigmoid(x)

@@ -74,8 +74,16 @@ class Squeeze(tfb.Bijector):
                              f'{[height, width, channels]}.')
         return (height * k, width * k, channels // (k * k))
 
+    def _static_event(self, t):
+        event = t.shape[-3:]
+        if not event.is_fully_defined():
+            raise ValueError(f'{self.name}: Squeeze needs a static event '
+                             f'shape (height, width, channels); got a '
+                             f'tensor of shape {t.shape}.')
+        return tuple(event.as_list())
+
     def _inverse(self, x):
-        event = tuple(int(d) for d in x.shape[-3:])
+        event = self._static_event(x)
         height, width, channels = event
         k = self._block_size
         new_event = self._squeezed_shape(event)
@@ -89,7 +97,7 @@ class Squeeze(tfb.Bijector):
             tf.transpose(blocks, perm), 5, new_event)
 
     def _forward(self, y):
-        event = tuple(int(d) for d in y.shape[-3:])
+        event = self._static_event(y)
         height, width, _ = event
         k = self._block_size
         new_event = self._unsqueezed_shape(event)
@@ -108,29 +116,36 @@ class Squeeze(tfb.Bijector):
     def _inverse_log_det_jacobian(self, x):
         return tf.zeros([], dtype=x.dtype)
 
+    # The event-shape methods see the whole event, which may have axes in
+    # front of the three image axes (a larger `event_ndims`, or the event of
+    # a `tfd.Sample` base); those pass through unchanged.
+
     def _forward_event_shape(self, input_shape):
-        if _event_shape_known(input_shape):
-            return tf.TensorShape(self._unsqueezed_shape(
-                tuple(input_shape.as_list()[-3:])))
-        return tf.TensorShape([None] * 3)
+        return _map_last_three(input_shape, self._unsqueezed_shape)
 
     def _inverse_event_shape(self, output_shape):
-        if _event_shape_known(output_shape):
-            return tf.TensorShape(self._squeezed_shape(
-                tuple(output_shape.as_list()[-3:])))
-        return tf.TensorShape([None] * 3)
+        return _map_last_three(output_shape, self._squeezed_shape)
 
     def _forward_event_shape_tensor(self, input_shape):
         k = self._block_size
-        return tf.stack([input_shape[-3] * k, input_shape[-2] * k,
-                         input_shape[-1] // (k * k)])
+        return tf.concat([input_shape[:-3],
+                          [input_shape[-3] * k, input_shape[-2] * k,
+                           input_shape[-1] // (k * k)]], axis=0)
 
     def _inverse_event_shape_tensor(self, output_shape):
         k = self._block_size
-        return tf.stack([output_shape[-3] // k, output_shape[-2] // k,
-                         output_shape[-1] * k * k])
+        return tf.concat([output_shape[:-3],
+                          [output_shape[-3] // k, output_shape[-2] // k,
+                           output_shape[-1] * k * k]], axis=0)
 
 
-def _event_shape_known(shape):
+def _map_last_three(shape, fn):
+    """`shape` with its last three dims replaced by `fn` of them."""
     shape = tf.TensorShape(shape)
-    return shape.rank is not None and shape[-3:].is_fully_defined()
+    if shape.rank is None:
+        return shape
+    if shape[-3:].is_fully_defined():
+        last = tf.TensorShape(fn(tuple(shape.as_list()[-3:])))
+    else:
+        last = tf.TensorShape([None] * 3)
+    return shape[:-3].concatenate(last)
