@@ -21,6 +21,7 @@ seed 0 .. --seeds - 1, and scores each on a fixed test set (VFlow by
 """
 
 import json
+import math
 import os
 import sys
 import time
@@ -171,8 +172,20 @@ def _settings():
 def _write_json(path, obj):
     tmp = path + '.tmp'
     with open(tmp, 'w') as f:
-        json.dump(obj, f, indent=1)
+        # Strict JSON: an undefined figure (the std of one seed, the rate of
+        # a run too short to time) is written as null, not NaN.
+        json.dump(_finite_or_none(obj), f, indent=1, allow_nan=False)
     os.replace(tmp, path)
+
+
+def _finite_or_none(obj):
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_or_none(v) for v in obj]
+    return obj
 
 
 def _load_runs(run_dir):
@@ -180,7 +193,10 @@ def _load_runs(run_dir):
     for name in sorted(os.listdir(run_dir)):
         if name.endswith('.json'):
             with open(os.path.join(run_dir, name)) as f:
-                runs.append(json.load(f))
+                run = json.load(f)
+            if run.get('test_log_likelihood') is None:   # non-finite
+                run['test_log_likelihood'] = math.nan
+            runs.append(run)
     return runs
 
 
@@ -384,13 +400,15 @@ def main(argv):
             with open(grid_path + '.tmp', 'wb') as f:
                 np.save(f, log_p)
             os.replace(grid_path + '.tmp', grid_path)
+        rate = result['iterations_per_second']
         _write_json(path, result)
         print(f'    {tag}: test log-likelihood '
               f'{result["test_log_likelihood"]:.4f} '
               f'(± {result["test_log_likelihood_sem"]:.4f} s.e. over test '
               f'points; init {result["init_test_log_likelihood"]:.4f}), '
-              f'{result["train_seconds"]:.1f} s, '
-              f'{result["iterations_per_second"]:.0f} it/s', flush=True)
+              f'{result["train_seconds"]:.1f} s'
+              + (f', {rate:.0f} it/s' if np.isfinite(rate) else ''),
+              flush=True)
         _write_outputs(out_dir, settings, density_configs)
     _write_outputs(out_dir, settings, density_configs)
     print(f'Done in {time.time() - start:.0f} s. Table: '

@@ -14,6 +14,7 @@ Strategies: `--strategy=mirrored` (all local GPUs, else the CPU),
 """
 
 import ast
+import logging as std_logging
 import os
 import sys
 
@@ -87,6 +88,9 @@ flags.mark_flags_as_required(['preset', 'output_dir'])
 
 def _fail(message):
     print(f'train.py: error: {message}', file=sys.stderr)
+    # The message is the whole story: keep TF's warnings on the way out
+    # (e.g. every unmatched value of a refused checkpoint) from burying it.
+    std_logging.getLogger('tensorflow').setLevel(std_logging.ERROR)
     sys.exit(2)
 
 

@@ -10,6 +10,7 @@ import glob
 import logging
 import os
 import shutil
+import sys
 import tempfile
 
 import numpy as np
@@ -253,6 +254,24 @@ def test_a_failed_preparation_names_the_data_set_and_the_cause(
         assert isinstance(info.value, RuntimeError)
 
 
+def test_a_data_set_prepared_meanwhile_by_another_process_is_used(
+        tmp_path, monkeypatch):
+    # Two workers sharing a data directory both start preparing; the one
+    # that finishes second finds TFDS's destination taken.
+    prepare = tfds.core.DatasetBuilder.download_and_prepare
+    def racing(self, *args, **kwargs):
+        other = tfds.builder('photo_patches/32x32', data_dir=str(tmp_path))
+        prepare(other)
+        raise FileExistsError(f'Cannot rename incomplete.x_1.0.0. '
+                              f'Destination {self.data_dir} already exists.')
+    monkeypatch.setattr(tfds.core.DatasetBuilder, 'download_and_prepare',
+                        racing)
+    ds = data.image_dataset('photo_patches/32x32', 'test', 8,
+                            data_dir=str(tmp_path), repeat=False,
+                            drop_remainder=False)
+    assert sum(int(batch.shape[0]) for batch in ds) == 82
+
+
 # The photo_patches builder (real TFDS files, built offline).
 
 
@@ -443,3 +462,8 @@ def test_an_init_batch_larger_than_the_split_draws_with_replacement(
 def test_photo_patches_is_registered():
     assert 'photo_patches' in tfds.list_builders()
     assert pipelines.SUPPORTED_DATASETS == data.SUPPORTED_DATASETS
+
+
+if __name__ == '__main__':
+    # Pytest-style tests: a plain `python tests/test_data.py` (Bazel's py_test) runs them.
+    sys.exit(pytest.main([__file__]))

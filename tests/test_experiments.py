@@ -143,7 +143,14 @@ def test_script_end_to_end(tmp_path):
                  'runs/D2_L2_seed0.json', 'runs/D4_L2_seed0.json',
                  'densities/D2_L2_seed0.npy', 'densities/D4_L2_seed0.npy'):
         assert (out / name).is_file(), name
-    results = json.loads((out / 'results.json').read_text())
+    def strict(constant):
+        raise AssertionError(f'{constant} is not JSON')
+    results = json.loads((out / 'results.json').read_text(),
+                         parse_constant=strict)
+    for run in (out / 'runs').glob('*.json'):
+        # One call of 50 iterations has no timed steps: a null rate.
+        assert json.loads(run.read_text(), parse_constant=strict)[
+            'iterations_per_second'] is None
     assert len(results['runs']) == 2
     assert all(np.isfinite(r['test_log_likelihood']) for r in results['runs'])
     table = (out / 'table.md').read_text()
@@ -202,3 +209,8 @@ def test_script_needs_output_dir():
     proc = _run_script('--iterations=5')
     assert proc.returncode != 0
     assert '--output_dir is required' in proc.stderr.strip().splitlines()[-1]
+
+
+if __name__ == '__main__':
+    # Pytest-style tests: a plain `python tests/test_experiments.py` (Bazel's py_test) runs them.
+    sys.exit(pytest.main([__file__]))

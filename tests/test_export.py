@@ -279,18 +279,40 @@ class ExportTest(tf.test.TestCase):
                                         message):
                 fn(**kwargs)
         # Signatures do not check shapes themselves (a wrong size used to
-        # fail inside the networks with a reshape error): the model does.
+        # fail inside the networks with a reshape error): the model does,
+        # for every input, including another rank (a serving client's
+        # `[1]` for a scalar, one image without its batch axis).
+        shape_error = r'Shape of tensor {} \[{}\] is not compatible with ' \
+                      r'expected shape \[{}\]'
         with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
-                                    r'x must have shape \[N, 2\]'):
+                                    shape_error.format('x', '3,3', r'\?,2')):
             sig['elbo'](x=c(np.zeros([3, 3], np.float32)), seed=c([1, 2]))
+        for kwargs, error in (
+                (dict(x=c(self.vectors), num_samples=c([2]), seed=c([1, 2])),
+                 shape_error.format('num_samples', '1', '')),
+                (dict(x=c(self.vectors), num_samples=c(2), seed=c([1, 2, 3])),
+                 shape_error.format('seed', '3', '2'))):
+            with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
+                                        error):
+                sig['log_prob'](**kwargs)
+        for kwargs, error in (
+                (dict(num=c([1]), temperature=c(1.0), seed=c([1, 2])),
+                 shape_error.format('num', '1', '')),
+                (dict(num=c(1), temperature=c([1.0]), seed=c([1, 2])),
+                 shape_error.format('temperature', '1', ''))):
+            with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
+                                        error):
+                sig['sample'](**kwargs)
         images = self.loaded['image'].signatures
         for name, kwargs in (('serving_default', {}),
                              ('log_prob', dict(num_samples=c(2),
                                                seed=c([1, 2])))):
-            with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
-                                        r'x must have shape \[N, 8, 8, 3\]'):
-                images[name](x=c(np.zeros([2, 16, 16, 3], np.uint8)),
-                             **kwargs)
+            for bad, shown in (([2, 16, 16, 3], '2,16,16,3'),
+                               ([8, 8, 3], '8,8,3')):
+                with self.assertRaisesRegex(
+                        tf.errors.InvalidArgumentError,
+                        shape_error.format('x', shown, r'\?,8,8,3')):
+                    images[name](x=c(np.zeros(bad, np.uint8)), **kwargs)
         # The dtype is part of the signature.
         refused = (TypeError, ValueError, tf.errors.InvalidArgumentError)
         with self.assertRaises(refused):

@@ -1228,3 +1228,7 @@ class TrainingTest(tf.test.TestCase):
         self.assertTrue(np.isfinite(after))
         self.assertLess(after, before - 0.5)
         self.assertGreater(after, 0.0)
+
+
+if __name__ == '__main__':
+    tf.test.main()

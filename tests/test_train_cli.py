@@ -273,6 +273,25 @@ class TrainCliTest(tf.test.TestCase):
             run, r"train\.py: error: preset 'checkerboard_glow_3' cannot be "
                  r"built with \{'hidden_units': 5\}: 'int' object is not "
                  r"iterable")
+        # A --set that changes the model's variables is refused when resuming,
+        # and the error stays the last line (no TF warnings listing every
+        # unmatched checkpoint value after it).
+        run_dir = os.path.join(self.tmp, 'resumed')
+        args = ('--preset=checkerboard_glow_3', '--dataset=checkerboard',
+                '--train_steps=2', f'--output_dir={run_dir}')
+        self.assertEqual(self._run_train(*args).returncode, 0)
+        run = self._run_train(*args, '--set=hidden_units=[10,10]')
+        self._assert_one_line_error(run, r'is not a checkpoint of preset')
+        self.assertIn('Use another output directory.',
+                      run.stderr.strip().splitlines()[-1])
+        # Nothing to hold out from a stream of fresh points: the run would
+        # have evaluated the test set under the name "validation".
+        run = self._run_train('--preset=checkerboard_glow_3',
+                              '--dataset=checkerboard', '--validation_size=100',
+                              f'--output_dir={self.tmp}')
+        self._assert_one_line_error(
+            run, r"train\.py: error: validation_size applies to image "
+                 r"datasets; the checkerboard trains on fresh points")
 
 
 if __name__ == '__main__':

@@ -398,5 +398,23 @@ class TrainerTest(tf.test.TestCase):
             _config(self._dir(), adam_epsilon=-1.0).validate()
 
 
+class WriteJsonTest(tf.test.TestCase):
+
+    def test_results_get_the_permissions_of_any_new_file(self):
+        # Others (an exporting user, a serving container) read results.json.
+        directory = self.get_temp_dir()
+        path = os.path.join(directory, 'results.json')
+        for mask, mode in ((0o022, 0o644), (0o077, 0o600)):
+            previous = os.umask(mask)
+            try:
+                training.write_json_atomic(path, {'mask': mask})
+            finally:
+                os.umask(previous)
+            self.assertEqual(os.stat(path).st_mode & 0o777, mode)
+            with open(path) as f:
+                self.assertEqual(json.load(f), {'mask': mask})
+        self.assertEqual(os.listdir(directory), ['results.json'])
+
+
 if __name__ == '__main__':
     tf.test.main()

@@ -89,6 +89,8 @@ def _positive_int(value, name):
     return value
 
 
+
+
 class FlowScorer(tf.Module):
     """A `VFlow` with `tf.function`s ready to be SavedModel signatures.
 
@@ -184,16 +186,13 @@ class FlowScorer(tf.Module):
                 'sample': self.sample, 'metadata': self.metadata}
 
     def _checked(self, x):
+        # Signature calls (serving) do not check input shapes; without this
+        # a wrong size fails deep inside the networks. (`EnsureShape` runs
+        # in the graph; comparisons of `tf.shape` would be constant-folded
+        # from the traced shape.)
+        x = tf.ensure_shape(x, [None, *self.model.data_shape])
         tf.debugging.assert_positive(
             tf.shape(x)[0], message='x must hold at least one example')
-        # Signature calls (serving) do not check the input shape; without
-        # this a wrong size fails deep inside the networks.
-        shape = list(self.model.data_shape)
-        with tf.control_dependencies([tf.debugging.assert_equal(
-                tf.shape(x)[1:], tf.constant(shape, tf.int32),
-                message=f'x must have shape [N, '
-                        f'{", ".join(str(d) for d in shape)}]')]):
-            x = tf.identity(x)
         if not self._is_image:
             x = tf.debugging.assert_all_finite(
                 x, 'x must be finite (no NaN or infinity)')
@@ -210,6 +209,8 @@ class FlowScorer(tf.Module):
     def _log_prob(self, x, num_samples, seed):
         """Importance-weighted log-likelihood and bits/dim, float64 [N]."""
         x = self._checked(x)
+        num_samples = tf.ensure_shape(num_samples, [])
+        seed = tf.ensure_shape(seed, [2])
         ll = self.model.log_prob(x, num_samples, chunk_size=self._chunk_size,
                                  seed=self.model.example_seeds(x, seed))
         return {'log_likelihood': ll,
@@ -224,6 +225,7 @@ class FlowScorer(tf.Module):
     def _elbo(self, x, seed):
         """Single-sample ELBO and its bits/dim, float64 [N]."""
         x = self._checked(x)
+        seed = tf.ensure_shape(seed, [2])
         elbo = tf.cast(
             self.model.elbo(x, seed=self.model.example_seeds(x, seed)),
             tf.float64)
@@ -231,6 +233,9 @@ class FlowScorer(tf.Module):
 
     def _sample(self, num, temperature, seed):
         """`num` draws at `temperature`: uint8 images or float vectors."""
+        num = tf.ensure_shape(num, [])
+        temperature = tf.ensure_shape(temperature, [])
+        seed = tf.ensure_shape(seed, [2])
         # (An empty request would fail inside the convolutions.)
         tf.debugging.assert_positive(num, message='num must be >= 1')
         tf.debugging.assert_all_finite(temperature,

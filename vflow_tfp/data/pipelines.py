@@ -171,7 +171,7 @@ def image_dataset(name, split, batch_size, *, input_context=None,
     builder = _builder(name, data_dir)
     shape = _image_shape(builder)
     _tfds_split(builder, split, validation_size)  # Checks before preparing.
-    _prepare(builder)
+    builder = _prepare(builder, name, data_dir)
     tfds_split = _tfds_split(builder, split, validation_size)
 
     if input_context is None:
@@ -249,7 +249,7 @@ def distributed_image_dataset(strategy, name, split, global_batch_size,
     builder = _builder(name, kwargs.get('data_dir'))
     _image_shape(builder)
     _tfds_split(builder, split, kwargs.get('validation_size', 0))
-    _prepare(builder)
+    builder = _prepare(builder, name, kwargs.get('data_dir'))
     _tfds_split(builder, split, kwargs.get('validation_size', 0))
 
     def dataset_fn(input_context):
@@ -432,15 +432,23 @@ def _pipeline_seed(seed, pipeline_id):
     return (int(seed) + pipeline_id * 0x9E3779B97F4A7C15) % 2**63
 
 
-def _prepare(builder):
+def _prepare(builder, name, data_dir):
+    """Prepares `builder`'s data set if needed; returns a builder to read."""
     if builder.is_prepared():
-        return
+        return builder
     logging.info('Preparing TFDS dataset %s in %s (first use).',
                  builder.info.full_name, builder.data_dir)
     start = time.monotonic()
     try:
         builder.download_and_prepare()
     except Exception as e:  # pylint: disable=broad-except
+        if builder.is_prepared():
+            # Another process (a second worker sharing the data directory)
+            # finished first and TFDS refused to overwrite its result. Read
+            # that copy with a new builder: this one's info has no splits.
+            logging.info('%s was prepared by another process; using it.',
+                         builder.info.full_name)
+            return _builder(name, data_dir)
         raise DatasetUnavailableError(
             f'Could not prepare TFDS dataset {builder.info.full_name!r} in '
             f'{builder.data_dir} ({type(e).__name__}: {_first_line(e)}); '
@@ -448,6 +456,7 @@ def _prepare(builder):
         ) from e
     logging.info('Prepared %s in %.1f s.', builder.info.full_name,
                  time.monotonic() - start)
+    return builder
 
 
 def _available_splits(builder):

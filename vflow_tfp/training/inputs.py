@@ -67,7 +67,8 @@ def training_inputs(dataset, global_batch_size, *, init_batch_size=64,
       seed: shuffling and sampling seed.
       data_dir: tfds data directory.
       validation_size: hold this many training images out and evaluate on
-        them instead of the test split.
+        them instead of the test split. Image datasets only: the
+        checkerboard trains on fresh points and has nothing to hold out.
       repeat_eval: repeat the evaluation data (multi-worker runs need a fixed
         number of collective evaluation steps) in full batches. Otherwise
         one pass over every example, the last batch possibly partial.
@@ -81,6 +82,11 @@ def training_inputs(dataset, global_batch_size, *, init_batch_size=64,
       the position inside a shuffled file stream is not checkpointed.
     """
     if dataset == 'checkerboard':
+        if validation_size:
+            raise ValueError(
+                'validation_size applies to image datasets; the checkerboard '
+                'trains on fresh points and is evaluated on its fixed '
+                f'{CHECKERBOARD_TEST_SIZE:,}-point test set.')
         test = checkerboard.sample_checkerboard(CHECKERBOARD_TEST_SIZE,
                                                 seed=CHECKERBOARD_TEST_SEED)
 

@@ -151,11 +151,17 @@ class TrainConfig:
 def write_json_atomic(path, payload):
     """Writes JSON so that readers never see a partial file."""
     directory = os.path.dirname(path) or '.'
-    with tempfile.NamedTemporaryFile('w', dir=directory, delete=False,
-                                     suffix='.tmp') as f:
-        json.dump(payload, f, indent=2, sort_keys=True)
-        tmp = f.name
-    os.replace(tmp, path)
+    # A plain `open` (not `tempfile`, whose files are private, mode 0600)
+    # gives the file the permissions of every other output of the run.
+    tmp = os.path.join(directory,
+                       f'.{os.path.basename(path)}.{os.getpid()}.tmp')
+    try:
+        with open(tmp, 'w') as f:
+            json.dump(payload, f, indent=2, sort_keys=True)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def image_grid(images, columns=None):
@@ -294,11 +300,17 @@ class Trainer:
                     f'{self.config.output_dir} holds a run of preset '
                     f'{recorded["preset"]!r}, not {self.config.preset!r}; '
                     'use another output directory.')
+            status = None
             try:
                 # Consumed, not just matched: a smaller model (say one step
                 # fewer) matches a subset of a larger model's checkpoint.
-                self.checkpoint.restore(latest).assert_consumed()
+                status = self.checkpoint.restore(latest)
+                status.assert_consumed()
             except (AssertionError, ValueError, tf.errors.OpError) as e:
+                if status is not None:
+                    # The error below says it all; without this TF logs
+                    # every unmatched value of the checkpoint on exit.
+                    status.expect_partial()
                 first = str(e).strip().splitlines()[0]
                 trained = (f' (results.json: overrides '
                            f'{recorded["preset_overrides"]})'
