@@ -565,8 +565,7 @@ class ConditioningTest(tf.test.TestCase):
                 atol=1e-10)
 
     def test_conditional_affine_without_context_is_a_clear_error(self):
-        layer = vb.ConditionalAffine(
-            lambda c, training=False: tf.zeros([1, 4]), [2])
+        layer = vb.ConditionalAffine(vflow_tfp.nets.MLP(3, 4), [2])
         with self.assertRaisesRegex(ValueError, 'needs a context'):
             layer.forward(tf.zeros([1, 2]))
 

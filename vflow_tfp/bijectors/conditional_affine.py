@@ -113,11 +113,8 @@ class ConditionalAffine(fused.FusedBijector):
 
     def _log_scale_and_shift(self, x, context, training):
         """`(s, t)`, each broadcast to the shape of `x`."""
-        if context is None:
-            raise ValueError(f'{self.name}: ConditionalAffine computes its '
-                             f'scale and shift from a context and needs a '
-                             f'context; got None.')
-        context = tf.convert_to_tensor(context, dtype=self.dtype)
+        if context is not None:
+            context = tf.convert_to_tensor(context, dtype=self.dtype)
         out = self._network(context, training=training)
         size = 1
         for d in self._event_shape:

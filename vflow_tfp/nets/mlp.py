@@ -125,6 +125,10 @@ class MLP(tf.Module):
             mis-shaped context.
         """
         del training  # No stochastic layers.
+        if x is None:
+            # How a `ConditionalAffine` called without its context arrives.
+            raise ValueError(f'{self.name} got None as its input; a '
+                             'conditional layer it drives needs a context.')
         x = tf.convert_to_tensor(x, dtype=self._dtype)
         if x.shape.rank is None or x.shape.rank < 1 or (
                 x.shape[-1] != self._input_features):
