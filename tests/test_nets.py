@@ -849,6 +849,22 @@ class MLPTest(tf.test.TestCase, parameterized.TestCase):
         self.assertEqual(
             [int(n) for n in net.recycle_dead_units(inputs, [3, 4])], [0, 0])
 
+    def test_every_recycled_unit_is_alive_even_on_a_few_rows(self):
+        # Every unit of the first layer dead: the second layer's columns are
+        # all zeroed, and on 4 rows a kink at the row of largest projection
+        # (1 pick in 4) would leave a unit dead again.
+        net = nets.MLP(3, 2, hidden_units=(50, 50), name='all_dead')
+        net.hidden_layers[0].bias.assign(tf.fill([50], -100.0))
+        net.hidden_layers[1].bias.assign(tf.fill([50], -100.0))
+        x = tf.random.stateless_uniform([4, 3], [1, 2], -1, 1)
+        counts = net.recycle_dead_units(x, seed=tf.constant([3, 4]))
+        self.assertEqual([int(n) for n in counts], [50, 50])
+        h = x
+        for layer in net.hidden_layers:
+            pre = layer(h).numpy()
+            self.assertTrue(np.all(np.any(pre > 0, axis=0)))
+            h = tf.nn.relu(pre)
+
     def test_recycled_units_learn(self):
         net = self._net_with_dead_units(tf.float32)
         x = tf.random.stateless_uniform([64, 3], [5, 6], -3, 3)

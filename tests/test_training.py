@@ -33,6 +33,17 @@ class WarmupHoldDecayTest(tf.test.TestCase):
         self.assertBetween(first, 188_000, 189_000)
         self.assertAllClose(ours[-1], expected[-1], rtol=1e-6)
 
+    def test_floor_when_min_lr_is_an_exact_power_of_decay(self):
+        # The rate after k decay steps is min_lr itself: it must freeze
+        # there, not one step later (the logs' rounding put it there).
+        for max_lr, decay in ((1e-3, 0.99), (1.0, 0.5), (2e-3, 0.9)):
+            for k in range(1, 40):
+                min_lr = max_lr * decay**k
+                schedule = training.WarmupHoldDecay(max_lr, decay=decay,
+                                                    min_lr=min_lr)
+                self.assertAllClose(schedule(10**6), min_lr, rtol=1e-6,
+                                    msg=f'{max_lr} {decay} {k}')
+
     def test_resume_at_any_step_is_stateless(self):
         schedule = training.WarmupHoldDecay(1.2e-3, 2000, 50000, 0.99999,
                                             3e-4)

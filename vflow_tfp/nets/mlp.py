@@ -170,14 +170,19 @@ class MLP(tf.Module):
         whose activation `f(h W + b)_j` is 0 at every row of `h` gets
 
         ```none
-        W[:, j] = r * v / |v|,  v ~ N(0, I),  r = median_k |W[:, k]| (live k)
+        W[:, j] = s r v / |v|,  v ~ N(0, I),  r = upper median of |W[:, k]| (live k)
         b[j]    = -(h_i W[:, j])            for one random row i of h
         W_next[j, :] = 0
         ```
 
-        so it is active on part of the batch, and the network's output on
-        `inputs` is unchanged (up to float rounding). Adam's moments of
-        these weights are near zero already (their gradients were zero).
+        with `s = -1` if row `i` has the largest projection `h_i v` (the
+        unit would be zero on the whole batch again), else 1, and `r = 1`
+        if no live unit has a nonzero column (say every unit of the layer
+        before was dead, so its rows here were zeroed). The unit is then
+        active on part of the batch (unless all rows project alike), and
+        the network's output on `inputs` is unchanged (up to float
+        rounding). Adam's moments of these weights are near zero already
+        (their gradients were zero).
 
         Args:
           inputs: `[..., input_features + context_features]` tensor, the
@@ -208,6 +213,7 @@ class MLP(tf.Module):
             radius = tf.cond(
                 live > 0, lambda: live_norms[live // 2],
                 lambda: tf.reduce_mean(norms))
+            radius = tf.where(radius > 0, radius, tf.ones_like(radius))
             direction = tf.random.stateless_normal(
                 tf.shape(kernel), seeds[2 * i], dtype=kernel.dtype)
             new_kernel = direction * (radius / tf.norm(direction, axis=0))
@@ -215,8 +221,16 @@ class MLP(tf.Module):
                 [layer.out_features], seeds[2 * i + 1], 0, rows,
                 dtype=tf.int32)
             picked = tf.gather(h, pick)                     # [out, in]
-            new_bias = -tf.reduce_sum(
+            picked_proj = tf.reduce_sum(
                 picked * tf.transpose(new_kernel), axis=-1)
+            # A kink at the row of largest projection leaves every row at
+            # or below it: point the unit the other way.
+            flip = picked_proj >= tf.reduce_max(tf.matmul(h, new_kernel),
+                                                axis=0)
+            sign = tf.where(flip, -tf.ones_like(picked_proj),
+                            tf.ones_like(picked_proj))
+            new_kernel = new_kernel * sign[tf.newaxis, :]
+            new_bias = -picked_proj * sign
             layer.kernel.assign(tf.where(dead[tf.newaxis, :], new_kernel,
                                          kernel))
             layer.bias.assign(tf.where(dead, new_bias, layer.bias))

@@ -66,8 +66,20 @@ class WarmupHoldDecay(tf_keras.optimizers.schedules.LearningRateSchedule):
 
     def _steps_to_floor(self):
         """Decay steps until the rate first reaches `min_lr` or below."""
-        return float(math.ceil(math.log(self.min_lr / self.max_lr)
-                               / math.log(self.decay)))
+        log_decay = math.log(self.decay)
+        steps = math.ceil(math.log(self.min_lr / self.max_lr) / log_decay)
+
+        def at_floor(n):   # the rate after n decay steps, as __call__ has it
+            return (self.max_lr * math.exp(n * log_decay)
+                    <= self.min_lr * (1.0 + 1e-12))
+
+        # The logarithms' rounding can put the ceiling one step off when
+        # `min_lr` is itself `max_lr * decay^k`.
+        while steps > 0 and at_floor(steps - 1):
+            steps -= 1
+        while not at_floor(steps):
+            steps += 1
+        return float(steps)
 
     def get_config(self):
         return dict(max_lr=self.max_lr, warmup_steps=self.warmup_steps,
