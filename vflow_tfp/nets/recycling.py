@@ -10,10 +10,11 @@ gives that width back without changing what the network computes:
 
 * a unit counts as dead when its activation is exactly zero at every point
   of the batch the network sees;
-* its incoming weights are redrawn (a random direction with the median norm
-  of the layer's live units) and its bias is set so that its pre-activation
-  is zero at one randomly chosen point of the batch, so it is alive there
-  and its kink lies inside the data;
+* its incoming weights are redrawn (a random direction with the (upper)
+  median norm of the layer's live units) and its bias is set so that its
+  pre-activation is zero at one randomly chosen point of the batch: its
+  kink lies inside the data, and the direction is reversed if no point of
+  the batch would lie on the unit's positive side, so it is alive there;
 * its outgoing weights (the next layer's row) are set to zero, so the
   network's output on the batch is unchanged, and the unit rejoins training
   through the gradient of that zero row.
