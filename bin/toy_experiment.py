@@ -169,13 +169,17 @@ def _settings():
                 grid_iw_samples=_GRID_IW.value)
 
 
+def _atomic_write(path, mode='w'):
+    # Not imported at the top: the package imports TensorFlow.
+    from vflow_tfp import atomic_files  # pylint: disable=g-import-not-at-top
+    return atomic_files.atomic_write(path, mode)
+
+
 def _write_json(path, obj):
-    tmp = path + '.tmp'
-    with open(tmp, 'w') as f:
+    with _atomic_write(path) as f:
         # Strict JSON: an undefined figure (the std of one seed, the rate of
         # a run too short to time) is written as null, not NaN.
         json.dump(_finite_or_none(obj), f, indent=1, allow_nan=False)
-    os.replace(tmp, path)
 
 
 def _finite_or_none(obj):
@@ -397,9 +401,8 @@ def main(argv):
             # Through a temporary file: a half-written grid would be taken
             # as done by every later --resume.
             grid_path = os.path.join(grid_dir, tag + '.npy')
-            with open(grid_path + '.tmp', 'wb') as f:
+            with _atomic_write(grid_path, 'wb') as f:
                 np.save(f, log_p)
-            os.replace(grid_path + '.tmp', grid_path)
         rate = result['iterations_per_second']
         _write_json(path, result)
         print(f'    {tag}: test log-likelihood '

@@ -43,7 +43,8 @@ fused kernels against eager ops: about 1e-6 bits/dim). The signatures check thei
 `tf.debugging` assertions: an empty batch, `num_samples < 1`, `num < 1`, a
 temperature that is not positive and finite, non-finite vectors and (for a
 model of fewer than 256 levels) pixel values past its levels are errors,
-not garbage outputs.
+not garbage outputs; so is any input of another shape or rank
+(`tf.ensure_shape`: serving calls skip the signatures' own shape checks).
 
 The metadata (preset, overrides, training config, dataset, data shape,
 pixel levels `num_bins` of an image model, test bits/dim, default sample
@@ -87,8 +88,6 @@ def _positive_int(value, name):
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f'{name} must be a positive integer; got {value!r}.')
     return value
-
-
 
 
 class FlowScorer(tf.Module):

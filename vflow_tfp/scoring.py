@@ -35,6 +35,7 @@ import zipfile
 import numpy as np
 import tensorflow as tf
 
+from vflow_tfp import atomic_files
 from vflow_tfp import export
 from vflow_tfp.data import pipelines
 
@@ -572,10 +573,8 @@ def write_results(path, results):
       ValueError: as `output_format`, or if the file cannot be written.
     """
     fmt = output_format(path)
-    tmp = os.path.join(os.path.dirname(path),
-                       f'.{os.path.basename(path)}.{os.getpid()}.tmp')
     try:
-        with open(tmp, 'w', newline='') as f:
+        with atomic_files.atomic_write(path, newline='') as f:
             if fmt == 'json':
                 json.dump(results, f, indent=1)
                 f.write('\n')
@@ -585,11 +584,7 @@ def write_results(path, results):
                 for r in results['images']:
                     writer.writerow([r['source'], repr(r['bits_per_dim']),
                                      repr(r['log_likelihood'])])
-        os.replace(tmp, path)
     except OSError as e:
         raise ValueError(f'{path}: cannot write it '
                          f'({e.strerror or e}).') from e
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 

@@ -50,6 +50,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
+from vflow_tfp import atomic_files
 from vflow_tfp import export as export_lib
 from vflow_tfp.models import presets
 from vflow_tfp.training import ema as ema_lib
@@ -150,18 +151,8 @@ class TrainConfig:
 
 def write_json_atomic(path, payload):
     """Writes JSON so that readers never see a partial file."""
-    directory = os.path.dirname(path) or '.'
-    # A plain `open` (not `tempfile`, whose files are private, mode 0600)
-    # gives the file the permissions of every other output of the run.
-    tmp = os.path.join(directory,
-                       f'.{os.path.basename(path)}.{os.getpid()}.tmp')
-    try:
-        with open(tmp, 'w') as f:
-            json.dump(payload, f, indent=2, sort_keys=True)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_files.atomic_write(path) as f:
+        json.dump(payload, f, indent=2, sort_keys=True)
 
 
 def image_grid(images, columns=None):
