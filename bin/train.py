@@ -150,19 +150,6 @@ def main(argv):
         _fail(f'--global_batch_size={FLAGS.global_batch_size} is not '
               f'divisible by the {replicas} replicas.')
 
-    try:
-        inputs = training.training_inputs(
-            FLAGS.dataset, FLAGS.global_batch_size,
-            init_batch_size=FLAGS.init_batch_size, seed=FLAGS.seed,
-            data_dir=FLAGS.data_dir, validation_size=FLAGS.validation_size,
-            repeat_eval=FLAGS.strategy == 'multi_worker')
-    except (ValueError, FileNotFoundError,
-            data.DatasetUnavailableError) as e:
-        _fail(str(e))
-    if 'image_shape' in presets.overridable(FLAGS.preset) and (
-            'image_shape' not in overrides) and len(inputs.data_shape) == 3:
-        overrides['image_shape'] = tuple(inputs.data_shape)
-
     eval_batches = FLAGS.eval_batches
     if FLAGS.strategy == 'multi_worker' and not eval_batches:
         # Workers must run the same number of collective eval steps.
@@ -190,7 +177,23 @@ def main(argv):
         seed=FLAGS.seed,
         jit_compile=FLAGS.jit_compile, export=FLAGS.export)
     try:
+        # Before the inputs, which draw the init batch: a bad
+        # --init_batch_size or --seed is named as such, not as whatever
+        # argument of the data code it reaches.
         config.validate()
+        inputs = training.training_inputs(
+            FLAGS.dataset, FLAGS.global_batch_size,
+            init_batch_size=FLAGS.init_batch_size, seed=FLAGS.seed,
+            data_dir=FLAGS.data_dir, validation_size=FLAGS.validation_size,
+            repeat_eval=FLAGS.strategy == 'multi_worker')
+    except (ValueError, FileNotFoundError,
+            data.DatasetUnavailableError) as e:
+        _fail(str(e))
+    if 'image_shape' in presets.overridable(FLAGS.preset) and (
+            'image_shape' not in overrides) and len(inputs.data_shape) == 3:
+        config.preset_overrides['image_shape'] = tuple(inputs.data_shape)
+
+    try:
         trainer = training.Trainer(config, strategy, inputs.train_input_fn,
                                    inputs.eval_input_fn, inputs.init_batch)
     except ValueError as e:
@@ -207,11 +210,17 @@ def main(argv):
                  FLAGS.preset, f'{trainer.model.count_params():,}', replicas,
                  FLAGS.dataset, list(inputs.data_shape))
     try:
-        # Before training: refuses an output_dir of another model.
+        # Before training: refuses an output_dir of another model (and a
+        # non-finite initialisation, which it does not save).
         trainer.restore_or_initialize()
-    except ValueError as e:
+    except (ValueError, FloatingPointError) as e:
         _fail(str(e))
-    results = trainer.train()
+    try:
+        results = trainer.train()
+    except FloatingPointError as e:
+        # A non-finite loss, gradient or model: the message names the last
+        # good checkpoint, and a traceback into the loop adds nothing.
+        _fail(str(e))
     summary = ', '.join(f'{k} {results[k]:.4f}' for k in
                         ('train_bpd', 'test_bpd', 'test_bpd_iw')
                         if isinstance(results.get(k), float))

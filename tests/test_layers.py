@@ -87,6 +87,27 @@ class ActNormInitTest(tf.test.TestCase, parameterized.TestCase):
         self.assertAllClose(norm.inverse(x), y, atol=1e-12)  # not `before`
         del before, before_chain
 
+    def test_eager_updates_on_one_input_tensor_after_clearing_caches(self):
+        # Eager steps on one fixed batch tensor: TFP would answer the second
+        # log_prob from its cache (the first tape keeps the outputs alive),
+        # with the old weights; after clear_bijector_caches it cannot.
+        norm = vb.ActNorm([4], dtype=tf.float64)
+        conv = vb.Invertible1x1Conv([4], dtype=tf.float64)
+        flow = tfb.Chain([norm, conv])
+        dist = tfd.TransformedDistribution(
+            tfd.Sample(tfd.Normal(tf.constant(0.0, tf.float64), 1.0), [4]),
+            tfb.Invert(flow))
+        x = tf.random.normal([8, 4], stddev=3.0, dtype=tf.float64)
+        for _ in range(2):
+            with tf.GradientTape() as tape:
+                loss = -tf.reduce_mean(dist.log_prob(x))
+            fresh = -tf.reduce_mean(dist.log_prob(tf.identity(x)))
+            self.assertAllClose(loss, fresh, atol=1e-12)
+            grads = tape.gradient(loss, flow.trainable_variables)
+            for var, grad in zip(flow.trainable_variables, grads):
+                var.assign_sub(0.1 * grad)
+            vflow_tfp.clear_bijector_caches()
+
     def test_rejects_constant_parameters_on_initialize(self):
         norm = vb.ActNorm([3], log_scale=tf.zeros([3]), shift=tf.zeros([3]))
         with self.assertRaisesRegex(TypeError, 'variable parameters'):
@@ -254,6 +275,19 @@ class SqueezeTest(tf.test.TestCase):
         traced = tf.function(vb.Squeeze().inverse, input_signature=[spec])
         with self.assertRaisesRegex(ValueError, 'static event shape'):
             traced.get_concrete_function()
+        # The shape-tensor methods refuse what the static ones refuse, also
+        # for a shape known only when the graph runs.
+        squeeze = vb.Squeeze()
+        with self.assertRaisesRegex(ValueError, 'divisible by 2'):
+            squeeze.inverse_event_shape_tensor([5, 5, 2])
+        with self.assertRaisesRegex(ValueError, 'divisible by 4'):
+            squeeze.forward_event_shape_tensor([4, 4, 6])
+        dynamic = tf.function(squeeze.inverse_event_shape_tensor,
+                              input_signature=[tf.TensorSpec([3], tf.int32)])
+        self.assertAllEqual(dynamic(tf.constant([4, 6, 2])), [2, 3, 8])
+        with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
+                                    'not divisible'):
+            dynamic(tf.constant([5, 5, 2]))
 
     def test_event_shapes_keep_leading_event_axes(self):
         squeeze = vb.Squeeze()
@@ -307,6 +341,27 @@ class Invertible1x1Test(tf.test.TestCase):
         deviation = conv.weights - tf.eye(6)[tf.newaxis]
         self.assertLess(float(tf.reduce_max(tf.abs(deviation))), 0.06)
         self.assertGreater(float(tf.math.reduce_std(deviation)), 0.005)
+
+    def test_dense_log_det_of_ill_conditioned_matrix(self):
+        # Condition number 1e9: a log-det through W W^T (condition 1e18)
+        # was 18 nats off in float64 and NaN for a float32 layer.
+        rng = np.random.default_rng(0)
+        u = np.linalg.qr(rng.normal(size=(6, 6)))[0]
+        v = np.linalg.qr(rng.normal(size=(6, 6)))[0]
+        w = (u * np.logspace(0, -9, 6)) @ v.T
+        for dtype, rtol in [(tf.float64, 1e-6), (tf.float32, 1e-4)]:
+            weights = tf.Variable(tf.constant(w[None], dtype))
+            conv = vb.Invertible1x1Conv([4, 4, 6], weights=weights,
+                                        dtype=dtype)
+            expected = 16 * np.linalg.slogdet(
+                weights.numpy()[0].astype(np.float64))[1]
+            fn = tf.function(lambda x, conv=conv:
+                             conv.inverse_log_det_jacobian(x, 3),
+                             jit_compile=True)
+            for ildj in [conv.inverse_log_det_jacobian(
+                    tf.zeros([1, 4, 4, 6], dtype), 3),
+                         fn(tf.ones([1, 4, 4, 6], dtype))]:
+                self.assertAllClose(ildj, expected, rtol=rtol)
 
     def test_per_half_matrices_act_on_their_half(self):
         conv = vb.Invertible1x1Conv([2, 4, 2], partition=vb.ColumnSplit(),
@@ -426,6 +481,21 @@ class MixtureLogisticTest(tf.test.TestCase):
         self.assertLess(float(tf.reduce_mean(tf.cast(iterations, tf.float32))),
                         15.0)
         self.assertLessEqual(int(tf.reduce_max(iterations)), 60)
+
+    def test_float32_root_accurate_when_one_component_is_wide(self):
+        # Two narrow components (scale e^-5 at 0 and 1) and one wide one of
+        # tiny weight: the bracket spans thousands of times the root, which
+        # must still come out at rounding level, not bracket-ulps away.
+        taus = np.linspace(-4.0, 4.0, 81)
+        for wide in (4.0, 8.0):
+            params = [tf.constant(np.broadcast_to(v, [81, 3]), tf.float32)
+                      for v in ([0.0, 0.0, -8.0], [0.0, 1.0, 0.0],
+                                [-5.0, -5.0, wide])]
+            tau = tf.constant(taus, tf.float32)
+            x, _ = vb.inverse_logit_cdf(tau, *params)
+            terms = vb.mixture_logistic_terms(x, *params)
+            err = np.abs((terms.log_cdf - terms.log_survival - tau).numpy())
+            self.assertLess(err.max(), 3e-5, msg=f'wide log-scale {wide}')
 
     def test_implicit_gradient_matches_inverse_function_rule(self):
         logits, means, log_scales = [tf.cast(v, tf.float64)

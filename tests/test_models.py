@@ -233,6 +233,25 @@ class PresetTest(tf.test.TestCase):
         for name in expected:
             self.assertNotEmpty(presets.describe(name), msg=name)
 
+    def test_imagenet_dequantisers_have_eight_steps(self):
+        # SPEC §6.3: the ImageNet code path's r has two groups of 4 steps.
+        def couplings(bijector):
+            found, stack = 0, [bijector]
+            while stack:
+                b = stack.pop()
+                if isinstance(b, vb.Coupling):
+                    found += 1
+                stack.extend(getattr(b, 'bijectors', []))
+                if isinstance(getattr(b, 'bijector', None), tfb.Bijector):
+                    stack.append(b.bijector)
+            return found
+        for name in ('flowpp_imagenet32', 'vflow_imagenet32',
+                     'vflow_imagenet64'):
+            model = presets.build(name, seed=0, filters=8, blocks=1,
+                                  components=2, image_shape=(8, 8, 3))
+            self.assertEqual(couplings(model.dequantizer.bijector), 8,
+                             msg=name)
+
     def test_every_cpu_sized_preset_builds(self):
         small = {'small_vflow_16': ((16, 16, 3), 3),
                  'small_vflow_32': ((32, 32, 3), 3),
@@ -393,6 +412,22 @@ class PresetTest(tf.test.TestCase):
         double = presets.build('tiny_flowpp', dtype=tf.float64)
         self.assertTrue(all(v.dtype == tf.float64
                             for v in double.trainable_variables))
+
+    def test_dtype_by_name(self):
+        # `--set dtype=float64` hands the preset a string.
+        x = data.sample_checkerboard(4, seed=0)
+        model = presets.build('checkerboard_vflow_3_4', seed=0,
+                              dtype='float64')
+        self.assertEqual(model.elbo(x, seed=[1, 2]).dtype, tf.float64)
+        for bad in ('int32', 'floot64'):
+            with self.assertRaisesRegex(ValueError, 'must be a float dtype'):
+                presets.build('checkerboard_vflow_3_4', dtype=bad)
+
+    def test_bits_per_dim_of_integer_log_likelihoods(self):
+        model = presets.build('checkerboard_glow_2', seed=0)
+        expected = np.array([3.0, 4.0]) / (2 * math.log(2.0))
+        for ll in ([-3, -4], np.array([-3, -4]), tf.constant([-3, -4])):
+            self.assertAllClose(model.bits_per_dim(ll), expected)
 
 
 # ----------------------------------------------------------------------------
@@ -946,6 +981,22 @@ class SamplingTest(tf.test.TestCase):
         # A tensor count works too (tf.function with an unknown batch).
         sampler = tf.function(lambda n: model.sample(n, seed=[1, 2]))
         self.assertEqual(sampler(tf.constant(2)).shape, [2, 8, 8, 3])
+
+    def test_pixels_outside_the_levels_are_refused(self):
+        model = self.model
+        images = np.full([1, 8, 8, 3], 7, np.int32)
+        for value, message in [(256, 'must be below 256'),
+                               (-1, 'must be >= 0')]:
+            bad = images.copy()
+            bad[0, 3, 4, 1] = value
+            for score in (lambda x: model.elbo(x, seed=[1, 2]),
+                          tf.function(lambda x: model.log_prob(
+                              x, 2, seed=[1, 2]))):
+                with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
+                                            message):
+                    score(tf.constant(bad))
+        self.assertTrue(np.all(np.isfinite(
+            model.elbo(tf.constant(images), seed=[1, 2]))))
 
     def test_vector_samples(self):
         model = presets.build('checkerboard_vflow_3_4', seed=0)

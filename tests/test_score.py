@@ -7,16 +7,21 @@ skips an interpreter and TensorFlow start-up per case; one goes through a
 real subprocess.
 """
 
+import contextlib
 import csv
+import io
 import json
 import os
 import re
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
+from unittest import mock
 import zipfile
 
+from absl.testing import flagsaver
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -38,8 +43,61 @@ def run_score(*args):
     return cli_helpers.run_script('score', *args)
 
 
+def run_score_to(stdout, *args):
+    """`run_score`, printing to `stdout`: (exit code, stderr).
+
+    `cli_helpers.run_script` prints to a `StringIO`, which takes any text
+    and never closes; this stands in for a strict or closed stream.
+    """
+    script = cli_helpers._script('score')  # pylint: disable=protected-access
+    err = io.StringIO()
+    with flagsaver.flagsaver(), contextlib.redirect_stdout(stdout), \
+            contextlib.redirect_stderr(err):
+        script.FLAGS.unparse_flags()
+        try:
+            script.main(script.FLAGS(['score.py', *args]))
+            code = 0
+        except SystemExit as e:
+            code = e.code
+    return code, err.getvalue()
+
+
+class _ClosedAfter(io.StringIO):
+    """A stdout whose reader goes away after `lines` lines, like `head`."""
+
+    def __init__(self, lines):
+        super().__init__()
+        self.lines = lines
+
+    def write(self, text):
+        if self.getvalue().count('\n') >= self.lines:
+            raise BrokenPipeError(32, 'Broken pipe')
+        return super().write(text)
+
+
 def _write_png(path, image):
     tf.io.write_file(path, tf.io.encode_png(image))
+
+
+def _write_bmp(path, pixels, palette=None):
+    """A BMP of RGB `pixels` [H, W, 3], or of 8-bit indices [H, W] into
+    `palette` [256, 3] (TensorFlow has no BMP encoder)."""
+    height, width = pixels.shape[:2]
+    if palette is None:
+        bits, rows, colours = 24, pixels[::-1, :, ::-1], b''
+    else:
+        bits, rows = 8, pixels[::-1]
+        colours = np.concatenate(  # BGR0 entries
+            [palette[:, ::-1], np.zeros([256, 1], np.uint8)], 1).tobytes()
+    rows = rows.reshape(height, -1).astype(np.uint8)
+    pad = b'\0' * (-rows.shape[1] % 4)
+    body = b''.join(row.tobytes() + pad for row in rows)
+    offset = 14 + 40 + len(colours)
+    header = struct.pack('<2sIHHI', b'BM', offset + len(body), 0, 0, offset)
+    info = struct.pack('<IiiHHIIiiII', 40, width, height, 1, bits, 0,
+                       len(body), 2835, 2835, 256 if colours else 0, 0)
+    with open(path, 'wb') as f:
+        f.write(header + info + colours + body)
 
 
 class ScoreTest(tf.test.TestCase):
@@ -432,6 +490,210 @@ class ScoreTest(tf.test.TestCase):
                            "'photo_patches/8x8' has no validation split of "
                            "its own; score tfds:photo_patches/8x8:test "
                            "instead.")
+
+    # -- output: files, pipes, names --------------------------------------
+
+    def test_output_file_is_written_before_a_closed_stdout(self):
+        # `score.py ... --output=s.json | head -2`: the file comes first and
+        # the closed pipe ends the printing quietly.
+        path = self._npy('five.npy', self.exported.train[:5])
+        json_path = self._path('s.json')
+        stdout = _ClosedAfter(2)
+        code, err = run_score_to(stdout, self.model_flag, path,
+                                 f'--output={json_path}')
+        self.assertEqual(code, 0, err)
+        self.assertEqual(err, f'wrote {json_path}\n')
+        self.assertLen(stdout.getvalue().splitlines(), 2)
+        with open(json_path) as f:
+            self.assertEqual(json.load(f)['num_images'], 5)
+
+    def test_closed_stdout_in_a_real_process(self):
+        # Python flushes stdout again at exit: without care, a second
+        # BrokenPipeError there.
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
+        env['PYTHONPATH'] = os.pathsep.join(
+            [ROOT] + [p for p in env.get('PYTHONPATH', '').split(os.pathsep)
+                      if p])
+        path = self._npy('two.npy', self.exported.train[:2])
+        csv_path = self._path('s.csv')
+        with subprocess.Popen(
+                [sys.executable, SCORE, self.model_flag, path,
+                 f'--output={csv_path}'], env=env, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, text=True) as run:
+            run.stdout.close()  # Before the script prints anything.
+            err = run.stderr.read()
+            code = run.wait(timeout=300)
+        self.assertEqual(code, 0, err)
+        self.assertNotIn('Traceback', err)
+        self.assertNotIn('Exception ignored', err)
+        self.assertEqual(err.splitlines()[-1], f'wrote {csv_path}')
+        with open(csv_path, newline='') as f:
+            self.assertLen(list(csv.DictReader(f)), 2)
+
+    def test_file_names_that_are_not_utf8(self):
+        # On Linux a file name is bytes; Python gives the bytes that are not
+        # UTF-8 as surrogate escapes ('\udce9').
+        photos = self._path('photos')
+        os.makedirs(photos)
+        latin1 = os.path.join(photos, os.fsdecode(b'latin1_\xe9.png'))
+        accented = os.path.join(photos, 'caf\xe9.png')
+        tabbed = os.path.join(photos, 'tab\there.png')
+        for path, image in [(latin1, self.exported.train[0]),
+                            (accented, self.exported.train[1]),
+                            (tabbed, self.exported.train[2])]:
+            with open(path, 'wb') as f:  # TF takes no surrogates in names.
+                f.write(tf.io.encode_png(image).numpy())
+        # Hidden files (macOS's `._x.png` companions) are left out, as a
+        # glob's `*` leaves them out.
+        with open(os.path.join(photos, '._cafe.png'), 'wb') as f:
+            f.write(b'\x00\x05\x16\x07 not an image')
+        csv_path, json_path = self._path('s.csv'), self._path('s.json')
+        stdout = io.TextIOWrapper(io.BytesIO(), encoding='utf-8',
+                                  errors='strict')
+        code, err = run_score_to(stdout, self.model_flag, photos,
+                                 f'--output={csv_path}')
+        self.assertEqual(code, 0, err)
+        stdout.flush()
+        printed = stdout.buffer.getvalue().decode('utf-8').splitlines()
+        self.assertEqual([line.split('\t')[0] for line in printed[1:4]],
+                         [accented, f'{photos}/latin1_\\udce9.png',
+                          f'{photos}/tab\\there.png'])
+        self.assertLen(printed, 5)  # header, three images, mean
+        # The CSV holds the names' bytes: they name the files again.
+        with open(csv_path, 'rb') as f:
+            self.assertIn(os.fsencode(latin1) + b',', f.read())
+        with open(csv_path, newline='', encoding='utf-8',
+                  errors='surrogateescape') as f:
+            sources = [row['source'] for row in csv.DictReader(f)]
+        self.assertEqual(sources, [accented, latin1, tabbed])
+        self.assertTrue(all(os.path.isfile(s) for s in sources))
+        code, _, err = run_score(self.model_flag, photos,
+                                 f'--output={json_path}')
+        self.assertEqual(code, 0, err)
+        with open(json_path) as f:
+            self.assertIn('latin1_\\udce9.png', f.read())
+        with open(json_path) as f:
+            self.assertEqual([r['source'] for r in json.load(f)['images']],
+                             [accented, latin1, tabbed])
+
+    # -- inputs that change, palettes, globs, links, slices ---------------
+
+    def test_image_file_gone_or_changed_after_the_check(self):
+        photos = self._path('photos')
+        os.makedirs(photos)
+        paths = [os.path.join(photos, f'p{i}.png') for i in range(3)]
+        for path, image in zip(paths, self.exported.train):
+            _write_png(path, image)
+        metadata = export.load_metadata(self.exported.path)
+        scorer = scoring.SavedModelScorer(self.exported.path)
+        inputs = scoring.open_inputs([photos], metadata)
+        _write_png(paths[1], np.zeros([16, 16, 3], np.uint8))
+        with self.assertRaisesRegex(ValueError, re.escape(
+                f'{paths[1]}: image is 16x16x3, the model expects 8x8x3.')):
+            scoring.score(scorer, inputs, num_samples=2, batch_size=4)
+        # bin/score.py: one line, exit code 2, no traceback.
+        _write_png(paths[1], self.exported.train[1])
+        open_inputs = scoring.open_inputs
+
+        def open_then_remove(*args, **kwargs):
+            inputs = open_inputs(*args, **kwargs)
+            os.remove(paths[2])
+            return inputs
+
+        with mock.patch.object(scoring, 'open_inputs', open_then_remove):
+            self.assertRefused([self.model_flag, photos],
+                               f'{paths[2]}: cannot read it (No such file '
+                               'or directory).')
+
+    def test_palette_bmp(self):
+        # TensorFlow decodes an 8-bit BMP to its palette indices: refused,
+        # not scored as the wrong pixels.
+        image = self.exported.train[0]
+        colours, indices = np.unique(image.reshape(-1, 3), axis=0,
+                                     return_inverse=True)
+        palette = np.zeros([256, 3], np.uint8)
+        palette[:len(colours)] = colours
+        bmp = self._path('palette.bmp')
+        _write_bmp(bmp, indices.reshape(8, 8), palette)
+        self.assertRefused([self.model_flag, bmp],
+                           f'{bmp}: 8-bit palette BMP, which TensorFlow '
+                           'decodes to palette indices, not colours; convert '
+                           'it to PNG.')
+        rgb = self._path('rgb.bmp')
+        _write_bmp(rgb, image)
+        self.assertAllEqual(scoring.read_image_file(rgb), image)
+
+    def _sources(self, specs, metadata=None):
+        metadata = metadata or export.load_metadata(self.exported.path)
+        inputs = scoring.open_inputs(specs, metadata)
+        return [s for sources, _ in inputs.batches(100) for s in sources]
+
+    def test_recursive_globs_and_broken_links(self):
+        top = self._path('top')
+        os.makedirs(os.path.join(top, 'sub', 'deeper'))
+        names = ['a.png', 'sub/b.png', 'sub/deeper/c.png']
+        for name, image in zip(names, self.exported.train):
+            _write_png(os.path.join(top, name), image)
+        self.assertEqual(self._sources([os.path.join(top, '**', '*.png')]),
+                         [os.path.join(top, name) for name in names])
+        # A broken link in a directory is refused by name, as when named.
+        dangling = os.path.join(top, 'dangling.png')
+        os.symlink(os.path.join(top, 'missing.png'), dangling)
+        message = (f'{dangling}: cannot read it (a broken symbolic link to '
+                   f'{os.path.join(top, "missing.png")}).')
+        self.assertRefused([self.model_flag, top], message)
+        self.assertRefused([self.model_flag, dangling], message)
+
+    def test_tfds_split_slices(self):
+        with tfds.testing.mock_data(num_examples=5):
+            whole = scoring.open_inputs(
+                ['tfds:photo_patches/8x8:test'],
+                export.load_metadata(self.exported.path))
+            (_, images), = whole.batches(10)
+            metadata = export.load_metadata(self.exported.path)
+            sliced = scoring.open_inputs(['tfds:photo_patches/8x8:test[1:3]'],
+                                         metadata)
+            self.assertEqual(sliced.num_examples, 2)
+            (sources, batch), = sliced.batches(10)
+            # Named by their index in the whole split.
+            self.assertEqual(sources, ['tfds:photo_patches/8x8:test[1]',
+                                       'tfds:photo_patches/8x8:test[2]'])
+            self.assertAllEqual(batch, images[1:3])
+            self.assertEqual(
+                self._sources(['tfds:photo_patches/8x8:train[-2:]']),
+                ['tfds:photo_patches/8x8:train[3]',
+                 'tfds:photo_patches/8x8:train[4]'])
+            self.assertRefused([self.model_flag,
+                                'tfds:photo_patches/8x8:test[:10%]'],
+                               'tfds:photo_patches/8x8:test[:10%]: '
+                               'unsupported slice [:10%]; use integer bounds, '
+                               'e.g. test[:100], test[100:200] or test[-50:].')
+            self.assertRefused([self.model_flag,
+                                'tfds:photo_patches/8x8:test[7:]'],
+                               'tfds:photo_patches/8x8:test[7:]: the slice '
+                               'has no examples, nothing to score.')
+
+    def test_noise_does_not_depend_on_the_batch_size(self):
+        # Each image's noise comes from its content and the seed: other
+        # batch sizes change the float32 rounding only (about 1e-6
+        # bits/dim; other noise would change scores by far more), and the
+        # same batch size gives the same scores bit for bit.
+        metadata = export.load_metadata(self.exported.path)
+        scorer = scoring.SavedModelScorer(self.exported.path)
+        path = self._npy('seven.npy', self.exported.train[:7])
+
+        def bits(batch_size, seed=0):
+            records = scoring.score(
+                scorer, scoring.open_inputs([path], metadata),
+                num_samples=2, seed=seed, batch_size=batch_size)
+            return np.array([r['bits_per_dim'] for r in records])
+
+        by_seven = bits(7)
+        for batch_size in (1, 3):
+            self.assertAllClose(bits(batch_size), by_seven, atol=1e-5,
+                                rtol=0)
+        self.assertAllEqual(bits(3), bits(3))
+        self.assertGreater(np.abs(bits(7, seed=1) - by_seven).max(), 1e-4)
 
 
 class FewerLevelsTest(tf.test.TestCase):

@@ -231,6 +231,40 @@ class TrainCliTest(tf.test.TestCase):
         self._assert_one_line_error(run, r'global_batch_size must be '
                                          r'positive; got -8')
 
+    def test_bad_init_batch_size_and_seed_name_their_flag(self):
+        # Validated before the inputs draw the init batch, whose code would
+        # otherwise name its own arguments (num_samples, batch_size).
+        checkerboard = ('--preset=checkerboard_glow_3',
+                        '--dataset=checkerboard', f'--output_dir={self.tmp}')
+        run = self._run_train(*checkerboard, '--init_batch_size=-3')
+        self._assert_one_line_error(
+            run, r'train\.py: error: init_batch_size must be positive; got -3')
+        run = self._run_train(*checkerboard, '--seed=-1')
+        self._assert_one_line_error(
+            run, r'train\.py: error: seed must be in \[0, 2\*\*31\); got -1')
+        run = self._run_train('--preset=tiny_vflow',
+                              '--dataset=photo_patches/8x8',
+                              '--init_batch_size=0',
+                              f'--output_dir={self.tmp}')
+        self._assert_one_line_error(
+            run, r'train\.py: error: init_batch_size must be positive; got 0')
+
+    def test_non_finite_training_is_one_line(self):
+        # A rate of 1e30 sends the weights to ~1e30 in one step; the next
+        # loss is not finite.
+        out = os.path.join(self.tmp, 'nan')
+        run = self._run_train(
+            '--preset=checkerboard_glow_3', '--dataset=checkerboard',
+            '--global_batch_size=64', '--train_steps=3', '--log_every=1',
+            '--warmup_steps=0', '--hold_until=0', '--lr_decay=1',
+            '--min_lr=0', '--max_lr=1e30', '--num_samples=0', '--noexport',
+            f'--output_dir={out}')
+        self._assert_one_line_error(
+            run, r'train\.py: error: Non-finite .*; the last good checkpoint '
+                 r'is .*ckpt-0\.')
+        self.assertIn('last good checkpoint',
+                      run.stderr.strip().splitlines()[-1])
+
     def test_dataset_that_cannot_be_prepared(self):
         # No network: TFDS's download fails inside bin/train.py (patched
         # here to fail at once), and the run ends with one line naming the

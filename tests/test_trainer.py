@@ -206,6 +206,38 @@ class TrainerTest(tf.test.TestCase):
         self.assertLen(calls, 3)
         self.assertEqual(trainer.manager.latest_checkpoint, first)
 
+    def test_non_finite_weights_after_a_finite_step_are_never_saved(self):
+        # An update can turn finite gradients into NaN weights (Adam's
+        # epsilon underflowing to 0 makes a zero gradient's update 0/0):
+        # that step's loss and gradient norm are finite, and a NaN EMA never
+        # shows in the loss at all. Only the saved values themselves tell.
+        for poisoned in ('model', 'ema'):
+            trainer = self._trainer(tf.distribute.OneDeviceStrategy('/cpu:0'),
+                                    train_steps=6, checkpoint_every=3,
+                                    eval_every=1000, export=False)
+            trainer.restore_or_initialize()
+            first = trainer.manager.latest_checkpoint
+            real_step, calls = trainer._train_step, []
+            target = (trainer.variables[0] if poisoned == 'model'
+                      else trainer.ema.shadows[0])
+
+            def poisoned_step(iterator, stop_vote, real_step=real_step,
+                              calls=calls, target=target):
+                result = real_step(iterator, stop_vote)
+                calls.append(None)
+                if len(calls) == 3:
+                    target.assign(tf.fill(target.shape, float('nan')))
+                return result
+
+            trainer._train_step = poisoned_step
+            with self.assertRaisesRegex(FloatingPointError,
+                                        'Non-finite model, optimizer or EMA '
+                                        'values at step 3; not saved. The '
+                                        'last good checkpoint is .*-0'):
+                trainer.train()
+            self.assertLen(calls, 3, msg=poisoned)
+            self.assertEqual(trainer.manager.latest_checkpoint, first)
+
     def test_resume_continues_the_checkerboard_stream_exactly(self):
         # Two replicas, so one step takes two batches of the input pipeline.
         strategy = _mirrored()
@@ -270,7 +302,7 @@ class TrainerTest(tf.test.TestCase):
                 trainer.model.elbo(test)))
         self.assertAllClose(bpd, expected, rtol=1e-5)
 
-    def test_rates_leave_out_tracing_evaluation_and_saving(self):
+    def test_rates_leave_out_evaluation_and_saving_but_the_eta_not(self):
         # Evaluation made slow (1 s); a checkerboard step takes about a
         # millisecond. Timed over whole windows, the window after each
         # evaluation would show >= 1 s / 3 steps per step.
@@ -291,6 +323,24 @@ class TrainerTest(tf.test.TestCase):
         self.assertLen(rates, 4)
         # 8 images a step at well under 0.1 s a step.
         self.assertGreater(min(rates), 80.0)
+        # The ETA predicts wall time: at step 6, the 5 steps since the
+        # first took >= 1 s with the evaluation, so 6 more take >= 1.2 s
+        # (training steps alone would say 0).
+        etas = {int(m.group(1)): m.group(2) for m in (
+            re.search(r'step (\d+)/12 .*\| ETA (\S+)$', r)
+            for r in logs.output) if m}
+        hours, minutes, seconds = (int(t) for t in etas[6].split(':'))
+        self.assertBetween(3600 * hours + 60 * minutes + seconds, 1, 10)
+        self.assertEqual(etas[12], '00:00:00')
+
+    def test_eta_beyond_a_day_shows_days(self):
+        format_duration = training.loop.format_duration
+        self.assertEqual(format_duration(0.4), '00:00:00')
+        self.assertEqual(format_duration(3599.6), '01:00:00')
+        self.assertEqual(format_duration(86399), '23:59:59')
+        self.assertEqual(format_duration(86400), '1d 00:00:00')
+        self.assertEqual(format_duration(3 * 86400 + 17 * 3600 + 2 * 60 + 11),
+                         '3d 17:02:11')
 
     def test_a_signal_stops_the_final_bound_and_a_rerun_finishes_it(self):
         config = dict(train_steps=3, eval_every=3, iw_samples=4,
@@ -396,6 +446,28 @@ class TrainerTest(tf.test.TestCase):
         with self.assertRaisesRegex(ValueError, 'adam_epsilon must be '
                                     'positive'):
             _config(self._dir(), adam_epsilon=-1.0).validate()
+        # Positive, but 0 or inf in the float32 optimiser: NaN updates.
+        with self.assertRaisesRegex(ValueError, 'adam_epsilon must be '
+                                    'positive and representable in float32'
+                                    r'.*got 1e-50\.$'):
+            _config(self._dir(), adam_epsilon=1e-50).validate()
+        with self.assertRaisesRegex(ValueError, 'max_lr must be positive and '
+                                    r'representable in float32.*got 1e\+39'):
+            _config(self._dir(), max_lr=1e39).validate()
+        # The decay counts from hold_until: ending the warm-up after it
+        # would drop the rate ~1,000x in one step.
+        with self.assertRaisesRegex(ValueError, r'hold_until \(10\) must be '
+                                    r'>= warmup_steps \(100\) when lr_decay '
+                                    '< 1'):
+            _config(self._dir(), warmup_steps=100, hold_until=10,
+                    lr_decay=0.9, min_lr=1e-6).validate()
+        with self.assertRaisesRegex(ValueError, r'lr_decay must be in'):
+            _config(self._dir(), lr_decay=0.0).validate()
+        with self.assertRaisesRegex(ValueError, r'seed must be in'):
+            _config(self._dir(), seed=-1).validate()
+        # Flow++ (configs/cifar_flowpp.flags): no decay, so no hold needed.
+        _config(self._dir(), warmup_steps=2000, hold_until=0, lr_decay=1.0,
+                max_lr=3e-4, min_lr=3e-4).validate()
 
 
 class WriteJsonTest(tf.test.TestCase):

@@ -16,32 +16,11 @@ reaches every replica's copy of the variable.
 import contextlib
 import threading
 
-import tensorflow_probability as tfp
-from tensorflow_probability.python.internal import cache_util
+from vflow_tfp import bijector_caches
 
 __all__ = ['data_dependent_init', 'is_active']
 
 _STATE = threading.local()
-
-
-def _clear_bijector_caches():
-    """Empties TFP's bijector caches (every class that keeps one).
-
-    TFP answers `inverse(x)` from its cache when `x` was inverted before and
-    the result is still referenced, without running the layer; a layer
-    would then skip its initialisation, and after it the cached results of
-    the old parameters would be stale.
-    """
-    pending, seen = [tfp.bijectors.Bijector], set()
-    while pending:
-        cls = pending.pop()
-        if cls in seen:
-            continue
-        seen.add(cls)
-        cache = vars(cls).get('_cache')
-        if isinstance(cache, cache_util.BijectorCache):
-            cache.clear()   # the class-level cache: a fresh storage
-        pending.extend(cls.__subclasses__())
 
 
 @contextlib.contextmanager
@@ -56,13 +35,15 @@ def data_dependent_init():
     ```
     """
     previous = is_active()
-    _clear_bijector_caches()
+    # A cached result would let a layer skip its initialisation, and after
+    # the pass results cached under the old parameters would be stale.
+    bijector_caches.clear()
     _STATE.active = True
     try:
         yield
     finally:
         _STATE.active = previous
-        _clear_bijector_caches()
+        bijector_caches.clear()
 
 
 def is_active():

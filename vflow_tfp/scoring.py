@@ -11,16 +11,20 @@ records = score(scorer, inputs, num_samples=16, seed=0, batch_size=64)
 write_results('scores.json', summarize(records, model_dir, 16, 0, 64))
 ```
 
-Inputs may be image files (PNG, JPEG; also GIF, BMP when named
-explicitly), directories (their `*.png`, `*.jpg`, `*.jpeg`, sorted), globs,
-`.npy` and `.npz` arrays and `tfds:NAME[:SPLIT]` splits (the `image`
-feature; split `test` by default). `open_inputs` refuses, with a `ValueError`
-of one line that names the offending input, anything the model cannot score
-as it is: a shape other than the model's (with the expected shape in the
-message), grayscale against RGB, float or NaN pixel data, values outside
-[0, 255] (or outside [0, L - 1] for a model of L < 256 levels, which also
-refuses TFDS splits: they hold 8-bit images), 16-bit PNGs, empty inputs,
-unreadable or non-image files. Pixel
+Inputs may be image files (PNG, JPEG; also GIF, BMP of 16 bits per pixel
+or more when named explicitly), directories (their `*.png`, `*.jpg`,
+`*.jpeg`, sorted), globs (`**` matches any depth of directories), `.npy`
+and `.npz` arrays and `tfds:NAME[:SPLIT]` splits (the `image` feature;
+split `test` by default; `test[10:20]` or `test[-5:]` read a slice, whose
+examples keep their index in the split). `open_inputs` refuses, with a
+`ValueError` of one line that names the offending input, anything the model
+cannot score as it is: a shape other than the model's (with the expected
+shape in the message), grayscale against RGB, float or NaN pixel data,
+values outside [0, 255] (or outside [0, L - 1] for a model of L < 256
+levels, which also refuses TFDS splits: they hold 8-bit images), 16-bit
+PNGs, palette BMPs, empty inputs, unreadable or non-image files (broken
+symbolic links too). An image file that is gone or changed when it is read
+again for scoring stops `score` with the same kind of `ValueError`. Pixel
 values are never rescaled, rounded or clipped. Vector models (e.g. the
 checkerboard) score float arrays `[N, D]`.
 """
@@ -30,6 +34,7 @@ import glob
 import json
 import math
 import os
+import re
 import zipfile
 
 import numpy as np
@@ -59,6 +64,16 @@ _CHANNEL_NAMES = {1: 'grayscale', 2: 'grayscale with alpha', 3: 'RGB',
                   4: 'RGBA'}
 _OUTPUT_FORMATS = {'.json': 'json', '.csv': 'csv'}
 _PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+# The DIB header size of an OS/2 1.x BMP, whose bit count is at byte 24;
+# every later header has it at byte 28.
+_BMP_CORE_HEADER_SIZE = 12
+# `NAME:SPLIT` or `NAME:SPLIT[SLICE]` after `tfds:`; NAME may hold colons
+# (`photo_patches/8x8:1.0.0`), and so may SLICE.
+_TFDS_SPEC = re.compile(r'^(?P<name>.*):(?P<split>{})(?:\[(?P<slice>.*)\])?$'
+                        .format('|'.join(pipelines.SPLITS)))
+# The slices supported: integer bounds, as Python's (TFDS's percent forms
+# are not).
+_INTEGER_SLICE = re.compile(r'^\s*(-?\d+)?\s*:\s*(-?\d+)?\s*$')
 
 
 def _size(shape):
@@ -206,6 +221,9 @@ def read_image_file(path):
         with open(path, 'rb') as f:
             contents = f.read()
     except OSError as e:
+        if isinstance(e, FileNotFoundError) and os.path.islink(path):
+            raise ValueError(f'{path}: cannot read it (a broken symbolic '
+                             f'link to {os.readlink(path)}).') from e
         raise ValueError(f'{path}: cannot read it ({e.strerror}).') from e
     if not contents:
         raise ValueError(f'{path}: empty file, not an image.')
@@ -214,6 +232,13 @@ def read_image_file(path):
     if contents.startswith(_PNG_SIGNATURE) and contents[24:25] == b'\x10':
         raise ValueError(f'{path}: 16-bit PNG; the model scores 8-bit '
                          'images.')
+    bits = _bmp_bits_per_pixel(contents)
+    if bits is not None and bits <= 8:
+        # TensorFlow's BMP decoder returns the palette indices of such a
+        # file, not its colours: wrong pixels, scored without a word.
+        raise ValueError(f'{path}: {bits}-bit palette BMP, which TensorFlow '
+                         'decodes to palette indices, not colours; convert '
+                         'it to PNG.')
     try:
         image = tf.io.decode_image(contents, expand_animations=False)
     except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError) as e:
@@ -222,21 +247,39 @@ def read_image_file(path):
     return image.numpy()
 
 
+def _bmp_bits_per_pixel(contents):
+    """The bit count of a BMP file's header; `None` if not a BMP."""
+    if not contents.startswith(b'BM') or len(contents) < 30:
+        return None
+    header_size = int.from_bytes(contents[14:18], 'little')
+    at = 24 if header_size == _BMP_CORE_HEADER_SIZE else 28
+    return int.from_bytes(contents[at:at + 2], 'little')
+
+
 class _ImageFiles:
     """Image files, decoded once to check them and again when read."""
 
     def __init__(self, paths, data_shape, levels=256):
-        for path in paths:
-            image = read_image_file(path)
-            _check_image_shape(image.shape, data_shape, path)
-            if levels < 256:
-                _check_levels(image[np.newaxis], levels, path, [path])
         self.paths = list(paths)
         self.count = len(self.paths)
+        self._data_shape = data_shape
+        self._levels = levels
+        for path in self.paths:
+            self._check(path)
+
+    def _check(self, path):
+        image = read_image_file(path)
+        _check_image_shape(image.shape, self._data_shape, path)
+        if self._levels < 256:
+            _check_levels(image[np.newaxis], self._levels, path, [path])
+        return image
 
     def items(self):
+        # Checked again: a file may have changed or gone since it was
+        # checked, and its error must name it rather than surface from
+        # np.stack or the model.
         for path in self.paths:
-            yield path, read_image_file(path)
+            yield path, self._check(path)
 
 
 class _Array:
@@ -253,15 +296,32 @@ class _Array:
             yield f'{self.name}[{i}]', example
 
 
+def _parse_slice(spec, text):
+    """`(start, stop)` (ints or `None`) of a `SPLIT[START:STOP]` slice."""
+    match = _INTEGER_SLICE.match(text)
+    if not match:
+        raise ValueError(f'{spec}: unsupported slice [{text}]; use integer '
+                         'bounds, e.g. test[:100], test[100:200] or '
+                         'test[-50:].')
+    return tuple(None if bound is None else int(bound)
+                 for bound in match.groups())
+
+
 class _TfdsSplit:
-    """The `image` feature of a TFDS split, in order."""
+    """The `image` feature of a TFDS split (or a slice of it), in order.
+
+    Examples are named by their index in the whole split, so a slice's
+    names are those of the same examples when the whole split is scored.
+    """
 
     def __init__(self, spec, data_shape, data_dir, levels=256):
         name = spec[len(TFDS_PREFIX):]
-        split = 'test'
-        head, sep, tail = name.rpartition(':')
-        if sep and tail in pipelines.SPLITS:
-            name, split = head, tail
+        split, bounds = 'test', None
+        match = _TFDS_SPEC.match(name)
+        if match:
+            name, split = match['name'], match['split']
+            if match['slice'] is not None:
+                bounds = _parse_slice(spec, match['slice'])
         if not name:
             raise ValueError(f'{spec}: expected tfds:NAME[:SPLIT].')
         if levels < 256:
@@ -288,14 +348,30 @@ class _TfdsSplit:
                     f'own; score {TFDS_PREFIX}{name}:test instead.') from e
             raise ValueError(f'{self.label}: {e}') from e
         count = int(self.dataset.cardinality())
+        self.offset = 0
+        if bounds is not None:
+            count = self._slice(spec, bounds, count)
         if count == 0:
-            raise ValueError(f'{self.label}: the split has no examples, '
-                             'nothing to score.')
+            what = 'slice' if bounds is not None else 'split'
+            raise ValueError(f'{spec if bounds is not None else self.label}: '
+                             f'the {what} has no examples, nothing to score.')
         self.count = count if count >= 0 else None
+
+    def _slice(self, spec, bounds, count):
+        """Keeps `[start:stop]` of the split; returns the new count."""
+        if count < 0:
+            # TFDS knows the size of every prepared split.
+            raise ValueError(f'{spec}: the split does not say how many '
+                             'examples it has, so it cannot be sliced.')
+        start, stop, _ = slice(*bounds).indices(count)
+        stop = max(stop, start)
+        self.dataset = self.dataset.skip(start).take(stop - start)
+        self.offset = start
+        return stop - start
 
     def items(self):
         for i, batch in enumerate(self.dataset.as_numpy_iterator()):
-            yield f'{self.label}[{i}]', batch[0]
+            yield f'{self.label}[{self.offset + i}]', batch[0]
 
 
 class Inputs:
@@ -366,18 +442,29 @@ def _load_arrays(path, data_shape, npz_key, input_dtype=None, levels=256):
         raise ValueError(f'{path}: cannot read it as an array ({e}).') from e
 
 
+def _is_broken_link(path):
+    return os.path.islink(path) and not os.path.exists(path)
+
+
 def _directory_images(path):
-    return sorted(os.path.join(path, name) for name in os.listdir(path)
-                  if name.lower().endswith(IMAGE_EXTENSIONS)
-                  and os.path.isfile(os.path.join(path, name)))
+    # Broken symbolic links are kept, to be refused by name as when named
+    # explicitly, rather than skipped without a word. Hidden files are left
+    # out, as a glob's `*` leaves them out (macOS's `._x.png` companions
+    # are not images).
+    paths = (os.path.join(path, name) for name in os.listdir(path)
+             if name.lower().endswith(IMAGE_EXTENSIONS)
+             and not name.startswith('.'))
+    return sorted(p for p in paths
+                  if os.path.isfile(p) or _is_broken_link(p))
 
 
 def open_inputs(specs, metadata, *, npz_key=None, data_dir=None):
     """Opens and checks every input before anything is scored.
 
     Args:
-      specs: strings: image files, directories, globs, `.npy`/`.npz` files,
-        `tfds:NAME[:SPLIT]`.
+      specs: strings: image files, directories, globs (`**` for any depth),
+        `.npy`/`.npz` files, `tfds:NAME[:SPLIT]` (SPLIT may be sliced with
+        integer bounds: `test[:100]`).
       metadata: the export's metadata (`export.load_metadata`): its
         `data_shape`, `kind` and `num_bins` (256 if absent) decide what
         fits.
@@ -436,7 +523,9 @@ def open_inputs(specs, metadata, *, npz_key=None, data_dir=None):
         elif os.path.lexists(spec):
             add_file(spec)
         elif glob.has_magic(spec):
-            matches = sorted(glob.glob(spec))
+            # `**` matches any depth of directories, as in shells that
+            # support it.
+            matches = sorted(glob.glob(spec, recursive=True))
             if not matches:
                 raise ValueError(f'{spec}: no file matches this pattern.')
             for match in matches:
@@ -488,11 +577,14 @@ def score(scorer, inputs, *, num_samples, seed=0, batch_size=64,
     """Scores every example of `inputs`, `batch_size` at a time.
 
     Every batch is scored with the stateless seed `(seed, 0)`, from which the
-    export derives each example's own noise: an example's score depends on
-    the example, `seed` and `num_samples` only, not on `batch_size`, the
-    order of the inputs or the other examples (with `seed` 0 it is the
-    `serving_default` signature's when `num_samples` is the export's
-    default).
+    export derives each example's own noise: an example's noise depends on
+    the example and `seed` only, not on `batch_size`, its position, the
+    order of the inputs or the other examples (with `seed` 0 its score is
+    the `serving_default` signature's when `num_samples` is the export's
+    default). The arithmetic is float32, and TensorFlow's kernels may round
+    differently for batches of different sizes: scores with another
+    `batch_size` agree to about 1e-6 bits/dim, not bit for bit; with the
+    same `batch_size`, seed and inputs they are identical.
 
     Args:
       scorer: a `SavedModelScorer` (or anything with its `log_prob`).
@@ -506,6 +598,10 @@ def score(scorer, inputs, *, num_samples, seed=0, batch_size=64,
     Returns:
       A list of `{'source', 'bits_per_dim', 'log_likelihood'}` dicts in
       input order.
+
+    Raises:
+      ValueError: for bad arguments, or one line naming an image file that
+        is gone or no longer fits the model since `open_inputs` checked it.
     """
     _check_count(num_samples, 'num_samples')
     _check_count(batch_size, 'batch_size')
@@ -566,15 +662,19 @@ def write_results(path, results):
     """Writes `summarize`'s document as JSON, or its records as CSV.
 
     CSV has the header `source,bits_per_dim,log_likelihood` and one row per
-    example, with the floats at full precision. The file is written beside
-    `path` and moved into place, so `path` never holds a partial result.
+    example, with the floats at full precision, in UTF-8; a file name that
+    is not valid UTF-8 (surrogate escapes in Python) is written as its
+    original bytes, so sources match the files they name. JSON escapes such
+    names (`\udce9`). The file is written beside `path` and moved into
+    place, so `path` never holds a partial result.
 
     Raises:
       ValueError: as `output_format`, or if the file cannot be written.
     """
     fmt = output_format(path)
     try:
-        with atomic_files.atomic_write(path, newline='') as f:
+        with atomic_files.atomic_write(path, newline='', encoding='utf-8',
+                                       errors='surrogateescape') as f:
             if fmt == 'json':
                 json.dump(results, f, indent=1)
                 f.write('\n')

@@ -71,7 +71,9 @@ def inverse_logit_cdf(tau, logits, means, log_scales, max_iterations=100):
 
     The root is found without gradient tracking by Chandrupatla's method on
     the exact bracket of the module docstring, stopping per element when the
-    bracket is a few ulps wide or the residual is at rounding level. The
+    bracket is a few ulps (of the bracket ends) wide or the residual is at
+    rounding level, then refined by a second pass on the narrowed bracket
+    down to a few ulps of the root itself. The
     returned value then carries implicit-function gradients,
 
     ```none
@@ -91,7 +93,8 @@ def inverse_logit_cdf(tau, logits, means, log_scales, max_iterations=100):
 
     Returns:
       `(x, num_iterations)`: the root, shape `S`, and the int32 number of
-      iterations each element used.
+      iterations each element used (both passes; each is capped at
+      `max_iterations`).
     """
     dtype = tau.dtype
     eps = tf.constant(tf.experimental.numpy.finfo(dtype.as_numpy_dtype).eps,
@@ -102,23 +105,37 @@ def inverse_logit_cdf(tau, logits, means, log_scales, max_iterations=100):
     ends = means_c + tf.exp(log_scales_c) * tau_c[..., tf.newaxis]
     low = tf.reduce_min(ends, axis=-1)
     high = tf.reduce_max(ends, axis=-1)
-    magnitude = tf.maximum(tf.abs(low), tf.abs(high))
-    # Both tolerances sit at a few ulps: per-element stopping then costs only
-    # the iterations an element needs, and no element stops early.
-    position_tolerance = 4.0 * eps * (magnitude + 1.0)
     value_tolerance = 4.0 * eps * (tf.abs(tau_c) + 1.0)
 
     def objective(x):
         return _logit_cdf(x, logits_c, means_c, log_scales_c) - tau_c
 
-    result = tfp.math.find_root_chandrupatla(
-        objective,
-        low=low,
-        high=high,
-        position_tolerance=position_tolerance,
-        value_tolerance=value_tolerance,
-        max_iterations=max_iterations)
-    root = sg(result.estimated_root)
+    def solve(low, high, position_tolerance, max_iterations):
+        return tfp.math.find_root_chandrupatla(
+            objective, low=low, high=high,
+            position_tolerance=position_tolerance,
+            value_tolerance=value_tolerance, max_iterations=max_iterations)
+
+    # A few ulps of the bracket ends: one wide component makes the bracket
+    # thousands of times wider than the root, so this pass can stop that
+    # many ulps of the root away from it ...
+    coarse_tolerance = 4.0 * eps * (
+        tf.maximum(tf.abs(low), tf.abs(high)) + 1.0)
+    coarse = solve(low, high, coarse_tolerance, max_iterations)
+    # ... and a second pass on the bracket it leaves (the root lies within
+    # twice its tolerance) stops within a few ulps of the root itself.
+    # Where the first pass stopped on the value tolerance instead, the
+    # narrowed bracket may miss the root, so the better estimate is kept.
+    coarse_root = coarse.estimated_root
+    fine = solve(tf.maximum(coarse_root - 2.0 * coarse_tolerance, low),
+                 tf.minimum(coarse_root + 2.0 * coarse_tolerance, high),
+                 4.0 * eps * (tf.abs(coarse_root) + 1.0),
+                 max_iterations)
+    root = sg(tf.where(
+        tf.abs(fine.objective_at_estimated_root)
+        <= tf.abs(coarse.objective_at_estimated_root),
+        fine.estimated_root, coarse_root))
+    num_iterations = coarse.num_iterations + fine.num_iterations
 
     terms = mixture_logistic_terms(root, logits, means, log_scales)
     residual = terms.log_cdf - terms.log_survival - tau
@@ -128,4 +145,4 @@ def inverse_logit_cdf(tau, logits, means, log_scales, max_iterations=100):
     # plain division would make the root and every gradient NaN. Such an
     # element gets the root with zero implicit gradients instead.
     x = root - tf.math.divide_no_nan(residual - sg(residual), sg(slope))
-    return x, result.num_iterations
+    return x, num_iterations

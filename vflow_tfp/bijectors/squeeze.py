@@ -127,16 +127,33 @@ class Squeeze(tfb.Bijector):
         return _map_last_three(output_shape, self._squeezed_shape)
 
     def _forward_event_shape_tensor(self, input_shape):
-        k = self._block_size
-        return tf.concat([input_shape[:-3],
-                          [input_shape[-3] * k, input_shape[-2] * k,
-                           input_shape[-1] // (k * k)]], axis=0)
+        return self._event_shape_tensor(input_shape, squeeze=False)
 
     def _inverse_event_shape_tensor(self, output_shape):
+        return self._event_shape_tensor(output_shape, squeeze=True)
+
+    def _event_shape_tensor(self, shape, squeeze):
+        static = tf.get_static_value(shape)
+        if static is not None:
+            # Known at trace time: the static methods' checks and errors.
+            static = [int(d) for d in static]
+            fn = self._squeezed_shape if squeeze else self._unsqueezed_shape
+            return tf.constant(static[:-3] + list(fn(tuple(static[-3:]))),
+                               tf.int32)
         k = self._block_size
-        return tf.concat([output_shape[:-3],
-                          [output_shape[-3] // k, output_shape[-2] // k,
-                           output_shape[-1] * k * k]], axis=0)
+        height, width, channels = shape[-3], shape[-2], shape[-1]
+        if squeeze:
+            divisible = tf.logical_and(tf.equal(height % k, 0),
+                                       tf.equal(width % k, 0))
+            last = [height // k, width // k, channels * k * k]
+        else:
+            divisible = tf.equal(channels % (k * k), 0)
+            last = [height * k, width * k, channels // (k * k)]
+        check = tf.debugging.Assert(divisible, [
+            f'{self.name}: event shape not divisible by the block size '
+            f'{k}:', shape])
+        with tf.control_dependencies([check]):
+            return tf.concat([shape[:-3], tf.stack(last)], axis=0)
 
 
 def _map_last_three(shape, fn):

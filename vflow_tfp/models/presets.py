@@ -230,14 +230,15 @@ def vflow_imagenet64(filters=96, blocks=10, components=32, dropout=0.0,
                      augment_channels=3, seed=None, dtype=tf.float32,
                      image_shape=(64, 64, 3)):
     """VFlow ImageNet 64x64 (3.66 bpd in the paper): three scales, with B=5
-    for r and q and 5-block context nets (SPEC §6.3)."""
+    for r and q, ImageNet's 8-step dequantiser and 5-block context nets
+    (SPEC §6.3)."""
     g = _groups(blocks, filters, components)
     return image_model(
         image_shape,
         [[g('column', 2), g('channel', 2)], [g('column', 2), g('channel', 2)],
          [g('column', 2), g('channel', 3)]],
         augment_channels=augment_channels, q_group=g('column', 4, 5),
-        r_group=g('column', 4, 5), context_blocks=5, variant='vflow',
+        r_group=g('column', 8, 5), context_blocks=5, variant='vflow',
         dropout=dropout, seed=seed, dtype=dtype, name='vflow_imagenet64')
 
 
@@ -431,6 +432,17 @@ def build(name, attention_query_block=None, compute_dtype=None,
     if unknown:
         raise ValueError(f'Preset {name!r} has no setting(s) {unknown}; valid '
                          f'overrides: {valid}.')
+    if 'dtype' in overrides:
+        # Every layer needs a `tf.DType` (TFP's dtype checks compare with
+        # one); a name such as `--set dtype=float64` gives is converted here.
+        try:
+            overrides['dtype'] = tf.as_dtype(overrides['dtype'])
+        except TypeError as e:
+            raise ValueError(f'Preset {name!r}: dtype must be a float dtype; '
+                             f'got {overrides["dtype"]!r}.') from e
+        if not overrides['dtype'].is_floating:
+            raise ValueError(f'Preset {name!r}: dtype must be a float dtype; '
+                             f'got {overrides["dtype"].name}.')
     model = factory(**overrides)
     if attention_query_block is not None:
         nets.set_attention_query_block(model, attention_query_block)

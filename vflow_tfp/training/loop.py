@@ -27,8 +27,9 @@ across machines, `OneDeviceStrategy`):
 * evaluation noise comes from stateless seeds, so evaluating leaves the
   training noise alone; a single pass over the evaluation split counts every
   example (the last batch may be partial);
-* a non-finite loss or gradient norm stops the run before the next save, so
-  a non-finite model never becomes the latest checkpoint;
+* a non-finite loss or gradient norm stops the run before the next save,
+  and every save first checks that all model, optimiser and EMA values are
+  finite, so a non-finite model never becomes the latest checkpoint;
 * once training is complete, the chief exports the EMA model as a scoring
   SavedModel to `output_dir/saved_model` (`vflow_tfp.export`).
 
@@ -56,12 +57,15 @@ from vflow_tfp.models import presets
 from vflow_tfp.training import ema as ema_lib
 from vflow_tfp.training import schedules
 
-__all__ = ['OPTIMIZERS', 'TrainConfig', 'Trainer', 'image_grid',
-           'write_json_atomic']
+__all__ = ['OPTIMIZERS', 'TrainConfig', 'Trainer', 'format_duration',
+           'image_grid', 'write_json_atomic']
 
 # Both papers train with Adam; `TrainConfig.optimizer` names it so that a
 # run's recorded configuration says so, and refuses anything else.
 OPTIMIZERS = ('adam',)
+
+_FLOAT32_TINY = float(np.finfo(np.float32).tiny)
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclasses.dataclass
@@ -128,14 +132,34 @@ class TrainConfig:
             if not 0.0 <= getattr(self, field) < 1.0:
                 raise ValueError(f'{field} must be in [0, 1); got '
                                  f'{getattr(self, field)}.')
-        if self.adam_epsilon <= 0:
-            raise ValueError(f'adam_epsilon must be positive; got '
-                             f'{self.adam_epsilon}.')
+        for field in ['adam_epsilon', 'max_lr']:
+            # The optimiser computes in float32: an epsilon that underflows
+            # to 0 turns the update of a zero gradient into 0/0 = NaN, and a
+            # rate that overflows makes every update infinite. Subnormals
+            # count as 0, since TF flushes them to zero on the CPU.
+            value = getattr(self, field)
+            if not _FLOAT32_TINY <= value <= _FLOAT32_MAX:
+                raise ValueError(
+                    f'{field} must be positive and representable in float32 '
+                    f'(in [{_FLOAT32_TINY:.4g}, {_FLOAT32_MAX:.4g}]); got '
+                    f'{value}.')
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f'optimizer must be one of {OPTIMIZERS} (the '
                              f'papers\' optimiser); got {self.optimizer!r}.')
-        if self.max_lr <= 0:
-            raise ValueError(f'max_lr must be positive; got {self.max_lr}.')
+        if not 0.0 < self.lr_decay <= 1.0:
+            raise ValueError(f'lr_decay must be in (0, 1]; got '
+                             f'{self.lr_decay}.')
+        if self.lr_decay < 1.0 and self.hold_until < self.warmup_steps:
+            # The decay counts from hold_until (SPEC §3), so the rate would
+            # fall by lr_decay^(warmup_steps - hold_until) in one step at the
+            # end of the warm-up.
+            raise ValueError(
+                f'hold_until ({self.hold_until}) must be >= warmup_steps '
+                f'({self.warmup_steps}) when lr_decay < 1 ({self.lr_decay}): '
+                'the decay counts from hold_until.')
+        if not 0 <= self.seed < 2**31:
+            # Evaluation and sampling seeds are int32 pairs `(seed, n)`.
+            raise ValueError(f'seed must be in [0, 2**31); got {self.seed}.')
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f'ema_decay must be in [0, 1); got '
                              f'{self.ema_decay}.')
@@ -166,6 +190,15 @@ def image_grid(images, columns=None):
         r, c = divmod(i, columns)
         grid[r * height:(r + 1) * height, c * width:(c + 1) * width] = images[i]
     return grid
+
+
+def format_duration(seconds):
+    """`'HH:MM:SS'`, with whole days in front beyond 24 h: `'3d 17:02:11'`."""
+    minutes, secs = divmod(int(round(max(seconds, 0.0))), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    clock = f'{hours:02d}:{minutes:02d}:{secs:02d}'
+    return f'{days}d {clock}' if days else clock
 
 
 def _task(strategy):
@@ -260,6 +293,7 @@ class Trainer:
             if self.is_chief else tf.summary.create_noop_writer())
         self._train_step = self._make_train_step()
         self._eval_step = self._make_eval_step()
+        self._all_finite = self._make_all_finite()
         self.results = {}
         self._start_state = None
 
@@ -385,6 +419,19 @@ class Trainer:
                          for s in self.ema.shadows))
 
     def save(self):
+        """Checkpoints the current state; refuses a non-finite one.
+
+        Raises:
+          FloatingPointError: a model, optimiser or EMA value is not finite
+            (e.g. an update turned finite gradients into NaN weights, which
+            the loss and gradient norm of the step cannot show). The latest
+            checkpoint stays the last good one.
+        """
+        if not bool(self._all_finite()):
+            raise FloatingPointError(
+                f'Non-finite model, optimizer or EMA values at step '
+                f'{self.step}; not saved. The last good checkpoint is '
+                f'{tf.train.latest_checkpoint(self._resume_dir)}.')
         path = self.manager.save(checkpoint_number=self.optimizer.iterations)
         self._saved_step = self.step
         return path if self.is_chief else None
@@ -449,6 +496,19 @@ class Trainer:
             return loss, norm, stop_votes
 
         return train_step
+
+    def _make_all_finite(self):
+        # Once per save, on the device: one boolean comes back to the host.
+        @tf.function
+        def all_finite():
+            values = [v for v in (list(self.model.variables)
+                                  + list(self.optimizer.variables())
+                                  + list(self.ema.shadows))
+                      if v.dtype.is_floating]
+            return tf.reduce_all(tf.stack(
+                [tf.reduce_all(tf.math.is_finite(v)) for v in values]))
+
+        return all_finite
 
     def _make_eval_step(self):
         model = self.model
@@ -620,10 +680,13 @@ class Trainer:
         # previous step's stop votes (below), so the host stays a step ahead.
         window_loss, window_steps = 0.0, 0
         window_start = time.time()
-        # Rates and the ETA are timed from the end of this process's first
-        # step (which includes tracing and compilation) and leave out the
-        # saves, evaluations and sample grids between steps.
+        # Rates are timed from the end of this process's first step (which
+        # includes tracing and compilation) and leave out the saves,
+        # evaluations and sample grids between steps: they measure training.
+        # The ETA predicts wall time, so it counts those on average: wall
+        # time per step since the end of the first step.
         timed_start, timed_steps = None, 0
+        wall_start, wall_steps = None, 0
         images_per_second = float(self.results.get('images_per_second', 0.0))
         train_bpd = self.results.get('train_bpd')
         no_vote, vote = tf.constant(0.0), tf.constant(1.0)
@@ -636,9 +699,10 @@ class Trainer:
             window_steps += 1
             if timed_start is None:
                 float(loss)  # waits for the first step, once
-                timed_start = time.time()
+                timed_start = wall_start = time.time()
             else:
                 timed_steps += 1
+                wall_steps += 1
             # A signal stops every worker after the same step: the one after
             # the step whose all-reduced votes first count it. Those are read
             # once the next step is queued, so the host never waits for the
@@ -650,10 +714,11 @@ class Trainer:
                            or step == config.train_steps or stopping)
             if logging_now or step % config.checkpoint_every == 0 or (
                     step % config.eval_every == 0):
-                # Checked before anything is saved, so a non-finite model
-                # never becomes the latest checkpoint: a non-finite update in
+                # Checked before anything is saved: a non-finite update in
                 # the window makes the next step's loss non-finite, and that
-                # of the window's last step shows in its gradient norm.
+                # of the window's last step often shows in its gradient norm.
+                # An update that turns finite gradients into NaN weights does
+                # not; `save` itself refuses those.
                 window_mean = float(window_loss) / window_steps
                 if not (math.isfinite(window_mean)
                         and math.isfinite(float(norm))):
@@ -674,12 +739,14 @@ class Trainer:
                 train_bpd = float(self.model.bits_per_dim(-window_mean))
                 # The rate of the update just applied (at iterations - 1).
                 lr = float(self.schedule(step - 1))
-                remaining = (config.train_steps - step) * seconds_per_step
+                wall_per_step = ((now - wall_start) / wall_steps
+                                 if wall_steps else seconds_per_step)
+                remaining = (config.train_steps - step) * wall_per_step
                 logging.info(
                     'step %d/%d | train bpd %.4f | lr %.2e | grad norm %.3g | '
                     '%.1f img/s | ETA %s', step, config.train_steps,
                     train_bpd, lr, float(norm), images_per_second,
-                    time.strftime('%H:%M:%S', time.gmtime(remaining)))
+                    format_duration(remaining))
                 with self._writer.as_default():
                     tf.summary.scalar('train/bpd', train_bpd, step=step)
                     tf.summary.scalar('train/loss', window_mean, step=step)

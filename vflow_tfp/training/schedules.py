@@ -26,7 +26,10 @@ class WarmupHoldDecay(tf_keras.optimizers.schedules.LearningRateSchedule):
     ```
 
     i.e. the rate decays by `decay` per step and freezes at the first value
-    at or below `min_lr`, exactly as the official loop does.
+    at or below `min_lr`, exactly as the official loop does. The decay counts
+    from `hold_until`, as there: with `hold_until < warmup_steps` the rate
+    would drop by `decay^(warmup_steps - hold_until)` in one step at the end
+    of the warm-up, so `TrainConfig.validate` refuses that when `decay < 1`.
 
     VFlow CIFAR-10: `max_lr=1.2e-3, warmup_steps=2000, hold_until=50000,
     decay=0.99999, min_lr=3e-4` (the floor is reached near step 188,629).
