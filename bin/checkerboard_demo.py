@@ -87,8 +87,10 @@ def main(argv):
     try:
         hidden_units = [int(h) for h in _HIDDEN.value]
     except ValueError:
+        hidden_units = None
+    if not hidden_units or min(hidden_units) < 1:
         raise app.UsageError(
-            f'--hidden_units must be integers; got {_HIDDEN.value}') from None
+            f'--hidden_units must be positive integers; got {_HIDDEN.value}')
     tf.random.set_seed(_SEED.value)
     rng = np.random.default_rng(_SEED.value)
 

@@ -23,6 +23,7 @@ seed 0 .. --seeds - 1, and scores each on a fixed test set (VFlow by
 import json
 import math
 import os
+import re
 import sys
 import time
 
@@ -38,8 +39,8 @@ _OUTPUT_DIR = flags.DEFINE_string('output_dir', None,
                                   'Directory of the outputs (required).')
 _ITERATIONS = flags.DEFINE_integer('iterations', 100_000,
                                    'Training iterations per run.')
-_SEEDS = flags.DEFINE_integer('seeds', 5, 'Seeds per configuration: 0 .. '
-                              'seeds - 1.')
+_SEEDS = flags.DEFINE_integer('seeds', 5, 'Seeds per configuration: '
+                              'first_seed .. first_seed + seeds - 1.')
 _FIRST_SEED = flags.DEFINE_integer('first_seed', 0, 'First seed.')
 _DIMS = flags.DEFINE_list('dims', ['2', '4', '6', '8', '10'],
                           'D = D_X + D_Z values; 2 is Glow.')
@@ -98,14 +99,14 @@ _SETTINGS = ('iterations', 'batch_size', 'learning_rate', 'schedule',
              'clip_norm', 'gradient_estimator', 'posterior_samples',
              'iw_samples', 'test_size', 'init_size', 'scale_fn',
              'linear_top', 'recycle_every', 'recycle_until',
-             'grid_resolution', 'grid_iw_samples')
+             'grid_resolution', 'grid_iw_samples', 'jit_compile')
 # Settings added after the first sweeps, with the value those sweeps used
 # (so their output directories can still be resumed). The density grids'
 # settings are checked too: one figure must not mix grids drawn at two
 # resolutions or estimated with two sample counts.
 _LATER_SETTINGS = {'linear_top': False, 'recycle_every': 0,
                    'recycle_until': 1.0, 'grid_resolution': 128,
-                   'grid_iw_samples': 100}
+                   'grid_iw_samples': 100, 'jit_compile': True}
 
 
 def _fail(message):
@@ -150,6 +151,9 @@ def _check_flags():
             d, l = (int(v) for v in item.split(':'))
         except ValueError:
             _fail(f'--density_configs entries must be D:L; got {item!r}.')
+        if d not in _VALID_DIMS or l not in _VALID_STEPS:
+            _fail(f'--density_configs entry {item!r}: D must be one of '
+                  f'{list(_VALID_DIMS)} and L one of {list(_VALID_STEPS)}.')
         density.append((d, l))
     return dims, steps, density
 
@@ -166,7 +170,7 @@ def _settings():
                 recycle_every=_RECYCLE_EVERY.value,
                 recycle_until=_RECYCLE_UNTIL.value,
                 grid_resolution=_GRID.value,
-                grid_iw_samples=_GRID_IW.value)
+                grid_iw_samples=_GRID_IW.value, jit_compile=_JIT.value)
 
 
 def _atomic_write(path, mode='w'):
@@ -293,7 +297,13 @@ def _write_outputs(out_dir, settings, density_configs):
                f'up to {max(len(v["seeds"]) for v in summary.values())} '
                'seeds'))
     panels = [('data', cb.histogram_density(resolution=_GRID.value))]
-    for d, s in density_configs:
+    # The configurations asked for now and those drawn by earlier
+    # invocations: a --resume without --density_configs keeps its panels.
+    drawn = {tuple(int(v) for v in re.match(r'D(\d+)_L(\d+)_seed', f).groups())
+             for f in os.listdir(os.path.join(out_dir, 'densities'))
+             if re.match(r'D\d+_L\d+_seed\d+\.npy$', f)}
+    for d, s in list(density_configs) + sorted(
+            drawn - set(density_configs)):
         grids = sorted(f for f in os.listdir(os.path.join(out_dir,
                                                           'densities'))
                        if f.startswith(f'D{d}_L{s}_seed')
@@ -340,7 +350,8 @@ def main(argv):
         _write_json(config_path, settings)
 
     seeds = range(_FIRST_SEED.value, _FIRST_SEED.value + _SEEDS.value)
-    # Cheap cells first: an interrupted sweep has whole columns of small L.
+    # Seed by seed, cheap cells first: an interrupted sweep has every cell
+    # for the first seeds.
     jobs = [(d, s, seed) for seed in seeds for s in steps for d in dims]
     existing = [j for j in jobs if os.path.exists(
         os.path.join(run_dir, f'D{j[0]}_L{j[1]}_seed{j[2]}.json'))]
@@ -381,18 +392,29 @@ def main(argv):
                   + (f'  {rate:6.0f} it/s' if np.isfinite(rate) else ''),
                   flush=True)
 
-        result, model = cb.run(
-            preset, _ITERATIONS.value, seed, test_points,
-            batch_size=_BATCH.value, learning_rate=_LR.value,
-            schedule=_SCHEDULE.value, clip_norm=_CLIP.value,
-            gradient_estimator=_ESTIMATOR.value,
-            posterior_samples=_POSTERIOR_SAMPLES.value,
-            recycle_every=_RECYCLE_EVERY.value,
-            recycle_until=_RECYCLE_UNTIL.value,
-            iw_samples=_IW.value, init_size=_INIT_SIZE.value,
-            jit_compile=_JIT.value, progress=progress,
-            progress_every=_PROGRESS.value, model_overrides=overrides,
-            return_model=True)
+        try:
+            result, model = cb.run(
+                preset, _ITERATIONS.value, seed, test_points,
+                batch_size=_BATCH.value, learning_rate=_LR.value,
+                schedule=_SCHEDULE.value, clip_norm=_CLIP.value,
+                gradient_estimator=_ESTIMATOR.value,
+                posterior_samples=_POSTERIOR_SAMPLES.value,
+                recycle_every=_RECYCLE_EVERY.value,
+                recycle_until=_RECYCLE_UNTIL.value,
+                iw_samples=_IW.value, init_size=_INIT_SIZE.value,
+                jit_compile=_JIT.value, progress=progress,
+                progress_every=_PROGRESS.value, model_overrides=overrides,
+                return_model=True)
+        except FloatingPointError as e:
+            # A diverged run is a result too (its cell's mean becomes
+            # undefined), recorded so that the sweep and a --resume go on.
+            _write_json(path, dict(
+                preset=preset, dims=d, steps=s, seed=seed,
+                iterations=_ITERATIONS.value, test_log_likelihood=None,
+                error=str(e)))
+            print(f'    {tag}: diverged ({e})', flush=True)
+            _write_outputs(out_dir, settings, density_configs)
+            continue
         if (d, s) in density_configs and not any(
                 f.startswith(f'D{d}_L{s}_seed') and f.endswith('.npy')
                 for f in os.listdir(grid_dir)):

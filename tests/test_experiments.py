@@ -121,6 +121,15 @@ def test_summarize():
     assert summary[(2, 3)]['std'] == pytest.approx(np.std([-3.7, -3.6],
                                                           ddof=1))
     assert summary[(2, 3)]['seeds'] == [0, 1]
+    # Runs come in file-name order (seed10 before seed2): values must
+    # still line up with their seeds.
+    runs = [dict(dims=4, steps=3, seed=s, iterations=10,
+                 test_log_likelihood=-3.5 - s / 100)
+            for s in sorted(range(11), key=str)]
+    cell = cb.summarize(runs)[(4, 3)]
+    assert cell['seeds'] == list(range(11))
+    assert cell['values'] == pytest.approx([-3.5 - s / 100
+                                            for s in range(11)])
 
 
 def _run_script(*args):
@@ -180,6 +189,34 @@ def test_script_end_to_end(tmp_path):
     proc = _run_script(*args, '--resume', '--grid_resolution=32')
     assert proc.returncode != 0
     assert '--grid_resolution=16' in proc.stderr.strip().splitlines()[-1]
+    # Nor may one cell mix runs with and without XLA.
+    proc = _run_script(*args, '--resume', '--jit_compile')
+    assert proc.returncode != 0
+    assert '--jit_compile=False' in proc.stderr.strip().splitlines()[-1]
+    # A resume that asks for no density panels keeps those drawn before.
+    def png_width(path):
+        return int.from_bytes(path.read_bytes()[16:20], 'big')
+    width = png_width(out / 'fig2_densities.png')
+    proc = _run_script(*args[:-4], '--density_configs=', '--resume',
+                       *args[-3:])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert png_width(out / 'fig2_densities.png') == width
+
+
+def test_script_records_a_diverged_run_and_goes_on(tmp_path):
+    out = tmp_path / 'toy'
+    proc = _run_script(f'--output_dir={out}', '--iterations=50', '--seeds=2',
+                       '--dims=2', '--steps=2', '--test_size=100',
+                       '--init_size=256', '--learning_rate=1e6',
+                       '--schedule=constant', '--density_configs=',
+                       '--nojit_compile')
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count(': diverged (') == 2, proc.stdout
+    results = json.loads((out / 'results.json').read_text())
+    assert [r['seed'] for r in results['runs']] == [0, 1]
+    assert all(r['test_log_likelihood'] is None and 'non-finite' in
+               r['error'] for r in results['runs'])
+    assert '| 2 (Glow) | — ± — (n=2) |' in (out / 'table.md').read_text()
 
 
 @pytest.mark.parametrize('flag, message', [
@@ -189,6 +226,7 @@ def test_script_end_to_end(tmp_path):
     ('--posterior_samples=0', '--posterior_samples must be >= 1'),
     ('--recycle_every=-1', '--recycle_every must be >= 0'),
     ('--recycle_until=1.5', '--recycle_until must be in [0, 1]'),
+    ('--density_configs=3:7', "--density_configs entry '3:7': D must be"),
 ])
 def test_script_bad_flags(tmp_path, flag, message):
     proc = _run_script(f'--output_dir={tmp_path}', flag)

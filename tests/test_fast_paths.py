@@ -140,6 +140,41 @@ class AttentionTest(tf.test.TestCase):
         self.assertGreater(full - lean, 64 * 2**20)
         self.assertLess(lean, full / 2)
 
+    def test_lean_attention_weights_sum_to_one_in_low_precision(self):
+        # With V = 1 the output is each row's sum of weights. Large logits
+        # (std 30) make a bfloat16 log-sum-exp round far from its value.
+        rng = np.random.RandomState(0)
+        q = tf.constant(rng.randn(2, 64, 8) * 30.0 / np.sqrt(8), tf.float32)
+        k = tf.constant(rng.randn(2, 64, 8), tf.float32)
+        for dtype in (tf.bfloat16, tf.float16):
+            ones = tf.ones([2, 64, 8], dtype)
+            for block in (None, 16):
+                out = nets.dot_product_attention(
+                    tf.cast(q, dtype), tf.cast(k, dtype), ones,
+                    query_block=block)
+                self.assertAllClose(tf.cast(out, tf.float32),
+                                    tf.ones([2, 64, 8]), atol=0.02,
+                                    msg=f'{dtype.name}, block {block}')
+
+    def test_options_also_set_the_module_they_are_given(self):
+        context_net = nets.ContextNet((4, 4, 3), vb.ColumnSplit(), filters=8,
+                                      num_blocks=1)
+        self.assertEqual(nets.set_compute_dtype(context_net, 'bfloat16'), 1)
+        self.assertEqual(context_net.compute_dtype, tf.bfloat16)
+        net = nets.ConvAttnNet((4, 6, 3), 5, filters=8, num_blocks=1,
+                               num_heads=2)
+        block = next(m for m in net.submodules
+                     if isinstance(m, nets.GatedAttention))
+        self.assertEqual(nets.set_attention_query_block(block, 4), 1)
+        self.assertEqual(block.query_block, 4)
+
+    def test_presets_without_the_networks_refuse_the_options(self):
+        with self.assertRaisesRegex(ValueError, 'no network that runs in '
+                                    'mixed precision'):
+            presets.build('checkerboard_glow_2', compute_dtype='bfloat16')
+        with self.assertRaisesRegex(ValueError, 'has no attention'):
+            presets.build('checkerboard_vflow_3_4', attention_query_block=8)
+
     def test_preset_option_reaches_every_attention_block(self):
         model = presets.build('tiny_vflow', seed=0, attention_query_block=16)
         blocks = [m for m in model.submodules

@@ -853,17 +853,21 @@ class MLPTest(tf.test.TestCase, parameterized.TestCase):
         # Every unit of the first layer dead: the second layer's columns are
         # all zeroed, and on 4 rows a kink at the row of largest projection
         # (1 pick in 4) would leave a unit dead again.
-        net = nets.MLP(3, 2, hidden_units=(50, 50), name='all_dead')
-        net.hidden_layers[0].bias.assign(tf.fill([50], -100.0))
-        net.hidden_layers[1].bias.assign(tf.fill([50], -100.0))
-        x = tf.random.stateless_uniform([4, 3], [1, 2], -1, 1)
-        counts = net.recycle_dead_units(x, seed=tf.constant([3, 4]))
-        self.assertEqual([int(n) for n in counts], [50, 50])
-        h = x
-        for layer in net.hidden_layers:
-            pre = layer(h).numpy()
-            self.assertTrue(np.all(np.any(pre > 0, axis=0)))
-            h = tf.nn.relu(pre)
+        # Alive by a margin, not by a rounding residue (a unit whose only
+        # positive value is ~1e-7 gets no gradient to speak of).
+        for rows, seed in [(4, [3, 4]), (2, [5, 6]), (2, [7, 8])]:
+            net = nets.MLP(3, 2, hidden_units=(200, 200), name='all_dead')
+            net.hidden_layers[0].bias.assign(tf.fill([200], -100.0))
+            net.hidden_layers[1].bias.assign(tf.fill([200], -100.0))
+            x = tf.random.stateless_uniform([rows, 3], [1, 2], -1, 1)
+            counts = net.recycle_dead_units(x, seed=tf.constant(seed))
+            self.assertEqual([int(n) for n in counts], [200, 200])
+            h = x
+            for layer in net.hidden_layers:
+                pre = layer(h).numpy()
+                self.assertGreater(pre.max(axis=0).min(), 1e-4,
+                                   msg=f'{rows} rows, {layer.name}')
+                h = tf.nn.relu(pre)
 
     def test_recycled_units_learn(self):
         net = self._net_with_dead_units(tf.float32)

@@ -178,27 +178,37 @@ class TrainerTest(tf.test.TestCase):
             trainer.train()
         self.assertEqual(trainer.manager.latest_checkpoint, first)
 
-    def test_non_finite_update_is_never_saved(self):
-        # An infinite gradient at the last step before a save: clipping turns
-        # every gradient into NaN and the update poisons the weights, while
-        # that step's loss (computed before the update) is finite.
+    def _poisoned_trainer(self, target, norm=None):
+        """A trainer whose third step fills `target(trainer)` with NaN.
+
+        With `norm`, that step also reports `norm` as its gradient norm.
+        Returns the trainer, its initial checkpoint and the list of steps.
+        """
         trainer = self._trainer(tf.distribute.OneDeviceStrategy('/cpu:0'),
                                 train_steps=6, checkpoint_every=3,
                                 eval_every=1000, export=False)
         trainer.restore_or_initialize()
-        first = trainer.manager.latest_checkpoint
         real_step, calls = trainer._train_step, []
-        weights = trainer.variables[0]
+        variable = target(trainer)
 
         def poisoned_step(iterator, stop_vote):
-            loss, norm, votes = real_step(iterator, stop_vote)
-            calls.append(norm)
+            loss, step_norm, votes = real_step(iterator, stop_vote)
+            calls.append(None)
             if len(calls) == 3:
-                weights.assign(tf.fill(weights.shape, float('nan')))
-                norm = tf.constant(float('inf'))
-            return loss, norm, votes
+                variable.assign(tf.fill(variable.shape, float('nan')))
+                if norm is not None:
+                    step_norm = tf.constant(norm)
+            return loss, step_norm, votes
 
         trainer._train_step = poisoned_step
+        return trainer, trainer.manager.latest_checkpoint, calls
+
+    def test_non_finite_update_is_never_saved(self):
+        # An infinite gradient at the last step before a save: clipping turns
+        # every gradient into NaN and the update poisons the weights, while
+        # that step's loss (computed before the update) is finite.
+        trainer, first, calls = self._poisoned_trainer(
+            lambda t: t.variables[0], norm=float('inf'))
         with self.assertRaisesRegex(FloatingPointError,
                                     'gradient norm between steps 1 and 3; '
                                     'the last good checkpoint is .*-0'):
@@ -211,31 +221,14 @@ class TrainerTest(tf.test.TestCase):
         # epsilon underflowing to 0 makes a zero gradient's update 0/0):
         # that step's loss and gradient norm are finite, and a NaN EMA never
         # shows in the loss at all. Only the saved values themselves tell.
-        for poisoned in ('model', 'ema'):
-            trainer = self._trainer(tf.distribute.OneDeviceStrategy('/cpu:0'),
-                                    train_steps=6, checkpoint_every=3,
-                                    eval_every=1000, export=False)
-            trainer.restore_or_initialize()
-            first = trainer.manager.latest_checkpoint
-            real_step, calls = trainer._train_step, []
-            target = (trainer.variables[0] if poisoned == 'model'
-                      else trainer.ema.shadows[0])
-
-            def poisoned_step(iterator, stop_vote, real_step=real_step,
-                              calls=calls, target=target):
-                result = real_step(iterator, stop_vote)
-                calls.append(None)
-                if len(calls) == 3:
-                    target.assign(tf.fill(target.shape, float('nan')))
-                return result
-
-            trainer._train_step = poisoned_step
+        for target in (lambda t: t.variables[0], lambda t: t.ema.shadows[0]):
+            trainer, first, calls = self._poisoned_trainer(target)
             with self.assertRaisesRegex(FloatingPointError,
                                         'Non-finite model, optimizer or EMA '
                                         'values at step 3; not saved. The '
                                         'last good checkpoint is .*-0'):
                 trainer.train()
-            self.assertLen(calls, 3, msg=poisoned)
+            self.assertLen(calls, 3)
             self.assertEqual(trainer.manager.latest_checkpoint, first)
 
     def test_resume_continues_the_checkerboard_stream_exactly(self):
@@ -301,6 +294,11 @@ class TrainerTest(tf.test.TestCase):
             expected = trainer.model.bits_per_dim(tf.reduce_mean(
                 trainer.model.elbo(test)))
         self.assertAllClose(bpd, expected, rtol=1e-5)
+        # One trace for full and partial batches, and none for a second
+        # evaluation.
+        self.assertAllClose(trainer.evaluate(), bpd, rtol=1e-12)
+        self.assertEqual(trainer._eval_step.experimental_get_tracing_count(),
+                         1)
 
     def test_rates_leave_out_evaluation_and_saving_but_the_eta_not(self):
         # Evaluation made slow (1 s); a checkerboard step takes about a

@@ -442,12 +442,14 @@ def summarize(results):
         cells.setdefault((int(r['dims']), int(r['steps'])), []).append(r)
     out = {}
     for key, runs in sorted(cells.items()):
+        # `values[i]` is the run of `seeds[i]`.
+        runs = sorted(runs, key=lambda r: int(r['seed']))
         values = np.array([r['test_log_likelihood'] for r in runs])
         out[key] = dict(
             mean=float(values.mean()),
             std=float(values.std(ddof=1)) if len(values) > 1
             else float('nan'),
-            seeds=sorted(int(r['seed']) for r in runs),
+            seeds=[int(r['seed']) for r in runs],
             iterations=sorted({int(r['iterations']) for r in runs}),
             values=[float(v) for v in values])
     return out

@@ -417,7 +417,8 @@ def build(name, attention_query_block=None, compute_dtype=None,
           **overrides):
     """Builds preset `name` with keyword `overrides` (see `overridable`).
 
-    Two execution options apply to every preset and change no parameter:
+    Two execution options change no parameter; a preset without the
+    networks they act on refuses them:
 
     * `attention_query_block`: memory-lean attention; the `T x T` weights
       are recomputed in the backward pass in blocks of that many queries
@@ -444,10 +445,17 @@ def build(name, attention_query_block=None, compute_dtype=None,
             raise ValueError(f'Preset {name!r}: dtype must be a float dtype; '
                              f'got {overrides["dtype"].name}.')
     model = factory(**overrides)
-    if attention_query_block is not None:
-        nets.set_attention_query_block(model, attention_query_block)
-    if compute_dtype is not None:
-        nets.set_compute_dtype(model, compute_dtype)
+    # An option that finds nothing to change is refused, not ignored: a
+    # run would otherwise claim a setting it does not have.
+    if attention_query_block is not None and not (
+            nets.set_attention_query_block(model, attention_query_block)):
+        raise ValueError(f'Preset {name!r} has no attention, so '
+                         'attention_query_block does not apply.')
+    if compute_dtype is not None and not nets.set_compute_dtype(
+            model, compute_dtype):
+        raise ValueError(f'Preset {name!r} has no network that runs in '
+                         'mixed precision (compute_dtype applies to the '
+                         'attention-coupling and context networks).')
     return model
 
 

@@ -238,7 +238,11 @@ class VFlow(tf.Module):
             # A cast, not a conversion: tensors of another float dtype too.
             x = tf.cast(tf.convert_to_tensor(x), self._dtype)
             return x, tf.zeros(tf.shape(x)[:1], self._dtype)
-        x = self._checked_pixels(tf.cast(x, self._dtype))
+        x = tf.convert_to_tensor(x)
+        if not (x.dtype == tf.uint8 and self._num_bins >= 256):
+            # (uint8 data cannot leave the range of an 8-bit model.)
+            self._check_pixels(tf.cast(x, self._dtype))
+        x = tf.cast(x, self._dtype)
         condition = x / self._num_bins - 0.5
         u, log_r = self.dequantizer.sample_and_log_prob(
             condition, seed, training, stop_score=stop_score)
@@ -248,7 +252,7 @@ class VFlow(tf.Module):
                                                             event_ndims=3)
         return x_tilde, log_det - log_r
 
-    def _checked_pixels(self, x):
+    def _check_pixels(self, x):
         # A pixel outside [0, num_bins) (8-bit data given to a model of
         # fewer levels, say) would be scored as a finite number or as NaN
         # instead of being refused. Eagerly the check raises at once; in a
@@ -261,7 +265,6 @@ class VFlow(tf.Module):
             x, tf.cast(self._num_bins, x.dtype),
             message=f'pixel values must be below {self._num_bins}, the '
                     'number of levels of the model')
-        return x
 
     def _joint(self, x, seed, training, stop_score=False):
         """Returns ([x~, z], log|dx~/dx| - log r - log q) per example."""

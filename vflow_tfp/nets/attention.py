@@ -63,16 +63,26 @@ def _after(previous):
 
 def _lean_attention(q, k, v, block):
     length = int(q.shape[-2])
+    # The weights are exp(logits - L), not a softmax that renormalises its
+    # rows: in bfloat16 or float16 a rounded L leaves rows summing to
+    # 1 +- 0.3, so L and the exponent are computed in float32 there.
+    wide = tf.float32 if q.dtype in (tf.bfloat16, tf.float16) else q.dtype
 
     @tf.custom_gradient
     def attend(q, k, v):
+        def weights_of(q_block, lse):
+            logits = tf.linalg.matmul(q_block, k, transpose_b=True)
+            return tf.cast(tf.exp(tf.cast(logits, wide) - lse), q.dtype)
+
         outs, lses = [], []
         previous = None
         for q_block in _blocks(q, block, length):
             with _after(previous):
                 logits = tf.linalg.matmul(q_block, k, transpose_b=True)
+            logits = tf.cast(logits, wide)
             lse = tf.reduce_logsumexp(logits, axis=-1, keepdims=True)
-            previous = tf.linalg.matmul(tf.exp(logits - lse), v)
+            previous = tf.linalg.matmul(
+                tf.cast(tf.exp(logits - lse), q.dtype), v)
             outs.append(previous)
             lses.append(lse)
         out = tf.concat(outs, axis=-2) if len(outs) > 1 else outs[0]
@@ -86,8 +96,7 @@ def _lean_attention(q, k, v, block):
                     _blocks(q, block, length), _blocks(d_out, block, length),
                     _blocks(row, block, length), _blocks(lse, block, length)):
                 with _after(previous):
-                    weights = tf.exp(
-                        tf.linalg.matmul(q_b, k, transpose_b=True) - lse_b)
+                    weights = weights_of(q_b, lse_b)
                     d_weights = tf.linalg.matmul(d_b, v, transpose_b=True)
                 d_logits = weights * (d_weights - row_b)
                 d_q.append(tf.linalg.matmul(d_logits, k))

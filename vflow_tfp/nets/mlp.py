@@ -220,13 +220,15 @@ class MLP(tf.Module):
             pick = tf.random.stateless_uniform(
                 [layer.out_features], seeds[2 * i + 1], 0, rows,
                 dtype=tf.int32)
-            picked = tf.gather(h, pick)                     # [out, in]
-            picked_proj = tf.reduce_sum(
-                picked * tf.transpose(new_kernel), axis=-1)
+            projections = tf.matmul(h, new_kernel)          # [rows, out]
+            # Both from the same product: recomputed another way, the
+            # picked row's value can round one ulp below the maximum and
+            # miss the flip, leaving the unit alive by a rounding residue.
+            picked_proj = tf.gather_nd(projections, tf.stack(
+                [pick, tf.range(layer.out_features)], axis=-1))
             # A kink at the row of largest projection leaves every row at
             # or below it: point the unit the other way.
-            flip = picked_proj >= tf.reduce_max(tf.matmul(h, new_kernel),
-                                                axis=0)
+            flip = picked_proj >= tf.reduce_max(projections, axis=0)
             sign = tf.where(flip, -tf.ones_like(picked_proj),
                             tf.ones_like(picked_proj))
             new_kernel = new_kernel * sign[tf.newaxis, :]

@@ -12,6 +12,11 @@ from vflow_tfp.nets import conv_attention
 __all__ = ['set_attention_query_block', 'set_compute_dtype']
 
 
+def _self_and_submodules(module):
+    # `submodules` leaves out the module itself, which may be the network.
+    return (module, *module.submodules)
+
+
 def set_attention_query_block(module, query_block):
     """Sets `query_block` of every `GatedAttention` inside `module`.
 
@@ -21,7 +26,7 @@ def set_attention_query_block(module, query_block):
     Returns the number of blocks changed.
     """
     blocks.check_query_block(query_block, 'set_attention_query_block')
-    found = [m for m in module.submodules
+    found = [m for m in _self_and_submodules(module)
              if isinstance(m, blocks.GatedAttention)]
     for block in found:
         block.query_block = query_block
@@ -39,7 +44,7 @@ def set_compute_dtype(module, compute_dtype):
     mixture CDFs, logits and log-determinants stay in float32. Returns the
     number of networks changed.
     """
-    found = [m for m in module.submodules
+    found = [m for m in _self_and_submodules(module)
              if isinstance(m, (conv_attention.ConvAttnNet,
                                context.ContextNet))]
     for net in found:

@@ -64,6 +64,7 @@ __all__ = ['OPTIMIZERS', 'TrainConfig', 'Trainer', 'format_duration',
 # run's recorded configuration says so, and refuses anything else.
 OPTIMIZERS = ('adam',)
 
+_SEED_SPEC = tf.TensorSpec([2], tf.int32)
 _FLOAT32_TINY = float(np.finfo(np.float32).tiny)
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -292,7 +293,7 @@ class Trainer:
             os.path.join(config.output_dir, 'summaries'))
             if self.is_chief else tf.summary.create_noop_writer())
         self._train_step = self._make_train_step()
-        self._eval_step = self._make_eval_step()
+        self._eval_step = None   # traced for the evaluation data's spec
         self._all_finite = self._make_all_finite()
         self.results = {}
         self._start_state = None
@@ -510,7 +511,7 @@ class Trainer:
 
         return all_finite
 
-    def _make_eval_step(self):
+    def _make_eval_step(self, element_spec):
         model = self.model
 
         def replica_step(x, seed):
@@ -520,7 +521,9 @@ class Trainer:
                                   seed, replica))
             return tf.reduce_sum(elbo), tf.cast(tf.shape(elbo)[0], elbo.dtype)
 
-        @tf.function
+        # The data's spec (an unknown batch size): the last, partial batch
+        # does not trace the step again.
+        @tf.function(input_signature=[element_spec, _SEED_SPEC])
         def eval_step(x, seed):
             total, count = self.strategy.run(replica_step, args=(x, seed))
             return (self.strategy.reduce(tf.distribute.ReduceOp.SUM, total,
@@ -541,7 +544,11 @@ class Trainer:
         """
         dataset = self.strategy.distribute_datasets_from_function(
             self._eval_input_fn)
+        if self._eval_step is None:
+            self._eval_step = self._make_eval_step(dataset.element_spec)
         seed = tf.constant([self.config.seed, 555], tf.int32)
+        # Summed on the device and read once: the host queues the batches
+        # ahead of the device.
         total, count = 0.0, 0.0
         with self.ema.averaged_weights():
             for i, x in enumerate(dataset):
@@ -549,8 +556,9 @@ class Trainer:
                     break
                 batch_total, batch_count = self._eval_step(
                     x, tf.random.experimental.stateless_fold_in(seed, i))
-                total += float(batch_total)
-                count += float(batch_count)
+                total += batch_total
+                count += batch_count
+        total, count = float(total), float(count)
         if not count:
             raise ValueError('The evaluation split yielded no batch.')
         return float(self.model.bits_per_dim(total / count))
@@ -576,7 +584,8 @@ class Trainer:
             return (tf.reduce_sum(ll), tf.cast(tf.shape(ll)[0], ll.dtype),
                     tf.identity(stop_vote))
 
-        @tf.function
+        @tf.function(input_signature=[dataset.element_spec, _SEED_SPEC,
+                                      tf.TensorSpec([], tf.float32)])
         def step(x, seed, stop_vote):
             results = self.strategy.run(replica_step,
                                         args=(x, seed, stop_vote))
