@@ -44,9 +44,9 @@ setuptools.setup(
     install_requires=REQUIRED,
     extras_require=EXTRAS,
     license='Apache-2.0',
+    license_files=['LICENSE'],
     classifiers=[
         'Programming Language :: Python :: 3',
-        'License :: OSI Approved :: Apache Software License',
         'Topic :: Scientific/Engineering :: Artificial Intelligence',
     ],
 )

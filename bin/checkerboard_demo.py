@@ -9,6 +9,7 @@ true log-likelihood -ln 32 = -3.466.
     python bin/checkerboard_demo.py --coupling=affine --num_steps=3
 """
 
+import sys
 import time
 
 from absl import app
@@ -81,16 +82,23 @@ def build_flow(coupling, num_steps, num_components, hidden_units):
     return tfb.Chain(layers)
 
 
+def _fail(message):
+    # One line, like the other scripts: app.UsageError would print the
+    # whole usage text above it.
+    print(f'checkerboard_demo.py: error: {message}', file=sys.stderr)
+    sys.exit(2)
+
+
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+        _fail(f'unexpected arguments {argv[1:]}')
     try:
         hidden_units = [int(h) for h in _HIDDEN.value]
     except ValueError:
         hidden_units = None
     if not hidden_units or min(hidden_units) < 1:
-        raise app.UsageError(
-            f'--hidden_units must be positive integers; got {_HIDDEN.value}')
+        _fail(f'--hidden_units must be comma-separated positive integers; '
+              f'got {",".join(_HIDDEN.value)!r}.')
     tf.random.set_seed(_SEED.value)
     rng = np.random.default_rng(_SEED.value)
 

@@ -7,6 +7,7 @@ into the run's preset and writes a SavedModel (default
 `tf.saved_model.load`, without vflow_tfp; score images with `bin/score.py`.
 """
 
+import os
 import sys
 
 from absl import app
@@ -32,11 +33,24 @@ def _fail(message):
     sys.exit(2)
 
 
+def _check_export_dir(path):
+    parent = os.path.dirname(os.path.abspath(path))
+    try:
+        # Before the model is restored and traced, which take a while: a
+        # path that cannot hold the export fails at once.
+        os.makedirs(parent, exist_ok=True)
+    except OSError as e:
+        _fail(f'--export_dir must be in a directory that exists or can be '
+              f'created; got {path!r} ({e.strerror}: {e.filename}).')
+
+
 def main(argv):
     if len(argv) > 1:
         _fail(f'unexpected arguments {argv[1:]}')
     if not FLAGS.run_dir:
         _fail('--run_dir is required (a bin/train.py --output_dir).')
+    if FLAGS.export_dir:
+        _check_export_dir(FLAGS.export_dir)
     # Imported here so that --help and flag errors answer without TF start-up.
     from vflow_tfp import export  # pylint: disable=g-import-not-at-top
 
@@ -46,6 +60,10 @@ def main(argv):
             default_num_samples=FLAGS.serving_num_samples)
     except ValueError as e:
         _fail(str(e))
+    except OSError as e:
+        # Writing the SavedModel (e.g. a full disk, or a directory made
+        # read-only after the check above).
+        _fail(f'{e.filename or FLAGS.run_dir}: {e.strerror or e}.')
     info = export.load_metadata(path)
     test_bpd = info.get('test_bpd')
     print(f'exported {info["preset"]} (step {info["step"]}, EMA weights, '

@@ -110,7 +110,34 @@ _LATER_SETTINGS = {'linear_top': False, 'recycle_every': 0,
 
 
 def _fail(message):
-    sys.exit(f'toy_experiment.py: error: {message}')
+    print(f'toy_experiment.py: error: {message}', file=sys.stderr)
+    sys.exit(2)
+
+
+def _check_matplotlib():
+    # Every finished run redraws the figures: without matplotlib the sweep
+    # would stop after its first run (`pip install -e ".[images]"` does not
+    # bring it).
+    try:
+        import matplotlib  # pylint: disable=g-import-not-at-top,unused-import
+    except ImportError:
+        _fail('the figures need matplotlib, which is not installed; install '
+              'it with pip install -e ".[plots]" (or pip install '
+              'matplotlib).')
+
+
+def _make_dirs(out_dir, *subdirs):
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        _fail(f'--output_dir must be a directory; got {out_dir!r}, which is '
+              'a file.')
+    for subdir in subdirs:
+        try:
+            os.makedirs(os.path.join(out_dir, subdir), exist_ok=True)
+        except OSError as e:
+            _fail(f'--output_dir must be a directory that can be created; '
+                  f'got {out_dir!r} ({e.strerror}: {e.filename}).')
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        _fail(f'--output_dir must be a writable directory; got {out_dir!r}.')
 
 
 def _int_list(name, values, valid):
@@ -330,11 +357,11 @@ def main(argv):
     if len(argv) > 1:
         _fail(f'unexpected arguments {argv[1:]}.')
     dims, steps, density_configs = _check_flags()
+    _check_matplotlib()
     out_dir = _OUTPUT_DIR.value
     run_dir = os.path.join(out_dir, 'runs')
     grid_dir = os.path.join(out_dir, 'densities')
-    os.makedirs(run_dir, exist_ok=True)
-    os.makedirs(grid_dir, exist_ok=True)
+    _make_dirs(out_dir, 'runs', 'densities')
     settings = _settings()
     config_path = os.path.join(out_dir, 'config.json')
     if os.path.exists(config_path):

@@ -138,17 +138,8 @@ def main(argv):
         _fail(f'unknown preset {FLAGS.preset!r}; choose from: '
               f'{", ".join(presets.names())}.')
     overrides = _preset_overrides()
-    # Initial weights come from the global random state (the preset's seed
-    # covers noise and dropout).
-    tf.random.set_seed(FLAGS.seed)
-    strategy = _make_strategy(tf)
-    replicas = strategy.num_replicas_in_sync
-    if FLAGS.global_batch_size <= 0:
-        _fail(f'--global_batch_size must be positive; got '
-              f'{FLAGS.global_batch_size}.')
-    if FLAGS.global_batch_size % replicas:
-        _fail(f'--global_batch_size={FLAGS.global_batch_size} is not '
-              f'divisible by the {replicas} replicas.')
+    # The user's own settings, for errors: the data may add image_shape.
+    given = dict(overrides)
 
     eval_batches = FLAGS.eval_batches
     if FLAGS.strategy == 'multi_worker' and not eval_batches:
@@ -177,10 +168,23 @@ def main(argv):
         seed=FLAGS.seed,
         jit_compile=FLAGS.jit_compile, export=FLAGS.export)
     try:
-        # Before the inputs, which draw the init batch: a bad
-        # --init_batch_size or --seed is named as such, not as whatever
-        # argument of the data code it reaches.
+        # Before the strategy and the data, which take a while: bad
+        # settings, and a path that cannot hold the run, fail at once (in
+        # this order, so that a refused command leaves no directory).
         config.validate()
+        training.make_output_dir(FLAGS.output_dir)
+    except ValueError as e:
+        _fail(str(e))
+    # Initial weights come from the global random state (the preset's seed
+    # covers noise and dropout).
+    tf.random.set_seed(FLAGS.seed)
+    strategy = _make_strategy(tf)
+    replicas = strategy.num_replicas_in_sync
+    if FLAGS.global_batch_size % replicas:
+        _fail(f'--global_batch_size={FLAGS.global_batch_size} is not '
+              f'divisible by the {replicas} replicas.')
+
+    try:
         inputs = training.training_inputs(
             FLAGS.dataset, FLAGS.global_batch_size,
             init_batch_size=FLAGS.init_batch_size, seed=FLAGS.seed,
@@ -196,12 +200,15 @@ def main(argv):
     try:
         trainer = training.Trainer(config, strategy, inputs.train_input_fn,
                                    inputs.eval_input_fn, inputs.init_batch)
-    except ValueError as e:
-        _fail(str(e))
-    except TypeError as e:
-        # A --set value of the wrong type for the preset's setting.
-        _fail(f'preset {FLAGS.preset!r} cannot be built with '
-              f'{overrides}: {str(e).strip().splitlines()[0]}')
+    except (ValueError, TypeError) as e:
+        # Mostly a setting the preset refuses (e.g. --blocks=-1), or a --set
+        # value of the wrong type: the library's message names the argument,
+        # this line names the user's settings it came from.
+        message = str(e).strip().splitlines()[0]
+        if given:
+            _fail(f'preset {FLAGS.preset!r} cannot be built with {given}: '
+                  f'{message}')
+        _fail(message)
     if tuple(trainer.model.data_shape) != tuple(inputs.data_shape):
         _fail(f'preset {FLAGS.preset!r} models data of shape '
               f'{list(trainer.model.data_shape)} but {FLAGS.dataset!r} has '

@@ -249,6 +249,62 @@ def test_script_needs_output_dir():
     assert '--output_dir is required' in proc.stderr.strip().splitlines()[-1]
 
 
+def _assert_one_line_error(proc, script, message):
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert 'Traceback' not in proc.stderr, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f'{script}: error: '), proc.stderr[-3000:]
+    assert message in last, proc.stderr[-3000:]
+
+
+def test_script_without_matplotlib_fails_before_training(tmp_path):
+    # matplotlib hidden as if not installed (`pip install -e ".[images]"`):
+    # the sweep must say so at once, not after its first run.
+    hide = ('import runpy, sys\n'
+            'sys.modules["matplotlib"] = None\n'
+            'sys.argv = sys.argv[1:]\n'
+            'runpy.run_path(sys.argv[0], run_name="__main__")\n')
+    out = tmp_path / 'toy'
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
+    proc = subprocess.run(
+        [sys.executable, '-c', hide, str(REPO / 'bin' / 'toy_experiment.py'),
+         f'--output_dir={out}', '--iterations=5', '--dims=2', '--steps=2',
+         '--seeds=1', '--test_size=16', '--init_size=64', '--iw_samples=2',
+         '--density_configs=', '--nojit_compile'],
+        capture_output=True, text=True, env=env, timeout=300)
+    _assert_one_line_error(proc, 'toy_experiment.py',
+                           'pip install -e ".[plots]"')
+    assert not (out / 'runs').exists()
+
+
+def test_script_output_dir_that_is_a_file(tmp_path):
+    a_file = tmp_path / 'a_file'
+    a_file.write_text('x')
+    proc = _run_script(f'--output_dir={a_file}', '--iterations=5')
+    _assert_one_line_error(proc, 'toy_experiment.py',
+                           f"--output_dir must be a directory; got "
+                           f"'{a_file}', which is a file.")
+    proc = _run_script(f'--output_dir={a_file / "sub"}', '--iterations=5')
+    _assert_one_line_error(proc, 'toy_experiment.py',
+                           '--output_dir must be a directory that can be '
+                           'created')
+
+
+@pytest.mark.parametrize('value', ['0', 'a,b'])
+def test_demo_bad_hidden_units_is_one_line(value):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
+    proc = subprocess.run(
+        [sys.executable, str(REPO / 'bin' / 'checkerboard_demo.py'),
+         f'--hidden_units={value}'],
+        capture_output=True, text=True, env=env, timeout=300)
+    _assert_one_line_error(
+        proc, 'checkerboard_demo.py',
+        f"--hidden_units must be comma-separated positive integers; got "
+        f"'{value}'.")
+    # No usage text (app.UsageError printed all the flags' help first).
+    assert 'flags:' not in proc.stderr + proc.stdout, proc.stderr[-3000:]
+
+
 if __name__ == '__main__':
     # Pytest-style tests: a plain `python tests/test_experiments.py` (Bazel's py_test) runs them.
     sys.exit(pytest.main([__file__]))

@@ -5,6 +5,7 @@ runs (the trainer's own export at the end under two replicas, `export_run`,
 `bin/export.py`)."""
 
 import json
+import logging
 import math
 import os
 import re
@@ -370,6 +371,18 @@ class ExportTest(tf.test.TestCase):
             export.FlowScorer(self.vector.model, metadata={'x': object()})
         with self.assertRaisesRegex(ValueError, 'no saved_model.pb'):
             export.load_metadata(path)
+
+    def test_export_logs_no_captured_tensor_ids(self):
+        # A caller logging at INFO (bin/train.py does) used to get TF's
+        # note on the signatures' captured inputs: thousands of characters.
+        logger = tf.get_logger()
+        level = logger.level
+        self.addCleanup(logger.setLevel, level)
+        logger.setLevel(logging.INFO)
+        with self.assertNoLogs('tensorflow', level='INFO'):
+            export.export_model(self.vector.model,
+                                os.path.join(self.tmp, 'quiet'))
+        self.assertEqual(logger.level, logging.INFO)
 
     def test_exports_are_readable_like_any_new_directory(self):
         # Not the 0700 of the private staging directory: other users and

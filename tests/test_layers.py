@@ -665,5 +665,125 @@ class ConditioningTest(tf.test.TestCase):
             vb.AffineCoupling(net, vb.ColumnSplit(), scale_fn='softplus')
 
 
+class ArgumentValidationTest(tf.test.TestCase):
+    """Bad sizes, shapes and partitions are refused with a clear error."""
+
+    def test_mix_logistic_max_iterations_must_be_a_positive_integer(self):
+        net = TinyConditioner((4, 2, 2),
+                             2 * vb.MixLogisticCoupling.num_params(2))
+        for bad in (0, -5, 2.5):
+            with self.assertRaisesRegex(ValueError, 'max_iterations'):
+                vb.MixLogisticCoupling(net, vb.ColumnSplit(), 2,
+                                       max_iterations=bad)
+        layer = vb.MixLogisticCoupling(net, vb.ColumnSplit(), 2,
+                                       max_iterations=np.int64(100))
+        x = tf.random.stateless_normal([1, 4, 4, 2], seed=(1, 2))
+        self.assertAllClose(layer.forward(layer.inverse(x)), x, atol=1e-4)
+
+    def test_squeeze_refuses_events_without_three_image_axes(self):
+        squeeze = vb.Squeeze()
+        for call in (lambda: squeeze.inverse(tf.ones([2, 8])),
+                     lambda: squeeze.forward(tf.ones([2, 8])),
+                     lambda: squeeze.inverse_event_shape([4, 2]),
+                     lambda: squeeze.forward_event_shape([4, 8]),
+                     lambda: squeeze.inverse_event_shape_tensor([4, 2]),
+                     lambda: squeeze.forward_event_shape_tensor([4, 8])):
+            with self.assertRaisesRegex(ValueError, r'\[H, W, C\]'):
+                call()
+        # A shape tensor of static length 2 is refused while tracing.
+        dynamic = tf.function(squeeze.inverse_event_shape_tensor,
+                              input_signature=[tf.TensorSpec([2], tf.int32)])
+        with self.assertRaisesRegex(ValueError, r'\[H, W, C\]'):
+            dynamic.get_concrete_function()
+
+    def test_conditional_affine_checks_event_and_context_shapes(self):
+        layer = vb.ConditionalAffine(vflow_tfp.nets.MLP(2, 8), [4])
+        with self.assertRaisesRegex(ValueError,
+                                    r'events of shape \[4\].*\(3, 5\)'):
+            layer.inverse(tf.ones([3, 5]), context=tf.ones([3, 2]))
+        with self.assertRaisesRegex(ValueError,
+                                    r'\(5, 2\).*\(3, 4\)'):
+            layer.inverse(tf.ones([3, 4]), context=tf.ones([5, 2]))
+        with self.assertRaisesRegex(ValueError,
+                                    r'\(5, 2\).*\(3, 4\)'):
+            layer.forward(tf.ones([3, 4]), context=tf.ones([5, 2]))
+        # Contexts still broadcast over leading sample axes and size-1 batches.
+        self.assertEqual(layer.inverse(tf.ones([2, 3, 4]),
+                                       context=tf.ones([3, 2])).shape,
+                         [2, 3, 4])
+        self.assertEqual(layer.inverse(tf.ones([3, 4]),
+                                       context=tf.ones([1, 2])).shape, [3, 4])
+
+    def test_coupling_context_batch_must_broadcast(self):
+        coupling = vb.AffineCoupling(
+            TinyConditioner((4, 2, 2), 4, context_channels=3),
+            vb.ColumnSplit())
+        with self.assertRaisesRegex(ValueError,
+                                    r'\(5, 4, 2, 3\).*\(3, 4, 2, 2\)'):
+            coupling.inverse(tf.ones([3, 4, 4, 2]),
+                             context=tf.ones([5, 4, 2, 3]))
+        self.assertEqual(coupling.inverse(
+            tf.ones([2, 3, 4, 4, 2]), context=tf.ones([3, 4, 2, 3])).shape,
+                         [2, 3, 4, 4, 2])
+
+    def test_every_partition_argument_is_type_checked(self):
+        net = TinyConditioner((4, 2, 2), 4)
+        for build in (lambda: vb.AffineCoupling(net, 'column'),
+                      lambda: vb.Invertible1x1Conv([4, 4, 2],
+                                                   partition='column'),
+                      lambda: vb.Invertible1x1ConvLU([4, 4, 2],
+                                                     partition='column'),
+                      lambda: vb.SwapHalves('column')):
+            with self.assertRaisesRegex(TypeError,
+                                        'partition must be a .*Partition'):
+                build()
+
+    def test_sizes_are_refused_not_truncated(self):
+        net = TinyConditioner((4, 2, 2), 4)
+        for name, build in (
+                ('num_bins', lambda: vb.ImageLogit(num_bins=2.5)),
+                ('num_bins', lambda: vb.ImageLogit(num_bins=True)),
+                ('block_size', lambda: vb.Squeeze(2.5)),
+                (r'event_shape\[0\]', lambda: vb.ActNorm([4.7, 4, 2])),
+                (r'event_shape\[0\]', lambda: vb.ActNorm([0, 4, 2])),
+                (r'event_shape\[1\]',
+                 lambda: vb.ConditionalAffine(net, [2, 2.5])),
+                (r'event_shape\[2\]',
+                 lambda: vb.Invertible1x1Conv([4, 4, 2.5])),
+                (r'event_shape\[2\]',
+                 lambda: vb.Invertible1x1ConvLU([4, 4, 2.5])),
+                ('num_components',
+                 lambda: vb.MixLogisticCoupling(net, vb.ColumnSplit(), 2.5))):
+            with self.assertRaisesRegex((ValueError, TypeError), name):
+                build()
+        # Integers of any kind are accepted, and kept as Python ints.
+        self.assertEqual(vb.ImageLogit(num_bins=np.int32(16)).num_bins, 16)
+        self.assertEqual(vb.Squeeze(np.int64(2)).block_size, 2)
+        self.assertEqual(vb.ActNorm(tf.TensorShape([4, 4, 2])).event_shape,
+                         (4, 4, 2))
+
+    def test_validate_args_checks_the_inverse_domain(self):
+        checked = ((vb.ImageLogit(validate_args=True), [300.0, -1.0],
+                    [0.0, 128.0, 256.0]),
+                   (vb.Sigmoid(validate_args=True), [1.5, 0.0, 1.0],
+                    [0.25, 0.5]),
+                   (vb.SmoothSigmoid(validate_args=True), [1.5, -0.5],
+                    [0.0, 1.0]))
+        for layer, bad, good in checked:
+            for y in bad:
+                with self.assertRaisesOpError('must lie in'):
+                    layer.inverse(tf.constant([y]))
+                with self.assertRaisesOpError('must lie in'):
+                    layer.inverse_log_det_jacobian(tf.constant([y]),
+                                                   event_ndims=1)
+            self.assertTrue(np.all(np.isfinite(
+                layer.inverse(tf.constant(good)))))
+        # Without validate_args the default path builds no assertion.
+        graph = tf.function(vb.ImageLogit().inverse).get_concrete_function(
+            tf.TensorSpec([3], tf.float32)).graph
+        self.assertNotIn('Assert',
+                         {op.type for op in graph.get_operations()})
+
+
 if __name__ == "__main__":
     tf.test.main()

@@ -365,6 +365,11 @@ class PresetTest(tf.test.TestCase):
             presets.build('checkerboard_glow_2', filters=8)
         self.assertIn('filters', presets.overridable('tiny_vflow'))
 
+    def test_name_is_an_override_like_any_other(self):
+        self.assertIn('name', presets.overridable('tiny_vflow'))
+        model = presets.build('tiny_vflow', seed=0, name='mine')
+        self.assertEqual(model.name, 'mine')
+
     def test_seedless_builds_follow_the_global_seed(self):
         # Op determinism refuses non-deterministic generators, so a model
         # built without a seed takes its generator's seed from the global
@@ -530,6 +535,10 @@ class ImportanceWeightingTest(tf.test.TestCase):
             self.model.log_prob(self.x, 4, chunk_size=0)
         with self.assertRaises(tf.errors.InvalidArgumentError):
             self.model.log_prob(self.x, 0)
+        with self.assertRaisesRegex(ValueError, 'chunk_size'):
+            self.model.log_prob(self.x, 4, chunk_size=2.5)
+        with self.assertRaisesRegex(TypeError, 'num_samples'):
+            self.model.log_prob(self.x, True)
 
 
 # ----------------------------------------------------------------------------
@@ -997,6 +1006,57 @@ class SamplingTest(tf.test.TestCase):
                     score(tf.constant(bad))
         self.assertTrue(np.all(np.isfinite(
             model.elbo(tf.constant(images), seed=[1, 2]))))
+
+    def test_data_of_another_shape_or_kind_is_refused(self):
+        # Every one of these used to be scored (broadcast against the data
+        # shape, or cast) or failed deep inside with another shape.
+        model = self.model
+        images = np.full([2, 8, 8, 3], 7, np.uint8)
+        for bad in (images[..., :1], images[:, :1, :1], images[0],
+                    np.tile(images, [1, 2, 2, 1]), images[:, None]):
+            for score in (lambda x: model.elbo(x, seed=[1, 2]),
+                          lambda x: model.log_prob(x, 2, seed=[1, 2]),
+                          lambda x: model.example_seeds(x, [1, 2])):
+                with self.assertRaisesRegex(
+                        ValueError, r'shape \[N, 8, 8, 3\]; got shape'):
+                    score(bad)
+        with self.assertRaisesRegex(TypeError, 'got dtype bool'):
+            model.elbo(images > 3, seed=[1, 2])
+        for scaled in (images / 255.0, images + 0.5):
+            with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
+                                        'must be whole numbers'):
+                model.elbo(tf.constant(scaled, tf.float32), seed=[1, 2])
+        # Whole float values score as the integers do.
+        self.assertAllEqual(model.elbo(images.astype(np.float32), seed=[1, 2]),
+                            model.elbo(images, seed=[1, 2]))
+        # A tensor of unknown rank is checked when the graph runs.
+        elbo = tf.function(lambda x: model.elbo(x, seed=[1, 2]),
+                           input_signature=[tf.TensorSpec(None, tf.uint8)])
+        self.assertEqual(elbo(images).shape, [2])
+        with self.assertRaises(tf.errors.InvalidArgumentError):
+            elbo(images[0])
+        vectors = presets.build('checkerboard_vflow_3_4', seed=0)
+        with self.assertRaisesRegex(ValueError, r'\[N, 2\]; got shape \[2\]'):
+            vectors.elbo(np.float32([0.5, -0.5]))
+        for shape, error in (([0, 4, 3], ValueError), ([4, 2.5, 3], ValueError),
+                             ([4, None, 3], TypeError), ([4, 4], ValueError)):
+            with self.assertRaisesRegex(error, 'data_shape'):
+                VFlow(tfb.Identity(), data_shape=shape)
+
+    def test_sample_arguments_are_checked(self):
+        model = self.model
+        for temperature in (math.nan, math.inf, -1.0):
+            with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
+                                        'temperature must be finite'):
+                model.sample(2, temperature=temperature, seed=[1, 2])
+        with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
+                                    'num must be >= 0'):
+            model.sample(-1, seed=[1, 2])
+        for num in (2.7, [2, 3], True):
+            with self.assertRaisesRegex(TypeError, 'integer scalar'):
+                model.sample(num, seed=[1, 2])
+        self.assertEqual(model.sample(np.int64(0), seed=[1, 2]).shape,
+                         [0, 8, 8, 3])
 
     def test_vector_samples(self):
         model = presets.build('checkerboard_vflow_3_4', seed=0)

@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import os
+import pathlib
 import re
 import shutil
 import struct
@@ -319,6 +320,13 @@ class ScoreTest(tf.test.TestCase):
         (sources, batch), = inputs.batches(4)
         self.assertEqual(batch.shape, (3, 8, 8, 1))
 
+    def test_one_path_is_not_a_sequence_of_characters(self):
+        metadata = {'data_shape': [8, 8, 1], 'kind': 'image'}
+        path = self._npy('one.npy', np.zeros([3, 8, 8], np.uint8))
+        for spec in (path, pathlib.Path(path), [pathlib.Path(path)]):
+            (sources, batch), = scoring.open_inputs(spec, metadata).batches(4)
+            self.assertEqual(batch.shape, (3, 8, 8, 1))
+
     def test_float_data(self):
         path = self._npy('float.npy',
                          self.exported.train[:2].astype(np.float32))
@@ -490,6 +498,21 @@ class ScoreTest(tf.test.TestCase):
                            "'photo_patches/8x8' has no validation split of "
                            "its own; score tfds:photo_patches/8x8:test "
                            "instead.")
+
+    def test_unknown_tfds_split_is_named_as_a_split(self):
+        # Not "Unknown dataset 'photo_patches/8x8:nosplit'" with ":test"
+        # appended to the label.
+        self.assertRefused(
+            [self.model_flag, 'tfds:photo_patches/8x8:nosplit'],
+            "tfds:photo_patches/8x8:nosplit: unknown split 'nosplit'; "
+            'expected tfds:NAME[:SPLIT] with SPLIT one of train, '
+            'validation, test, optionally sliced (e.g. test[:100]).')
+        # A version after the name still reads the default split.
+        sources, _ = next(iter(scoring.open_inputs(
+            ['tfds:photo_patches/8x8:1.0.0'], {'data_shape': [8, 8, 3],
+                                               'kind': 'image'}).batches(1)))
+        self.assertEqual(list(sources),
+                         ['tfds:photo_patches/8x8:1.0.0:test[0]'])
 
     # -- output: files, pipes, names --------------------------------------
 

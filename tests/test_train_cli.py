@@ -327,6 +327,73 @@ class TrainCliTest(tf.test.TestCase):
             run, r"train\.py: error: validation_size applies to image "
                  r"datasets; the checkerboard trains on fresh points")
 
+    def test_bad_output_dir_is_one_line_before_strategy_and_data(self):
+        # multi_worker without TF_CONFIG and an unknown data set would each
+        # fail on their own: the output directory is checked before both.
+        a_file = os.path.join(self.tmp, 'a_file')
+        with open(a_file, 'w') as f:
+            f.write('not a directory')
+        late = ('--preset=tiny_vflow', '--strategy=multi_worker',
+                '--dataset=no_such_dataset')
+        for output_dir, pattern in (
+                (a_file, r"output_dir must be a directory; got '.*a_file', "
+                         r'which is a file\.'),
+                ('/proc/nope/run', r'output_dir must be a directory that can '
+                                   r"be created; got '/proc/nope/run' "
+                                   r'\(No such file or directory: '),
+                ('', r"output_dir must name a directory; got ''\.")):
+            run = self._run_train(*late, f'--output_dir={output_dir}')
+            self.assertEqual(run.returncode, 2, run.stderr[-3000:])
+            self._assert_one_line_error(run, r'train\.py: error: ' + pattern)
+            self.assertRegex(run.stderr.strip().splitlines()[-1],
+                             r'^train\.py: error: ' + pattern)
+        self.assertFalse(os.path.exists('/proc/nope'))
+        # Other bad settings are refused before the directory is made.
+        new_dir = os.path.join(self.tmp, 'new')
+        run = self._run_train('--preset=tiny_vflow', '--clip_norm=nan',
+                              f'--output_dir={new_dir}')
+        self._assert_one_line_error(
+            run, r'train\.py: error: clip_norm must be a finite number; got '
+                 r'nan\.')
+        self.assertFalse(os.path.exists(new_dir))
+
+    def test_bad_step_group_settings_name_the_setting(self):
+        base = ('--preset=tiny_vflow', '--dataset=photo_patches/8x8',
+                '--global_batch_size=8', '--init_batch_size=8',
+                f'--output_dir={self.tmp}')
+        for flag, pattern in (
+                ('--filters=0', r"\{'filters': 0\}: filters must be an "
+                                r'integer >= 1; got 0\.'),
+                ('--blocks=-1', r"\{'blocks': -1\}: blocks must be an "
+                                r'integer >= 0; got -1\.'),
+                ('--set=filters=abc', r"\{'filters': 'abc'\}: filters must "
+                                      r"be an integer >= 1; got 'abc'\.")):
+            run = self._run_train(*base, flag)
+            self._assert_one_line_error(
+                run, r"train\.py: error: preset 'tiny_vflow' cannot be built "
+                     r'with ' + pattern)
+            self.assertNotIn('StepGroup', run.stderr)
+
+    def test_export_dir_that_cannot_be_created_is_one_line(self):
+        run_dir = os.path.join(self.tmp, 'run')
+        run = self._run_train('--preset=checkerboard_glow_3',
+                              '--dataset=checkerboard', '--train_steps=1',
+                              '--noexport', f'--output_dir={run_dir}')
+        self.assertEqual(run.returncode, 0, run.stderr[-3000:])
+        a_file = os.path.join(self.tmp, 'a_file')
+        with open(a_file, 'w') as f:
+            f.write('x')
+        for export_dir in ('/proc/nope/sm', os.path.join(a_file, 'sm')):
+            run = subprocess.run(
+                [sys.executable, os.path.join(ROOT, 'bin', 'export.py'),
+                 f'--run_dir={run_dir}', f'--export_dir={export_dir}'],
+                env=_env(), capture_output=True, text=True, timeout=300)
+            self.assertEqual(run.returncode, 2, run.stderr[-3000:])
+            self._assert_one_line_error(
+                run, r'^export\.py: error: --export_dir must be in a '
+                     r'directory that exists or can be created; got '
+                     + re.escape(repr(export_dir)) + r' \(.*\)\.\n$')
+
 
 if __name__ == '__main__':
     tf.test.main()

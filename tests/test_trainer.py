@@ -1,6 +1,8 @@
 """The distributed training loop: replica equivalence, exact resume, outputs."""
 
+import dataclasses
 import json
+import math
 import os
 import re
 import shutil
@@ -466,6 +468,72 @@ class TrainerTest(tf.test.TestCase):
         # Flow++ (configs/cifar_flowpp.flags): no decay, so no hold needed.
         _config(self._dir(), warmup_steps=2000, hold_until=0, lr_decay=1.0,
                 max_lr=3e-4, min_lr=3e-4).validate()
+
+    def test_non_finite_float_settings_are_refused(self):
+        # NaN fails every comparison, so `clip_norm < 0` let it through
+        # (clipping silently off), as it did for the min_lr floor.
+        float_fields = [f.name for f in dataclasses.fields(
+            training.TrainConfig) if f.type in (float, 'float')]
+        self.assertContainsSubset(['clip_norm', 'min_lr', 'max_lr',
+                                   'lr_decay', 'ema_decay'], float_fields)
+        # The two that NaN used to pass first; the others had range checks
+        # that refused it under other messages.
+        first = ['clip_norm', 'min_lr']
+        for name in first + [n for n in float_fields if n not in first]:
+            for value in (math.nan, math.inf, -math.inf):
+                with self.assertRaisesRegex(
+                        ValueError, rf'^{name} must be a finite number; '
+                                    rf'got {value!r}\.$'):
+                    _config(self._dir(), **{name: value}).validate()
+
+    def test_output_dir_that_cannot_be_a_directory(self):
+        a_file = os.path.join(self._dir(), 'a_file')
+        with open(a_file, 'w') as f:
+            f.write('x')
+        for output_dir, message in (
+                ('', "output_dir must name a directory; got ''"),
+                (a_file, 'output_dir must be a directory; got .*a_file'),
+                (os.path.join(a_file, 'run'),
+                 'output_dir must be a directory that can be created')):
+            with self.assertRaisesRegex(ValueError, message):
+                self._trainer_at(output_dir,
+                                 tf.distribute.OneDeviceStrategy('/cpu:0'))
+
+    def _trainer_at(self, output_dir, strategy, **kwargs):
+        return training.Trainer(_config(output_dir, **kwargs), strategy,
+                                _fixed_batch_input_fn(self.batch),
+                                self.eval_fn, self.init)
+
+    def test_latest_checkpoint_is_absolute_for_a_relative_output_dir(self):
+        cwd = os.getcwd()
+        self.addCleanup(os.chdir, cwd)
+        os.chdir(self._dir())
+        trainer = self._trainer_at(
+            'rel_run', tf.distribute.OneDeviceStrategy('/cpu:0'),
+            train_steps=3, checkpoint_every=3, eval_every=3)
+        results = trainer.train()
+        with open(os.path.join('rel_run', 'results.json')) as f:
+            on_disk = json.load(f)
+        os.chdir(cwd)  # Elsewhere, the recorded path must still hold.
+        for latest in (results['latest_checkpoint'],
+                       on_disk['latest_checkpoint']):
+            self.assertTrue(os.path.isabs(latest), latest)
+            self.assertTrue(latest.endswith(
+                os.path.join('rel_run', 'checkpoints', 'ckpt-3')), latest)
+            self.assertTrue(os.path.exists(latest + '.index'), latest)
+
+    def test_bad_step_group_override_names_the_setting(self):
+        strategy = tf.distribute.OneDeviceStrategy('/cpu:0')
+        for overrides, error, message in (
+                ({'blocks': -1}, ValueError,
+                 r'^blocks must be an integer >= 0; got -1\.$'),
+                ({'filters': 0}, ValueError,
+                 r'^filters must be an integer >= 1; got 0\.$'),
+                ({'filters': 'abc'}, TypeError,
+                 r"^filters must be an integer >= 1; got 'abc'\.$")):
+            with self.assertRaisesRegex(error, message):
+                self._trainer_at(self._dir(), strategy, preset='tiny_vflow',
+                                 preset_overrides=overrides)
 
 
 class WriteJsonTest(tf.test.TestCase):

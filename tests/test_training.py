@@ -83,6 +83,26 @@ class WeightEMATest(tf.test.TestCase):
         self.assertAllClose(ema.shadows[0],
                             [21.0 - 10.0 * 0.9**10, 22.0 - 10.0 * 0.9**10])
 
+    def test_each_replica_updates_its_own_shadow_from_its_own_variable(self):
+        # Copies of a mirrored variable are equal in training; here they are
+        # made to differ, so that which copy feeds which shadow shows.
+        devices = tf.config.list_logical_devices('CPU')
+        if len(devices) < 2:
+            self.skipTest('needs two logical CPU devices (tests/conftest.py)')
+        strategy = tf.distribute.MirroredStrategy(
+            [d.name for d in devices[:2]])
+        with strategy.scope():
+            v = tf.Variable([1.0, 2.0])
+            ema = training.WeightEMA([v], decay=0.5)
+        first, second = v.values
+        first.assign([3.0, 4.0])
+        second.assign([5.0, 6.0])
+        strategy.run(lambda: None)  # (enters the strategy's runtime)
+        tf.function(ema.update)()
+        shadows = [s.numpy() for s in ema.shadows[0].values]
+        self.assertAllClose(shadows[0], [2.0, 3.0])
+        self.assertAllClose(shadows[1], [3.0, 4.0])
+
     def test_shadows_are_checkpointed_and_untrainable(self):
         v = tf.Variable(3.0)
         ema = training.WeightEMA([v])

@@ -71,6 +71,9 @@ _BMP_CORE_HEADER_SIZE = 12
 # (`photo_patches/8x8:1.0.0`), and so may SLICE.
 _TFDS_SPEC = re.compile(r'^(?P<name>.*):(?P<split>{})(?:\[(?P<slice>.*)\])?$'
                         .format('|'.join(pipelines.SPLITS)))
+# A TFDS version after NAME (`photo_patches/8x8:1.0.0`, `mnist:3.*.*`): the
+# one thing other than a split that may follow NAME's last colon.
+_TFDS_VERSION = re.compile(r'^(\d+|\*)(\.(\d+|\*)){0,2}$')
 # The slices supported: integer bounds, as Python's (TFDS's percent forms
 # are not).
 _INTEGER_SLICE = re.compile(r'^\s*(-?\d+)?\s*:\s*(-?\d+)?\s*$')
@@ -322,6 +325,16 @@ class _TfdsSplit:
             name, split = match['name'], match['split']
             if match['slice'] is not None:
                 bounds = _parse_slice(spec, match['slice'])
+        else:
+            head, sep, tail = name.rpartition(':')
+            if sep and head and not _TFDS_VERSION.match(tail):
+                # Not a version, so a mistyped split: taken as part of the
+                # name it would be reported as an unknown data set.
+                raise ValueError(
+                    f'{spec}: unknown split {tail!r}; expected '
+                    f'tfds:NAME[:SPLIT] with SPLIT one of '
+                    f'{", ".join(pipelines.SPLITS)}, optionally sliced '
+                    '(e.g. test[:100]).')
         if not name:
             raise ValueError(f'{spec}: expected tfds:NAME[:SPLIT].')
         if levels < 256:
@@ -462,9 +475,10 @@ def open_inputs(specs, metadata, *, npz_key=None, data_dir=None):
     """Opens and checks every input before anything is scored.
 
     Args:
-      specs: strings: image files, directories, globs (`**` for any depth),
-        `.npy`/`.npz` files, `tfds:NAME[:SPLIT]` (SPLIT may be sliced with
-        integer bounds: `test[:100]`).
+      specs: a path or a sequence of paths (strings or `os.PathLike`): image
+        files, directories, globs (`**` for any depth), `.npy`/`.npz` files,
+        `tfds:NAME[:SPLIT]` (SPLIT may be sliced with integer bounds:
+        `test[:100]`).
       metadata: the export's metadata (`export.load_metadata`): its
         `data_shape`, `kind` and `num_bins` (256 if absent) decide what
         fits.
@@ -477,6 +491,10 @@ def open_inputs(specs, metadata, *, npz_key=None, data_dir=None):
     Raises:
       ValueError: one line naming the first input the model cannot score.
     """
+    if isinstance(specs, (str, bytes, os.PathLike)):
+        # One path, not a sequence of one-character specs.
+        specs = [specs]
+    specs = [os.fsdecode(spec) for spec in specs]
     data_shape = tuple(metadata['data_shape'])
     image = metadata.get('kind') == 'image'
     levels = int(metadata.get('num_bins') or 256)

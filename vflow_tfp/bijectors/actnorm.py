@@ -64,7 +64,7 @@ class ActNorm(tfb.Bijector):
 
         Args:
           event_shape: shape of one event, `[H, W, C]` for images or `[D]` for
-            vectors; Python ints.
+            vectors; integers >= 1.
           per_channel: `True` for one scale and shift per channel (Glow);
             `False` for one per element (official Flow++/VFlow).
             Default value: `True`.
@@ -78,10 +78,7 @@ class ActNorm(tfb.Bijector):
         """
         parameters = dict(locals())
         with tf.name_scope(name or 'act_norm') as name:
-            event_shape = tuple(int(d) for d in event_shape)
-            if not event_shape or min(event_shape) < 1:
-                raise ValueError('ActNorm needs a non-empty event shape of '
-                                 f'positive sizes; got {list(event_shape)}.')
+            event_shape = shape_checks.as_event_shape(event_shape)
             param_shape = event_shape[-1:] if per_channel else event_shape
             if log_scale is None:
                 log_scale = tf.Variable(

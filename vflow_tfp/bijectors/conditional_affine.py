@@ -3,6 +3,7 @@
 import tensorflow as tf
 
 from vflow_tfp.bijectors import fused
+from vflow_tfp.bijectors import shape_checks
 
 __all__ = ['ConditionalAffine']
 
@@ -36,7 +37,9 @@ class ConditionalAffine(fused.FusedBijector):
     (index `e * 2 + slot`, slot 0 = `h_s`, slot 1 = `t`, as the couplings);
     pass a `tf.Module` (e.g. `vflow_tfp.nets.MLP(C, 2 * D)`, whose zero output
     layer makes a fresh layer the identity) so its variables are tracked. The
-    parameters broadcast against the input's batch shape.
+    parameters broadcast against the input's batch shape: a context `[N, C]`
+    serves an input `[S, N] + event_shape` (S draws per example), and a
+    context batch that cannot broadcast against the input's is an error.
 
     Conditioning: `context` and `training` are bijector kwargs (see
     `vflow_tfp.bijectors.chain_kwargs`).
@@ -62,7 +65,8 @@ class ConditionalAffine(fused.FusedBijector):
 
         Args:
           network: callable `net(context, training=False)`, see class doc.
-          event_shape: shape of one event, Python ints (`[D]` for vectors).
+          event_shape: shape of one event, integers >= 1 (`[D]` for
+            vectors).
           scale_fn: `'tanh'`, `'sigmoid'` or `'exp'`. Default value:
             `'tanh'`.
           validate_args: Python `bool`.
@@ -70,7 +74,8 @@ class ConditionalAffine(fused.FusedBijector):
           name: Default value: `'conditional_affine'`.
 
         Raises:
-          ValueError: for an unknown `scale_fn` or an empty event shape.
+          ValueError: for an unknown `scale_fn` or an event shape that is
+            empty or has a size that is not an integer >= 1.
           TypeError: if `network` is not callable.
         """
         parameters = dict(locals())
@@ -80,11 +85,7 @@ class ConditionalAffine(fused.FusedBijector):
                                  f'got {scale_fn!r}.')
             if not callable(network):
                 raise TypeError(f'network must be callable; got {network!r}.')
-            event_shape = tuple(int(d) for d in event_shape)
-            if not event_shape or min(event_shape) < 1:
-                raise ValueError('ConditionalAffine needs a non-empty event '
-                                 f'shape of positive sizes; got '
-                                 f'{list(event_shape)}.')
+            event_shape = shape_checks.as_event_shape(event_shape)
             self._network = network
             self._event_shape = event_shape
             self._scale_fn = scale_fn
@@ -113,6 +114,8 @@ class ConditionalAffine(fused.FusedBijector):
 
     def _log_scale_and_shift(self, x, context, training):
         """`(s, t)`, each broadcast to the shape of `x`."""
+        shape_checks.check_event_shape(x, self._event_shape,
+                                       'ConditionalAffine')
         if context is not None:
             context = tf.convert_to_tensor(context, dtype=self.dtype)
         out = self._network(context, training=training)
@@ -124,6 +127,17 @@ class ConditionalAffine(fused.FusedBijector):
                 f'{self.name}: the network returned {out.shape[-1]} values '
                 f'per example; an event of shape {list(self._event_shape)} '
                 f'needs 2 x {size} = {2 * size}.')
+        # The network's output, not the context, carries the batch: a
+        # context may have any layout the network accepts. A mismatch would
+        # otherwise surface as an AddV2 shape error far from its cause.
+        if x.shape.rank is not None and out.shape.rank is not None:
+            batch_ndims = x.shape.rank - len(self._event_shape)
+            context_shape = None if context is None else context.shape
+            shape_checks.check_broadcastable(
+                out.shape[:-1], x.shape[:batch_ndims],
+                'the batch shape of the parameters the network returned for '
+                f'a context of shape {context_shape}',
+                f'that of an input of shape {x.shape}', self.name)
         params = tf.reshape(out, tf.concat(
             [tf.shape(out)[:-1], self._event_shape, [2]], axis=0))
         raw, shift = params[..., 0], params[..., 1]

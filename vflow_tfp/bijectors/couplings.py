@@ -31,7 +31,7 @@ import tensorflow as tf
 
 from vflow_tfp.bijectors import fused
 from vflow_tfp.bijectors import mixture_logistic
-from vflow_tfp.bijectors import partitions as partitions_lib
+from vflow_tfp.bijectors import shape_checks
 
 __all__ = [
     'Coupling',
@@ -90,10 +90,7 @@ class Coupling(fused.FusedBijector):
 
     def _init_coupling(self, conditioner, partition, parity, validate_args,
                        dtype, parameters, name):
-        if not isinstance(partition, partitions_lib.Partition):
-            raise TypeError('partition must be a vflow_tfp.bijectors.Partition '
-                            f'(ColumnSplit, ChannelSplit, Checkerboard); got '
-                            f'{partition!r}.')
+        shape_checks.check_partition(partition)
         if parity not in (0, 1):
             raise ValueError(f'parity must be 0 or 1; got {parity!r}.')
         if not callable(conditioner):
@@ -155,9 +152,17 @@ class Coupling(fused.FusedBijector):
         flat_cond = _fold_batch(cond, event_ndims)
         flat_context = context
         if context is not None:
-            context = _broadcast_batch(
-                tf.convert_to_tensor(context, dtype=cond.dtype), cond,
-                event_ndims)
+            context = tf.convert_to_tensor(context, dtype=cond.dtype)
+            if context.shape.rank is not None and cond.shape.rank is not None:
+                # Statically, before `broadcast_to` fails with a bare
+                # "Incompatible shapes" at run time.
+                shape_checks.check_broadcastable(
+                    context.shape[:max(context.shape.rank - event_ndims, 0)],
+                    cond.shape[:cond.shape.rank - event_ndims],
+                    'the batch shape of a context of shape '
+                    f'{context.shape}', f'that of an input whose halves have '
+                    f'shape {cond.shape}', self.name)
+            context = _broadcast_batch(context, cond, event_ndims)
             flat_context = _fold_batch(context, event_ndims)
         out = self._conditioner(flat_cond, context=flat_context,
                                 training=training)
@@ -363,7 +368,8 @@ class MixLogisticCoupling(Coupling):
             (logit of `0.05 + 0.9 F`). Default value: `'flowpp'`.
           min_log_scale: lower clamp of the component log-scales.
             Default value: `-7.`.
-          max_iterations: cap on root-finder iterations in `forward`.
+          max_iterations: cap on root-finder iterations in `forward`, an
+            integer >= 1. Default value: `100`.
           validate_args: Python `bool`.
           dtype: float dtype. Default value: `tf.float32`.
           name: Default value: `'mix_logistic_coupling'`.
@@ -373,21 +379,20 @@ class MixLogisticCoupling(Coupling):
             if variant not in self._VARIANTS:
                 raise ValueError(f'variant must be one of '
                                  f'{sorted(self._VARIANTS)}; got {variant!r}.')
-            if int(num_components) < 1:
-                raise ValueError('num_components must be >= 1; got '
-                                 f'{num_components}.')
-            self._num_components = int(num_components)
+            self._num_components = shape_checks.as_size(num_components,
+                                                        'num_components')
             self._variant = variant
             self._alpha = self._VARIANTS[variant]
             self._min_log_scale = float(min_log_scale)
-            self._max_iterations = int(max_iterations)
+            self._max_iterations = shape_checks.as_size(max_iterations,
+                                                        'max_iterations')
             self._init_coupling(conditioner, partition, parity, validate_args,
                                 dtype, parameters, name)
 
     @classmethod
     def num_params(cls, num_components):
         """Conditioner outputs per transformed element: `2 + 3K`."""
-        return 2 + 3 * int(num_components)
+        return 2 + 3 * shape_checks.as_size(num_components, 'num_components')
 
     @property
     def params_per_element(self):

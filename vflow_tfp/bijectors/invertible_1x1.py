@@ -61,10 +61,11 @@ class _Pointwise(tfb.Bijector):
     """
 
     def _setup(self, event_shape, partition):
-        event_shape = tuple(int(d) for d in event_shape)
+        event_shape = shape_checks.as_event_shape(event_shape)
         if partition is None:
             half_shapes = (event_shape,)
         else:
+            shape_checks.check_partition(partition)
             if len(event_shape) != partition.event_ndims:
                 raise ValueError(
                     f'{type(self).__name__}: partition {partition} acts on '

@@ -5,9 +5,18 @@ term times the number of positions of the event shape they were built for.
 Given another image size they would still run, by broadcasting, and report
 the log-det of the wrong number of positions; these checks turn that into
 an error at trace time, at no run-time cost.
+
+The argument checks shared by the layers' constructors live here too, so
+that every layer refuses a bad size or partition with the same message.
 """
 
+import numbers
+import operator
+
+import numpy as np
 import tensorflow as tf
+
+from vflow_tfp.bijectors import partitions
 
 
 def check_event_shape(x, event_shape, owner):
@@ -28,3 +37,82 @@ def check_parameter_shape(value, shape, what, owner):
     if not tf.TensorShape(value.shape).is_compatible_with(shape):
         raise ValueError(f'{owner}: {what} must have shape {list(shape)}; '
                          f'got {tf.TensorShape(value.shape)}.')
+
+
+def as_size(value, name, minimum=1):
+    """`value` as a Python int `>= minimum`, with `operator.index` semantics.
+
+    Accepts what `operator.index` accepts (Python and NumPy integers, 0-d
+    integer arrays, static `TensorShape` dimensions). `int()` would truncate
+    `2.5` to 2 and leave a layer that reports one size and computes with
+    another; this refuses it instead, and refuses `bool`s, which are ints to
+    Python but never a meant size.
+
+    Raises:
+      ValueError: if `value` is a number that is not an integer (`2.5`,
+        `4.0`) or is an integer below `minimum`.
+      TypeError: if `value` is not a number at all (`None`, a string).
+    """
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f'{name} must be an integer >= {minimum}; got the '
+                        f'bool {value!r}.')
+    try:
+        size = operator.index(value)
+    except TypeError:
+        if isinstance(value, numbers.Number):
+            raise ValueError(f'{name} must be an integer >= {minimum}; got '
+                             f'{value!r}.') from None
+        raise TypeError(f'{name} must be an integer >= {minimum}; got '
+                        f'{value!r}.') from None
+    if size < minimum:
+        raise ValueError(f'{name} must be an integer >= {minimum}; got '
+                         f'{size}.')
+    return size
+
+
+def as_event_shape(event_shape, name='event_shape'):
+    """`event_shape` as a non-empty tuple of `as_size` ints (all `>= 1`)."""
+    try:
+        dims = list(event_shape)
+    except TypeError:
+        raise TypeError(f'{name} must be a non-empty sequence of integers '
+                        f'>= 1; got {event_shape!r}.') from None
+    if not dims:
+        raise ValueError(f'{name} must be a non-empty sequence of integers '
+                         f'>= 1; got {dims}.')
+    return tuple(as_size(d, f'{name}[{i}]') for i, d in enumerate(dims))
+
+
+def check_partition(partition):
+    """Raises `TypeError` unless `partition` is a `Partition` instance."""
+    if not isinstance(partition, partitions.Partition):
+        raise TypeError('partition must be a vflow_tfp.bijectors.Partition '
+                        '(ColumnSplit, ChannelSplit, Checkerboard); got '
+                        f'{partition!r}.')
+
+
+def check_image_rank(shape, owner, what='a tensor'):
+    """Raises `ValueError` unless `shape` ends in three image axes [H, W, C].
+
+    `shape` is the shape of a tensor or an event shape; axes in front of the
+    last three are allowed. An unknown rank passes.
+    """
+    shape = tf.TensorShape(shape)
+    if shape.rank is not None and shape.rank < 3:
+        raise ValueError(f'{owner} acts on images of event shape [H, W, C]; '
+                         f'got {what} of shape {shape}.')
+
+
+def check_broadcastable(shape, other, what, what_other, owner):
+    """Raises `ValueError` unless static `shape` and `other` broadcast.
+
+    Unknown ranks and dimensions pass: they are left to run time.
+    """
+    shape, other = tf.TensorShape(shape), tf.TensorShape(other)
+    if shape.rank is None or other.rank is None:
+        return
+    try:
+        tf.broadcast_static_shape(shape, other)
+    except ValueError:
+        raise ValueError(f'{owner}: {what} does not broadcast against '
+                         f'{what_other}; got {shape} and {other}.') from None

@@ -5,6 +5,8 @@ import math
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from vflow_tfp.bijectors import shape_checks
+
 __all__ = ['Sigmoid', 'SmoothSigmoid', 'ImageLogit']
 
 tfb = tfp.bijectors
@@ -14,6 +16,12 @@ class _ScaledSmoothSigmoid(tfb.Bijector):
     """y = scale * (sigmoid(x) - alpha) / (1 - 2 alpha), elementwise.
 
     Shared by the three public classes below; the math is stated there.
+
+    With `validate_args=True`, `inverse` and its log-det assert that their
+    input lies in the data range `[0, scale]` (for `alpha > 0`, where the
+    ends map to `±logit(1 - alpha)`) or in `(0, scale)` (for `alpha = 0`,
+    where the ends map to `±inf`). Without it nothing is checked, and an
+    input outside the forward image gives a silent NaN.
     """
 
     def _init(self, alpha, scale, parameters, validate_args, name):
@@ -60,13 +68,31 @@ class _ScaledSmoothSigmoid(tfb.Bijector):
         """v = alpha + (1 - 2 alpha) y / scale, the sigmoid's value."""
         return self._alpha + (1.0 - 2.0 * self._alpha) * (y / self._scale)
 
+    def _maybe_assert_valid_y(self, y):
+        """Assertions on the input of `inverse`; none unless validate_args."""
+        if not self.validate_args:
+            return []
+        zero = tf.zeros([], y.dtype)
+        scale = tf.constant(self._scale, y.dtype)
+        if self._alpha > 0.0:
+            message = (f'{self.name}: the input of inverse must lie in '
+                       f'[0, {self._scale:g}].')
+            return [tf.debugging.assert_greater_equal(y, zero, message),
+                    tf.debugging.assert_less_equal(y, scale, message)]
+        message = (f'{self.name}: the input of inverse must lie in '
+                   f'(0, {self._scale:g}); its ends have infinite logits.')
+        return [tf.debugging.assert_greater(y, zero, message),
+                tf.debugging.assert_less(y, scale, message)]
+
     def _inverse(self, y):
-        v = self._squashed(y)
-        return tf.math.log(v) - tf.math.log1p(-v)
+        with tf.control_dependencies(self._maybe_assert_valid_y(y)):
+            v = self._squashed(y)
+            return tf.math.log(v) - tf.math.log1p(-v)
 
     def _inverse_log_det_jacobian(self, y):
-        v = self._squashed(y)
-        return -tf.math.log(v) - tf.math.log1p(-v) - self._log_slope
+        with tf.control_dependencies(self._maybe_assert_valid_y(y)):
+            v = self._squashed(y)
+            return -tf.math.log(v) - tf.math.log1p(-v) - self._log_slope
 
 
 class SmoothSigmoid(_ScaledSmoothSigmoid):
@@ -91,7 +117,8 @@ class SmoothSigmoid(_ScaledSmoothSigmoid):
 
         Args:
           alpha: Python float in [0, 0.5). Default value: `0.05`.
-          validate_args: Python `bool`.
+          validate_args: Python `bool`; if `True`, `inverse` asserts that its
+            input lies in [0, 1] (in (0, 1) for `alpha = 0`).
           name: Default value: `'smooth_sigmoid'`.
         """
         parameters = dict(locals())
@@ -115,7 +142,8 @@ class Sigmoid(_ScaledSmoothSigmoid):
         """Creates the layer.
 
         Args:
-          validate_args: Python `bool`.
+          validate_args: Python `bool`; if `True`, `inverse` asserts that its
+            input lies in (0, 1).
           name: Default value: `'sigmoid'`.
         """
         parameters = dict(locals())
@@ -147,15 +175,16 @@ class ImageLogit(_ScaledSmoothSigmoid):
 
         Args:
           num_bins: number of discrete values per dimension (256 for 8-bit
-            images). Default value: `256`.
+            images), an integer >= 1. Default value: `256`.
           alpha: Python float in [0, 0.5). Default value: `0.05`.
-          validate_args: Python `bool`.
+          validate_args: Python `bool`; if `True`, `inverse` asserts that its
+            input lies in [0, num_bins] (in (0, num_bins) for `alpha = 0`).
           name: Default value: `'image_logit'`.
         """
         parameters = dict(locals())
         with tf.name_scope(name or 'image_logit') as name:
-            self._num_bins = int(num_bins)
-            self._init(alpha, num_bins, parameters, validate_args, name)
+            self._num_bins = shape_checks.as_size(num_bins, 'num_bins')
+            self._init(alpha, self._num_bins, parameters, validate_args, name)
 
     @property
     def num_bins(self):

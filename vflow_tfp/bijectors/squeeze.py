@@ -4,6 +4,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from vflow_tfp.bijectors import partitions
+from vflow_tfp.bijectors import shape_checks
 
 __all__ = ['Squeeze']
 
@@ -32,15 +33,14 @@ class Squeeze(tfb.Bijector):
         """Creates the layer.
 
         Args:
-          block_size: Python int, side of the square blocks. Default: 2.
-          validate_args: Python `bool`.
+          block_size: int >= 1, side of the square blocks. Default: 2.
+          validate_args: Python `bool`, passed to `tfb.Bijector` (this
+            layer's shape checks are static and run regardless).
           name: Default value: `'squeeze'`.
         """
         parameters = dict(locals())
         with tf.name_scope(name or 'squeeze') as name:
-            if int(block_size) < 1:
-                raise ValueError(f'block_size must be >= 1; got {block_size}.')
-            self._block_size = int(block_size)
+            self._block_size = shape_checks.as_size(block_size, 'block_size')
             super().__init__(
                 forward_min_event_ndims=3,
                 is_constant_jacobian=True,
@@ -75,6 +75,7 @@ class Squeeze(tfb.Bijector):
         return (height * k, width * k, channels // (k * k))
 
     def _static_event(self, t):
+        shape_checks.check_image_rank(t.shape, 'Squeeze')
         event = t.shape[-3:]
         if not event.is_fully_defined():
             raise ValueError(f'{self.name}: Squeeze needs a static event '
@@ -121,10 +122,22 @@ class Squeeze(tfb.Bijector):
     # a `tfd.Sample` base); those pass through unchanged.
 
     def _forward_event_shape(self, input_shape):
-        return _map_last_three(input_shape, self._unsqueezed_shape)
+        return self._map_last_three(input_shape, self._unsqueezed_shape)
 
     def _inverse_event_shape(self, output_shape):
-        return _map_last_three(output_shape, self._squeezed_shape)
+        return self._map_last_three(output_shape, self._squeezed_shape)
+
+    def _map_last_three(self, shape, fn):
+        """`shape` with its last three dims replaced by `fn` of them."""
+        shape = tf.TensorShape(shape)
+        shape_checks.check_image_rank(shape, 'Squeeze', 'an event')
+        if shape.rank is None:
+            return shape
+        if shape[-3:].is_fully_defined():
+            last = tf.TensorShape(fn(tuple(shape.as_list()[-3:])))
+        else:
+            last = tf.TensorShape([None] * 3)
+        return shape[:-3].concatenate(last)
 
     def _forward_event_shape_tensor(self, input_shape):
         return self._event_shape_tensor(input_shape, squeeze=False)
@@ -137,9 +150,16 @@ class Squeeze(tfb.Bijector):
         if static is not None:
             # Known at trace time: the static methods' checks and errors.
             static = [int(d) for d in static]
+            shape_checks.check_image_rank(static, 'Squeeze', 'an event')
             fn = self._squeezed_shape if squeeze else self._unsqueezed_shape
             return tf.constant(static[:-3] + list(fn(tuple(static[-3:]))),
                                tf.int32)
+        # The length of a shape tensor is the event's rank, static even when
+        # its dimensions are not.
+        rank = tf.compat.dimension_value(shape.shape[0])
+        if rank is not None:
+            shape_checks.check_image_rank([None] * rank, 'Squeeze',
+                                          'an event')
         k = self._block_size
         height, width, channels = shape[-3], shape[-2], shape[-1]
         if squeeze:
@@ -154,15 +174,3 @@ class Squeeze(tfb.Bijector):
             f'{k}:', shape])
         with tf.control_dependencies([check]):
             return tf.concat([shape[:-3], tf.stack(last)], axis=0)
-
-
-def _map_last_three(shape, fn):
-    """`shape` with its last three dims replaced by `fn` of them."""
-    shape = tf.TensorShape(shape)
-    if shape.rank is None:
-        return shape
-    if shape[-3:].is_fully_defined():
-        last = tf.TensorShape(fn(tuple(shape.as_list()[-3:])))
-    else:
-        last = tf.TensorShape([None] * 3)
-    return shape[:-3].concatenate(last)

@@ -3,6 +3,8 @@
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from vflow_tfp.bijectors import shape_checks
+
 __all__ = ['SwapHalves']
 
 tfb = tfp.bijectors
@@ -36,6 +38,7 @@ class SwapHalves(tfb.Bijector):
         """
         parameters = dict(locals())
         with tf.name_scope(name or 'swap_halves') as name:
+            shape_checks.check_partition(partition)
             self._partition = partition
             super().__init__(
                 forward_min_event_ndims=partition.event_ndims,

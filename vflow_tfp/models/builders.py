@@ -13,6 +13,7 @@ All builders return layers in data -> latent (`inverse`) order, ready for
 """
 
 import dataclasses
+import numbers
 from typing import Sequence
 
 import tensorflow as tf
@@ -67,9 +68,18 @@ class StepGroup:
         if self.split not in _PARTITIONS:
             raise ValueError(f'split must be one of {sorted(_PARTITIONS)}; '
                              f'got {self.split!r}.')
-        if self.steps < 1 or self.blocks < 0 or self.filters < 1 or (
-                self.components < 0):
-            raise ValueError(f'Invalid step group {self}.')
+        for name, low in (('steps', 1), ('blocks', 0), ('filters', 1),
+                          ('components', 0)):
+            value = getattr(self, name)
+            # A preset passes its arguments (and so a user's override)
+            # through here: the message names the argument, not the group.
+            if not isinstance(value, numbers.Integral) or isinstance(
+                    value, bool):
+                raise TypeError(f'{name} must be an integer >= {low}; got '
+                                f'{value!r}.')
+            if value < low:
+                raise ValueError(f'{name} must be an integer >= {low}; got '
+                                 f'{value!r}.')
 
     @property
     def partition(self):

@@ -413,9 +413,12 @@ def overridable(name):
                   + ['attention_query_block', 'compute_dtype'])
 
 
-def build(name, attention_query_block=None, compute_dtype=None,
+def build(preset, /, attention_query_block=None, compute_dtype=None,
           **overrides):
-    """Builds preset `name` with keyword `overrides` (see `overridable`).
+    """Builds `preset` with keyword `overrides` (see `overridable`).
+
+    `preset` is positional only, so `name=...` overrides the model's module
+    name like any other setting.
 
     Two execution options change no parameter; a preset without the
     networks they act on refuses them:
@@ -427,11 +430,11 @@ def build(name, attention_query_block=None, compute_dtype=None,
       context networks in mixed precision (float32 variables, mixture and
       log-det math); see `vflow_tfp.nets.set_compute_dtype`.
     """
-    factory = _factory(name)
-    valid = overridable(name)
+    factory = _factory(preset)
+    valid = overridable(preset)
     unknown = sorted(set(overrides) - set(valid))
     if unknown:
-        raise ValueError(f'Preset {name!r} has no setting(s) {unknown}; valid '
+        raise ValueError(f'Preset {preset!r} has no setting(s) {unknown}; valid '
                          f'overrides: {valid}.')
     if 'dtype' in overrides:
         # Every layer needs a `tf.DType` (TFP's dtype checks compare with
@@ -439,21 +442,21 @@ def build(name, attention_query_block=None, compute_dtype=None,
         try:
             overrides['dtype'] = tf.as_dtype(overrides['dtype'])
         except TypeError as e:
-            raise ValueError(f'Preset {name!r}: dtype must be a float dtype; '
+            raise ValueError(f'Preset {preset!r}: dtype must be a float dtype; '
                              f'got {overrides["dtype"]!r}.') from e
         if not overrides['dtype'].is_floating:
-            raise ValueError(f'Preset {name!r}: dtype must be a float dtype; '
+            raise ValueError(f'Preset {preset!r}: dtype must be a float dtype; '
                              f'got {overrides["dtype"].name}.')
     model = factory(**overrides)
     # An option that finds nothing to change is refused, not ignored: a
     # run would otherwise claim a setting it does not have.
     if attention_query_block is not None and not (
             nets.set_attention_query_block(model, attention_query_block)):
-        raise ValueError(f'Preset {name!r} has no attention, so '
+        raise ValueError(f'Preset {preset!r} has no attention, so '
                          'attention_query_block does not apply.')
     if compute_dtype is not None and not nets.set_compute_dtype(
             model, compute_dtype):
-        raise ValueError(f'Preset {name!r} has no network that runs in '
+        raise ValueError(f'Preset {preset!r} has no network that runs in '
                          'mixed precision (compute_dtype applies to the '
                          'attention-coupling and context networks).')
     return model

@@ -33,6 +33,7 @@ import tensorflow_probability as tfp
 import vflow_tfp.initialization as initialization
 from vflow_tfp import bijectors as vb
 from vflow_tfp import random_state
+from vflow_tfp.bijectors import shape_checks
 from vflow_tfp.models import conditional
 from vflow_tfp.models import seeds as seeds_lib
 
@@ -96,10 +97,11 @@ class VFlow(tf.Module):
           name: module name. Default value: `'vflow'`.
         """
         super().__init__(name=name or 'vflow')
-        self._data_shape = tuple(int(d) for d in data_shape)
-        if len(self._data_shape) not in (1, 3):
+        data_shape = shape_checks.as_event_shape(data_shape, 'data_shape')
+        if len(data_shape) not in (1, 3):
             raise ValueError('data_shape must be [H, W, C] (images) or [D] '
-                             f'(vectors); got {list(self._data_shape)}.')
+                             f'(vectors); got {list(data_shape)}.')
+        self._data_shape = data_shape
         self._is_image = len(self._data_shape) == 3
         self._augment_channels = int(augment_channels)
         if self._augment_channels < 0:
@@ -228,9 +230,31 @@ class VFlow(tf.Module):
         Returns:
           int32 `[N, 2]`.
         """
-        x = tf.convert_to_tensor(x)
+        x = self._check_data(x)
         x = tf.cast(x, tf.int32 if self._is_image else self._dtype)
         return seeds_lib.example_seeds(x, seed)
+
+    def _check_data(self, x):
+        """`x` as a tensor, refused unless it is a batch of this data.
+
+        The shape is checked when the graph is built (every model call would
+        otherwise broadcast, say, one grayscale channel against three and
+        score it); only a tensor of unknown rank is checked when it runs.
+        """
+        x = tf.convert_to_tensor(x)
+        kind = 'images' if self._is_image else 'vectors'
+        if x.dtype == tf.bool or not (x.dtype.is_integer or
+                                      x.dtype.is_floating):
+            raise TypeError(f'x must be a batch of {kind} of numbers; got '
+                            f'dtype {x.dtype.name}.')
+        expected = tf.TensorShape((None,) + self._data_shape)
+        if x.shape.rank is None:
+            return tf.ensure_shape(x, expected)
+        if not x.shape.is_compatible_with(expected):
+            dims = ', '.join(str(d) for d in self._data_shape)
+            raise ValueError(f'x must be a batch of {kind} of shape '
+                             f'[N, {dims}]; got shape {x.shape.as_list()}.')
+        return x
 
     def _preprocess(self, x, seed, training, stop_score=False):
         """x -> x~ and log|d x~/d x| - log r(u|x) per example."""
@@ -241,7 +265,7 @@ class VFlow(tf.Module):
         x = tf.convert_to_tensor(x)
         if not (x.dtype == tf.uint8 and self._num_bins >= 256):
             # (uint8 data cannot leave the range of an 8-bit model.)
-            self._check_pixels(tf.cast(x, self._dtype))
+            self._check_pixels(x)
         x = tf.cast(x, self._dtype)
         condition = x / self._num_bins - 0.5
         u, log_r = self.dequantizer.sample_and_log_prob(
@@ -259,6 +283,14 @@ class VFlow(tf.Module):
         # `tf.function` it runs alongside the model (no control dependency,
         # so a GPU never waits on the host for it) and fails the call; XLA
         # drops it.
+        if x.dtype.is_floating:
+            # Images scaled to [0, 1] or already dequantised would be
+            # dequantised again and scored as if they were integers.
+            tf.debugging.assert_equal(
+                x, tf.floor(x),
+                message='pixel values must be whole numbers (integers in '
+                        f'[0, {self._num_bins})), not scaled or dequantised')
+        x = tf.cast(x, self._dtype)
         tf.debugging.assert_non_negative(
             x, message='pixel values must be >= 0')
         tf.debugging.assert_less(
@@ -322,6 +354,7 @@ class VFlow(tf.Module):
             raise ValueError(f'gradient_estimator must be one of '
                              f'{GRADIENT_ESTIMATORS}; got '
                              f'{gradient_estimator!r}.')
+        x = self._check_data(x)
         if seed is not None:
             seed = self._check_seed_rows(self._new_seed(seed), x)
         xz, log_weight = self._joint(
@@ -357,17 +390,18 @@ class VFlow(tf.Module):
         Returns:
           `[N]` float64 tensor.
         """
+        x = self._check_data(x)
         seed = self._new_seed(seed)
-        chunk_size = int(chunk_size)
-        if chunk_size < 1:
-            raise ValueError(f'chunk_size must be >= 1; got {chunk_size}.')
+        chunk_size = shape_checks.as_size(chunk_size, 'chunk_size')
+        if isinstance(num_samples, bool):
+            raise TypeError('num_samples must be an integer; got '
+                            f'{num_samples!r}.')
         if isinstance(num_samples, int) and 1 <= num_samples < chunk_size:
             # Draws past S would be computed only to be masked out.
             chunk_size = num_samples
         num_samples = tf.convert_to_tensor(num_samples, tf.int32)
         tf.debugging.assert_positive(num_samples,
                                      message='num_samples must be >= 1')
-        x = tf.convert_to_tensor(x)
         seed = self._check_seed_rows(seed, x)
         batch = tf.shape(x)[0]
         # Not (S + c - 1) // c: that wraps negative in int32 near S = 2^31.
@@ -430,19 +464,36 @@ class VFlow(tf.Module):
 
         `eps ~ N(0, temperature^2 I)` in the latent, mapped through
         `p_bijector.forward` (the couplings' numerical inverse). Images come
-        back as uint8 in the input domain (`floor`, clipped to
-        `[0, num_bins - 1]`); vectors as floats.
+        back in the input domain (`floor`, clipped to `[0, num_bins - 1]`),
+        as uint8 (int32 for more than 256 levels); vectors as floats.
 
         Args:
-          num: number of samples (int or int32 scalar tensor).
-          temperature: scale of the latent noise. Default value: 1.
+          num: number of samples, a non-negative integer (Python int or
+            integer scalar tensor).
+          temperature: scale of the latent noise, finite and >= 0 (0 gives
+            the image of the latent mode). Default value: 1.
           seed: optional stateless seed `[2]`; default from `self.rng`.
+
+        Raises:
+          TypeError: for a `num` that is not an integer scalar.
+          InvalidArgumentError: for a negative `num` or a negative or
+            non-finite `temperature` (eagerly at once, in a graph when run).
         """
+        num = tf.convert_to_tensor(num)
+        if not num.dtype.is_integer or num.shape.rank not in (None, 0):
+            raise TypeError('num must be an integer scalar; got '
+                            f'{num.dtype.name} of shape {num.shape}.')
+        num = tf.cast(num, tf.int32)
+        tf.debugging.assert_non_negative(num, message='num must be >= 0')
+        temperature = tf.cast(temperature, self._dtype)
+        tf.debugging.assert_equal(
+            tf.math.is_finite(temperature) & (temperature >= 0), True,
+            message='temperature must be finite and >= 0')
         seed = self._new_seed(seed)
-        shape = tf.concat([tf.reshape(tf.cast(num, tf.int32), [1]),
+        shape = tf.concat([tf.reshape(num, [1]),
                            tf.constant(self._latent_shape, tf.int32)], 0)
         eps = tf.random.stateless_normal(shape, seed, dtype=self._dtype)
-        eps = eps * tf.cast(temperature, self._dtype)
+        eps = eps * temperature
         xz = self.p_bijector.forward(
             eps, **vb.chain_kwargs(self.p_bijector, training=False))
         x = xz[..., :self._data_shape[-1]]
@@ -452,3 +503,4 @@ class VFlow(tf.Module):
         pixels = tf.clip_by_value(pixels, 0.0, self._num_bins - 1.0)
         return tf.cast(pixels, tf.uint8 if self._num_bins <= 256 else
                        tf.int32)
+

@@ -6,6 +6,7 @@ from vflow_tfp.training.inputs import training_inputs
 from vflow_tfp.training.loop import TrainConfig
 from vflow_tfp.training.loop import Trainer
 from vflow_tfp.training.loop import image_grid
+from vflow_tfp.training.loop import make_output_dir
 from vflow_tfp.training.loop import write_json_atomic
 from vflow_tfp.training.schedules import WarmupHoldDecay
 
@@ -16,6 +17,7 @@ __all__ = [
     'WarmupHoldDecay',
     'WeightEMA',
     'image_grid',
+    'make_output_dir',
     'training_inputs',
     'write_json_atomic',
 ]

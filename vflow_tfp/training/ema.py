@@ -34,6 +34,9 @@ class WeightEMA(tf.Module):
         # A closure is not tracked by tf.Module: the EMA owns (and
         # checkpoints) only its shadows, not the model's variables.
         self._sources = lambda: variables
+        # The strategy whose scope the shadows are created in updates them,
+        # whichever scope `update` is later called (or traced) in.
+        self._strategy = tf.distribute.get_strategy()
         with self.name_scope:
             self.shadows = [
                 tf.Variable(v.read_value(), trainable=False,
@@ -41,10 +44,23 @@ class WeightEMA(tf.Module):
                 for v in variables]
 
     def update(self):
-        """Moves every shadow towards its variable."""
-        for shadow, var in zip(self.shadows, self._sources()):
-            shadow.assign(self.decay * shadow
-                          + (1.0 - self.decay) * tf.cast(var, shadow.dtype))
+        """Moves every shadow towards its variable.
+
+        Under a `tf.distribute` strategy each device moves its own copy of a
+        shadow towards its own copy of the variable (`extended.update`, as
+        optimisers do). A plain `assign` in cross-replica context would read
+        every variable from the first device and broadcast the new shadows
+        from there: the whole model copied out of one GPU per step.
+        """
+        decay = self.decay
+
+        def move(shadow, var):
+            return shadow.assign(decay * shadow
+                                 + (1.0 - decay) * tf.cast(var, shadow.dtype))
+
+        with self._strategy.scope():
+            for shadow, var in zip(self.shadows, self._sources()):
+                self._strategy.extended.update(shadow, move, args=(var,))
 
     def reset(self):
         """Sets every shadow to its variable's current value."""

@@ -39,6 +39,7 @@ Library code: it takes a `TrainConfig` and input functions, never flags.
 import dataclasses
 import json
 import math
+import numbers
 import os
 import shutil
 import signal
@@ -58,7 +59,7 @@ from vflow_tfp.training import ema as ema_lib
 from vflow_tfp.training import schedules
 
 __all__ = ['OPTIMIZERS', 'TrainConfig', 'Trainer', 'format_duration',
-           'image_grid', 'write_json_atomic']
+           'image_grid', 'make_output_dir', 'write_json_atomic']
 
 # Both papers train with Adam; `TrainConfig.optimizer` names it so that a
 # run's recorded configuration says so, and refuses anything else.
@@ -113,17 +114,32 @@ class TrainConfig:
 
     def validate(self):
         """Raises `ValueError` with one clear line for a bad setting."""
+        if not self.output_dir:
+            raise ValueError('output_dir must name a directory; got '
+                             f'{self.output_dir!r}.')
+        for field in dataclasses.fields(self):
+            if field.type not in (float, 'float'):
+                continue
+            value = getattr(self, field.name)
+            # First, and for every float: NaN fails no comparison below
+            # (`nan < 0` is False), so it would pass them all, and inf
+            # passes the one-sided ones (clip_norm, min_lr).
+            if not (isinstance(value, numbers.Real)
+                    and not isinstance(value, bool)
+                    and math.isfinite(value)):
+                raise ValueError(f'{field.name} must be a finite number; '
+                                 f'got {value!r}.')
         positive = ['global_batch_size', 'train_steps', 'init_batch_size',
                     'checkpoint_every', 'eval_every', 'log_every',
                     'keep_checkpoints', 'iw_chunk_size']
         for field in positive:
-            if getattr(self, field) <= 0:
+            if not getattr(self, field) > 0:
                 raise ValueError(f'{field} must be positive; got '
                                  f'{getattr(self, field)}.')
         for field in ['eval_batches', 'num_samples', 'iw_samples', 'iw_images',
                       'warmup_steps', 'hold_until', 'clip_norm', 'min_lr',
                       'validation_size']:
-            if getattr(self, field) < 0:
+            if not getattr(self, field) >= 0:
                 raise ValueError(f'{field} must be >= 0; got '
                                  f'{getattr(self, field)}.')
         if self.iw_samples and not self.iw_images:
@@ -172,6 +188,30 @@ class TrainConfig:
         if unknown:
             raise ValueError(f'Preset {self.preset!r} has no setting(s) '
                              f'{sorted(unknown)}.')
+
+
+def make_output_dir(path, name='output_dir'):
+    """Creates the run directory `path` (if new); returns it.
+
+    Raises:
+      ValueError: one line naming `name` and `path` if `path` is empty, a
+        file, or cannot be created or written.
+    """
+    if not path:
+        raise ValueError(f'{name} must name a directory; got {path!r}.')
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f'{name} must be a directory; got {path!r}, which '
+                         'is a file.')
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f'{name} must be a directory that can be created; '
+                         f'got {path!r} ({e.strerror}: {e.filename}).'
+                         ) from e
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ValueError(f'{name} must be a writable directory; got '
+                         f'{path!r}.')
+    return path
 
 
 def write_json_atomic(path, payload):
@@ -253,7 +293,7 @@ class Trainer:
         self._eval_input_fn = eval_input_fn
         self._init_batch = init_batch
         self._stop_requested = threading.Event()
-        os.makedirs(config.output_dir, exist_ok=True)
+        make_output_dir(config.output_dir)
         with strategy.scope():
             self.model = presets.build(config.preset, seed=config.seed,
                                        **config.preset_overrides)
@@ -631,7 +671,11 @@ class Trainer:
 
     def _write_results(self, **updates):
         self.results.update(updates)
-        self.results['latest_checkpoint'] = self.manager.latest_checkpoint
+        latest = self.manager.latest_checkpoint
+        # Absolute, like `saved_model`: a relative path would only hold
+        # from the working directory of the training run.
+        self.results['latest_checkpoint'] = (
+            None if latest is None else os.path.abspath(latest))
         if self.is_chief:
             write_json_atomic(
                 os.path.join(self.config.output_dir, 'results.json'),
