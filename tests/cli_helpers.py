@@ -13,6 +13,7 @@ import os
 import re
 import sys
 
+from absl import logging as absl_logging
 from absl.testing import flagsaver
 
 # A line of absl's log format: `W1203 11:56:41.989312 1397803 file.py:394] `.
@@ -34,10 +35,19 @@ def _script(name):
     return sys.modules[module_name]
 
 
-def run_script(name, *args):
-    """Runs `bin/NAME.py ARGS` in this process: (exit code, stdout, stderr)."""
+def run_script(name, *args, stdout=None):
+    """Runs `bin/NAME.py ARGS` in this process: (exit code, stdout, stderr).
+
+    The script prints to a `StringIO`, whose text is returned, or to
+    `stdout` if given (then the returned stdout is `None`).
+    """
     script = _script(name)
-    out, err = io.StringIO(), io.StringIO()
+    out, err = stdout or io.StringIO(), io.StringIO()
+    # flagsaver restores --verbosity but not the absl logger's level, which
+    # a script sets (score.py quietens INFO): later tests in this process
+    # would lose the INFO records they look for.
+    absl_logger = absl_logging.get_absl_logger()
+    level = absl_logger.level
     with flagsaver.flagsaver(), contextlib.redirect_stdout(out), \
             contextlib.redirect_stderr(err):
         script.FLAGS.unparse_flags()
@@ -46,7 +56,10 @@ def run_script(name, *args):
             code = 0
         except SystemExit as e:
             code = e.code
+        finally:
+            absl_logger.setLevel(level)
     # Under pytest the libraries' absl log records go to pytest's log
     # capture; under `tf.test.main` (Bazel) absl writes them to stderr. The
     # tests compare the script's own messages, so the records are dropped.
-    return code, out.getvalue(), _LOG_LINE.sub('', err.getvalue())
+    return (code, None if stdout else out.getvalue(),
+            _LOG_LINE.sub('', err.getvalue()))

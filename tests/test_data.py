@@ -333,7 +333,9 @@ def _tfds_tempdirs():
 
 
 def test_image_dataset_prepares_photo_patches(tmp_path, caplog):
+    # (On absl's logger too, whose level another test may have raised.)
     caplog.set_level(logging.INFO)
+    caplog.set_level(logging.INFO, logger='absl')
     # TFDS 4.9.10 leaves a `tmp*tfds` directory behind whenever a builder
     # is made for a data set that is not prepared yet (shown here, then
     # removed; a later TFDS may not leak at all); ours must not.

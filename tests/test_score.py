@@ -7,10 +7,10 @@ skips an interpreter and TensorFlow start-up per case; one goes through a
 real subprocess.
 """
 
-import contextlib
 import csv
 import io
 import json
+import logging
 import os
 import pathlib
 import re
@@ -22,7 +22,7 @@ import tempfile
 from unittest import mock
 import zipfile
 
-from absl.testing import flagsaver
+from absl import logging as absl_logging
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -47,20 +47,11 @@ def run_score(*args):
 def run_score_to(stdout, *args):
     """`run_score`, printing to `stdout`: (exit code, stderr).
 
-    `cli_helpers.run_script` prints to a `StringIO`, which takes any text
-    and never closes; this stands in for a strict or closed stream.
+    `cli_helpers.run_script` prints to a `StringIO` by default, which takes
+    any text and never closes; this stands in for a strict or closed stream.
     """
-    script = cli_helpers._script('score')  # pylint: disable=protected-access
-    err = io.StringIO()
-    with flagsaver.flagsaver(), contextlib.redirect_stdout(stdout), \
-            contextlib.redirect_stderr(err):
-        script.FLAGS.unparse_flags()
-        try:
-            script.main(script.FLAGS(['score.py', *args]))
-            code = 0
-        except SystemExit as e:
-            code = e.code
-    return code, err.getvalue()
+    code, _, err = cli_helpers.run_script('score', *args, stdout=stdout)
+    return code, err
 
 
 class _ClosedAfter(io.StringIO):
@@ -319,6 +310,17 @@ class ScoreTest(tf.test.TestCase):
             [self._npy('g.npy', np.zeros([3, 8, 8], np.uint8))], metadata)
         (sources, batch), = inputs.batches(4)
         self.assertEqual(batch.shape, (3, 8, 8, 1))
+
+    def test_running_the_script_leaves_logging_as_it_was(self):
+        # score.py quietens absl's INFO records; run in this process it must
+        # not take them from the tests that run after it.
+        absl_logger = absl_logging.get_absl_logger()
+        level = absl_logger.level
+        self.addCleanup(absl_logger.setLevel, level)
+        absl_logger.setLevel(logging.INFO)
+        code, _, _ = run_score(self.model_flag, self._path('missing.npy'))
+        self.assertEqual(code, 2)
+        self.assertEqual(absl_logger.level, logging.INFO)
 
     def test_one_path_is_not_a_sequence_of_characters(self):
         metadata = {'data_shape': [8, 8, 1], 'kind': 'image'}
