@@ -13,7 +13,6 @@ All builders return layers in data -> latent (`inverse`) order, ready for
 """
 
 import dataclasses
-import numbers
 from typing import Sequence
 
 import tensorflow as tf
@@ -21,6 +20,7 @@ import tensorflow_probability as tfp
 
 from vflow_tfp import bijectors as vb
 from vflow_tfp import nets
+from vflow_tfp.bijectors import shape_checks
 from vflow_tfp.models import conditional
 
 __all__ = [
@@ -68,18 +68,11 @@ class StepGroup:
         if self.split not in _PARTITIONS:
             raise ValueError(f'split must be one of {sorted(_PARTITIONS)}; '
                              f'got {self.split!r}.')
+        # A preset passes its arguments (and so a user's override) through
+        # here: the message names the argument, not the group.
         for name, low in (('steps', 1), ('blocks', 0), ('filters', 1),
                           ('components', 0)):
-            value = getattr(self, name)
-            # A preset passes its arguments (and so a user's override)
-            # through here: the message names the argument, not the group.
-            if not isinstance(value, numbers.Integral) or isinstance(
-                    value, bool):
-                raise TypeError(f'{name} must be an integer >= {low}; got '
-                                f'{value!r}.')
-            if value < low:
-                raise ValueError(f'{name} must be an integer >= {low}; got '
-                                 f'{value!r}.')
+            shape_checks.as_size(getattr(self, name), name, minimum=low)
 
     @property
     def partition(self):

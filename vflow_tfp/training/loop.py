@@ -114,9 +114,6 @@ class TrainConfig:
 
     def validate(self):
         """Raises `ValueError` with one clear line for a bad setting."""
-        if not self.output_dir:
-            raise ValueError('output_dir must name a directory; got '
-                             f'{self.output_dir!r}.')
         for field in dataclasses.fields(self):
             if field.type not in (float, 'float'):
                 continue
