@@ -88,25 +88,34 @@ class ActNormInitTest(tf.test.TestCase, parameterized.TestCase):
         del before, before_chain
 
     def test_eager_updates_on_one_input_tensor_after_clearing_caches(self):
-        # Eager steps on one fixed batch tensor: TFP would answer the second
-        # log_prob from its cache (the first tape keeps the outputs alive),
-        # with the old weights; after clear_bijector_caches it cannot.
+        # Eager steps on one fixed batch tensor: while an output of a layer
+        # on `x` is alive (here each layer's, kept as a user might keep the
+        # latents), TFP answers the next log_prob(x) from its cache, with the
+        # old weights; after clear_bijector_caches it cannot. The couplings
+        # keep a cache of their own (their fused single pass), which must be
+        # emptied as well as TFP's.
         norm = vb.ActNorm([4], dtype=tf.float64)
         conv = vb.Invertible1x1Conv([4], dtype=tf.float64)
-        flow = tfb.Chain([norm, conv])
+        coupling = vb.AffineCoupling(
+            TinyConditioner((2,), 4, dtype=tf.float64),
+            vb.ChannelSplit(event_ndims=1), dtype=tf.float64)
+        flow = tfb.Chain([norm, conv, coupling])
         dist = tfd.TransformedDistribution(
             tfd.Sample(tfd.Normal(tf.constant(0.0, tf.float64), 1.0), [4]),
             tfb.Invert(flow))
         x = tf.random.normal([8, 4], stddev=3.0, dtype=tf.float64)
-        for _ in range(2):
+        for _ in range(3):
             with tf.GradientTape() as tape:
                 loss = -tf.reduce_mean(dist.log_prob(x))
             fresh = -tf.reduce_mean(dist.log_prob(tf.identity(x)))
             self.assertAllClose(loss, fresh, atol=1e-12)
+            kept = [layer.forward(x) for layer in (norm, conv, coupling)]
             grads = tape.gradient(loss, flow.trainable_variables)
+            self.assertNotIn(None, grads)
             for var, grad in zip(flow.trainable_variables, grads):
                 var.assign_sub(0.1 * grad)
             vflow_tfp.clear_bijector_caches()
+        del kept
 
     def test_rejects_constant_parameters_on_initialize(self):
         norm = vb.ActNorm([3], log_scale=tf.zeros([3]), shift=tf.zeros([3]))

@@ -365,6 +365,20 @@ class PresetTest(tf.test.TestCase):
             presets.build('checkerboard_glow_2', filters=8)
         self.assertIn('filters', presets.overridable('tiny_vflow'))
 
+    def test_shapes_the_flow_cannot_split_name_the_users_shape(self):
+        # The layers see the tensor after the squeezes and with z's
+        # channels; the message says how that came from the user's image.
+        for overrides, message in [
+                (dict(image_shape=(6, 6, 3)),
+                 r'stage 1 group 0 \(column split\) cannot act on shape '
+                 r'\[3, 3, 24\] \(after 1 squeeze\(s\) of \[6, 6, 6\]\): '
+                 r'ColumnSplit needs an even image width'),
+                (dict(augment_channels=2),
+                 r'cannot act on shape \[8, 8, 5\].*\(p models the 3 data '
+                 r'channels and augment_channels=2.\)')]:
+            with self.assertRaisesRegex(ValueError, message):
+                presets.build('tiny_vflow', **overrides)
+
     def test_name_is_an_override_like_any_other(self):
         self.assertIn('name', presets.overridable('tiny_vflow'))
         model = presets.build('tiny_vflow', seed=0, name='mine')
@@ -433,6 +447,16 @@ class PresetTest(tf.test.TestCase):
         expected = np.array([3.0, 4.0]) / (2 * math.log(2.0))
         for ll in ([-3, -4], np.array([-3, -4]), tf.constant([-3, -4])):
             self.assertAllClose(model.bits_per_dim(ll), expected)
+
+    def test_bits_per_dim_count_the_data_dimensions_only(self):
+        # SPEC §2.3: the divisor is D_x, not D_x + D_z.
+        for name, dims in (('tiny_vflow', 8 * 8 * 3),
+                           ('checkerboard_vflow_3_10', 2)):
+            model = presets.build(name, seed=0)
+            self.assertGreater(model.augment_channels, 0)
+            self.assertEqual(model.num_data_dims, dims)
+            self.assertAllClose(model.bits_per_dim([-dims * math.log(2.0)]),
+                                [1.0])
 
 
 # ----------------------------------------------------------------------------
@@ -1058,6 +1082,46 @@ class SamplingTest(tf.test.TestCase):
         self.assertEqual(model.sample(np.int64(0), seed=[1, 2]).shape,
                          [0, 8, 8, 3])
 
+    def test_samples_are_the_floored_and_clipped_x_channels(self):
+        # p shifts the latent to fixed logit-space values, so at temperature
+        # 0 every pixel is known: pixel = 256 (sigmoid(y) - 0.05) / 0.9,
+        # floored (it undoes the dequantisation x + u, u in [0, 1)) and
+        # clipped to [0, 255], taken from x's channel only, not z's.
+        def logit_of(pixel):
+            return math.log((0.05 + 0.9 * pixel / 256) /
+                            (0.95 - 0.9 * pixel / 256))
+        x_logits = [[logit_of(100.7), logit_of(3.2)], [20.0, -20.0]]
+        z_logits = [[logit_of(50.5)] * 2] * 2
+        shift = np.stack([x_logits, z_logits], axis=-1).astype(np.float32)
+        model = VFlow(tfb.Shift(shift), data_shape=[2, 2, 1],
+                      augment_channels=1,
+                      posterior=ConditionalFlow(tfb.Identity(), [2, 2, 1]))
+        self.assertAllClose(model.image_logit.forward(shift[..., :1]),
+                            [[[100.7], [3.2]], [[270.2], [-14.2]]], atol=0.1)
+        pixels = model.sample(2, temperature=0.0, seed=[1, 2])
+        self.assertEqual(pixels.dtype, tf.uint8)
+        self.assertAllEqual(pixels, [[[[100], [3]], [[255], [0]]]] * 2)
+
+    def test_non_finite_samples_are_an_error(self):
+        # Half of the latents have no logarithm: their pixels would be cast
+        # from NaN to 0, black, without a word.
+        model = VFlow(tfb.Log(), data_shape=[2, 2, 1])
+        for sample in (model.sample, tf.function(model.sample)):
+            with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
+                                        'non-finite values'):
+                sample(8, seed=[1, 2])
+
+    def test_temperature_scales_the_latent_noise(self):
+        model = VFlow(tfb.Identity(), data_shape=[2])
+        for temperature in (0.5, 2.0):
+            x = model.sample(20000, temperature=temperature, seed=[3, 4])
+            # The standard error of a standard deviation from 20,000 draws
+            # is 0.5% of it.
+            self.assertAllClose(np.std(x, axis=0), [temperature] * 2,
+                                rtol=0.02)
+            self.assertAllClose(np.mean(x, axis=0), [0.0, 0.0],
+                                atol=0.03 * temperature)
+
     def test_vector_samples(self):
         model = presets.build('checkerboard_vflow_3_4', seed=0)
         a = model.sample(16, seed=[1, 2])
@@ -1304,6 +1368,34 @@ class GenericFlowsTest(tf.test.TestCase, parameterized.TestCase):
         samples = model.sample(5, seed=[1, 2])
         self.assertEqual(samples.shape, [5, 2])
         self.assertTrue(np.all(np.isfinite(samples.numpy())))
+
+
+# ----------------------------------------------------------------------------
+# Dropout: on in the training bound, off when scoring.
+# ----------------------------------------------------------------------------
+
+class DropoutTest(tf.test.TestCase):
+
+    def test_dropout_acts_in_training_only(self):
+        # A Flow++ with uniform dequantisation has networks only in p, so a
+        # difference between the two modes at one seed (one u) is p's
+        # dropout.
+        tf.random.set_seed(5)
+        model = presets.build('tiny_flowpp', dequant_blocks=0, dropout=0.5,
+                              seed=0)
+        x = data.photo_patches(8, 'train', max_patches=8)
+        model.initialize(x, training=False, seed=[1, 2])
+        seed = [3, 4]
+        scored = model.elbo(x, training=False, seed=seed)
+        trained = model.elbo(x, training=True, seed=seed)
+        self.assertGreater(float(tf.reduce_max(tf.abs(trained - scored))),
+                           1e-2)
+        # Scoring draws no dropout masks: the same seed, the same numbers,
+        # whatever the generator did in between.
+        self.assertAllEqual(model.elbo(x, training=False, seed=seed), scored)
+        first = model.log_prob(x, 3, seed=seed)
+        model.elbo(x, training=True, seed=seed)
+        self.assertAllEqual(model.log_prob(x, 3, seed=seed), first)
 
 
 # ----------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The README's Python example runs as written and does what it says."""
+"""The README's Python examples run as written and do what they say."""
 
 import pathlib
 import re
@@ -14,7 +14,7 @@ class ReadmeTest(tf.test.TestCase):
     def test_examples_run(self):
         blocks = re.findall(r'```python\n(.*?)```', README.read_text(),
                             flags=re.S)
-        self.assertLen(blocks, 2)
+        self.assertLen(blocks, 3)
         namespace = {}
         for block in blocks:
             exec(compile(block, str(README), 'exec'), namespace)  # pylint: disable=exec-used
@@ -31,6 +31,11 @@ class ReadmeTest(tf.test.TestCase):
         self.assertTrue(np.all(np.isfinite(namespace['log_px'])))
         self.assertEqual(namespace['generated'].dtype, tf.uint8)
         self.assertEqual(namespace['generated'].shape, [4, 8, 8, 3])
+        # The training example: 20 steps, then the held-out bound.
+        results = namespace['results']
+        self.assertEqual(results['step'], 20)
+        self.assertTrue(np.isfinite(results['train_bpd']))
+        self.assertTrue(np.isfinite(results['test_bpd']))
 
 if __name__ == '__main__':
     tf.test.main()

@@ -147,8 +147,17 @@ def image_flow(event_shape, stages: Sequence[Sequence[StepGroup]], name,
             layers.append(squeeze)
             shape = tuple(squeeze.inverse_event_shape(shape).as_list())
         for g, group in enumerate(stage):
-            layers += image_step_group(shape, group, f'{name}_s{s}g{g}',
-                                       **group_kwargs)
+            try:
+                layers += image_step_group(shape, group, f'{name}_s{s}g{g}',
+                                           **group_kwargs)
+            except ValueError as e:
+                # The layer's message names the tensor it sees, which after
+                # a squeeze is not the image the user gave.
+                where = (f' (after {s} squeeze(s) of {list(event_shape)})'
+                         if s else '')
+                raise ValueError(
+                    f'{name}: stage {s} group {g} ({group.split} split) '
+                    f'cannot act on shape {list(shape)}{where}: {e}') from e
     return layers, shape
 
 

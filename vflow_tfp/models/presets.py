@@ -91,7 +91,14 @@ def image_model(data_shape, p_stages, *, augment_channels=0, q_group=None,
         layers.append(builders.f_affine(
             joint_shape, channels, f_affine_filters, 'p_affine',
             blocks=f_affine_blocks, dropout=dropout, rng=rng, dtype=dtype))
-    flow_layers, _ = builders.image_flow(joint_shape, p_stages, 'p', **common)
+    try:
+        flow_layers, _ = builders.image_flow(joint_shape, p_stages, 'p',
+                                             **common)
+    except ValueError as e:
+        if not augment_channels:
+            raise
+        raise ValueError(f'{e} (p models the {channels} data channels and '
+                         f'augment_channels={augment_channels}.)') from e
     p_bijector = tfb.Chain(layers + flow_layers, name='p_flow')
     if r_group is None:
         dequantizer = conditional.UniformDequantizer(data_shape, dtype=dtype)

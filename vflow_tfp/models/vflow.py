@@ -477,7 +477,9 @@ class VFlow(tf.Module):
         Raises:
           TypeError: for a `num` that is not an integer scalar.
           InvalidArgumentError: for a negative `num` or a negative or
-            non-finite `temperature` (eagerly at once, in a graph when run).
+            non-finite `temperature` (eagerly at once, in a graph when run),
+            and for images if the flow maps a latent to non-finite values
+            (no pixel value stands for them).
         """
         num = tf.convert_to_tensor(num)
         if not num.dtype.is_integer or num.shape.rank not in (None, 0):
@@ -499,6 +501,10 @@ class VFlow(tf.Module):
         x = xz[..., :self._data_shape[-1]]
         if not self._is_image:
             return x
+        # No pixel value stands for NaN (a uint8 cast would make it 0).
+        x = tf.debugging.assert_all_finite(
+            x, 'VFlow.sample: the flow gave non-finite values (an untrained '
+            'or diverged model, or a temperature too high for it)')
         pixels = tf.floor(self.image_logit.forward(x))
         pixels = tf.clip_by_value(pixels, 0.0, self._num_bins - 1.0)
         return tf.cast(pixels, tf.uint8 if self._num_bins <= 256 else

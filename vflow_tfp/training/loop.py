@@ -66,8 +66,26 @@ __all__ = ['OPTIMIZERS', 'TrainConfig', 'Trainer', 'format_duration',
 OPTIMIZERS = ('adam',)
 
 _SEED_SPEC = tf.TensorSpec([2], tf.int32)
+_BATCH_SIZE_MESSAGE = (
+    'Every training batch must hold global_batch_size / replicas = {} '
+    'examples on each replica (batch the training data with '
+    'drop_remainder=True)')
 _FLOAT32_TINY = float(np.finfo(np.float32).tiny)
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _plain(value):
+    """The JSON value a setting stands for: numpy numbers and arrays (a
+    sweep's values) as Python ones, a TF dtype as its name."""
+    if isinstance(value, tf.dtypes.DType):
+        return value.name
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {key: _plain(v) for key, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    return value
 
 
 @dataclasses.dataclass
@@ -79,6 +97,8 @@ class TrainConfig:
     hold the data): held-out training images when positive, else the test
     split; results keep the keys `test_bpd*` either way. `iw_images` is
     rounded up to whole evaluation batches; the results record the count.
+    Settings are recorded in `results.json`: numpy numbers and TF dtypes are
+    kept as the plain values they stand for (`tf.float64` as `'float64'`).
     """
     preset: str
     output_dir: str
@@ -112,8 +132,30 @@ class TrainConfig:
     jit_compile: bool = False
     export: bool = True
 
+    def __post_init__(self):
+        for field in dataclasses.fields(self):
+            setattr(self, field.name, _plain(getattr(self, field.name)))
+
     def validate(self):
         """Raises `ValueError` with one clear line for a bad setting."""
+        if not isinstance(self.preset_overrides, dict):
+            raise ValueError('preset_overrides must be a dict; got '
+                             f'{self.preset_overrides!r}.')
+        settings = [(f.name, getattr(self, f.name))
+                    for f in dataclasses.fields(self)
+                    if f.name != 'preset_overrides']
+        settings += [(f'preset_overrides[{key!r}]', value)
+                     for key, value in self.preset_overrides.items()]
+        for name, value in settings:
+            # Found now, not when results.json is first written (after the
+            # first logging window), which a resumed run would repeat.
+            try:
+                json.dumps(value)
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f'{name} must be a value results.json can record (a '
+                    f'number, string, bool, list or dict); got {value!r}.'
+                    ) from None
         for field in dataclasses.fields(self):
             if field.type not in (float, 'float'):
                 continue
@@ -283,6 +325,12 @@ class Trainer:
             on every worker (e.g. drawn with a fixed seed).
         """
         config.validate()
+        replicas = strategy.num_replicas_in_sync
+        if config.global_batch_size % replicas:
+            raise ValueError(
+                f'global_batch_size ({config.global_batch_size}) must be '
+                f'divisible by the {replicas} replicas.')
+        self._replica_batch_size = config.global_batch_size // replicas
         self.config = config
         self.strategy = strategy
         self.is_chief, self.task_id = _task(strategy)
@@ -489,6 +537,8 @@ class Trainer:
         config = self.config
         model, optimizer, variables = self.model, self.optimizer, self.variables
 
+        per_replica = self._replica_batch_size
+
         def loss_and_grads(x):
             with tf.GradientTape() as tape:
                 elbo = model.elbo(x, training=True)
@@ -500,6 +550,12 @@ class Trainer:
             loss_and_grads = tf.function(loss_and_grads, jit_compile=True)
 
         def replica_step(x, stop_vote):
+            # The loss is averaged over global_batch_size, so a batch of
+            # another size would scale the loss and the gradients silently.
+            with tf.control_dependencies([tf.debugging.assert_equal(
+                    tf.shape(x)[0], per_replica,
+                    message=_BATCH_SIZE_MESSAGE.format(per_replica))]):
+                x = tf.identity(x)
             loss, grads = loss_and_grads(x)
             # One all-reduce of the gradients of the global-batch mean; the
             # clipping norm is then the same on every replica. The stop
@@ -652,8 +708,18 @@ class Trainer:
         if not self.config.num_samples:
             return None
         seed = tf.constant([self.config.seed, step % (2**31 - 1)], tf.int32)
-        with self.ema.averaged_weights():
-            samples = self.model.sample(self.config.num_samples, seed=seed)
+        try:
+            with self.ema.averaged_weights():
+                samples = self.model.sample(self.config.num_samples,
+                                            seed=seed)
+        except tf.errors.InvalidArgumentError as e:
+            # Samples are a diagnostic: early in training the flow's inverse
+            # may still overflow, which must not end the run.
+            if 'non-finite' not in e.message:
+                raise
+            logging.warning('Step %d: the EMA model gave non-finite samples; '
+                            'no sample grid written.', step)
+            return None
         if len(self.model.data_shape) != 3 or not self.is_chief:
             return None
         grid = image_grid(samples.numpy())
@@ -709,6 +775,21 @@ class Trainer:
             self._write_results(saved_model=path)
         return self.results
 
+    def _run_train_step(self, iterator, stop_vote, step):
+        """The compiled step, with a bad input pipeline named in one line."""
+        try:
+            return self._train_step(iterator, stop_vote)
+        except tf.errors.OutOfRangeError:
+            raise ValueError(
+                f'The training data ran out after step {step}: '
+                'train_input_fn must give a repeating dataset (e.g. '
+                'dataset.repeat()).') from None
+        except tf.errors.InvalidArgumentError as e:
+            message = _BATCH_SIZE_MESSAGE.format(self._replica_batch_size)
+            if message not in e.message:
+                raise
+            raise ValueError(f'At step {step + 1}: {message}.') from None
+
     def _install_signal_handlers(self):
         if threading.current_thread() is not threading.main_thread():
             return {}
@@ -742,8 +823,9 @@ class Trainer:
         no_vote, vote = tf.constant(0.0), tf.constant(1.0)
         previous_votes = None
         while step < config.train_steps:
-            loss, norm, votes = self._train_step(
-                iterator, vote if self._stop_requested.is_set() else no_vote)
+            loss, norm, votes = self._run_train_step(
+                iterator, vote if self._stop_requested.is_set() else no_vote,
+                step)
             step += 1
             window_loss += loss
             window_steps += 1
