@@ -49,21 +49,38 @@ def _ema_checksum(checkpoint_path):
                      for k in keys)), len(keys)
 
 
-class TrainCliTest(tf.test.TestCase):
+class _RunDirectory:
+    """A fresh temporary directory per test (`self.tmp`) and the CLI's
+    runner; a mixin, so that the classes below are separate pytest-xdist
+    scopes (each starts several TF processes; see pytest.ini)."""
 
     def setUp(self):
         super().setUp()
         self.tmp = tempfile.mkdtemp(prefix='vflow_tfp_cli_')
         self.addCleanup(shutil.rmtree, self.tmp, ignore_errors=True)
 
+    def _run_train(self, *args):
+        return subprocess.run([sys.executable, TRAIN, *args], env=_env(),
+                              capture_output=True, text=True, timeout=300)
+
+    def _assert_one_line_error(self, run, pattern):
+        self.assertNotEqual(run.returncode, 0)
+        self.assertRegex(run.stderr, pattern)
+        self.assertNotIn('Traceback', run.stderr)
+
+
+class HardKillTest(_RunDirectory, tf.test.TestCase):
+
     def _small_cifar_command(self, out, steps):
         # The paper's own flagfile, with overrides after it that shrink the
-        # model, the data (8x8 photo patches, tiny_vflow's own size; 32x32
-        # images cost a minute more per process) and the run (absl: later
-        # flags win).
+        # model (without attention, which only adds tracing time to each
+        # process), the data (8x8 photo patches, tiny_vflow's own size;
+        # 32x32 images cost a minute more per process) and the run (absl:
+        # later flags win).
         return [sys.executable, TRAIN,
                 f'--flagfile={os.path.join(ROOT, "configs", "cifar.flags")}',
-                '--preset=tiny_vflow', '--dataset=photo_patches/8x8',
+                '--preset=tiny_vflow', '--set=attention=False',
+                '--dataset=photo_patches/8x8',
                 f'--train_steps={steps}',
                 '--global_batch_size=8', '--init_batch_size=16',
                 '--checkpoint_every=2', '--eval_every=1000', '--log_every=1',
@@ -123,6 +140,10 @@ class TrainCliTest(tf.test.TestCase):
         for key in ('train_bpd', 'test_bpd', 'wall_time',
                     'images_per_second'):
             self.assertTrue(np.isfinite(results[key]), key)
+
+
+
+class MultiWorkerTest(_RunDirectory, tf.test.TestCase):
 
     def _run_workers(self, output_dirs, train_steps, sigterm_after=(0, 0)):
         """Runs one worker process per output directory; their exit codes,
@@ -196,14 +217,9 @@ class TrainCliTest(tf.test.TestCase):
         self.assertEqual(_checkpoint_step(os.path.join(out, 'checkpoints'))[0],
                          9)
 
-    def _run_train(self, *args):
-        return subprocess.run([sys.executable, TRAIN, *args], env=_env(),
-                              capture_output=True, text=True, timeout=300)
 
-    def _assert_one_line_error(self, run, pattern):
-        self.assertNotEqual(run.returncode, 0)
-        self.assertRegex(run.stderr, pattern)
-        self.assertNotIn('Traceback', run.stderr)
+
+class CliErrorTest(_RunDirectory, tf.test.TestCase):
 
     def test_bad_flagfile_line(self):
         flagfile = os.path.join(self.tmp, 'bad.flags')
@@ -312,7 +328,7 @@ class TrainCliTest(tf.test.TestCase):
         # unmatched checkpoint value after it).
         run_dir = os.path.join(self.tmp, 'resumed')
         args = ('--preset=checkerboard_glow_3', '--dataset=checkerboard',
-                '--train_steps=2', f'--output_dir={run_dir}')
+                '--train_steps=2', '--noexport', f'--output_dir={run_dir}')
         self.assertEqual(self._run_train(*args).returncode, 0)
         run = self._run_train(*args, '--set=hidden_units=[10,10]')
         self._assert_one_line_error(run, r'is not a checkpoint of preset')

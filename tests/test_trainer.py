@@ -52,7 +52,10 @@ def _config(output_dir, **kwargs):
     return training.TrainConfig(**defaults)
 
 
-class TrainerTest(tf.test.TestCase):
+class _TrainerFixture:
+    """Checkerboard batches and fresh run directories for each test; a
+    mixin, so that the two classes below are separate pytest-xdist scopes
+    (see pytest.ini)."""
 
     def setUp(self):
         super().setUp()
@@ -72,9 +75,16 @@ class TrainerTest(tf.test.TestCase):
         return d
 
     def _trainer(self, strategy, **kwargs):
-        return training.Trainer(_config(self._dir(), **kwargs), strategy,
+        return self._trainer_at(self._dir(), strategy, **kwargs)
+
+    def _trainer_at(self, output_dir, strategy, **kwargs):
+        return training.Trainer(_config(output_dir, **kwargs), strategy,
                                 _fixed_batch_input_fn(self.batch),
                                 self.eval_fn, self.init)
+
+
+class TrainerTest(_TrainerFixture, tf.test.TestCase):
+    """Steps, averages, evaluation and progress output."""
 
     def test_two_replicas_equal_one_replica(self):
         # A deterministic ELBO (Glow on continuous 2-D data: no sampled
@@ -225,6 +235,108 @@ class TrainerTest(tf.test.TestCase):
             self.assertAllEqual(values[0], values[1])
             self.assertGreater(float(np.max(np.abs(values[0]))), 0.0)
 
+    def test_training_improves_and_writes_outputs(self):
+        trainer = self._trainer(tf.distribute.OneDeviceStrategy('/cpu:0'),
+                                train_steps=60, eval_every=60, log_every=20,
+                                checkpoint_every=30, max_lr=5e-3,
+                                iw_samples=8, iw_images=8)
+        trainer.restore_or_initialize()
+        before = trainer.evaluate()
+        results = trainer.train()
+        self.assertLess(results['test_bpd'], before - 0.05)
+        self.assertTrue(os.path.isdir(os.path.join(
+            trainer.config.output_dir, 'summaries')))
+        # Glow's bound is exact, so the importance-weighted figure on the
+        # same 8 points is the ELBO's, both with the EMA weights, which
+        # score differently from the last iterate.
+        self.assertAllClose(results['test_bpd_iw'], results['test_bpd'],
+                            rtol=1e-5)
+        raw = float(trainer.model.bits_per_dim(tf.reduce_mean(
+            trainer.model.elbo(self.batch))))
+        self.assertGreater(abs(raw - results['test_bpd']), 1e-3)
+
+    def test_evaluation_scores_every_point_without_training_noise(self):
+        # 1,000 test points in per-replica batches of 48: 21 batches, so the
+        # last step gives one replica 40 points and the other none.
+        strategy = _mirrored()
+        inputs = training.training_inputs('checkerboard', 96,
+                                          init_batch_size=64, seed=7)
+        config = _config(self._dir(), global_batch_size=96, train_steps=2,
+                         warmup_steps=4, log_every=1, eval_every=1000,
+                         export=False)
+        trainer = training.Trainer(config, strategy, inputs.train_input_fn,
+                                   inputs.eval_input_fn, inputs.init_batch)
+        with self.assertLogs('absl', 'INFO') as logs:
+            trainer.train()
+        # Each logged rate is that of the update just applied: the first
+        # update (iteration 0) warms up from a rate of 0.
+        self.assertLen([r for r in logs.output
+                        if 'step 1/2' in r and 'lr 0.00e+00' in r], 1)
+        self.assertLen([r for r in logs.output
+                        if 'step 2/2' in r and 'lr 2.50e-04' in r], 1)
+        # Evaluation draws its noise from stateless seeds: the generator
+        # that feeds training is untouched (the model asks it for a seed
+        # even when, as this Glow, it has no latent noise).
+        rng_state = trainer.model.rng.state.numpy()
+        bpd = trainer.evaluate()
+        self.assertAllEqual(trainer.model.rng.state, rng_state)
+        # Glow's ELBO is exact: the mean over all 1,000 points.
+        test = data.sample_checkerboard(
+            1000, seed=training.inputs.CHECKERBOARD_TEST_SEED)
+        with trainer.ema.averaged_weights():
+            expected = trainer.model.bits_per_dim(tf.reduce_mean(
+                trainer.model.elbo(test)))
+        self.assertAllClose(bpd, expected, rtol=1e-5)
+        # One trace for full and partial batches, and none for a second
+        # evaluation.
+        self.assertAllClose(trainer.evaluate(), bpd, rtol=1e-12)
+        self.assertEqual(trainer._eval_step.experimental_get_tracing_count(),
+                         1)
+
+    def test_rates_leave_out_evaluation_and_saving_but_the_eta_not(self):
+        # Evaluation made slow (1 s); a checkerboard step takes about a
+        # millisecond. Timed over whole windows, the window after each
+        # evaluation would show >= 1 s / 3 steps per step.
+        trainer = self._trainer(tf.distribute.OneDeviceStrategy('/cpu:0'),
+                                train_steps=12, log_every=3, eval_every=3,
+                                checkpoint_every=3, export=False)
+        real_evaluate = trainer.evaluate
+
+        def slow_evaluate():
+            time.sleep(1.0)
+            return real_evaluate()
+
+        trainer.evaluate = slow_evaluate
+        with self.assertLogs('absl', 'INFO') as logs:
+            trainer.train()
+        rates = [float(re.search(r'\| ([0-9.]+) img/s', r).group(1))
+                 for r in logs.output if 'img/s' in r]
+        self.assertLen(rates, 4)
+        # 8 images a step at well under 0.1 s a step.
+        self.assertGreater(min(rates), 80.0)
+        # The ETA predicts wall time: at step 6, the 5 steps since the
+        # first took >= 1 s with the evaluation, so 6 more take >= 1.2 s
+        # (training steps alone would say 0).
+        etas = {int(m.group(1)): m.group(2) for m in (
+            re.search(r'step (\d+)/12 .*\| ETA (\S+)$', r)
+            for r in logs.output) if m}
+        hours, minutes, seconds = (int(t) for t in etas[6].split(':'))
+        self.assertBetween(3600 * hours + 60 * minutes + seconds, 1, 10)
+        self.assertEqual(etas[12], '00:00:00')
+
+    def test_eta_beyond_a_day_shows_days(self):
+        format_duration = training.loop.format_duration
+        self.assertEqual(format_duration(0.4), '00:00:00')
+        self.assertEqual(format_duration(3599.6), '01:00:00')
+        self.assertEqual(format_duration(86399), '23:59:59')
+        self.assertEqual(format_duration(86400), '1d 00:00:00')
+        self.assertEqual(format_duration(3 * 86400 + 17 * 3600 + 2 * 60 + 11),
+                         '3d 17:02:11')
+
+
+class TrainerSafetyTest(_TrainerFixture, tf.test.TestCase):
+    """Checkpoints, resuming, stopping and refusing bad runs."""
+
     def test_resume_restores_step_lr_ema_and_weights(self):
         strategy = tf.distribute.OneDeviceStrategy('/cpu:0')
         first = self._trainer(strategy, train_steps=6)
@@ -258,26 +370,6 @@ class TrainerTest(tf.test.TestCase):
                     'latest_checkpoint'):
             self.assertIn(key, on_disk)
         self.assertTrue(on_disk['latest_checkpoint'].endswith('-9'))
-
-    def test_training_improves_and_writes_outputs(self):
-        trainer = self._trainer(tf.distribute.OneDeviceStrategy('/cpu:0'),
-                                train_steps=60, eval_every=60, log_every=20,
-                                checkpoint_every=30, max_lr=5e-3,
-                                iw_samples=8, iw_images=8)
-        trainer.restore_or_initialize()
-        before = trainer.evaluate()
-        results = trainer.train()
-        self.assertLess(results['test_bpd'], before - 0.05)
-        self.assertTrue(os.path.isdir(os.path.join(
-            trainer.config.output_dir, 'summaries')))
-        # Glow's bound is exact, so the importance-weighted figure on the
-        # same 8 points is the ELBO's, both with the EMA weights, which
-        # score differently from the last iterate.
-        self.assertAllClose(results['test_bpd_iw'], results['test_bpd'],
-                            rtol=1e-5)
-        raw = float(trainer.model.bits_per_dim(tf.reduce_mean(
-            trainer.model.elbo(self.batch))))
-        self.assertGreater(abs(raw - results['test_bpd']), 1e-3)
 
     def test_non_finite_loss_stops_without_saving_it(self):
         trainer = self._trainer(tf.distribute.OneDeviceStrategy('/cpu:0'),
@@ -375,84 +467,6 @@ class TrainerTest(tf.test.TestCase):
                        inputs.train_input_fn(context))
         self.assertGreater(max(float(np.max(np.abs(a - b)))
                                for a, b in zip(whole, replayed)), 1e-4)
-
-    def test_evaluation_scores_every_point_without_training_noise(self):
-        # 1,000 test points in per-replica batches of 48: 21 batches, so the
-        # last step gives one replica 40 points and the other none.
-        strategy = _mirrored()
-        inputs = training.training_inputs('checkerboard', 96,
-                                          init_batch_size=64, seed=7)
-        config = _config(self._dir(), global_batch_size=96, train_steps=2,
-                         warmup_steps=4, log_every=1, eval_every=1000,
-                         export=False)
-        trainer = training.Trainer(config, strategy, inputs.train_input_fn,
-                                   inputs.eval_input_fn, inputs.init_batch)
-        with self.assertLogs('absl', 'INFO') as logs:
-            trainer.train()
-        # Each logged rate is that of the update just applied: the first
-        # update (iteration 0) warms up from a rate of 0.
-        self.assertLen([r for r in logs.output
-                        if 'step 1/2' in r and 'lr 0.00e+00' in r], 1)
-        self.assertLen([r for r in logs.output
-                        if 'step 2/2' in r and 'lr 2.50e-04' in r], 1)
-        # Evaluation draws its noise from stateless seeds: the generator
-        # that feeds training is untouched (the model asks it for a seed
-        # even when, as this Glow, it has no latent noise).
-        rng_state = trainer.model.rng.state.numpy()
-        bpd = trainer.evaluate()
-        self.assertAllEqual(trainer.model.rng.state, rng_state)
-        # Glow's ELBO is exact: the mean over all 1,000 points.
-        test = data.sample_checkerboard(
-            1000, seed=training.inputs.CHECKERBOARD_TEST_SEED)
-        with trainer.ema.averaged_weights():
-            expected = trainer.model.bits_per_dim(tf.reduce_mean(
-                trainer.model.elbo(test)))
-        self.assertAllClose(bpd, expected, rtol=1e-5)
-        # One trace for full and partial batches, and none for a second
-        # evaluation.
-        self.assertAllClose(trainer.evaluate(), bpd, rtol=1e-12)
-        self.assertEqual(trainer._eval_step.experimental_get_tracing_count(),
-                         1)
-
-    def test_rates_leave_out_evaluation_and_saving_but_the_eta_not(self):
-        # Evaluation made slow (1 s); a checkerboard step takes about a
-        # millisecond. Timed over whole windows, the window after each
-        # evaluation would show >= 1 s / 3 steps per step.
-        trainer = self._trainer(tf.distribute.OneDeviceStrategy('/cpu:0'),
-                                train_steps=12, log_every=3, eval_every=3,
-                                checkpoint_every=3, export=False)
-        real_evaluate = trainer.evaluate
-
-        def slow_evaluate():
-            time.sleep(1.0)
-            return real_evaluate()
-
-        trainer.evaluate = slow_evaluate
-        with self.assertLogs('absl', 'INFO') as logs:
-            trainer.train()
-        rates = [float(re.search(r'\| ([0-9.]+) img/s', r).group(1))
-                 for r in logs.output if 'img/s' in r]
-        self.assertLen(rates, 4)
-        # 8 images a step at well under 0.1 s a step.
-        self.assertGreater(min(rates), 80.0)
-        # The ETA predicts wall time: at step 6, the 5 steps since the
-        # first took >= 1 s with the evaluation, so 6 more take >= 1.2 s
-        # (training steps alone would say 0).
-        etas = {int(m.group(1)): m.group(2) for m in (
-            re.search(r'step (\d+)/12 .*\| ETA (\S+)$', r)
-            for r in logs.output) if m}
-        hours, minutes, seconds = (int(t) for t in etas[6].split(':'))
-        self.assertBetween(3600 * hours + 60 * minutes + seconds, 1, 10)
-        self.assertEqual(etas[12], '00:00:00')
-
-    def test_eta_beyond_a_day_shows_days(self):
-        format_duration = training.loop.format_duration
-        self.assertEqual(format_duration(0.4), '00:00:00')
-        self.assertEqual(format_duration(3599.6), '01:00:00')
-        self.assertEqual(format_duration(86399), '23:59:59')
-        self.assertEqual(format_duration(86400), '1d 00:00:00')
-        self.assertEqual(format_duration(3 * 86400 + 17 * 3600 + 2 * 60 + 11),
-                         '3d 17:02:11')
 
     def test_a_signal_stops_the_final_bound_and_a_rerun_finishes_it(self):
         config = dict(train_steps=3, eval_every=3, iw_samples=4,
@@ -610,11 +624,6 @@ class TrainerTest(tf.test.TestCase):
             with self.assertRaisesRegex(ValueError, message):
                 self._trainer_at(output_dir,
                                  tf.distribute.OneDeviceStrategy('/cpu:0'))
-
-    def _trainer_at(self, output_dir, strategy, **kwargs):
-        return training.Trainer(_config(output_dir, **kwargs), strategy,
-                                _fixed_batch_input_fn(self.batch),
-                                self.eval_fn, self.init)
 
     def test_latest_checkpoint_is_absolute_for_a_relative_output_dir(self):
         cwd = os.getcwd()
