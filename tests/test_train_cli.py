@@ -142,7 +142,6 @@ class HardKillTest(_RunDirectory, tf.test.TestCase):
             self.assertTrue(np.isfinite(results[key]), key)
 
 
-
 class MultiWorkerTest(_RunDirectory, tf.test.TestCase):
 
     def _run_workers(self, output_dirs, train_steps, sigterm_after=(0, 0)):
@@ -216,7 +215,6 @@ class MultiWorkerTest(_RunDirectory, tf.test.TestCase):
             self.assertIn('The workers found different checkpoints', err)
         self.assertEqual(_checkpoint_step(os.path.join(out, 'checkpoints'))[0],
                          9)
-
 
 
 class CliErrorTest(_RunDirectory, tf.test.TestCase):

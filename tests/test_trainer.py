@@ -8,6 +8,7 @@ import re
 import shutil
 import tempfile
 import time
+from unittest import mock
 
 import numpy as np
 import tensorflow as tf
@@ -323,6 +324,41 @@ class TrainerTest(_TrainerFixture, tf.test.TestCase):
         hours, minutes, seconds = (int(t) for t in etas[6].split(':'))
         self.assertBetween(3600 * hours + 60 * minutes + seconds, 1, 10)
         self.assertEqual(etas[12], '00:00:00')
+
+    def test_long_passes_report_their_progress(self):
+        # 40 test points in batches of 8: the importance-weighted pass takes
+        # five batches, and reports after each but the first (it traces the
+        # step, so it has no rate yet) and the last.
+        points = data.sample_checkerboard(40, seed=4)
+        trainer = training.Trainer(
+            _config(self._dir(), train_steps=1, eval_every=1000,
+                    iw_samples=2, iw_images=40, export=False),
+            tf.distribute.OneDeviceStrategy('/cpu:0'),
+            _fixed_batch_input_fn(self.batch),
+            _fixed_batch_input_fn(points, repeat=False), self.init)
+        with mock.patch.object(training.loop, '_IW_PROGRESS_SECONDS', 0.0), \
+                self.assertLogs('absl', 'INFO') as logs:
+            results = trainer.train()
+        self.assertLen([r for r in logs.output if 'Tracing the training '
+                        'step: step 1 includes' in r], 1)
+        lines = [r for r in logs.output
+                 if '2-sample importance-weighted bound:' in r]
+        self.assertEqual([int(re.search(r'bound: (\d+) of 40 images',
+                                        r).group(1)) for r in lines],
+                         [16, 24, 32])
+        for line in lines:
+            self.assertRegex(line, r'bits/dim so far \| ETA \d\d:\d\d:\d\d$')
+        # Glow's bound is its exact likelihood: the running figure is that
+        # of the points scored so far.
+        with trainer.ema.averaged_weights():
+            log_p = trainer.model.log_prob(points, 1)
+        so_far = float(re.search(r'images, (\S+) bits/dim', lines[-1])[1])
+        self.assertAllClose(
+            so_far, trainer.model.bits_per_dim(tf.reduce_mean(log_p[:32])),
+            atol=1e-4)
+        self.assertAllClose(
+            results['test_bpd_iw'],
+            trainer.model.bits_per_dim(tf.reduce_mean(log_p)), rtol=1e-6)
 
     def test_eta_beyond_a_day_shows_days(self):
         format_duration = training.loop.format_duration

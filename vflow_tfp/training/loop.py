@@ -70,6 +70,9 @@ _BATCH_SIZE_MESSAGE = (
     'Every training batch must hold global_batch_size / replicas = {} '
     'examples on each replica (batch the training data with '
     'drop_remainder=True)')
+# The importance-weighted pass can run for hours; it logs its progress at
+# most this often (seconds).
+_IW_PROGRESS_SECONDS = 60.0
 _FLOAT32_TINY = float(np.finfo(np.float32).tiny)
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -690,6 +693,7 @@ class Trainer:
         # batch's results like the train step's.
         no_vote, vote = tf.constant(0.0), tf.constant(1.0)
         total, count = 0.0, 0.0
+        last_report = time.time()
         with self.ema.averaged_weights():
             for i, x in enumerate(dataset):
                 if count >= config.iw_images:
@@ -701,6 +705,22 @@ class Trainer:
                     return None, int(count)
                 total += float(batch_total)
                 count += float(batch_count)
+                now = time.time()
+                if i == 0:
+                    # The first batch traced the step: the rate starts here.
+                    timed_start, timed_count = now, count
+                elif (now - last_report >= _IW_PROGRESS_SECONDS
+                      and timed_count < count < config.iw_images):
+                    last_report = now
+                    seconds_per_image = ((now - timed_start)
+                                         / (count - timed_count))
+                    logging.info(
+                        '%d-sample importance-weighted bound: %d of %d '
+                        'images, %.4f bits/dim so far | ETA %s',
+                        config.iw_samples, count, config.iw_images,
+                        float(self.model.bits_per_dim(total / count)),
+                        format_duration((config.iw_images - count)
+                                        * seconds_per_image))
         return float(self.model.bits_per_dim(total / count)), int(count)
 
     def write_samples(self, step):
@@ -822,6 +842,10 @@ class Trainer:
         train_bpd = self.results.get('train_bpd')
         no_vote, vote = tf.constant(0.0), tf.constant(1.0)
         previous_votes = None
+        if step < config.train_steps:
+            # Minutes for the paper's models, with nothing else to show.
+            logging.info('Tracing the training step: step %d includes the '
+                         'tracing and compilation.', step + 1)
         while step < config.train_steps:
             loss, norm, votes = self._run_train_step(
                 iterator, vote if self._stop_requested.is_set() else no_vote,
