@@ -328,6 +328,31 @@ def test_photo_patches_validation_hold_out(photo_dir):
                            data_dir=photo_dir, validation_size=10_000)
 
 
+def _dataset_ops(ds):
+    graph = tf.compat.v1.GraphDef()
+    graph.ParseFromString(ds._as_serialized_graph().numpy())  # pylint: disable=protected-access
+    return {node.op for node in graph.node}
+
+
+def test_evaluation_pipelines_are_not_cached(photo_dir):
+    # TFDS caches a small split in memory; a pipeline built for one pass,
+    # or read in part (the importance-weighted bound), gains nothing from
+    # it, and tf.data warns on discarding a partly filled cache.
+    kwargs = dict(data_dir=photo_dir, shuffle=False, repeat=False)
+    cached = data.image_dataset('photo_patches/32x32', 'test', 8, **kwargs)
+    assert 'CacheDatasetV2' in _dataset_ops(cached)
+    uncached = data.image_dataset('photo_patches/32x32', 'test', 8,
+                                  autocache=False, **kwargs)
+    assert not any('Cache' in op for op in _dataset_ops(uncached))
+    inputs = training.training_inputs('photo_patches/32x32', 8,
+                                      init_batch_size=4, data_dir=photo_dir)
+    assert not any('Cache' in op
+                   for op in _dataset_ops(inputs.eval_input_fn(None)))
+    # The same images either way.
+    assert np.array_equal(np.concatenate(list(cached)),
+                          np.concatenate(list(uncached)))
+
+
 def _tfds_tempdirs():
     return set(glob.glob(os.path.join(tempfile.gettempdir(), 'tmp*tfds')))
 

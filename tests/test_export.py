@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 
+from absl import logging as absl_logging
 import numpy as np
 import tensorflow as tf
 
@@ -374,15 +375,19 @@ class ExportTest(tf.test.TestCase):
 
     def test_export_logs_no_captured_tensor_ids(self):
         # A caller logging at INFO (bin/train.py does) used to get TF's
-        # note on the signatures' captured inputs: thousands of characters.
+        # note on the signatures' captured inputs: thousands of characters,
+        # through absl's logger as well as TF's.
+        self.addCleanup(absl_logging.set_verbosity,
+                        absl_logging.get_verbosity())
+        absl_logging.set_verbosity(absl_logging.INFO)
         logger = tf.get_logger()
-        level = logger.level
-        self.addCleanup(logger.setLevel, level)
+        self.addCleanup(logger.setLevel, logger.level)
         logger.setLevel(logging.INFO)
-        with self.assertNoLogs('tensorflow', level='INFO'):
-            export.export_model(self.vector.model,
+        with self.assertNoLogs(level='INFO'):  # Any logger.
+            export.export_model(self.image.model,
                                 os.path.join(self.tmp, 'quiet'))
         self.assertEqual(logger.level, logging.INFO)
+        self.assertEqual(absl_logging.get_verbosity(), absl_logging.INFO)
 
     def test_exports_are_readable_like_any_new_directory(self):
         # Not the 0700 of the private staging directory: other users and

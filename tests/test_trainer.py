@@ -10,6 +10,7 @@ import tempfile
 import time
 from unittest import mock
 
+from absl import logging as absl_logging
 import numpy as np
 import tensorflow as tf
 import tf_keras
@@ -359,6 +360,32 @@ class TrainerTest(_TrainerFixture, tf.test.TestCase):
         self.assertAllClose(
             results['test_bpd_iw'],
             trainer.model.bits_per_dim(tf.reduce_mean(log_p)), rtol=1e-6)
+
+    def test_routine_notes_of_tf_and_tfds_stay_out_of_the_log(self):
+        # bin/train.py logs at INFO; TF's checkpoint saver and TFDS (for
+        # every evaluation pipeline) would add a note each time.
+        self.addCleanup(absl_logging.set_verbosity,
+                        absl_logging.get_verbosity())
+        absl_logging.set_verbosity(absl_logging.INFO)
+
+        def eval_fn(input_context):
+            absl_logging.info('Constructing tf.data.Dataset (as TFDS does)')
+            return self.eval_fn(input_context)
+
+        trainer = training.Trainer(
+            _config(self._dir(), train_steps=2, checkpoint_every=1,
+                    eval_every=1, log_every=1, export=False),
+            tf.distribute.OneDeviceStrategy('/cpu:0'),
+            _fixed_batch_input_fn(self.batch), eval_fn, self.init)
+        with self.assertLogs(level='INFO') as logs:  # Any logger.
+            trainer.train()
+        self.assertLen([r for r in logs.output
+                        if 'test bpd (ELBO, EMA)' in r], 2)
+        self.assertEqual([r for r in logs.output if 'Sharding' in r
+                          or 'Constructing' in r], [])
+        # Saved at steps 0, 1 and 2: the saver ran.
+        self.assertLen(trainer.manager.checkpoints, 3)
+        self.assertEqual(absl_logging.get_verbosity(), absl_logging.INFO)
 
     def test_eta_beyond_a_day_shows_days(self):
         format_duration = training.loop.format_duration

@@ -55,7 +55,6 @@ count, versions) is also the asset
 """
 
 import json
-import logging
 import math
 import os
 import re
@@ -65,6 +64,7 @@ import tempfile
 import tensorflow as tf
 
 import vflow_tfp
+from vflow_tfp import tf_logs
 from vflow_tfp.models import presets
 from vflow_tfp.training import ema as ema_lib
 
@@ -312,17 +312,9 @@ def export_model(model, export_dir, metadata=None,
             with open(path, 'w') as f:
                 json.dump(scorer.info, f, indent=2, sort_keys=True)
             scorer.metadata_file = tf.saved_model.Asset(path)
-            # TF logs at INFO every captured variable of every signature
-            # (thousands of characters of internal tensor ids) when the
-            # caller logs at INFO, as the training script does.
-            logger = tf.get_logger()
-            level = logger.level
-            logger.setLevel(max(level, logging.WARNING))
-            try:
+            with tf_logs.quiet_info():
                 tf.saved_model.save(scorer, staging,
                                     signatures=scorer.signature_map())
-            finally:
-                logger.setLevel(level)
         # mkdtemp makes the directory private (0700); an export is read by
         # other users and serving containers, so it gets a plain mkdir's
         # permissions.

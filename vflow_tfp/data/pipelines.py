@@ -110,7 +110,7 @@ def image_shape(name, data_dir=None):
 def image_dataset(name, split, batch_size, *, input_context=None,
                   shuffle=True, repeat=True, seed=None, data_dir=None,
                   validation_size=0, drop_remainder=True,
-                  shuffle_buffer=10_000, prefetch=True):
+                  shuffle_buffer=10_000, prefetch=True, autocache=True):
     """Batches of uint8 images `[B, H, W, C]` of a TFDS image data set.
 
     The pipeline reads the split (file order shuffled if `shuffle`), keeps
@@ -151,6 +151,11 @@ def image_dataset(name, split, batch_size, *, input_context=None,
         for training: static batch shape). Default value: `True`.
       shuffle_buffer: examples in the shuffle buffer. Default value: 10,000.
       prefetch: prefetch batches (`tf.data.AUTOTUNE`). Default value: `True`.
+      autocache: let TFDS keep a small split (under 250 MiB, e.g. CIFAR-10)
+        in memory after the first pass (`tfds.ReadConfig.try_autocache`).
+        Pass `False` for a pipeline that is read once or only in part and
+        then dropped: its cache would be filled for nothing, and tf.data
+        warns when it discards a partly filled one. Default value: `True`.
 
     Returns:
       A `tf.data.Dataset` of uint8 tensors `[B, H, W, C]`, with `B` the
@@ -186,7 +191,8 @@ def image_dataset(name, split, batch_size, *, input_context=None,
     # to partition them, hence one file-shuffle seed for all pipelines.
     file_seed = seed if seed is not None or num_pipelines == 1 else 0
     read_config = tfds.ReadConfig(
-        shuffle_seed=file_seed, shuffle_reshuffle_each_iteration=True)
+        shuffle_seed=file_seed, shuffle_reshuffle_each_iteration=True,
+        try_autocache=bool(autocache))
     image_feature = builder.info.features['image']
     ds = builder.as_dataset(
         split=tfds_split,

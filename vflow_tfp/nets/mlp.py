@@ -181,8 +181,11 @@ class MLP(tf.Module):
         before was dead, so its rows here were zeroed). The unit is then
         active on part of the batch (unless all rows project alike), and
         the network's output on `inputs` is unchanged (up to float
-        rounding). Adam's moments of these weights are near zero already
-        (their gradients were zero).
+        rounding). An optimiser's state is left alone: Adam's moments of
+        these weights are near zero (their gradients were zero), so its
+        first steps on them are several times its usual step. Resetting
+        them to typical values made recycled units die again less often
+        but did not improve the toy experiment (docs/toy/EXPERIMENTS.md).
 
         Args:
           inputs: `[..., input_features + context_features]` tensor, the

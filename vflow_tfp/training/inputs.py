@@ -119,16 +119,19 @@ def training_inputs(dataset, global_batch_size, *, init_batch_size=64,
             data_dir=data_dir, validation_size=validation_size)
 
     def eval_input_fn(input_context):
+        # Built anew for every evaluation, and the importance-weighted pass
+        # reads only its first images: a cache would never be reused.
         return pipelines.image_dataset(
             dataset, eval_split, global_batch_size,
             input_context=input_context, shuffle=False, repeat=repeat_eval,
             data_dir=data_dir, validation_size=validation_size,
-            drop_remainder=repeat_eval)
+            drop_remainder=repeat_eval, autocache=False)
 
     # Repeated, so an init batch larger than the split draws some images
     # twice instead of failing; a smaller one is the same either way.
     init_ds = pipelines.image_dataset(
         dataset, 'train', init_batch_size, shuffle=True, repeat=True,
-        seed=seed, data_dir=data_dir, validation_size=validation_size)
+        seed=seed, data_dir=data_dir, validation_size=validation_size,
+        autocache=False)
     init = next(iter(init_ds)).numpy()
     return TrainingInputs(data_shape, train_input_fn, eval_input_fn, init)

@@ -54,6 +54,7 @@ import tf_keras
 
 from vflow_tfp import atomic_files
 from vflow_tfp import export as export_lib
+from vflow_tfp import tf_logs
 from vflow_tfp.models import presets
 from vflow_tfp.training import ema as ema_lib
 from vflow_tfp.training import schedules
@@ -521,7 +522,9 @@ class Trainer:
                 f'Non-finite model, optimizer or EMA values at step '
                 f'{self.step}; not saved. The last good checkpoint is '
                 f'{tf.train.latest_checkpoint(self._resume_dir)}.')
-        path = self.manager.save(checkpoint_number=self.optimizer.iterations)
+        with tf_logs.quiet_info():
+            path = self.manager.save(
+                checkpoint_number=self.optimizer.iterations)
         self._saved_step = self.step
         return path if self.is_chief else None
 
@@ -631,6 +634,13 @@ class Trainer:
 
     # -- evaluation -------------------------------------------------------
 
+    def _eval_dataset(self):
+        # Built anew for every pass; TFDS's notes on loading the split would
+        # repeat at every evaluation.
+        with tf_logs.quiet_info():
+            return self.strategy.distribute_datasets_from_function(
+                self._eval_input_fn)
+
     def evaluate(self):
         """Test bits/dim of the single-sample ELBO with the EMA weights.
 
@@ -638,8 +648,7 @@ class Trainer:
         the model's generator: evaluating neither changes the training noise
         that follows, nor depends on when it runs.
         """
-        dataset = self.strategy.distribute_datasets_from_function(
-            self._eval_input_fn)
+        dataset = self._eval_dataset()
         if self._eval_step is None:
             self._eval_step = self._make_eval_step(dataset.element_spec)
         seed = tf.constant([self.config.seed, 555], tf.int32)
@@ -667,8 +676,7 @@ class Trainer:
           (`request_stop`) interrupted it.
         """
         config = self.config
-        dataset = self.strategy.distribute_datasets_from_function(
-            self._eval_input_fn)
+        dataset = self._eval_dataset()
         seed = tf.constant([config.seed, 777], tf.int32)
         model = self.model
 

@@ -1,0 +1,89 @@
+"""Tests of `vflow_tfp.tf_logs.quiet_info`."""
+
+import logging
+import unittest
+
+from absl import logging as absl_logging
+
+from vflow_tfp import tf_logs
+
+
+class _Records(logging.Handler):
+    """Collects `(logger name, level name, message)` of what reaches root."""
+
+    def __init__(self):
+        super().__init__(level=logging.NOTSET)
+        self.records = []
+
+    def emit(self, record):
+        self.records.append((record.name, record.levelname,
+                             record.getMessage()))
+
+
+class QuietInfoTest(unittest.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.records = _Records()
+        root = logging.getLogger()
+        root.addHandler(self.records)
+        self.addCleanup(root.removeHandler, self.records)
+        self.addCleanup(root.setLevel, root.level)
+        self.addCleanup(absl_logging.set_verbosity,
+                        absl_logging.get_verbosity())
+        for name in ('tensorflow', 'absl'):
+            logger = logging.getLogger(name)
+            self.addCleanup(logger.setLevel, logger.level)
+        absl_logging.set_verbosity(absl_logging.INFO)
+        logging.getLogger('tensorflow').setLevel(logging.INFO)
+
+    def _messages(self):
+        return [message for _, _, message in self.records.records]
+
+    def test_info_is_dropped_and_warnings_pass(self):
+        tf_logger = logging.getLogger('tensorflow')
+        absl_level = logging.getLogger('absl').level
+        with tf_logs.quiet_info():
+            absl_logging.info('absl note')
+            tf_logger.info('tf note')
+            absl_logging.warning('absl warning')
+            tf_logger.warning('tf warning')
+        absl_logging.info('absl after')
+        tf_logger.info('tf after')
+        self.assertEqual(self._messages(), ['absl warning', 'tf warning',
+                                            'absl after', 'tf after'])
+        self.assertEqual(absl_logging.get_verbosity(), absl_logging.INFO)
+        self.assertEqual(tf_logger.level, logging.INFO)
+        self.assertEqual(logging.getLogger('absl').level, absl_level)
+
+    def test_a_verbosity_saved_and_restored_inside_stays_quiet(self):
+        # SavedModel export does this around one of its steps; a quieted
+        # logger level alone was reset by it to INFO.
+        with tf_logs.quiet_info():
+            saved = absl_logging.get_verbosity()
+            absl_logging.set_verbosity(absl_logging.FATAL)
+            absl_logging.set_verbosity(saved)
+            absl_logging.info('after the inner restore')
+        self.assertEqual(self._messages(), [])
+
+    def test_a_stricter_inherited_level_is_kept(self):
+        tf_logger = logging.getLogger('tensorflow')
+        tf_logger.setLevel(logging.NOTSET)
+        logging.getLogger().setLevel(logging.ERROR)
+        with tf_logs.quiet_info():
+            tf_logger.warning('not at ERROR')
+        self.assertEqual(self._messages(), [])
+        self.assertEqual(tf_logger.level, logging.NOTSET)
+
+    def test_levels_come_back_after_an_error(self):
+        with self.assertRaises(KeyError):
+            with tf_logs.quiet_info():
+                raise KeyError('boom')
+        self.assertEqual(absl_logging.get_verbosity(), absl_logging.INFO)
+        self.assertEqual(logging.getLogger('tensorflow').level, logging.INFO)
+        absl_logging.info('heard')
+        self.assertEqual(self._messages(), ['heard'])
+
+
+if __name__ == '__main__':
+    unittest.main()

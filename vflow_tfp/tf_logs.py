@@ -1,0 +1,48 @@
+"""Quieting TensorFlow's routine INFO notes around the calls that emit them."""
+
+import contextlib
+import logging
+
+from absl import logging as absl_logging
+
+__all__ = ['quiet_info']
+
+# TensorFlow logs through its own logger (`tf.get_logger()`) and, in newer
+# modules such as SavedModel's signature serialisation and the checkpoint
+# saver, through absl's; TFDS logs through absl's too.
+_LOGGERS = ('tensorflow', 'absl')
+
+
+@contextlib.contextmanager
+def quiet_info():
+    """Drops INFO records of TF's and absl's loggers in the `with` body.
+
+    For calls that log routine notes at INFO whenever the caller logs at
+    INFO, as `bin/train.py` does: SavedModel export (every captured
+    variable of every signature, thousands of characters of tensor ids),
+    each checkpoint save (the saver's sharding time) and each evaluation
+    pipeline TFDS builds (three lines on loading the split). Warnings and
+    errors still pass, and the levels are restored afterwards. Only the
+    calling thread should log meanwhile: absl's logger carries this
+    package's own INFO lines too.
+    """
+    verbosity = absl_logging.get_verbosity()
+    loggers = [logging.getLogger(name) for name in _LOGGERS]
+    levels = [logger.level for logger in loggers]
+    # absl's verbosity as well as its logger's level: SavedModel export
+    # saves and restores the verbosity around a step of its own, which
+    # resets absl's logger (or, under `absl.app`, the root logger) to it.
+    louder = verbosity > absl_logging.WARNING
+    if louder:
+        absl_logging.set_verbosity(absl_logging.WARNING)
+    for logger in loggers:
+        # The effective level, so a logger that inherits a stricter one
+        # (say ERROR) is not loosened to WARNING.
+        logger.setLevel(max(logger.getEffectiveLevel(), logging.WARNING))
+    try:
+        yield
+    finally:
+        if louder:
+            absl_logging.set_verbosity(verbosity)
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
