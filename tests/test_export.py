@@ -24,6 +24,7 @@ from vflow_tfp import export
 from vflow_tfp import training
 import cli_helpers
 import export_fixtures
+import gpu_kernels
 import mirrored_export_worker
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -94,7 +95,7 @@ def _in_memory(model, x):
     }
 
 
-class ExportTest(tf.test.TestCase):
+class ExportTest(gpu_kernels.Assertions, tf.test.TestCase):
 
     @classmethod
     def setUpClass(cls):
@@ -161,6 +162,15 @@ class ExportTest(tf.test.TestCase):
         self.assertEqual(vector['sample'](
             num=tf.constant(4), temperature=tf.constant(1.0),
             seed=tf.constant([0, 1]))['samples'].shape, [4, 2])
+
+    def test_every_signature_has_gpu_kernels(self):
+        # (gpu_kernels.py.) Each signature as a SavedModel user loads it;
+        # the per-example seeds hash the data on the host by design.
+        for kind, loaded in self.loaded.items():
+            for name, signature in loaded.signatures.items():
+                with self.subTest(kind=kind, signature=name):
+                    self.assertNoHostOps(
+                        signature, allowed=[gpu_kernels.FINGERPRINT])
 
     def test_scores_do_not_depend_on_the_batching(self):
         sig = self.loaded['image'].signatures

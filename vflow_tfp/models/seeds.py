@@ -63,8 +63,11 @@ def example_seeds(x, seed):
     seed.shape.assert_is_compatible_with([2])
     num = tf.shape(x, out_type=tf.int32)[0]
     rows = tf.reshape(tf.bitcast(x, tf.uint8), tf.stack([num, -1]))
-    salt = tf.reshape(tf.bitcast(seed, tf.uint8), [1, 8])
-    data = tf.concat([rows, tf.tile(salt, tf.stack([num, 1]))], axis=1)
+    # The seed is tiled before its bitcast: TF has no GPU kernel that tiles
+    # uint8 (the bytes are the same).
+    salt = tf.bitcast(tf.tile(seed[tf.newaxis], tf.stack([num, 1])),
+                      tf.uint8)
+    data = tf.concat([rows, tf.reshape(salt, tf.stack([num, 8]))], axis=1)
     return _as_seeds(tf.fingerprint(data))
 
 

@@ -407,7 +407,13 @@ class VFlow(tf.Module):
         # Not (S + c - 1) // c: that wraps negative in int32 near S = 2^31.
         num_chunks = num_samples // chunk_size + tf.cast(
             num_samples % chunk_size > 0, tf.int32)
-        repeated = tf.repeat(x, chunk_size, axis=0)
+        if x.dtype.is_integer and x.dtype.size < 4:
+            # TF has no GPU kernel that tiles 8- or 16-bit integers, which
+            # would send every batch to the host and back; int32 holds them.
+            repeated = tf.cast(tf.repeat(tf.cast(x, tf.int32), chunk_size,
+                                         axis=0), x.dtype)
+        else:
+            repeated = tf.repeat(x, chunk_size, axis=0)
         per_example = seeds_lib.is_per_example(seed)
 
         def body(i, total):
