@@ -91,8 +91,12 @@ class HardKillTest(_RunDirectory, tf.test.TestCase):
     def test_hard_kill_then_resume_exactly(self):
         out = os.path.join(self.tmp, 'run')
         ckpt_dir = os.path.join(out, 'checkpoints')
+        # Under TF's op determinism (what a repeatable GPU run needs, see
+        # the README), which refuses ops that cannot honour it: both runs
+        # must get through.
+        env = _env(TF_DETERMINISTIC_OPS='1')
         proc = subprocess.Popen(self._small_cifar_command(out, 400),
-                                env=_env(), stdout=subprocess.DEVNULL,
+                                env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True)
         try:
             deadline = time.time() + 420
@@ -119,7 +123,7 @@ class HardKillTest(_RunDirectory, tf.test.TestCase):
         # Rerun the same command to a slightly later step: it must resume.
         final = step + 3
         run = subprocess.run(self._small_cifar_command(out, final),
-                             env=_env(), capture_output=True, text=True,
+                             env=env, capture_output=True, text=True,
                              timeout=600)
         self.assertEqual(run.returncode, 0, run.stderr[-3000:])
         match = re.search(r'Resumed from (\S+) at step (\d+) \(learning rate '
