@@ -39,10 +39,11 @@ class ModelGraphsTest(gpu_kernels.Assertions, tf.test.TestCase):
         sample = tf.function(lambda seed: model.sample(2, seed=seed))
         self.assertNoHostOps(sample.get_concrete_function(seed))
 
-    def test_half_and_double_precision_train_steps(self):
+    def test_mixed_and_double_precision_train_steps(self):
         x = tf.zeros([2, 8, 8, 3], tf.uint8)
         seed = tf.constant([1, 2])
-        for overrides in ({'compute_dtype': 'float16'},
+        for overrides in ({'compute_dtype': 'bfloat16'},
+                          {'compute_dtype': 'float16'},
                           {'dtype': tf.float64}):
             with self.subTest(**{k: str(v) for k, v in overrides.items()}):
                 model = presets.build('tiny_flowpp', seed=0, **overrides)
