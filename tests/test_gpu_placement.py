@@ -17,9 +17,6 @@ from vflow_tfp.models import presets
 import gpu_kernels
 import model_helpers
 
-FINGERPRINT = gpu_kernels.FINGERPRINT
-
-
 class ModelGraphsTest(gpu_kernels.Assertions, tf.test.TestCase):
     """Training, importance-weighted scoring and sampling of the models."""
 
@@ -35,7 +32,7 @@ class ModelGraphsTest(gpu_kernels.Assertions, tf.test.TestCase):
         score = tf.function(lambda x, seed: model.log_prob(
             x, 5, chunk_size=2, seed=model.example_seeds(x, seed)))
         self.assertNoHostOps(score.get_concrete_function(x, seed),
-                             allowed=[FINGERPRINT])
+                             allowed=[gpu_kernels.FINGERPRINT])
         sample = tf.function(lambda seed: model.sample(2, seed=seed))
         self.assertNoHostOps(sample.get_concrete_function(seed))
 
@@ -68,28 +65,21 @@ class TrainerGraphsTest(gpu_kernels.Assertions, tf.test.TestCase):
     def test_trainer_steps(self):
         output_dir = tempfile.mkdtemp(prefix='vflow_tfp_gpu_placement_')
         self.addCleanup(shutil.rmtree, output_dir, ignore_errors=True)
-        batch = data.sample_checkerboard(8, seed=1)
-
-        def input_fn(repeat):
-            def fn(input_context, start_step=0):
-                del input_context, start_step
-                ds = tf.data.Dataset.from_tensor_slices(batch).batch(8)
-                return ds.repeat() if repeat else ds
-            return fn
-
+        # The data pipeline of bin/train.py's checkerboard runs.
+        inputs = training.training_inputs('checkerboard', 8)
         config = training.TrainConfig(
             preset='checkerboard_vflow_3_10', output_dir=output_dir,
             global_batch_size=8, train_steps=1, max_lr=1e-3, warmup_steps=1,
-            hold_until=1, checkpoint_every=1, eval_every=1, log_every=1,
-            num_samples=0, init_batch_size=64, seed=0, export=False)
+            hold_until=1, checkpoint_every=1, eval_every=1, eval_batches=1,
+            log_every=1, num_samples=0, init_batch_size=64, seed=0,
+            export=False)
         trainer = training.Trainer(
             config, tf.distribute.OneDeviceStrategy('/cpu:0'),
-            input_fn(True), input_fn(False),
-            data.sample_checkerboard(64, seed=2))
+            inputs.train_input_fn, inputs.eval_input_fn, inputs.init_batch)
         trainer.restore_or_initialize()
         trainer.train()   # traces the evaluation step for its data
         iterator = iter(trainer.strategy.distribute_datasets_from_function(
-            input_fn(True)))
+            inputs.train_input_fn))
         self.assertNoHostOps(trainer._train_step.get_concrete_function(
             iterator, tf.constant(0.0)))
         self.assertNoHostOps(trainer._eval_step.get_concrete_function())
@@ -112,7 +102,7 @@ class HostOpsTest(tf.test.TestCase):
             .as_graph_def())
         self.assertEqual(dict(found),
                          {('Tile', 'T=uint8,Tmultiples=int32'): 1,
-                          FINGERPRINT: 1})
+                          gpu_kernels.FINGERPRINT: 1})
 
     def test_looks_into_loop_bodies(self):
         @tf.function
