@@ -220,8 +220,8 @@ class MixedPrecisionTest(tf.test.TestCase):
                 loss = -tf.reduce_mean(model.elbo(x, training=True, seed=seed))
             return tape.gradient(loss, variables)
         reference, reference_grads = bpd(), gradients()
-        # Relative error of all gradients together: the rounding of 8 (16)
-        # mantissa bits, 2^-8 (2^-11) per operation, accumulates to about
+        # Relative error of all gradients together: the rounding of 8 (11)
+        # significand bits, 2^-8 (2^-11) per operation, accumulates to about
         # 1% (0.1%) here; a gradient path dropped or cut by a cast would
         # be off by far more.
         for dtype, tolerance in (('bfloat16', 0.05), ('float16', 0.01)):
