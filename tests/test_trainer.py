@@ -623,8 +623,15 @@ class TrainerSafetyTest(_TrainerFixture, tf.test.TestCase):
             _config(self._dir(), global_batch_size=-4).validate()
         with self.assertRaisesRegex(ValueError, 'Unknown preset'):
             _config(self._dir(), preset='nope').validate()
-        with self.assertRaisesRegex(ValueError, 'no setting'):
+        with self.assertRaisesRegex(ValueError,
+                                    r"no setting.*'width'.*its settings "
+                                    r'are .*hidden_units'):
             _config(self._dir(), preset_overrides={'width': 3}).validate()
+        # The run's seed seeds the model; one among the overrides used to
+        # reach `presets.build` twice and fail there.
+        with self.assertRaisesRegex(ValueError, 'seed is not a preset '
+                                    r'override.*--seed'):
+            _config(self._dir(), preset_overrides={'seed': 5}).validate()
         with self.assertRaisesRegex(ValueError, 'optimizer must be one of'):
             _config(self._dir(), optimizer='sgd').validate()
         with self.assertRaisesRegex(ValueError, 'iw_images must be positive'):

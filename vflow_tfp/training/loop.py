@@ -226,11 +226,19 @@ class TrainConfig:
         if self.preset not in presets.names():
             raise ValueError(f'Unknown preset {self.preset!r}; see '
                              '`vflow_tfp.models.presets.names()`.')
-        unknown = set(self.preset_overrides) - set(
-            presets.overridable(self.preset))
+        if 'seed' in self.preset_overrides:
+            # The trainer seeds the model from `seed` itself; a second seed
+            # among the overrides would reach `presets.build` twice.
+            raise ValueError('seed is not a preset override here; set the '
+                             'run\'s seed instead (`--seed`, '
+                             '`TrainConfig.seed`).')
+        allowed = presets.overridable(self.preset)
+        unknown = set(self.preset_overrides) - set(allowed)
         if unknown:
-            raise ValueError(f'Preset {self.preset!r} has no setting(s) '
-                             f'{sorted(unknown)}.')
+            raise ValueError(
+                f'Preset {self.preset!r} has no setting(s) '
+                f'{sorted(unknown)}; its settings are '
+                f'{", ".join(n for n in allowed if n != "seed")}.')
 
 
 def make_output_dir(path, name='output_dir'):
