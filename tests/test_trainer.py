@@ -624,8 +624,8 @@ class TrainerSafetyTest(_TrainerFixture, tf.test.TestCase):
         with self.assertRaisesRegex(ValueError, 'Unknown preset'):
             _config(self._dir(), preset='nope').validate()
         with self.assertRaisesRegex(ValueError,
-                                    r"no setting.*'width'.*its settings "
-                                    r'are .*hidden_units'):
+                                    r"no setting.*'width'.*valid "
+                                    r'overrides: .*hidden_units'):
             _config(self._dir(), preset_overrides={'width': 3}).validate()
         # The run's seed seeds the model; one among the overrides used to
         # reach `presets.build` twice and fail there.

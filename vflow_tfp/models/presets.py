@@ -420,6 +420,15 @@ def overridable(name):
                   + ['attention_query_block', 'compute_dtype'])
 
 
+def check_overrides(preset, overrides):
+    """Raises `ValueError` naming any of `overrides` that `preset` lacks."""
+    valid = overridable(preset)
+    unknown = sorted(set(overrides) - set(valid))
+    if unknown:
+        raise ValueError(f'Preset {preset!r} has no setting(s) {unknown}; valid '
+                         f'overrides: {valid}.')
+
+
 def build(preset, /, attention_query_block=None, compute_dtype=None,
           **overrides):
     """Builds `preset` with keyword `overrides` (see `overridable`).
@@ -438,11 +447,7 @@ def build(preset, /, attention_query_block=None, compute_dtype=None,
       log-det math); see `vflow_tfp.nets.set_compute_dtype`.
     """
     factory = _factory(preset)
-    valid = overridable(preset)
-    unknown = sorted(set(overrides) - set(valid))
-    if unknown:
-        raise ValueError(f'Preset {preset!r} has no setting(s) {unknown}; valid '
-                         f'overrides: {valid}.')
+    check_overrides(preset, overrides)
     if 'dtype' in overrides:
         # Every layer needs a `tf.DType` (TFP's dtype checks compare with
         # one); a name such as `--set dtype=float64` gives is converted here.

@@ -232,13 +232,7 @@ class TrainConfig:
             raise ValueError('seed is not a preset override here; set the '
                              'run\'s seed instead (`--seed`, '
                              '`TrainConfig.seed`).')
-        allowed = presets.overridable(self.preset)
-        unknown = set(self.preset_overrides) - set(allowed)
-        if unknown:
-            raise ValueError(
-                f'Preset {self.preset!r} has no setting(s) '
-                f'{sorted(unknown)}; its settings are '
-                f'{", ".join(n for n in allowed if n != "seed")}.')
+        presets.check_overrides(self.preset, self.preset_overrides)
 
 
 def make_output_dir(path, name='output_dir'):
