@@ -86,28 +86,57 @@ flags.DEFINE_enum('strategy', 'mirrored',
 flags.mark_flags_as_required(['preset', 'output_dir'])
 
 
+# The directories this command made for --output_dir, deepest first.
+_made_dirs = []
+
+
 def _fail(message):
     print(f'train.py: error: {message}', file=sys.stderr)
+    # A refused command leaves no trace: the output directory it made goes
+    # again while still empty (os.rmdir refuses any other).
+    for path in _made_dirs:
+        try:
+            os.rmdir(path)
+        except OSError:
+            break
     # The message is the whole story: keep TF's warnings on the way out
     # (e.g. every unmatched value of a refused checkpoint) from burying it.
     std_logging.getLogger('tensorflow').setLevel(std_logging.ERROR)
     sys.exit(2)
 
 
+def _missing_dirs(path):
+    """The directories that creating `path` adds, deepest first."""
+    missing = []
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        missing.append(path)
+        path = os.path.dirname(path)
+    return missing
+
+
 def _preset_overrides():
     overrides = {}
+    given_as = {}  # name -> the flag that set it, for a contradiction
     for name in ('filters', 'blocks', 'components', 'dropout'):
         value = getattr(FLAGS, name)
         if value is not None:
             overrides[name] = value
+            given_as[name] = f'--{name}={value}'
     for item in FLAGS.set:
         name, sep, text = item.partition('=')
         if not sep or not name:
             _fail(f'--set expects name=value; got {item!r}.')
         try:
-            overrides[name] = ast.literal_eval(text)
+            value = ast.literal_eval(text)
         except (ValueError, SyntaxError):
-            overrides[name] = text
+            value = text
+        if name in overrides and overrides[name] != value:
+            # Whichever came last would win silently.
+            _fail(f'--set={item} contradicts {given_as[name]}; give each '
+                  'setting once.')
+        overrides[name] = value
+        given_as[name] = f'--set={item}'
     return overrides
 
 
@@ -169,9 +198,9 @@ def main(argv):
         jit_compile=FLAGS.jit_compile, export=FLAGS.export)
     try:
         # Before the strategy and the data, which take a while: bad
-        # settings, and a path that cannot hold the run, fail at once (in
-        # this order, so that a refused command leaves no directory).
+        # settings, and a path that cannot hold the run, fail at once.
         config.validate()
+        _made_dirs[:] = _missing_dirs(FLAGS.output_dir)
         training.make_output_dir(FLAGS.output_dir)
     except ValueError as e:
         _fail(str(e))

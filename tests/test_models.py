@@ -25,6 +25,7 @@ from vflow_tfp import bijectors as vb
 from vflow_tfp import data
 from vflow_tfp.data import photos
 from vflow_tfp.models import ConditionalFlow
+from vflow_tfp.models import UniformDequantizer
 from vflow_tfp.models import VFlow
 from vflow_tfp.models import builders
 from vflow_tfp.models import presets
@@ -365,6 +366,45 @@ class PresetTest(tf.test.TestCase):
             presets.build('checkerboard_glow_2', filters=8)
         self.assertIn('filters', presets.overridable('tiny_vflow'))
 
+    def test_override_values_of_the_wrong_kind_name_their_setting(self):
+        # Each once failed deep inside with a message naming no setting,
+        # or (seed=1.5, glow levels=0) built a model silently.
+        for preset, overrides, error, message in [
+                ('tiny_vflow', dict(image_shape='16x16'), TypeError,
+                 r"image_shape must be a sequence of integers >= 1; got the "
+                 r"string '16x16'"),
+                ('tiny_vflow', dict(image_shape=(16, 16)), ValueError,
+                 r'image_shape must be \(H, W, C\); got \(16, 16\)'),
+                ('checkerboard_vflow_3_4', dict(hidden_units=50), TypeError,
+                 r'hidden_units must be a sequence of integers >= 1; got 50'),
+                ('checkerboard_glow_2', dict(hidden_units=[8, 0]),
+                 ValueError, r'hidden_units\[1\] must be an integer >= 1'),
+                ('tiny_vflow', dict(seed='a'), TypeError,
+                 r"seed must be an integer >= 0; got 'a'"),
+                ('tiny_vflow', dict(seed=1.5), ValueError,
+                 r'seed must be an integer >= 0; got 1\.5'),
+                ('glow_cifar10', dict(levels=0), ValueError,
+                 r'levels must be an integer >= 1; got 0'),
+                ('glow_cifar10', dict(levels=6), ValueError,
+                 r'levels=6 squeezes the image 6 times, so its height and '
+                 r'width must be multiples of 64; got image_shape=\(32, 32, '
+                 r'3\)'),
+                # q(z|x~) would ignore x~: the context enters only through
+                # the coupling networks' blocks.
+                ('tiny_vflow', dict(posterior_blocks=0), ValueError,
+                 r'q\(z\|x~\) sees x~ only through the blocks .* got 0')]:
+            with self.subTest(preset=preset, **overrides):
+                with self.assertRaisesRegex(error, message):
+                    presets.build(preset, **overrides)
+
+    def test_dequant_blocks_0_is_uniform_dequantization_in_every_preset(self):
+        for preset in ('tiny_vflow', 'flowpp_cifar10', 'vflow_cifar10'):
+            with self.subTest(preset=preset):
+                model = presets.build(preset, dequant_blocks=0, filters=8,
+                                      blocks=1, components=2, seed=0)
+                self.assertIsInstance(model.dequantizer,
+                                      UniformDequantizer)
+
     def test_shapes_the_flow_cannot_split_name_the_users_shape(self):
         # The layers see the tensor after the squeezes and with z's
         # channels; the message says how that came from the user's image.
@@ -558,11 +598,16 @@ class ImportanceWeightingTest(tf.test.TestCase):
         with self.assertRaisesRegex(ValueError, 'chunk_size'):
             self.model.log_prob(self.x, 4, chunk_size=0)
         with self.assertRaises(tf.errors.InvalidArgumentError):
-            self.model.log_prob(self.x, 0)
+            self.model.log_prob(self.x, tf.constant(0))
         with self.assertRaisesRegex(ValueError, 'chunk_size'):
             self.model.log_prob(self.x, 4, chunk_size=2.5)
-        with self.assertRaisesRegex(TypeError, 'num_samples'):
-            self.model.log_prob(self.x, True)
+        # A Python count is checked before any graph: no truncation of 2.5,
+        # no cast error naming only a tensor for 2.0.
+        for bad, error in ((0, ValueError), (2.0, ValueError),
+                           (True, TypeError), ('4', TypeError)):
+            with self.assertRaisesRegex(error, 'num_samples must be an '
+                                        'integer >= 1'):
+                self.model.log_prob(self.x, bad)
 
 
 # ----------------------------------------------------------------------------
@@ -931,6 +976,23 @@ class StickingTheLandingImageTest(tf.test.TestCase):
         difference = max(float(tf.reduce_max(tf.abs(a - b)))
                          for a, b in zip(rq_r, rq_s))
         self.assertGreater(difference, 1e-4)
+
+    def test_refused_with_dropout_in_training(self):
+        # The density pass would draw other dropout masks than the sampling
+        # pass, so the removed term would no longer have mean zero.
+        model = presets.build('tiny_vflow', dropout=0.3, seed=0)
+        x = tf.constant(np.arange(2 * 8 * 8 * 3).reshape(2, 8, 8, 3) % 256,
+                        tf.uint8)
+        for training in (True, tf.constant(False)):
+            with self.assertRaisesRegex(ValueError, 'sticking_the_landing.*'
+                                        'dropout in training breaks'):
+                model.elbo(x, training=training,
+                           gradient_estimator='sticking_the_landing')
+        # Evaluation runs the networks without dropout: both passes agree.
+        elbo = model.elbo(x, seed=[1, 2],
+                          gradient_estimator='sticking_the_landing')
+        self.assertAllClose(elbo, model.elbo(x, seed=[1, 2]), atol=1e-3,
+                            rtol=0)
 
     def _mean_score_statistic(self, flow, condition, temperature):
         """Mean over parameters of the squared t-statistic of the score.

@@ -516,6 +516,10 @@ class ConvAttnNetTest(tf.test.TestCase, parameterized.TestCase):
             net(x, context=tf.zeros([2, 4, 2, 5]))
         with self.assertRaisesRegex(ValueError, 'without a context'):
             _net(num_blocks=0)(x, context=c1)
+        # Without blocks the context would never reach the output.
+        with self.assertRaisesRegex(ValueError, r'context_channels=5\) needs '
+                                    'num_blocks >= 1'):
+            _net(num_blocks=0, context_channels=5)
 
     def test_every_variable_gets_a_gradient_even_without_blocks(self):
         # With no block, a positional embedding would be unused: a None

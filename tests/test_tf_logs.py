@@ -1,4 +1,4 @@
-"""Tests of `vflow_tfp.tf_logs.quiet_info`."""
+"""Tests of `vflow_tfp.tf_logs.quiet_info` and `quiet_warnings`."""
 
 import logging
 import unittest
@@ -83,6 +83,19 @@ class QuietInfoTest(unittest.TestCase):
         self.assertEqual(logging.getLogger('tensorflow').level, logging.INFO)
         absl_logging.info('heard')
         self.assertEqual(self._messages(), ['heard'])
+
+    def test_quiet_warnings_drops_warnings_and_passes_errors(self):
+        tf_logger = logging.getLogger('tensorflow')
+        with tf_logs.quiet_warnings():
+            tf_logger.warning('tf warning')
+            absl_logging.warning('absl warning')
+            tf_logger.error('tf error')
+            absl_logging.error('absl error')
+        tf_logger.warning('tf warning after')
+        self.assertEqual(self._messages(), ['tf error', 'absl error',
+                                            'tf warning after'])
+        self.assertEqual(absl_logging.get_verbosity(), absl_logging.INFO)
+        self.assertEqual(tf_logger.level, logging.INFO)
 
 
 if __name__ == '__main__':

@@ -323,8 +323,14 @@ class CliErrorTest(_RunDirectory, tf.test.TestCase):
                               f'--output_dir={self.tmp}')
         self._assert_one_line_error(
             run, r"train\.py: error: preset 'checkerboard_glow_3' cannot be "
-                 r"built with \{'hidden_units': 5\}: 'int' object is not "
-                 r"iterable")
+                 r"built with \{'hidden_units': 5\}: hidden_units must be a "
+                 r"sequence of integers >= 1; got 5\.")
+        # A setting given twice with two values: neither silently wins.
+        run = self._run_train('--preset=tiny_vflow', '--dropout=0.1',
+                              '--set=dropout=0.2', f'--output_dir={self.tmp}')
+        self._assert_one_line_error(
+            run, r'train\.py: error: --set=dropout=0\.2 contradicts '
+                 r'--dropout=0\.1; give each setting once\.')
         # A --set that changes the model's variables is refused when resuming,
         # and the error stays the last line (no TF warnings listing every
         # unmatched checkpoint value after it).
@@ -374,6 +380,23 @@ class CliErrorTest(_RunDirectory, tf.test.TestCase):
             run, r'train\.py: error: clip_norm must be a finite number; got '
                  r'nan\.')
         self.assertFalse(os.path.exists(new_dir))
+        # Settings refused only by the data or the preset's build come after
+        # the directory is made: it goes again, with the parents it needed,
+        # while an existing one stays.
+        new_dir = os.path.join(self.tmp, 'new', 'run')
+        kept = os.path.join(self.tmp, 'kept')
+        os.makedirs(kept)
+        for output_dir in (new_dir, kept):
+            for dataset, pattern in (
+                    ('photo_patches/12x12', r'photo_patches'),
+                    ('photo_patches/8x8 --dropout=1.5', r'dropout')):
+                run = self._run_train('--preset=tiny_vflow',
+                                      *f'--dataset={dataset}'.split(),
+                                      f'--output_dir={output_dir}')
+                self._assert_one_line_error(
+                    run, r'train\.py: error: .*' + pattern)
+        self.assertFalse(os.path.exists(os.path.join(self.tmp, 'new')))
+        self.assertTrue(os.path.isdir(kept))
 
     def test_bad_step_group_settings_name_the_setting(self):
         base = ('--preset=tiny_vflow', '--dataset=photo_patches/8x8',

@@ -587,6 +587,16 @@ class TrainerSafetyTest(_TrainerFixture, tf.test.TestCase):
         other.evaluate_importance_weighted = counted_bound
         self.assertEqual(other.train()['test_bpd_iw_step'], 3)
         self.assertLen(calls, 1)
+        # Fewer steps than the checkpoint's: nothing trains, and the log
+        # says whose results these are.
+        fewer = training.Trainer(
+            _config(out, **dict(config, train_steps=2)),
+            tf.distribute.OneDeviceStrategy('/cpu:0'),
+            _fixed_batch_input_fn(self.batch), self.eval_fn, self.init)
+        with self.assertLogs(level='WARNING') as logs:
+            self.assertEqual(fewer.train()['step'], 3)
+        self.assertTrue(any('The checkpoint is at step 3, past train_steps=2'
+                            in line for line in logs.output), logs.output)
 
     def test_another_model_in_the_same_directory_is_refused(self):
         trainer = self._trainer(tf.distribute.OneDeviceStrategy('/cpu:0'),

@@ -436,14 +436,25 @@ def export_run(run_dir, export_dir=None, checkpoint=None,
     model = presets.build(results['preset'], seed=config.get('seed'),
                           **overrides)
     ema = ema_lib.WeightEMA(model.trainable_variables)
+    checkpoint = tf.train.Checkpoint(model=model, ema=ema)
+    mismatch = None
     try:
-        status = tf.train.Checkpoint(model=model, ema=ema).restore(path)
+        status = checkpoint.restore(path)
         # The optimiser and trainer state in the checkpoint are not needed.
         status.expect_partial().assert_existing_objects_matched()
     except (AssertionError, ValueError) as e:
+        mismatch = str(e).splitlines()[0]
+    if mismatch is not None:
+        # A restore that fails part-way (a shape) returns no status to mark
+        # partial, and TF would warn of every value left in the checkpoint
+        # once the model is collected: hundreds of lines after this error.
+        # Hence the model goes now, quietly, and no chained traceback keeps
+        # it alive.
+        with tf_logs.quiet_warnings():
+            del checkpoint, model, ema
         raise ValueError(f'{path} does not hold the weights of preset '
                          f'{results["preset"]!r} with overrides {overrides} '
-                         f'({str(e).splitlines()[0]}).') from e
+                         f'({mismatch}).')
     match = re.search(r'-(\d+)$', path)
     step = int(match[1]) if match else None
     # Test bits/dim belong to this export only if they were measured at the

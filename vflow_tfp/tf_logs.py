@@ -1,11 +1,11 @@
-"""Quieting TensorFlow's routine INFO notes around the calls that emit them."""
+"""Quieting TensorFlow's routine notes around the calls that emit them."""
 
 import contextlib
 import logging
 
 from absl import logging as absl_logging
 
-__all__ = ['quiet_info']
+__all__ = ['quiet_info', 'quiet_warnings']
 
 # TensorFlow logs through its own logger (`tf.get_logger()`) and, in newer
 # modules such as SavedModel's signature serialisation and the checkpoint
@@ -26,23 +26,42 @@ def quiet_info():
     calling thread should log meanwhile: absl's logger carries this
     package's own INFO lines too.
     """
+    with _quiet_below(logging.WARNING):
+        yield
+
+
+@contextlib.contextmanager
+def quiet_warnings():
+    """Drops INFO and WARNING records of TF's and absl's loggers likewise.
+
+    For dropping the objects of a refused checkpoint restore: TF warns of
+    each value of the checkpoint that was not restored when they are
+    collected, which only repeats the error that refused it.
+    """
+    with _quiet_below(logging.ERROR):
+        yield
+
+
+@contextlib.contextmanager
+def _quiet_below(level):
     verbosity = absl_logging.get_verbosity()
     loggers = [logging.getLogger(name) for name in _LOGGERS]
     levels = [logger.level for logger in loggers]
     # absl's verbosity as well as its logger's level: SavedModel export
     # saves and restores the verbosity around a step of its own, which
     # resets absl's logger (or, under `absl.app`, the root logger) to it.
-    louder = verbosity > absl_logging.WARNING
+    absl_level = absl_logging.converter.standard_to_absl(level)
+    louder = verbosity > absl_level
     if louder:
-        absl_logging.set_verbosity(absl_logging.WARNING)
+        absl_logging.set_verbosity(absl_level)
     for logger in loggers:
         # The effective level, so a logger that inherits a stricter one
-        # (say ERROR) is not loosened to WARNING.
-        logger.setLevel(max(logger.getEffectiveLevel(), logging.WARNING))
+        # (say ERROR) is not loosened.
+        logger.setLevel(max(logger.getEffectiveLevel(), level))
     try:
         yield
     finally:
         if louder:
             absl_logging.set_verbosity(verbosity)
-        for logger, level in zip(loggers, levels):
-            logger.setLevel(level)
+        for logger, level_before in zip(loggers, levels):
+            logger.setLevel(level_before)

@@ -70,17 +70,29 @@ def as_size(value, name, minimum=1):
     return size
 
 
+def as_sizes(values, name, minimum=1):
+    """`values` as a (possibly empty) tuple of `as_size` ints `>= minimum`.
+
+    A string is refused as a whole, not read character by character.
+    """
+    what = f'{name} must be a sequence of integers >= {minimum}; got'
+    if isinstance(values, (str, bytes)):
+        raise TypeError(f'{what} the string {values!r}.')
+    try:
+        items = list(values)
+    except TypeError:
+        raise TypeError(f'{what} {values!r}.') from None
+    return tuple(as_size(v, f'{name}[{i}]', minimum=minimum)
+                 for i, v in enumerate(items))
+
+
 def as_event_shape(event_shape, name='event_shape'):
     """`event_shape` as a non-empty tuple of `as_size` ints (all `>= 1`)."""
-    try:
-        dims = list(event_shape)
-    except TypeError:
-        raise TypeError(f'{name} must be a non-empty sequence of integers '
-                        f'>= 1; got {event_shape!r}.') from None
+    dims = as_sizes(event_shape, name)
     if not dims:
         raise ValueError(f'{name} must be a non-empty sequence of integers '
-                         f'>= 1; got {dims}.')
-    return tuple(as_size(d, f'{name}[{i}]') for i, d in enumerate(dims))
+                         f'>= 1; got {list(dims)}.')
+    return dims
 
 
 def check_partition(partition):

@@ -27,6 +27,7 @@ import tensorflow_probability as tfp
 
 from vflow_tfp import nets
 from vflow_tfp import random_state
+from vflow_tfp.bijectors import shape_checks
 from vflow_tfp.models import builders
 from vflow_tfp.models import conditional
 from vflow_tfp.models import vflow as vflow_lib
@@ -43,7 +44,10 @@ TOY_DIMS = (4, 6, 8, 10)
 def _rng(seed):
     if seed is None:
         return random_state.unseeded_generator()
-    return tf.random.Generator.from_seed(seed)
+    # Checked here, where every preset's seed arrives: TF would cast 1.5 to
+    # 1 silently, and fail on a string with an error naming no setting.
+    return tf.random.Generator.from_seed(
+        shape_checks.as_size(seed, 'seed', minimum=0))
 
 
 def _groups(blocks, filters, components, attention=True):
@@ -111,6 +115,13 @@ def image_model(data_shape, p_stages, *, augment_channels=0, q_group=None,
     if augment_channels:
         if q_group is None:
             raise ValueError('augment_channels > 0 needs a q_group.')
+        if not q_group.blocks:
+            # Named here, where the preset's setting is known by its role;
+            # the network itself would refuse it as "q_net0".
+            raise ValueError(
+                'q(z|x~) sees x~ only through the blocks of its coupling '
+                'networks: it needs blocks >= 1 (a preset\'s '
+                'posterior_blocks or q_blocks); got 0.')
         posterior = builders.conditional_image_flow(
             data_shape[:-1] + (augment_channels,), data_shape, q_group, 'q',
             context_filters=context_filters, context_blocks=context_blocks,
@@ -129,12 +140,14 @@ def flowpp_cifar10(filters=96, blocks=10, components=32, dequant_blocks=2,
 
     p: f_checker(10,96,32)x4 ; S2D ; f_channel(10,96,32)x2, f_checker x3.
     r: f_checker(2,96,32)x4 + sigmoid (the code's attention couplings).
-    `attention=False` gives the g_ (no attention) variant of every coupling.
+    `attention=False` gives the g_ (no attention) variant of every coupling;
+    `dequant_blocks=0` uniform dequantisation.
     """
     g = _groups(blocks, filters, components, attention)
     return image_model(
         image_shape, [[g('column', 4)], [g('channel', 2), g('column', 3)]],
-        r_group=g('column', 4, dequant_blocks), variant='flowpp',
+        r_group=g('column', 4, dequant_blocks) if dequant_blocks else None,
+        variant='flowpp',
         pointwise_noise=0.001, dropout=dropout, seed=seed, dtype=dtype,
         name='flowpp_cifar10')
 
@@ -146,6 +159,7 @@ def vflow_cifar10(filters=96, blocks=10, components=32, dequant_blocks=2,
 
     p: f_checker(10,96,32)x2, f_channel x2 ; S2D ; f_checker x2, f_channel x3.
     q: f_checker(3,96,32)x4 + sigmoid;  r: f_checker(2,96,32)x4 + sigmoid.
+    `dequant_blocks=0` gives uniform dequantisation.
     """
     g = _groups(blocks, filters, components)
     return image_model(
@@ -153,7 +167,8 @@ def vflow_cifar10(filters=96, blocks=10, components=32, dequant_blocks=2,
         [[g('column', 2), g('channel', 2)], [g('column', 2), g('channel', 3)]],
         augment_channels=augment_channels,
         q_group=g('column', 4, posterior_blocks),
-        r_group=g('column', 4, dequant_blocks), variant='vflow',
+        r_group=g('column', 4, dequant_blocks) if dequant_blocks else None,
+        variant='vflow',
         pointwise_noise=0.01, dropout=dropout, seed=seed, dtype=dtype,
         name='vflow_cifar10')
 
@@ -198,6 +213,13 @@ def glow(levels=3, steps=32, filters=512, seed=None, dtype=tf.float32,
     enters through the logit of SPEC §1.10 like the other presets.
     """
     image_shape = tuple(image_shape)
+    levels = shape_checks.as_size(levels, 'levels')
+    size = 2 ** levels
+    if image_shape[0] % size or image_shape[1] % size:
+        raise ValueError(
+            f'levels={levels} squeezes the image {levels} times, so its '
+            f'height and width must be multiples of {size}; got image_shape='
+            f'{image_shape}.')
     layers, _ = builders.glow_flow(image_shape, levels, steps, filters, 'p',
                                    dtype=dtype)
     return vflow_lib.VFlow(
@@ -303,9 +325,10 @@ def checkerboard_model(num_steps, dims=2, hidden_units=(50, 50),
     `linear_top` ends p with one more dense map (`builders.vector_flow`),
     `dims^2` parameters and no extra step.
     """
-    augment = int(dims) - 2
-    if augment < 0 or augment == 1:
+    augment = shape_checks.as_size(dims, 'dims', minimum=2) - 2
+    if augment == 1:
         raise ValueError(f'dims must be 2 (Glow) or >= 4; got {dims}.')
+    hidden_units = shape_checks.as_sizes(hidden_units, 'hidden_units')
     p_steps = num_steps - 1 if augment else num_steps
     if p_steps < 1:
         raise ValueError(f'num_steps={num_steps} leaves p no step.')
@@ -448,6 +471,13 @@ def build(preset, /, attention_query_block=None, compute_dtype=None,
     """
     factory = _factory(preset)
     check_overrides(preset, overrides)
+    if 'image_shape' in overrides:
+        shape = shape_checks.as_event_shape(overrides['image_shape'],
+                                            'image_shape')
+        if len(shape) != 3:
+            raise ValueError(f'image_shape must be (H, W, C); got '
+                             f'{overrides["image_shape"]!r}.')
+        overrides['image_shape'] = shape
     if 'dtype' in overrides:
         # Every layer needs a `tf.DType` (TFP's dtype checks compare with
         # one); a name such as `--set dtype=float64` gives is converted here.

@@ -348,19 +348,33 @@ class VFlow(tf.Module):
           log r(u|x)`.
 
         Raises:
-          ValueError: for an unknown `gradient_estimator`.
+          ValueError: for an unknown `gradient_estimator`, or
+            `'sticking_the_landing'` in training with dropout in q or r.
         """
         if gradient_estimator not in GRADIENT_ESTIMATORS:
             raise ValueError(f'gradient_estimator must be one of '
                              f'{GRADIENT_ESTIMATORS}; got '
                              f'{gradient_estimator!r}.')
+        stop_score = gradient_estimator == 'sticking_the_landing'
+        if stop_score and (tf.is_tensor(training) or training) and (
+                self._q_or_r_drops_out()):
+            raise ValueError(
+                "gradient_estimator='sticking_the_landing' needs q and r to "
+                'compute the same function in their sampling and density '
+                'passes, which dropout in training breaks (the estimate '
+                "would be biased): use 'reparameterization', dropout=0, or "
+                'training=False.')
         x = self._check_data(x)
         if seed is not None:
             seed = self._check_seed_rows(self._new_seed(seed), x)
-        xz, log_weight = self._joint(
-            x, seed, training,
-            stop_score=gradient_estimator == 'sticking_the_landing')
+        xz, log_weight = self._joint(x, seed, training, stop_score=stop_score)
         return self.p_log_prob(xz, training) + log_weight
+
+    def _q_or_r_drops_out(self):
+        """Whether a network of q or r has dropout (a `dropout_rate` > 0)."""
+        flows = [f for f in (self.posterior, self.dequantizer) if f is not None]
+        return any(getattr(m, 'dropout_rate', 0) > 0
+                   for flow in flows for m in flow.submodules)
 
     def log_prob(self, x, num_samples, chunk_size=16, seed=None):
         """Importance-weighted log-likelihood per example (float64).
@@ -393,10 +407,9 @@ class VFlow(tf.Module):
         x = self._check_data(x)
         seed = self._new_seed(seed)
         chunk_size = shape_checks.as_size(chunk_size, 'chunk_size')
-        if isinstance(num_samples, bool):
-            raise TypeError('num_samples must be an integer; got '
-                            f'{num_samples!r}.')
-        if isinstance(num_samples, int) and 1 <= num_samples < chunk_size:
+        if not tf.is_tensor(num_samples):
+            num_samples = shape_checks.as_size(num_samples, 'num_samples')
+        if isinstance(num_samples, int) and num_samples < chunk_size:
             # Draws past S would be computed only to be masked out.
             chunk_size = num_samples
         num_samples = tf.convert_to_tensor(num_samples, tf.int32)

@@ -130,6 +130,11 @@ class GatedResidualBlock(tf.Module):
     def context_channels(self):
         return self._context_channels
 
+    @property
+    def dropout_rate(self):
+        """The dropout rate `p` of the block, active only in training."""
+        return self._dropout
+
     def _check_context(self, x, context):
         if self._context_channels and context is None:
             raise ValueError(
@@ -257,6 +262,11 @@ class GatedAttention(tf.Module):
     @property
     def num_heads(self):
         return self._num_heads
+
+    @property
+    def dropout_rate(self):
+        """The dropout rate `p` of the block, active only in training."""
+        return self._dropout
 
     @property
     def query_block(self):

@@ -72,7 +72,8 @@ class ConvAttnNet(layers.MixedPrecisionOption, tf.Module):
           input_shape: `(H, W, C_in)`, Python ints.
           output_channels: Python int, channels of the output.
           filters: Python int `F`, hidden channels. Default value: 96.
-          num_blocks: Python int `Bk` >= 0. Default value: 10.
+          num_blocks: Python int `Bk` >= 0, >= 1 with a context.
+            Default value: 10.
           num_heads: attention heads; must divide `F`. Default value: 4.
           attention: include the attention blocks and `pos_emb`.
             Default value: `True`.
@@ -106,6 +107,12 @@ class ConvAttnNet(layers.MixedPrecisionOption, tf.Module):
             raise ValueError(f'{self.name}: num_blocks must be >= 0; got '
                              f'{num_blocks}.')
         height, width, in_channels = input_shape
+        if num_blocks == 0 and int(context_channels):
+            # A net of just the two projections would silently ignore it.
+            raise ValueError(
+                f'{self.name}: a context (context_channels='
+                f'{int(context_channels)}) needs num_blocks >= 1, since it '
+                'enters only through the residual blocks; got num_blocks=0.')
         filters = int(filters)
         self._input_shape = input_shape
         self._output_channels = int(output_channels)

@@ -344,7 +344,6 @@ class Trainer:
         self._eval_input_fn = eval_input_fn
         self._init_batch = init_batch
         self._stop_requested = threading.Event()
-        make_output_dir(config.output_dir)
         with strategy.scope():
             self.model = presets.build(config.preset, seed=config.seed,
                                        **config.preset_overrides)
@@ -360,6 +359,9 @@ class Trainer:
             self.ema = ema_lib.WeightEMA(self.variables, config.ema_decay)
             self.initialized = tf.Variable(False, trainable=False,
                                            name='initialized')
+        # After the build, so that a preset refusing its settings leaves no
+        # new directory behind.
+        make_output_dir(config.output_dir)
         self.checkpoint = tf.train.Checkpoint(
             model=self.model, optimizer=self.optimizer, ema=self.ema,
             rng=self.model.rng, initialized=self.initialized)
@@ -856,6 +858,13 @@ class Trainer:
             # Minutes for the paper's models, with nothing else to show.
             logging.info('Tracing the training step: step %d includes the '
                          'tracing and compilation.', step + 1)
+        elif step > config.train_steps:
+            # A smaller --train_steps cannot take the run back: say that the
+            # results are the checkpoint's, not those of the step asked for.
+            logging.warning(
+                'The checkpoint is at step %d, past train_steps=%d: nothing '
+                'to train; the final evaluation and export are of step %d.',
+                step, config.train_steps, step)
         while step < config.train_steps:
             loss, norm, votes = self._run_train_step(
                 iterator, vote if self._stop_requested.is_set() else no_vote,
