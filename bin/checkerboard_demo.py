@@ -143,8 +143,8 @@ def main(argv):
         loss = float(train_step(batch))
         iteration += 1
         if not np.isfinite(loss):
-            raise RuntimeError(f'Non-finite loss {loss} at iteration '
-                               f'{iteration}.')
+            _fail(f'non-finite loss {loss} at iteration {iteration}; try a '
+                  f'lower --learning_rate (now {_LR.value}).')
         now = time.time()
         if now >= next_report or now - start >= _SECONDS.value:
             print(f'  iter {iteration:6d}  {now - start:6.1f} s  '

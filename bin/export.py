@@ -34,14 +34,22 @@ def _fail(message):
 
 
 def _check_export_dir(path):
+    # Before the model is restored and traced, which take a while: a path
+    # that cannot hold the export fails at once. The directories made to
+    # find out go again at once (the export makes them anew), so that a
+    # command refused later, say for its checkpoint, leaves none behind.
     parent = os.path.dirname(os.path.abspath(path))
+    made, missing = [], parent
+    while not os.path.lexists(missing):
+        made.append(missing)
+        missing = os.path.dirname(missing)
     try:
-        # Before the model is restored and traced, which take a while: a
-        # path that cannot hold the export fails at once.
         os.makedirs(parent, exist_ok=True)
     except OSError as e:
         _fail(f'--export_dir must be in a directory that exists or can be '
               f'created; got {path!r} ({e.strerror}: {e.filename}).')
+    for directory in made:
+        os.rmdir(directory)
 
 
 def main(argv):

@@ -16,7 +16,7 @@ seed 0 .. --seeds - 1, and scores each on a fixed test set (VFlow by
 
     python bin/toy_experiment.py --output_dir=/tmp/toy            # full sweep
     python bin/toy_experiment.py --output_dir=/tmp/toy --resume   # continue
-    python bin/toy_experiment.py --output_dir=/tmp/t --iterations=5000 \
+    python bin/toy_experiment.py --output_dir=/tmp/t --iterations=5000 \\
         --seeds=1 --dims=2,10 --steps=3
 """
 

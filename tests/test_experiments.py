@@ -305,6 +305,20 @@ def test_demo_bad_hidden_units_is_one_line(value):
     assert 'flags:' not in proc.stderr + proc.stdout, proc.stderr[-3000:]
 
 
+def test_demo_non_finite_loss_is_one_line():
+    # A rate of 1e30 sends the weights to ~1e30 in one step.
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
+    proc = subprocess.run(
+        [sys.executable, str(REPO / 'bin' / 'checkerboard_demo.py'),
+         '--learning_rate=1e30', '--seconds=60', '--max_iterations=20',
+         '--test_size=10'],
+        capture_output=True, text=True, env=env, timeout=300)
+    _assert_one_line_error(
+        proc, 'checkerboard_demo.py',
+        '; try a lower --learning_rate (now 1e+30).')
+    assert 'error: non-finite loss' in proc.stderr, proc.stderr[-3000:]
+
+
 if __name__ == '__main__':
     # Pytest-style tests: a plain `python tests/test_experiments.py` (Bazel's py_test) runs them.
     sys.exit(pytest.main([__file__]))

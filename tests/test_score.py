@@ -296,6 +296,15 @@ class ScoreTest(tf.test.TestCase):
         self.assertRefused([self.model_flag, rgba],
                            f'{rgba}: image is RGBA (8x8x4), the model '
                            'expects RGB images (8x8x3).')
+        # An [N, H, W] array: "image is 2x8x8" alone would hide what it
+        # most likely holds.
+        path = self._npy('gray.npy', np.zeros([2, 8, 8], np.uint8))
+        with self.assertRaisesRegex(
+                ValueError, re.escape(f'{path}: shape [2, 8, 8] is one 2x8x8 '
+                                      'image or 2 grayscale 8x8 images; the '
+                                      'model expects 8x8x3 images.')):
+            scoring.open_inputs([path], {'data_shape': [8, 8, 3],
+                                         'kind': 'image'})
 
     def test_rgb_for_a_grayscale_model(self):
         metadata = {'data_shape': [8, 8, 1], 'kind': 'image'}
@@ -418,6 +427,15 @@ class ScoreTest(tf.test.TestCase):
         self.assertEqual(code, 2)
         self.assertRegex(err, f'^score.py: error: {pickled}: cannot read it '
                               r'as an array \(.*\)\.\n$')
+        # Text named .npy: NumPy would try it as a pickle and say so.
+        fake = self._path('fake.npy')
+        with open(fake, 'w') as f:
+            f.write('1 2 3\n')
+        with self.assertRaisesRegex(ValueError, re.escape(
+                f'{fake}: not a NumPy array file (no .npy or .npz signature '
+                'at its start).')):
+            scoring.open_inputs([fake], {'data_shape': [8, 8, 3],
+                                         'kind': 'image'})
         missing = self._path('missing.png')
         self.assertRefused([self.model_flag, missing],
                            f'{missing}: no such file or directory.')
@@ -661,6 +679,18 @@ class ScoreTest(tf.test.TestCase):
             _write_png(os.path.join(top, name), image)
         self.assertEqual(self._sources([os.path.join(top, '**', '*.png')]),
                          [os.path.join(top, name) for name in names])
+        # `top/**` matches the directories as well as the files below them:
+        # each image still counts once, and `only_dirs` (no image of its
+        # own) adds nothing instead of being refused.
+        os.makedirs(os.path.join(top, 'only_dirs', 'empty'))
+        self.assertEqual(self._sources([os.path.join(top, '**')]),
+                         [os.path.join(top, name) for name in names])
+        self.assertEqual(self._sources([os.path.join(top, 's*')]),
+                         [os.path.join(top, 'sub', 'b.png')])
+        self.assertRefused(
+            [self.model_flag, os.path.join(top, 'only_*')],
+            f'{os.path.join(top, "only_*")}: the pattern matches only '
+            'directories without images.')
         # A broken link in a directory is refused by name, as when named.
         dangling = os.path.join(top, 'dangling.png')
         os.symlink(os.path.join(top, 'missing.png'), dangling)

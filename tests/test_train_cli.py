@@ -434,6 +434,18 @@ class CliErrorTest(_RunDirectory, tf.test.TestCase):
                 run, r'^export\.py: error: --export_dir must be in a '
                      r'directory that exists or can be created; got '
                      + re.escape(repr(export_dir)) + r' \(.*\)\.\n$')
+        # A command refused after that check (here for its checkpoint)
+        # leaves none of the directories the export would have needed.
+        new_parent = os.path.join(self.tmp, 'new')
+        run = subprocess.run(
+            [sys.executable, os.path.join(ROOT, 'bin', 'export.py'),
+             f'--run_dir={run_dir}', '--checkpoint=' + os.path.join(
+                 run_dir, 'checkpoints', 'ckpt-99'),
+             f'--export_dir={os.path.join(new_parent, "a", "sm")}'],
+            env=_env(), capture_output=True, text=True, timeout=300)
+        self._assert_one_line_error(run, r'export\.py: error: .*ckpt-99: '
+                                         r'no such checkpoint')
+        self.assertFalse(os.path.exists(new_parent))
 
 
 if __name__ == '__main__':

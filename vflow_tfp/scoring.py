@@ -164,6 +164,13 @@ def check_array(array, data_shape, name, input_dtype=None, levels=256):
                                                                  width):
             batch = array[..., np.newaxis]
         elif array.ndim == 3:
+            if shape[1:] == (height, width) and shape != data_shape:
+                # Likely grayscale images; "image is 2x8x8" would hide it.
+                raise ValueError(
+                    f'{name}: shape {list(shape)} is one {_size(shape)} '
+                    f'image or {shape[0]} grayscale {_size(shape[1:])} '
+                    f'images; the model expects {_size(data_shape)} '
+                    'images.')
             batch = array[np.newaxis]
         elif array.ndim == 2 and channels == 1:
             batch = array[np.newaxis, ..., np.newaxis]
@@ -415,6 +422,12 @@ class Inputs:
 
 def _load_arrays(path, data_shape, npz_key, input_dtype=None, levels=256):
     try:
+        with open(path, 'rb') as f:
+            signature = f.read(6)
+        if signature != b'\x93NUMPY' and not signature.startswith(b'PK'):
+            # np.load would try it as a pickle and complain about pickles.
+            raise ValueError(f'{path}: not a NumPy array file (no .npy or '
+                             '.npz signature at its start).')
         # np.load goes by the content, not the extension.
         loaded = np.load(path, mmap_mode='r', allow_pickle=False)
         if path.lower().endswith('.npy'):
@@ -546,11 +559,23 @@ def open_inputs(specs, metadata, *, npz_key=None, data_dir=None):
             matches = sorted(glob.glob(spec, recursive=True))
             if not matches:
                 raise ValueError(f'{spec}: no file matches this pattern.')
+            # `dir/**` matches every directory and every file below it: each
+            # file counts once, and a matched directory without images of
+            # its own (one holding only subdirectories, say) adds nothing
+            # rather than stopping the run as a named one would.
+            seen = {os.path.normpath(m) for m in matches
+                    if not os.path.isdir(m)}
+            found = [m for m in matches if not os.path.isdir(m)]
             for match in matches:
                 if os.path.isdir(match):
-                    add_directory(match)
-                else:
-                    add_file(match)
+                    found += [name for name in _directory_images(match)
+                              if os.path.normpath(name) not in seen]
+                    seen.update(os.path.normpath(n) for n in found)
+            if not found:
+                raise ValueError(f'{spec}: the pattern matches only '
+                                 'directories without images.')
+            for name in sorted(found):
+                add_file(name)
         else:
             raise ValueError(f'{spec}: no such file or directory.')
     flush_files()
