@@ -341,6 +341,11 @@ class MixLogisticCoupling(Coupling):
     through `forward` differs from `log_prob(sample)` for such samples.
     Score samples with `log_prob`. (VFlow's q and r sample through the
     closed-form direction, `tfb.Invert` of their flows, and are exact.)
+    A clamped element lies some 16 logistic scales into the tail, so a
+    sigmoid after it (an `ImageLogit` in front of the data) can round it
+    onto an end of its range in float32, where `log_prob` of the sample is
+    not finite; `VFlow.sample` rounds such pixels into the data range, and
+    the `'flowpp'` variant has no clamp.
     """
 
     _VARIANTS = {'flowpp': 0.0, 'vflow': 0.05}
