@@ -392,7 +392,8 @@ class PresetTest(tf.test.TestCase):
                 # q(z|x~) would ignore x~: the context enters only through
                 # the coupling networks' blocks.
                 ('tiny_vflow', dict(posterior_blocks=0), ValueError,
-                 r'q\(z\|x~\) sees x~ only through the blocks .* got 0')]:
+                 r'q_net0: a context \(context_channels=8\) needs '
+                 r'num_blocks >= 1')]:
             with self.subTest(preset=preset, **overrides):
                 with self.assertRaisesRegex(error, message):
                     presets.build(preset, **overrides)

@@ -115,13 +115,6 @@ def image_model(data_shape, p_stages, *, augment_channels=0, q_group=None,
     if augment_channels:
         if q_group is None:
             raise ValueError('augment_channels > 0 needs a q_group.')
-        if not q_group.blocks:
-            # Named here, where the preset's setting is known by its role;
-            # the network itself would refuse it as "q_net0".
-            raise ValueError(
-                'q(z|x~) sees x~ only through the blocks of its coupling '
-                'networks: it needs blocks >= 1 (a preset\'s '
-                'posterior_blocks or q_blocks); got 0.')
         posterior = builders.conditional_image_flow(
             data_shape[:-1] + (augment_channels,), data_shape, q_group, 'q',
             context_filters=context_filters, context_blocks=context_blocks,
