@@ -14,7 +14,8 @@ or changed when it is read again for scoring.
 Prints one line per example (`source`, bits/dim, log-likelihood in nats,
 from the `log_prob` signature: the importance-weighted bound with
 `--num_samples` draws) and the mean; `--output=FILE.json` also writes the
-mean and every record, `--output=FILE.csv` the records. The file is written
+mean and every record (keys `mean_bits_per_dim`, `num_images`, `images`;
+so named for vector models too), `--output=FILE.csv` the records. The file is written
 before anything is printed, so a reader that stops early (`| head`) loses
 nothing; printing then stops quietly. Each image's noise comes from its own
 content and `--seed`, so it is the same with any `--batch_size`, in any
@@ -99,8 +100,9 @@ def _print_records(records, summary):
 class _ProgressBar:
     """One stderr line, rewritten after every batch."""
 
-    def __init__(self, enabled):
+    def __init__(self, enabled, unit):
         self.enabled = enabled
+        self.unit = unit
         self.start = time.time()
 
     def __call__(self, done, total):
@@ -112,7 +114,7 @@ class _ProgressBar:
             bar = f'[{"#" * filled}{"." * (30 - filled)}] {done}/{total}'
         else:
             bar = f'{done}'
-        sys.stderr.write(f'\r{bar} images, {rate:.1f} images/s')
+        sys.stderr.write(f'\r{bar} {self.unit}, {rate:.1f} {self.unit}/s')
         sys.stderr.flush()
 
     def close(self):
@@ -141,7 +143,8 @@ def main(argv):
     except ValueError as e:
         _fail(str(e))
     num_samples = FLAGS.num_samples or metadata['default_num_samples']
-    progress = _ProgressBar(FLAGS.progress and sys.stderr.isatty())
+    unit = 'images' if metadata.get('kind') == 'image' else 'vectors'
+    progress = _ProgressBar(FLAGS.progress and sys.stderr.isatty(), unit)
     start = time.time()
     try:
         records = scoring.score(scorer, inputs, num_samples=num_samples,
@@ -168,7 +171,7 @@ def main(argv):
     _print_records(
         records,
         f'mean bits/dim {results["mean_bits_per_dim"]:.4f} over '
-        f'{len(records)} images ({num_samples} importance samples, seed '
+        f'{len(records)} {unit} ({num_samples} importance samples, seed '
         f'{FLAGS.seed}, {time.time() - start:.1f} s)')
     if write_error is not None:
         # The scores are on stdout; only the file is missing.

@@ -78,7 +78,8 @@ flags.DEFINE_integer('iw_images', 256,
 flags.DEFINE_integer('seed', 0, 'Random seed.')
 flags.DEFINE_bool('export', True,
                   'At the end, export the EMA model as a SavedModel to '
-                  'OUTPUT_DIR/saved_model (see bin/export.py).')
+                  'OUTPUT_DIR/saved_model (see bin/export.py); a rerun '
+                  'keeps the export of the same checkpoint and settings.')
 flags.DEFINE_enum('strategy', 'mirrored',
                   ['mirrored', 'multi_worker', 'one_device'],
                   'tf.distribute strategy.')

@@ -10,6 +10,7 @@ import glob
 import logging
 import os
 import shutil
+import socket
 import sys
 import tempfile
 
@@ -252,6 +253,42 @@ def test_a_failed_preparation_names_the_data_set_and_the_cause(
         assert isinstance(info.value.__cause__, ConnectionError)
         # Still a RuntimeError, for callers written against that.
         assert isinstance(info.value, RuntimeError)
+
+
+def test_an_unresolvable_download_host_fails_without_retries(
+        tmp_path, monkeypatch, caplog):
+    # Offline, TFDS used to retry a download 10 times with back-off (about
+    # 3.5 minutes) before failing.
+    from tensorflow_datasets.core.download import downloader
+    for variable in ('http_proxy', 'https_proxy', 'HTTP_PROXY',
+                     'HTTPS_PROXY', 'all_proxy', 'ALL_PROXY'):
+        monkeypatch.delenv(variable, raising=False)
+    looked_up = []
+    def getaddrinfo(host, *args, **kwargs):
+        looked_up.append(host)
+        raise socket.gaierror(socket.EAI_NONAME, 'Name or service not known')
+    monkeypatch.setattr(socket, 'getaddrinfo', getaddrinfo)
+    with caplog.at_level(logging.INFO), pytest.raises(
+            data.DatasetUnavailableError, match='www.cs.toronto.edu'):
+        data.image_dataset('cifar10', 'train', 8, data_dir=str(tmp_path))
+    assert 'Cannot resolve www.cs.toronto.edu' in caplog.text
+    assert not [r for r in caplog.records if 'Retrying' in r.getMessage()]
+    # The lookups are the probe's and the one request's: no retry.
+    assert looked_up.count('www.cs.toronto.edu') == 2
+    assert downloader.MAX_RETRIES == 10  # Restored.
+
+    # Behind a proxy the names are the proxy's to resolve: no probe.
+    monkeypatch.setenv('https_proxy', 'http://proxy.invalid:3128')
+    seen = []
+    def download_and_prepare(self, *args, **kwargs):
+        seen.append(downloader.MAX_RETRIES)
+        raise ConnectionError('proxy unreachable')
+    monkeypatch.setattr(tfds.core.DatasetBuilder, 'download_and_prepare',
+                        download_and_prepare)
+    looked_up.clear()
+    with pytest.raises(data.DatasetUnavailableError):
+        data.image_dataset('cifar10', 'train', 8, data_dir=str(tmp_path))
+    assert seen == [10] and not looked_up
 
 
 def test_a_data_set_prepared_meanwhile_by_another_process_is_used(

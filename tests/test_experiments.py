@@ -3,6 +3,7 @@
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -317,6 +318,25 @@ def test_demo_non_finite_loss_is_one_line():
         proc, 'checkerboard_demo.py',
         '; try a lower --learning_rate (now 1e+30).')
     assert 'error: non-finite loss' in proc.stderr, proc.stderr[-3000:]
+
+
+def test_demo_iteration_budget_is_reproducible():
+    # With --seconds=inf the schedule and the stop are by iterations, so the
+    # result does not depend on the machine's speed.
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
+    outputs = []
+    for _ in range(2):
+        proc = subprocess.run(
+            [sys.executable, str(REPO / 'bin' / 'checkerboard_demo.py'),
+             '--seconds=inf', '--max_iterations=30', '--test_size=50',
+             '--num_steps=2', '--coupling=affine', '--hidden_units=8'],
+            capture_output=True, text=True, env=env, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert 'for 30 iterations.' in proc.stdout, proc.stdout
+        assert 'Done: 30 iterations' in proc.stdout, proc.stdout
+        outputs.append(re.search(r'Test log-likelihood: (\S+) nats',
+                                 proc.stdout)[1])
+    assert outputs[0] == outputs[1], outputs
 
 
 if __name__ == '__main__':

@@ -15,6 +15,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 
 from absl import logging as absl_logging
 import numpy as np
@@ -463,6 +464,32 @@ class RunExportTest(tf.test.TestCase):
         # results.json's test bits/dim belong to step 6, not to this one.
         self.assertEqual((info['step'], info['test_bpd'],
                           info['default_num_samples']), (3, None, 2))
+
+    def test_export_run_keeps_a_current_export_only(self):
+        out = os.path.join(self.tmp, 'kept')
+        export.export_run(self.run_dir, out, default_num_samples=2)
+        first = os.stat(out).st_ino  # An export replaces the directory.
+        export.export_run(self.run_dir, out, default_num_samples=2,
+                          keep_current=True)
+        self.assertEqual(os.stat(out).st_ino, first)
+        # Other settings: exported again.
+        export.export_run(self.run_dir, out, default_num_samples=3,
+                          keep_current=True)
+        second = os.stat(out).st_ino
+        self.assertNotEqual(second, first)
+        self.assertEqual(export.load_metadata(out)['default_num_samples'], 3)
+        # A checkpoint written after the export (a run retrained from
+        # scratch in the same directory reuses the name): exported again.
+        index = tf.train.latest_checkpoint(
+            os.path.join(self.run_dir, 'checkpoints')) + '.index'
+        stat = os.stat(index)
+        try:
+            os.utime(index, (stat.st_atime, time.time() + 60))
+            export.export_run(self.run_dir, out, default_num_samples=3,
+                              keep_current=True)
+        finally:
+            os.utime(index, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        self.assertNotEqual(os.stat(out).st_ino, second)
 
     def test_export_run_attaches_only_bits_per_dim_of_its_step(self):
         with open(os.path.join(self.run_dir, 'results.json')) as f:

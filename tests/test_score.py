@@ -200,7 +200,7 @@ class ScoreTest(tf.test.TestCase):
                                    f'--output={json_path}')
         self.assertEqual(code, 0, err)
         self.assertIn(f'{points}[4]\t', out)
-        self.assertIn('over 5 images (2 importance samples', out)
+        self.assertIn('over 5 vectors (2 importance samples', out)
         # Another batch size: the same scores (each point has its own noise).
         code, _, err = run_score(f'--model={vector.path}', points,
                                  '--num_samples=2', '--batch_size=5',

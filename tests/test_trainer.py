@@ -16,6 +16,7 @@ import tensorflow as tf
 import tf_keras
 
 from vflow_tfp import data
+from vflow_tfp import export
 from vflow_tfp import training
 
 GLOBAL_BATCH = 8
@@ -558,9 +559,12 @@ class TrainerSafetyTest(_TrainerFixture, tf.test.TestCase):
         results = rerun.train()
         self.assertTrue(np.isfinite(results['test_bpd_iw']))
         self.assertEqual(results['test_bpd_iw_step'], 3)
-        self.assertTrue(os.path.exists(os.path.join(out, 'saved_model')))
+        saved_model = os.path.join(out, 'saved_model')
+        self.assertTrue(os.path.exists(saved_model))
         # And once more: the bound of this checkpoint is in results.json
-        # and is not computed again.
+        # and is not computed again; the export of it is kept (an export
+        # replaces the directory, so a new one has another inode).
+        exported = os.stat(saved_model).st_ino
         again = training.Trainer(_config(out, **config),
                                  tf.distribute.OneDeviceStrategy('/cpu:0'),
                                  _fixed_batch_input_fn(self.batch),
@@ -570,8 +574,12 @@ class TrainerSafetyTest(_TrainerFixture, tf.test.TestCase):
             raise AssertionError('the bound was computed again')
 
         again.evaluate_importance_weighted = must_not_run
-        self.assertEqual(again.train()['test_bpd_iw'],
-                         results['test_bpd_iw'])
+        with self.assertLogs(level='INFO') as logs:
+            self.assertEqual(again.train()['test_bpd_iw'],
+                             results['test_bpd_iw'])
+        self.assertEqual(os.stat(saved_model).st_ino, exported)
+        self.assertTrue(any('already holds the export' in line
+                            for line in logs.output), logs.output)
         # Another sample count is another computation.
         other = training.Trainer(
             _config(out, **dict(config, iw_samples=2)),
@@ -587,6 +595,10 @@ class TrainerSafetyTest(_TrainerFixture, tf.test.TestCase):
         other.evaluate_importance_weighted = counted_bound
         self.assertEqual(other.train()['test_bpd_iw_step'], 3)
         self.assertLen(calls, 1)
+        # ... and another export, with its own default sample count.
+        self.assertNotEqual(os.stat(saved_model).st_ino, exported)
+        self.assertEqual(
+            export.load_metadata(saved_model)['default_num_samples'], 2)
         # Fewer steps than the checkpoint's: nothing trains, and the log
         # says whose results these are.
         fewer = training.Trainer(

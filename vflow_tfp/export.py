@@ -61,6 +61,7 @@ import re
 import shutil
 import tempfile
 
+from absl import logging
 import tensorflow as tf
 
 import vflow_tfp
@@ -404,7 +405,7 @@ def _checkpoint_path(run_dir, checkpoint):
 
 
 def export_run(run_dir, export_dir=None, checkpoint=None,
-               default_num_samples=None):
+               default_num_samples=None, keep_current=False):
     """Exports the EMA weights of a training run as a scoring SavedModel.
 
     Builds the run's preset with its overrides (from `results.json`),
@@ -420,6 +421,10 @@ def export_run(run_dir, export_dir=None, checkpoint=None,
         directory. Default value: the latest of `run_dir/checkpoints`.
       default_num_samples: importance samples of `serving_default`.
         Default value: the run's `iw_samples`, else 16.
+      keep_current: if `True` and `export_dir` already holds the export this
+        call would write (the same checkpoint, not rewritten since, with the
+        same metadata, sample count, chunk size and versions), keep it instead
+        of exporting again. Default value: `False`.
 
     Returns:
       The export directory.
@@ -433,6 +438,15 @@ def export_run(run_dir, export_dir=None, checkpoint=None,
     path = _checkpoint_path(run_dir, checkpoint)
     export_dir = export_dir or os.path.join(run_dir, 'saved_model')
     overrides = dict(config.get('preset_overrides') or {})
+    metadata = _run_metadata(results, path, overrides)
+    if default_num_samples is None:
+        default_num_samples = config.get('iw_samples') or DEFAULT_NUM_SAMPLES
+    chunk_size = config.get('iw_chunk_size', 16)
+    if keep_current and _is_current_export(
+            export_dir, path, metadata, default_num_samples, chunk_size):
+        logging.info('%s already holds the export of %s: kept.', export_dir,
+                     path)
+        return os.path.abspath(export_dir)
     model = presets.build(results['preset'], seed=config.get('seed'),
                           **overrides)
     ema = ema_lib.WeightEMA(model.trainable_variables)
@@ -455,6 +469,15 @@ def export_run(run_dir, export_dir=None, checkpoint=None,
         raise ValueError(f'{path} does not hold the weights of preset '
                          f'{results["preset"]!r} with overrides {overrides} '
                          f'({mismatch}).')
+    with ema.averaged_weights():
+        return export_model(model, export_dir, metadata,
+                            default_num_samples=default_num_samples,
+                            chunk_size=chunk_size)
+
+
+def _run_metadata(results, path, overrides):
+    """The metadata `export_run` saves for checkpoint `path` of a run."""
+    config = results['config']
     match = re.search(r'-(\d+)$', path)
     step = int(match[1]) if match else None
     # Test bits/dim belong to this export only if they were measured at the
@@ -464,7 +487,7 @@ def export_run(run_dir, export_dir=None, checkpoint=None,
     def measured_here(key):
         at = results.get(f'{key}_step', results.get('step'))
         return results.get(key) if step is not None and at == step else None
-    metadata = {
+    return {
         'preset': results['preset'],
         'preset_overrides': overrides,
         'dataset': results.get('dataset') or config.get('dataset', ''),
@@ -476,9 +499,26 @@ def export_run(run_dir, export_dir=None, checkpoint=None,
         'test_bpd_iw': measured_here('test_bpd_iw'),
         'iw_samples': config.get('iw_samples') or None,
     }
-    if default_num_samples is None:
-        default_num_samples = config.get('iw_samples') or DEFAULT_NUM_SAMPLES
-    with ema.averaged_weights():
-        return export_model(model, export_dir, metadata,
-                            default_num_samples=default_num_samples,
-                            chunk_size=config.get('iw_chunk_size', 16))
+
+
+def _is_current_export(export_dir, path, metadata, default_num_samples,
+                       chunk_size):
+    """Whether `export_dir` holds this export of checkpoint `path` already.
+
+    The checkpoint must be older than the export: a run retrained from
+    scratch in the same directory writes a new checkpoint of the same name.
+    """
+    try:
+        info = load_metadata(export_dir)
+        exported = os.path.getmtime(os.path.join(export_dir,
+                                                 'saved_model.pb'))
+        written = os.path.getmtime(path + '.index')
+    except (ValueError, OSError):
+        return False
+    # JSON has no tuples: compare the metadata as it reads back.
+    expected = json.loads(json.dumps(dict(
+        metadata, format=_FORMAT, vflow_tfp_version=vflow_tfp.__version__,
+        tensorflow_version=tf.__version__,
+        default_num_samples=default_num_samples, chunk_size=chunk_size)))
+    return written <= exported and all(
+        info.get(key) == value for key, value in expected.items())

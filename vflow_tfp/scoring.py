@@ -667,7 +667,11 @@ def score(scorer, inputs, *, num_samples, seed=0, batch_size=64,
 
 
 def summarize(records, model, num_samples, seed, batch_size):
-    """The JSON document of `score`'s records (see `write_results`)."""
+    """The JSON document of `score`'s records (see `write_results`).
+
+    The records are under `images` and counted by `num_images` for vector
+    models as well: one layout for every export.
+    """
     bits = [r['bits_per_dim'] for r in records]
     lls = [r['log_likelihood'] for r in records]
     return {

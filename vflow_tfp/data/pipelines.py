@@ -26,8 +26,11 @@ official code monitored the test set instead: SPEC §9.11).
 import contextlib
 import re
 import shutil
+import socket
 import tempfile
 import time
+import urllib.parse
+import urllib.request
 
 from absl import logging
 import numpy as np
@@ -38,6 +41,11 @@ from vflow_tfp.data import photo_patches_dataset
 
 # Registers the `photo_patches` builder with TFDS.
 del photo_patches_dataset
+
+try:  # TFDS's HTTP downloader, for its retry count: _no_retries_if_offline.
+    from tensorflow_datasets.core.download import downloader as _tfds_downloader
+except ImportError:  # Another TFDS layout: its retries stay as they are.
+    _tfds_downloader = None
 
 __all__ = [
     'DatasetUnavailableError',
@@ -446,7 +454,8 @@ def _prepare(builder, name, data_dir):
                  builder.info.full_name, builder.data_dir)
     start = time.monotonic()
     try:
-        builder.download_and_prepare()
+        with _no_retries_if_offline(builder):
+            builder.download_and_prepare()
     except Exception as e:  # pylint: disable=broad-except
         if builder.is_prepared():
             # Another process (a second worker sharing the data directory)
@@ -463,6 +472,50 @@ def _prepare(builder, name, data_dir):
     logging.info('Prepared %s in %.1f s.', builder.info.full_name,
                  time.monotonic() - start)
     return builder
+
+
+def _unresolvable_host(builder):
+    """A host of `builder`'s downloads that DNS cannot resolve, else `None`.
+
+    `None` too when a proxy is configured (the proxy resolves names) or the
+    builder lists no download URLs (manual downloads, generated data).
+    """
+    if urllib.request.getproxies():
+        return None
+    try:
+        urls = list(builder.url_infos or ())
+    except Exception:  # pylint: disable=broad-except
+        return None
+    for host in sorted({urllib.parse.urlparse(url).hostname for url in urls}
+                       - {None}):
+        try:
+            socket.getaddrinfo(host, None)
+        except OSError:
+            return host
+    return None
+
+
+@contextlib.contextmanager
+def _no_retries_if_offline(builder):
+    """TFDS downloads without retries while a download host is unknown.
+
+    TFDS retries a failed request 10 times with exponential back-off, so on
+    a machine without network access a download failed only after about
+    3.5 minutes. A name that DNS cannot resolve will not resolve a moment
+    later, so the first failure is final. Files already in TFDS's download
+    cache are still used: without a request there is nothing to retry.
+    """
+    host = _unresolvable_host(builder)
+    if host is None or not hasattr(_tfds_downloader, 'MAX_RETRIES'):
+        yield
+        return
+    logging.info('Cannot resolve %s: downloading without retries.', host)
+    retries = _tfds_downloader.MAX_RETRIES
+    _tfds_downloader.MAX_RETRIES = 0
+    try:
+        yield
+    finally:
+        _tfds_downloader.MAX_RETRIES = retries
 
 
 def _available_splits(builder):

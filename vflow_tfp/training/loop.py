@@ -802,8 +802,9 @@ class Trainer:
         if config.export and self.is_chief and completed:
             # From the final checkpoint into a model built outside the
             # strategy: plain variables, whatever the training strategy.
-            path = export_lib.export_run(config.output_dir)
-            logging.info('Exported the EMA model to %s.', path)
+            # A rerun of a finished run keeps the export it already has.
+            path = export_lib.export_run(config.output_dir, keep_current=True)
+            logging.info('The EMA model\'s SavedModel: %s.', path)
             self._write_results(saved_model=path)
         return self.results
 
