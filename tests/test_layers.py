@@ -47,6 +47,38 @@ class ActNormInitTest(tf.test.TestCase, parameterized.TestCase):
         chain.inverse(2.0 * x)
         self.assertAllEqual(before, second.log_scale.numpy())
 
+    def test_a_pass_through_a_tf_function_warns(self):
+        # The switch is read at trace time. A function traced before the
+        # context has no initialisation in its graph; one traced inside
+        # keeps it, so each later call would initialise again.
+        x = tf.random.normal([64, 5], mean=-2.0, stddev=3.0)
+        norm = vb.ActNorm([5], name='traced_norm')
+        inverse = tf.function(norm.inverse)
+        inverse(x)
+        with self.assertLogs('absl', 'WARNING') as logs:
+            with vflow_tfp.data_dependent_init():
+                inverse(x)
+        self.assertAllEqual(norm.shift, tf.zeros([5]))
+        self.assertIn('no layer initialised itself', logs.output[-1])
+        fresh = tf.function(norm.inverse)
+        with self.assertLogs('absl', 'WARNING') as logs:
+            with vflow_tfp.data_dependent_init():
+                fresh(x)
+        self.assertIn('traced_norm initialises itself while a tf.function '
+                      'is traced', logs.output[0])
+        self.assertLen(logs.output, 1)
+        # Eagerly: initialised, without a warning.
+        with self.assertNoLogs('absl', 'WARNING'):
+            with vflow_tfp.data_dependent_init():
+                norm.inverse(x)
+        self.assertAllClose(norm.shift, -tf.reduce_mean(x, 0) * tf.exp(
+            norm.log_scale), atol=1e-5)
+        # A model made of TFP bijectors alone has nothing to initialise;
+        # VFlow.initialize says so by expect_layers=False.
+        with self.assertNoLogs('absl', 'WARNING'):
+            with vflow_tfp.data_dependent_init(expect_layers=False):
+                tfb.Scale(2.0).inverse(x)
+
     def test_scale_cannot_reach_zero(self):
         norm = vb.ActNorm([3], dtype=tf.float32)
         norm.log_scale.assign([-80.0, 0.0, 80.0])

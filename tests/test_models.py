@@ -609,6 +609,25 @@ class ImportanceWeightingTest(tf.test.TestCase):
             with self.assertRaisesRegex(error, 'num_samples must be an '
                                         'integer >= 1'):
                 self.model.log_prob(self.x, bad)
+        # Any integer tensor counts, like `sample`'s `num`; others do not.
+        seed = tf.constant([3, 4])
+        self.assertAllEqual(
+            self.model.log_prob(self.x, tf.constant(3, tf.int64), seed=seed),
+            self.model.log_prob(self.x, tf.constant(3), seed=seed))
+        for bad in (tf.constant(3.0), tf.constant([3])):
+            with self.assertRaisesRegex(TypeError, 'num_samples must be an '
+                                        'integer scalar'):
+                self.model.log_prob(self.x, bad)
+        # A seed of the wrong length is named before any kernel sees it.
+        for call in (lambda: self.model.elbo(self.x, seed=[1, 2, 3]),
+                     lambda: self.model.log_prob(self.x, 2, seed=[1, 2, 3]),
+                     lambda: self.model.sample(2, seed=[1, 2, 3])):
+            with self.assertRaisesRegex(ValueError, r'a seed must be int32 '
+                                        r'\[2\] or per-example \[N, 2\]; '
+                                        r'got shape \(3,\)'):
+                call()
+        with self.assertRaisesRegex(ValueError, 'sample takes one seed'):
+            self.model.sample(2, seed=[[1, 2], [3, 4]])
 
 
 # ----------------------------------------------------------------------------

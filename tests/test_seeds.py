@@ -90,6 +90,9 @@ class RowSeedTest(tf.test.TestCase):
         self.assertTrue(seeds.is_per_example(tf.zeros([5, 2], tf.int32)))
         with self.assertRaisesRegex(ValueError, r'\[N, 2\]'):
             seeds.is_per_example(tf.zeros([5, 2, 1], tf.int32))
+        for shape in ([3], [5, 3]):
+            with self.assertRaisesRegex(ValueError, r'\[N, 2\]'):
+                seeds.is_per_example(tf.zeros(shape, tf.int32))
 
 
 class PerExampleConditionalFlowTest(tf.test.TestCase):

@@ -168,6 +168,7 @@ class ActNorm(tfb.Bijector):
     def _inverse(self, x):
         self._check(x)
         if initialization.is_active():
+            initialization.record_initialization(self.name)
             self.initialize(x)
         return x * tf.exp(self._log_scale) + self._shift
 

@@ -14,7 +14,12 @@ and the sample count alone: equal examples score equally wherever they
 appear. The other functions derive further seeds row by row and draw a
 block of samples per seed; they are XLA-compatible, `example_seeds` is not
 (TF has no XLA kernel for fingerprints), so compute the seeds outside a
-`jit_compile=True` function and pass them in.
+`jit_compile=True` function and pass them in. The same seed gives the same
+noise eagerly and in a `tf.function`, but not under XLA: TF's XLA kernels
+turn a stateless seed into other random numbers (`stateless_normal` with
+the same seed differs between `jit_compile=True` and not, also for
+`alg='philox'`), so seeded results are reproducible within one of the two
+modes, not across them.
 """
 
 import tensorflow as tf
@@ -36,7 +41,7 @@ def is_per_example(seed):
       ValueError: for a seed of unknown rank or of a rank other than 1 or 2.
     """
     rank = seed.shape.rank
-    if rank not in (1, 2):
+    if rank not in (1, 2) or seed.shape[-1] not in (None, 2):
         raise ValueError(f'a seed must be int32 [2] or per-example [N, 2]; '
                          f'got shape {seed.shape}.')
     return rank == 2

@@ -192,7 +192,9 @@ class VFlow(tf.Module):
         """`seed`, or a fresh stateless seed drawn from `self.rng`."""
         if seed is None:
             return self.rng.uniform_full_int([2], dtype=tf.int32)
-        return tf.convert_to_tensor(seed, tf.int32)
+        seed = tf.convert_to_tensor(seed, tf.int32)
+        seeds_lib.is_per_example(seed)  # Refuses other shapes by name.
+        return seed
 
     def _check_seed_rows(self, seed, x):
         """Per-example seeds must divide the batch into equal blocks."""
@@ -330,7 +332,10 @@ class VFlow(tf.Module):
         `ConditionalFlow.sample_and_log_prob`); the toy experiment uses it.
 
         Args:
-          x: batch of data `[N] + data_shape` (integers for images).
+          x: batch of data `[N] + data_shape`: integers for images (pixel
+            values outside the model's levels are refused), floats for
+            vectors (not checked, as in TFP: a non-finite vector scores NaN;
+            the exported signatures refuse it).
           training: enables dropout in every network.
           seed: optional stateless seed, int32 `[2]` (one draw for the
             batch) or per-example `[N, 2]` (row `i`'s bound depends only on
@@ -348,8 +353,9 @@ class VFlow(tf.Module):
           log r(u|x)`.
 
         Raises:
-          ValueError: for an unknown `gradient_estimator`, or
-            `'sticking_the_landing'` in training with dropout in q or r.
+          ValueError: for an unknown `gradient_estimator`,
+            `'sticking_the_landing'` in training with dropout in q or r, or
+            a seed of another shape.
         """
         if gradient_estimator not in GRADIENT_ESTIMATORS:
             raise ValueError(f'gradient_estimator must be one of '
@@ -394,7 +400,7 @@ class VFlow(tf.Module):
 
         Args:
           x: batch `[N] + data_shape`.
-          num_samples: `S`, Python int or int32 scalar tensor (>= 1).
+          num_samples: `S`, Python int or integer scalar tensor (>= 1).
           chunk_size: draws per pass, a Python int: each pass evaluates
             `N * chunk_size` examples; at most `S` when `S` is a Python int.
             Default value: 16.
@@ -409,10 +415,15 @@ class VFlow(tf.Module):
         chunk_size = shape_checks.as_size(chunk_size, 'chunk_size')
         if not tf.is_tensor(num_samples):
             num_samples = shape_checks.as_size(num_samples, 'num_samples')
+        elif (not num_samples.dtype.is_integer
+              or num_samples.shape.rank not in (None, 0)):
+            raise TypeError('num_samples must be an integer scalar; got '
+                            f'{num_samples.dtype.name} of shape '
+                            f'{num_samples.shape}.')
         if isinstance(num_samples, int) and num_samples < chunk_size:
             # Draws past S would be computed only to be masked out.
             chunk_size = num_samples
-        num_samples = tf.convert_to_tensor(num_samples, tf.int32)
+        num_samples = tf.cast(num_samples, tf.int32)
         tf.debugging.assert_positive(num_samples,
                                      message='num_samples must be >= 1')
         seed = self._check_seed_rows(seed, x)
@@ -474,7 +485,7 @@ class VFlow(tf.Module):
         this noise (on 64 8x8 patches, `tiny_vflow` scored 0.06-0.09 bit/dim
         worse with fresh noise in one check; more on fewer images).
         """
-        with initialization.data_dependent_init():
+        with initialization.data_dependent_init(expect_layers=False):
             self.elbo(x, training=training, seed=seed)
         return self.elbo(x, training=False, seed=seed)
 
@@ -495,6 +506,7 @@ class VFlow(tf.Module):
 
         Raises:
           TypeError: for a `num` that is not an integer scalar.
+          ValueError: for a seed of another shape than `[2]`.
           InvalidArgumentError: for a negative `num` or a negative or
             non-finite `temperature` (eagerly at once, in a graph when run),
             and for images if the flow maps a latent to non-finite values
@@ -511,6 +523,9 @@ class VFlow(tf.Module):
             tf.math.is_finite(temperature) & (temperature >= 0), True,
             message='temperature must be finite and >= 0')
         seed = self._new_seed(seed)
+        if seeds_lib.is_per_example(seed):
+            raise ValueError('sample takes one seed [2], not per-example '
+                             f'seeds; got shape {seed.shape}.')
         shape = tf.concat([tf.reshape(num, [1]),
                            tf.constant(self._latent_shape, tf.int32)], 0)
         eps = tf.random.stateless_normal(shape, seed, dtype=self._dtype)

@@ -11,8 +11,8 @@ data-dependent initialisation (DDI) of SPEC §1.1: when called inside
 which rescales the weights so that the pre-activation on that batch has zero
 mean and standard deviation `init_scale` per output channel, and then compute
 their output with the new parameters. `is_active()` is read when the Python
-code runs, i.e. at trace time inside a `tf.function`: run the DDI pass eagerly
-or in a freshly traced function.
+code runs, i.e. at trace time inside a `tf.function`: run the DDI pass
+eagerly (see `vflow_tfp.initialization`).
 
 Dropout draws its mask from an explicit `tf.random.Generator` (never from the
 stateful `tf.random.uniform` / `tf.nn.dropout` ops, which give identical masks
@@ -310,6 +310,7 @@ class _LinearBase(tf.Module):
     def __call__(self, x):
         x = self._prepare(x)
         if initialization.is_active():
+            initialization.record_initialization(self.name)
             self.initialize(x)
         return self._linear(x) + tf.cast(self.bias, x.dtype)
 
