@@ -40,7 +40,8 @@ setuptools.setup(
     if (HERE / 'README.md').exists() else '',
     long_description_content_type='text/markdown',
     packages=setuptools.find_packages(include=['vflow_tfp', 'vflow_tfp.*']),
-    python_requires='>=3.10',
+    # TensorFlow 2.21 has wheels for these.
+    python_requires='>=3.10,<3.14',
     install_requires=REQUIRED,
     extras_require=EXTRAS,
     license='Apache-2.0',

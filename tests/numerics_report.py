@@ -1,6 +1,6 @@
 """Prints the measured numerical accuracy of every bijector.
 
-    python tests/numerics_report.py [--batch N]
+    python tests/numerics_report.py [--seeds N]
 
 For each bijector of `bijector_cases` in float32 and float64: the maximum
 data-side round-trip error |x - forward(inverse(x))|, the latent-side one

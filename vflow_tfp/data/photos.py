@@ -4,7 +4,7 @@ Real 8-bit images for quick CPU runs and tests, available offline: the colour
 photographs bundled in the `skimage.data` package (no download), each
 optionally downscaled by block averaging, cut into square patches and
 shuffled deterministically. Needs scikit-image
-(`pip install vflow_tfp[images]`).
+(`pip install -e ".[images]"` in the checkout).
 
 Train and test patches come from **different photographs**, so no test patch
 overlaps a training photo:
@@ -42,8 +42,8 @@ def _skimage_data():
     except ImportError as e:
         raise ImportError(
             'vflow_tfp.data.photo_patches needs scikit-image for its bundled '
-            'photographs: pip install "vflow_tfp[images]" (or pip install '
-            'scikit-image).') from e
+            'photographs: pip install -e ".[images]" in the vflow_tfp '
+            'checkout (or pip install scikit-image).') from e
     return data
 
 

@@ -480,7 +480,7 @@ def _unresolvable_host(builder):
     `None` too when a proxy is configured (the proxy resolves names) or the
     builder lists no download URLs (manual downloads, generated data).
     """
-    if urllib.request.getproxies():
+    if set(urllib.request.getproxies()) - {'no'}:  # (`no`: no_proxy)
         return None
     try:
         urls = list(builder.url_infos or ())

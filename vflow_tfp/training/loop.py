@@ -7,7 +7,9 @@ across machines, `OneDeviceStrategy`):
 * model, optimiser, EMA and checkpoint are created under `strategy.scope()`;
 * data-dependent initialisation runs once, eagerly, in cross-replica context,
   on one batch every worker draws identically, so all replicas hold the same
-  values (TFP's own Glow gets this wrong: ECOSYSTEM §0.3);
+  values (TFP's own Glow does not: there each replica assigns its own
+  shard's statistics to a mirrored ActNorm variable, and the copies
+  silently diverge);
 * the whole train step is one `tf.function`: per-replica negative ELBO
   averaged over the global batch, gradients all-reduced once, clipped by
   their global norm, applied, then the EMA updated;
@@ -96,8 +98,12 @@ def _plain(value):
 class TrainConfig:
     """Everything a training run needs besides its data.
 
-    Attributes mirror the flags of `bin/train.py`; see there for help.
-    `validation_size` only names the evaluation split (the input functions
+    Attributes mirror the flags of `bin/train.py`; see there for help. The
+    defaults are those of the flags except `train_steps` and `eval_every`
+    (1000, for short runs from Python, where the flags default to 100,000
+    and 5000) and `dataset` (a name for the results only: the data come
+    from the input functions). `iw_chunk_size` (importance samples per pass
+    of the final bound) has no flag. `validation_size` only names the evaluation split (the input functions
     hold the data): held-out training images when positive, else the test
     split; results keep the keys `test_bpd*` either way. `iw_images` is
     rounded up to whole evaluation batches; the results record the count.
