@@ -3,7 +3,7 @@
 Every benchmark runs in a fresh Python process (so peak memory is its own and
 no traced graph is shared), one after the other. Examples:
 
-  python bench/run.py                           # everything
+  python bench/run.py                           # the default suite
   python bench/run.py --only=flowpp_attn,glow,tfp_glow --json=bench.json
   python bench/run.py --only=toy_vflow --xla    # XLA-compiled train step
 
@@ -11,7 +11,11 @@ Figures: training throughput (images or points per second, median step after
 warm-up), peak RSS, 64-sample sampling time with the numerical inverse's
 maximum latent error and mean/max root-finder iterations, and importance-
 weighted scoring throughput at S = 16 and 128. Benchmarks that have a
-baseline print the ratio (ours / baseline). See bench/README.md.
+baseline print the ratio (ours / baseline). The image benchmarks train on
+photo patches, which need scikit-image (`pip install -e ".[images]"`). A
+benchmark that fails is reported and the others still run; the table and
+`--json` hold those that finished, and the exit code is 1. See
+bench/README.md (it lists the benchmarks).
 """
 
 import json
@@ -28,8 +32,9 @@ sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list('only', [], 'Benchmarks to run (default: all but the '
-                  'slow vflow_cifar10 memory runs).')
+flags.DEFINE_list('only', [], 'Comma-separated benchmarks to run (names '
+                  'in bench/README.md; default: all but the slow '
+                  'vflow_cifar10 memory runs).')
 flags.DEFINE_string('json', None, 'Write the results to this JSON file.')
 flags.DEFINE_integer('steps', 10, 'Timed training steps per benchmark.')
 flags.DEFINE_bool('xla', False, 'XLA-compile the training step.')
@@ -59,7 +64,7 @@ def _format(value, fmt):
 
 def _table(results):
     header = ('benchmark', 'params', 'train/s', 'ratio', 'step s',
-              'GF/item', 'GF/s', 'peak MB', 'MB/img', 'sample s', 'inv err',
+              'GF/item', 'GF/s', 'peak MiB', 'MiB/img', 'sample s', 'inv err',
               'iters', 'IW16/s', 'IW128/s', 'IW16/s ex')
     rows = []
     for r in results:
@@ -71,12 +76,12 @@ def _table(results):
         rows.append((
             r['name'], f"{r['parameters']:,}", _format(r['train_per_second'],
                                                       '.2f'),
-            _format(ratio, '.2f'), _format(r['step_seconds'], '.3f'),
+            _format(ratio, '.2f'), _format(r['step_seconds'], '.3g'),
             _format(r['train_gflop_per_item'], '.3g'),
             _format(r['achieved_gflops'], '.1f'),
             _format(r['peak_rss_mb'], '.0f'),
             _format(r['train_mb_per_image'], '.0f'),
-            _format(r.get('sample_seconds'), '.2f'),
+            _format(r.get('sample_seconds'), '.3g'),
             _format(r.get('inverse_max_error'), '.1e'), iters or '-',
             _format(r.get('score_per_second_s16'), '.1f'),
             _format(r.get('score_per_second_s128'), '.1f'),
@@ -88,29 +93,44 @@ def _table(results):
     return '\n'.join(lines)
 
 
+def _check_json_path(path):
+    # Checked before the benchmarks run, not after: a bad path would
+    # otherwise cost every figure of a long run.
+    if os.path.isdir(path):
+        _fail(f'--json={path} is a directory; name a file.')
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        _fail(f'--json={path}: no directory {directory} to write it to.')
+
+
 def main(argv):
     if len(argv) > 1:
         _fail(f'unexpected arguments {argv[1:]}')
     if FLAGS.steps < 1:
         _fail(f'--steps must be >= 1; got {FLAGS.steps}.')
+    if FLAGS['only'].present and not any(FLAGS.only):
+        _fail('--only names no benchmark; leave it out for the default '
+              'suite.')
+    if FLAGS.json and not FLAGS.worker:
+        _check_json_path(FLAGS.json)
     import suite  # pylint: disable=g-import-not-at-top
     if FLAGS.worker:
         if FLAGS.worker not in suite.BENCHMARKS or not FLAGS.json:
             _fail('--worker needs a benchmark name and --json')
         _run_worker()
         return
-    names = FLAGS.only or [name for name, b in suite.BENCHMARKS.items()
-                           if b.in_default_suite]
+    names = [n for n in FLAGS.only if n] or [
+        name for name, b in suite.BENCHMARKS.items() if b.in_default_suite]
     unknown = [n for n in names if n not in suite.BENCHMARKS]
     if unknown:
         _fail(f'unknown benchmark(s) {unknown}; choose from '
               f'{", ".join(suite.BENCHMARKS)}.')
-    results = []
+    results, failed = [], []
     # The BFC allocator (as on GPUs) lets a worker read its tensor memory.
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2',
                TF_CPU_ALLOCATOR_USE_BFC='true')
     for name in names:
-        print(f'[{len(results) + 1}/{len(names)}] {name}: '
+        print(f'[{len(results) + len(failed) + 1}/{len(names)}] {name}: '
               f'{suite.BENCHMARKS[name].description} ...', file=sys.stderr,
               flush=True)
         with tempfile.NamedTemporaryFile(suffix='.json') as out:
@@ -123,12 +143,17 @@ def main(argv):
                                   stderr=subprocess.PIPE, text=True)
             if done.returncode:
                 print(done.stderr[-3000:], file=sys.stderr)
-                _fail(f'benchmark {name} failed (exit {done.returncode}).')
+                print(f'    {name} failed (exit {done.returncode}); going '
+                      'on with the others.', file=sys.stderr, flush=True)
+                failed.append(name)
+                continue
             with open(out.name) as f:
                 results.append(json.load(f))
         r = results[-1]
         print(f'    {r["train_per_second"]:.2f} per second, peak '
-              f'{r["peak_rss_mb"]:.0f} MB', file=sys.stderr, flush=True)
+              f'{r["peak_rss_mb"]:.0f} MiB', file=sys.stderr, flush=True)
+    if not results:
+        _fail(f'every benchmark failed: {", ".join(failed)}.')
     by_name = {r['name']: r for r in results}
     for r in results:
         base = suite.BENCHMARKS[r['name']].baseline
@@ -145,8 +170,13 @@ def main(argv):
     if FLAGS.json:
         with open(FLAGS.json, 'w') as f:
             json.dump(dict(xla=FLAGS.xla, steps=FLAGS.steps,
-                           matmul_peak_gflops=peak, results=results), f,
-                      indent=1)
+                           matmul_peak_gflops=peak, results=results,
+                           failed=failed), f, indent=1)
+    if failed:
+        print(f'bench/run.py: {len(failed)} benchmark(s) failed: '
+              f'{", ".join(failed)} (their errors are above).',
+              file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == '__main__':

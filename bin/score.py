@@ -15,13 +15,13 @@ Prints one line per example (`source`, bits/dim, log-likelihood in nats,
 from the `log_prob` signature: the importance-weighted bound with
 `--num_samples` draws) and the mean; `--output=FILE.json` also writes the
 mean and every record (keys `mean_bits_per_dim`, `num_images`, `images`;
-so named for vector models too), `--output=FILE.csv` the records. The file is written
-before anything is printed, so a reader that stops early (`| head`) loses
-nothing; printing then stops quietly. Each image's noise comes from its own
-content and `--seed`, so it is the same with any `--batch_size`, in any
-order and next to any other inputs; the scores agree to about 1e-6 bits/dim
-across batch sizes (float32 kernels round differently for other batch
-shapes) and are identical for the same batch size and seed.
+so named for vector models too), `--output=FILE.csv` the records. The file
+is written before anything is printed, so a reader that stops early
+(`| head`) loses nothing; printing then stops quietly. Each image's noise
+comes from its own content and `--seed`, so it is the same with any
+`--batch_size`, in any order and next to any other inputs; the scores agree
+to about 1e-6 bits/dim across batch sizes (float32 kernels round differently
+for other batch shapes) and are identical for the same batch size and seed.
 """
 
 import os

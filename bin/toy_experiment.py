@@ -89,8 +89,10 @@ _GRID = flags.DEFINE_integer('grid_resolution', 128,
                              'Density grid resolution per axis.')
 _GRID_IW = flags.DEFINE_integer('grid_iw_samples', 100,
                                 'Importance samples per density grid point.')
-_PROGRESS = flags.DEFINE_integer('progress_every', 20_000,
-                                 'Progress line every this many iterations.')
+_PROGRESS = flags.DEFINE_integer(
+    'progress_every', 20_000,
+    'Progress line every this many iterations (rounded up to whole calls of '
+    'the compiled step, 250 iterations each).')
 
 # The presets: checkerboard_glow_L (D = 2) and checkerboard_vflow_L_D.
 _VALID_DIMS = (2, 4, 6, 8, 10)
@@ -100,6 +102,9 @@ _SETTINGS = ('iterations', 'batch_size', 'learning_rate', 'schedule',
              'iw_samples', 'test_size', 'init_size', 'scale_fn',
              'linear_top', 'recycle_every', 'recycle_until',
              'grid_resolution', 'grid_iw_samples', 'jit_compile')
+# The toy presets' scale function (`presets.checkerboard_model`), which
+# --scale_fn left unset means.
+_PRESET_SCALE_FN = 'sigmoid'
 # Settings added after the first sweeps, with the value those sweeps used
 # (so their output directories can still be resumed). The density grids'
 # settings are checked too: one figure must not mix grids drawn at two
@@ -163,10 +168,12 @@ def _check_flags():
                       (_RECYCLE_EVERY, 0)):
         if flag.value < low:
             _fail(f'--{flag.name} must be >= {low}; got {flag.value}.')
-    if not _LR.value > 0:
-        _fail(f'--learning_rate must be > 0; got {_LR.value}.')
-    if not _CLIP.value > 0:
-        _fail(f'--clip_norm must be > 0; got {_CLIP.value}.')
+    # (inf too: a clip of inf makes every gradient NaN, and JSON would keep
+    # neither value for a --resume to compare.)
+    if not 0 < _LR.value < math.inf:
+        _fail(f'--learning_rate must be finite and > 0; got {_LR.value}.')
+    if not 0 < _CLIP.value < math.inf:
+        _fail(f'--clip_norm must be finite and > 0; got {_CLIP.value}.')
     if not 0.0 <= _RECYCLE_UNTIL.value <= 1.0:
         _fail(f'--recycle_until must be in [0, 1]; got '
               f'{_RECYCLE_UNTIL.value}.')
@@ -198,6 +205,13 @@ def _settings():
                 recycle_until=_RECYCLE_UNTIL.value,
                 grid_resolution=_GRID.value,
                 grid_iw_samples=_GRID_IW.value, jit_compile=_JIT.value)
+
+
+def _comparable(name, value):
+    """A setting as a --resume compares it: no scale_fn is the preset's."""
+    if name == 'scale_fn' and value is None:
+        return _PRESET_SCALE_FN
+    return value
 
 
 def _atomic_write(path, mode='w'):
@@ -292,7 +306,12 @@ def _table(summary, settings):
         ok = abs(glow['mean'] - (-3.67)) <= 0.06
         lines.append(f'* 3-step Glow within 0.06 of -3.67: '
                      f'{_fmt(glow["mean"])} -> {"met" if ok else "NOT met"}')
-    comparisons = [(d, s) for d, s in summary if d > 2 and (2, s) in summary]
+    pairs = [(d, s) for d, s in summary if d > 2 and (2, s) in summary]
+    # A cell with a diverged run has no mean: neither better nor worse.
+    undecided = [(d, s) for d, s in sorted(pairs) if not (
+        np.isfinite(summary[(d, s)]['mean'])
+        and np.isfinite(summary[(2, s)]['mean']))]
+    comparisons = [c for c in pairs if c not in undecided]
     if comparisons:
         worse = [(d, s) for d, s in sorted(comparisons)
                  if summary[(d, s)]['mean'] <= summary[(2, s)]['mean']]
@@ -302,12 +321,17 @@ def _table(summary, settings):
             f'(D, L) cells' + (
                 '' if not worse else ' (not: ' + ', '.join(
                     f'D={d} L={s}' for d, s in worse) + ')'))
-    if not (vflow or glow or comparisons):
+    if undecided:
+        lines.append('* Not compared (a diverged run leaves no mean): '
+                     + ', '.join(f'D={d} L={s}' for d, s in undecided))
+    if not (vflow or glow or pairs):
         lines.append('* (cells D=2/10, L=3 not run)')
     return '\n'.join(lines) + '\n'
 
 
-def _write_outputs(out_dir, settings, density_configs):
+def _write_outputs(out_dir, settings, density_configs, final=False):
+    """Results, table and figures from the runs so far; `final` also says
+    which requested density grids are missing."""
     runs = _load_runs(os.path.join(out_dir, 'runs'))
     if not runs:
         return
@@ -336,11 +360,14 @@ def _write_outputs(out_dir, settings, density_configs):
                        if f.startswith(f'D{d}_L{s}_seed')
                        and f.endswith('.npy'))
         if not grids:
-            if any((r['dims'], r['steps']) == (d, s) for r in runs):
+            cell = [r for r in runs if (r['dims'], r['steps']) == (d, s)]
+            if final and cell:
                 # Grids are drawn from a model right after it trains.
-                print(f'    no density grid for {d}:{s}: its runs finished '
-                      'before it was requested (use a new --output_dir)',
-                      flush=True)
+                why = ('its runs diverged' if all(
+                    not np.isfinite(r['test_log_likelihood']) for r in cell)
+                       else 'its runs finished before it was requested (use '
+                       'a new --output_dir)')
+                print(f'    no density grid for {d}:{s}: {why}', flush=True)
             continue
         log_p = np.load(os.path.join(out_dir, 'densities', grids[0]))
         seed = int(grids[0].split('seed')[1].split('.')[0])
@@ -354,6 +381,18 @@ def _write_outputs(out_dir, settings, density_configs):
 
 
 def main(argv):
+    try:
+        _sweep(argv)
+    except KeyboardInterrupt:
+        # A finished run's results are written as it ends; only the run in
+        # progress is lost (runs keep no checkpoints).
+        print(f'\ntoy_experiment.py: interrupted; the finished runs are in '
+              f'{_OUTPUT_DIR.value}: rerun the same command with --resume '
+              'to go on.', file=sys.stderr)
+        sys.exit(130)
+
+
+def _sweep(argv):
     if len(argv) > 1:
         _fail(f'unexpected arguments {argv[1:]}.')
     dims, steps, density_configs = _check_flags()
@@ -364,16 +403,21 @@ def main(argv):
     _make_dirs(out_dir, 'runs', 'densities')
     settings = _settings()
     config_path = os.path.join(out_dir, 'config.json')
-    if os.path.exists(config_path):
+    has_runs = any(name.endswith('.json') for name in os.listdir(run_dir))
+    if os.path.exists(config_path) and has_runs:
         with open(config_path) as f:
             old = json.load(f)
         old = {k: old.get(k, _LATER_SETTINGS.get(k)) for k in _SETTINGS}
-        diff = [k for k in _SETTINGS if old[k] != settings[k]]
+        diff = [k for k in _SETTINGS
+                if _comparable(k, old[k]) != _comparable(k, settings[k])]
         if diff:
             _fail(f'{out_dir} holds runs with other settings ('
-                  + ', '.join(f'--{k}={old[k]}' for k in diff)
+                  + ', '.join(f'--{k}={_comparable(k, old[k])}'
+                              for k in diff)
                   + '); use another --output_dir.')
     else:
+        # Settings of a directory without results (a first invocation
+        # stopped before its first run finished) bind nothing yet.
         _write_json(config_path, settings)
 
     seeds = range(_FIRST_SEED.value, _FIRST_SEED.value + _SEEDS.value)
@@ -462,7 +506,7 @@ def main(argv):
               + (f', {rate:.0f} it/s' if np.isfinite(rate) else ''),
               flush=True)
         _write_outputs(out_dir, settings, density_configs)
-    _write_outputs(out_dir, settings, density_configs)
+    _write_outputs(out_dir, settings, density_configs, final=True)
     print(f'Done in {time.time() - start:.0f} s. Table: '
           f'{os.path.join(out_dir, "table.md")}', flush=True)
 

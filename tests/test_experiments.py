@@ -1,9 +1,12 @@
 """Tests for `vflow_tfp.experiments.checkerboard` and bin/toy_experiment.py."""
 
+import importlib.util
 import json
+import math
 import os
 import pathlib
 import re
+import signal
 import subprocess
 import sys
 
@@ -186,6 +189,11 @@ def test_script_end_to_end(tmp_path):
     proc = _run_script(*args, '--resume', '--linear_top')
     assert proc.returncode != 0
     assert '--linear_top=False' in proc.stderr.strip().splitlines()[-1]
+    # An unset --scale_fn is the presets' sigmoid: the same setting.
+    proc = _run_script(*args, '--resume', '--scale_fn=sigmoid')
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = _run_script(*args, '--resume', '--scale_fn=tanh')
+    assert '--scale_fn=sigmoid' in proc.stderr.strip().splitlines()[-1]
     # Density grids of another resolution would not fit the figure's.
     proc = _run_script(*args, '--resume', '--grid_resolution=32')
     assert proc.returncode != 0
@@ -206,13 +214,21 @@ def test_script_end_to_end(tmp_path):
 
 def test_script_records_a_diverged_run_and_goes_on(tmp_path):
     out = tmp_path / 'toy'
+    # The settings of a first invocation stopped before any run finished
+    # bind nothing: this command's replace them.
+    (out / 'runs').mkdir(parents=True)
+    (out / 'config.json').write_text(json.dumps({'iterations': 100000}))
     proc = _run_script(f'--output_dir={out}', '--iterations=50', '--seeds=2',
                        '--dims=2', '--steps=2', '--test_size=100',
                        '--init_size=256', '--learning_rate=1e6',
-                       '--schedule=constant', '--density_configs=',
-                       '--nojit_compile')
+                       '--schedule=constant', '--density_configs=2:2',
+                       '--grid_resolution=16', '--nojit_compile')
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((out / 'config.json').read_text())['iterations'] == 50
     assert proc.stdout.count(': diverged (') == 2, proc.stdout
+    # Said once, at the end, and not as "finished before it was requested".
+    assert proc.stdout.count('no density grid for 2:2: its runs '
+                             'diverged') == 1, proc.stdout
     results = json.loads((out / 'results.json').read_text())
     assert [r['seed'] for r in results['runs']] == [0, 1]
     assert all(r['test_log_likelihood'] is None and 'non-finite' in
@@ -228,12 +244,58 @@ def test_script_records_a_diverged_run_and_goes_on(tmp_path):
     ('--recycle_every=-1', '--recycle_every must be >= 0'),
     ('--recycle_until=1.5', '--recycle_until must be in [0, 1]'),
     ('--density_configs=3:7', "--density_configs entry '3:7': D must be"),
+    ('--clip_norm=inf', '--clip_norm must be finite and > 0'),
+    ('--learning_rate=inf', '--learning_rate must be finite and > 0'),
 ])
 def test_script_bad_flags(tmp_path, flag, message):
     proc = _run_script(f'--output_dir={tmp_path}', flag)
     assert proc.returncode != 0
     last = proc.stderr.strip().splitlines()[-1]
     assert message in last, proc.stderr
+
+
+def _toy_script_module():
+    spec = importlib.util.spec_from_file_location(
+        'toy_experiment_script', REPO / 'bin' / 'toy_experiment.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_table_leaves_diverged_cells_out_of_the_comparison():
+    script = _toy_script_module()
+    settings = dict(iterations=1, batch_size=64, learning_rate=2e-3,
+                    schedule='cosine', clip_norm=100.0,
+                    gradient_estimator='sticking_the_landing',
+                    posterior_samples=8, iw_samples=100, test_size=1000,
+                    scale_fn=None)
+    cell = lambda mean: dict(mean=mean, std=math.nan, seeds=[0])
+    table = script._table({(2, 3): cell(-3.6), (10, 3): cell(math.nan),
+                           (2, 5): cell(-3.6), (4, 5): cell(-3.5)}, settings)
+    assert 'VFlow better than Glow at equal L: 1 of 1 (D, L) cells' in table
+    assert 'Not compared (a diverged run leaves no mean): D=10 L=3' in table
+
+
+def test_script_interrupted_says_how_to_go_on(tmp_path):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / 'bin' / 'toy_experiment.py'),
+         f'--output_dir={tmp_path}', '--seeds=1', '--dims=2', '--steps=2',
+         '--density_configs=', '--nojit_compile', '--progress_every=250'],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        for line in proc.stdout:
+            if line.lstrip().startswith('it '):  # training is under way
+                break
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err[-3000:]
+    assert 'Traceback' not in err, err[-3000:]
+    assert err.strip().splitlines()[-1] == (
+        f'toy_experiment.py: interrupted; the finished runs are in '
+        f'{tmp_path}: rerun the same command with --resume to go on.')
 
 
 def test_script_refuses_an_unknown_gradient_estimator(tmp_path):

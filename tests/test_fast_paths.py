@@ -326,14 +326,31 @@ class BenchSuiteTest(tf.test.TestCase):
     def test_runs_and_reports_consistent_figures(self):
         with tempfile.TemporaryDirectory() as tmp:
             out = os.path.join(tmp, 'bench.json')
-            env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
+            # A scikit-image that cannot be imported fails the image
+            # benchmark after the toy one has run: the toy's figures are
+            # still reported and written.
+            fake = os.path.join(tmp, 'fake', 'skimage')
+            os.makedirs(fake)
+            with open(os.path.join(fake, '__init__.py'), 'w') as f:
+                f.write('raise ImportError("no scikit-image here")\n')
+            env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2',
+                       PYTHONPATH=os.pathsep.join(
+                           [os.path.dirname(fake)]
+                           + os.environ.get('PYTHONPATH', '').split(
+                               os.pathsep)))
             done = subprocess.run(
                 [sys.executable, os.path.join(ROOT, 'bench', 'run.py'),
-                 '--only=toy_vflow', '--steps=3', f'--json={out}'],
+                 '--only=toy_vflow,quickstart', '--steps=3',
+                 f'--json={out}'],
                 env=env, capture_output=True, text=True, timeout=600)
-            self.assertEqual(done.returncode, 0, done.stderr[-2000:])
+            self.assertEqual(done.returncode, 1, done.stderr[-2000:])
+            self.assertIn('1 benchmark(s) failed: quickstart',
+                          done.stderr.strip().splitlines()[-1])
             with open(out) as f:
-                result = json.load(f)['results'][0]
+                report = json.load(f)
+        self.assertEqual(report['failed'], ['quickstart'])
+        self.assertLen(report['results'], 1)
+        result = report['results'][0]
         self.assertIn('toy_vflow', done.stdout)
         self.assertEqual(result['name'], 'toy_vflow')
         self.assertAlmostEqual(result['train_per_second'],
@@ -351,6 +368,23 @@ class BenchSuiteTest(tf.test.TestCase):
         self.assertEqual(done.returncode, 2)
         self.assertIn("unknown benchmark(s) ['nope']", done.stderr)
         self.assertNotIn('Traceback', done.stderr)
+
+    def test_bad_command_lines_fail_before_any_benchmark(self):
+        missing = os.path.join(tempfile.gettempdir(), 'no_such_dir_vflow',
+                               'bench.json')
+        for args, message in (
+                (['--only=,'], '--only names no benchmark'),
+                (['--only=toy_glow', f'--json={missing}'],
+                 f'--json={missing}: no directory'),
+                (['--only=toy_glow', f'--json={tempfile.gettempdir()}'],
+                 'is a directory; name a file')):
+            done = subprocess.run(
+                [sys.executable, os.path.join(ROOT, 'bench', 'run.py'),
+                 *args], capture_output=True, text=True, timeout=300,
+                env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'))
+            self.assertEqual(done.returncode, 2, done.stderr[-2000:])
+            self.assertIn(message, done.stderr.strip().splitlines()[-1])
+            self.assertNotIn('[1/', done.stderr)
 
 
 if __name__ == '__main__':

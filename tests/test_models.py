@@ -166,7 +166,7 @@ class PhotoPatchesTest(tf.test.TestCase):
             with mock.patch.dict(sys.modules, {'skimage': None,
                                                'skimage.data': None}):
                 with self.assertRaisesRegex(ImportError,
-                                            r'vflow_tfp\[images\]'):
+                                            r'pip install -e "\.\[images\]"'):
                     data.photo_patches(8, 'test')
         finally:
             photos._photo.cache_clear()

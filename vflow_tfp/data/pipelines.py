@@ -43,7 +43,8 @@ from vflow_tfp.data import photo_patches_dataset
 del photo_patches_dataset
 
 try:  # TFDS's HTTP downloader, for its retry count: _no_retries_if_offline.
-    from tensorflow_datasets.core.download import downloader as _tfds_downloader
+    from tensorflow_datasets.core.download import (
+        downloader as _tfds_downloader)
 except ImportError:  # Another TFDS layout: its retries stay as they are.
     _tfds_downloader = None
 

@@ -38,7 +38,8 @@ def is_per_example(seed):
     """Whether `seed` (a tensor) is per-example `[N, 2]` rather than `[2]`.
 
     Raises:
-      ValueError: for a seed of unknown rank or of a rank other than 1 or 2.
+      ValueError: for a seed of unknown rank, of a rank other than 1 or 2,
+        or whose last dimension is not 2.
     """
     rank = seed.shape.rank
     if rank not in (1, 2) or seed.shape[-1] not in (None, 2):

@@ -103,10 +103,11 @@ class TrainConfig:
     (1000, for short runs from Python, where the flags default to 100,000
     and 5000) and `dataset` (a name for the results only: the data come
     from the input functions). `iw_chunk_size` (importance samples per pass
-    of the final bound) has no flag. `validation_size` only names the evaluation split (the input functions
-    hold the data): held-out training images when positive, else the test
-    split; results keep the keys `test_bpd*` either way. `iw_images` is
-    rounded up to whole evaluation batches; the results record the count.
+    of the final bound) has no flag. `validation_size` only names the
+    evaluation split (the input functions hold the data): held-out training
+    images when positive, else the test split; results keep the keys
+    `test_bpd*` either way. `iw_images` is rounded up to whole evaluation
+    batches; the results record the count.
     Settings are recorded in `results.json`: numpy numbers and TF dtypes are
     kept as the plain values they stand for (`tf.float64` as `'float64'`).
     """
