@@ -568,9 +568,10 @@ def open_inputs(specs, metadata, *, npz_key=None, data_dir=None):
             found = [m for m in matches if not os.path.isdir(m)]
             for match in matches:
                 if os.path.isdir(match):
-                    found += [name for name in _directory_images(match)
-                              if os.path.normpath(name) not in seen]
-                    seen.update(os.path.normpath(n) for n in found)
+                    new = [name for name in _directory_images(match)
+                           if os.path.normpath(name) not in seen]
+                    found += new
+                    seen.update(os.path.normpath(name) for name in new)
             if not found:
                 raise ValueError(f'{spec}: the pattern matches only '
                                  'directories without images.')
