@@ -31,10 +31,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
+# No TensorFlow here: names are checked, and listed in --help, at once.
+from benchmarks import BENCHMARKS  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 FLAGS = flags.FLAGS
-flags.DEFINE_list('only', [], 'Comma-separated benchmarks to run (names '
-                  'in bench/README.md; default: all but the slow '
-                  'vflow_cifar10 memory runs).')
+flags.DEFINE_list('only', [], 'Comma-separated benchmarks to run, from: '
+                  f'{", ".join(BENCHMARKS)} (default: all but the slow '
+                  'vflow_cifar10 memory runs; see bench/README.md).')
 flags.DEFINE_string('json', None, 'Write the results to this JSON file.')
 flags.DEFINE_integer('steps', 10, 'Timed training steps per benchmark.')
 flags.DEFINE_bool('xla', False, 'XLA-compile the training step.')
@@ -51,7 +54,7 @@ def _fail(message):
 
 def _run_worker():
     import suite  # pylint: disable=g-import-not-at-top
-    result = suite.run(suite.BENCHMARKS[FLAGS.worker], steps=FLAGS.steps,
+    result = suite.run(BENCHMARKS[FLAGS.worker], steps=FLAGS.steps,
                        jit_compile=FLAGS.xla, sampling=FLAGS.sampling,
                        scoring=FLAGS.scoring)
     with open(FLAGS.json, 'w') as f:
@@ -113,25 +116,24 @@ def main(argv):
               'suite.')
     if FLAGS.json and not FLAGS.worker:
         _check_json_path(FLAGS.json)
-    import suite  # pylint: disable=g-import-not-at-top
     if FLAGS.worker:
-        if FLAGS.worker not in suite.BENCHMARKS or not FLAGS.json:
+        if FLAGS.worker not in BENCHMARKS or not FLAGS.json:
             _fail('--worker needs a benchmark name and --json')
         _run_worker()
         return
     names = [n for n in FLAGS.only if n] or [
-        name for name, b in suite.BENCHMARKS.items() if b.in_default_suite]
-    unknown = [n for n in names if n not in suite.BENCHMARKS]
+        name for name, b in BENCHMARKS.items() if b.in_default_suite]
+    unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
         _fail(f'unknown benchmark(s) {unknown}; choose from '
-              f'{", ".join(suite.BENCHMARKS)}.')
+              f'{", ".join(BENCHMARKS)}.')
     results, failed = [], []
     # The BFC allocator (as on GPUs) lets a worker read its tensor memory.
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2',
                TF_CPU_ALLOCATOR_USE_BFC='true')
     for name in names:
         print(f'[{len(results) + len(failed) + 1}/{len(names)}] {name}: '
-              f'{suite.BENCHMARKS[name].description} ...', file=sys.stderr,
+              f'{BENCHMARKS[name].description} ...', file=sys.stderr,
               flush=True)
         with tempfile.NamedTemporaryFile(suffix='.json') as out:
             command = [sys.executable, os.path.abspath(__file__),
@@ -156,10 +158,11 @@ def main(argv):
         _fail(f'every benchmark failed: {", ".join(failed)}.')
     by_name = {r['name']: r for r in results}
     for r in results:
-        base = suite.BENCHMARKS[r['name']].baseline
+        base = BENCHMARKS[r['name']].baseline
         if base in by_name:
             r['ratio_to_baseline'] = (r['train_per_second']
                                       / by_name[base]['train_per_second'])
+    import suite  # pylint: disable=g-import-not-at-top
     peak = suite.peak_matmul_flops() / 1e9
     for r in results:
         r['fraction_of_matmul_peak'] = r['achieved_gflops'] / peak

@@ -1,4 +1,4 @@
-"""The benchmark configurations and what is measured for each.
+"""What is measured for each benchmark (`benchmarks.py` names them).
 
 Each benchmark builds one model and measures, in this process:
 
@@ -14,13 +14,11 @@ A baseline (TFP's `tfb.Glow`) is measured with the same training step. The
 functions here read no flags; `bench/run.py` is the command line.
 """
 
-import dataclasses
 import functools
 import math
 import resource
 import statistics
 import time
-from typing import Callable, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -34,21 +32,6 @@ tfb, tfd = tfp.bijectors, tfp.distributions
 
 SAMPLES = 64
 IW_SAMPLES = (16, 128)
-
-
-@dataclasses.dataclass(frozen=True)
-class Benchmark:
-    """One configuration: a preset (or a TFP baseline) and its batch."""
-    name: str
-    description: str
-    preset: Optional[str] = None
-    overrides: dict = dataclasses.field(default_factory=dict)
-    batch_size: int = 16
-    baseline: Optional[str] = None  # benchmark this one is compared with
-    tfp_model: Optional[Callable] = None  # builds a TFP baseline instead
-    iw_images: int = 8
-    train_only: bool = False  # skip sampling and scoring
-    in_default_suite: bool = True  # run without --only
 
 
 def _tfp_glow(image_shape, levels, steps, filters):
@@ -66,51 +49,9 @@ def _tfp_glow(image_shape, levels, steps, filters):
     return tfd.TransformedDistribution(base, glow)
 
 
-_GLOW = dict(levels=2, steps=8, filters=400)
-_FLOWPP = dict(filters=32, blocks=4, components=4, dequant_blocks=2)
-
-BENCHMARKS = {b.name: b for b in [
-    Benchmark('flowpp_attn',
-              'Flow++ 32x32x3, F=32, B=4, K=4, attention, dequantiser of 2 '
-              'blocks, batch 16',
-              preset='flowpp_cifar10', overrides=dict(_FLOWPP)),
-    Benchmark('flowpp_attn_lean',
-              'flowpp_attn with memory-lean attention (query blocks of 64)',
-              preset='flowpp_cifar10',
-              overrides=dict(_FLOWPP, attention_query_block=64)),
-    Benchmark('flowpp_noattn', 'flowpp_attn without attention',
-              preset='flowpp_cifar10', overrides=dict(_FLOWPP,
-                                                      attention=False)),
-    Benchmark('quickstart', 'small_vflow_16 (the quickstart), batch 16',
-              preset='small_vflow_16'),
-    Benchmark('glow', 'Glow 32x32x3, 2 levels x 8 steps, width 400, batch 16',
-              preset='glow_cifar10', overrides=dict(_GLOW),
-              baseline='tfp_glow'),
-    Benchmark('tfp_glow', "TFP's tfb.Glow, the same architecture, batch 16",
-              tfp_model=functools.partial(_tfp_glow, (32, 32, 3),
-                                          **_GLOW)),
-    Benchmark('flowpp_attn_bf16',
-              'flowpp_attn in mixed precision (bfloat16 networks)',
-              preset='flowpp_cifar10',
-              overrides=dict(_FLOWPP, compute_dtype='bfloat16')),
-    # The paper's CIFAR-10 VFlow at batch 2: training memory per image,
-    # keeping the attention weights or recomputing them.
-    Benchmark('vflow_cifar10_memory',
-              "vflow_cifar10 (the paper's model), batch 2, train step only",
-              preset='vflow_cifar10', batch_size=2, train_only=True,
-              in_default_suite=False),
-    Benchmark('vflow_cifar10_memory_lean',
-              'vflow_cifar10 with memory-lean attention (query blocks of '
-              '128), batch 2',
-              preset='vflow_cifar10',
-              overrides=dict(attention_query_block=128), batch_size=2,
-              train_only=True, in_default_suite=False),
-    Benchmark('toy_glow', 'checkerboard_glow_3 (paper §5), batch 64',
-              preset='checkerboard_glow_3', batch_size=64, iw_images=1000),
-    Benchmark('toy_vflow', 'checkerboard_vflow_3_10 (paper §5), batch 64',
-              preset='checkerboard_vflow_3_10', batch_size=64,
-              iw_images=1000),
-]}
+# The TFP baselines by the name a `Benchmark.tfp_model` gives; each takes the
+# benchmark's overrides.
+TFP_MODELS = {'tfp_glow': functools.partial(_tfp_glow, (32, 32, 3))}
 
 
 def _rss_mb():
@@ -318,13 +259,14 @@ def scoring_throughput(model, data, num_samples, per_example=False):
 
 
 def run(benchmark, steps=10, jit_compile=False, sampling=True, scoring=True):
-    """Measures `benchmark` (a `Benchmark`); returns a dict of figures."""
+    """Measures `benchmark` (a `benchmarks.Benchmark`); returns a dict of
+    figures."""
     tf.random.set_seed(0)
     result = dict(name=benchmark.name, description=benchmark.description,
                   batch_size=benchmark.batch_size, jit_compile=jit_compile,
                   steps=steps)
     if benchmark.tfp_model is not None:
-        dist = benchmark.tfp_model()
+        dist = TFP_MODELS[benchmark.tfp_model](**benchmark.overrides)
         shape = tuple(dist.event_shape.as_list())
         batch = tf.random.uniform((benchmark.batch_size,) + shape,
                                   seed=0) * 255.0
