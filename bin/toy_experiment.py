@@ -7,6 +7,8 @@ seed 0 .. --seeds - 1, and scores each on a fixed test set (VFlow by
 
   runs/D{D}_L{L}_seed{S}.json   one result per run (a re-run with --resume
                                 skips runs whose file exists)
+  checkpoints/D{D}_L{L}_seed{S}/  the run in progress, saved at every
+                                progress report (--resume goes on from it)
   densities/D{D}_L{L}_seed{S}.npy   log-density grids of --density_configs
   config.json                   the settings every run of the directory shares
   results.json                  all runs and the per-cell summary
@@ -24,6 +26,7 @@ import json
 import math
 import os
 import re
+import shutil
 import sys
 import time
 
@@ -81,7 +84,8 @@ _RECYCLE_UNTIL = flags.DEFINE_float(
 _JIT = flags.DEFINE_boolean('jit_compile', True,
                             'XLA-compile the training function.')
 _RESUME = flags.DEFINE_boolean(
-    'resume', False, 'Skip runs whose result file exists in --output_dir.')
+    'resume', False, 'Skip runs whose result file exists in --output_dir, '
+    'and go on with an interrupted run from its checkpoint.')
 _DENSITY = flags.DEFINE_list(
     'density_configs', ['2:3', '10:3'],
     'D:L cells whose first seed gets a density grid for Fig. 2.')
@@ -91,8 +95,9 @@ _GRID_IW = flags.DEFINE_integer('grid_iw_samples', 100,
                                 'Importance samples per density grid point.')
 _PROGRESS = flags.DEFINE_integer(
     'progress_every', 20_000,
-    'Progress line every this many iterations (rounded up to whole calls of '
-    'the compiled step, 250 iterations each).')
+    'Progress line, and checkpoint of the run in progress, every this many '
+    'iterations (rounded up to whole calls of the compiled step, 250 '
+    'iterations each).')
 
 # The presets: checkerboard_glow_L (D = 2) and checkerboard_vflow_L_D.
 _VALID_DIMS = (2, 4, 6, 8, 10)
@@ -384,9 +389,10 @@ def main(argv):
     try:
         _sweep(argv)
     except KeyboardInterrupt:
-        # A finished run's results are written as it ends; only the run in
-        # progress is lost (runs keep no checkpoints).
-        print(f'\ntoy_experiment.py: interrupted; the finished runs are in '
+        # A finished run's results are written as it ends, and the run in
+        # progress has its checkpoint of the last progress report.
+        print(f'\ntoy_experiment.py: interrupted; the finished runs and the '
+              f'one in progress (as of its last report) are in '
               f'{_OUTPUT_DIR.value}: rerun the same command with --resume '
               'to go on.', file=sys.stderr)
         sys.exit(130)
@@ -400,10 +406,12 @@ def _sweep(argv):
     out_dir = _OUTPUT_DIR.value
     run_dir = os.path.join(out_dir, 'runs')
     grid_dir = os.path.join(out_dir, 'densities')
-    _make_dirs(out_dir, 'runs', 'densities')
+    checkpoint_root = os.path.join(out_dir, 'checkpoints')
+    _make_dirs(out_dir, 'runs', 'densities', 'checkpoints')
     settings = _settings()
     config_path = os.path.join(out_dir, 'config.json')
-    has_runs = any(name.endswith('.json') for name in os.listdir(run_dir))
+    has_runs = os.listdir(checkpoint_root) or any(
+        name.endswith('.json') for name in os.listdir(run_dir))
     if os.path.exists(config_path) and has_runs:
         with open(config_path) as f:
             old = json.load(f)
@@ -430,6 +438,14 @@ def _sweep(argv):
         _fail(f'{len(existing)} of the {len(jobs)} runs already have results '
               f'in {run_dir}; pass --resume to skip them or use another '
               '--output_dir.')
+    in_progress = [tag for tag in (f'D{d}_L{s}_seed{seed}'
+                                   for d, s, seed in jobs)
+                   if os.path.isdir(os.path.join(checkpoint_root, tag))]
+    if in_progress and not _RESUME.value:
+        _fail(f'{len(in_progress)} of the {len(jobs)} runs were started '
+              f'before (checkpoints in {checkpoint_root}, e.g. '
+              f'{in_progress[0]}); pass --resume to go on with them or use '
+              'another --output_dir.')
     global cb
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     from vflow_tfp.experiments import checkerboard  # pylint: disable=g-import-not-at-top
@@ -454,6 +470,11 @@ def _sweep(argv):
         preset = cb.preset_name(d, s)
         print(f'[{k}/{len(jobs)}] {preset} seed {seed} '
               f'({time.time() - start:.0f} s elapsed)', flush=True)
+        checkpoint_dir = os.path.join(checkpoint_root, tag)
+        saved_at = cb.checkpointed_iteration(checkpoint_dir)
+        if saved_at is not None:
+            print(f'    going on from its checkpoint at iteration {saved_at}',
+                  flush=True)
 
         def progress(info):
             rate = info['iterations_per_second']
@@ -475,7 +496,7 @@ def _sweep(argv):
                 iw_samples=_IW.value, init_size=_INIT_SIZE.value,
                 jit_compile=_JIT.value, progress=progress,
                 progress_every=_PROGRESS.value, model_overrides=overrides,
-                return_model=True)
+                checkpoint_dir=checkpoint_dir, return_model=True)
         except FloatingPointError as e:
             # A diverged run is a result too (its cell's mean becomes
             # undefined), recorded so that the sweep and a --resume go on.
@@ -483,6 +504,7 @@ def _sweep(argv):
                 preset=preset, dims=d, steps=s, seed=seed,
                 iterations=_ITERATIONS.value, test_log_likelihood=None,
                 error=str(e)))
+            shutil.rmtree(checkpoint_dir, ignore_errors=True)
             print(f'    {tag}: diverged ({e})', flush=True)
             _write_outputs(out_dir, settings, density_configs)
             continue
@@ -498,6 +520,7 @@ def _sweep(argv):
                 np.save(f, log_p)
         rate = result['iterations_per_second']
         _write_json(path, result)
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
         print(f'    {tag}: test log-likelihood '
               f'{result["test_log_likelihood"]:.4f} '
               f'(± {result["test_log_likelihood_sem"]:.4f} s.e. over test '

@@ -90,6 +90,48 @@ def test_recycling_dead_units_during_training():
         cb.train(model, 1, seed=0, recycle_every=-1)
 
 
+def test_an_interrupted_run_goes_on_from_its_checkpoint(tmp_path):
+    kwargs = dict(learning_rate=3e-3, recycle_every=200, recycle_until=0.9,
+                  steps_per_call=100, progress_every=200, jit_compile=False)
+
+    def fresh():
+        return cb.build_model('checkerboard_vflow_3_4', seed=1,
+                              init_size=256)[0]
+
+    whole = fresh()
+    reference = cb.train(whole, 600, seed=1, **kwargs)
+    assert cb.checkpointed_iteration(str(tmp_path)) is None
+
+    def stop_at_400(info):
+        if info['iteration'] == 400:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        cb.train(fresh(), 600, seed=1, progress=stop_at_400,
+                 checkpoint_dir=str(tmp_path), **kwargs)
+    assert cb.checkpointed_iteration(str(tmp_path)) == 400
+    resumed_model = fresh()
+    reports = []
+    resumed = cb.train(resumed_model, 600, seed=1, progress=reports.append,
+                       checkpoint_dir=str(tmp_path), **kwargs)
+    # Only the steps after the checkpoint ran, and they gave the
+    # uninterrupted run: the same weights (and Adam state, or the last
+    # steps would differ), history and recycling passes.
+    assert [r['iteration'] for r in reports] == [600]
+    assert resumed['history'] == reference['history']
+    assert resumed['recycled_units'] == reference['recycled_units']
+    for a, b in zip(resumed_model.trainable_variables,
+                    whole.trainable_variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.name)
+    # One checkpoint is kept (the newest), and another run's is refused.
+    assert sorted(os.listdir(tmp_path)) == [
+        'step-400.data-00000-of-00001', 'step-400.index',
+        'training_state.json']
+    with pytest.raises(ValueError, match='differs in learning_rate'):
+        cb.train(fresh(), 600, seed=1, checkpoint_dir=str(tmp_path),
+                 **dict(kwargs, learning_rate=1e-3))
+
+
 @pytest.mark.parametrize('schedule, quarter, half, three_quarters', [
     ('cosine', 0.5 * (1 + np.cos(np.pi / 4)), 0.5,
      0.5 * (1 + np.cos(3 * np.pi / 4))),
@@ -276,13 +318,15 @@ def test_table_leaves_diverged_cells_out_of_the_comparison():
     assert 'Not compared (a diverged run leaves no mean): D=10 L=3' in table
 
 
-def test_script_interrupted_says_how_to_go_on(tmp_path):
+def test_script_interrupted_goes_on_from_its_checkpoint(tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
-    proc = subprocess.Popen(
-        [sys.executable, str(REPO / 'bin' / 'toy_experiment.py'),
-         f'--output_dir={tmp_path}', '--seeds=1', '--dims=2', '--steps=2',
-         '--density_configs=', '--nojit_compile', '--progress_every=250'],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    command = [sys.executable, str(REPO / 'bin' / 'toy_experiment.py'),
+               f'--output_dir={tmp_path}', '--seeds=1', '--dims=2',
+               '--steps=2', '--density_configs=', '--nojit_compile',
+               '--progress_every=250', '--iterations=5000', '--test_size=200',
+               '--init_size=256']
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
     try:
         for line in proc.stdout:
             if line.lstrip().startswith('it '):  # training is under way
@@ -294,8 +338,31 @@ def test_script_interrupted_says_how_to_go_on(tmp_path):
     assert proc.returncode == 130, err[-3000:]
     assert 'Traceback' not in err, err[-3000:]
     assert err.strip().splitlines()[-1] == (
-        f'toy_experiment.py: interrupted; the finished runs are in '
-        f'{tmp_path}: rerun the same command with --resume to go on.')
+        f'toy_experiment.py: interrupted; the finished runs and the one in '
+        f'progress (as of its last report) are in {tmp_path}: rerun the '
+        'same command with --resume to go on.')
+    checkpoints = tmp_path / 'checkpoints'
+    assert os.listdir(checkpoints) == ['D2_L2_seed0']
+    # Without --resume the saved run is not started over.
+    done = subprocess.run(command, capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == (
+        f'toy_experiment.py: error: 1 of the 1 runs were started before '
+        f'(checkpoints in {checkpoints}, e.g. D2_L2_seed0); pass --resume to '
+        'go on with them or use another --output_dir.')
+    done = subprocess.run(command + ['--resume'], capture_output=True,
+                          text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    saved_at = int(re.search(r'going on from its checkpoint at iteration '
+                             r'(\d+)', done.stdout).group(1))
+    assert saved_at >= 250 and saved_at % 250 == 0
+    # Training reports start after the checkpoint.
+    first = re.search(r'it +(\d+)/5000', done.stdout)
+    assert int(first.group(1)) == saved_at + 250
+    with open(tmp_path / 'runs' / 'D2_L2_seed0.json') as f:
+        assert json.load(f)['iterations'] == 5000
+    assert os.listdir(checkpoints) == []
 
 
 def test_script_refuses_an_unknown_gradient_estimator(tmp_path):

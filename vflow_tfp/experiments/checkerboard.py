@@ -51,9 +51,16 @@ Training (`train`):
   and draws the training batches in-graph (stateless RNG keyed on the
   optimizer's step counter, so a run is reproducible from its seed), with
   optional XLA compilation (`jit_compile`).
+* Interruptions (optional, `checkpoint_dir`): the weights and Adam's state
+  are saved at every progress report, and a later `train` with the same
+  arguments goes on from there. As the batches and draws are keyed on the
+  step, the resumed run is the uninterrupted one.
 """
 
+import glob
+import json
 import math
+import os
 import time
 
 import numpy as np
@@ -61,6 +68,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 import tf_keras
 
+from vflow_tfp import atomic_files
 from vflow_tfp import nets
 from vflow_tfp.data import checkerboard as data_lib
 from vflow_tfp.models import presets
@@ -147,7 +155,8 @@ def train(model, iterations, seed, batch_size=64, learning_rate=2e-3,
           gradient_estimator='sticking_the_landing', posterior_samples=8,
           recycle_every=0, recycle_until=1.0, recycle_batch_size=4096,
           steps_per_call=250,
-          jit_compile=True, progress=None, progress_every=5000):
+          jit_compile=True, progress=None, progress_every=5000,
+          checkpoint_dir=None):
     """Trains an initialised `model` for `iterations` Adam steps.
 
     Args:
@@ -180,6 +189,13 @@ def train(model, iterations, seed, batch_size=64, learning_rate=2e-3,
         `recycled_units` (total so far).
       progress_every: report about every this many steps (rounded up to a
         multiple of `steps_per_call`).
+      checkpoint_dir: optional directory. At every report before the end,
+        the weights and Adam's state are saved there (with the history so
+        far), and a run that finds a checkpoint there goes on from it:
+        since batches and draws are keyed on the step, it gives the result
+        of the uninterrupted run. The checkpoint must come from the same
+        model and arguments (else `ValueError`); the caller deletes the
+        directory once it has the result.
 
     Returns:
       dict with `history` (list of `(iteration, train_elbo)`), `seconds`,
@@ -189,6 +205,7 @@ def train(model, iterations, seed, batch_size=64, learning_rate=2e-3,
 
     Raises:
       FloatingPointError: if the loss becomes non-finite.
+      ValueError: for bad arguments or a checkpoint of another run.
     """
     iterations = int(iterations)
     posterior_samples = int(posterior_samples)
@@ -249,6 +266,22 @@ def train(model, iterations, seed, batch_size=64, learning_rate=2e-3,
     start = time.perf_counter()
     timed_start, timed_steps = None, 0
     done = 0
+    earlier_seconds = 0.0
+    if checkpoint_dir is not None:
+        checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+        run_key = dict(
+            model=model.name, variables=[v.shape.as_list() for v in variables],
+            iterations=iterations, seed=int(seed), batch_size=int(batch_size),
+            learning_rate=float(learning_rate), schedule=schedule,
+            clip_norm=float(clip_norm), gradient_estimator=gradient_estimator,
+            posterior_samples=posterior_samples, recycle_every=recycle_every,
+            recycle_until=float(recycle_until),
+            recycle_batch_size=int(recycle_batch_size))
+        state = _restore_training(checkpoint, checkpoint_dir, run_key)
+        if state is not None:
+            done, earlier_seconds = state['done'], state['seconds']
+            history = [tuple(h) for h in state['history']]
+            recycled = [tuple(r) for r in state['recycled']]
     since_report, report_sum = 0, 0.0
     report_every = max(steps_per_call, int(progress_every or 0))
     while done < iterations:
@@ -274,6 +307,11 @@ def train(model, iterations, seed, batch_size=64, learning_rate=2e-3,
             train_elbo = report_sum / since_report
             history.append((done, train_elbo))
             since_report, report_sum = 0, 0.0
+            if checkpoint_dir is not None and done < iterations:
+                _save_training(checkpoint, checkpoint_dir, dict(
+                    run_key=run_key, done=done, history=history,
+                    recycled=recycled,
+                    seconds=earlier_seconds + time.perf_counter() - start))
             if progress is not None:
                 now = time.perf_counter()
                 rate = (timed_steps / (now - timed_start)
@@ -282,17 +320,62 @@ def train(model, iterations, seed, batch_size=64, learning_rate=2e-3,
                 lr = float(lr(optimizer.iterations) if callable(lr) else lr)
                 progress(dict(iteration=done, iterations=iterations,
                               train_elbo=train_elbo, learning_rate=lr,
-                              seconds=now - start,
+                              seconds=earlier_seconds + now - start,
                               iterations_per_second=rate,
                               recycled_units=sum(n for _, n in recycled)))
     end = time.perf_counter()
     return dict(
         history=history,
-        seconds=end - start,
+        seconds=earlier_seconds + end - start,
         iterations_per_second=(timed_steps / (end - timed_start)
                                if timed_steps else float('nan')),
         final_train_elbo=history[-1][1] if history else float('nan'),
         recycled_units=recycled)
+
+
+_TRAINING_STATE = 'training_state.json'
+
+
+def checkpointed_iteration(checkpoint_dir):
+    """The iteration at which `train` saved `checkpoint_dir`, or None."""
+    path = os.path.join(checkpoint_dir, _TRAINING_STATE)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return int(json.load(f)['done'])
+
+
+def _restore_training(checkpoint, directory, run_key):
+    """Restores the checkpoint `train` left in `directory`, if any; returns
+    its state (`done`, `history`, `recycled`, `seconds`) or None."""
+    path = os.path.join(directory, _TRAINING_STATE)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        state = json.load(f)
+    if state['run_key'] != run_key:
+        differ = sorted(k for k in run_key
+                        if state['run_key'].get(k) != run_key[k])
+        raise ValueError(
+            f'{directory} holds a checkpoint of another run (it differs in '
+            f'{", ".join(differ)}); delete it or use another directory.')
+    checkpoint.read(os.path.join(directory, state['checkpoint'])
+                    ).assert_consumed()
+    return state
+
+
+def _save_training(checkpoint, directory, state):
+    """Saves a checkpoint, then the state naming it: an interruption at any
+    point leaves the previous pair or the new one, never a mix."""
+    os.makedirs(directory, exist_ok=True)
+    name = f'step-{state["done"]}'
+    checkpoint.write(os.path.join(directory, name))
+    with atomic_files.atomic_write(os.path.join(directory,
+                                                _TRAINING_STATE)) as f:
+        json.dump(dict(state, checkpoint=name), f)
+    for old in glob.glob(os.path.join(directory, 'step-*')):
+        if not os.path.basename(old).startswith(name + '.'):
+            os.remove(old)
 
 
 # -- evaluation -------------------------------------------------------------
@@ -357,7 +440,7 @@ def run(preset, iterations, seed, test_points, batch_size=64,
         recycle_every=0, recycle_until=1.0,
         iw_samples=100, init_size=4096, steps_per_call=250, jit_compile=True,
         progress=None, progress_every=5000, model_overrides=None,
-        return_model=False):
+        checkpoint_dir=None, return_model=False):
     """Builds, initialises, trains and evaluates one preset.
 
     Args:
@@ -368,7 +451,8 @@ def run(preset, iterations, seed, test_points, batch_size=64,
       test_points: `[N, 2]` test set (`test_set()`).
       batch_size, learning_rate, schedule, clip_norm, gradient_estimator,
         posterior_samples, recycle_every, recycle_until, steps_per_call,
-        jit_compile, progress, progress_every: as in `train`.
+        jit_compile, progress, progress_every, checkpoint_dir: as in
+        `train` (an interrupted run goes on from its checkpoint).
       iw_samples: importance samples of the test likelihood.
       init_size: points of the data-dependent init batch.
       model_overrides: dict of extra `presets.build` arguments (e.g.
@@ -393,7 +477,8 @@ def run(preset, iterations, seed, test_points, batch_size=64,
                   recycle_every=recycle_every, recycle_until=recycle_until,
                   steps_per_call=steps_per_call,
                   jit_compile=jit_compile, progress=progress,
-                  progress_every=progress_every)
+                  progress_every=progress_every,
+                  checkpoint_dir=checkpoint_dir)
     start = time.perf_counter()
     ll = evaluate(model, test_points, iw_samples, seed=seed)
     eval_seconds = time.perf_counter() - start
