@@ -2,6 +2,7 @@
 reconstruction, the image logit constant, and the fused single pass."""
 
 import math
+import re
 
 import numpy as np
 import tensorflow as tf
@@ -10,6 +11,7 @@ from absl.testing import parameterized
 
 import vflow_tfp
 from vflow_tfp import bijectors as vb
+from vflow_tfp import models
 from bijector_cases import TinyConditioner
 
 tfb = tfp.bijectors
@@ -173,12 +175,39 @@ class PositionCountTest(tf.test.TestCase, parameterized.TestCase):
                 with self.assertRaisesRegex(ValueError, r'built for events '
                                             r'of shape \[4, 4, 2\]'):
                     call(tf.identity(x))
+            # The event-shape functions refuse it as well, and pass the
+            # built shape (with any batch axes) through.
+            for shape_fn in (layer.forward_event_shape,
+                             layer.inverse_event_shape):
+                with self.assertRaisesRegex(ValueError, 'built for events'):
+                    shape_fn([8, 8, 2])
+                self.assertEqual(shape_fn([5, 4, 4, 2]), [5, 4, 4, 2])
 
     def test_an_unknown_batch_still_traces(self):
         for layer in self._layers():
             fn = tf.function(layer.inverse, input_signature=[
                 tf.TensorSpec([None, 4, 4, 2])])
             self.assertEqual(fn(tf.ones([3, 4, 4, 2])).shape, [3, 4, 4, 2])
+
+    def test_supplied_parameters_of_another_dtype_are_refused(self):
+        # A float32 variable in a float64 layer: refused by name when the
+        # layer is built, not by a conversion error in `inverse` later.
+        with self.assertRaisesRegex(
+                TypeError, r'Invertible1x1Conv: weights is float32 but the '
+                r"layer's dtype is float64"):
+            vb.Invertible1x1Conv([3], dtype=tf.float64,
+                                 weights=tf.Variable(tf.eye(3)[None]))
+        with self.assertRaisesRegex(TypeError, r'ActNorm: shift is float32'):
+            vb.ActNorm([3], dtype=tf.float64, shift=tf.Variable(tf.zeros([3])))
+        # Arrays are converted to the layer's dtype, and matching variables
+        # are used as they are.
+        layer = vb.Invertible1x1Conv([3], dtype=tf.float64,
+                                     weights=np.eye(3)[None] * 2.0)
+        # (W acts in the data -> latent direction, as in Glow.)
+        self.assertAllClose(layer.inverse(tf.ones([1, 3], tf.float64)),
+                            2.0 * np.ones([1, 3]))
+        vb.ActNorm([3], dtype=tf.float64,
+                   shift=tf.Variable(tf.zeros([3], tf.float64)))
 
     def test_supplied_parameters_of_the_wrong_shape_are_refused(self):
         # A per-element log-scale in a per-channel ActNorm would be applied
@@ -445,6 +474,18 @@ class ImageLogitTest(tf.test.TestCase):
         self.assertAllClose(ildj, [12 * (2 * math.log(2.0)
                                          + math.log(0.9 / 256))], atol=1e-4)
 
+    def test_integer_pixels_are_refused_by_name(self):
+        layer = vb.ImageLogit(name='logit_in')
+        pixels = tf.constant([[0, 128, 255]], tf.uint8)
+        for call in (layer.inverse,
+                     lambda x: layer.inverse_log_det_jacobian(x, 1)):
+            with self.assertRaisesRegex(
+                    TypeError, r'logit_in: inverse takes a float tensor; got '
+                    r'uint8\. Cast it first'):
+                call(pixels)
+        with self.assertRaisesRegex(TypeError, 'forward takes a float'):
+            vb.Sigmoid().forward(tf.constant([1, 2]))
+
     def test_range_of_forward(self):
         layer = vb.ImageLogit()
         y = layer.forward(tf.constant([-30.0, 30.0]))
@@ -704,6 +745,39 @@ class ConditioningTest(tf.test.TestCase):
             vb.MixLogisticCoupling(net, vb.ColumnSplit(), 2, variant='glow')
         with self.assertRaisesRegex(ValueError, 'scale_fn'):
             vb.AffineCoupling(net, vb.ColumnSplit(), scale_fn='softplus')
+        with self.assertRaisesRegex(TypeError, 'conditioner must be callable'):
+            vb.AffineCoupling('net', vb.ColumnSplit())
+
+    def test_keras3_networks_are_refused(self):
+        # Keras 3 layers are not tf.Modules: a layer built on one would list
+        # none of its variables and never train.
+        import keras  # pylint: disable=g-import-not-at-top
+        import tf_keras  # pylint: disable=g-import-not-at-top
+
+        class Wrapper(tf.Module):
+            def __init__(self, layers):
+                super().__init__()
+                self.layers = layers
+
+            def __call__(self, c, context=None, training=False):
+                for layer in self.layers:
+                    c = layer(c)
+                return c
+
+        for network in (keras.Sequential([keras.layers.Dense(4)]),
+                        Wrapper([keras.layers.Dense(4)])):
+            with self.assertRaisesRegex(TypeError, 'holds a Keras 3 layer'):
+                vb.AffineCoupling(network, vb.ColumnSplit())
+            with self.assertRaisesRegex(TypeError, 'holds a Keras 3 layer'):
+                vb.ConditionalAffine(network, [2])
+        with self.assertRaisesRegex(TypeError, 'context_net is or holds'):
+            models.ConditionalFlow(vb.Sigmoid(), [2],
+                                   context_net=keras.layers.Dense(2))
+        # The same network from tf_keras is tracked, and accepted.
+        coupling = vb.AffineCoupling(Wrapper([tf_keras.layers.Dense(4)]),
+                                     vb.ColumnSplit())
+        coupling.inverse(tf.ones([1, 2, 2, 2]))
+        self.assertLen(coupling.trainable_variables, 2)
 
 
 class ArgumentValidationTest(tf.test.TestCase):
@@ -804,21 +878,31 @@ class ArgumentValidationTest(tf.test.TestCase):
                          (4, 4, 2))
 
     def test_validate_args_checks_the_inverse_domain(self):
-        checked = ((vb.ImageLogit(validate_args=True), [300.0, -1.0],
-                    [0.0, 128.0, 256.0]),
+        # The domain is forward's image: 256 * (-1/18, 19/18) for the image
+        # logit, (-1/18, 19/18) for VFlow's sigmoid.
+        checked = ((vb.ImageLogit(validate_args=True),
+                    [300.0, -15.0, -14.23, 270.23],
+                    [-14.2, 0.0, 128.0, 256.0, 270.2],
+                    '(-14.2222, 270.222)'),
                    (vb.Sigmoid(validate_args=True), [1.5, 0.0, 1.0],
-                    [0.25, 0.5]),
-                   (vb.SmoothSigmoid(validate_args=True), [1.5, -0.5],
-                    [0.0, 1.0]))
-        for layer, bad, good in checked:
+                    [0.25, 0.5], '(0, 1)'),
+                   (vb.SmoothSigmoid(validate_args=True),
+                    [1.5, -0.5, -0.0556, 1.0556], [-0.0555, 0.0, 1.0, 1.0555],
+                    '(-0.0555556, 1.05556)'))
+        for layer, bad, good, interval in checked:
             for y in bad:
-                with self.assertRaisesOpError('must lie in'):
+                with self.assertRaisesOpError(
+                        'must lie in ' + re.escape(interval)):
                     layer.inverse(tf.constant([y]))
                 with self.assertRaisesOpError('must lie in'):
                     layer.inverse_log_det_jacobian(tf.constant([y]),
                                                    event_ndims=1)
             self.assertTrue(np.all(np.isfinite(
                 layer.inverse(tf.constant(good)))))
+            # What forward returns is accepted: sampling then scoring works.
+            x = tf.constant([-8.0, -2.0, 0.0, 3.0, 8.0])
+            self.assertAllClose(layer.inverse(layer.forward(x)), x,
+                                rtol=1e-3, atol=1e-3)
         # Without validate_args the default path builds no assertion.
         graph = tf.function(vb.ImageLogit().inverse).get_concrete_function(
             tf.TensorSpec([3], tf.float32)).graph

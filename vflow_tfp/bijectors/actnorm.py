@@ -88,6 +88,8 @@ class ActNorm(tfb.Bijector):
             for what, value in (('log_scale', log_scale), ('shift', shift)):
                 shape_checks.check_parameter_shape(value, param_shape, what,
                                                    'ActNorm')
+                shape_checks.check_parameter_dtype(value, dtype, what,
+                                                   'ActNorm')
             # The created variables go into `parameters`: two ActNorms with the
             # same sizes but different variables must never compare equal,
             # or TFP's global cache would hand one the other's outputs.
@@ -160,6 +162,14 @@ class ActNorm(tfb.Bijector):
 
     def _check(self, x):
         shape_checks.check_event_shape(x, self._event_shape, 'ActNorm')
+
+    def _forward_event_shape(self, input_shape):
+        self._check(input_shape)
+        return input_shape
+
+    def _inverse_event_shape(self, output_shape):
+        self._check(output_shape)
+        return output_shape
 
     def _forward(self, y):
         self._check(y)

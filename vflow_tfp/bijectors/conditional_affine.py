@@ -83,8 +83,7 @@ class ConditionalAffine(fused.FusedBijector):
             if scale_fn not in self._SCALE_FNS:
                 raise ValueError(f'scale_fn must be one of {self._SCALE_FNS}; '
                                  f'got {scale_fn!r}.')
-            if not callable(network):
-                raise TypeError(f'network must be callable; got {network!r}.')
+            shape_checks.check_network(network, 'network')
             event_shape = shape_checks.as_event_shape(event_shape)
             self._network = network
             self._event_shape = event_shape

@@ -93,8 +93,7 @@ class Coupling(fused.FusedBijector):
         shape_checks.check_partition(partition)
         if parity not in (0, 1):
             raise ValueError(f'parity must be 0 or 1; got {parity!r}.')
-        if not callable(conditioner):
-            raise TypeError(f'conditioner must be callable; got {conditioner!r}.')
+        shape_checks.check_network(conditioner, 'conditioner')
         self._conditioner = conditioner
         self._partition = partition
         self._parity = int(parity)
@@ -346,6 +345,13 @@ class MixLogisticCoupling(Coupling):
     onto an end of its range in float32, where `log_prob` of the sample is
     not finite; `VFlow.sample` rounds such pixels into the data range, and
     the `'flowpp'` variant has no clamp.
+    The same rounding limits the `'vflow'` variant's data round trip:
+    beyond about 17 component scales from every component (37 in float64),
+    `alpha + (1 - 2 alpha) F` rounds to `alpha` or `1 - alpha`, so
+    `inverse` maps such data to (nearly) one latent value and
+    `forward(inverse(x))` does not give `x` back. `log_prob` is still right
+    there (the log-det is computed in log space); the `'flowpp'` variant
+    round-trips (within 3e-5 at 40 scales in float32).
     """
 
     _VARIANTS = {'flowpp': 0.0, 'vflow': 0.05}

@@ -127,6 +127,14 @@ class _Pointwise(tfb.Bijector):
         shape_checks.check_event_shape(x, self._event_shape,
                                        type(self).__name__)
 
+    def _forward_event_shape(self, input_shape):
+        self._check(input_shape)
+        return input_shape
+
+    def _inverse_event_shape(self, output_shape):
+        self._check(output_shape)
+        return output_shape
+
     def _inverse(self, x):
         self._check(x)
         return self._apply(x, self._weight())
@@ -208,6 +216,8 @@ class Invertible1x1Conv(_Pointwise):
             shape_checks.check_parameter_shape(
                 weights, [num_matrices, channels, channels], 'weights',
                 'Invertible1x1Conv')
+            shape_checks.check_parameter_dtype(weights, dtype, 'weights',
+                                               'Invertible1x1Conv')
             self._weights = weights
             super().__init__(
                 forward_min_event_ndims=len(self._event_shape),

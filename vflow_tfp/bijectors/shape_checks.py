@@ -12,6 +12,7 @@ that every layer refuses a bad size or partition with the same message.
 
 import numbers
 import operator
+import sys
 
 import numpy as np
 import tensorflow as tf
@@ -20,8 +21,9 @@ from vflow_tfp.bijectors import partitions
 
 
 def check_event_shape(x, event_shape, owner):
-    """Raises `ValueError` unless `x` ends in axes compatible with `event_shape`."""
-    shape = tf.TensorShape(x.shape)
+    """Raises `ValueError` unless `x` (a tensor, or a shape) ends in axes
+    compatible with `event_shape`."""
+    shape = tf.TensorShape(getattr(x, 'shape', x))
     ndims = len(event_shape)
     if shape.rank is None:
         return
@@ -37,6 +39,18 @@ def check_parameter_shape(value, shape, what, owner):
     if not tf.TensorShape(value.shape).is_compatible_with(shape):
         raise ValueError(f'{owner}: {what} must have shape {list(shape)}; '
                          f'got {tf.TensorShape(value.shape)}.')
+
+
+def check_parameter_dtype(value, dtype, what, owner):
+    """Raises `TypeError` if the supplied variable or tensor `value` is not
+    of `dtype` (arrays and Python numbers are converted, so they pass)."""
+    dtype = tf.as_dtype(dtype)
+    if ((isinstance(value, tf.Variable) or tf.is_tensor(value))
+            and value.dtype.base_dtype != dtype):
+        raise TypeError(f'{owner}: {what} is {value.dtype.base_dtype.name} '
+                        f'but the layer\'s dtype is {dtype.name}; pass '
+                        f'dtype=tf.{value.dtype.base_dtype.name} or a '
+                        f'{what} of {dtype.name}.')
 
 
 def as_size(value, name, minimum=1):
@@ -101,6 +115,57 @@ def check_partition(partition):
         raise TypeError('partition must be a vflow_tfp.bijectors.Partition '
                         '(ColumnSplit, ChannelSplit, Checkerboard); got '
                         f'{partition!r}.')
+
+
+def _is_keras3(obj):
+    """Whether `obj` is a Keras layer that is not a `tf.Module` (Keras 3)."""
+    # Keras is imported if the caller built a Keras layer: no import here.
+    layer_class = getattr(sys.modules.get('keras'), 'Layer', None)
+    return (isinstance(layer_class, type) and isinstance(obj, layer_class)
+            and not isinstance(obj, tf.Module))
+
+
+def _keras3_layer_in(obj, depth=3):
+    """A Keras 3 object in `obj` or (for a `tf.Module`) in its attributes,
+    lists and dicts, a few levels deep; else None."""
+    if _is_keras3(obj):
+        return obj
+    if depth == 0:
+        return None
+    if isinstance(obj, tf.Module):
+        children = list(vars(obj).values())
+    elif isinstance(obj, (list, tuple)):
+        children = list(obj)
+    elif isinstance(obj, dict):
+        children = list(obj.values())
+    else:
+        return None
+    for child in children:
+        if not isinstance(child, (tf.Variable, tf.Tensor, np.ndarray)):
+            found = _keras3_layer_in(child, depth - 1)
+            if found is not None:
+                return found
+    return None
+
+
+def check_network(network, what):
+    """Raises `TypeError` unless `network` is callable and holds no Keras 3
+    layer.
+
+    With TF 2.16 and later, `tf.keras` is Keras 3, whose layers are not
+    `tf.Module`s: a bijector (or a module holding one) would not list their
+    variables, so they would never train, silently. `tf_keras` layers are
+    tracked.
+    """
+    if not callable(network):
+        raise TypeError(f'{what} must be callable; got {network!r}.')
+    found = _keras3_layer_in(network)
+    if found is not None:
+        raise TypeError(
+            f'{what} is or holds a Keras 3 layer ({type(found).__name__}), '
+            'whose variables tf.Module does not track, so they would never '
+            'train. Build it from tf_keras (`import tf_keras`, '
+            '`tf_keras.layers...`) or as a tf.Module.')
 
 
 def check_image_rank(shape, owner, what='a tensor'):

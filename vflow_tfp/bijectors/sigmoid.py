@@ -18,10 +18,12 @@ class _ScaledSmoothSigmoid(tfb.Bijector):
     Shared by the three public classes below; the math is stated there.
 
     With `validate_args=True`, `inverse` and its log-det assert that their
-    input lies in the data range `[0, scale]` (for `alpha > 0`, where the
-    ends map to `±logit(1 - alpha)`) or in `(0, scale)` (for `alpha = 0`,
-    where the ends map to `±inf`). Without it nothing is checked, and an
-    input outside the forward image gives a silent NaN.
+    input lies in the open image of `forward`,
+    `scale * (-alpha, 1 - alpha) / (1 - 2 alpha)` (`(0, scale)` for
+    `alpha = 0`), where the logit is finite: whatever `forward` returns
+    passes, unless it rounded onto an end (`sigmoid(x)` is exactly 1 in
+    float32 from `x` of about 17 on). Without it nothing is checked, and an
+    input outside the image gives a silent NaN.
     """
 
     def _init(self, alpha, scale, parameters, validate_args, name):
@@ -54,35 +56,44 @@ class _ScaledSmoothSigmoid(tfb.Bijector):
         # Lets `tfd.TransformedDistribution` compute `cdf` and `quantile`.
         return True
 
+    def _check_float(self, t, direction):
+        if not t.dtype.is_floating:
+            raise TypeError(f'{self.name}: {direction} takes a float tensor; '
+                            f'got {t.dtype.name}. Cast it first, e.g. '
+                            'tf.cast(x, tf.float32).')
+
     def _forward(self, x):
+        self._check_float(x, 'forward')
         if self._alpha == 0.0:
             return self._scale * tf.sigmoid(x)
         return (self._scale * (tf.sigmoid(x) - self._alpha)
                 / (1.0 - 2.0 * self._alpha))
 
     def _forward_log_det_jacobian(self, x):
+        self._check_float(x, 'forward')
         # log sigmoid'(x) = -softplus(-x) - softplus(x), stable for any x.
         return -tf.nn.softplus(-x) - tf.nn.softplus(x) + self._log_slope
 
     def _squashed(self, y):
         """v = alpha + (1 - 2 alpha) y / scale, the sigmoid's value."""
+        self._check_float(y, 'inverse')
         return self._alpha + (1.0 - 2.0 * self._alpha) * (y / self._scale)
 
     def _maybe_assert_valid_y(self, y):
         """Assertions on the input of `inverse`; none unless validate_args."""
         if not self.validate_args:
             return []
-        zero = tf.zeros([], y.dtype)
-        scale = tf.constant(self._scale, y.dtype)
-        if self._alpha > 0.0:
-            message = (f'{self.name}: the input of inverse must lie in '
-                       f'[0, {self._scale:g}].')
-            return [tf.debugging.assert_greater_equal(y, zero, message),
-                    tf.debugging.assert_less_equal(y, scale, message)]
+        # On the sigmoid's value, so that the bounds are exactly where the
+        # logit becomes infinite.
+        v = self._squashed(y)
+        width = self._scale / (1.0 - 2.0 * self._alpha)
+        # `0.0 - ...`: alpha = 0 prints as 0, not -0.
         message = (f'{self.name}: the input of inverse must lie in '
-                   f'(0, {self._scale:g}); its ends have infinite logits.')
-        return [tf.debugging.assert_greater(y, zero, message),
-                tf.debugging.assert_less(y, scale, message)]
+                   f'({0.0 - self._alpha * width:.6g}, '
+                   f'{(1.0 - self._alpha) * width:.6g}), the image of '
+                   'forward, where the logit is finite.')
+        return [tf.debugging.assert_greater(v, tf.zeros([], v.dtype), message),
+                tf.debugging.assert_less(v, tf.ones([], v.dtype), message)]
 
     def _inverse(self, y):
         with tf.control_dependencies(self._maybe_assert_valid_y(y)):
@@ -118,7 +129,7 @@ class SmoothSigmoid(_ScaledSmoothSigmoid):
         Args:
           alpha: Python float in [0, 0.5). Default value: `0.05`.
           validate_args: Python `bool`; if `True`, `inverse` asserts that its
-            input lies in [0, 1] (in (0, 1) for `alpha = 0`).
+            input lies in `(-alpha, 1 - alpha) / (1 - 2 alpha)`.
           name: Default value: `'smooth_sigmoid'`.
         """
         parameters = dict(locals())
@@ -178,7 +189,8 @@ class ImageLogit(_ScaledSmoothSigmoid):
             images), an integer >= 1. Default value: `256`.
           alpha: Python float in [0, 0.5). Default value: `0.05`.
           validate_args: Python `bool`; if `True`, `inverse` asserts that its
-            input lies in [0, num_bins] (in (0, num_bins) for `alpha = 0`).
+            input lies in `num_bins * (-alpha, 1 - alpha) / (1 - 2 alpha)`,
+            the image of `forward` (which holds `[0, num_bins]`).
           name: Default value: `'image_logit'`.
         """
         parameters = dict(locals())

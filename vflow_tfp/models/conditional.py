@@ -11,6 +11,7 @@ import tensorflow_probability as tfp
 from tensorflow_probability.python.bijectors import chain as chain_lib
 
 from vflow_tfp import bijectors as vb
+from vflow_tfp.bijectors import shape_checks
 from vflow_tfp.models import seeds as seeds_lib
 
 __all__ = ['ConditionalFlow', 'UniformDequantizer']
@@ -60,6 +61,8 @@ class ConditionalFlow(tf.Module):
           dtype: float dtype. Default value: `tf.float32`.
           name: module name.
         """
+        if context_net is not None:
+            shape_checks.check_network(context_net, 'context_net')
         super().__init__(name=name or 'conditional_flow')
         self.bijector = bijector
         self.context_net = context_net
