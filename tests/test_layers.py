@@ -12,6 +12,7 @@ from absl.testing import parameterized
 import vflow_tfp
 from vflow_tfp import bijectors as vb
 from vflow_tfp import models
+from vflow_tfp import nets
 from bijector_cases import TinyConditioner
 
 tfb = tfp.bijectors
@@ -747,6 +748,24 @@ class ConditioningTest(tf.test.TestCase):
             vb.AffineCoupling(net, vb.ColumnSplit(), scale_fn='softplus')
         with self.assertRaisesRegex(TypeError, 'conditioner must be callable'):
             vb.AffineCoupling('net', vb.ColumnSplit())
+
+    def test_shape_errors_name_the_coupling(self):
+        cond, trans = vb.ColumnSplit().half_event_shapes((4, 4, 2))
+        net = nets.ConvAttnNet(
+            cond, trans[-1] * vb.MixLogisticCoupling.num_params(2),
+            filters=8, num_blocks=1)
+        coupling = vb.MixLogisticCoupling(net, vb.ColumnSplit(), 2,
+                                          name='coupling_7')
+        for x, message in (
+                (tf.zeros([2, 6, 6, 2]),
+                 r'coupling_7: its conditioner refused the conditioning half '
+                 r'of shape \(2, 6, 3, 2\): conv_attn_net expects inputs of '
+                 r'shape \[B, 4, 2, 2\]'),
+                (tf.zeros([2, 4, 5, 2]),
+                 'coupling_7: ColumnSplit needs an even image width; got 5')):
+            for call in (coupling.inverse, tf.function(coupling.inverse)):
+                with self.assertRaisesRegex(ValueError, message):
+                    call(x)
 
     def test_keras3_networks_are_refused(self):
         # Keras 3 layers are not tf.Modules: a layer built on one would list

@@ -134,7 +134,10 @@ class Coupling(fused.FusedBijector):
     # -- shared machinery ---------------------------------------------------
 
     def _halves(self, x):
-        a, b = self._partition.split(x)
+        try:
+            a, b = self._partition.split(x)
+        except ValueError as e:  # named by the layer, not only the partition
+            raise ValueError(f'{self.name}: {e}') from e
         return (a, b) if self._parity == 0 else (b, a)
 
     def _join(self, cond, trans):
@@ -163,8 +166,13 @@ class Coupling(fused.FusedBijector):
                     f'shape {cond.shape}', self.name)
             context = _broadcast_batch(context, cond, event_ndims)
             flat_context = _fold_batch(context, event_ndims)
-        out = self._conditioner(flat_cond, context=flat_context,
-                                training=training)
+        try:
+            out = self._conditioner(flat_cond, context=flat_context,
+                                    training=training)
+        except ValueError as e:  # e.g. a network built for another shape
+            raise ValueError(
+                f'{self.name}: its conditioner refused the conditioning half '
+                f'of shape {flat_cond.shape}: {e}') from e
         expected = trans_channels * num_params
         if out.shape[-1] is not None and int(out.shape[-1]) != expected:
             raise ValueError(
