@@ -12,7 +12,6 @@ from absl.testing import parameterized
 import vflow_tfp
 from vflow_tfp import bijectors as vb
 from vflow_tfp import models
-from vflow_tfp import nets
 from bijector_cases import TinyConditioner
 
 tfb = tfp.bijectors
@@ -751,7 +750,7 @@ class ConditioningTest(tf.test.TestCase):
 
     def test_shape_errors_name_the_coupling(self):
         cond, trans = vb.ColumnSplit().half_event_shapes((4, 4, 2))
-        net = nets.ConvAttnNet(
+        net = vflow_tfp.nets.ConvAttnNet(
             cond, trans[-1] * vb.MixLogisticCoupling.num_params(2),
             filters=8, num_blocks=1)
         coupling = vb.MixLogisticCoupling(net, vb.ColumnSplit(), 2,
