@@ -282,8 +282,8 @@ class ExportTest(gpu_kernels.Assertions, tf.test.TestCase):
             ('x must be finite', sig['elbo'], dict(x=c(nan), seed=c([1, 2]))),
             ('num must be >= 1', sig['sample'],
              dict(num=c(0), temperature=c(1.0), seed=c([1, 2]))),
-            ('temperature must be > 0', sig['sample'],
-             dict(num=c(1), temperature=c(0.0), seed=c([1, 2]))),
+            ('temperature must be >= 0', sig['sample'],
+             dict(num=c(1), temperature=c(-0.5), seed=c([1, 2]))),
             ('temperature must be finite', sig['sample'],
              dict(num=c(1), temperature=c(np.nan, tf.float32),
                   seed=c([1, 2]))),
@@ -331,6 +331,13 @@ class ExportTest(gpu_kernels.Assertions, tf.test.TestCase):
         refused = (TypeError, ValueError, tf.errors.InvalidArgumentError)
         with self.assertRaises(refused):
             sig['elbo'](x=c(self.vectors.astype(np.float64)), seed=c([1, 2]))
+        # Temperature 0 is allowed, as in memory: the latent's mode, the
+        # same whatever the seed.
+        modes = [sig['sample'](num=c(2), temperature=c(0.0),
+                               seed=c(seed))['samples'].numpy()
+                 for seed in ([1, 2], [5, 6])]
+        self.assertAllEqual(modes[0], modes[1])
+        self.assertTrue(np.all(np.isfinite(modes[0])))
 
     def test_saved_model_cli_show_and_run(self):
         if not os.path.exists(SAVED_MODEL_CLI):
@@ -447,6 +454,12 @@ class RunExportTest(tf.test.TestCase):
         self.assertEqual(info['test_bpd_iw'], results['test_bpd_iw'])
         self.assertEqual(info['default_num_samples'], 4)  # iw_samples
         self.assertEqual(info['config']['ema_decay'], 0.5)
+        # What the test figures stand on: 2 evaluation batches of 8, and
+        # the bound's 8 images.
+        self.assertEqual((info['eval_split'], info['test_images'],
+                          info['iw_images']), ('test', 16, 8))
+        self.assertEqual((results['test_images'], results['iw_images']),
+                         (16, 8))
         with open(self.report_path) as f:
             report = json.load(f)
         self.assertEqual(report['replicas'], 2)
@@ -507,7 +520,8 @@ class RunExportTest(tf.test.TestCase):
             out, os.path.join(self.tmp, 'stale_export'),
             default_num_samples=2))
         self.assertEqual((info['step'], info['test_bpd'],
-                          info['test_bpd_iw']), (6, None, None))
+                          info['test_bpd_iw'], info['test_images'],
+                          info['iw_images']), (6, None, None, None, None))
 
     def test_no_export_when_stopped(self):
         # (bin/train.py --noexport is tested in test_train_cli.)

@@ -43,7 +43,7 @@ outputs equal the in-memory model's
 `sample(num, temperature, seed=seed)` up to float32 rounding (the graph's
 fused kernels against eager ops: about 1e-6 bits/dim). The signatures check their inputs with
 `tf.debugging` assertions: an empty batch, `num_samples < 1`, `num < 1`, a
-temperature that is not positive and finite, non-finite vectors and (for a
+temperature that is negative or not finite, non-finite vectors and (for a
 model of fewer than 256 levels) pixel values past its levels are errors,
 not garbage outputs; so is any input of another shape or rank
 (`tf.ensure_shape`: serving calls skip the signatures' own shape checks).
@@ -236,8 +236,9 @@ class FlowScorer(tf.Module):
         tf.debugging.assert_positive(num, message='num must be >= 1')
         tf.debugging.assert_all_finite(temperature,
                                        'temperature must be finite')
-        tf.debugging.assert_positive(temperature,
-                                     message='temperature must be > 0')
+        # 0 is allowed, as in `VFlow.sample`: the latent's mode.
+        tf.debugging.assert_non_negative(temperature,
+                                         message='temperature must be >= 0')
         samples = self.model.sample(num, temperature, seed=seed)
         return {'images' if self._is_image else 'samples': samples}
 
@@ -498,6 +499,14 @@ def _run_metadata(results, path, overrides):
         'test_bpd': measured_here('test_bpd'),
         'test_bpd_iw': measured_here('test_bpd_iw'),
         'iw_samples': config.get('iw_samples') or None,
+        # What the test figures were measured on: the split (held-out
+        # training images with --validation_size) and how many images.
+        'eval_split': ('validation' if config.get('validation_size')
+                       else 'test'),
+        'test_images': (results.get('test_images')
+                        if measured_here('test_bpd') is not None else None),
+        'iw_images': (results.get('iw_images')
+                      if measured_here('test_bpd_iw') is not None else None),
     }
 
 

@@ -394,6 +394,7 @@ class Trainer:
             if self.is_chief else tf.summary.create_noop_writer())
         self._train_step = self._make_train_step()
         self._eval_step = None   # traced for the evaluation data's spec
+        self.evaluated_images = None  # by the last `evaluate`
         self._all_finite = self._make_all_finite()
         self.results = {}
         self._start_state = None
@@ -657,7 +658,8 @@ class Trainer:
 
         Its noise comes from stateless seeds fixed by `config.seed`, not from
         the model's generator: evaluating neither changes the training noise
-        that follows, nor depends on when it runs.
+        that follows, nor depends on when it runs. The number of images it
+        scored is left in `evaluated_images`.
         """
         dataset = self._eval_dataset()
         if self._eval_step is None:
@@ -677,6 +679,7 @@ class Trainer:
         total, count = float(total), float(count)
         if not count:
             raise ValueError('The evaluation split yielded no batch.')
+        self.evaluated_images = int(count)
         return float(self.model.bits_per_dim(total / count))
 
     def evaluate_importance_weighted(self):
@@ -952,7 +955,8 @@ class Trainer:
                     tf.summary.scalar('test/bpd', test_bpd, step=step)
                 self.write_samples(step)
                 self._write_results(step=step, test_bpd=test_bpd,
-                                    test_bpd_step=step)
+                                    test_bpd_step=step,
+                                    test_images=self.evaluated_images)
             if step % config.log_every == 0 or stopping:
                 self._write_results(
                     step=step, train_bpd=train_bpd,
