@@ -18,7 +18,7 @@ tfb = tfp.bijectors
 _FEW_INIT_VALUES = 16
 
 
-class ActNorm(tfb.Bijector):
+class ActNorm(shape_checks.BuiltForOneEventShape, tfb.Bijector):
     """Affine normalisation with data-dependent initialisation.
 
     Oriented like every layer of this package (forward = latent -> data):
@@ -159,17 +159,6 @@ class ActNorm(tfb.Bijector):
         log_scale = -0.5 * tf.math.log(variance + 1e-8)
         self._log_scale.assign(log_scale)
         self._shift.assign(-mean * tf.exp(log_scale))
-
-    def _check(self, x):
-        shape_checks.check_event_shape(x, self._event_shape, 'ActNorm')
-
-    def _forward_event_shape(self, input_shape):
-        self._check(input_shape)
-        return input_shape
-
-    def _inverse_event_shape(self, output_shape):
-        self._check(output_shape)
-        return output_shape
 
     def _forward(self, y):
         self._check(y)

@@ -51,7 +51,7 @@ def _block_diagonal(matrices):
     return tf.concat(rows, axis=0)
 
 
-class _Pointwise(tfb.Bijector):
+class _Pointwise(shape_checks.BuiltForOneEventShape, tfb.Bijector):
     """Shared machinery: one matrix per half (or one for the whole event).
 
     Subclasses provide `_weight()`, `_inverse_weight()` and
@@ -122,18 +122,6 @@ class _Pointwise(tfb.Bijector):
         log_abs_det = self._log_abs_det()
         positions = tf.constant(self._positions, dtype=log_abs_det.dtype)
         return tf.cast(tf.reduce_sum(positions * log_abs_det), self.dtype)
-
-    def _check(self, x):
-        shape_checks.check_event_shape(x, self._event_shape,
-                                       type(self).__name__)
-
-    def _forward_event_shape(self, input_shape):
-        self._check(input_shape)
-        return input_shape
-
-    def _inverse_event_shape(self, output_shape):
-        self._check(output_shape)
-        return output_shape
 
     def _inverse(self, x):
         self._check(x)

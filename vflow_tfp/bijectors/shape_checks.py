@@ -34,6 +34,26 @@ def check_event_shape(x, event_shape, owner):
                          f'{shape}.')
 
 
+class BuiltForOneEventShape:
+    """Mixin of the bijectors built for one event shape, `_event_shape`.
+
+    `_check(x)` refuses a tensor of another event shape, and so do the
+    event-shape functions (`forward_event_shape` and its inverse), which
+    pass the built shape through unchanged.
+    """
+
+    def _check(self, x):
+        check_event_shape(x, self._event_shape, type(self).__name__)
+
+    def _forward_event_shape(self, input_shape):
+        self._check(input_shape)
+        return input_shape
+
+    def _inverse_event_shape(self, output_shape):
+        self._check(output_shape)
+        return output_shape
+
+
 def check_parameter_shape(value, shape, what, owner):
     """Raises `ValueError` unless the supplied parameter `value` has `shape`."""
     if not tf.TensorShape(value.shape).is_compatible_with(shape):
