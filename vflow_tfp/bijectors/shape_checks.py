@@ -6,8 +6,9 @@ Given another image size they would still run, by broadcasting, and report
 the log-det of the wrong number of positions; these checks turn that into
 an error at trace time, at no run-time cost.
 
-The argument checks shared by the layers' constructors live here too, so
-that every layer refuses a bad size or partition with the same message.
+The argument checks shared by the layers' constructors live here too (sizes,
+partitions, supplied parameters and networks), so that every layer refuses
+a bad argument with the same message.
 """
 
 import numbers
