@@ -401,6 +401,83 @@ class TrainerTest(_TrainerFixture, tf.test.TestCase):
 class TrainerSafetyTest(_TrainerFixture, tf.test.TestCase):
     """Checkpoints, resuming, stopping and refusing bad runs."""
 
+    def test_a_stopped_trainer_goes_on_when_called_again(self):
+        # A stop during training, then one during the final bound; the same
+        # trainer called again goes on each time (a stop request belongs to
+        # the call it stopped), and results.json names the final checkpoint
+        # even while the bound is still to come.
+        trainer = self._trainer(tf.distribute.OneDeviceStrategy('/cpu:0'),
+                                train_steps=8, checkpoint_every=3,
+                                eval_every=4, iw_samples=4, iw_images=8,
+                                export=False)
+        results_path = os.path.join(trainer.config.output_dir,
+                                    'results.json')
+        real_evaluate = trainer.evaluate
+        stop_at = [4, 8]
+
+        def evaluate_then_signal():
+            bpd = real_evaluate()
+            if stop_at and trainer.step == stop_at[0]:
+                stop_at.pop(0)
+                trainer.request_stop()
+            return bpd
+
+        trainer.evaluate = evaluate_then_signal
+        results = trainer.train()
+        self.assertFalse(results['completed'])
+        # The request travels with step 5's all-reduce, read after step 6.
+        self.assertEqual(results['step'], 6)
+        results = trainer.train()
+        self.assertFalse(results['completed'])
+        self.assertEqual(results['step'], 8)
+        self.assertNotIn('test_bpd_iw', results)
+        with open(results_path) as f:
+            on_disk = json.load(f)
+        self.assertEqual(
+            (on_disk['step'], os.path.basename(on_disk['latest_checkpoint']),
+             on_disk['completed']), (8, 'ckpt-8', False))
+        results = trainer.train()
+        self.assertTrue(results['completed'])
+        self.assertTrue(np.isfinite(results['test_bpd_iw']))
+        with open(results_path) as f:
+            self.assertTrue(json.load(f)['completed'])
+
+    def test_labelled_batches_are_refused_by_name(self):
+        labelled = tf.data.Dataset.from_tensor_slices(
+            (self.batch, tf.zeros([GLOBAL_BATCH], tf.int64)))
+
+        def train_input_fn(context, start_step=0):
+            del start_step
+            return labelled.batch(context.get_per_replica_batch_size(
+                GLOBAL_BATCH), drop_remainder=True).repeat()
+
+        trainer = training.Trainer(
+            _config(self._dir(), export=False),
+            tf.distribute.OneDeviceStrategy('/cpu:0'), train_input_fn,
+            self.eval_fn, self.init)
+        with self.assertRaisesRegex(
+                ValueError, r'train_input_fn must give batches of the data '
+                r'alone; its elements are \(TensorSpec'):
+            trainer.train()
+
+    def test_the_seed_fixes_the_initial_weights(self):
+        # They come from TF's global random state, which the trainer seeds:
+        # random ops in between (or another process) do not move them.
+        def weights(seed):
+            trainer = self._trainer(tf.distribute.OneDeviceStrategy('/cpu:0'),
+                                    preset='checkerboard_vflow_3_4', seed=seed)
+            return [v.numpy() for v in trainer.model.trainable_variables]
+
+        first = weights(3)
+        tf.random.normal([7])
+        again = weights(3)
+        for a, b in zip(first, again):
+            self.assertAllEqual(a, b)
+        other = weights(4)
+        self.assertFalse(all(np.array_equal(a, b)
+                             for a, b in zip(first, other)))
+
+
     def test_resume_restores_step_lr_ema_and_weights(self):
         strategy = tf.distribute.OneDeviceStrategy('/cpu:0')
         first = self._trainer(strategy, train_steps=6)
@@ -714,7 +791,10 @@ class TrainerSafetyTest(_TrainerFixture, tf.test.TestCase):
                 ('', "output_dir must name a directory; got ''"),
                 (a_file, 'output_dir must be a directory; got .*a_file'),
                 (os.path.join(a_file, 'run'),
-                 'output_dir must be a directory that can be created')):
+                 'output_dir must be a directory that can be created'),
+                # Python's file functions would make a local "gs:" folder.
+                ('gs://bucket/run', "output_dir must be a local or mounted "
+                 "path; got 'gs://bucket/run'. Mount the bucket")):
             with self.assertRaisesRegex(ValueError, message):
                 self._trainer_at(output_dir,
                                  tf.distribute.OneDeviceStrategy('/cpu:0'))

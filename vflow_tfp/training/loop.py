@@ -21,7 +21,7 @@ across machines, `OneDeviceStrategy`):
   replay the data from the start of the stream;
 * every worker resumes from the chief's checkpoints
   (`output_dir/checkpoints`, which must be visible to all workers, e.g. on
-  a shared file system or bucket); the workers check that they found the
+  a shared file system or a mounted bucket); the workers check that they found the
   same step before anything collective runs;
 * SIGTERM/SIGINT checkpoints and returns; the stop request travels in the
   gradients' all-reduce, so a signal to any one worker stops every worker
@@ -251,6 +251,13 @@ def make_output_dir(path, name='output_dir'):
     """
     if not path:
         raise ValueError(f'{name} must name a directory; got {path!r}.')
+    if '://' in str(path):
+        # results.json, samples.png and the export's metadata are written
+        # with Python's file functions, which would put them in a local
+        # directory named after the URL.
+        raise ValueError(f'{name} must be a local or mounted path; got '
+                         f'{path!r}. Mount the bucket (e.g. with gcsfuse) '
+                         'and pass the mount point.')
     if os.path.exists(path) and not os.path.isdir(path):
         raise ValueError(f'{name} must be a directory; got {path!r}, which '
                          'is a file.')
@@ -264,6 +271,17 @@ def make_output_dir(path, name='output_dir'):
         raise ValueError(f'{name} must be a writable directory; got '
                          f'{path!r}.')
     return path
+
+
+def _data_alone(dataset, what):
+    """`dataset`, refused by name if its elements are not single tensors
+    (e.g. `(image, label)` pairs, which would fail deep in a step)."""
+    if isinstance(dataset.element_spec, (tuple, list, dict)):
+        raise ValueError(
+            f'{what} must give batches of the data alone; its elements are '
+            f'{dataset.element_spec}. Drop the labels, e.g. '
+            '`ds.map(lambda x, *_: x)`.')
+    return dataset
 
 
 def write_json_atomic(path, payload):
@@ -336,6 +354,10 @@ class Trainer:
           eval_input_fn: the same for the evaluation split, finite.
           init_batch: data for the data-dependent initialisation; identical
             on every worker (e.g. drawn with a fixed seed).
+
+        The model's initial weights come from TF's global random state,
+        which this seeds with `config.seed` (`tf.random.set_seed`), so that
+        the seed fixes them in every process and on any number of replicas.
         """
         config.validate()
         replicas = strategy.num_replicas_in_sync
@@ -351,6 +373,10 @@ class Trainer:
         self._eval_input_fn = eval_input_fn
         self._init_batch = init_batch
         self._stop_requested = threading.Event()
+        # The initial weights are drawn from TF's global random state (the
+        # preset's seed covers noise and dropout): seeded here, so that
+        # `config.seed` fixes them, as `--seed` does for bin/train.py.
+        tf.random.set_seed(config.seed)
         with strategy.scope():
             self.model = presets.build(config.preset, seed=config.seed,
                                        **config.preset_overrides)
@@ -650,8 +676,9 @@ class Trainer:
         # Built anew for every pass; TFDS's notes on loading the split would
         # repeat at every evaluation.
         with tf_logs.quiet_info():
-            return self.strategy.distribute_datasets_from_function(
-                self._eval_input_fn)
+            return _data_alone(
+                self.strategy.distribute_datasets_from_function(
+                    self._eval_input_fn), 'eval_input_fn')
 
     def evaluate(self):
         """Test bits/dim of the single-sample ELBO with the EMA weights.
@@ -787,8 +814,17 @@ class Trainer:
                 self.results)
 
     def train(self):
-        """Runs (or resumes) training to `train_steps`; returns the results."""
+        """Runs (or resumes) training to `train_steps`; returns the results.
+
+        `results['completed']` (also in `results.json`) says whether the run
+        is finished: trained to `train_steps`, with the final bound and the
+        export. It is `False` when a signal or `request_stop` stopped it
+        (the state is saved; call `train` again, on this trainer or a new
+        one, to go on).
+        """
         config = self.config
+        # A stop requested during an earlier call was for that call.
+        self._stop_requested.clear()
         how = self.restore_or_initialize()
         previous = {}
         results_path = os.path.join(config.output_dir, 'results.json')
@@ -797,7 +833,8 @@ class Trainer:
                 previous = json.load(f)
         self.results = dict(previous, preset=config.preset,
                             dataset=config.dataset,
-                            config=dataclasses.asdict(config))
+                            config=dataclasses.asdict(config),
+                            completed=False)
         elapsed_before = float(previous.get('wall_time', 0.0))
         handlers = self._install_signal_handlers()
         start = time.time()
@@ -816,6 +853,8 @@ class Trainer:
             path = export_lib.export_run(config.output_dir, keep_current=True)
             logging.info('The EMA model\'s SavedModel: %s.', path)
             self._write_results(saved_model=path)
+        if completed:
+            self._write_results(completed=True)
         return self.results
 
     def _run_train_step(self, iterator, stop_vote, step):
@@ -846,8 +885,10 @@ class Trainer:
         config = self.config
         split = self.eval_split
         step = start_step = self.step
-        dataset = self.strategy.distribute_datasets_from_function(
-            lambda context: self._train_input_fn(context, start_step))
+        dataset = _data_alone(
+            self.strategy.distribute_datasets_from_function(
+                lambda context: self._train_input_fn(context, start_step)),
+            'train_input_fn')
         iterator = iter(dataset)
         # The loss is summed on the device and read back only at log,
         # checkpoint and evaluation boundaries. The one per-step read is the
@@ -971,6 +1012,11 @@ class Trainer:
                 timed_start += time.time() - paused
         if self._saved_step != step:
             self.save()
+        # Before the bound, which a signal may cut short: results.json names
+        # the final checkpoint from here on.
+        self._write_results(step=step, train_bpd=train_bpd,
+                            images_per_second=images_per_second,
+                            wall_time=elapsed_before + time.time() - start)
         if config.iw_samples:
             if (self.results.get('test_bpd_iw_step') == step
                     and previous_config == json.loads(json.dumps(
