@@ -442,6 +442,19 @@ class TrainerSafetyTest(_TrainerFixture, tf.test.TestCase):
         with open(results_path) as f:
             self.assertTrue(json.load(f)['completed'])
 
+    def test_a_non_finite_init_batch_is_refused_by_name(self):
+        init = np.array(self.init)
+        init[5, 1] = np.nan
+        trainer = training.Trainer(
+            _config(self._dir(), export=False),
+            tf.distribute.OneDeviceStrategy('/cpu:0'),
+            _fixed_batch_input_fn(self.batch), self.eval_fn, init)
+        with self.assertRaisesRegex(ValueError, r'init_batch holds 1 '
+                                    r'non-finite value\(s\)'):
+            trainer.restore_or_initialize()
+        self.assertIsNone(tf.train.latest_checkpoint(
+            os.path.join(trainer.config.output_dir, 'checkpoints')))
+
     def test_labelled_batches_are_refused_by_name(self):
         labelled = tf.data.Dataset.from_tensor_slices(
             (self.batch, tf.zeros([GLOBAL_BATCH], tf.int64)))

@@ -523,6 +523,15 @@ class Trainer:
 
     def _initialize(self):
         start = time.time()
+        values = np.asarray(self._init_batch)
+        if (np.issubdtype(values.dtype, np.floating)
+                and not np.all(np.isfinite(values))):
+            # Else the initialisation's statistics are NaN, and the error
+            # (from `save`) would blame the model.
+            raise ValueError(
+                f'init_batch holds {int(np.sum(~np.isfinite(values)))} '
+                'non-finite value(s): the data-dependent initialisation '
+                'needs finite data.')
         seed = tf.constant([self.config.seed, 12345], tf.int32)
         with self.strategy.scope():
             # Cross-replica and deterministic (fixed seed, no dropout), so
