@@ -741,6 +741,11 @@ class TrainerSafetyTest(_TrainerFixture, tf.test.TestCase):
                                     r"no setting.*'width'.*valid "
                                     r'overrides: .*hidden_units'):
             _config(self._dir(), preset_overrides={'width': 3}).validate()
+        # The valid overrides listed are those a config can set: not seed.
+        with self.assertRaises(ValueError) as refused:
+            _config(self._dir(), preset_overrides={'width': 3}).validate()
+        self.assertNotIn("'seed'", str(refused.exception))
+        self.assertIn("'scale_fn'", str(refused.exception))
         # The run's seed seeds the model; one among the overrides used to
         # reach `presets.build` twice and fail there.
         with self.assertRaisesRegex(ValueError, 'seed is not a preset '

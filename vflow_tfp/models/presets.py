@@ -436,9 +436,13 @@ def overridable(name):
                   + ['attention_query_block', 'compute_dtype'])
 
 
-def check_overrides(preset, overrides):
-    """Raises `ValueError` naming any of `overrides` that `preset` lacks."""
-    valid = overridable(preset)
+def check_overrides(preset, overrides, reserved=()):
+    """Raises `ValueError` naming any of `overrides` that `preset` lacks.
+
+    `reserved` settings (set by the caller in another way, e.g. the
+    trainer's `seed`) are left out of the valid ones the message lists.
+    """
+    valid = [name for name in overridable(preset) if name not in reserved]
     unknown = sorted(set(overrides) - set(valid))
     if unknown:
         raise ValueError(f'Preset {preset!r} has no setting(s) {unknown}; valid '

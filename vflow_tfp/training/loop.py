@@ -239,7 +239,8 @@ class TrainConfig:
             raise ValueError('seed is not a preset override here; set the '
                              'run\'s seed instead (`--seed`, '
                              '`TrainConfig.seed`).')
-        presets.check_overrides(self.preset, self.preset_overrides)
+        presets.check_overrides(self.preset, self.preset_overrides,
+                                reserved=('seed',))
 
 
 def make_output_dir(path, name='output_dir'):
