@@ -427,10 +427,13 @@ class TrainerSafetyTest(_TrainerFixture, tf.test.TestCase):
         self.assertFalse(results['completed'])
         # The request travels with step 5's all-reduce, read after step 6.
         self.assertEqual(results['step'], 6)
+        wall_time = results['wall_time']
         results = trainer.train()
         self.assertFalse(results['completed'])
         self.assertEqual(results['step'], 8)
         self.assertNotIn('test_bpd_iw', results)
+        # The results go on from the first call's, as from a new trainer's.
+        self.assertGreater(results['wall_time'], wall_time)
         with open(results_path) as f:
             on_disk = json.load(f)
         self.assertEqual(
@@ -439,6 +442,7 @@ class TrainerSafetyTest(_TrainerFixture, tf.test.TestCase):
         results = trainer.train()
         self.assertTrue(results['completed'])
         self.assertTrue(np.isfinite(results['test_bpd_iw']))
+        self.assertEqual(results['test_bpd_step'], 8)  # kept from before
         with open(results_path) as f:
             self.assertTrue(json.load(f)['completed'])
 

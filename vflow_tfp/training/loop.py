@@ -836,9 +836,10 @@ class Trainer:
         # A stop requested during an earlier call was for that call.
         self._stop_requested.clear()
         how = self.restore_or_initialize()
-        previous = {}
+        previous = dict(self.results)  # of an earlier call on this trainer
         results_path = os.path.join(config.output_dir, 'results.json')
-        if how == 'restored' and os.path.exists(results_path):
+        if not previous and how == 'restored' and os.path.exists(
+                results_path):
             with open(results_path) as f:
                 previous = json.load(f)
         self.results = dict(previous, preset=config.preset,
