@@ -519,11 +519,20 @@ class TrainerSafetyTest(_TrainerFixture, tf.test.TestCase):
             self.assertAllEqual(a, b)
         for a, b in zip(second.optimizer.variables, saved[3]):
             self.assertAllEqual(a, b)
-        results = second.train()
+        with self.assertLogs('absl', 'INFO') as logs:
+            results = second.train()
         self.assertEqual(results['step'], 9)
         with open(os.path.join(out, 'results.json')) as f:
             on_disk = json.load(f)
         self.assertEqual(on_disk['step'], 9)
+        # The first run's settings are kept beside the new ones, and the
+        # change is logged.
+        self.assertEqual(on_disk['config']['train_steps'], 9)
+        self.assertEqual(
+            [(c['config']['train_steps'], c['until_step'])
+             for c in on_disk['earlier_configs']], [(6, 6)])
+        self.assertTrue(any('other settings than before: train_steps 6 -> 9'
+                            in line for line in logs.output), logs.output)
         for key in ('train_bpd', 'test_bpd', 'wall_time', 'images_per_second',
                     'latest_checkpoint'):
             self.assertIn(key, on_disk)

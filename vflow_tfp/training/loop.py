@@ -842,6 +842,19 @@ class Trainer:
                 results_path):
             with open(results_path) as f:
                 previous = json.load(f)
+        earlier = previous.get('config')
+        current = json.loads(json.dumps(dataclasses.asdict(config)))
+        if earlier is not None and earlier != current:
+            # Allowed (e.g. more train_steps, another rate), but kept: the
+            # results then hold every setting the checkpoints came from.
+            changed = sorted(k for k in set(earlier) | set(current)
+                             if earlier.get(k) != current.get(k))
+            logging.info('Going on with other settings than before: %s.',
+                         ', '.join(f'{k} {earlier.get(k)!r} -> '
+                                   f'{current.get(k)!r}' for k in changed))
+            previous['earlier_configs'] = list(previous.get(
+                'earlier_configs', [])) + [dict(config=earlier,
+                                                until_step=self.step)]
         self.results = dict(previous, preset=config.preset,
                             dataset=config.dataset,
                             config=dataclasses.asdict(config),
