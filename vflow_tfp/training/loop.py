@@ -21,8 +21,8 @@ across machines, `OneDeviceStrategy`):
   replay the data from the start of the stream;
 * every worker resumes from the chief's checkpoints
   (`output_dir/checkpoints`, which must be visible to all workers, e.g. on
-  a shared file system or a mounted bucket); the workers check that they found the
-  same step before anything collective runs;
+  a shared file system or a mounted bucket); the workers check that they
+  found the same step before anything collective runs;
 * SIGTERM/SIGINT checkpoints and returns; the stop request travels in the
   gradients' all-reduce, so a signal to any one worker stops every worker
   after the same step;
