@@ -833,8 +833,6 @@ class Trainer:
         one, to go on).
         """
         config = self.config
-        # A stop requested during an earlier call was for that call.
-        self._stop_requested.clear()
         how = self.restore_or_initialize()
         previous = dict(self.results)  # of an earlier call on this trainer
         results_path = os.path.join(config.output_dir, 'results.json')
@@ -868,6 +866,9 @@ class Trainer:
         finally:
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
+            # A stop request is for the call it stopped (one made before a
+            # call stops that call), not for the next.
+            self._stop_requested.clear()
             if not self.is_chief:
                 shutil.rmtree(self._checkpoint_dir, ignore_errors=True)
         if config.export and self.is_chief and completed:
