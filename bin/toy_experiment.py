@@ -119,6 +119,11 @@ _LATER_SETTINGS = {'linear_top': False, 'recycle_every': 0,
                    'grid_iw_samples': 100, 'jit_compile': True}
 
 
+def _tag(dims, steps, seed):
+    """A run's name in runs/, checkpoints/ and densities/."""
+    return f'D{dims}_L{steps}_seed{seed}'
+
+
 def _fail(message):
     print(f'toy_experiment.py: error: {message}', file=sys.stderr)
     sys.exit(2)
@@ -432,15 +437,14 @@ def _sweep(argv):
     # Seed by seed, cheap cells first: an interrupted sweep has every cell
     # for the first seeds.
     jobs = [(d, s, seed) for seed in seeds for s in steps for d in dims]
-    existing = [j for j in jobs if os.path.exists(
-        os.path.join(run_dir, f'D{j[0]}_L{j[1]}_seed{j[2]}.json'))]
+    existing = [j for j in jobs
+                if os.path.exists(os.path.join(run_dir, _tag(*j) + '.json'))]
     if existing and not _RESUME.value:
         _fail(f'{len(existing)} of the {len(jobs)} runs already have results '
               f'in {run_dir}; pass --resume to skip them or use another '
               '--output_dir.')
-    in_progress = [tag for tag in (f'D{d}_L{s}_seed{seed}'
-                                   for d, s, seed in jobs)
-                   if os.path.isdir(os.path.join(checkpoint_root, tag))]
+    in_progress = [_tag(*j) for j in jobs
+                   if os.path.isdir(os.path.join(checkpoint_root, _tag(*j)))]
     if in_progress and not _RESUME.value:
         _fail(f'{len(in_progress)} of the {len(jobs)} runs were started '
               f'before (checkpoints in {checkpoint_root}, e.g. '
@@ -463,7 +467,7 @@ def _sweep(argv):
           f'{len(existing)} already done; outputs in {out_dir}', flush=True)
     start = time.time()
     for k, (d, s, seed) in enumerate(jobs, 1):
-        tag = f'D{d}_L{s}_seed{seed}'
+        tag = _tag(d, s, seed)
         path = os.path.join(run_dir, tag + '.json')
         if os.path.exists(path):
             continue

@@ -205,9 +205,6 @@ def main(argv):
         training.make_output_dir(FLAGS.output_dir)
     except ValueError as e:
         _fail(str(e))
-    # Initial weights come from the global random state (the preset's seed
-    # covers noise and dropout).
-    tf.random.set_seed(FLAGS.seed)
     strategy = _make_strategy(tf)
     replicas = strategy.num_replicas_in_sync
     if FLAGS.global_batch_size % replicas:

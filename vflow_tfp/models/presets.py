@@ -4,7 +4,7 @@
 presets; `describe(name)` gives a one-line summary. The `seed` override seeds
 the model's noise and dropout generator; initial weights are drawn from
 TensorFlow's global random state, so call `tf.random.set_seed` first for
-reproducible weights (`bin/train.py` does). Overrides are the keyword
+reproducible weights (`training.Trainer` does). Overrides are the keyword
 arguments of the preset's factory (e.g. `filters`, `blocks`, `components`,
 `dropout`, `seed`, `dtype`); an unknown one is an error that lists the valid
 ones.

@@ -376,7 +376,7 @@ class Trainer:
         self._stop_requested = threading.Event()
         # The initial weights are drawn from TF's global random state (the
         # preset's seed covers noise and dropout): seeded here, so that
-        # `config.seed` fixes them, as `--seed` does for bin/train.py.
+        # `config.seed` (bin/train.py's `--seed`) fixes them.
         tf.random.set_seed(config.seed)
         with strategy.scope():
             self.model = presets.build(config.preset, seed=config.seed,
@@ -862,7 +862,7 @@ class Trainer:
         start = time.time()
         try:
             completed = self._loop(start, elapsed_before,
-                                   previous.get('config'))
+                                   earlier == current)
         finally:
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
@@ -905,8 +905,11 @@ class Trainer:
             previous[sig] = signal.signal(sig, self.request_stop)
         return previous
 
-    def _loop(self, start, elapsed_before, previous_config):
-        """Trains to `train_steps`, then the final bound; `False` if stopped."""
+    def _loop(self, start, elapsed_before, same_settings):
+        """Trains to `train_steps`, then the final bound; `False` if stopped.
+
+        `same_settings`: whether `results.json` came from this config.
+        """
         config = self.config
         split = self.eval_split
         step = start_step = self.step
@@ -1044,8 +1047,7 @@ class Trainer:
                             wall_time=elapsed_before + time.time() - start)
         if config.iw_samples:
             if (self.results.get('test_bpd_iw_step') == step
-                    and previous_config == json.loads(json.dumps(
-                        dataclasses.asdict(config)))):
+                    and same_settings):
                 # A rerun of the finished command: the bound is the same
                 # computation on the same checkpoint.
                 logging.info('%s bpd (%d-sample importance weighted, EMA, %d '
