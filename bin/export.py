@@ -38,6 +38,9 @@ def _check_export_dir(path):
     # that cannot hold the export fails at once. The directories made to
     # find out go again at once (the export makes them anew), so that a
     # command refused later, say for its checkpoint, leaves none behind.
+    # A URL (gs://...) is left to the export itself.
+    if '://' in path:
+        return
     parent = os.path.dirname(os.path.abspath(path))
     made, missing = [], parent
     while not os.path.lexists(missing):
@@ -60,6 +63,8 @@ def main(argv):
     if FLAGS.export_dir:
         _check_export_dir(FLAGS.export_dir)
     # Imported here so that --help and flag errors answer without TF start-up.
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
     from vflow_tfp import export  # pylint: disable=g-import-not-at-top
 
     try:
@@ -72,6 +77,9 @@ def main(argv):
         # Writing the SavedModel (e.g. a full disk, or a directory made
         # read-only after the check above).
         _fail(f'{e.filename or FLAGS.run_dir}: {e.strerror or e}.')
+    except tf.errors.OpError as e:
+        # The same through tf.io.gfile (a URL: a missing bucket, no access).
+        _fail(' '.join(e.message.split()))
     info = export.load_metadata(path)
     test_bpd = info.get('test_bpd')
     print(f'exported {info["preset"]} (step {info["step"]}, EMA weights, '

@@ -130,6 +130,7 @@ def main(argv):
         _fail('--model is required (an exported SavedModel directory).')
     # Imported here so that --help and flag errors answer without TF start-up.
     from vflow_tfp import export  # pylint: disable=g-import-not-at-top
+    from vflow_tfp import file_io  # pylint: disable=g-import-not-at-top
     from vflow_tfp import scoring  # pylint: disable=g-import-not-at-top
 
     specs = argv[1:]
@@ -158,7 +159,7 @@ def main(argv):
     if not records:
         # Only a source that cannot count its examples beforehand gets here.
         _fail('the inputs yielded no example, nothing was scored.')
-    results = scoring.summarize(records, os.path.abspath(FLAGS.model),
+    results = scoring.summarize(records, file_io.absolute(FLAGS.model),
                                 num_samples, FLAGS.seed, FLAGS.batch_size)
     # The file first: a reader that closes stdout early must not cost the
     # finished run.

@@ -226,8 +226,8 @@ def _comparable(name, value):
 
 def _atomic_write(path, mode='w'):
     # Not imported at the top: the package imports TensorFlow.
-    from vflow_tfp import atomic_files  # pylint: disable=g-import-not-at-top
-    return atomic_files.atomic_write(path, mode)
+    from vflow_tfp import file_io  # pylint: disable=g-import-not-at-top
+    return file_io.atomic_write(path, mode)
 
 
 def _write_json(path, obj):

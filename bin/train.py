@@ -62,7 +62,8 @@ flags.DEFINE_integer('init_batch_size', 64,
                      'Examples for the data-dependent initialisation.')
 flags.DEFINE_bool('jit_compile', False, 'XLA-compile the replica step.')
 # Bookkeeping.
-flags.DEFINE_string('output_dir', None, 'Run directory (resumes if present).')
+flags.DEFINE_string('output_dir', None, 'Run directory (resumes if present); a '
+                    'local path or a URL such as gs://bucket/run.')
 flags.DEFINE_integer('checkpoint_every', 1000, 'Steps between checkpoints.')
 flags.DEFINE_integer('keep_checkpoints', 3, 'Checkpoints kept.')
 flags.DEFINE_integer('eval_every', 5000, 'Steps between evaluations.')
@@ -107,8 +108,11 @@ def _fail(message):
 
 
 def _missing_dirs(path):
-    """The directories that creating `path` adds, deepest first."""
+    """The local directories that creating `path` adds, deepest first (none
+    for a URL: an object store's directories vanish with their files)."""
     missing = []
+    if '://' in path:
+        return missing
     path = os.path.abspath(path)
     while not os.path.exists(path):
         missing.append(path)

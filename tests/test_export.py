@@ -392,6 +392,27 @@ class ExportTest(gpu_kernels.Assertions, tf.test.TestCase):
         with self.assertRaisesRegex(ValueError, 'no saved_model.pb'):
             export.load_metadata(path)
 
+    def test_export_to_a_url_replaces_only_a_saved_model(self):
+        # file:// takes tf.io.gfile's path, as gs:// does.
+        path = os.path.join(self.tmp, 'url_export')
+        url = 'file://' + path
+        for samples in (3, 5):
+            self.assertEqual(export.export_model(
+                self.vector.model, url, default_num_samples=samples), url)
+            self.assertEqual(
+                export.load_metadata(url)['default_num_samples'], samples)
+        self.assertEqual(export.load_metadata(path)['default_num_samples'], 5)
+        # No staging directory left beside it.
+        self.assertEqual([name for name in os.listdir(self.tmp)
+                          if name.startswith('.saved_model-')], [])
+        notes = os.path.join(self.tmp, 'url_notes')
+        os.makedirs(notes)
+        with open(os.path.join(notes, 'todo.txt'), 'w') as f:
+            f.write('keep me')
+        with self.assertRaisesRegex(ValueError, 'refusing to overwrite'):
+            export.export_model(self.vector.model, 'file://' + notes)
+        self.assertEqual(os.listdir(notes), ['todo.txt'])
+
     def test_export_logs_no_captured_tensor_ids(self):
         # A caller logging at INFO (bin/train.py does) used to get TF's
         # note on the signatures' captured inputs: thousands of characters,

@@ -519,6 +519,31 @@ class ScoreTest(tf.test.TestCase):
                            "its own; score tfds:photo_patches/8x8:test "
                            "instead.")
 
+    def test_a_model_behind_a_url_scores_local_inputs(self):
+        path = self._npy('ok.npy', self.exported.train[:2])
+        url = 'file://' + self.exported.path
+        json_path = self._path('s.json')
+        code, out, err = run_score(f'--model={url}', path,
+                                   f'--output={json_path}')
+        self.assertEqual(code, 0, err)
+        code, local_out, err = run_score(self.model_flag, path)
+        self.assertEqual(code, 0, err)
+        # The same scores as from the local path (the time differs).
+        self.assertEqual(out.splitlines()[:3], local_out.splitlines()[:3])
+        with open(json_path) as f:
+            self.assertEqual(json.load(f)['model'], url)
+        # Inputs and the output file stay local, refused by name.
+        self.assertRefused([f'--model={url}', 'gs://bucket/a.png'],
+                           'gs://bucket/a.png: inputs are local files, '
+                           'directories, globs or tfds:NAME[:SPLIT]; copy '
+                           'the files from their bucket first (the model '
+                           'may be a URL).')
+        self.assertRefused([f'--model={url}', path,
+                            '--output=gs://bucket/s.json'],
+                           'gs://bucket/s.json: scores are written to a '
+                           'local file; copy it to its destination '
+                           'afterwards.')
+
     def test_unknown_tfds_split_is_named_as_a_split(self):
         # Not "Unknown dataset 'photo_patches/8x8:nosplit'" with ":test"
         # appended to the label.

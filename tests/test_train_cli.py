@@ -382,21 +382,25 @@ class CliErrorTest(_RunDirectory, tf.test.TestCase):
         self.assertFalse(os.path.exists(new_dir))
         # Settings refused only by the data or the preset's build come after
         # the directory is made: it goes again, with the parents it needed,
-        # while an existing one stays.
+        # while an existing one stays, as empty as it was (the last case is
+        # refused after the trainer is built, which used to leave summaries/).
         new_dir = os.path.join(self.tmp, 'new', 'run')
         kept = os.path.join(self.tmp, 'kept')
         os.makedirs(kept)
         for output_dir in (new_dir, kept):
             for dataset, pattern in (
                     ('photo_patches/12x12', r'photo_patches'),
-                    ('photo_patches/8x8 --dropout=1.5', r'dropout')):
+                    ('photo_patches/8x8 --dropout=1.5', r'dropout'),
+                    ('checkerboard', r"preset 'tiny_vflow' models data of "
+                                     r"shape \[8, 8, 3\] but 'checkerboard' "
+                                     r'has \[2\]\.')):
                 run = self._run_train('--preset=tiny_vflow',
                                       *f'--dataset={dataset}'.split(),
                                       f'--output_dir={output_dir}')
                 self._assert_one_line_error(
                     run, r'train\.py: error: .*' + pattern)
         self.assertFalse(os.path.exists(os.path.join(self.tmp, 'new')))
-        self.assertTrue(os.path.isdir(kept))
+        self.assertEqual(os.listdir(kept), [])
 
     def test_bad_step_group_settings_name_the_setting(self):
         base = ('--preset=tiny_vflow', '--dataset=photo_patches/8x8',

@@ -823,12 +823,51 @@ class TrainerSafetyTest(_TrainerFixture, tf.test.TestCase):
                 (a_file, 'output_dir must be a directory; got .*a_file'),
                 (os.path.join(a_file, 'run'),
                  'output_dir must be a directory that can be created'),
-                # Python's file functions would make a local "gs:" folder.
-                ('gs://bucket/run', "output_dir must be a local or mounted "
-                 "path; got 'gs://bucket/run'. Mount the bucket")):
+                # The same through tf.io.gfile, as for gs://.
+                ('file://' + a_file,
+                 'output_dir must be a directory; got .*a_file.*a file'),
+                ('file://' + os.path.join(a_file, 'run'),
+                 'output_dir must be a directory that can be created and '
+                 'written; got .*a_file/run')):
             with self.assertRaisesRegex(ValueError, message):
                 self._trainer_at(output_dir,
                                  tf.distribute.OneDeviceStrategy('/cpu:0'))
+
+    def test_a_url_output_dir_holds_the_whole_run(self):
+        # file:// takes tf.io.gfile's path, as gs:// does; Python's file
+        # functions would write into a local "file:" directory instead.
+        cwd = os.getcwd()
+        self.addCleanup(os.chdir, cwd)
+        os.chdir(self._dir())
+        run_dir = os.path.join(self._dir(), 'run')
+        url = 'file://' + run_dir
+        strategy = tf.distribute.OneDeviceStrategy('/cpu:0')
+        results = self._trainer_at(url, strategy).train()
+        self.assertEqual(os.listdir('.'), [])
+        self.assertEqual(sorted(os.listdir(run_dir)),
+                         ['checkpoints', 'results.json', 'saved_model',
+                          'summaries'])
+        self.assertEqual(results['latest_checkpoint'],
+                         url + '/checkpoints/ckpt-6')
+        self.assertEqual(results['saved_model'], url + '/saved_model')
+        with open(os.path.join(run_dir, 'results.json')) as f:
+            self.assertEqual(json.load(f)['step'], 6)
+        self.assertEqual(export.load_metadata(url + '/saved_model')['step'],
+                         6)
+        # A rerun with more steps resumes from the URL's checkpoint and
+        # replaces the export.
+        with self.assertLogs('absl', 'INFO') as logs:
+            results = self._trainer_at(url, strategy, train_steps=9).train()
+        self.assertTrue(any(f'Resumed from {url}/checkpoints/ckpt-6' in line
+                            for line in logs.output), logs.output)
+        self.assertEqual(results['latest_checkpoint'],
+                         url + '/checkpoints/ckpt-9')
+        self.assertEqual(export.load_metadata(url + '/saved_model')['step'],
+                         9)
+        self.assertEqual(sorted(os.listdir(run_dir)),
+                         ['checkpoints', 'results.json', 'saved_model',
+                          'summaries'])
+        self.assertEqual(os.listdir('.'), [])
 
     def test_latest_checkpoint_is_absolute_for_a_relative_output_dir(self):
         cwd = os.getcwd()

@@ -51,7 +51,11 @@ not garbage outputs; so is any input of another shape or rank
 The metadata (preset, overrides, training config, dataset, data shape,
 pixel levels `num_bins` of an image model, test bits/dim, default sample
 count, versions) is also the asset
-`assets/metadata.json`, which `load_metadata` reads without TensorFlow.
+`assets/metadata.json`, which `load_metadata` reads without loading the
+model.
+
+Run and export directories may be local paths or URLs that `tf.io.gfile`
+serves (`gs://bucket/run`).
 """
 
 import json
@@ -60,11 +64,13 @@ import os
 import re
 import shutil
 import tempfile
+import uuid
 
 from absl import logging
 import tensorflow as tf
 
 import vflow_tfp
+from vflow_tfp import file_io
 from vflow_tfp import tf_logs
 from vflow_tfp.models import presets
 from vflow_tfp.training import ema as ema_lib
@@ -263,7 +269,7 @@ class FlowScorer(tf.Module):
 
 
 def _is_saved_model(path):
-    return os.path.isfile(os.path.join(path, 'saved_model.pb'))
+    return tf.io.gfile.exists(os.path.join(path, 'saved_model.pb'))
 
 
 def export_model(model, export_dir, metadata=None,
@@ -272,12 +278,13 @@ def export_model(model, export_dir, metadata=None,
 
     The SavedModel is written next to `export_dir` and moved into place, so
     `export_dir` never holds a partial export; an existing SavedModel there is
-    replaced.
+    replaced. (On an object store such as GCS a directory is moved object by
+    object: a reader may see a partial export while it moves.)
 
     Args:
       model: a `vflow_tfp.models.VFlow`.
-      export_dir: output directory; must not exist, be empty or hold a
-        SavedModel.
+      export_dir: output directory (a local path or a `tf.io.gfile` URL);
+        must not exist, be empty or hold a SavedModel.
       metadata: JSON-serialisable dict saved with it (see `FlowScorer`).
       default_num_samples: importance samples of `serving_default`.
         Default value: 16.
@@ -292,22 +299,29 @@ def export_model(model, export_dir, metadata=None,
         directory that is not a SavedModel, or for bad arguments (see
         `FlowScorer`).
     """
-    export_dir = os.path.abspath(export_dir)
-    if os.path.islink(export_dir):
+    export_dir = file_io.absolute(export_dir)
+    url = file_io.is_url(export_dir)
+    if not url and os.path.islink(export_dir):
         # Replacing the link's target behind the user's back, or the link
         # by a directory, would each surprise someone.
         raise ValueError(f'{export_dir} is a symbolic link (to '
                          f'{os.path.realpath(export_dir)}); give a real '
                          'directory.')
-    if os.path.exists(export_dir) and not (
-            os.path.isdir(export_dir) and (not os.listdir(export_dir)
-                                           or _is_saved_model(export_dir))):
+    if tf.io.gfile.exists(export_dir) and not (
+            tf.io.gfile.isdir(export_dir)
+            and (not tf.io.gfile.listdir(export_dir)
+                 or _is_saved_model(export_dir))):
         raise ValueError(f'{export_dir} exists and is not a SavedModel or an '
                          'empty directory; refusing to overwrite it.')
     scorer = FlowScorer(model, metadata, default_num_samples, chunk_size)
     parent = os.path.dirname(export_dir)
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix='.saved_model-', dir=parent)
+    tf.io.gfile.makedirs(parent)
+    if url:
+        # No private directories to make on an object store, and none
+        # needed: the name is random.
+        staging = os.path.join(parent, f'.saved_model-{uuid.uuid4().hex}')
+    else:
+        staging = tempfile.mkdtemp(prefix='.saved_model-', dir=parent)
     try:
         with tempfile.TemporaryDirectory() as scratch:
             path = os.path.join(scratch, METADATA_FILE)
@@ -317,15 +331,21 @@ def export_model(model, export_dir, metadata=None,
             with tf_logs.quiet_info():
                 tf.saved_model.save(scorer, staging,
                                     signatures=scorer.signature_map())
-        # mkdtemp makes the directory private (0700); an export is read by
-        # other users and serving containers, so it gets a plain mkdir's
-        # permissions.
-        os.chmod(staging, 0o777 & ~_umask())
-        if os.path.exists(export_dir):
-            shutil.rmtree(export_dir)
-        os.replace(staging, export_dir)
+        if url:
+            if tf.io.gfile.exists(export_dir):
+                tf.io.gfile.rmtree(export_dir)
+            tf.io.gfile.rename(staging, export_dir)
+        else:
+            # mkdtemp makes the directory private (0700); an export is read
+            # by other users and serving containers, so it gets a plain
+            # mkdir's permissions.
+            os.chmod(staging, 0o777 & ~_umask())
+            if os.path.exists(export_dir):
+                shutil.rmtree(export_dir)
+            os.replace(staging, export_dir)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if tf.io.gfile.exists(staging):
+            tf.io.gfile.rmtree(staging)
     return export_dir
 
 
@@ -338,13 +358,13 @@ def _umask():
 def load_metadata(export_dir):
     """The metadata dict of an export, read from `assets/metadata.json`.
 
-    Plain JSON: no TensorFlow and no model loading.
+    Plain JSON: no model loading.
 
     Raises:
       ValueError: if `export_dir` is not a SavedModel, or not one written by
         `export_model`.
     """
-    if not os.path.isdir(export_dir):
+    if not tf.io.gfile.isdir(export_dir):
         raise ValueError(f'{export_dir}: not a SavedModel directory (no such '
                          'directory).')
     if not _is_saved_model(export_dir):
@@ -352,8 +372,7 @@ def load_metadata(export_dir):
                          'saved_model.pb).')
     path = os.path.join(export_dir, 'assets', METADATA_FILE)
     try:
-        with open(path) as f:
-            info = json.load(f)
+        info = file_io.read_json(path)
     except (OSError, ValueError) as e:
         raise ValueError(f'{export_dir}: not a vflow_tfp scoring SavedModel '
                          f'(cannot read assets/{METADATA_FILE}: '
@@ -373,8 +392,7 @@ def load_metadata(export_dir):
 def _read_results(run_dir):
     path = os.path.join(run_dir, 'results.json')
     try:
-        with open(path) as f:
-            results = json.load(f)
+        results = file_io.read_json(path)
     except FileNotFoundError:
         raise ValueError(f'{run_dir}: no results.json; expected the '
                          '--output_dir of a bin/train.py run.') from None
@@ -394,7 +412,7 @@ def _checkpoint_path(run_dir, checkpoint):
         if path is None:
             raise ValueError(f'{run_dir}: no checkpoint in {directory}.')
         return path
-    if os.path.isdir(checkpoint):
+    if tf.io.gfile.isdir(checkpoint):
         path = tf.train.latest_checkpoint(checkpoint)
         if path is None:
             raise ValueError(f'{checkpoint}: no checkpoint in it.')
@@ -447,7 +465,7 @@ def export_run(run_dir, export_dir=None, checkpoint=None,
             export_dir, path, metadata, default_num_samples, chunk_size):
         logging.info('%s already holds the export of %s: kept.', export_dir,
                      path)
-        return os.path.abspath(export_dir)
+        return file_io.absolute(export_dir)
     model = presets.build(results['preset'], seed=config.get('seed'),
                           **overrides)
     ema = ema_lib.WeightEMA(model.trainable_variables)
@@ -493,7 +511,7 @@ def _run_metadata(results, path, overrides):
         'preset_overrides': overrides,
         'dataset': results.get('dataset') or config.get('dataset', ''),
         'config': config,
-        'checkpoint': os.path.abspath(path),
+        'checkpoint': file_io.absolute(path),
         'step': step,
         'weights': 'ema',
         'test_bpd': measured_here('test_bpd'),
@@ -519,9 +537,8 @@ def _is_current_export(export_dir, path, metadata, default_num_samples,
     """
     try:
         info = load_metadata(export_dir)
-        exported = os.path.getmtime(os.path.join(export_dir,
-                                                 'saved_model.pb'))
-        written = os.path.getmtime(path + '.index')
+        exported = file_io.mtime(os.path.join(export_dir, 'saved_model.pb'))
+        written = file_io.mtime(path + '.index')
     except (ValueError, OSError):
         return False
     # JSON has no tuples: compare the metadata as it reads back.

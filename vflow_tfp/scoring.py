@@ -40,8 +40,8 @@ import zipfile
 import numpy as np
 import tensorflow as tf
 
-from vflow_tfp import atomic_files
 from vflow_tfp import export
+from vflow_tfp import file_io
 from vflow_tfp.data import pipelines
 
 __all__ = [
@@ -543,6 +543,11 @@ def open_inputs(specs, metadata, *, npz_key=None, data_dir=None):
             add_file(name)
 
     for spec in specs:
+        if file_io.is_url(spec):
+            raise ValueError(f'{spec}: inputs are local files, directories, '
+                             'globs or tfds:NAME[:SPLIT]; copy the files '
+                             'from their bucket first (the model may be a '
+                             'URL).')
         if spec.startswith(TFDS_PREFIX):
             if not image:
                 raise ValueError(f'{spec}: the model scores vectors of '
@@ -694,6 +699,9 @@ def output_format(path):
       ValueError: for any other extension, if `path` is a directory or its
         directory does not exist (checked before scoring, not after).
     """
+    if file_io.is_url(path):
+        raise ValueError(f'{path}: scores are written to a local file; copy '
+                         'it to its destination afterwards.')
     fmt = _OUTPUT_FORMATS.get(os.path.splitext(path)[1].lower())
     if fmt is None:
         raise ValueError(f'{path}: unknown output format; use a .json or '
@@ -721,8 +729,8 @@ def write_results(path, results):
     """
     fmt = output_format(path)
     try:
-        with atomic_files.atomic_write(path, newline='', encoding='utf-8',
-                                       errors='surrogateescape') as f:
+        with file_io.atomic_write(path, newline='', encoding='utf-8',
+                                  errors='surrogateescape') as f:
             if fmt == 'json':
                 json.dump(results, f, indent=1)
                 f.write('\n')

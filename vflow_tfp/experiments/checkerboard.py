@@ -68,7 +68,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 import tf_keras
 
-from vflow_tfp import atomic_files
+from vflow_tfp import file_io
 from vflow_tfp import nets
 from vflow_tfp.data import checkerboard as data_lib
 from vflow_tfp.models import presets
@@ -370,8 +370,8 @@ def _save_training(checkpoint, directory, state):
     os.makedirs(directory, exist_ok=True)
     name = f'step-{state["done"]}'
     checkpoint.write(os.path.join(directory, name))
-    with atomic_files.atomic_write(os.path.join(directory,
-                                                _TRAINING_STATE)) as f:
+    with file_io.atomic_write(os.path.join(directory,
+                                           _TRAINING_STATE)) as f:
         json.dump(dict(state, checkpoint=name), f)
     for old in glob.glob(os.path.join(directory, 'step-*')):
         if not os.path.basename(old).startswith(name + '.'):

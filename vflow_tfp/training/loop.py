@@ -21,7 +21,7 @@ across machines, `OneDeviceStrategy`):
   replay the data from the start of the stream;
 * every worker resumes from the chief's checkpoints
   (`output_dir/checkpoints`, which must be visible to all workers, e.g. on
-  a shared file system or a mounted bucket); the workers check that they
+  a shared file system or a bucket, `gs://...`); the workers check that they
   found the same step before anything collective runs;
 * SIGTERM/SIGINT checkpoints and returns; the stop request travels in the
   gradients' all-reduce, so a signal to any one worker stops every worker
@@ -54,8 +54,8 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from vflow_tfp import atomic_files
 from vflow_tfp import export as export_lib
+from vflow_tfp import file_io
 from vflow_tfp import tf_logs
 from vflow_tfp.models import presets
 from vflow_tfp.training import ema as ema_lib
@@ -246,19 +246,16 @@ class TrainConfig:
 def make_output_dir(path, name='output_dir'):
     """Creates the run directory `path` (if new); returns it.
 
+    `path` is a local path or a URL that `tf.io.gfile` serves (`gs://...`).
+
     Raises:
       ValueError: one line naming `name` and `path` if `path` is empty, a
         file, or cannot be created or written.
     """
     if not path:
         raise ValueError(f'{name} must name a directory; got {path!r}.')
-    if '://' in str(path):
-        # results.json, samples.png and the export's metadata are written
-        # with Python's file functions, which would put them in a local
-        # directory named after the URL.
-        raise ValueError(f'{name} must be a local or mounted path; got '
-                         f'{path!r}. Mount the bucket (e.g. with gcsfuse) '
-                         'and pass the mount point.')
+    if file_io.is_url(path):
+        return _make_url_dir(path, name)
     if os.path.exists(path) and not os.path.isdir(path):
         raise ValueError(f'{name} must be a directory; got {path!r}, which '
                          'is a file.')
@@ -271,6 +268,25 @@ def make_output_dir(path, name='output_dir'):
     if not os.access(path, os.W_OK | os.X_OK):
         raise ValueError(f'{name} must be a writable directory; got '
                          f'{path!r}.')
+    return path
+
+
+def _make_url_dir(path, name):
+    """`make_output_dir` for a URL: made, then probed with a written file
+    (a bucket has no permission bits to read)."""
+    try:
+        if tf.io.gfile.exists(path) and not tf.io.gfile.isdir(path):
+            raise ValueError(f'{name} must be a directory; got {path!r}, '
+                             'which is a file.')
+        tf.io.gfile.makedirs(path)
+        probe = os.path.join(path, f'.write_probe.{os.getpid()}')
+        with tf.io.gfile.GFile(probe, 'w') as f:
+            f.write('')
+        tf.io.gfile.remove(probe)
+    except tf.errors.OpError as e:
+        raise ValueError(f'{name} must be a directory that can be created '
+                         f'and written; got {path!r} '
+                         f'({" ".join(e.message.split())}).') from e
     return path
 
 
@@ -287,7 +303,7 @@ def _data_alone(dataset, what):
 
 def write_json_atomic(path, payload):
     """Writes JSON so that readers never see a partial file."""
-    with atomic_files.atomic_write(path) as f:
+    with file_io.atomic_write(path) as f:
         json.dump(payload, f, indent=2, sort_keys=True)
 
 
@@ -416,9 +432,10 @@ class Trainer:
             self.checkpoint, self._checkpoint_dir,
             max_to_keep=config.keep_checkpoints,
             step_counter=self.optimizer.iterations)
-        self._writer = (tf.summary.create_file_writer(
-            os.path.join(config.output_dir, 'summaries'))
-            if self.is_chief else tf.summary.create_noop_writer())
+        # Made at the first summary (`_summaries`): creating a writer
+        # creates summaries/, which would keep a run refused before then
+        # (say for its data) from leaving its output_dir as it found it.
+        self._writer = None
         self._train_step = self._make_train_step()
         self._eval_step = None   # traced for the evaluation data's spec
         self.evaluated_images = None  # by the last `evaluate`
@@ -427,6 +444,14 @@ class Trainer:
         self._start_state = None
 
     # -- state ------------------------------------------------------------
+
+    def _summaries(self):
+        """The summary writer (a no-op one off the chief), made once."""
+        if self._writer is None:
+            self._writer = (tf.summary.create_file_writer(
+                os.path.join(self.config.output_dir, 'summaries'))
+                if self.is_chief else tf.summary.create_noop_writer())
+        return self._writer
 
     @property
     def step(self):
@@ -487,11 +512,11 @@ class Trainer:
 
     def _recorded_config(self):
         """The `config` of `output_dir`'s results.json, `{}` if none."""
-        path = os.path.join(self.config.output_dir, 'results.json')
-        if not os.path.exists(path):
+        try:
+            return file_io.read_json(os.path.join(
+                self.config.output_dir, 'results.json')).get('config', {})
+        except FileNotFoundError:
             return {}
-        with open(path) as f:
-            return json.load(f).get('config', {})
 
     def _check_workers_agree(self, latest):
         """Raises unless every replica found the checkpoint of `latest`'s step.
@@ -804,8 +829,8 @@ class Trainer:
         grid = image_grid(samples.numpy())
         path = os.path.join(self.config.output_dir, 'samples.png')
         tf.io.write_file(path + '.tmp', tf.io.encode_png(grid))
-        os.replace(path + '.tmp', path)
-        with self._writer.as_default():
+        file_io.replace(path + '.tmp', path)
+        with self._summaries().as_default():
             tf.summary.image('samples', grid[np.newaxis], step=step)
         return path
 
@@ -817,7 +842,7 @@ class Trainer:
         # Absolute, like `saved_model`: a relative path would only hold
         # from the working directory of the training run.
         self.results['latest_checkpoint'] = (
-            None if latest is None else os.path.abspath(latest))
+            None if latest is None else file_io.absolute(latest))
         if self.is_chief:
             write_json_atomic(
                 os.path.join(self.config.output_dir, 'results.json'),
@@ -835,11 +860,12 @@ class Trainer:
         config = self.config
         how = self.restore_or_initialize()
         previous = dict(self.results)  # of an earlier call on this trainer
-        results_path = os.path.join(config.output_dir, 'results.json')
-        if not previous and how == 'restored' and os.path.exists(
-                results_path):
-            with open(results_path) as f:
-                previous = json.load(f)
+        if not previous and how == 'restored':
+            try:
+                previous = file_io.read_json(
+                    os.path.join(config.output_dir, 'results.json'))
+            except FileNotFoundError:
+                pass
         earlier = previous.get('config')
         current = json.loads(json.dumps(dataclasses.asdict(config)))
         if earlier is not None and earlier != current:
@@ -1002,7 +1028,7 @@ class Trainer:
                     '%.1f img/s | ETA %s', step, config.train_steps,
                     train_bpd, lr, float(norm), images_per_second,
                     format_duration(remaining))
-                with self._writer.as_default():
+                with self._summaries().as_default():
                     tf.summary.scalar('train/bpd', train_bpd, step=step)
                     tf.summary.scalar('train/loss', window_mean, step=step)
                     tf.summary.scalar('train/learning_rate', lr, step=step)
@@ -1020,7 +1046,7 @@ class Trainer:
                 test_bpd = self.evaluate()
                 logging.info('step %d | %s bpd (ELBO, EMA) %.4f', step, split,
                              test_bpd)
-                with self._writer.as_default():
+                with self._summaries().as_default():
                     tf.summary.scalar('test/bpd', test_bpd, step=step)
                 self.write_samples(step)
                 self._write_results(step=step, test_bpd=test_bpd,
@@ -1063,7 +1089,7 @@ class Trainer:
                                  'done); training is complete and saved. '
                                  'Rerun the same command to evaluate and '
                                  'export.', config.iw_samples, images)
-                    self._writer.flush()
+                    self._summaries().flush()
                     return False
                 logging.info('%s bpd (%d-sample importance weighted, EMA, %d '
                              'images) %.4f', split, config.iw_samples, images,
@@ -1073,5 +1099,5 @@ class Trainer:
         self._write_results(step=step, train_bpd=train_bpd,
                             images_per_second=images_per_second,
                             wall_time=elapsed_before + time.time() - start)
-        self._writer.flush()
+        self._summaries().flush()
         return True

@@ -1,0 +1,100 @@
+"""Run files behind URLs: `file://` URLs take the `tf.io.gfile` path that
+`gs://` takes, on the local disk."""
+
+import json
+import os
+import tempfile
+
+import tensorflow as tf
+
+from vflow_tfp import file_io
+
+
+class FileIoTest(tf.test.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.directory = tempfile.mkdtemp(dir=self.get_temp_dir())
+        self.url = 'file://' + self.directory
+        # Python's file functions would make a local "file:" directory here.
+        cwd = os.getcwd()
+        self.addCleanup(os.chdir, cwd)
+        self.cwd = tempfile.mkdtemp(dir=self.get_temp_dir())
+        os.chdir(self.cwd)
+
+    def tearDown(self):
+        self.assertEqual(os.listdir(self.cwd), [])
+        super().tearDown()
+
+    def test_is_url_and_absolute(self):
+        self.assertTrue(file_io.is_url('gs://bucket/run'))
+        self.assertFalse(file_io.is_url('runs/a'))
+        self.assertEqual(file_io.absolute('gs://bucket/run'),
+                         'gs://bucket/run')
+        self.assertEqual(file_io.absolute('runs/a'),
+                         os.path.join(self.cwd, 'runs', 'a'))
+
+    def test_atomic_write_to_a_url_replaces_the_file(self):
+        path = self.url + '/results.json'
+        for value in (1, 2):
+            with file_io.atomic_write(path) as f:
+                json.dump({'value': value}, f)
+            self.assertEqual(file_io.read_json(path), {'value': value})
+        self.assertEqual(os.listdir(self.directory), ['results.json'])
+        with file_io.atomic_write(self.url + '/a.bin', 'wb') as f:
+            f.write(b'\x00\xff')
+        with open(os.path.join(self.directory, 'a.bin'), 'rb') as f:
+            self.assertEqual(f.read(), b'\x00\xff')
+
+    def test_a_failed_write_to_a_url_leaves_the_old_file_alone(self):
+        path = self.url + '/results.json'
+        with file_io.atomic_write(path) as f:
+            f.write('{"old": true}')
+        with self.assertRaisesRegex(RuntimeError, 'body failed'):
+            with file_io.atomic_write(path) as f:
+                f.write('{"new"')
+                raise RuntimeError('body failed')
+        self.assertEqual(file_io.read_json(path), {'old': True})
+        self.assertEqual(os.listdir(self.directory), ['results.json'])
+
+    def test_a_url_is_written_only_as_utf8_with_the_newlines_given(self):
+        with file_io.atomic_write(self.url + '/a.csv', newline='',
+                                  encoding='utf-8') as f:
+            f.write('é,1\r\n')
+        with open(os.path.join(self.directory, 'a.csv'), 'rb') as f:
+            self.assertEqual(f.read(), 'é,1\r\n'.encode('utf-8'))
+        with self.assertRaisesRegex(ValueError, 'surrogateescape'):
+            with file_io.atomic_write(self.url + '/b.csv',
+                                      errors='surrogateescape'):
+                pass
+        self.assertEqual(os.listdir(self.directory), ['a.csv'])
+
+    def test_missing_files_raise_what_open_raises(self):
+        for path in (self.url + '/none.json',
+                     os.path.join(self.directory, 'none.json')):
+            with self.assertRaises(FileNotFoundError):
+                file_io.read_json(path)
+            with self.assertRaises(FileNotFoundError):
+                file_io.mtime(path)
+
+    def test_mtime_of_a_url_is_the_file_system_s(self):
+        with open(os.path.join(self.directory, 'a'), 'w') as f:
+            f.write('a')
+        # TF's local file system reports whole seconds.
+        self.assertAllClose(file_io.mtime(self.url + '/a'),
+                            os.path.getmtime(os.path.join(self.directory,
+                                                          'a')), atol=1.0)
+
+    def test_replace_between_urls(self):
+        with open(os.path.join(self.directory, 'a'), 'w') as f:
+            f.write('a')
+        with open(os.path.join(self.directory, 'b'), 'w') as f:
+            f.write('b')
+        file_io.replace(self.url + '/a', self.url + '/b')
+        self.assertEqual(os.listdir(self.directory), ['b'])
+        with open(os.path.join(self.directory, 'b')) as f:
+            self.assertEqual(f.read(), 'a')
+
+
+if __name__ == '__main__':
+    tf.test.main()

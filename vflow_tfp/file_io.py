@@ -1,0 +1,135 @@
+"""Files of runs and exports, on local disks or behind URLs.
+
+A local path goes through Python's file functions. A URL (`gs://bucket/run`,
+or any scheme that `tf.io.gfile` serves, such as `file://`) goes through
+`tf.io.gfile`, so that a run writes its checkpoints, results and export
+straight to a bucket. Python's `open` would instead create a local directory
+named `gs:`.
+
+Writes are atomic where the file system allows: a file is written beside its
+destination and renamed onto it. Object stores such as GCS have no atomic
+rename of directories; there a directory is copied object by object, and a
+reader may briefly see part of it.
+"""
+
+import contextlib
+import errno
+import json
+import os
+
+import tensorflow as tf
+
+__all__ = ['absolute', 'atomic_write', 'is_url', 'mtime', 'read_json',
+           'replace']
+
+
+def is_url(path):
+    """Whether `path` names a file system by scheme (`gs://...`)."""
+    return '://' in os.fspath(path)
+
+
+def absolute(path):
+    """`path` made absolute; a URL is absolute already and kept as it is."""
+    path = os.fspath(path)
+    return path if is_url(path) else os.path.abspath(path)
+
+
+def _as_os_error(error, path):
+    """The `OSError` that Python's file functions would raise for `error`."""
+    if isinstance(error, tf.errors.NotFoundError):
+        return FileNotFoundError(errno.ENOENT, 'No such file or directory',
+                                 path)
+    if isinstance(error, tf.errors.PermissionDeniedError):
+        return PermissionError(errno.EACCES, 'Permission denied', path)
+    return OSError(errno.EIO, error.message, path)
+
+
+def read_json(path):
+    """The JSON value in file `path`.
+
+    Raises:
+      OSError: as from `open` (`FileNotFoundError` if there is no file),
+        also for a URL.
+      ValueError: if the file is not JSON.
+    """
+    if not is_url(path):
+        with open(path) as f:
+            return json.load(f)
+    try:
+        with tf.io.gfile.GFile(path) as f:
+            text = f.read()
+    except tf.errors.OpError as e:
+        raise _as_os_error(e, path) from e
+    return json.loads(text)
+
+
+def replace(source, destination):
+    """Renames file `source` onto `destination`, replacing any file there."""
+    if is_url(source) or is_url(destination):
+        tf.io.gfile.rename(source, destination, overwrite=True)
+    else:
+        os.replace(source, destination)
+
+
+def mtime(path):
+    """When file `path` was last modified, in seconds since the epoch.
+
+    Raises:
+      OSError: if there is no such file (also for a URL).
+    """
+    if not is_url(path):
+        return os.path.getmtime(path)
+    try:
+        return tf.io.gfile.stat(path).mtime_nsec / 1e9
+    except tf.errors.OpError as e:
+        raise _as_os_error(e, path) from e
+
+
+@contextlib.contextmanager
+def atomic_write(path, mode='w', **open_kwargs):
+    """Opens a temporary file beside `path`, moved onto `path` on success.
+
+    Readers never see a partial `path`, and an error (in the `with` body or
+    in writing) leaves no temporary file behind. A local file comes from a
+    plain `open`, not `tempfile`, whose files are private (mode 0600): it
+    gets the permissions of any new file, as other users may read it.
+
+    A URL's file is a `tf.io.gfile.GFile`, which writes text as UTF-8 with
+    the newlines as given: `open_kwargs` may only ask for that
+    (`encoding='utf-8'`, `newline=''`).
+
+    #### Example
+
+    ```python
+    with atomic_write('results.json') as f:
+        json.dump(results, f)
+    ```
+    """
+    path = os.fspath(path)
+    url = is_url(path)
+    if url:
+        unsupported = {key: value for key, value in open_kwargs.items()
+                       if (key, value) not in (('encoding', 'utf-8'),
+                                               ('newline', ''))}
+        if unsupported:
+            raise ValueError(f'{path}: a URL is written as UTF-8 with the '
+                             f'newlines given; cannot also use '
+                             f'{unsupported}.')
+    # On the destination's file system (a rename cannot cross them) and
+    # named by process, so that two writers do not share it.
+    tmp = os.path.join(os.path.dirname(path),
+                       f'.{os.path.basename(path)}.{os.getpid()}.tmp')
+    try:
+        if url:
+            with tf.io.gfile.GFile(tmp, mode) as f:
+                yield f
+        else:
+            with open(tmp, mode, **open_kwargs) as f:
+                yield f
+        replace(tmp, path)
+    finally:
+        if url:
+            if tf.io.gfile.exists(tmp):
+                tf.io.gfile.remove(tmp)
+        elif os.path.exists(tmp):
+            os.remove(tmp)
