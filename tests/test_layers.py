@@ -766,6 +766,26 @@ class ConditioningTest(tf.test.TestCase):
                 with self.assertRaisesRegex(ValueError, message):
                     call(x)
 
+    def test_a_plain_conditioner_s_kernel_error_names_the_coupling(self):
+        # A hand-written network has no input check: run eagerly, its
+        # matmul fails in the kernel (an InvalidArgumentError).
+        class MatMulNet(tf.Module):
+            def __init__(self):
+                super().__init__()
+                self.w = tf.Variable(tf.zeros([2, 4]))
+
+            def __call__(self, c, context=None, training=False):
+                return tf.matmul(c, self.w)
+
+        coupling = vb.AffineCoupling(MatMulNet(), vb.ChannelSplit(1),
+                                     name='coupling_3')
+        self.assertEqual(coupling.inverse(tf.ones([3, 4])).shape, [3, 4])
+        with self.assertRaisesRegex(
+                ValueError, r'coupling_3: its conditioner refused the '
+                            r'conditioning half of shape \(3, 3\): .*Matrix '
+                            r'size-incompatible'):
+            coupling.inverse(tf.ones([3, 6]))
+
     def test_keras3_networks_are_refused(self):
         # Keras 3 layers are not tf.Modules: a layer built on one would list
         # none of its variables and never train.

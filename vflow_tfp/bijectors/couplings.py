@@ -169,10 +169,14 @@ class Coupling(fused.FusedBijector):
         try:
             out = self._conditioner(flat_cond, context=flat_context,
                                     training=training)
-        except ValueError as e:  # e.g. a network built for another shape
+        except (ValueError, tf.errors.InvalidArgumentError) as e:
+            # E.g. a network built for another shape: Keras layers refuse it
+            # with a ValueError; a plain `tf.matmul` fails in its kernel when
+            # run eagerly.
+            reason = e.message if isinstance(e, tf.errors.OpError) else e
             raise ValueError(
                 f'{self.name}: its conditioner refused the conditioning half '
-                f'of shape {flat_cond.shape}: {e}') from e
+                f'of shape {flat_cond.shape}: {reason}') from e
         expected = trans_channels * num_params
         if out.shape[-1] is not None and int(out.shape[-1]) != expected:
             raise ValueError(
