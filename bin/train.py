@@ -43,6 +43,10 @@ flags.DEFINE_string('data_dir', None, 'tfds data directory.')
 flags.DEFINE_integer('validation_size', 0,
                      'Hold out this many training images as the evaluation '
                      'split (the paper uses 10000); 0 evaluates on test.')
+flags.DEFINE_integer('num_bits', 8,
+                     'Bits per pixel value: fewer keep the top bits of the '
+                     '8-bit images (Glow\'s 5-bit CelebA-HQ) and build the '
+                     'preset for 2^num_bits levels.')
 # Optimisation.
 flags.DEFINE_integer('global_batch_size', 64, 'Global batch size.')
 flags.DEFINE_integer('train_steps', 100_000, 'Total training steps.')
@@ -175,14 +179,6 @@ def main(argv):
     # The user's own settings, for errors: the data may add image_shape.
     given = dict(overrides)
 
-    eval_batches = FLAGS.eval_batches
-    if FLAGS.strategy == 'multi_worker' and not eval_batches:
-        # Workers must run the same number of collective eval steps.
-        eval_batches = 10
-        logging.info('--eval_batches=0 (the whole split) needs a fixed '
-                     'number of collective steps under multi_worker: '
-                     'evaluating %d batches (%d examples) instead.',
-                     eval_batches, eval_batches * FLAGS.global_batch_size)
     config = training.TrainConfig(
         preset=FLAGS.preset, output_dir=FLAGS.output_dir,
         preset_overrides=overrides, dataset=FLAGS.dataset,
@@ -196,7 +192,7 @@ def main(argv):
         ema_decay=FLAGS.ema_decay, init_batch_size=FLAGS.init_batch_size,
         checkpoint_every=FLAGS.checkpoint_every,
         keep_checkpoints=FLAGS.keep_checkpoints, eval_every=FLAGS.eval_every,
-        eval_batches=eval_batches, log_every=FLAGS.log_every,
+        eval_batches=FLAGS.eval_batches, log_every=FLAGS.log_every,
         num_samples=FLAGS.num_samples, iw_samples=FLAGS.iw_samples,
         iw_images=FLAGS.iw_images, validation_size=FLAGS.validation_size,
         seed=FLAGS.seed,
@@ -220,13 +216,21 @@ def main(argv):
             FLAGS.dataset, FLAGS.global_batch_size,
             init_batch_size=FLAGS.init_batch_size, seed=FLAGS.seed,
             data_dir=FLAGS.data_dir, validation_size=FLAGS.validation_size,
-            repeat_eval=FLAGS.strategy == 'multi_worker')
+            num_bits=FLAGS.num_bits)
     except (ValueError, FileNotFoundError,
             data.DatasetUnavailableError) as e:
         _fail(str(e))
     if 'image_shape' in presets.overridable(FLAGS.preset) and (
             'image_shape' not in overrides) and len(inputs.data_shape) == 3:
         config.preset_overrides['image_shape'] = tuple(inputs.data_shape)
+    if 'num_bins' in presets.overridable(FLAGS.preset):
+        levels = 2 ** FLAGS.num_bits
+        if overrides.get('num_bins', levels) != levels:
+            _fail(f'--set=num_bins={overrides["num_bins"]} contradicts '
+                  f'--num_bits={FLAGS.num_bits} ({levels} levels); set '
+                  '--num_bits alone.')
+        if levels != 256:
+            config.preset_overrides['num_bins'] = levels
 
     try:
         trainer = training.Trainer(config, strategy, inputs.train_input_fn,
@@ -240,10 +244,6 @@ def main(argv):
             _fail(f'preset {FLAGS.preset!r} cannot be built with {given}: '
                   f'{message}')
         _fail(message)
-    if tuple(trainer.model.data_shape) != tuple(inputs.data_shape):
-        _fail(f'preset {FLAGS.preset!r} models data of shape '
-              f'{list(trainer.model.data_shape)} but {FLAGS.dataset!r} has '
-              f'{list(inputs.data_shape)}.')
     logging.info('%s: %s parameters, %d replica(s), dataset %s %s.',
                  FLAGS.preset, f'{trainer.model.count_params():,}', replicas,
                  FLAGS.dataset, list(inputs.data_shape))
@@ -251,7 +251,8 @@ def main(argv):
         # Before training: refuses an output_dir of another model (and a
         # non-finite initialisation, which it does not save).
         trainer.restore_or_initialize()
-    except (ValueError, FloatingPointError) as e:
+    except (ValueError, FloatingPointError, RuntimeError) as e:
+        # RuntimeError: workers that disagree on settings or checkpoints.
         _fail(str(e))
     try:
         results = trainer.train()
@@ -259,6 +260,17 @@ def main(argv):
         # A non-finite loss, gradient or model: the message names the last
         # good checkpoint, and a traceback into the loop adds nothing.
         _fail(str(e))
+    except (tf.errors.UnavailableError, tf.errors.AbortedError,
+            tf.errors.CancelledError) as e:
+        if FLAGS.strategy != 'multi_worker':
+            raise
+        # Another worker died or became unreachable: TF's message names
+        # only the collective that noticed.
+        latest = tf.train.latest_checkpoint(
+            os.path.join(FLAGS.output_dir, 'checkpoints'))
+        _fail(f'a worker stopped or became unreachable '
+              f'({type(e).__name__}, TF\'s log above); rerun every worker '
+              f'to resume from {latest or "the start"}.')
     summary = ', '.join(f'{k} {results[k]:.4f}' for k in
                         ('train_bpd', 'test_bpd', 'test_bpd_iw')
                         if isinstance(results.get(k), float))

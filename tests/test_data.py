@@ -112,6 +112,24 @@ def test_determinism_with_seed(mock_cifar):
     assert sorted(_ids(first[5:])) == list(range(_NUM_FAKE))
 
 
+def test_fewer_bits_keep_the_top_bits(photo_dir):
+    kwargs = dict(shuffle=False, repeat=False, drop_remainder=False,
+                  data_dir=photo_dir)
+    full = np.concatenate(list(data.image_dataset('photo_patches/32x32',
+                                                  'test', 64, **kwargs)))
+    for bits in (5, 1):
+        fewer = np.concatenate(list(data.image_dataset(
+            'photo_patches/32x32', 'test', 64, num_bits=bits, **kwargs)))
+        assert fewer.dtype == np.uint8
+        np.testing.assert_array_equal(fewer, full >> (8 - bits))
+        assert fewer.max() == 2 ** bits - 1
+    for bits in (0, 9, 5.0, True):
+        with pytest.raises(ValueError, match='num_bits must be an integer '
+                                             'from 1 to 8'):
+            data.image_dataset('photo_patches/32x32', 'test', 8,
+                               num_bits=bits, **kwargs)
+
+
 def test_validation_hold_out(mock_cifar):
     del mock_cifar
     kwargs = dict(repeat=False, drop_remainder=False, validation_size=10,

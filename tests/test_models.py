@@ -420,6 +420,31 @@ class PresetTest(tf.test.TestCase):
             with self.assertRaisesRegex(ValueError, message):
                 presets.build('tiny_vflow', **overrides)
 
+    def test_every_image_preset_takes_its_pixel_levels(self):
+        image_presets = [name for name in presets.names()
+                         if not name.startswith('checkerboard')]
+        for preset in image_presets:
+            self.assertIn('num_bins', presets.overridable(preset), preset)
+        small = dict(filters=8, blocks=1, components=2, seed=0)
+        for preset, overrides in (('tiny_vflow', {}), ('tiny_flowpp', {}),
+                                  ('glow_cifar10', dict(
+                                      levels=1, steps=1, filters=8, seed=0)),
+                                  ('flowpp_cifar10', small)):
+            with self.subTest(preset=preset):
+                model = presets.build(preset, num_bins=32, **overrides)
+                images = np.full([1] + list(model.data_shape), 31, np.int32)
+                self.assertTrue(np.all(np.isfinite(
+                    model.elbo(images, seed=[1, 2]))))
+                with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
+                                            'must be below 32'):
+                    model.elbo(images + 1, seed=[1, 2])
+                # Samples come back in the 32 levels.
+                self.assertLessEqual(
+                    int(tf.reduce_max(model.sample(2, seed=[3, 4]))), 31)
+        with self.assertRaisesRegex(ValueError, 'num_bins must be an '
+                                    'integer >= 2; got 1'):
+            presets.build('tiny_vflow', num_bins=1)
+
     def test_name_is_an_override_like_any_other(self):
         self.assertIn('name', presets.overridable('tiny_vflow'))
         model = presets.build('tiny_vflow', seed=0, name='mine')

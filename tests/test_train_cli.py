@@ -150,8 +150,14 @@ class MultiWorkerTest(_RunDirectory, tf.test.TestCase):
 
     def _run_workers(self, output_dirs, train_steps, sigterm_after=(0, 0)):
         """Runs one worker process per output directory; their exit codes,
-        stderr and dumps (None for a failed worker). Worker i sends itself
-        SIGTERM after `sigterm_after[i]` steps (0: never)."""
+        stderr and dumps (None for a failed worker). Worker i trains to
+        `train_steps` (or `train_steps[i]`) and sends itself SIGTERM after
+        `sigterm_after[i]` steps (0: never). Their temporary files go to
+        `self.worker_tmp`."""
+        if not isinstance(train_steps, (list, tuple)):
+            train_steps = [train_steps] * len(output_dirs)
+        self.worker_tmp = os.path.join(self.tmp, 'worker_tmp')
+        os.makedirs(self.worker_tmp, exist_ok=True)
         ports = [_free_port() for _ in output_dirs]
         cluster = {'worker': [f'127.0.0.1:{p}' for p in ports]}
         procs, dumps = [], []
@@ -164,8 +170,9 @@ class MultiWorkerTest(_RunDirectory, tf.test.TestCase):
                 os.remove(dumps[-1])
             procs.append(subprocess.Popen(
                 [sys.executable, WORKER, output_dir, dumps[-1],
-                 str(train_steps), str(sigterm_after[index])],
-                env=_env(TF_CONFIG=tf_config), stdout=subprocess.DEVNULL,
+                 str(train_steps[index]), str(sigterm_after[index])],
+                env=_env(TF_CONFIG=tf_config, TMPDIR=self.worker_tmp),
+                stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE, text=True))
         outcomes = []
         try:
@@ -188,7 +195,7 @@ class MultiWorkerTest(_RunDirectory, tf.test.TestCase):
             self.assertEqual(str(dump['start']), start)
         self.assertEqual(sorted(dumps[0].files), sorted(dumps[1].files))
         for key in dumps[0].files:
-            if key not in ('step', 'start'):
+            if key not in ('step', 'start', 'latest_checkpoint'):
                 self.assertAllClose(dumps[0][key], dumps[1][key], atol=1e-6,
                                     msg=key)
 
@@ -206,9 +213,21 @@ class MultiWorkerTest(_RunDirectory, tf.test.TestCase):
         self.assertEqual(_checkpoint_step(os.path.join(out, 'checkpoints'))[0],
                          stopped)
         # The rerun: every worker resumes from the chief's checkpoint at the
-        # stopped step (none initialises anew), and they still agree.
-        self._assert_workers_agree(self._run_workers([out, out], 9), 9,
-                                   'restored')
+        # stopped step (none initialises anew), and they still agree, also
+        # on the evaluation: one pass over the 1,000 test points in shards
+        # of 500 (the last batches partial), and the bound's 40 points
+        # rounded up to 3 global batches of 16.
+        outcomes = self._run_workers([out, out], 9)
+        self._assert_workers_agree(outcomes, 9, 'restored')
+        for _, _, dump in outcomes:
+            self.assertEqual(int(dump['test_images']), 1000)
+            self.assertEqual(int(dump['iw_images']), 48)
+            self.assertTrue(np.isfinite(dump['test_bpd_iw']))
+            # Every worker names the chief's checkpoint, not its scratch
+            # copy, which is gone.
+            self.assertEqual(str(dump['latest_checkpoint']),
+                             os.path.join(out, 'checkpoints', 'ckpt-9'))
+        self.assertEqual(os.listdir(self.worker_tmp), [])
         self.assertEqual(_checkpoint_step(os.path.join(out, 'checkpoints'))[0],
                          9)
         # Workers that cannot see the same checkpoints (here: worker 1 is
@@ -217,6 +236,14 @@ class MultiWorkerTest(_RunDirectory, tf.test.TestCase):
         for code, err, _ in self._run_workers([out, other], 12):
             self.assertNotEqual(code, 0)
             self.assertIn('The workers found different checkpoints', err)
+        # The refused worker 1 leaves no scratch checkpoint directory.
+        self.assertEqual(os.listdir(self.worker_tmp), [])
+        # Workers started with other settings (here train_steps) are
+        # refused before any step, not by a collective's shape mismatch.
+        for code, err, _ in self._run_workers([out, out], [12, 15]):
+            self.assertNotEqual(code, 0)
+            self.assertIn('The workers were started with different '
+                          'settings', err)
         self.assertEqual(_checkpoint_step(os.path.join(out, 'checkpoints'))[0],
                          9)
 
@@ -391,9 +418,10 @@ class CliErrorTest(_RunDirectory, tf.test.TestCase):
             for dataset, pattern in (
                     ('photo_patches/12x12', r'photo_patches'),
                     ('photo_patches/8x8 --dropout=1.5', r'dropout'),
-                    ('checkerboard', r"preset 'tiny_vflow' models data of "
-                                     r"shape \[8, 8, 3\] but 'checkerboard' "
-                                     r'has \[2\]\.')):
+                    ('checkerboard', r"the model of preset 'tiny_vflow' "
+                                     r'takes data of shape \[8, 8, 3\]; '
+                                     r'init_batch holds examples of shape '
+                                     r'\[2\]\.')):
                 run = self._run_train('--preset=tiny_vflow',
                                       *f'--dataset={dataset}'.split(),
                                       f'--output_dir={output_dir}')
@@ -401,6 +429,18 @@ class CliErrorTest(_RunDirectory, tf.test.TestCase):
                     run, r'train\.py: error: .*' + pattern)
         self.assertFalse(os.path.exists(os.path.join(self.tmp, 'new')))
         self.assertEqual(os.listdir(kept), [])
+
+    def test_num_bits_and_a_contradicting_num_bins(self):
+        run = self._run_train('--preset=tiny_vflow',
+                              '--dataset=photo_patches/8x8', '--num_bits=5',
+                              '--set=num_bins=256', f'--output_dir={self.tmp}')
+        self._assert_one_line_error(
+            run, r'train\.py: error: --set=num_bins=256 contradicts '
+                 r'--num_bits=5 \(32 levels\); set --num_bits alone\.')
+        run = self._run_train('--preset=tiny_vflow', '--dataset=checkerboard',
+                              '--num_bits=5', f'--output_dir={self.tmp}')
+        self._assert_one_line_error(
+            run, r'train\.py: error: num_bits applies to image datasets')
 
     def test_bad_step_group_settings_name_the_setting(self):
         base = ('--preset=tiny_vflow', '--dataset=photo_patches/8x8',

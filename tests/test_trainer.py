@@ -214,7 +214,11 @@ class TrainerTest(_TrainerFixture, tf.test.TestCase):
                 points).batch(16).repeat(),
              r'At step 1: Every training batch must hold global_batch_size '
              r'/ replicas = 8 examples on each replica'),
-            (_fixed_batch_input_fn(self.batch, repeat=False),
+            # Of unknown size (a generator): found when it runs out.
+            (lambda context, start_step: tf.data.Dataset.from_generator(
+                lambda: iter(points[:8]),
+                output_signature=tf.TensorSpec([2], tf.float32)).batch(
+                    8, drop_remainder=True),
              'The training data ran out after step 1: train_input_fn must '
              'give a repeating dataset'),
         ]
@@ -223,6 +227,74 @@ class TrainerTest(_TrainerFixture, tf.test.TestCase):
                                        input_fn, self.eval_fn, self.init)
             with self.assertRaisesRegex(ValueError, message):
                 trainer.train()
+
+    def test_inputs_that_would_fail_later_are_refused_at_once(self):
+        # Checked when the trainer is built (by the datasets' static specs
+        # and sizes, nothing read): not at the first evaluation or the end
+        # of the first epoch, and before any output directory is made.
+        points = data.sample_checkerboard(16, seed=1)
+        slices = tf.data.Dataset.from_tensor_slices(points)
+        good_train = _fixed_batch_input_fn(self.batch)
+        labelled = {'x': points, 'label': tf.zeros([16], tf.int64)}
+        cases = [
+            (_fixed_batch_input_fn(self.batch, repeat=False), self.eval_fn,
+             ValueError, r'train_input_fn gives 1 batch\(es\) and then ends; '
+             r'it must repeat'),
+            (lambda c, s: slices.take(5).batch(8, drop_remainder=True)
+             .repeat(), self.eval_fn, ValueError,
+             r'train_input_fn gives no batch: its data holds fewer examples '
+             r'than one per-replica batch \(8\)'),
+            (lambda c, s: slices.batch(4, drop_remainder=True).repeat(),
+             self.eval_fn, ValueError, r'Every training batch must hold '
+             r'global_batch_size / replicas = 8 .*; train_input_fn gives 4'),
+            (lambda c, s: slices.map(lambda x: x[:1]).batch(
+                8, drop_remainder=True).repeat(), self.eval_fn, ValueError,
+             r'train_input_fn gives batches of shape \(8, 1\); the model of '
+             r"preset 'checkerboard_glow_3' takes \[batch\] \+ \[2\]\.$"),
+            (lambda c: slices.batch(8).repeat(), self.eval_fn, TypeError,
+             r'train_input_fn must be a function \(input_context, '
+             r'start_step\) returning a tf.data.Dataset: '),
+            (slices.batch(8), self.eval_fn, TypeError,
+             r'train_input_fn must be a function .* got a _BatchDataset'),
+            (good_train, lambda c: slices.batch(8).repeat(), ValueError,
+             r'eval_input_fn gives an endless dataset \(it repeats\)'),
+            (good_train, lambda c: slices.take(0).batch(8), ValueError,
+             r'eval_input_fn gives no batch: the test data is empty'),
+            (good_train, lambda c: tf.data.Dataset.from_tensor_slices(
+                labelled).batch(8), ValueError,
+             r"eval_input_fn must give batches of the data alone; .* e\.g\. "
+             r"`ds\.map\(lambda example: example\['x'\]\)`\.$"),
+        ]
+        for train_fn, eval_fn, error, message in cases:
+            output_dir = os.path.join(self._dir(), 'run')
+            with self.assertRaisesRegex(error, message):
+                training.Trainer(_config(output_dir), tf.distribute.
+                                 OneDeviceStrategy('/cpu:0'), train_fn,
+                                 eval_fn, self.init)
+            self.assertFalse(os.path.exists(output_dir))
+        with self.assertRaisesRegex(
+                ValueError, r"the model of preset 'tiny_vflow' takes data "
+                            r'of shape \[8, 8, 3\]; init_batch holds examples '
+                            r'of shape \[8, 8, 1\]\. .*preset_overrides='
+                            r"\{'image_shape': \(height, width, channels\)"
+                            r'\}'):
+            training.Trainer(
+                _config(self._dir(), preset='tiny_vflow'),
+                tf.distribute.OneDeviceStrategy('/cpu:0'), good_train,
+                self.eval_fn, np.zeros([4, 8, 8, 1], np.uint8))
+        with self.assertRaisesRegex(TypeError, r'init_batch must be the '
+                                    r'examples themselves'):
+            training.Trainer(_config(self._dir()),
+                             tf.distribute.OneDeviceStrategy('/cpu:0'),
+                             good_train, self.eval_fn, slices.batch(8))
+        # A batch of unknown size is allowed (all may be full) with a
+        # warning, since a partial one stops the run.
+        with self.assertLogs('absl', 'WARNING') as logs:
+            training.Trainer(_config(self._dir()),
+                             tf.distribute.OneDeviceStrategy('/cpu:0'),
+                             lambda c, s: slices.repeat().batch(8),
+                             self.eval_fn, self.init)
+        self.assertIn('drop_remainder=True', logs.output[0])
         with self.assertRaisesRegex(ValueError, 'global_batch_size \\(7\\) '
                                     'must be divisible by the 2 replicas'):
             self._trainer(_mirrored(), global_batch_size=7)
@@ -468,14 +540,14 @@ class TrainerSafetyTest(_TrainerFixture, tf.test.TestCase):
             return labelled.batch(context.get_per_replica_batch_size(
                 GLOBAL_BATCH), drop_remainder=True).repeat()
 
-        trainer = training.Trainer(
-            _config(self._dir(), export=False),
-            tf.distribute.OneDeviceStrategy('/cpu:0'), train_input_fn,
-            self.eval_fn, self.init)
         with self.assertRaisesRegex(
                 ValueError, r'train_input_fn must give batches of the data '
-                r'alone; its elements are \(TensorSpec'):
-            trainer.train()
+                r'alone; its elements are \(TensorSpec.*'
+                r'`ds\.map\(lambda x, \*_: x\)`\.$'):
+            training.Trainer(
+                _config(self._dir(), export=False),
+                tf.distribute.OneDeviceStrategy('/cpu:0'), train_input_fn,
+                self.eval_fn, self.init)
 
     def test_the_seed_fixes_the_initial_weights(self):
         # They come from TF's global random state, which the trainer seeds:

@@ -6,9 +6,12 @@ or any TFDS data set with an 'image' feature). `batch_size` is always the
 **global** batch. Under `tf.distribute`, build the pipelines with
 `distributed_image_dataset` (or pass the `input_context` of
 `strategy.distribute_datasets_from_function` to `image_dataset`): every input
-pipeline then reads its own shard of the examples, so one epoch shows each
+pipeline then keeps its own shard of the examples, so one epoch shows each
 example once across all replicas and workers. (The official Flow++/VFlow code
-let every worker walk the whole training set: SPEC §3, §9.10.)
+let every worker walk the whole training set: SPEC §3, §9.10.) Each pipeline
+still reads all of the split's files and keeps every N-th example, before
+decoding: sharding by file would read less, but needs at least as many files
+as pipelines.
 
 ```python
 strategy = tf.distribute.MirroredStrategy()
@@ -119,7 +122,8 @@ def image_shape(name, data_dir=None):
 def image_dataset(name, split, batch_size, *, input_context=None,
                   shuffle=True, repeat=True, seed=None, data_dir=None,
                   validation_size=0, drop_remainder=True,
-                  shuffle_buffer=10_000, prefetch=True, autocache=True):
+                  shuffle_buffer=10_000, prefetch=True, autocache=True,
+                  num_bits=8):
     """Batches of uint8 images `[B, H, W, C]` of a TFDS image data set.
 
     The pipeline reads the split (file order shuffled if `shuffle`), keeps
@@ -165,6 +169,10 @@ def image_dataset(name, split, batch_size, *, input_context=None,
         Pass `False` for a pipeline that is read once or only in part and
         then dropped: its cache would be filled for nothing, and tf.data
         warns when it discards a partly filled one. Default value: `True`.
+      num_bits: bits per pixel value, 1 to 8: fewer keep each 8-bit value's
+        top bits, `x >> (8 - num_bits)`, as Glow's 5-bit CelebA-HQ does
+        (values in `[0, 2**num_bits)`; model them with `num_bins =
+        2**num_bits`). Default value: 8.
 
     Returns:
       A `tf.data.Dataset` of uint8 tensors `[B, H, W, C]`, with `B` the
@@ -177,6 +185,10 @@ def image_dataset(name, split, batch_size, *, input_context=None,
         preparing it fails (e.g. no network access).
     """
     _check_batch_size(batch_size, input_context)
+    if isinstance(num_bits, bool) or not isinstance(
+            num_bits, (int, np.integer)) or not 1 <= num_bits <= 8:
+        raise ValueError('num_bits must be an integer from 1 to 8; got '
+                         f'{num_bits!r}.')
     if isinstance(shuffle_buffer, bool) or not isinstance(
             shuffle_buffer, (int, np.integer)) or shuffle_buffer < 1:
         raise ValueError('shuffle_buffer must be a positive integer; got '
@@ -219,7 +231,11 @@ def image_dataset(name, split, batch_size, *, input_context=None,
         ds = ds.repeat()
 
     def decode(encoded):
-        return tf.ensure_shape(image_feature.decode_example(encoded), shape)
+        image = tf.ensure_shape(image_feature.decode_example(encoded), shape)
+        if num_bits < 8:
+            image = tf.bitwise.right_shift(image, tf.constant(8 - num_bits,
+                                                              tf.uint8))
+        return image
 
     ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(per_replica_batch, drop_remainder=drop_remainder)
@@ -238,7 +254,7 @@ def distributed_image_dataset(strategy, name, split, global_batch_size,
     Checks the arguments and prepares the data set first, then returns
     `strategy.distribute_datasets_from_function` of a function that builds
     `image_dataset(name, split, global_batch_size, input_context=...,
-    **kwargs)`: each pipeline reads its own shard, and each replica receives
+    **kwargs)`: each pipeline keeps its own shard, and each replica receives
     batches of `global_batch_size / strategy.num_replicas_in_sync` images.
 
     Args:

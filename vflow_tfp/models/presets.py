@@ -60,7 +60,7 @@ def _groups(blocks, filters, components, attention=True):
 def image_model(data_shape, p_stages, *, augment_channels=0, q_group=None,
                 r_group=None, variant='vflow', pointwise_noise=0.01,
                 context_filters=32, context_blocks=3, f_affine_blocks=0,
-                f_affine_filters=32, dropout=0.0, seed=None,
+                f_affine_filters=32, dropout=0.0, num_bins=256, seed=None,
                 dtype=tf.float32, name='vflow'):
     """Assembles a `VFlow` image model from step-group specs.
 
@@ -77,6 +77,8 @@ def image_model(data_shape, p_stages, *, augment_channels=0, q_group=None,
       f_affine_blocks: blocks of VFlow's f_affine network; 0 for none.
       f_affine_filters: its width.
       dropout: dropout rate of every network.
+      num_bins: pixel levels of the data (256 for 8-bit images, 32 for
+        5-bit ones).
       seed: seed of the model's `tf.random.Generator` (noise and dropout);
         `None` for one seeded from TF's global seed (`tf.random.set_seed`).
       dtype: float dtype.
@@ -121,14 +123,14 @@ def image_model(data_shape, p_stages, *, augment_channels=0, q_group=None,
             **common)
     return vflow_lib.VFlow(p_bijector, data_shape, augment_channels,
                            posterior=posterior, dequantizer=dequantizer,
-                           rng=rng, dtype=dtype, name=name)
+                           num_bins=num_bins, rng=rng, dtype=dtype, name=name)
 
 
 # -- CIFAR-10 (SPEC §2, §6, §7) -------------------------------------------
 
 def flowpp_cifar10(filters=96, blocks=10, components=32, dequant_blocks=2,
                    dropout=0.2, attention=True, seed=None, dtype=tf.float32,
-                   image_shape=(32, 32, 3)):
+                   image_shape=(32, 32, 3), num_bins=256):
     """Flow++ CIFAR-10 (Table 3/4, 3.08 bpd): 31,443,440 parameters.
 
     p: f_checker(10,96,32)x4 ; S2D ; f_channel(10,96,32)x2, f_checker x3.
@@ -142,12 +144,13 @@ def flowpp_cifar10(filters=96, blocks=10, components=32, dequant_blocks=2,
         r_group=g('column', 4, dequant_blocks) if dequant_blocks else None,
         variant='flowpp',
         pointwise_noise=0.001, dropout=dropout, seed=seed, dtype=dtype,
-        name='flowpp_cifar10')
+        num_bins=num_bins, name='flowpp_cifar10')
 
 
 def vflow_cifar10(filters=96, blocks=10, components=32, dequant_blocks=2,
                   posterior_blocks=3, augment_channels=3, dropout=0.2,
-                  seed=None, dtype=tf.float32, image_shape=(32, 32, 3)):
+                  seed=None, dtype=tf.float32, image_shape=(32, 32, 3),
+                  num_bins=256):
     """VFlow 6-channel CIFAR-10 (Table 1, 2.98 bpd): 39,700,096 parameters.
 
     p: f_checker(10,96,32)x2, f_channel x2 ; S2D ; f_checker x2, f_channel x3.
@@ -163,12 +166,12 @@ def vflow_cifar10(filters=96, blocks=10, components=32, dequant_blocks=2,
         r_group=g('column', 4, dequant_blocks) if dequant_blocks else None,
         variant='vflow',
         pointwise_noise=0.01, dropout=dropout, seed=seed, dtype=dtype,
-        name='vflow_cifar10')
+        num_bins=num_bins, name='vflow_cifar10')
 
 
 def _vflow_4m(augment_channels, blocks, q_blocks=3, filters=32, components=4,
               dropout=0.2, seed=None, dtype=tf.float32,
-              image_shape=(32, 32, 3), name='vflow_4m'):
+              image_shape=(32, 32, 3), num_bins=256, name='vflow_4m'):
     """VFlow of the 4M budget (Tables 2/5/6): f_affine(3,32), p f_*(B,32,4).
 
     p: f_affine ; f_checker x2, f_channel x2 ; S2D ; f_checker x2,
@@ -184,21 +187,23 @@ def _vflow_4m(augment_channels, blocks, q_blocks=3, filters=32, components=4,
         q_group=G('column', 4, q_blocks, filters, components, attention=False),
         r_group=f('column', 4, 2), f_affine_blocks=3,
         f_affine_filters=filters, variant='vflow', dropout=dropout, seed=seed,
-        dtype=dtype, name=name)
+        dtype=dtype, num_bins=num_bins, name=name)
 
 
 def flowpp_cifar10_4m(filters=32, blocks=13, components=4, dropout=0.2,
-                      seed=None, dtype=tf.float32, image_shape=(32, 32, 3)):
+                      seed=None, dtype=tf.float32, image_shape=(32, 32, 3),
+                      num_bins=256):
     """3-channel Flow++ of the 4M budget (Tables 2/5, 3.21 bpd)."""
     f = _groups(blocks, filters, components)
     return image_model(
         image_shape, [[f('column', 4)], [f('channel', 2), f('column', 3)]],
         r_group=f('column', 4, 2), variant='flowpp', pointwise_noise=0.001,
-        dropout=dropout, seed=seed, dtype=dtype, name='flowpp_cifar10_4m')
+        dropout=dropout, seed=seed, dtype=dtype, num_bins=num_bins,
+        name='flowpp_cifar10_4m')
 
 
 def glow(levels=3, steps=32, filters=512, seed=None, dtype=tf.float32,
-         image_shape=(32, 32, 3)):
+         image_shape=(32, 32, 3), num_bins=256):
     """Glow (Kingma & Dhariwal 2018) with uniform dequantisation.
 
     `levels` x [S2D, `steps` x (ActNorm, 1x1 conv (LU), affine coupling with
@@ -218,25 +223,26 @@ def glow(levels=3, steps=32, filters=512, seed=None, dtype=tf.float32,
     return vflow_lib.VFlow(
         tfb.Chain(layers, name='p_flow'), image_shape, 0,
         dequantizer=conditional.UniformDequantizer(image_shape, dtype=dtype),
-        rng=_rng(seed), dtype=dtype, name='glow')
+        num_bins=num_bins, rng=_rng(seed), dtype=dtype, name='glow')
 
 
 # -- ImageNet (SPEC §6.3; the paper gives no exact architecture) ----------
 
 def flowpp_imagenet32(filters=128, blocks=20, components=32, dropout=0.0,
-                      seed=None, dtype=tf.float32, image_shape=(32, 32, 3)):
+                      seed=None, dtype=tf.float32, image_shape=(32, 32, 3),
+                      num_bins=256):
     """Flow++ ImageNet 32x32 (F=128, B=20, K=32; dequantiser of 8 steps)."""
     g = _groups(blocks, filters, components)
     return image_model(
         image_shape, [[g('column', 4)], [g('channel', 2), g('column', 3)]],
         r_group=g('column', 8, 2), context_blocks=8, variant='flowpp',
         pointwise_noise=0.001, dropout=dropout, seed=seed, dtype=dtype,
-        name='flowpp_imagenet32')
+        num_bins=num_bins, name='flowpp_imagenet32')
 
 
 def vflow_imagenet32(filters=128, blocks=20, components=32, dropout=0.0,
                      augment_channels=3, seed=None, dtype=tf.float32,
-                     image_shape=(32, 32, 3)):
+                     image_shape=(32, 32, 3), num_bins=256):
     """VFlow ImageNet 32x32 (3.83 bpd in the paper): the CIFAR layout at
     F=128, B=20, with ImageNet's 8-step dequantiser and deeper context nets."""
     g = _groups(blocks, filters, components)
@@ -245,12 +251,13 @@ def vflow_imagenet32(filters=128, blocks=20, components=32, dropout=0.0,
         [[g('column', 2), g('channel', 2)], [g('column', 2), g('channel', 3)]],
         augment_channels=augment_channels, q_group=g('column', 4, 3),
         r_group=g('column', 8, 2), context_blocks=8, variant='vflow',
-        dropout=dropout, seed=seed, dtype=dtype, name='vflow_imagenet32')
+        dropout=dropout, seed=seed, dtype=dtype, num_bins=num_bins,
+        name='vflow_imagenet32')
 
 
 def vflow_imagenet64(filters=96, blocks=10, components=32, dropout=0.0,
                      augment_channels=3, seed=None, dtype=tf.float32,
-                     image_shape=(64, 64, 3)):
+                     image_shape=(64, 64, 3), num_bins=256):
     """VFlow ImageNet 64x64 (3.66 bpd in the paper): three scales, with B=5
     for r and q, ImageNet's 8-step dequantiser and 5-block context nets
     (SPEC §6.3)."""
@@ -261,7 +268,8 @@ def vflow_imagenet64(filters=96, blocks=10, components=32, dropout=0.0,
          [g('column', 2), g('channel', 3)]],
         augment_channels=augment_channels, q_group=g('column', 4, 5),
         r_group=g('column', 8, 5), context_blocks=5, variant='vflow',
-        dropout=dropout, seed=seed, dtype=dtype, name='vflow_imagenet64')
+        dropout=dropout, seed=seed, dtype=dtype, num_bins=num_bins,
+        name='vflow_imagenet64')
 
 
 # -- CPU-sized models ------------------------------------------------------
@@ -269,7 +277,8 @@ def vflow_imagenet64(filters=96, blocks=10, components=32, dropout=0.0,
 def small_vflow(image_shape=(16, 16, 3), augment_channels=3, filters=32,
                 blocks=2, components=8, attention=True, dequant_blocks=1,
                 posterior_blocks=1, context_filters=16, dropout=0.0,
-                seed=None, dtype=tf.float32, name='small_vflow'):
+                num_bins=256, seed=None, dtype=tf.float32,
+                name='small_vflow'):
     """A VFlow of the CIFAR layout sized for CPUs (8x8 to 32x32 images).
 
     `augment_channels=0` gives the corresponding Flow++ (its squash and 1x1
@@ -288,7 +297,7 @@ def small_vflow(image_shape=(16, 16, 3), augment_channels=3, filters=32,
         context_filters=context_filters, context_blocks=1,
         variant='vflow' if augment_channels else 'flowpp',
         pointwise_noise=0.01 if augment_channels else 0.001,
-        dropout=dropout, seed=seed, dtype=dtype, name=name)
+        dropout=dropout, seed=seed, dtype=dtype, num_bins=num_bins, name=name)
 
 
 tiny_vflow = functools.partial(

@@ -129,7 +129,8 @@ class VFlow(tf.Module):
                              f'{list(self._data_shape)}; got '
                              f'{list(dequantizer.event_shape)}.')
         self._dtype = tf.as_dtype(dtype)
-        self._num_bins = int(num_bins)
+        self._num_bins = shape_checks.as_size(num_bins, 'num_bins',
+                                              minimum=2)
         self.dequantizer = dequantizer
         self.posterior = posterior
         self.image_logit = vb.ImageLogit(num_bins=num_bins) if (

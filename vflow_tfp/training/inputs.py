@@ -52,8 +52,7 @@ def _per_replica(batch_size, input_context):
 
 
 def training_inputs(dataset, global_batch_size, *, init_batch_size=64,
-                    seed=0, data_dir=None, validation_size=0,
-                    repeat_eval=False):
+                    seed=0, data_dir=None, validation_size=0, num_bits=8):
     """Train/eval input functions and an init batch for `dataset`.
 
     Args:
@@ -69,9 +68,8 @@ def training_inputs(dataset, global_batch_size, *, init_batch_size=64,
       validation_size: hold this many training images out and evaluate on
         them instead of the test split. Image datasets only: the
         checkerboard trains on fresh points and has nothing to hold out.
-      repeat_eval: repeat the evaluation data (multi-worker runs need a fixed
-        number of collective evaluation steps) in full batches. Otherwise
-        one pass over every example, the last batch possibly partial.
+      num_bits: bits per pixel value of every image (`image_dataset`'s;
+        the model needs `num_bins=2**num_bits`). Image datasets only.
 
     Returns:
       A `TrainingInputs`. Its `train_input_fn(input_context, start_step=0)`
@@ -82,6 +80,9 @@ def training_inputs(dataset, global_batch_size, *, init_batch_size=64,
       the position inside a shuffled file stream is not checkpointed.
     """
     if dataset == 'checkerboard':
+        if num_bits != 8:
+            raise ValueError('num_bits applies to image datasets; the '
+                             'checkerboard is continuous.')
         if validation_size:
             raise ValueError(
                 'validation_size applies to image datasets; the checkerboard '
@@ -101,10 +102,9 @@ def training_inputs(dataset, global_batch_size, *, init_batch_size=64,
                 ds = ds.shard(input_context.num_input_pipelines,
                               input_context.input_pipeline_id)
             # A single pass keeps the last partial batch: every test point
-            # counts. Repeated (multi-worker) evaluation keeps static shapes.
-            ds = ds.batch(_per_replica(global_batch_size, input_context),
-                          drop_remainder=repeat_eval)
-            return ds.repeat() if repeat_eval else ds
+            # counts (also across workers: the distributed iterator agrees
+            # on where every worker's shard ends).
+            return ds.batch(_per_replica(global_batch_size, input_context))
 
         init = checkerboard.sample_checkerboard(init_batch_size, seed=seed)
         return TrainingInputs((2,), train_input_fn, eval_input_fn, init)
@@ -116,22 +116,23 @@ def training_inputs(dataset, global_batch_size, *, init_batch_size=64,
         return pipelines.image_dataset(
             dataset, 'train', global_batch_size, input_context=input_context,
             shuffle=True, repeat=True, seed=resume_seed(seed, start_step),
-            data_dir=data_dir, validation_size=validation_size)
+            data_dir=data_dir, validation_size=validation_size,
+            num_bits=num_bits)
 
     def eval_input_fn(input_context):
         # Built anew for every evaluation, and the importance-weighted pass
         # reads only its first images: a cache would never be reused.
         return pipelines.image_dataset(
             dataset, eval_split, global_batch_size,
-            input_context=input_context, shuffle=False, repeat=repeat_eval,
+            input_context=input_context, shuffle=False, repeat=False,
             data_dir=data_dir, validation_size=validation_size,
-            drop_remainder=repeat_eval, autocache=False)
+            drop_remainder=False, autocache=False, num_bits=num_bits)
 
     # Repeated, so an init batch larger than the split draws some images
     # twice instead of failing; a smaller one is the same either way.
     init_ds = pipelines.image_dataset(
         dataset, 'train', init_batch_size, shuffle=True, repeat=True,
         seed=seed, data_dir=data_dir, validation_size=validation_size,
-        autocache=False)
+        autocache=False, num_bits=num_bits)
     init = next(iter(init_ds)).numpy()
     return TrainingInputs(data_shape, train_input_fn, eval_input_fn, init)

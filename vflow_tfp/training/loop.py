@@ -39,6 +39,7 @@ Library code: it takes a `TrainConfig` and input functions, never flags.
 """
 
 import dataclasses
+import hashlib
 import json
 import math
 import numbers
@@ -48,6 +49,8 @@ import signal
 import tempfile
 import threading
 import time
+import uuid
+import weakref
 
 from absl import logging
 import numpy as np
@@ -293,11 +296,18 @@ def _make_url_dir(path, name):
 def _data_alone(dataset, what):
     """`dataset`, refused by name if its elements are not single tensors
     (e.g. `(image, label)` pairs, which would fail deep in a step)."""
-    if isinstance(dataset.element_spec, (tuple, list, dict)):
+    spec = dataset.element_spec
+    if isinstance(spec, (tuple, list, dict)):
+        if isinstance(spec, dict):
+            # TFDS's examples, unless loaded with as_supervised=True.
+            key = next((k for k in ('image', 'x') if k in spec),
+                       '<the data key>')
+            fix = f'ds.map(lambda example: example[{key!r}])'
+        else:
+            fix = 'ds.map(lambda x, *_: x)'
         raise ValueError(
             f'{what} must give batches of the data alone; its elements are '
-            f'{dataset.element_spec}. Drop the labels, e.g. '
-            '`ds.map(lambda x, *_: x)`.')
+            f'{spec}. Drop the labels, e.g. `{fix}`.')
     return dataset
 
 
@@ -409,8 +419,9 @@ class Trainer:
             self.ema = ema_lib.WeightEMA(self.variables, config.ema_decay)
             self.initialized = tf.Variable(False, trainable=False,
                                            name='initialized')
-        # After the build, so that a preset refusing its settings leaves no
-        # new directory behind.
+        self._check_inputs()
+        # After the build and the checks, so that a preset refusing its
+        # settings, or data it cannot take, leaves no new directory behind.
         make_output_dir(config.output_dir)
         self.checkpoint = tf.train.Checkpoint(
             model=self.model, optimizer=self.optimizer, ema=self.ema,
@@ -421,9 +432,14 @@ class Trainer:
             self._checkpoint_dir = self._resume_dir
         else:
             # Saving is collective under MultiWorkerMirroredStrategy: other
-            # workers write to a scratch directory that is removed again.
-            self._checkpoint_dir = tempfile.mkdtemp(
-                prefix=f'vflow_tfp_worker{self.task_id}_')
+            # workers write to a scratch directory, made by the first save
+            # and removed when `train` returns, or else when the trainer
+            # goes (say after a refused restore) or the process ends.
+            self._checkpoint_dir = os.path.join(
+                tempfile.gettempdir(),
+                f'vflow_tfp_worker{self.task_id}_{uuid.uuid4().hex[:8]}')
+            weakref.finalize(self, shutil.rmtree, self._checkpoint_dir,
+                             True)
         # The step of the last save, identical on every worker (unlike the
         # checkpoint directories), so every worker takes the same decision
         # on the collective final save.
@@ -442,6 +458,102 @@ class Trainer:
         self._all_finite = self._make_all_finite()
         self.results = {}
         self._start_state = None
+
+    def _check_inputs(self):
+        """Refuses inputs that would fail, or hang, only once training is
+        under way (at the first evaluation, say, hours in).
+
+        The input functions are called once with a local `InputContext` and
+        their datasets checked by their static element spec and size;
+        nothing is read.
+        """
+        config = self.config
+        shape = tuple(self.model.data_shape)
+        hint = ''
+        if 'image_shape' in presets.overridable(config.preset):
+            hint = (" For images of another size or number of channels, "
+                    "build the preset for them: preset_overrides={'image_"
+                    "shape': (height, width, channels)}.")
+        if isinstance(self._init_batch, tf.data.Dataset):
+            raise TypeError('init_batch must be the examples themselves (an '
+                            'array or tensor), not a dataset; take a batch, '
+                            'e.g. `next(iter(dataset))`.')
+        init_shape = tuple(np.shape(self._init_batch))[1:]
+        if init_shape != shape:
+            raise ValueError(
+                f'the model of preset {config.preset!r} takes data of shape '
+                f'{list(shape)}; init_batch holds examples of shape '
+                f'{list(init_shape)}.'
+                + (hint if len(init_shape) == len(shape) == 3 else ''))
+        for name, fn, signature in (
+                ('train_input_fn', self._train_input_fn,
+                 '(input_context, start_step)'),
+                ('eval_input_fn', self._eval_input_fn, '(input_context)')):
+            if not callable(fn):
+                raise TypeError(f'{name} must be a function {signature} '
+                                f'returning a tf.data.Dataset; got a '
+                                f'{type(fn).__name__}.')
+        context = tf.distribute.InputContext(
+            num_replicas_in_sync=self.strategy.num_replicas_in_sync)
+        with tf_logs.quiet_info():
+            train = self._call_input_fn('train_input_fn', '(input_context, '
+                                        'start_step)', self._train_input_fn,
+                                        context, 0)
+            evaluation = self._call_input_fn('eval_input_fn',
+                                             '(input_context)',
+                                             self._eval_input_fn, context)
+        for name, dataset in (('train_input_fn', train),
+                              ('eval_input_fn', evaluation)):
+            batch_shape = _data_alone(dataset, name).element_spec.shape
+            if not batch_shape.is_compatible_with((None,) + shape):
+                raise ValueError(
+                    f'{name} gives batches of shape {batch_shape}; the model '
+                    f'of preset {config.preset!r} takes [batch] + '
+                    f'{list(shape)}.{hint}')
+        size = int(train.cardinality())
+        if size == 0:
+            raise ValueError(
+                'train_input_fn gives no batch: its data holds fewer '
+                'examples than one per-replica batch '
+                f'({self._replica_batch_size}) with drop_remainder=True, or '
+                'none at all.')
+        if size > 0:
+            raise ValueError(
+                f'train_input_fn gives {size} batch(es) and then ends; it '
+                'must repeat (e.g. dataset.repeat()).')
+        if train.element_spec.shape[0] is None:
+            logging.warning(
+                'train_input_fn gives batches of unknown size: a partial '
+                'batch (say at the end of an epoch) will stop training. '
+                'Batch the training data with drop_remainder=True.')
+        elif train.element_spec.shape[0] != self._replica_batch_size:
+            raise ValueError(
+                _BATCH_SIZE_MESSAGE.format(self._replica_batch_size)
+                + f'; train_input_fn gives {train.element_spec.shape[0]}.')
+        size = int(evaluation.cardinality())
+        if size == 0:
+            raise ValueError(
+                f'eval_input_fn gives no batch: the {self.eval_split} data '
+                'is empty (or smaller than one batch with '
+                'drop_remainder=True).')
+        if size == tf.data.INFINITE_CARDINALITY and not config.eval_batches:
+            raise ValueError(
+                'eval_input_fn gives an endless dataset (it repeats), so '
+                'with eval_batches=0 (the whole split) an evaluation would '
+                'never end: give one pass over the split, or set '
+                'eval_batches.')
+
+    @staticmethod
+    def _call_input_fn(name, signature, fn, *args):
+        try:
+            dataset = fn(*args)
+        except TypeError as e:
+            raise TypeError(f'{name} must be a function {signature} '
+                            f'returning a tf.data.Dataset: {e}') from e
+        if not isinstance(dataset, tf.data.Dataset):
+            raise TypeError(f'{name} must return a tf.data.Dataset; got a '
+                            f'{type(dataset).__name__}.')
+        return dataset
 
     # -- state ------------------------------------------------------------
 
@@ -518,28 +630,54 @@ class Trainer:
         except FileNotFoundError:
             return {}
 
-    def _check_workers_agree(self, latest):
-        """Raises unless every replica found the checkpoint of `latest`'s step.
-
-        Restoring and initialising run different collective operations, so
-        workers that disagree (e.g. `output_dir` is not shared) would hang or
-        train different weights. One all-reduce of `(1, s, s^2)` with `s` the
-        step (-1 for none) tells: all equal iff `n * sum(s^2) = sum(s)^2`.
-        """
-        step = -1.0 if latest is None else float(latest.rsplit('-', 1)[1])
-        values = tf.constant([1.0, step, step * step], tf.float64)
+    def _sum_over_replicas(self, values):
+        """The sum of float64 `values` over all replicas (a collective: every
+        worker must call it at the same point). Traced anew at each call,
+        with `values` as constants: it runs rarely, and the all-reduce of an
+        argument of unknown length fails under MultiWorkerMirroredStrategy
+        ("destinations can not be empty")."""
+        values = tf.constant(values, tf.float64)
 
         def replica_fn():
             return tf.distribute.get_replica_context().all_reduce(
                 tf.distribute.ReduceOp.SUM, values)
 
         @tf.function
-        def all_reduce():
+        def summed():
             return self.strategy.experimental_local_results(
                 self.strategy.run(replica_fn))[0]
+        return summed().numpy()
 
-        totals = all_reduce().numpy()
-        count, total, squares = (float(v) for v in totals)
+    def _check_workers_agree(self, latest):
+        """Raises unless every replica runs the same settings and found the
+        checkpoint of `latest`'s step.
+
+        Workers started with other settings (say another batch size) would
+        train on differently weighted gradients, or fail in a collective
+        with a message that names no cause. Restoring and initialising run
+        different collective operations, so workers that disagree on the
+        checkpoint (e.g. `output_dir` is not shared) would hang or train
+        different weights. One all-reduce of `(1, s, s^2, h, h^2)` with `s`
+        the step (-1 for none) and `h` a 16-bit fingerprint of the settings
+        tells: each is equal everywhere iff `n * sum(s^2) = sum(s)^2` (exact
+        in float64 at these sizes).
+        """
+        step = -1.0 if latest is None else float(latest.rsplit('-', 1)[1])
+        # The output directory may be mounted under other paths.
+        settings = json.dumps(dict(dataclasses.asdict(self.config),
+                                   output_dir=None), sort_keys=True,
+                              default=str)
+        fingerprint = float(int.from_bytes(
+            hashlib.sha256(settings.encode()).digest()[:2], 'big'))
+        count, total, squares, fingerprints, fingerprint_squares = (
+            float(v) for v in self._sum_over_replicas(
+                [1.0, step, step * step, fingerprint,
+                 fingerprint * fingerprint]))
+        if count * fingerprint_squares != fingerprints * fingerprints:
+            raise RuntimeError(
+                'The workers were started with different settings (flags '
+                'or TrainConfig); start every worker with the same ones, '
+                'only TF_CONFIG\'s task differs.')
         if count * squares != total * total:
             raise RuntimeError(
                 f'The workers found different checkpoints to resume from '
@@ -841,8 +979,12 @@ class Trainer:
         latest = self.manager.latest_checkpoint
         # Absolute, like `saved_model`: a relative path would only hold
         # from the working directory of the training run.
-        self.results['latest_checkpoint'] = (
-            None if latest is None else file_io.absolute(latest))
+        if latest is not None:
+            # The chief's: another worker's own is a scratch copy, gone
+            # when `train` returns.
+            latest = file_io.absolute(os.path.join(
+                self._resume_dir, os.path.basename(latest)))
+        self.results['latest_checkpoint'] = latest
         if self.is_chief:
             write_json_atomic(
                 os.path.join(self.config.output_dir, 'results.json'),
@@ -906,6 +1048,10 @@ class Trainer:
             self._write_results(saved_model=path)
         if completed:
             self._write_results(completed=True)
+        # Every worker leaves together: a worker that ended while the chief
+        # still exports would be reported by the chief's coordination
+        # service as crashed.
+        self._sum_over_replicas([0.0])
         return self.results
 
     def _run_train_step(self, iterator, stop_vote, step):
