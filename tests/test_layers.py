@@ -579,6 +579,29 @@ class MixtureLogisticTest(tf.test.TestCase):
             err = np.abs((terms.log_cdf - terms.log_survival - tau).numpy())
             self.assertLess(err.max(), 3e-5, msg=f'wide log-scale {wide}')
 
+    def test_root_on_a_bracket_end_with_one_dominant_component(self):
+        # Weights ~(1, 4e-18) put the root on the bracket's lower end, where
+        # logit F - tau is 0 up to rounding and came out positive: the
+        # solver, seeing two ends of one sign, returned a point near the
+        # upper end, 10 away, in float32 and float64 alike.
+        for dtype in (tf.float32, tf.float64):
+            taus = np.array([0.001, -30.0, 1.0, 3.0, 0.5, -2.0])
+            params = [tf.constant(np.broadcast_to(v, [len(taus), 2]), dtype)
+                      for v in ([20.0, -20.0], [0.0, 10.0], [-2.0, -2.0])]
+            tau = tf.constant(taus, dtype)
+            x, _ = vb.inverse_logit_cdf(tau, *params)
+            terms = vb.mixture_logistic_terms(x, *params)
+            self.assertAllClose(terms.log_cdf - terms.log_survival, tau,
+                                atol=1e-5 if dtype == tf.float32 else 1e-12)
+            # The dominant component alone: x = mu + s tau.
+            self.assertAllClose(x, np.exp(-2.0) * taus, atol=1e-5)
+            # The implicit gradients are still finite there.
+            with tf.GradientTape() as tape:
+                tape.watch(tau)
+                x, _ = vb.inverse_logit_cdf(tau, *params)
+            self.assertAllClose(tape.gradient(x, tau),
+                                np.full(len(taus), np.exp(-2.0)), rtol=1e-4)
+
     def test_implicit_gradient_matches_inverse_function_rule(self):
         logits, means, log_scales = [tf.cast(v, tf.float64)
                                      for v in self._realistic(10, k=5)]

@@ -19,7 +19,10 @@ The inverse solves `logit F(x) = tau` per element. Because every component
 CDF is increasing, `x_lo = min_k (mu_k + s_k tau)` and
 `x_hi = max_k (mu_k + s_k tau)` bracket the root exactly (at `x_lo` every
 component CDF is `<= sigmoid(tau)`, at `x_hi` every one is `>=`), however far in
-the tails `tau` lies. Chandrupatla's method then converges per element.
+the tails `tau` lies (in exact arithmetic: when one component carries
+nearly all the weight, the root sits on an end, where rounding can give
+`logit F - tau` either sign, so the ends are checked before the search is
+trusted). Chandrupatla's method then converges per element.
 """
 
 import collections
@@ -73,8 +76,10 @@ def inverse_logit_cdf(tau, logits, means, log_scales, max_iterations=100):
     the exact bracket of the module docstring, stopping per element when the
     bracket is a few ulps (of the bracket ends) wide or the residual is at
     rounding level, then refined by a second pass on the narrowed bracket
-    down to a few ulps of the root itself. The
-    returned value then carries implicit-function gradients,
+    down to a few ulps of the root itself. An end of the bracket where
+    `logit F - tau` already has the sign of the root's side (rounding, at a
+    root on that end) is taken as the root. The returned value then carries
+    implicit-function gradients,
 
     ```none
     x = x* - (g(x*) - stop_gradient(g(x*))) / stop_gradient(g'(x*)),
@@ -131,10 +136,17 @@ def inverse_logit_cdf(tau, logits, means, log_scales, max_iterations=100):
                  tf.minimum(coarse_root + 2.0 * coarse_tolerance, high),
                  4.0 * eps * (tf.abs(coarse_root) + 1.0),
                  max_iterations)
-    root = sg(tf.where(
+    root = tf.where(
         tf.abs(fine.objective_at_estimated_root)
         <= tf.abs(coarse.objective_at_estimated_root),
-        fine.estimated_root, coarse_root))
+        fine.estimated_root, coarse_root)
+    # The bracket holds the root exactly, but when one component carries
+    # nearly all the weight the root lies on a bracket end, where g is zero
+    # up to rounding and may come out with the sign of the other end. The
+    # solver does not check the ends' signs: it then drops the root and
+    # "converges" anywhere in the bracket. A root at an end is found here.
+    root = sg(tf.where(objective(low) >= 0.0, low,
+                       tf.where(objective(high) <= 0.0, high, root)))
     num_iterations = coarse.num_iterations + fine.num_iterations
 
     terms = mixture_logistic_terms(root, logits, means, log_scales)
