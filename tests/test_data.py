@@ -338,6 +338,40 @@ def _photo_dir(tmp_path_factory):
     return data_dir
 
 
+def test_a_split_in_enough_files_is_sharded_by_file(tmp_path):
+    # Prepared in 4 files: two pipelines each read their own two files
+    # (every other one), not all four keeping every other example.
+    data_dir = str(tmp_path)
+    builder = tfds.builder('photo_patches/32x32', data_dir=data_dir)
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(num_shards=4))
+    for split, validation_size in (('test', 0), ('train', 0),
+                                   ('train', 30), ('validation', 30)):
+        tfds_split = pipelines._tfds_split(builder, split, validation_size)  # pylint: disable=protected-access
+        files = builder.info.splits[tfds_split].file_instructions
+        shards = []
+        for pipeline_id in range(2):
+            context = tf.distribute.InputContext(2, pipeline_id, 2)
+            ds = data.image_dataset(
+                'photo_patches/32x32', split, 2, input_context=context,
+                data_dir=data_dir, repeat=False, drop_remainder=False,
+                validation_size=validation_size, seed=1)
+            shards.append([image.tobytes() for batch in ds
+                           for image in batch.numpy()])
+        everything = [image.tobytes() for batch in data.image_dataset(
+            'photo_patches/32x32', split, 64, data_dir=data_dir,
+            repeat=False, drop_remainder=False,
+            validation_size=validation_size) for image in batch.numpy()]
+        assert sorted(shards[0] + shards[1]) == sorted(everything)
+        if len(files) >= 2:
+            # Each pipeline holds the examples of its files.
+            assert [len(shard) for shard in shards] == [
+                sum(f.examples_in_shard - f.skip if f.takes_all else f.take
+                    for f in files[i::2]) for i in range(2)]
+        else:  # The 30 held-out images fit in one file: every other one.
+            assert [len(shard) for shard in shards] == [15, 15]
+
+
 def test_photo_patches_builder(photo_dir):
     builder = tfds.builder('photo_patches/32x32', data_dir=photo_dir)
     assert builder.is_prepared()

@@ -8,10 +8,10 @@ or any TFDS data set with an 'image' feature). `batch_size` is always the
 `strategy.distribute_datasets_from_function` to `image_dataset`): every input
 pipeline then keeps its own shard of the examples, so one epoch shows each
 example once across all replicas and workers. (The official Flow++/VFlow code
-let every worker walk the whole training set: SPEC §3, §9.10.) Each pipeline
-still reads all of the split's files and keeps every N-th example, before
-decoding: sharding by file would read less, but needs at least as many files
-as pipelines.
+let every worker walk the whole training set: SPEC §3, §9.10.) A split stored
+in at least as many files as there are pipelines is split by file, so each
+pipeline reads only its own files; otherwise each reads all of them and keeps
+every N-th example, before decoding.
 
 ```python
 strategy = tf.distribute.MirroredStrategy()
@@ -127,10 +127,11 @@ def image_dataset(name, split, batch_size, *, input_context=None,
     """Batches of uint8 images `[B, H, W, C]` of a TFDS image data set.
 
     The pipeline reads the split (file order shuffled if `shuffle`), keeps
-    the encoded image only, keeps every `num_input_pipelines`-th example
-    starting at `input_pipeline_id` when given an `input_context`, shuffles
-    in a buffer (reshuffled every epoch), repeats, decodes and batches with
-    the per-replica batch size. Decoding after sharding and shuffling decodes
+    the encoded image only and, given an `input_context`, its own shard:
+    every `num_input_pipelines`-th file of the split when it has at least
+    that many files, else every `num_input_pipelines`-th example starting
+    at `input_pipeline_id`. It then shuffles in a buffer (reshuffled every
+    epoch), repeats, decodes and batches with the per-replica batch size. Decoding after sharding and shuffling decodes
     each example once per epoch, in one pipeline.
 
     The data set is prepared (`download_and_prepare`) on first use if it is
@@ -208,12 +209,15 @@ def image_dataset(name, split, batch_size, *, input_context=None,
         per_replica_batch = input_context.get_per_replica_batch_size(
             batch_size)
 
-    # Every pipeline must read the examples in the same order for the shards
-    # to partition them, hence one file-shuffle seed for all pipelines.
+    by_file = _shards_by_file(builder, tfds_split, num_pipelines)
+    # Sharding by example needs every pipeline to read the examples in the
+    # same order for the shards to partition them, hence one file-shuffle
+    # seed for all pipelines.
     file_seed = seed if seed is not None or num_pipelines == 1 else 0
     read_config = tfds.ReadConfig(
         shuffle_seed=file_seed, shuffle_reshuffle_each_iteration=True,
-        try_autocache=bool(autocache))
+        try_autocache=bool(autocache),
+        input_context=input_context if by_file else None)
     image_feature = builder.info.features['image']
     ds = builder.as_dataset(
         split=tfds_split,
@@ -222,7 +226,7 @@ def image_dataset(name, split, batch_size, *, input_context=None,
         decoders={'image': tfds.decode.SkipDecoding()},
     )
     ds = ds.map(lambda example: example['image'])
-    if num_pipelines > 1:
+    if num_pipelines > 1 and not by_file:
         ds = ds.shard(num_pipelines, pipeline_id)
     if shuffle:
         ds = ds.shuffle(shuffle_buffer, seed=_pipeline_seed(seed, pipeline_id),
@@ -245,6 +249,18 @@ def image_dataset(name, split, batch_size, *, input_context=None,
     if prefetch:
         ds = ds.prefetch(tf.data.AUTOTUNE)
     return ds
+
+
+def _shards_by_file(builder, tfds_split, num_pipelines):
+    """Whether `num_pipelines` pipelines can split `tfds_split` by file (each
+    reading only its own files) rather than by example (each reading all)."""
+    if num_pipelines == 1:
+        return False
+    try:
+        files = len(builder.info.splits[tfds_split].file_instructions)
+    except (KeyError, ValueError):
+        return False
+    return files >= num_pipelines
 
 
 def distributed_image_dataset(strategy, name, split, global_batch_size,
