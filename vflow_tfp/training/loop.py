@@ -72,6 +72,8 @@ __all__ = ['OPTIMIZERS', 'TrainConfig', 'Trainer', 'format_duration',
 OPTIMIZERS = ('adam',)
 
 _SEED_SPEC = tf.TensorSpec([2], tf.int32)
+# Values that `Trainer._sum_over_replicas` all-reduces at once.
+_SUM_SIZE = 5
 _BATCH_SIZE_MESSAGE = (
     'Every training batch must hold global_batch_size / replicas = {} '
     'examples on each replica (batch the training data with '
@@ -454,6 +456,7 @@ class Trainer:
         self._writer = None
         self._train_step = self._make_train_step()
         self._eval_step = None   # traced for the evaluation data's spec
+        self._summed = None  # `_sum_over_replicas`
         self.evaluated_images = None  # by the last `evaluate`
         self._all_finite = self._make_all_finite()
         self.results = {}
@@ -631,22 +634,32 @@ class Trainer:
             return {}
 
     def _sum_over_replicas(self, values):
-        """The sum of float64 `values` over all replicas (a collective: every
-        worker must call it at the same point). Traced anew at each call,
-        with `values` as constants: it runs rarely, and the all-reduce of an
-        argument of unknown length fails under MultiWorkerMirroredStrategy
-        ("destinations can not be empty")."""
-        values = tf.constant(values, tf.float64)
+        """The sum of up to `_SUM_SIZE` float64 `values` over all replicas (a
+        collective: every worker must call it at the same point).
 
-        def replica_fn():
-            return tf.distribute.get_replica_context().all_reduce(
-                tf.distribute.ReduceOp.SUM, values)
+        One function of a fixed size, traced once per trainer: one traced
+        per call would make TF warn of excessive retracing once a process
+        has built a few trainers.
+        """
+        if self._summed is None:
+            # Read from a plain (host) variable, as a captured constant would
+            # be: under MultiWorkerMirroredStrategy, all-reducing a tensor
+            # passed in through `strategy.run` fails ("destinations can not
+            # be empty").
+            self._to_sum = tf.Variable(tf.zeros([_SUM_SIZE], tf.float64),
+                                       trainable=False)
 
-        @tf.function
-        def summed():
-            return self.strategy.experimental_local_results(
-                self.strategy.run(replica_fn))[0]
-        return summed().numpy()
+            def replica_fn():
+                return tf.distribute.get_replica_context().all_reduce(
+                    tf.distribute.ReduceOp.SUM, tf.identity(self._to_sum))
+
+            @tf.function
+            def summed():
+                return self.strategy.experimental_local_results(
+                    self.strategy.run(replica_fn))[0]
+            self._summed = summed
+        self._to_sum.assign(list(values) + [0.0] * (_SUM_SIZE - len(values)))
+        return self._summed().numpy()[:len(values)]
 
     def _check_workers_agree(self, latest):
         """Raises unless every replica runs the same settings and found the
