@@ -98,5 +98,29 @@ class QuietInfoTest(unittest.TestCase):
         self.assertEqual(tf_logger.level, logging.INFO)
 
 
+
+class RetracingWarningsTest(unittest.TestCase):
+
+    def test_only_the_owner_s_retracing_warnings_are_dropped(self):
+        tf_logger = logging.getLogger('tensorflow')
+        filters = list(tf_logger.filters)
+        self.addCleanup(setattr, tf_logger, 'filters', filters)
+        records = _Records()
+        tf_logger.addHandler(records)
+        self.addCleanup(tf_logger.removeHandler, records)
+        template = ('5 out of the last 5 calls to <function {}.<locals>.step '
+                    'at 0x7f> triggered tf.function retracing. Tracing is '
+                    'expensive')
+        tf_logs.drop_retracing_warnings('Trainer')
+        tf_logs.drop_retracing_warnings('Trainer')  # Idempotent.
+        self.assertEqual(len(tf_logger.filters), len(filters) + 1)
+        for owner in ('Trainer._make_train_step', 'my_loop'):
+            tf_logger.warning(template.format(owner))
+        tf_logger.warning('Trainer. something else')
+        self.assertEqual([message for _, _, message in records.records],
+                         [template.format('my_loop'),
+                          'Trainer. something else'])
+
+
 if __name__ == '__main__':
     unittest.main()

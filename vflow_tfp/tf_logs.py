@@ -5,7 +5,7 @@ import logging
 
 from absl import logging as absl_logging
 
-__all__ = ['quiet_info', 'quiet_warnings']
+__all__ = ['drop_retracing_warnings', 'quiet_info', 'quiet_warnings']
 
 # TensorFlow logs through its own logger (`tf.get_logger()`) and, in newer
 # modules such as SavedModel's signature serialisation and the checkpoint
@@ -65,3 +65,33 @@ def _quiet_below(level):
             absl_logging.set_verbosity(verbosity)
         for logger, level_before in zip(loggers, levels):
             logger.setLevel(level_before)
+
+
+class _RetracingFilter(logging.Filter):
+    """Drops TF's excessive-retracing warnings about the functions of one
+    class (`Class.` in the function's name)."""
+
+    def __init__(self, owner):
+        super().__init__()
+        self.owner = owner
+
+    def filter(self, record):
+        message = record.getMessage()
+        return not ('triggered tf.function retracing' in message
+                    and f'{self.owner}.' in message)
+
+
+def drop_retracing_warnings(owner):
+    """Drops, from now on, TF's warnings that functions of class `owner`
+    (a name, e.g. `'Trainer'`) retrace too often.
+
+    For classes whose every instance traces its own `tf.function`s once, by
+    design: TF counts the traces of all instances' functions together (by
+    their code), so a process that builds a few of them, say a
+    hyperparameter sweep, is warned of "excessive retracing" that is not
+    there. Other functions' warnings still pass. Idempotent.
+    """
+    logger = logging.getLogger('tensorflow')
+    if not any(isinstance(f, _RetracingFilter) and f.owner == owner
+               for f in logger.filters):
+        logger.addFilter(_RetracingFilter(owner))

@@ -389,6 +389,9 @@ class Trainer:
         the seed fixes them in every process and on any number of replicas.
         """
         config.validate()
+        # Each trainer traces its step functions once; TF would count the
+        # traces of all trainers in the process as retracing.
+        tf_logs.drop_retracing_warnings('Trainer')
         replicas = strategy.num_replicas_in_sync
         if config.global_batch_size % replicas:
             raise ValueError(
