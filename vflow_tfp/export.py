@@ -344,8 +344,11 @@ def export_model(model, export_dir, metadata=None,
                 shutil.rmtree(export_dir)
             os.replace(staging, export_dir)
     finally:
-        if tf.io.gfile.exists(staging):
-            tf.io.gfile.rmtree(staging)
+        try:
+            if tf.io.gfile.exists(staging):
+                tf.io.gfile.rmtree(staging)
+        except tf.errors.OpError:
+            pass  # Leftover scratch must not hide the export's own error.
     return export_dir
 
 

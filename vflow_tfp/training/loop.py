@@ -484,38 +484,51 @@ class Trainer:
             raise TypeError('init_batch must be the examples themselves (an '
                             'array or tensor), not a dataset; take a batch, '
                             'e.g. `next(iter(dataset))`.')
-        init_shape = tuple(np.shape(self._init_batch))[1:]
-        if init_shape != shape:
+        values = np.asarray(self._init_batch)
+        if values.shape[1:] != shape:
             raise ValueError(
                 f'the model of preset {config.preset!r} takes data of shape '
                 f'{list(shape)}; init_batch holds examples of shape '
-                f'{list(init_shape)}.'
-                + (hint if len(init_shape) == len(shape) == 3 else ''))
-        for name, fn, signature in (
-                ('train_input_fn', self._train_input_fn,
-                 '(input_context, start_step)'),
-                ('eval_input_fn', self._eval_input_fn, '(input_context)')):
+                f'{list(values.shape[1:])}.'
+                + (hint if values.ndim == len(shape) + 1 == 4 else ''))
+        if (np.issubdtype(values.dtype, np.floating)
+                and not np.all(np.isfinite(values))):
+            # Else the initialisation's statistics are NaN, and the error
+            # (from the first save) would blame the model.
+            raise ValueError(
+                f'init_batch holds {int(np.sum(~np.isfinite(values)))} '
+                'non-finite value(s): the data-dependent initialisation '
+                'needs finite data.')
+        context = tf.distribute.InputContext(
+            num_replicas_in_sync=self.strategy.num_replicas_in_sync)
+        datasets = {}
+        for name, fn, args in (
+                ('train_input_fn', self._train_input_fn, (context, 0)),
+                ('eval_input_fn', self._eval_input_fn, (context,))):
+            signature = ('(input_context, start_step)' if len(args) == 2
+                         else '(input_context)')
             if not callable(fn):
                 raise TypeError(f'{name} must be a function {signature} '
                                 f'returning a tf.data.Dataset; got a '
                                 f'{type(fn).__name__}.')
-        context = tf.distribute.InputContext(
-            num_replicas_in_sync=self.strategy.num_replicas_in_sync)
-        with tf_logs.quiet_info():
-            train = self._call_input_fn('train_input_fn', '(input_context, '
-                                        'start_step)', self._train_input_fn,
-                                        context, 0)
-            evaluation = self._call_input_fn('eval_input_fn',
-                                             '(input_context)',
-                                             self._eval_input_fn, context)
-        for name, dataset in (('train_input_fn', train),
-                              ('eval_input_fn', evaluation)):
+            try:
+                with tf_logs.quiet_info():
+                    dataset = fn(*args)
+            except TypeError as e:
+                raise TypeError(f'{name} must be a function {signature} '
+                                f'returning a tf.data.Dataset: {e}') from e
+            if not isinstance(dataset, tf.data.Dataset):
+                raise TypeError(f'{name} must return a tf.data.Dataset; got '
+                                f'a {type(dataset).__name__}.')
             batch_shape = _data_alone(dataset, name).element_spec.shape
             if not batch_shape.is_compatible_with((None,) + shape):
                 raise ValueError(
                     f'{name} gives batches of shape {batch_shape}; the model '
                     f'of preset {config.preset!r} takes [batch] + '
                     f'{list(shape)}.{hint}')
+            datasets[name] = dataset
+        train = datasets['train_input_fn']
+        evaluation = datasets['eval_input_fn']
         size = int(train.cardinality())
         if size == 0:
             raise ValueError(
@@ -548,18 +561,6 @@ class Trainer:
                 'with eval_batches=0 (the whole split) an evaluation would '
                 'never end: give one pass over the split, or set '
                 'eval_batches.')
-
-    @staticmethod
-    def _call_input_fn(name, signature, fn, *args):
-        try:
-            dataset = fn(*args)
-        except TypeError as e:
-            raise TypeError(f'{name} must be a function {signature} '
-                            f'returning a tf.data.Dataset: {e}') from e
-        if not isinstance(dataset, tf.data.Dataset):
-            raise TypeError(f'{name} must return a tf.data.Dataset; got a '
-                            f'{type(dataset).__name__}.')
-        return dataset
 
     # -- state ------------------------------------------------------------
 
@@ -703,15 +704,6 @@ class Trainer:
 
     def _initialize(self):
         start = time.time()
-        values = np.asarray(self._init_batch)
-        if (np.issubdtype(values.dtype, np.floating)
-                and not np.all(np.isfinite(values))):
-            # Else the initialisation's statistics are NaN, and the error
-            # (from `save`) would blame the model.
-            raise ValueError(
-                f'init_batch holds {int(np.sum(~np.isfinite(values)))} '
-                'non-finite value(s): the data-dependent initialisation '
-                'needs finite data.')
         seed = tf.constant([self.config.seed, 12345], tf.int32)
         with self.strategy.scope():
             # Cross-replica and deterministic (fixed seed, no dropout), so
@@ -865,9 +857,8 @@ class Trainer:
         # Built anew for every pass; TFDS's notes on loading the split would
         # repeat at every evaluation.
         with tf_logs.quiet_info():
-            return _data_alone(
-                self.strategy.distribute_datasets_from_function(
-                    self._eval_input_fn), 'eval_input_fn')
+            return self.strategy.distribute_datasets_from_function(
+                self._eval_input_fn)
 
     def evaluate(self):
         """Test bits/dim of the single-sample ELBO with the EMA weights.
@@ -1101,10 +1092,8 @@ class Trainer:
         config = self.config
         split = self.eval_split
         step = start_step = self.step
-        dataset = _data_alone(
-            self.strategy.distribute_datasets_from_function(
-                lambda context: self._train_input_fn(context, start_step)),
-            'train_input_fn')
+        dataset = self.strategy.distribute_datasets_from_function(
+            lambda context: self._train_input_fn(context, start_step))
         iterator = iter(dataset)
         # The loss is summed on the device and read back only at log,
         # checkpoint and evaluation boundaries. The one per-step read is the
