@@ -4,7 +4,10 @@ INPUT is any mix of image files (PNG, JPEG), directories (their PNG and JPEG
 files), globs (quoted; `**` matches any depth), `.npy`/`.npz` arrays (uint8
 `[N, H, W, C]` or one image `[H, W, C]`; float `[N, D]` for vector models)
 and `tfds:NAME[:SPLIT]` (e.g. `tfds:photo_patches/8x8:test`, or a slice:
-`tfds:photo_patches/8x8:test[:100]`). Every input is checked before scoring
+`tfds:photo_patches/8x8:test[:100]`). Files, directories and globs may be
+in a bucket (`gs://bucket/images/`, `'gs://bucket/*/*.png'`: there `*`
+matches within one level and `**` is refused), and so may `--model` and
+`--output`. Every input is checked before scoring
 starts; anything the model cannot score (wrong shape, grayscale for an RGB
 model, float or out-of-range pixel values, NaN, palette BMPs, empty or
 unreadable inputs, a directory that is not an exported model) stops the run

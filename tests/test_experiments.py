@@ -18,7 +18,9 @@ from vflow_tfp import nets
 from vflow_tfp.data import checkerboard as data_lib
 from vflow_tfp.experiments import checkerboard as cb
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+# absolute(), not resolve(): under Bazel the runfiles, not the symlinks'
+# targets in the source tree, must hold what the tests read.
+REPO = pathlib.Path(__file__).absolute().parents[1]
 
 
 def test_in_graph_sampler_is_the_checkerboard():

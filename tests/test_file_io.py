@@ -95,6 +95,38 @@ class FileIoTest(tf.test.TestCase):
         with open(os.path.join(self.directory, 'b')) as f:
             self.assertEqual(f.read(), 'a')
 
+    def test_reading_and_listing_agree_for_paths_and_urls(self):
+        os.makedirs(os.path.join(self.directory, 'sub', 'deep'))
+        for name in ('a.png', 'b.png', os.path.join('sub', 'c.png'),
+                     os.path.join('sub', 'deep', 'd.png')):
+            with open(os.path.join(self.directory, name), 'wb') as f:
+                f.write(name.encode())
+        for root in (self.directory, self.url):
+            a = file_io.join(root, 'a.png')
+            self.assertEqual(file_io.read_bytes(a), b'a.png')
+            self.assertTrue(file_io.exists(a))
+            self.assertFalse(file_io.isdir(a))
+            self.assertTrue(file_io.isdir(file_io.join(root, 'sub')))
+            self.assertFalse(file_io.exists(file_io.join(root, 'none')))
+            self.assertFalse(file_io.isdir(file_io.join(root, 'none')))
+            self.assertEqual(sorted(file_io.listdir(root)),
+                             ['a.png', 'b.png', 'sub'])
+            self.assertEqual(file_io.glob(root + '/*/*.png'),
+                             [root + '/sub/c.png'])
+            self.assertEqual(file_io.glob(root + '/[ab].png'),
+                             [root + '/a.png', root + '/b.png'])
+            with self.assertRaises(FileNotFoundError):
+                file_io.read_bytes(file_io.join(root, 'none'))
+            with self.assertRaises(FileNotFoundError):
+                file_io.listdir(file_io.join(root, 'none'))
+        self.assertEqual(file_io.join(self.url + '/', 'a.png'),
+                         self.url + '/a.png')
+        # `**` reaches any depth in a local pattern only.
+        self.assertEqual(file_io.glob(self.directory + '/**/d.png'),
+                         [self.directory + '/sub/deep/d.png'])
+        with self.assertRaisesRegex(ValueError, r'\*\* .*local paths'):
+            file_io.glob(self.url + '/**/d.png')
+
 
 if __name__ == '__main__':
     tf.test.main()

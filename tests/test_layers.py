@@ -739,6 +739,62 @@ class ConditioningTest(tf.test.TestCase):
                 x[i], bijector_kwargs=vb.chain_kwargs(chain, context=ctx)),
                 atol=1e-10)
 
+    def test_precomputed_conditional_affine_runs_its_network_once(self):
+        # A chain holding a ConditionalAffine (context-only parameters) and
+        # a coupling (parameters from input and context), sampled and then
+        # scored at the sample: the affine's network runs once, the
+        # coupling's twice (once per input), and the numbers are those of
+        # the context kwargs.
+        class Counted(tf.Module):
+            def __init__(self, net):
+                super().__init__()
+                self.net, self.calls = net, 0
+
+            def __call__(self, c, training=False):
+                self.calls += 1
+                return self.net(c, training=training)
+
+        net = Counted(vflow_tfp.nets.MLP(3, 8, dtype=tf.float64))
+        for v in net.trainable_variables:
+            v.assign(tf.random.stateless_normal(v.shape, [1, v.shape[-1]],
+                                                dtype=tf.float64))
+        affine = vb.ConditionalAffine(net, [4], dtype=tf.float64,
+                                      name='norm')
+        coupling = vb.AffineCoupling(
+            vflow_tfp.nets.MLP(2, 4, context_features=3, dtype=tf.float64),
+            vb.ChannelSplit(event_ndims=1), dtype=tf.float64,
+            name='coupling')
+        flow = tfb.Invert(tfb.Chain([coupling, affine]))
+        ctx = tf.random.stateless_normal([5, 3], [2, 3], dtype=tf.float64)
+        eps = tf.random.stateless_normal([5, 4], [3, 4], dtype=tf.float64)
+        plain = vb.chain_kwargs(flow, context=ctx)
+        kwargs = vb.precompute_conditioning(flow, plain)
+        self.assertEqual(net.calls, 1)
+        self.assertEqual(set(kwargs['norm']), {'log_scale', 'shift'})
+        self.assertIs(kwargs['coupling'], plain['coupling'])
+        y = flow.forward(eps, **kwargs)
+        fldj = flow.forward_log_det_jacobian(eps, 1, **kwargs)
+        back = flow.inverse(tf.identity(y), **kwargs)
+        ildj = flow.inverse_log_det_jacobian(tf.identity(y), 1, **kwargs)
+        self.assertEqual(net.calls, 1)
+        self.assertAllClose(y, flow.forward(eps, **plain), atol=0, rtol=0)
+        self.assertAllClose(fldj, flow.forward_log_det_jacobian(
+            eps, 1, **plain), atol=0, rtol=0)
+        self.assertAllClose(back, eps, atol=1e-12)
+        self.assertAllClose(ildj, -fldj, atol=1e-12)
+        self.assertGreater(net.calls, 1)  # The context kwargs run it again.
+        # Parameters for another batch are refused like such a context.
+        with self.assertRaisesRegex(ValueError, r'log_scale \(5, 4\).*'
+                                    r'\(3, 4\)'):
+            affine.forward(eps[:3], **kwargs['norm'])
+        with self.assertRaisesRegex(ValueError, 'both log_scale and shift'):
+            affine.forward(eps, log_scale=kwargs['norm']['log_scale'])
+        # Kwargs of other structures pass through unchanged.
+        self.assertEqual(vb.precompute_conditioning(flow, {}), {})
+        maf_kwargs = {'conditional_input': ctx}
+        self.assertIs(vb.precompute_conditioning(tfb.Exp(), maf_kwargs),
+                      maf_kwargs)
+
     def test_conditional_affine_without_context_is_a_clear_error(self):
         layer = vb.ConditionalAffine(vflow_tfp.nets.MLP(3, 4), [2])
         with self.assertRaisesRegex(ValueError, 'needs a context'):

@@ -844,6 +844,55 @@ class GradientEstimatorTest(tf.test.TestCase):
         with self.assertRaisesRegex(ValueError, 'gradient_estimator'):
             model.elbo(x, gradient_estimator='score')
 
+    def test_q_s_context_only_network_runs_once_per_bound(self):
+        # The toy q's ConditionalAffine sees only x: its parameters are
+        # computed once and serve both the sampling pass and the density
+        # pass that sticking the landing adds, with the same bound and
+        # gradients as recomputing them in each pass.
+        tf.random.set_seed(0)
+        model = presets.build('checkerboard_vflow_3_10', seed=0)
+        model.initialize(data.sample_checkerboard(256, seed=0),
+                         seed=tf.constant([1, 2]))
+        rng = np.random.default_rng(1)
+        for v in model.posterior.trainable_variables:
+            v.assign_add(0.1 * rng.standard_normal(v.shape).astype(np.float32))
+        affine, = [m for m in model.posterior.submodules
+                   if isinstance(m, vb.ConditionalAffine)]
+        network = affine.network
+        calls = []
+
+        def counted(context, training=False):
+            calls.append(1)
+            return network(context, training=training)
+
+        x = tf.constant(data.sample_checkerboard(32, seed=3))
+        variables = model.trainable_variables
+
+        def bound_and_grads():
+            with tf.GradientTape() as tape:
+                elbo = model.elbo(x, training=True, seed=[7, 8],
+                                  gradient_estimator='sticking_the_landing')
+                mean = tf.reduce_mean(elbo)
+            return elbo, tape.gradient(mean, variables)
+
+        with mock.patch.object(affine, '_network', counted):
+            elbo, grads = bound_and_grads()
+            self.assertLen(calls, 1)
+            with mock.patch.object(vb, 'precompute_conditioning',
+                                   lambda bijector, kwargs: kwargs):
+                elbo_twice, grads_twice = bound_and_grads()
+            self.assertLen(calls, 3)
+        self.assertAllClose(elbo, elbo_twice, atol=0, rtol=0)
+        for v, a, b in zip(variables, grads, grads_twice):
+            self.assertEqual(a is None, b is None, v.name)
+            if a is not None:
+                self.assertAllClose(a, b, atol=1e-6, rtol=1e-5, msg=v.name)
+        net_grads = [g for v, g in zip(variables, grads)
+                     if any(v is w for w in network.trainable_variables)]
+        self.assertLen(net_grads, len(network.trainable_variables))
+        self.assertGreater(max(float(tf.reduce_max(tf.abs(g)))
+                               for g in net_grads), 0.0)
+
     def test_a_saturated_sigmoid_keeps_the_gradient_finite(self):
         # y = sigmoid(eps + mu) with mu = 30 rounds to exactly 1.0 in
         # float32, where the density pass of y is infinite. The score is

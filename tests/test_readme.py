@@ -6,7 +6,9 @@ import re
 import numpy as np
 import tensorflow as tf
 
-README = pathlib.Path(__file__).resolve().parent.parent / 'README.md'
+# absolute(), not resolve(): under Bazel the runfiles, not the source tree
+# behind their symlinks, must hold the README (a data dependency).
+README = pathlib.Path(__file__).absolute().parent.parent / 'README.md'
 
 
 class ReadmeTest(tf.test.TestCase):

@@ -519,30 +519,59 @@ class ScoreTest(tf.test.TestCase):
                            "its own; score tfds:photo_patches/8x8:test "
                            "instead.")
 
-    def test_a_model_behind_a_url_scores_local_inputs(self):
-        path = self._npy('ok.npy', self.exported.train[:2])
-        url = 'file://' + self.exported.path
+    def test_model_inputs_and_output_behind_urls(self):
+        # `file://` URLs take the tf.io.gfile path that `gs://` takes.
+        train = self.exported.train[:5]
+        photos = self._path('photos')
+        os.makedirs(os.path.join(photos, 'sub'))
+        for i in range(3):
+            _write_png(os.path.join(photos, f'p{i}.png'), train[i])
+        npy = self._npy('a.npy', train[3:4])
+        npz = self._path('b.npz')
+        np.savez(npz, x=train[4:5])
+        local = [photos, npy, npz]
+        url = lambda path: 'file://' + path
+        model = url(self.exported.path)
+        csv_url = url(self._path('out/new/s.csv'))  # its directory is made
+        code, out, err = run_score(f'--model={model}', url(photos),
+                                   url(npy), url(npz), f'--output={csv_url}')
+        self.assertEqual(code, 0, err)
+        code, local_out, err = run_score(self.model_flag, *local)
+        self.assertEqual(code, 0, err)
+        lines, local_lines = out.splitlines(), local_out.splitlines()
+        self.assertLen(lines, 7)
+        # The header and the same scores, each named by the URL it was read
+        # from (the summary line's time differs).
+        self.assertEqual(lines[:6], [line.replace(self.tmp, url(self.tmp))
+                                     for line in local_lines[:6]])
+        with open(self._path('out/new/s.csv'), newline='') as f:
+            rows = list(csv.reader(f))
+        self.assertEqual(rows[0], ['source', 'bits_per_dim',
+                                   'log_likelihood'])
+        self.assertEqual([r[0] for r in rows[1:]],
+                         [url(os.path.join(photos, f'p{i}.png'))
+                          for i in range(3)]
+                         + [url(npy) + '[0]', url(npz) + ':x[0]'])
+        # A glob in a URL matches within one level.
         json_path = self._path('s.json')
-        code, out, err = run_score(f'--model={url}', path,
-                                   f'--output={json_path}')
+        code, _, err = run_score(f'--model={model}',
+                                 url(os.path.join(photos, 'p[12].png')),
+                                 f'--output={url(json_path)}')
         self.assertEqual(code, 0, err)
-        code, local_out, err = run_score(self.model_flag, path)
-        self.assertEqual(code, 0, err)
-        # The same scores as from the local path (the time differs).
-        self.assertEqual(out.splitlines()[:3], local_out.splitlines()[:3])
         with open(json_path) as f:
-            self.assertEqual(json.load(f)['model'], url)
-        # Inputs and the output file stay local, refused by name.
-        self.assertRefused([f'--model={url}', 'gs://bucket/a.png'],
-                           'gs://bucket/a.png: inputs are local files, '
-                           'directories, globs or tfds:NAME[:SPLIT]; copy '
-                           'the files from their bucket first (the model '
-                           'may be a URL).')
-        self.assertRefused([f'--model={url}', path,
-                            '--output=gs://bucket/s.json'],
-                           'gs://bucket/s.json: scores are written to a '
-                           'local file; copy it to its destination '
-                           'afterwards.')
+            document = json.load(f)
+        self.assertEqual(document['model'], model)
+        self.assertEqual([r['source'] for r in document['images']],
+                         [url(os.path.join(photos, f'p{i}.png'))
+                          for i in (1, 2)])
+        pattern = url(self.tmp + '/**/*.png')
+        self.assertRefused([self.model_flag, pattern],
+                           f'{pattern}: ** (any depth of directories) is '
+                           'for local paths; in a URL each * matches within '
+                           'one level (e.g. gs://bucket/images/*/*.png).')
+        missing = url(self._path('none.png'))
+        self.assertRefused([self.model_flag, missing],
+                           f'{missing}: no such file or directory.')
 
     def test_unknown_tfds_split_is_named_as_a_split(self):
         # Not "Unknown dataset 'photo_patches/8x8:nosplit'" with ":test"

@@ -14,13 +14,14 @@ reader may briefly see part of it.
 
 import contextlib
 import errno
+import glob as glob_lib
 import json
 import os
 
 import tensorflow as tf
 
-__all__ = ['absolute', 'atomic_write', 'is_url', 'mtime', 'read_json',
-           'replace']
+__all__ = ['absolute', 'atomic_write', 'exists', 'glob', 'is_url', 'isdir',
+           'join', 'listdir', 'mtime', 'read_bytes', 'read_json', 'replace']
 
 
 def is_url(path):
@@ -44,6 +45,23 @@ def _as_os_error(error, path):
     return OSError(errno.EIO, error.message, path)
 
 
+def read_bytes(path):
+    """The contents of file `path`, as bytes.
+
+    Raises:
+      OSError: as from `open` (`FileNotFoundError` if there is no file),
+        also for a URL.
+    """
+    if not is_url(path):
+        with open(path, 'rb') as f:
+            return f.read()
+    try:
+        with tf.io.gfile.GFile(path, 'rb') as f:
+            return f.read()
+    except tf.errors.OpError as e:
+        raise _as_os_error(e, path) from e
+
+
 def read_json(path):
     """The JSON value in file `path`.
 
@@ -55,12 +73,71 @@ def read_json(path):
     if not is_url(path):
         with open(path) as f:
             return json.load(f)
+    return json.loads(read_bytes(path).decode('utf-8'))
+
+
+def exists(path):
+    """Whether `path` names something; a broken symbolic link counts."""
+    if not is_url(path):
+        return os.path.lexists(path)
     try:
-        with tf.io.gfile.GFile(path) as f:
-            text = f.read()
+        return tf.io.gfile.exists(path)
+    except tf.errors.OpError:
+        return False
+
+
+def isdir(path):
+    """Whether `path` is a directory (for a bucket: a prefix of objects)."""
+    if not is_url(path):
+        return os.path.isdir(path)
+    try:
+        return tf.io.gfile.isdir(path)
+    except tf.errors.OpError:
+        return False
+
+
+def listdir(path):
+    """The names in directory `path` (object stores end directories in `/`).
+
+    Raises:
+      OSError: as from `os.listdir`, also for a URL.
+    """
+    if not is_url(path):
+        return os.listdir(path)
+    try:
+        return tf.io.gfile.listdir(path)
     except tf.errors.OpError as e:
         raise _as_os_error(e, path) from e
-    return json.loads(text)
+
+
+def join(path, name):
+    """`name` inside directory `path` (a URL keeps its `//`)."""
+    if not is_url(path):
+        return os.path.join(path, name)
+    return path.rstrip('/') + '/' + name
+
+
+def glob(pattern):
+    """The paths that match `pattern`, sorted.
+
+    A local pattern is Python's `glob` with `**` matching any depth of
+    directories. A URL's is `tf.io.gfile.glob`'s: each `*` matches within one
+    level, so `**` is refused there rather than read differently.
+
+    Raises:
+      ValueError: for `**` in a URL.
+      OSError: if a URL's file system cannot be listed.
+    """
+    if not is_url(pattern):
+        return sorted(glob_lib.glob(pattern, recursive=True))
+    if '**' in pattern:
+        raise ValueError(f'{pattern}: ** (any depth of directories) is for '
+                         'local paths; in a URL each * matches within one '
+                         'level (e.g. gs://bucket/images/*/*.png).')
+    try:
+        return sorted(tf.io.gfile.glob(pattern))
+    except tf.errors.OpError as e:
+        raise _as_os_error(e, pattern) from e
 
 
 def replace(source, destination):

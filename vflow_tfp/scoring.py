@@ -27,10 +27,17 @@ symbolic links too). An image file that is gone or changed when it is read
 again for scoring stops `score` with the same kind of `ValueError`. Pixel
 values are never rescaled, rounded or clipped. Vector models (e.g. the
 checkerboard) score float arrays `[N, D]`.
+
+Files, directories and globs may be URLs that `tf.io.gfile` serves
+(`gs://bucket/images/`, `gs://bucket/batch-*/*.png`): there each `*` of a
+glob matches within one level (`**` is refused), and an array is read into
+memory rather than mapped. The results file (`write_results`) may be a URL
+too.
 """
 
 import csv
 import glob
+import io
 import json
 import math
 import os
@@ -228,8 +235,7 @@ def read_image_file(path):
       ValueError: naming `path` if it cannot be read or decoded.
     """
     try:
-        with open(path, 'rb') as f:
-            contents = f.read()
+        contents = file_io.read_bytes(path)
     except OSError as e:
         if isinstance(e, FileNotFoundError) and os.path.islink(path):
             raise ValueError(f'{path}: cannot read it (a broken symbolic '
@@ -422,14 +428,20 @@ class Inputs:
 
 def _load_arrays(path, data_shape, npz_key, input_dtype=None, levels=256):
     try:
-        with open(path, 'rb') as f:
-            signature = f.read(6)
+        if file_io.is_url(path):
+            # Read whole: a memory map needs a local file.
+            source, mmap_mode = io.BytesIO(file_io.read_bytes(path)), None
+            signature = source.getvalue()[:6]
+        else:
+            source, mmap_mode = path, 'r'
+            with open(path, 'rb') as f:
+                signature = f.read(6)
         if signature != b'\x93NUMPY' and not signature.startswith(b'PK'):
             # np.load would try it as a pickle and complain about pickles.
             raise ValueError(f'{path}: not a NumPy array file (no .npy or '
                              '.npz signature at its start).')
         # np.load goes by the content, not the extension.
-        loaded = np.load(path, mmap_mode='r', allow_pickle=False)
+        loaded = np.load(source, mmap_mode=mmap_mode, allow_pickle=False)
         if path.lower().endswith('.npy'):
             if not isinstance(loaded, np.ndarray):
                 loaded.close()
@@ -469,7 +481,22 @@ def _load_arrays(path, data_shape, npz_key, input_dtype=None, levels=256):
 
 
 def _is_broken_link(path):
-    return os.path.islink(path) and not os.path.exists(path)
+    return (not file_io.is_url(path) and os.path.islink(path)
+            and not os.path.exists(path))
+
+
+def _is_directory(path):
+    # Each check of a bucket's object is a request: a match with a file
+    # extension is taken for a file.
+    if file_io.is_url(path) and path.lower().endswith(
+            IMAGE_EXTENSIONS + ARRAY_EXTENSIONS):
+        return False
+    return file_io.isdir(path)
+
+
+def _normpath(path):
+    # os.path.normpath would fold a URL's `//`.
+    return path if file_io.is_url(path) else os.path.normpath(path)
 
 
 def _directory_images(path):
@@ -477,9 +504,13 @@ def _directory_images(path):
     # explicitly, rather than skipped without a word. Hidden files are left
     # out, as a glob's `*` leaves them out (macOS's `._x.png` companions
     # are not images).
-    paths = (os.path.join(path, name) for name in os.listdir(path)
+    paths = (file_io.join(path, name) for name in file_io.listdir(path)
              if name.lower().endswith(IMAGE_EXTENSIONS)
              and not name.startswith('.'))
+    if file_io.is_url(path):
+        # Every listed name exists; a sub-directory's ends in `/` in an
+        # object store, so the extension test has left it out.
+        return sorted(paths)
     return sorted(p for p in paths
                   if os.path.isfile(p) or _is_broken_link(p))
 
@@ -543,40 +574,35 @@ def open_inputs(specs, metadata, *, npz_key=None, data_dir=None):
             add_file(name)
 
     for spec in specs:
-        if file_io.is_url(spec):
-            raise ValueError(f'{spec}: inputs are local files, directories, '
-                             'globs or tfds:NAME[:SPLIT]; copy the files '
-                             'from their bucket first (the model may be a '
-                             'URL).')
         if spec.startswith(TFDS_PREFIX):
             if not image:
                 raise ValueError(f'{spec}: the model scores vectors of '
                                  f'{data_shape[0]} values, not images.')
             flush_files()
             parts.append(_TfdsSplit(spec, data_shape, data_dir, levels))
-        elif os.path.isdir(spec):
+        elif file_io.isdir(spec):
             add_directory(spec)
-        elif os.path.lexists(spec):
+        elif file_io.exists(spec):
             add_file(spec)
         elif glob.has_magic(spec):
             # `**` matches any depth of directories, as in shells that
-            # support it.
-            matches = sorted(glob.glob(spec, recursive=True))
+            # support it (local paths only).
+            matches = file_io.glob(spec)
             if not matches:
                 raise ValueError(f'{spec}: no file matches this pattern.')
             # `dir/**` matches every directory and every file below it: each
             # file counts once, and a matched directory without images of
             # its own (one holding only subdirectories, say) adds nothing
             # rather than stopping the run as a named one would.
-            seen = {os.path.normpath(m) for m in matches
-                    if not os.path.isdir(m)}
-            found = [m for m in matches if not os.path.isdir(m)]
+            is_dir = {m: _is_directory(m) for m in matches}
+            seen = {_normpath(m) for m in matches if not is_dir[m]}
+            found = [m for m in matches if not is_dir[m]]
             for match in matches:
-                if os.path.isdir(match):
+                if is_dir[match]:
                     new = [name for name in _directory_images(match)
-                           if os.path.normpath(name) not in seen]
+                           if _normpath(name) not in seen]
                     found += new
-                    seen.update(os.path.normpath(name) for name in new)
+                    seen.update(_normpath(name) for name in new)
             if not found:
                 raise ValueError(f'{spec}: the pattern matches only '
                                  'directories without images.')
@@ -695,19 +721,29 @@ def summarize(records, model, num_samples, seed, batch_size):
 def output_format(path):
     """`'json'` or `'csv'` from `path`'s extension.
 
+    For a URL (`gs://bucket/scores.csv`), the directory is made if it is
+    missing: object stores have no directories to check, and a file system
+    behind a URL reports a failure here, before scoring.
+
     Raises:
       ValueError: for any other extension, if `path` is a directory or its
-        directory does not exist (checked before scoring, not after).
+        local directory does not exist, or a URL's cannot be made (checked
+        before scoring, not after).
     """
-    if file_io.is_url(path):
-        raise ValueError(f'{path}: scores are written to a local file; copy '
-                         'it to its destination afterwards.')
     fmt = _OUTPUT_FORMATS.get(os.path.splitext(path)[1].lower())
     if fmt is None:
         raise ValueError(f'{path}: unknown output format; use a .json or '
                          '.csv file name.')
-    if os.path.isdir(path):
+    if file_io.isdir(path):
         raise ValueError(f'{path}: a directory; name a file to write.')
+    if file_io.is_url(path):
+        directory = path.rsplit('/', 1)[0]
+        try:
+            tf.io.gfile.makedirs(directory)
+        except tf.errors.OpError as e:
+            raise ValueError(f'{path}: cannot make its directory '
+                             f'{directory} ({e.message}).') from e
+        return fmt
     directory = os.path.dirname(path) or '.'
     if not os.path.isdir(directory):
         raise ValueError(f'{path}: no directory {directory} to write it to.')
@@ -728,19 +764,22 @@ def write_results(path, results):
       ValueError: as `output_format`, or if the file cannot be written.
     """
     fmt = output_format(path)
+    text = io.StringIO(newline='')
+    if fmt == 'json':
+        json.dump(results, text, indent=1)
+        text.write('\n')
+    else:
+        writer = csv.writer(text)
+        writer.writerow(['source', 'bits_per_dim', 'log_likelihood'])
+        for r in results['images']:
+            writer.writerow([r['source'], repr(r['bits_per_dim']),
+                             repr(r['log_likelihood'])])
+    contents = text.getvalue().encode('utf-8', errors='surrogateescape')
     try:
-        with file_io.atomic_write(path, newline='', encoding='utf-8',
-                                  errors='surrogateescape') as f:
-            if fmt == 'json':
-                json.dump(results, f, indent=1)
-                f.write('\n')
-            else:
-                writer = csv.writer(f)
-                writer.writerow(['source', 'bits_per_dim', 'log_likelihood'])
-                for r in results['images']:
-                    writer.writerow([r['source'], repr(r['bits_per_dim']),
-                                     repr(r['log_likelihood'])])
-    except OSError as e:
-        raise ValueError(f'{path}: cannot write it '
-                         f'({e.strerror or e}).') from e
+        with file_io.atomic_write(path, 'wb') as f:
+            f.write(contents)
+    except (OSError, tf.errors.OpError) as e:
+        reason = (getattr(e, 'strerror', None) or getattr(e, 'message', None)
+                  or e)
+        raise ValueError(f'{path}: cannot write it ({reason}).') from e
 

@@ -10,6 +10,7 @@ and serves only sampling.
 from vflow_tfp.bijectors.actnorm import ActNorm
 from vflow_tfp.bijectors.conditional_affine import ConditionalAffine
 from vflow_tfp.bijectors.conditioning import chain_kwargs
+from vflow_tfp.bijectors.conditioning import precompute_conditioning
 from vflow_tfp.bijectors.couplings import AdditiveCoupling
 from vflow_tfp.bijectors.couplings import AffineCoupling
 from vflow_tfp.bijectors.couplings import Coupling
@@ -53,4 +54,5 @@ __all__ = [
     'chain_kwargs',
     'inverse_logit_cdf',
     'mixture_logistic_terms',
+    'precompute_conditioning',
 ]

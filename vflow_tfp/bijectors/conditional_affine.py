@@ -42,7 +42,12 @@ class ConditionalAffine(fused.FusedBijector):
     context batch that cannot broadcast against the input's is an error.
 
     Conditioning: `context` and `training` are bijector kwargs (see
-    `vflow_tfp.bijectors.chain_kwargs`).
+    `vflow_tfp.bijectors.chain_kwargs`). Since `(s, t)` do not depend on the
+    input, `conditioning_parameters(context, training)` computes them once,
+    and the maps accept them as the kwargs `log_scale` and `shift` in place
+    of the context: two passes on one context (a sample and then its density,
+    as the sticking-the-landing estimator takes) run the network once
+    (`vflow_tfp.bijectors.precompute_conditioning` does it for a chain).
 
     #### Example
 
@@ -111,10 +116,18 @@ class ConditionalAffine(fused.FusedBijector):
     def scale_fn(self):
         return self._scale_fn
 
-    def _log_scale_and_shift(self, x, context, training):
-        """`(s, t)`, each broadcast to the shape of `x`."""
-        shape_checks.check_event_shape(x, self._event_shape,
-                                       'ConditionalAffine')
+    def conditioning_parameters(self, context=None, training=False):
+        """`{'log_scale': s, 'shift': t}` for a context, computed once.
+
+        Each of shape `batch_shape + event_shape`, where the batch shape is
+        that of the network's output; pass them to `forward`/`inverse` (and
+        their log-dets) instead of `context` and `training`, for any input
+        whose batch they broadcast against.
+
+        Raises:
+          ValueError: if the network returns another width than
+            `2 * prod(event_shape)`.
+        """
         if context is not None:
             context = tf.convert_to_tensor(context, dtype=self.dtype)
         out = self._network(context, training=training)
@@ -126,17 +139,6 @@ class ConditionalAffine(fused.FusedBijector):
                 f'{self.name}: the network returned {out.shape[-1]} values '
                 f'per example; an event of shape {list(self._event_shape)} '
                 f'needs 2 x {size} = {2 * size}.')
-        # The network's output, not the context, carries the batch: a
-        # context may have any layout the network accepts. A mismatch would
-        # otherwise surface as an AddV2 shape error far from its cause.
-        if x.shape.rank is not None and out.shape.rank is not None:
-            batch_ndims = x.shape.rank - len(self._event_shape)
-            context_shape = None if context is None else context.shape
-            shape_checks.check_broadcastable(
-                out.shape[:-1], x.shape[:batch_ndims],
-                'the batch shape of the parameters the network returned for '
-                f'a context of shape {context_shape}',
-                f'that of an input of shape {x.shape}', self.name)
         params = tf.reshape(out, tf.concat(
             [tf.shape(out)[:-1], self._event_shape, [2]], axis=0))
         raw, shift = params[..., 0], params[..., 1]
@@ -146,6 +148,35 @@ class ConditionalAffine(fused.FusedBijector):
             log_scale = tf.math.log_sigmoid(raw + 2.0)
         else:
             log_scale = raw
+        return {'log_scale': log_scale, 'shift': shift}
+
+    def _log_scale_and_shift(self, x, context, training, log_scale, shift):
+        """`(s, t)`, each broadcast to the shape of `x`."""
+        shape_checks.check_event_shape(x, self._event_shape,
+                                       'ConditionalAffine')
+        if (log_scale is None) != (shift is None):
+            raise ValueError(f'{self.name}: pass both log_scale and shift '
+                             '(from conditioning_parameters), or neither.')
+        if log_scale is None:
+            params = self.conditioning_parameters(context, training)
+            log_scale, shift = params['log_scale'], params['shift']
+            described = ('the batch shape of the parameters the network '
+                         'returned for a context of shape '
+                         f'{None if context is None else context.shape}')
+        else:
+            log_scale = tf.convert_to_tensor(log_scale, dtype=self.dtype)
+            shift = tf.convert_to_tensor(shift, dtype=self.dtype)
+            described = ('the batch shape of the given log_scale '
+                         f'{log_scale.shape}')
+        # The parameters, not the context, carry the batch: a context may
+        # have any layout the network accepts. A mismatch would otherwise
+        # surface as an AddV2 shape error far from its cause.
+        event_ndims = len(self._event_shape)
+        if x.shape.rank is not None and log_scale.shape.rank is not None:
+            shape_checks.check_broadcastable(
+                log_scale.shape[:log_scale.shape.rank - event_ndims],
+                x.shape[:x.shape.rank - event_ndims], described,
+                f'that of an input of shape {x.shape}', self.name)
         zeros = tf.zeros_like(x)
         return log_scale + zeros, shift + zeros
 
@@ -153,11 +184,15 @@ class ConditionalAffine(fused.FusedBijector):
         return tf.reduce_sum(log_det,
                              axis=list(range(-len(self._event_shape), 0)))
 
-    def _inverse_and_log_det(self, x, context=None, training=False):
-        log_scale, shift = self._log_scale_and_shift(x, context, training)
+    def _inverse_and_log_det(self, x, context=None, training=False,
+                             log_scale=None, shift=None):
+        log_scale, shift = self._log_scale_and_shift(x, context, training,
+                                                     log_scale, shift)
         return x * tf.exp(log_scale) + shift, self._reduce_event(log_scale)
 
-    def _forward_and_log_det(self, y, context=None, training=False):
-        log_scale, shift = self._log_scale_and_shift(y, context, training)
+    def _forward_and_log_det(self, y, context=None, training=False,
+                             log_scale=None, shift=None):
+        log_scale, shift = self._log_scale_and_shift(y, context, training,
+                                                     log_scale, shift)
         return ((y - shift) * tf.exp(-log_scale),
                 -self._reduce_event(log_scale))

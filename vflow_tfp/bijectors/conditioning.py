@@ -13,7 +13,7 @@ builds them from the bijector's structure.
 from tensorflow_probability.python.bijectors import chain as chain_lib
 from tensorflow_probability.python.bijectors import invert as invert_lib
 
-__all__ = ['chain_kwargs']
+__all__ = ['chain_kwargs', 'precompute_conditioning']
 
 
 def _accepted(bijector):
@@ -84,3 +84,37 @@ def _route(bijector, kwargs):
             'layers but does not route kwargs by child name; wrap them in a '
             'tfb.Chain instead.')
     return {}
+
+
+def precompute_conditioning(bijector, kwargs):
+    """Nested kwargs in which context-only layers get their parameters.
+
+    A conditional layer whose parameters depend on its conditioning kwargs
+    but not on its input (`ConditionalAffine`) defines
+    `conditioning_parameters(**its_kwargs)`, which returns those parameters
+    as kwargs its maps accept instead. Replacing its kwargs by them, here,
+    makes every later pass through `bijector` with the result (a sample and
+    its density, say) reuse one evaluation of the layer's network. Other
+    layers' kwargs are returned unchanged.
+
+    Args:
+      bijector: the bijector `kwargs` were routed for, possibly a nest of
+        `tfb.Chain` and `tfb.Invert`.
+      kwargs: nested kwargs, as `chain_kwargs` returns them.
+
+    Returns:
+      A dict of the same nesting.
+    """
+    if isinstance(bijector, invert_lib._Invert):  # pylint: disable=protected-access
+        return precompute_conditioning(bijector.bijector, kwargs)
+    if isinstance(bijector, chain_lib._Chain):  # pylint: disable=protected-access
+        result = dict(kwargs)
+        for child in bijector.bijectors:
+            if isinstance(kwargs.get(child.name), dict):
+                result[child.name] = precompute_conditioning(
+                    child, kwargs[child.name])
+        return result
+    compute = getattr(bijector, 'conditioning_parameters', None)
+    if compute is None or not kwargs:
+        return kwargs
+    return compute(**kwargs)

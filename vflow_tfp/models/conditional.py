@@ -79,14 +79,21 @@ class ConditionalFlow(tf.Module):
         return self._event_shape
 
     def conditioning_kwargs(self, condition, training=False):
-        """Bijector kwargs that condition `distribution` on `condition`."""
+        """Bijector kwargs that condition `distribution` on `condition`.
+
+        Layers whose parameters depend on the context alone get those
+        parameters (`vflow_tfp.bijectors.precompute_conditioning`), so
+        passes that share the kwargs run their networks once.
+        """
         context = condition
         if self.context_net is not None:
             context = self.context_net(condition, training=training)
         if self._kwargs_fn is not None:
-            return self._kwargs_fn(context, training)
-        return vb.chain_kwargs(self.bijector, context=context,
-                               training=training)
+            kwargs = self._kwargs_fn(context, training)
+        else:
+            kwargs = vb.chain_kwargs(self.bijector, context=context,
+                                     training=training)
+        return vb.precompute_conditioning(self.bijector, kwargs)
 
     def sample_and_log_prob(self, condition, seed, training=False,
                             stop_score=False):
