@@ -149,6 +149,44 @@ def _preset_overrides():
     return overrides
 
 
+def _fail_to_build(given, error):
+    """Exits with a preset's refusal, naming the user's settings."""
+    # Mostly a setting the preset refuses (e.g. --blocks=-1), or a --set
+    # value of the wrong type: the library's message names the argument,
+    # this line names the user's settings it came from.
+    message = str(error).strip().splitlines()[0]
+    if given:
+        _fail(f'preset {FLAGS.preset!r} cannot be built with {given}: '
+              f'{message}')
+    _fail(message)
+
+
+def _check_image_size(data, presets, overrides, given):
+    """Refuses a data set whose image size the preset cannot take.
+
+    The TFDS metadata give the size without downloading or preparing the
+    data, which can take hours; a model built for it (and dropped) shows
+    whether the preset takes it, in seconds.
+    """
+    if (FLAGS.dataset == 'checkerboard' or 'image_shape' in overrides
+            or 'image_shape' not in presets.overridable(FLAGS.preset)):
+        return
+    try:
+        shape = tuple(data.image_shape(FLAGS.dataset, data_dir=FLAGS.data_dir))
+    except (ValueError, data.DatasetUnavailableError):
+        return  # Reported, as before, when the data are opened.
+    try:
+        presets.build(FLAGS.preset, image_shape=shape, **overrides)
+    except (ValueError, TypeError) as e:
+        try:
+            presets.build(FLAGS.preset, **overrides)
+        except (ValueError, TypeError) as other:
+            _fail_to_build(given, other)  # Not the size: another setting.
+        size = 'x'.join(str(d) for d in shape)
+        _fail(f'preset {FLAGS.preset!r} cannot take the {size} images of '
+              f'{FLAGS.dataset}: {str(e).strip().splitlines()[0]}')
+
+
 def _make_strategy(tf):
     if FLAGS.strategy == 'multi_worker':
         if 'TF_CONFIG' not in os.environ:
@@ -205,6 +243,7 @@ def main(argv):
         training.make_output_dir(FLAGS.output_dir)
     except ValueError as e:
         _fail(str(e))
+    _check_image_size(data, presets, overrides, given)
     strategy = _make_strategy(tf)
     replicas = strategy.num_replicas_in_sync
     if FLAGS.global_batch_size % replicas:
@@ -236,14 +275,7 @@ def main(argv):
         trainer = training.Trainer(config, strategy, inputs.train_input_fn,
                                    inputs.eval_input_fn, inputs.init_batch)
     except (ValueError, TypeError) as e:
-        # Mostly a setting the preset refuses (e.g. --blocks=-1), or a --set
-        # value of the wrong type: the library's message names the argument,
-        # this line names the user's settings it came from.
-        message = str(e).strip().splitlines()[0]
-        if given:
-            _fail(f'preset {FLAGS.preset!r} cannot be built with {given}: '
-                  f'{message}')
-        _fail(message)
+        _fail_to_build(given, e)
     logging.info('%s: %s parameters, %d replica(s), dataset %s %s.',
                  FLAGS.preset, f'{trainer.model.count_params():,}', replicas,
                  FLAGS.dataset, list(inputs.data_shape))

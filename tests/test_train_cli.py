@@ -336,6 +336,45 @@ class CliErrorTest(_RunDirectory, tf.test.TestCase):
         self.assertFalse(os.path.exists(os.path.join(self.tmp, 'run',
                                                      'results.json')))
 
+    def test_an_image_size_the_preset_cannot_take_before_the_data(self):
+        # MNIST's 28x28x1 from the TFDS metadata, before anything is
+        # downloaded (download_and_prepare patched to fail loudly, as in
+        # the test above: the run must not get that far).
+        offline = (
+            'import runpy, sys\n'
+            'import tensorflow_datasets as tfds\n'
+            'def download_and_prepare(self, *args, **kwargs):\n'
+            '    raise AssertionError("the data were prepared")\n'
+            'tfds.core.DatasetBuilder.download_and_prepare = '
+            'download_and_prepare\n'
+            'sys.argv[0] = sys.argv[1]; del sys.argv[1]\n'
+            'runpy.run_path(sys.argv[0], run_name="__main__")\n')
+        data_dir = os.path.join(self.tmp, 'tfds')
+        out = os.path.join(self.tmp, 'run')
+
+        def run(*args):
+            return subprocess.run(
+                [sys.executable, '-c', offline, TRAIN, '--dataset=mnist',
+                 f'--data_dir={data_dir}', f'--output_dir={out}', *args],
+                env=_env(), capture_output=True, text=True, timeout=300)
+
+        self.assertEqual(run('--preset=glow_cifar10').stderr.splitlines()[-1],
+                         "train.py: error: preset 'glow_cifar10' cannot take "
+                         'the 28x28x1 images of mnist: levels=3 squeezes the '
+                         'image 3 times, so its height and width must be '
+                         'multiples of 8; got image_shape=(28, 28, 1).')
+        # A setting the preset refuses whatever the size is named as such.
+        self.assertEqual(
+            run('--preset=glow_cifar10',
+                '--set=levels=0').stderr.splitlines()[-1],
+            "train.py: error: preset 'glow_cifar10' cannot be built with "
+            "{'levels': 0}: levels must be an integer >= 1; got 0.")
+        self.assertFalse(os.path.exists(out))
+        self.assertFalse(os.path.exists(os.path.join(data_dir, 'mnist')))
+        # A preset that takes the size goes on to the data.
+        self._assert_one_line_error(
+            run('--preset=tiny_vflow'), 'the data were prepared')
+
     def test_unknown_flag_and_bad_value(self):
         run = self._run_train('--preset=tiny_vflow', '--learning_rat=3',
                               f'--output_dir={self.tmp}')
