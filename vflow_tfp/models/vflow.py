@@ -170,6 +170,11 @@ class VFlow(tf.Module):
         return self._data_shape
 
     @property
+    def num_bins(self):
+        """Discrete values per data dimension (256 for 8-bit images)."""
+        return self._num_bins
+
+    @property
     def augment_channels(self):
         return self._augment_channels
 

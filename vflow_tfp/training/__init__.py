@@ -5,7 +5,7 @@ from vflow_tfp.training.inputs import TrainingInputs
 from vflow_tfp.training.inputs import training_inputs
 from vflow_tfp.training.loop import TrainConfig
 from vflow_tfp.training.loop import Trainer
-from vflow_tfp.training.loop import image_grid
+from vflow_tfp.images import image_grid
 from vflow_tfp.training.loop import make_output_dir
 from vflow_tfp.training.loop import write_json_atomic
 from vflow_tfp.training.schedules import WarmupHoldDecay

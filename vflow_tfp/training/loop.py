@@ -59,13 +59,14 @@ import tf_keras
 
 from vflow_tfp import export as export_lib
 from vflow_tfp import file_io
+from vflow_tfp import images as images_lib
 from vflow_tfp import tf_logs
 from vflow_tfp.models import presets
 from vflow_tfp.training import ema as ema_lib
 from vflow_tfp.training import schedules
 
 __all__ = ['OPTIMIZERS', 'TrainConfig', 'Trainer', 'format_duration',
-           'image_grid', 'make_output_dir', 'write_json_atomic']
+           'make_output_dir', 'write_json_atomic']
 
 # Both papers train with Adam; `TrainConfig.optimizer` names it so that a
 # run's recorded configuration says so, and refuses anything else.
@@ -317,19 +318,6 @@ def write_json_atomic(path, payload):
     """Writes JSON so that readers never see a partial file."""
     with file_io.atomic_write(path) as f:
         json.dump(payload, f, indent=2, sort_keys=True)
-
-
-def image_grid(images, columns=None):
-    """Tiles `[N, H, W, C]` images into one `[rows*H, columns*W, C]` image."""
-    images = np.asarray(images)
-    num, height, width, channels = images.shape
-    columns = columns or int(math.ceil(math.sqrt(num)))
-    rows = int(math.ceil(num / columns))
-    grid = np.zeros((rows * height, columns * width, channels), images.dtype)
-    for i in range(num):
-        r, c = divmod(i, columns)
-        grid[r * height:(r + 1) * height, c * width:(c + 1) * width] = images[i]
-    return grid
 
 
 def format_duration(seconds):
@@ -971,7 +959,8 @@ class Trainer:
             return None
         if len(self.model.data_shape) != 3 or not self.is_chief:
             return None
-        grid = image_grid(samples.numpy())
+        grid = images_lib.image_grid(images_lib.to_8bit(
+            samples.numpy(), self.model.num_bins))
         path = os.path.join(self.config.output_dir, 'samples.png')
         tf.io.write_file(path + '.tmp', tf.io.encode_png(grid))
         file_io.replace(path + '.tmp', path)

@@ -1,0 +1,165 @@
+"""Sampling an export: `vflow_tfp.sampling` and `bin/sample.py`."""
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+
+from vflow_tfp import images
+from vflow_tfp import sampling
+import export_fixtures
+
+SAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__))), 'bin', 'sample.py')
+
+
+def _run_sample(*args):
+    # A new process: bin/score.py, which tests run in-process, defines
+    # flags of the same names.
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
+    return subprocess.run([sys.executable, SAMPLE, *args], env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+class ImagesTest(tf.test.TestCase):
+
+    def test_to_8bit_spreads_fewer_levels(self):
+        levels = np.array([0, 1, 16, 31], np.uint8)
+        self.assertAllEqual(images.to_8bit(levels, 32), [0, 8, 132, 255])
+        eight_bit = np.array([0, 7, 255], np.uint8)
+        self.assertAllEqual(images.to_8bit(eight_bit), eight_bit)
+
+    def test_grid_tiles_row_by_row(self):
+        batch = np.arange(5, dtype=np.uint8).reshape(5, 1, 1, 1) + 1
+        grid = images.image_grid(batch, columns=2)
+        self.assertAllEqual(grid[..., 0], [[1, 2], [3, 4], [5, 0]])
+
+
+class SampleTest(tf.test.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.image = export_fixtures.image_export()
+        cls.vector = export_fixtures.vector_export()
+        cls.sampler = sampling.SavedModelSampler(cls.image.path)
+
+    def setUp(self):
+        super().setUp()
+        self.tmp = tempfile.mkdtemp(prefix='vflow_tfp_sample_')
+        self.addCleanup(shutil.rmtree, self.tmp, ignore_errors=True)
+
+    def _path(self, *names):
+        return os.path.join(self.tmp, *names)
+
+    def test_draws_are_the_in_memory_model_s_batch_by_batch(self):
+        samples = sampling.draw(self.sampler, 5, temperature=0.7, seed=3,
+                                batch_size=2)
+        self.assertEqual(samples.shape, (5, 8, 8, 3))
+        self.assertEqual(samples.dtype, np.uint8)
+        # Batch b is the model's draw from seed (3, b): equal pixels, up to
+        # a float32 rounding that moves a value across a level boundary.
+        expected = np.concatenate([
+            self.image.model.sample(n, temperature=0.7,
+                                    seed=tf.constant([3, b])).numpy()
+            for b, n in enumerate((2, 2, 1))])
+        difference = np.abs(samples.astype(int) - expected.astype(int))
+        self.assertLessEqual(difference.max(), 1)
+        self.assertGreater(np.mean(difference == 0), 0.99)
+        self.assertAllEqual(samples, sampling.draw(
+            self.sampler, 5, temperature=0.7, seed=3, batch_size=2))
+        self.assertNotAllEqual(samples, sampling.draw(
+            self.sampler, 5, temperature=0.7, seed=4, batch_size=2))
+        # Temperature 0 maps the latent's mode: the same for every seed.
+        mode = sampling.draw(self.sampler, 2, temperature=0.0, seed=1)
+        self.assertAllEqual(mode[0], mode[1])
+        for bad in (dict(num=0), dict(num=2, batch_size=0),
+                    dict(num=2, temperature=-1.0),
+                    dict(num=2, temperature=float('nan')),
+                    dict(num=2, seed=2**31)):
+            with self.assertRaises(ValueError):
+                sampling.draw(self.sampler, **bad)
+
+    def test_outputs_hold_the_samples(self):
+        samples = sampling.draw(self.sampler, 5, seed=1)
+        info = self.sampler.metadata
+        grid = self._path('grid.png')
+        self.assertEqual(sampling.output_kind(grid, info), 'grid')
+        self.assertEqual(sampling.write_samples(grid, 'grid', samples,
+                                                columns=2), [grid])
+        decoded = tf.io.decode_png(tf.io.read_file(grid)).numpy()
+        self.assertAllEqual(decoded, images.image_grid(samples, 2))
+        array = self._path('s.npy')
+        self.assertEqual(sampling.output_kind(array, info), 'array')
+        sampling.write_samples(array, 'array', samples)
+        self.assertAllEqual(np.load(array), samples)
+        # A directory behind a URL (file:// takes gs://'s tf.io.gfile path),
+        # made by the write: one PNG per sample, 5-level pixels spread.
+        folder = 'file://' + self._path('new', 'pngs')
+        self.assertEqual(sampling.output_kind(folder, info), 'directory')
+        few_levels = samples % 5
+        written = sampling.write_samples(folder, 'directory', few_levels,
+                                         num_bins=5)
+        self.assertEqual(written, [f'{folder}/sample_{i:06d}.png'
+                                   for i in range(5)])
+        for i, name in enumerate(sorted(os.listdir(self._path('new',
+                                                              'pngs')))):
+            decoded = tf.io.decode_png(tf.io.read_file(
+                self._path('new', 'pngs', name))).numpy()
+            self.assertAllEqual(decoded, images.to_8bit(few_levels[i], 5))
+        self.assertEqual(decoded.max(), 255)
+
+    def test_bad_outputs_are_refused_before_sampling(self):
+        info = self.sampler.metadata
+        os.makedirs(self._path('full'))
+        open(self._path('full', 'x.png'), 'w').close()
+        open(self._path('file'), 'w').close()
+        os.makedirs(self._path('dir.png'))
+        for path, message in (
+                ('s.jpg', 'unknown output; name a .png'),
+                (self._path('full'), 'holds files already'),
+                (self._path('file'), 'a file, not a directory'),
+                (self._path('dir.png'), 'a directory; name a file'),
+                (self._path('no', 'such', 's.png'), 'no directory')):
+            with self.assertRaisesRegex(ValueError, message):
+                sampling.output_kind(path, info)
+        with self.assertRaisesRegex(ValueError, 'vectors of 2 values, not '
+                                    r'images; name a \.npy file'):
+            sampling.output_kind('v.png', {'kind': 'vector',
+                                           'data_shape': [2]})
+
+    def test_the_command_line(self):
+        grid = self._path('grid.png')
+        run = _run_sample(f'--model={self.image.path}', f'--output={grid}',
+                          '--num=6', '--columns=3', '--temperature=0.8',
+                          '--batch_size=4')
+        self.assertEqual(run.returncode, 0, run.stderr)
+        self.assertRegex(run.stdout, r'^6 samples \(8x8x3, uint8, temperature '
+                                     r'0\.8, seed 0\) in [0-9.]+ s: wrote '
+                                     f'{grid}\n$')
+        self.assertEqual(tf.io.decode_png(tf.io.read_file(grid)).shape,
+                         (16, 24, 3))
+        vectors = self._path('v.npy')
+        run = _run_sample(f'--model={self.vector.path}',
+                          f'--output={vectors}', '--num=7', '--batch_size=3')
+        self.assertEqual(run.returncode, 0, run.stderr)
+        drawn = np.load(vectors)
+        self.assertEqual(drawn.shape, (7, 2))
+        self.assertTrue(np.all(np.isfinite(drawn)))
+        # One line for a refused setting, before any sampling.
+        run = _run_sample(f'--model={self.vector.path}',
+                          f'--output={self._path("v.png")}')
+        self.assertEqual(run.returncode, 2)
+        self.assertEqual(run.stderr.splitlines()[-1],
+                         f'sample.py: error: {self._path("v.png")}: the '
+                         'model draws vectors of 2 values, not images; name '
+                         'a .npy file.')
+        self.assertEqual(sorted(os.listdir(self.tmp)), ['grid.png', 'v.npy'])
+
+
+if __name__ == '__main__':
+    tf.test.main()
