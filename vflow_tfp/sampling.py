@@ -37,17 +37,12 @@ import tensorflow as tf
 from vflow_tfp import export
 from vflow_tfp import file_io
 from vflow_tfp import images
+from vflow_tfp import scoring
 
 __all__ = ['SavedModelSampler', 'draw', 'output_kind', 'write_samples']
 
 _EXTENSIONS = {'.png': 'grid', '.npy': 'array'}
 SAMPLE_FILE = 'sample_{:06d}.png'
-
-
-def _check_count(value, name):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
-            or value < 1:
-        raise ValueError(f'{name} must be a positive integer; got {value!r}.')
 
 
 def output_kind(path, metadata):
@@ -140,17 +135,14 @@ def draw(sampler, num, *, temperature=1.0, seed=0, batch_size=64,
       ValueError: for bad arguments, or naming the batch whose samples the
         model refused (an image model whose flow gave non-finite values).
     """
-    _check_count(num, 'num')
-    _check_count(batch_size, 'batch_size')
+    scoring.check_count(num, 'num')
+    scoring.check_count(batch_size, 'batch_size')
     if isinstance(temperature, bool) or not isinstance(
             temperature, (int, float, np.integer, np.floating)) or not (
                 math.isfinite(temperature) and temperature >= 0):
         raise ValueError('temperature must be a finite number >= 0; got '
                          f'{temperature!r}.')
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or \
-            not 0 <= seed < 2**31:
-        raise ValueError(f'seed must be an integer in [0, 2^31); got '
-                         f'{seed!r}.')
+    scoring.check_seed(seed)
     batches = []
     done = 0
     for b in range(-(-num // batch_size)):

@@ -641,10 +641,20 @@ class SavedModelScorer:
         return out['log_likelihood'].numpy(), out['bits_per_dim'].numpy()
 
 
-def _check_count(value, name):
+def check_count(value, name):
+    """Raises unless `value` is an integer >= 1 (a count of a CLI's)."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
             or value < 1:
         raise ValueError(f'{name} must be a positive integer; got {value!r}.')
+
+
+def check_seed(seed):
+    """Raises unless `seed` is an integer in [0, 2^31) (a stateless seed's
+    first element)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or \
+            not 0 <= seed < 2**31:
+        raise ValueError(f'seed must be an integer in [0, 2^31); got '
+                         f'{seed!r}.')
 
 
 def score(scorer, inputs, *, num_samples, seed=0, batch_size=64,
@@ -678,12 +688,9 @@ def score(scorer, inputs, *, num_samples, seed=0, batch_size=64,
       ValueError: for bad arguments, or one line naming an image file that
         is gone or no longer fits the model since `open_inputs` checked it.
     """
-    _check_count(num_samples, 'num_samples')
-    _check_count(batch_size, 'batch_size')
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or \
-            not 0 <= seed < 2**31:
-        raise ValueError(f'seed must be an integer in [0, 2^31); got '
-                         f'{seed!r}.')
+    check_count(num_samples, 'num_samples')
+    check_count(batch_size, 'batch_size')
+    check_seed(seed)
     records = []
     total = inputs.num_examples
     for sources, examples in inputs.batches(batch_size):
