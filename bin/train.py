@@ -161,25 +161,37 @@ def _fail_to_build(given, error):
     _fail(message)
 
 
-def _check_image_size(data, presets, overrides, given):
+def _check_image_size(tf, data, presets, overrides, given):
     """Refuses a data set whose image size the preset cannot take.
 
-    The TFDS metadata give the size without downloading or preparing the
-    data, which can take hours; a model built for it (and dropped) shows
-    whether the preset takes it, in seconds.
+    Before a data set is downloaded and prepared, which can take hours: the
+    TFDS metadata give the size, and a model built for it in a graph that
+    is then dropped shows whether the preset takes it. (A prepared data set
+    opens in seconds, and the trainer's build reports the same.)
     """
     if (FLAGS.dataset == 'checkerboard' or 'image_shape' in overrides
             or 'image_shape' not in presets.overridable(FLAGS.preset)):
         return
     try:
+        if data.is_prepared(FLAGS.dataset, data_dir=FLAGS.data_dir):
+            return
         shape = tuple(data.image_shape(FLAGS.dataset, data_dir=FLAGS.data_dir))
     except (ValueError, data.DatasetUnavailableError):
         return  # Reported, as before, when the data are opened.
+
+    def build(**settings):
+        with tf.Graph().as_default() as graph:
+            # No variable is initialised and TF's global seed is untouched;
+            # op determinism (TF_DETERMINISTIC_OPS) needs a seed to build
+            # random initialisers at all.
+            graph.seed = FLAGS.seed
+            presets.build(FLAGS.preset, **settings)
+
     try:
-        presets.build(FLAGS.preset, image_shape=shape, **overrides)
+        build(image_shape=shape, **overrides)
     except (ValueError, TypeError) as e:
         try:
-            presets.build(FLAGS.preset, **overrides)
+            build(**overrides)
         except (ValueError, TypeError) as other:
             _fail_to_build(given, other)  # Not the size: another setting.
         size = 'x'.join(str(d) for d in shape)
@@ -243,7 +255,7 @@ def main(argv):
         training.make_output_dir(FLAGS.output_dir)
     except ValueError as e:
         _fail(str(e))
-    _check_image_size(data, presets, overrides, given)
+    _check_image_size(tf, data, presets, overrides, given)
     strategy = _make_strategy(tf)
     replicas = strategy.num_replicas_in_sync
     if FLAGS.global_batch_size % replicas:

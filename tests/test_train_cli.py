@@ -352,11 +352,11 @@ class CliErrorTest(_RunDirectory, tf.test.TestCase):
         data_dir = os.path.join(self.tmp, 'tfds')
         out = os.path.join(self.tmp, 'run')
 
-        def run(*args):
+        def run(*args, **env):
             return subprocess.run(
                 [sys.executable, '-c', offline, TRAIN, '--dataset=mnist',
                  f'--data_dir={data_dir}', f'--output_dir={out}', *args],
-                env=_env(), capture_output=True, text=True, timeout=300)
+                env=_env(**env), capture_output=True, text=True, timeout=300)
 
         self.assertEqual(run('--preset=glow_cifar10').stderr.splitlines()[-1],
                          "train.py: error: preset 'glow_cifar10' cannot take "
@@ -371,9 +371,11 @@ class CliErrorTest(_RunDirectory, tf.test.TestCase):
             "{'levels': 0}: levels must be an integer >= 1; got 0.")
         self.assertFalse(os.path.exists(out))
         self.assertFalse(os.path.exists(os.path.join(data_dir, 'mnist')))
-        # A preset that takes the size goes on to the data.
+        # A preset that takes the size goes on to the data, also under op
+        # determinism (which refuses unseeded random initialisers).
         self._assert_one_line_error(
-            run('--preset=tiny_vflow'), 'the data were prepared')
+            run('--preset=tiny_vflow', TF_DETERMINISTIC_OPS='1'),
+            'the data were prepared')
 
     def test_unknown_flag_and_bad_value(self):
         run = self._run_train('--preset=tiny_vflow', '--learning_rat=3',

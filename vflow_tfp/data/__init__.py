@@ -17,6 +17,7 @@ from vflow_tfp.data.pipelines import checkerboard_dataset
 from vflow_tfp.data.pipelines import distributed_image_dataset
 from vflow_tfp.data.pipelines import image_dataset
 from vflow_tfp.data.pipelines import image_shape
+from vflow_tfp.data.pipelines import is_prepared
 
 __all__ = [
     'CHECKERBOARD_LOG_LIKELIHOOD',
@@ -31,6 +32,7 @@ __all__ = [
     'distributed_image_dataset',
     'image_dataset',
     'image_shape',
+    'is_prepared',
     'photo_patches',
     'sample_checkerboard',
 ]

@@ -59,6 +59,7 @@ __all__ = [
     'distributed_image_dataset',
     'image_dataset',
     'image_shape',
+    'is_prepared',
 ]
 
 
@@ -117,6 +118,19 @@ def image_shape(name, data_dir=None):
         feature, or one of varying image size.
     """
     return _image_shape(_builder(name, data_dir))
+
+
+def is_prepared(name, data_dir=None):
+    """Whether the TFDS data set `name` is prepared in `data_dir`.
+
+    A prepared data set opens in seconds; another one is downloaded and
+    prepared on first use, which can take hours.
+
+    Raises:
+      ValueError: for an unknown name or a data set without a uint8 'image'
+        feature.
+    """
+    return _builder(name, data_dir).is_prepared()
 
 
 def image_dataset(name, split, batch_size, *, input_context=None,
