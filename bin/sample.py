@@ -2,22 +2,31 @@
 
 OUT names what is written: `NAME.png` a grid of the samples, `NAME.npy` the
 samples as one array (uint8 `[N, H, W, C]` images with the model's pixel
-values, or float `[N, D]` vectors), or a new or empty directory one PNG per
-sample (`sample_000000.png`, ...: the layout FID tools read). `--model` and
-`--output` may be URLs (`gs://bucket/...`). Everything is checked before
-sampling starts; a bad setting stops the run with one line on stderr and
-exit code 2.
+values, or float `[N, D]` vectors), or a new or empty directory (a name
+without extension, or ending in `/`) one PNG per sample
+(`sample_000000.png`, ...: the layout FID tools read). `--model` and
+`--output` may be URLs (`gs://bucket/...`). The output and the model are
+checked before sampling starts; a bad one stops the run with one line on
+stderr and exit code 2 (absl refuses out-of-range flag values itself, with
+exit code 1). Nothing appears under OUT until it is complete, and an error
+or an interrupt (Ctrl-C, SIGTERM) leaves nothing behind.
 
 The samples come from the export's `sample` signature (the EMA weights of a
 trained run), `--batch_size` at a time; batch `b` draws from the stateless
-seed `(--seed, b)`, so the same `--seed`, `--num` and `--batch_size` give
-the same samples. `--temperature` scales the latent noise (1 is the model;
-lower values give smoother, more typical images; 0 maps the latent's mode).
+seed `(--seed, b)`, counting from `--first_batch`, so the same `--seed`,
+`--batch_size` and `--first_batch` give the same samples (a larger `--num`
+only adds samples). A training run's `samples.png` of step S is
+`--num=16 --batch_size=16 --first_batch=S` with the run's `--seed`.
+`--temperature` scales the latent noise (1 is the model; lower values give
+smoother, more typical images; 0 maps the latent's mode; high values
+saturate the pixels).
 
     python bin/sample.py --model=runs/quickstart/saved_model --num=64 \\
         --temperature=0.8 --output=samples.png
 """
 
+import math
+import signal
 import sys
 import time
 
@@ -33,7 +42,8 @@ flags.DEFINE_string('model', None,
 flags.DEFINE_string('output', None,
                     'NAME.png (a grid), NAME.npy (an array) or a new or '
                     'empty directory (one PNG per sample).')
-flags.DEFINE_integer('num', 64, 'Number of samples.', lower_bound=1)
+flags.DEFINE_integer('num', 64, 'Number of samples.', lower_bound=1,
+                     upper_bound=2**31 - 1)
 flags.DEFINE_float('temperature', 1.0,
                    'Scale of the latent noise (1: the model; 0: the '
                    'latent\'s mode).', lower_bound=0.0)
@@ -41,9 +51,15 @@ flags.DEFINE_integer('seed', 0, 'Seed of the samples.', lower_bound=0,
                      upper_bound=2**31 - 1)
 flags.DEFINE_integer('batch_size', 64, 'Samples per model call (memory and '
                      'speed; the samples depend on it, see above).',
-                     lower_bound=1)
+                     lower_bound=1, upper_bound=2**31 - 1)
+flags.DEFINE_integer('first_batch', 0, 'Index of the first batch: batch b '
+                     'draws from the seed (--seed, b).', lower_bound=0,
+                     upper_bound=2**31 - 1)
 flags.DEFINE_integer('columns', None, 'Columns of a .png grid (default: '
-                     'about the square root of --num).', lower_bound=1)
+                     'about the square root of --num; at most --num).',
+                     lower_bound=1)
+flags.DEFINE_bool('progress', True,
+                  'Show progress on stderr (only on a terminal).')
 
 
 def _fail(message):
@@ -64,6 +80,11 @@ def _progress(enabled):
     return report
 
 
+def _interrupted(signum, frame):
+    del signum, frame
+    raise KeyboardInterrupt
+
+
 def main(argv):
     if len(argv) > 1:
         _fail(f'unexpected arguments {argv[1:]}')
@@ -73,7 +94,11 @@ def main(argv):
         _fail('--model is required (an exported SavedModel directory).')
     if not FLAGS.output:
         _fail('--output is required: NAME.png, NAME.npy or a directory.')
+    if not math.isfinite(FLAGS.temperature):
+        _fail(f'--temperature must be finite; got {FLAGS.temperature}.')
     # Imported here so that --help and flag errors answer without TF start-up.
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
     from vflow_tfp import export  # pylint: disable=g-import-not-at-top
     from vflow_tfp import sampling  # pylint: disable=g-import-not-at-top
 
@@ -85,28 +110,38 @@ def main(argv):
         sampler = sampling.SavedModelSampler(FLAGS.model)
     except ValueError as e:
         _fail(str(e))
+    # SIGTERM (a job scheduler's stop) ends the run as Ctrl-C does: the
+    # writer then removes what it staged.
+    signal.signal(signal.SIGTERM, _interrupted)
     start = time.time()
     try:
-        samples = sampling.draw(sampler, FLAGS.num,
-                                temperature=FLAGS.temperature, seed=FLAGS.seed,
-                                batch_size=FLAGS.batch_size,
-                                progress=_progress(sys.stderr.isatty()))
+        with sampling.SampleWriter(
+                FLAGS.output, kind, int(metadata.get('num_bins') or 256),
+                FLAGS.columns) as writer:
+            for batch in sampling.draw_batches(
+                    sampler, FLAGS.num, temperature=FLAGS.temperature,
+                    seed=FLAGS.seed, batch_size=FLAGS.batch_size,
+                    first_batch=FLAGS.first_batch,
+                    progress=_progress(FLAGS.progress
+                                       and sys.stderr.isatty())):
+                writer.add(batch)
+                shape = 'x'.join(str(d) for d in batch.shape[1:])
+                dtype = batch.dtype.name
+    except KeyboardInterrupt:
+        print(f'sample.py: interrupted; nothing written to {FLAGS.output}.',
+              file=sys.stderr)
+        sys.exit(130)
     except ValueError as e:
         _fail(str(e))
-    seconds = time.time() - start
-    try:
-        written = sampling.write_samples(
-            FLAGS.output, kind, samples,
-            num_bins=int(metadata.get('num_bins') or 256),
-            columns=FLAGS.columns)
-    except ValueError as e:
-        _fail(str(e))
-    shape = 'x'.join(str(d) for d in samples.shape[1:])
-    what = FLAGS.output if len(written) == 1 else (
-        f'{len(written)} files in {FLAGS.output}')
-    print(f'{len(samples)} samples ({shape}, {samples.dtype.name}, '
-          f'temperature {FLAGS.temperature:g}, seed {FLAGS.seed}) in '
-          f'{seconds:.1f} s: wrote {what}')
+    except (OSError, tf.errors.OpError) as e:
+        reason = (getattr(e, 'strerror', None) or getattr(e, 'message', None)
+                  or e)
+        _fail(f'{FLAGS.output}: cannot write it ({reason}).')
+    what = (f'{writer.count} files in {FLAGS.output}' if kind == 'directory'
+            else FLAGS.output)
+    print(f'{writer.count} samples ({shape}, {dtype}, temperature '
+          f'{FLAGS.temperature:g}, seed {FLAGS.seed}) in '
+          f'{time.time() - start:.1f} s: wrote {what}')
 
 
 if __name__ == '__main__':

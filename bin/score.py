@@ -41,7 +41,8 @@ flags.DEFINE_string('model', None,
                     'SavedModel directory written by bin/export.py (or by '
                     'training: OUTPUT_DIR/saved_model).')
 flags.DEFINE_string('output', None,
-                    'Also write the scores to this .json or .csv file.')
+                    'Also write the scores to this .json or .csv file (a '
+                    'path or a URL, e.g. gs://bucket/scores.csv).')
 flags.DEFINE_integer('num_samples', None,
                      'Importance samples per image; default: the export\'s '
                      '(the run\'s --iw_samples, else 16).', lower_bound=1)

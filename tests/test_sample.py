@@ -2,9 +2,11 @@
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 
 import numpy as np
 import tensorflow as tf
@@ -74,15 +76,36 @@ class SampleTest(tf.test.TestCase):
             self.sampler, 5, temperature=0.7, seed=3, batch_size=2))
         self.assertNotAllEqual(samples, sampling.draw(
             self.sampler, 5, temperature=0.7, seed=4, batch_size=2))
+        # More samples only add batches; --first_batch skips some.
+        self.assertAllEqual(samples[:3], sampling.draw(
+            self.sampler, 3, temperature=0.7, seed=3, batch_size=2))
+        self.assertAllEqual(samples[2:], sampling.draw(
+            self.sampler, 3, temperature=0.7, seed=3, batch_size=2,
+            first_batch=1))
         # Temperature 0 maps the latent's mode: the same for every seed.
         mode = sampling.draw(self.sampler, 2, temperature=0.0, seed=1)
         self.assertAllEqual(mode[0], mode[1])
         for bad in (dict(num=0), dict(num=2, batch_size=0),
                     dict(num=2, temperature=-1.0),
                     dict(num=2, temperature=float('nan')),
-                    dict(num=2, seed=2**31)):
+                    dict(num=2, seed=2**31), dict(num=2**31),
+                    dict(num=2, first_batch=-1)):
             with self.assertRaises(ValueError):
                 sampling.draw(self.sampler, **bad)
+
+    def test_a_failed_batch_is_named_with_its_reason(self):
+        # Far too hot: the image model's flow overflows, and the error
+        # keeps the model's reason, not TF's "Graph execution error:".
+        with self.assertRaisesRegex(
+                ValueError, r'^batch 1 \(seed \(0, 1\)\): VFlow\.sample: the '
+                'flow gave non-finite values'):
+            sampling.draw(self.sampler, 2, temperature=3e38, first_batch=1)
+        # Vectors have no such check in the model: drawn, then refused.
+        vectors = sampling.SavedModelSampler(self.vector.path)
+        self.assertTrue(np.all(np.isfinite(sampling.draw(vectors, 4))))
+        with self.assertRaisesRegex(ValueError, r'^batch 0 \(seed \(0, 0\)\): '
+                                    'non-finite samples \(temperature 1e\+30'):
+            sampling.draw(vectors, 4, temperature=1e30)
 
     def test_outputs_hold_the_samples(self):
         samples = sampling.draw(self.sampler, 5, seed=1)
@@ -90,9 +113,13 @@ class SampleTest(tf.test.TestCase):
         grid = self._path('grid.png')
         self.assertEqual(sampling.output_kind(grid, info), 'grid')
         self.assertEqual(sampling.write_samples(grid, 'grid', samples,
-                                                columns=2), [grid])
+                                                columns=2), 5)
         decoded = tf.io.decode_png(tf.io.read_file(grid)).numpy()
         self.assertAllEqual(decoded, images.image_grid(samples, 2))
+        # At most as many columns as samples.
+        sampling.write_samples(grid, 'grid', samples, columns=9)
+        self.assertEqual(tf.io.decode_png(tf.io.read_file(grid)).shape,
+                         (8, 40, 3))
         array = self._path('s.npy')
         self.assertEqual(sampling.output_kind(array, info), 'array')
         sampling.write_samples(array, 'array', samples)
@@ -102,12 +129,13 @@ class SampleTest(tf.test.TestCase):
         folder = 'file://' + self._path('new', 'pngs')
         self.assertEqual(sampling.output_kind(folder, info), 'directory')
         few_levels = samples % 5
-        written = sampling.write_samples(folder, 'directory', few_levels,
-                                         num_bins=5)
-        self.assertEqual(written, [f'{folder}/sample_{i:06d}.png'
-                                   for i in range(5)])
-        for i, name in enumerate(sorted(os.listdir(self._path('new',
-                                                              'pngs')))):
+        self.assertEqual(sampling.write_samples(folder, 'directory',
+                                                few_levels, num_bins=5), 5)
+        names = sorted(os.listdir(self._path('new', 'pngs')))
+        self.assertEqual(names, [f'sample_{i:06d}.png' for i in range(5)])
+        # Nothing else beside it (the staging directory was renamed).
+        self.assertEqual(os.listdir(self._path('new')), ['pngs'])
+        for i, name in enumerate(names):
             decoded = tf.io.decode_png(tf.io.read_file(
                 self._path('new', 'pngs', name))).numpy()
             self.assertAllEqual(decoded, images.to_8bit(few_levels[i], 5))
@@ -131,6 +159,25 @@ class SampleTest(tf.test.TestCase):
                                     r'images; name a \.npy file'):
             sampling.output_kind('v.png', {'kind': 'vector',
                                            'data_shape': [2]})
+        for path, message in (
+                ('-', 'not to stdout'),
+                (self._path('no', 'dir'), 'no directory'),
+                ('foo://bucket/s.png', 'cannot reach it')):
+            with self.assertRaisesRegex(ValueError, message):
+                sampling.output_kind(path, info)
+        # A trailing slash names a directory, whatever the name.
+        self.assertEqual(sampling.output_kind(self._path('s.png') + '/',
+                                              info), 'directory')
+
+    def test_an_error_while_writing_leaves_nothing(self):
+        samples = sampling.draw(self.sampler, 3, seed=1)
+        for kind, name in (('directory', 'pngs'), ('array', 's.npy'),
+                           ('grid', 's.png')):
+            with self.assertRaisesRegex(RuntimeError, 'stopped'):
+                with sampling.SampleWriter(self._path(name), kind) as writer:
+                    writer.add(samples)
+                    raise RuntimeError('stopped')
+        self.assertEqual(os.listdir(self.tmp), [])
 
     def test_the_command_line(self):
         grid = self._path('grid.png')
@@ -158,6 +205,29 @@ class SampleTest(tf.test.TestCase):
                          f'sample.py: error: {self._path("v.png")}: the '
                          'model draws vectors of 2 values, not images; name '
                          'a .npy file.')
+        self.assertEqual(sorted(os.listdir(self.tmp)), ['grid.png', 'v.npy'])
+        # SIGTERM (as a scheduler stops a job) while a directory fills: one
+        # line, and neither the directory nor its staging copy is left.
+        folder = self._path('many')
+        proc = subprocess.Popen(
+            [sys.executable, SAMPLE, f'--model={self.image.path}',
+             f'--output={folder}', '--num=1000000', '--batch_size=16'],
+            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 240
+        while not any(name.startswith('.many-')
+                      for name in os.listdir(self.tmp)):
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                self.fail('no staging directory: ' + proc.communicate()[1])
+            time.sleep(0.2)
+        time.sleep(1.0)  # Some PNGs written.
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+        self.assertEqual(proc.returncode, 130, err)
+        self.assertEqual(err.splitlines()[-1],
+                         f'sample.py: interrupted; nothing written to '
+                         f'{folder}.')
         self.assertEqual(sorted(os.listdir(self.tmp)), ['grid.png', 'v.npy'])
 
 

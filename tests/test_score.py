@@ -572,6 +572,15 @@ class ScoreTest(tf.test.TestCase):
         missing = url(self._path('none.png'))
         self.assertRefused([self.model_flag, missing],
                            f'{missing}: no such file or directory.')
+        # A refused run makes no directory for its output.
+        self.assertRefused([self.model_flag, missing,
+                            f'--output={url(self._path("made/s.json"))}'],
+                           f'{missing}: no such file or directory.')
+        self.assertFalse(os.path.exists(self._path('made')))
+        self.assertRefused([self.model_flag, npy, '--output=foo://b/s.json'],
+                           "foo://b/s.json: cannot reach it (File system "
+                           "scheme 'foo' not implemented (file: "
+                           "'foo://b/s.json')).")
 
     def test_unknown_tfds_split_is_named_as_a_split(self):
         # Not "Unknown dataset 'photo_patches/8x8:nosplit'" with ":test"

@@ -62,9 +62,7 @@ import json
 import math
 import os
 import re
-import shutil
 import tempfile
-import uuid
 
 from absl import logging
 import tensorflow as tf
@@ -314,48 +312,16 @@ def export_model(model, export_dir, metadata=None,
         raise ValueError(f'{export_dir} exists and is not a SavedModel or an '
                          'empty directory; refusing to overwrite it.')
     scorer = FlowScorer(model, metadata, default_num_samples, chunk_size)
-    parent = os.path.dirname(export_dir)
-    tf.io.gfile.makedirs(parent)
-    if url:
-        # No private directories to make on an object store, and none
-        # needed: the name is random.
-        staging = os.path.join(parent, f'.saved_model-{uuid.uuid4().hex}')
-    else:
-        staging = tempfile.mkdtemp(prefix='.saved_model-', dir=parent)
-    try:
-        with tempfile.TemporaryDirectory() as scratch:
-            path = os.path.join(scratch, METADATA_FILE)
-            with open(path, 'w') as f:
-                json.dump(scorer.info, f, indent=2, sort_keys=True)
-            scorer.metadata_file = tf.saved_model.Asset(path)
-            with tf_logs.quiet_info():
-                tf.saved_model.save(scorer, staging,
-                                    signatures=scorer.signature_map())
-        if url:
-            if tf.io.gfile.exists(export_dir):
-                tf.io.gfile.rmtree(export_dir)
-            tf.io.gfile.rename(staging, export_dir)
-        else:
-            # mkdtemp makes the directory private (0700); an export is read
-            # by other users and serving containers, so it gets a plain
-            # mkdir's permissions.
-            os.chmod(staging, 0o777 & ~_umask())
-            if os.path.exists(export_dir):
-                shutil.rmtree(export_dir)
-            os.replace(staging, export_dir)
-    finally:
-        try:
-            if tf.io.gfile.exists(staging):
-                tf.io.gfile.rmtree(staging)
-        except tf.errors.OpError:
-            pass  # Leftover scratch must not hide the export's own error.
+    with file_io.staged_directory(export_dir) as staging, \
+            tempfile.TemporaryDirectory() as scratch:
+        path = os.path.join(scratch, METADATA_FILE)
+        with open(path, 'w') as f:
+            json.dump(scorer.info, f, indent=2, sort_keys=True)
+        scorer.metadata_file = tf.saved_model.Asset(path)
+        with tf_logs.quiet_info():
+            tf.saved_model.save(scorer, staging,
+                                signatures=scorer.signature_map())
     return export_dir
-
-
-def _umask():
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def load_metadata(export_dir):

@@ -17,11 +17,15 @@ import errno
 import glob as glob_lib
 import json
 import os
+import shutil
+import tempfile
+import uuid
 
 import tensorflow as tf
 
 __all__ = ['absolute', 'atomic_write', 'exists', 'glob', 'is_url', 'isdir',
-           'join', 'listdir', 'mtime', 'read_bytes', 'read_json', 'replace']
+           'join', 'listdir', 'mtime', 'read_bytes', 'read_json', 'replace',
+           'staged_directory']
 
 
 def is_url(path):
@@ -210,3 +214,63 @@ def atomic_write(path, mode='w', **open_kwargs):
                 tf.io.gfile.remove(tmp)
         elif os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _umask():
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def staged_directory(path):
+    """A new directory beside `path`, moved onto `path` on success.
+
+    Readers never see a partly written `path`: the body fills the yielded
+    staging directory, which then replaces `path` (any directory there is
+    removed first; callers check that it may be). An error in the body, an
+    interrupt included, removes the staging directory and leaves `path` as
+    it was. The parent directory is made if missing.
+
+    A local staging directory gets a plain `mkdir`'s permissions, not
+    `tempfile`'s private ones: its contents are read by other users. On an
+    object store the final move copies object by object, so a reader may
+    briefly see part of `path` there.
+
+    #### Example
+
+    ```python
+    with staged_directory('runs/samples') as staging:
+        write_files(staging)
+    ```
+    """
+    path = os.fspath(path).rstrip('/')
+    url = is_url(path)
+    parent = os.path.dirname(path)
+    name = os.path.basename(path)
+    if url:
+        tf.io.gfile.makedirs(parent)
+        # No private directories on an object store, and none needed: the
+        # name is random.
+        staging = join(parent, f'.{name}-{uuid.uuid4().hex}')
+        tf.io.gfile.makedirs(staging)
+    else:
+        os.makedirs(parent or '.', exist_ok=True)
+        staging = tempfile.mkdtemp(prefix=f'.{name}-', dir=parent or '.')
+    try:
+        yield staging
+        if url:
+            if tf.io.gfile.exists(path):
+                tf.io.gfile.rmtree(path)
+            tf.io.gfile.rename(staging, path)
+        else:
+            os.chmod(staging, 0o777 & ~_umask())
+            if os.path.exists(path):
+                shutil.rmtree(path)
+            os.replace(staging, path)
+    finally:
+        try:
+            if tf.io.gfile.exists(staging):
+                tf.io.gfile.rmtree(staging)
+        except tf.errors.OpError:
+            pass  # Leftover scratch must not hide the body's own error.

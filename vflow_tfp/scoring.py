@@ -728,28 +728,29 @@ def summarize(records, model, num_samples, seed, batch_size):
 def output_format(path):
     """`'json'` or `'csv'` from `path`'s extension.
 
-    For a URL (`gs://bucket/scores.csv`), the directory is made if it is
-    missing: object stores have no directories to check, and a file system
-    behind a URL reports a failure here, before scoring.
+    For a URL (`gs://bucket/scores.csv`), the file system must be one TF
+    reaches; its directory is made when the file is written (object stores
+    have no directories to check).
 
     Raises:
       ValueError: for any other extension, if `path` is a directory or its
-        local directory does not exist, or a URL's cannot be made (checked
-        before scoring, not after).
+        local directory does not exist, or a URL's file system cannot be
+        reached (checked before scoring, not after).
     """
     fmt = _OUTPUT_FORMATS.get(os.path.splitext(path)[1].lower())
     if fmt is None:
         raise ValueError(f'{path}: unknown output format; use a .json or '
                          '.csv file name.')
+    if file_io.is_url(path):
+        try:
+            tf.io.gfile.exists(path)
+        except tf.errors.OpError as e:
+            raise ValueError(f'{path}: cannot reach it '
+                             f'({e.message.strip().splitlines()[0]}).'
+                             ) from e
     if file_io.isdir(path):
         raise ValueError(f'{path}: a directory; name a file to write.')
     if file_io.is_url(path):
-        directory = path.rsplit('/', 1)[0]
-        try:
-            tf.io.gfile.makedirs(directory)
-        except tf.errors.OpError as e:
-            raise ValueError(f'{path}: cannot make its directory '
-                             f'{directory} ({e.message}).') from e
         return fmt
     directory = os.path.dirname(path) or '.'
     if not os.path.isdir(directory):
@@ -783,6 +784,8 @@ def write_results(path, results):
                              repr(r['log_likelihood'])])
     contents = text.getvalue().encode('utf-8', errors='surrogateescape')
     try:
+        if file_io.is_url(path):
+            tf.io.gfile.makedirs(path.rsplit('/', 1)[0])
         with file_io.atomic_write(path, 'wb') as f:
             f.write(contents)
     except (OSError, tf.errors.OpError) as e:
