@@ -81,6 +81,7 @@ __all__ = [
     'export_model',
     'export_run',
     'load_metadata',
+    'load_signature',
 ]
 
 DEFAULT_NUM_SAMPLES = 16
@@ -322,6 +323,23 @@ def export_model(model, export_dir, metadata=None,
             tf.saved_model.save(scorer, staging,
                                 signatures=scorer.signature_map())
     return export_dir
+
+
+def load_signature(export_dir, name):
+    """`(metadata, signature)`: an export's metadata and one of its
+    signatures, e.g. `'log_prob'` or `'sample'`.
+
+    Raises:
+      ValueError: if `export_dir` is not an `export_model` SavedModel or has
+        no such signature.
+    """
+    metadata = load_metadata(export_dir)
+    try:
+        signature = tf.saved_model.load(export_dir).signatures[name]
+    except KeyError:
+        raise ValueError(f'{export_dir}: the SavedModel has no {name} '
+                         'signature.') from None
+    return metadata, signature
 
 
 def load_metadata(export_dir):

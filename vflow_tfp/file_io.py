@@ -23,7 +23,7 @@ import uuid
 
 import tensorflow as tf
 
-__all__ = ['absolute', 'atomic_write', 'exists', 'glob', 'is_url', 'isdir',
+__all__ = ['absolute', 'atomic_write', 'check_reachable', 'exists', 'glob', 'is_url', 'isdir',
            'join', 'listdir', 'mtime', 'read_bytes', 'read_json', 'replace',
            'staged_directory']
 
@@ -78,6 +78,22 @@ def read_json(path):
         with open(path) as f:
             return json.load(f)
     return json.loads(read_bytes(path).decode('utf-8'))
+
+
+def check_reachable(path):
+    """Raises unless TF serves the file system of URL `path` (a local path
+    always passes): an unknown scheme is found before any work.
+
+    Raises:
+      ValueError: one line naming `path` and TF's reason.
+    """
+    if not is_url(path):
+        return
+    try:
+        tf.io.gfile.exists(path)
+    except tf.errors.OpError as e:
+        raise ValueError(f'{path}: cannot reach it '
+                         f'({e.message.strip().splitlines()[0]}).') from e
 
 
 def exists(path):

@@ -84,13 +84,7 @@ def output_kind(path, metadata):
         raise ValueError(f'{path}: the model draws vectors of '
                          f'{metadata["data_shape"][0]} values, not images; '
                          'name a .npy file.')
-    if file_io.is_url(path):
-        try:
-            tf.io.gfile.exists(path)
-        except tf.errors.OpError as e:
-            raise ValueError(f'{path}: cannot reach it '
-                             f'({e.message.strip().splitlines()[0]}).'
-                             ) from e
+    file_io.check_reachable(path)
     if kind == 'directory':
         if file_io.isdir(path):
             if file_io.listdir(path):
@@ -117,13 +111,8 @@ class SavedModelSampler:
         Raises:
           ValueError: if it is not one.
         """
-        self.metadata = export.load_metadata(export_dir)
-        try:
-            self._sample = tf.saved_model.load(export_dir).signatures[
-                'sample']
-        except KeyError:
-            raise ValueError(f'{export_dir}: the SavedModel has no sample '
-                             'signature.') from None
+        self.metadata, self._sample = export.load_signature(export_dir,
+                                                            'sample')
 
     def sample(self, num, temperature, seed):
         """`num` samples as a NumPy array (uint8 images or float vectors)."""

@@ -623,13 +623,8 @@ class SavedModelScorer:
         Raises:
           ValueError: if it is not one.
         """
-        self.metadata = export.load_metadata(export_dir)
-        try:
-            self._log_prob = tf.saved_model.load(export_dir).signatures[
-                'log_prob']
-        except KeyError:
-            raise ValueError(f'{export_dir}: the SavedModel has no log_prob '
-                             'signature.') from None
+        self.metadata, self._log_prob = export.load_signature(export_dir,
+                                                              'log_prob')
         self._dtype = tf.as_dtype(self.metadata['input_dtype'])
 
     def log_prob(self, examples, num_samples, seed):
@@ -741,13 +736,7 @@ def output_format(path):
     if fmt is None:
         raise ValueError(f'{path}: unknown output format; use a .json or '
                          '.csv file name.')
-    if file_io.is_url(path):
-        try:
-            tf.io.gfile.exists(path)
-        except tf.errors.OpError as e:
-            raise ValueError(f'{path}: cannot reach it '
-                             f'({e.message.strip().splitlines()[0]}).'
-                             ) from e
+    file_io.check_reachable(path)
     if file_io.isdir(path):
         raise ValueError(f'{path}: a directory; name a file to write.')
     if file_io.is_url(path):
