@@ -100,6 +100,7 @@ def main(argv):
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
     from vflow_tfp import export  # pylint: disable=g-import-not-at-top
+    from vflow_tfp import file_io  # pylint: disable=g-import-not-at-top
     from vflow_tfp import sampling  # pylint: disable=g-import-not-at-top
 
     try:
@@ -134,9 +135,7 @@ def main(argv):
     except ValueError as e:
         _fail(str(e))
     except (OSError, tf.errors.OpError) as e:
-        reason = (getattr(e, 'strerror', None) or getattr(e, 'message', None)
-                  or e)
-        _fail(f'{FLAGS.output}: cannot write it ({reason}).')
+        _fail(f'{FLAGS.output}: cannot write it ({file_io.reason(e)}).')
     what = (f'{writer.count} files in {FLAGS.output}' if kind == 'directory'
             else FLAGS.output)
     print(f'{writer.count} samples ({shape}, {dtype}, temperature '

@@ -23,9 +23,9 @@ import uuid
 
 import tensorflow as tf
 
-__all__ = ['absolute', 'atomic_write', 'check_reachable', 'exists', 'glob', 'is_url', 'isdir',
-           'join', 'listdir', 'mtime', 'read_bytes', 'read_json', 'replace',
-           'staged_directory']
+__all__ = ['absolute', 'atomic_write', 'check_reachable', 'exists', 'glob',
+           'is_url', 'isdir', 'join', 'listdir', 'mtime', 'read_bytes',
+           'read_json', 'reason', 'replace', 'staged_directory']
 
 
 def is_url(path):
@@ -47,6 +47,12 @@ def _as_os_error(error, path):
     if isinstance(error, tf.errors.PermissionDeniedError):
         return PermissionError(errno.EACCES, 'Permission denied', path)
     return OSError(errno.EIO, error.message, path)
+
+
+def reason(error):
+    """What went wrong, in a few words, for an `OSError` or a TF `OpError`."""
+    return (getattr(error, 'strerror', None)
+            or getattr(error, 'message', None) or str(error))
 
 
 def read_bytes(path):

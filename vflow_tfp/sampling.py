@@ -238,9 +238,12 @@ class SampleWriter:
         """Writes (or keeps, for a grid) a batch `[n] + data_shape`."""
         if self.kind == 'directory':
             for image in images.to_8bit(samples, self.num_bins):
+                # Straight into the staging directory, which nobody reads
+                # before it is renamed: no per-file rename (on an object
+                # store, a copy per file).
                 name = file_io.join(self._staging,
                                     SAMPLE_FILE.format(self.count))
-                with file_io.atomic_write(name, 'wb') as f:
+                with tf.io.gfile.GFile(name, 'wb') as f:
                     f.write(_png(image))
                 self.count += 1
         else:
@@ -287,7 +290,6 @@ def write_samples(path, kind, samples, num_bins=256, columns=None):
         with SampleWriter(path, kind, num_bins, columns) as writer:
             writer.add(np.asarray(samples))
     except (OSError, tf.errors.OpError) as e:
-        reason = (getattr(e, 'strerror', None) or getattr(e, 'message', None)
-                  or e)
-        raise ValueError(f'{path}: cannot write it ({reason}).') from e
+        raise ValueError(f'{path}: cannot write it '
+                         f'({file_io.reason(e)}).') from e
     return writer.count

@@ -778,7 +778,6 @@ def write_results(path, results):
         with file_io.atomic_write(path, 'wb') as f:
             f.write(contents)
     except (OSError, tf.errors.OpError) as e:
-        reason = (getattr(e, 'strerror', None) or getattr(e, 'message', None)
-                  or e)
-        raise ValueError(f'{path}: cannot write it ({reason}).') from e
+        raise ValueError(f'{path}: cannot write it '
+                         f'({file_io.reason(e)}).') from e
 
