@@ -524,6 +524,9 @@ class ScoreTest(tf.test.TestCase):
         train = self.exported.train[:5]
         photos = self._path('photos')
         os.makedirs(os.path.join(photos, 'sub'))
+        # Named like an image, skipped as in a local directory (a glob that
+        # matches it finds a directory without images).
+        os.makedirs(os.path.join(photos, 'sub.png'))
         for i in range(3):
             _write_png(os.path.join(photos, f'p{i}.png'), train[i])
         npy = self._npy('a.npy', train[3:4])
@@ -564,6 +567,10 @@ class ScoreTest(tf.test.TestCase):
         self.assertEqual([r['source'] for r in document['images']],
                          [url(os.path.join(photos, f'p{i}.png'))
                           for i in (1, 2)])
+        pattern = url(os.path.join(photos, 's*.png'))
+        self.assertRefused([self.model_flag, pattern],
+                           f'{pattern}: the pattern matches only '
+                           'directories without images.')
         pattern = url(self.tmp + '/**/*.png')
         self.assertRefused([self.model_flag, pattern],
                            f'{pattern}: ** (any depth of directories) is '

@@ -24,13 +24,19 @@ import uuid
 import tensorflow as tf
 
 __all__ = ['absolute', 'atomic_write', 'check_reachable', 'exists', 'glob',
-           'is_url', 'isdir', 'join', 'listdir', 'mtime', 'read_bytes',
+           'is_remote', 'is_url', 'isdir', 'join', 'listdir', 'mtime', 'read_bytes',
            'read_json', 'reason', 'replace', 'staged_directory']
 
 
 def is_url(path):
     """Whether `path` names a file system by scheme (`gs://...`)."""
     return '://' in os.fspath(path)
+
+
+def is_remote(path):
+    """Whether each look at `path` is a request (a URL other than `file://`)."""
+    path = os.fspath(path)
+    return is_url(path) and not path.lower().startswith('file://')
 
 
 def absolute(path):

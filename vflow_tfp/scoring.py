@@ -488,7 +488,7 @@ def _is_broken_link(path):
 def _is_directory(path):
     # Each check of a bucket's object is a request: a match with a file
     # extension is taken for a file.
-    if file_io.is_url(path) and path.lower().endswith(
+    if file_io.is_remote(path) and path.lower().endswith(
             IMAGE_EXTENSIONS + ARRAY_EXTENSIONS):
         return False
     return file_io.isdir(path)
@@ -507,10 +507,14 @@ def _directory_images(path):
     paths = (file_io.join(path, name) for name in file_io.listdir(path)
              if name.lower().endswith(IMAGE_EXTENSIONS)
              and not name.startswith('.'))
-    if file_io.is_url(path):
+    if file_io.is_remote(path):
         # Every listed name exists; a sub-directory's ends in `/` in an
         # object store, so the extension test has left it out.
         return sorted(paths)
+    if file_io.is_url(path):
+        # `file://` lists a sub-directory named like an image (`x.png`)
+        # without the `/`, and a look costs no request.
+        return sorted(p for p in paths if not file_io.isdir(p))
     return sorted(p for p in paths
                   if os.path.isfile(p) or _is_broken_link(p))
 
