@@ -23,6 +23,7 @@ from absl.testing import parameterized
 
 from vflow_tfp import bijectors as vb
 from vflow_tfp import data
+from vflow_tfp import nets
 from vflow_tfp.data import photos
 from vflow_tfp.models import ConditionalFlow
 from vflow_tfp.models import UniformDequantizer
@@ -187,6 +188,9 @@ class PresetTest(tf.test.TestCase):
                          31_443_440)
         self.assertEqual(presets.build('vflow_cifar10').count_params(),
                          39_700_096)
+        # The docstring of the official Flow++ ImageNet 32x32 launcher.
+        self.assertEqual(presets.build('flowpp_imagenet32').count_params(),
+                         168_955_724)
 
     def test_paper_table_parameter_counts(self):
         # SPEC §7: counts in 2^20 units (print_params), the 4M VFlows without
@@ -234,24 +238,65 @@ class PresetTest(tf.test.TestCase):
         for name in expected:
             self.assertNotEmpty(presets.describe(name), msg=name)
 
-    def test_imagenet_dequantisers_have_eight_steps(self):
-        # SPEC §6.3: the ImageNet code path's r has two groups of 4 steps.
-        def couplings(bijector):
-            found, stack = 0, [bijector]
+    def test_imagenet_presets_take_the_imagenet_code_path(self):
+        # SPEC §6.3 and the official launchers: weight-normalised networks,
+        # concat_elu before every coupling net's output conv, no 1x1
+        # convolutions in r and q (nor in Flow++'s p), deeper context nets;
+        # r and q of 8 steps on ImageNet 32 and of 4 on ImageNet 64.
+        def layers_of(bijector):
+            found, stack = [], [bijector]
             while stack:
                 b = stack.pop()
-                if isinstance(b, vb.Coupling):
-                    found += 1
+                found.append(b)
                 stack.extend(getattr(b, 'bijectors', []))
                 if isinstance(getattr(b, 'bijector', None), tfb.Bijector):
                     stack.append(b.bijector)
             return found
-        for name in ('flowpp_imagenet32', 'vflow_imagenet32',
-                     'vflow_imagenet64'):
-            model = presets.build(name, seed=0, filters=8, blocks=1,
-                                  components=2, image_shape=(8, 8, 3))
-            self.assertEqual(couplings(model.dequantizer.bijector), 8,
-                             msg=name)
+
+        def count(bijector, cls):
+            return sum(isinstance(b, cls) for b in layers_of(bijector))
+
+        small = dict(seed=0, filters=8, blocks=1, components=2,
+                     dequant_blocks=1)
+        for name, size, steps, p_1x1, attention in [
+                ('flowpp_imagenet32', 8, 8, 0, True),
+                ('vflow_imagenet32', 8, 8, 13, True),
+                ('vflow_imagenet64', 16, 4, 12, False)]:
+            with self.subTest(preset=name):
+                overrides = dict(small, image_shape=(size, size, 3))
+                if name.startswith('vflow'):
+                    overrides['posterior_blocks'] = 1
+                model = presets.build(name, **overrides)
+                self.assertEqual(count(model.p_bijector,
+                                       vb.Invertible1x1Conv), p_1x1)
+                flows = [model.dequantizer]
+                if model.posterior is not None:
+                    flows.append(model.posterior)
+                for flow in flows:
+                    self.assertEqual(count(flow.bijector, vb.Coupling),
+                                     steps)
+                    self.assertEqual(count(flow.bijector,
+                                           vb.Invertible1x1Conv), 0)
+                    context = flow.context_net
+                    self.assertNotEmpty(context.norms)
+                    self.assertEqual(bool(context.attention_blocks),
+                                     attention)
+                linear = [m for m in model.submodules
+                          if isinstance(m, (nets.Dense, nets.Conv2D))]
+                self.assertNotEmpty(linear)
+                self.assertTrue(all(m.weight_norm for m in linear))
+                conditioners = [m for m in model.submodules
+                                if isinstance(m, nets.ConvAttnNet)]
+                self.assertTrue(all(
+                    m.proj_out.in_channels == 2 * 8 for m in conditioners))
+                images = tf.constant(np.random.RandomState(0).randint(
+                    0, 256, (4, size, size, 3)), tf.int32)
+                elbo = model.initialize(images, seed=[1, 2])
+                self.assertAllInSet(tf.math.is_finite(elbo), [True])
+                xz = model.p.sample(2, seed=[3, 4])
+                back = model.p_bijector.forward(
+                    model.p_bijector.inverse(xz))
+                self.assertAllClose(back, xz, atol=2e-3)
 
     def test_every_cpu_sized_preset_builds(self):
         small = {'small_vflow_16': ((16, 16, 3), 3),
@@ -1394,7 +1439,7 @@ class GenericFlowsTest(tf.test.TestCase, parameterized.TestCase):
 
     def _model(self, kind):
         tf_keras.utils.set_random_seed(17)
-        nets, layers = [], []
+        networks, layers = [], []
         dims = 2 + 2
         for i in range(3):
             if kind == 'maf':
@@ -1411,23 +1456,23 @@ class GenericFlowsTest(tf.test.TestCase, parameterized.TestCase):
                                           shift_and_log_scale_fn=net,
                                           name=f'real_nvp_{i}'))
                 layers.append(tfb.Permute([2, 3, 1, 0], name=f'perm_{i}'))
-            nets.append(net)
+            networks.append(net)
         q_net = tfb.AutoregressiveNetwork(
             params=2, event_shape=[2], conditional=True,
             conditional_event_shape=[2], hidden_units=[32, 32],
             activation='relu', name='q_made')
-        nets.append(q_net)
+        networks.append(q_net)
         q = ConditionalFlow(
             tfb.MaskedAutoregressiveFlow(
                 shift_and_log_scale_fn=_BoundedMade(q_net), name='q_maf'),
             (2,), kwargs_fn=lambda c, t: {'conditional_input': c})
         model = VFlow(tfb.Chain(layers, name='p_flow'), (2,), 2, posterior=q,
                       rng=tf.random.Generator.from_seed(1))
-        return model, nets
+        return model, networks
 
     @parameterized.parameters('maf', 'realnvp')
     def test_trains_on_the_checkerboard(self, kind):
-        model, nets = self._model(kind)
+        model, networks = self._model(kind)
         train = data.sample_checkerboard(20000, seed=0)
         test = data.sample_checkerboard(2000, seed=1)
         before = model.elbo(test, seed=[1, 1]).numpy()
@@ -1440,7 +1485,7 @@ class GenericFlowsTest(tf.test.TestCase, parameterized.TestCase):
         variables = model.trainable_variables
         grads = tape.gradient(loss, variables)
         model_ids = {id(v) for v in variables}
-        net_vars = [v for net in nets for v in net.trainable_variables]
+        net_vars = [v for net in networks for v in net.trainable_variables]
         self.assertNotEmpty(net_vars)
         self.assertTrue(all(id(v) in model_ids for v in net_vars))
         for v, g in zip(variables, grads):

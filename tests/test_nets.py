@@ -35,12 +35,12 @@ def np_gate(h):
 
 
 def np_dense(x, layer):
-    return x @ layer.kernel.numpy() + layer.bias.numpy()
+    return x @ layer.weights().numpy() + layer.bias.numpy()
 
 
 def np_conv(x, layer):
     """SAME, stride-1 cross-correlation, written as a sum over kernel taps."""
-    w, b = layer.kernel.numpy(), layer.bias.numpy()
+    w, b = layer.weights().numpy(), layer.bias.numpy()
     k = w.shape[0]
     r = k // 2
     _, height, width, _ = x.shape
@@ -248,6 +248,47 @@ class LayersTest(tf.test.TestCase, parameterized.TestCase):
         # The parameters were assigned, not just the output normalised.
         self.assertAllClose(layer(x), y, atol=1e-5)
 
+    @parameterized.product(kind=('nin', 'conv'),
+                           dtype=(tf.float32, tf.float64))
+    def test_weight_norm(self, kind, dtype):
+        # SPEC §6.3 (Salimans & Kingma 2016): W = g V / ||V||, the norm per
+        # output channel, and the DDI sets g and b, not the direction V.
+        rs = np.random.RandomState(5)
+        cls = nets.Dense if kind == 'nin' else nets.Conv2D
+        layer = cls(5, 4, weight_norm=True, dtype=dtype)
+        plain = cls(5, 4, dtype=dtype)
+        self.assertTrue(layer.weight_norm)
+        self.assertIsNone(plain.gain)
+        self.assertEqual(
+            sum(v.shape.num_elements() for v in layer.trainable_variables),
+            sum(v.shape.num_elements() for v in plain.trainable_variables)
+            + 4)
+        layer.gain.assign(rs.rand(4) + 0.5)
+        layer.bias.assign(rs.randn(4))
+        v = layer.kernel.numpy()
+        axes = tuple(range(v.ndim - 1))
+        plain.kernel.assign(layer.gain.numpy() * v
+                            / np.sqrt((v ** 2).sum(axes)))
+        plain.bias.assign(layer.bias)
+        x = tf.constant(rs.randn(2, 6, 6, 5), dtype)
+        self.assertAllClose(layer(x), plain(x))
+        self.assertAllClose(layer.weights(), plain.kernel)
+        # The map ignores V's norm, so its gradient is orthogonal to V.
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.sin(layer(x)))
+        grad = tape.gradient(loss, layer.kernel).numpy()
+        tol = 1e-4 if dtype == tf.float32 else 1e-10
+        self.assertAllClose((grad * v).sum(axes), np.zeros(4), atol=tol)
+        layer.kernel.assign(3.0 * v)
+        self.assertAllClose(layer(x), plain(x))
+        with initialization.data_dependent_init():
+            y = layer(3.0 + 2.0 * x)
+        mean, var = tf.nn.moments(y, list(range(3)))
+        self.assertAllClose(mean, np.zeros(4), atol=1e-5)
+        self.assertAllClose(var, np.ones(4), rtol=1e-4)
+        self.assertAllEqual(layer.kernel, 3.0 * v)
+        self.assertAllClose(layer(3.0 + 2.0 * x), y, atol=1e-5)
+
     def test_dropout(self):
         x = tf.ones([200, 50])
         rng = tf.random.Generator.from_seed(0)
@@ -327,11 +368,13 @@ class LayersTest(tf.test.TestCase, parameterized.TestCase):
 
 class BlocksTest(tf.test.TestCase, parameterized.TestCase):
 
-    @parameterized.product(use_nin=(True, False), context_channels=(0, 3))
-    def test_residual_block_matches_numpy(self, use_nin, context_channels):
+    @parameterized.product(use_nin=(True, False), context_channels=(0, 3),
+                           weight_norm=(False, True))
+    def test_residual_block_matches_numpy(self, use_nin, context_channels,
+                                          weight_norm):
         block = nets.GatedResidualBlock(
             4, context_channels=context_channels, use_nin=use_nin,
-            dtype=tf.float64)
+            weight_norm=weight_norm, dtype=tf.float64)
         self.assertEqual(block.context_proj is None, not context_channels)
         self.assertIsInstance(block.conv_out,
                               nets.Dense if use_nin else nets.Conv2D)
@@ -344,9 +387,11 @@ class BlocksTest(tf.test.TestCase, parameterized.TestCase):
         self.assertAllClose(y, np_residual_block(x, block, context),
                             atol=1e-10)
 
-    @parameterized.parameters(1, 2, 4)
-    def test_attention_matches_numpy(self, num_heads):
-        block = nets.GatedAttention(8, num_heads=num_heads, dtype=tf.float64)
+    @parameterized.product(num_heads=(1, 2, 4), weight_norm=(False, True))
+    def test_attention_matches_numpy(self, num_heads, weight_norm):
+        block = nets.GatedAttention(8, num_heads=num_heads,
+                                    weight_norm=weight_norm,
+                                    dtype=tf.float64)
         randomize(block, scale=0.7)
         rs = np.random.RandomState(5)
         x = rs.randn(2, 2, 3, 8)  # T = 6 tokens.
@@ -676,6 +721,46 @@ class ContextNetTest(tf.test.TestCase, parameterized.TestCase):
         self.assertEqual(sum(v.shape.num_elements()
                              for v in net.trainable_variables),
                          expected_params)
+
+    @parameterized.parameters(True, False)
+    def test_imagenet_processors(self, attention):
+        # SPEC §6.3: blocks x [gated conv, LN, attention, LN] (ImageNet 32)
+        # or x [gated conv, LN] (VFlow ImageNet 64), weight-normalised.
+        net = nets.ContextNet((4, 8, 3), partitions.ColumnSplit(), filters=4,
+                              num_blocks=2, layer_norm=True,
+                              attention=attention, weight_norm=True,
+                              dtype=tf.float64)
+        self.assertLen(net.norms, 4 if attention else 2)
+        self.assertLen(net.attention_blocks, 2 if attention else 0)
+        self.assertEqual(net.pos_emb is not None, attention)
+        linear = [m for m in net.submodules
+                  if isinstance(m, (nets.Dense, nets.Conv2D))]
+        self.assertTrue(all(m.weight_norm for m in linear))
+        # Each linear layer has a gain per output channel.
+        block = conv_params(3, 8, 4) + conv_params(3, 8, 8) + 12 + 2 * 4
+        if attention:
+            block += dense_params(4, 12) + dense_params(4, 8) + 20 + 2 * 4
+        self.assertEqual(
+            sum(v.shape.num_elements() for v in net.trainable_variables),
+            conv_params(3, 6, 4) + 4 + 2 * block
+            + (4 * 4 * 4 if attention else 0))
+        randomize(net)
+        x = np.random.RandomState(9).randn(2, 4, 8, 3)
+
+        def manual(h):
+            h = net.proj_in(h)
+            norms = iter(net.norms)
+            for i, residual in enumerate(net.residual_blocks):
+                h = next(norms)(residual(h))
+                if attention:
+                    h = next(norms)(net.attention_blocks[i](h, net.pos_emb))
+            return h
+
+        interleaved = np.concatenate([x[:, :, 0::2], x[:, :, 1::2]], axis=-1)
+        self.assertAllClose(net(x), manual(interleaved), atol=1e-10)
+        with initialization.data_dependent_init():
+            net(x)
+        self.assertAllInSet(tf.math.is_finite(net(x)), [True])
 
     def test_validation(self):
         with self.assertRaisesRegex(ValueError, 'even'):

@@ -310,6 +310,34 @@ class TrainerTest(_TrainerFixture, tf.test.TestCase):
             self.assertAllEqual(values[0], values[1])
             self.assertGreater(float(np.max(np.abs(values[0]))), 0.0)
 
+    def test_data_dependent_init_runs_with_dropout(self):
+        # SPEC §3: dropout is active in the init pass. Its masks come from
+        # the model's seeded generator, so two replicas assign what one
+        # does, on both; without dropout the statistics differ.
+        rs = np.random.RandomState(0)
+        images = rs.randint(0, 256, (16, 8, 8, 3)).astype(np.uint8)
+
+        def initialised(strategy, dropout):
+            trainer = training.Trainer(
+                _config(self._dir(), preset='tiny_vflow',
+                        preset_overrides={'dropout': dropout},
+                        init_batch_size=16),
+                strategy, _fixed_batch_input_fn(images[:8]),
+                _fixed_batch_input_fn(images[:8], repeat=False), images)
+            trainer.restore_or_initialize()
+            return trainer
+
+        two = initialised(_mirrored(), 0.2)
+        one = initialised(tf.distribute.OneDeviceStrategy('/cpu:0'), 0.2)
+        plain = initialised(tf.distribute.OneDeviceStrategy('/cpu:0'), 0.0)
+        differs = 0
+        for v2, v1, v0 in zip(two.variables, one.variables, plain.variables):
+            replicas = [t.numpy() for t in v2.values]
+            self.assertAllEqual(replicas[0], replicas[1])
+            self.assertAllClose(replicas[0], v1, atol=1e-6, msg=v1.name)
+            differs += not np.allclose(v1.numpy(), v0.numpy(), atol=1e-6)
+        self.assertGreater(differs, 10)
+
     def test_training_improves_and_writes_outputs(self):
         trainer = self._trainer(tf.distribute.OneDeviceStrategy('/cpu:0'),
                                 train_steps=60, eval_every=60, log_every=20,

@@ -2,7 +2,8 @@
 
 A flow is assembled from step groups (SPEC §1.9): `steps` repetitions of
 `ActNorm (per element) -> Invertible1x1Conv (per half) -> coupling` on one
-partition, the coupling alternating which half it transforms, and a
+partition (the 1x1 convolution left out where the ImageNet code leaves it
+out, SPEC §6.3), the coupling alternating which half it transforms, and a
 `SwapHalves` when `steps` is odd (the official code's leftover TupleFlip).
 Image flows are lists of stages separated by `Squeeze` (the paper's
 `f_checker x n ; S2D ; f_channel x m, ...`).
@@ -80,8 +81,9 @@ class StepGroup:
 
 
 def image_step_group(event_shape, group, name, *, variant='vflow',
-                     pointwise_noise=0.01, context_channels=0, dropout=0.0,
-                     rng=None, dtype=tf.float32):
+                     pointwise=True, pointwise_noise=0.01, context_channels=0,
+                     output_nonlinearity=False, weight_norm=False,
+                     dropout=0.0, rng=None, dtype=tf.float32):
     """Layers of one step group on images of `event_shape`, data -> latent.
 
     Args:
@@ -89,8 +91,12 @@ def image_step_group(event_shape, group, name, *, variant='vflow',
       group: a `StepGroup`.
       name: prefix of the layer names.
       variant: `'flowpp'` or `'vflow'` squash of the mixture couplings.
+      pointwise: a 1x1 convolution in every step.
       pointwise_noise: init noise of the 1x1 convolutions (SPEC §1.8).
       context_channels: channels of the context every coupling receives.
+      output_nonlinearity: `concat_elu` before the conditioners' output
+        convs (the ImageNet code path, SPEC §6.3).
+      weight_norm: weight-normalised conditioner layers (ditto).
       dropout: dropout rate of the conditioners.
       rng: `tf.random.Generator` for dropout.
       dtype: float dtype.
@@ -109,6 +115,7 @@ def image_step_group(event_shape, group, name, *, variant='vflow',
         net = nets.ConvAttnNet(
             cond, width, filters=group.filters, num_blocks=group.blocks,
             attention=group.attention, context_channels=context_channels,
+            output_nonlinearity=output_nonlinearity, weight_norm=weight_norm,
             dropout=dropout, rng=rng, dtype=dtype, name=f'{name}_net{i}')
         if group.components:
             coupling = vb.MixLogisticCoupling(
@@ -118,14 +125,14 @@ def image_step_group(event_shape, group, name, *, variant='vflow',
             coupling = vb.AffineCoupling(net, partition, parity=parity,
                                          dtype=dtype,
                                          name=f'{name}_coupling{i}')
-        layers += [
-            vb.ActNorm(event_shape, per_channel=False, dtype=dtype,
-                       name=f'{name}_norm{i}'),
-            vb.Invertible1x1Conv(event_shape, partition=partition,
-                                 noise_scale=pointwise_noise, dtype=dtype,
-                                 name=f'{name}_mix{i}'),
-            coupling,
-        ]
+        layers.append(vb.ActNorm(event_shape, per_channel=False,
+                                 dtype=dtype, name=f'{name}_norm{i}'))
+        if pointwise:
+            layers.append(vb.Invertible1x1Conv(
+                event_shape, partition=partition,
+                noise_scale=pointwise_noise, dtype=dtype,
+                name=f'{name}_mix{i}'))
+        layers.append(coupling)
     if group.steps % 2:
         layers.append(vb.SwapHalves(partition, name=f'{name}_swap'))
     return layers
@@ -163,25 +170,33 @@ def image_flow(event_shape, stages: Sequence[Sequence[StepGroup]], name,
 
 def conditional_image_flow(event_shape, condition_shape, group, name, *,
                            context_filters=32, context_blocks=3,
-                           squash=True, variant='vflow', pointwise_noise=0.01,
-                           dropout=0.0, rng=None, dtype=tf.float32):
+                           context_layer_norm=False, context_attention=False,
+                           squash=True, variant='vflow', pointwise=True,
+                           pointwise_noise=0.01, output_nonlinearity=False,
+                           weight_norm=False, dropout=0.0, rng=None,
+                           dtype=tf.float32):
     """r(u|x) or q(z|x~): one step group conditioned through a `ContextNet`.
 
     The context network processes the condition arranged like the halves of
     `group.partition` (SPEC §1.12), and its output enters every gated
     residual block of every coupling. The flow's closed form runs from noise
     to samples, followed by a sigmoid if `squash` (into (0, 1)).
+    `context_layer_norm` and `context_attention` give the deeper context
+    networks of the ImageNet code path (SPEC §6.3); the other arguments are
+    `image_step_group`'s (`weight_norm` applies to the context network too).
 
     Returns:
       A `ConditionalFlow` over `event_shape`.
     """
     context_net = nets.ContextNet(
         condition_shape, group.partition, filters=context_filters,
-        num_blocks=context_blocks, dropout=dropout, rng=rng, dtype=dtype,
-        name=f'{name}_context')
+        num_blocks=context_blocks, dropout=dropout,
+        layer_norm=context_layer_norm, attention=context_attention, rng=rng,
+        weight_norm=weight_norm, dtype=dtype, name=f'{name}_context')
     layers = image_step_group(
-        event_shape, group, name, variant=variant,
+        event_shape, group, name, variant=variant, pointwise=pointwise,
         pointwise_noise=pointwise_noise, context_channels=context_filters,
+        output_nonlinearity=output_nonlinearity, weight_norm=weight_norm,
         dropout=dropout, rng=rng, dtype=dtype)
     bijector = tfb.Invert(tfb.Chain(layers, name=f'{name}_flow'),
                           name=f'{name}_sampler')

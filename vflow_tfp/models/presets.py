@@ -59,7 +59,10 @@ def _groups(blocks, filters, components, attention=True):
 
 def image_model(data_shape, p_stages, *, augment_channels=0, q_group=None,
                 r_group=None, variant='vflow', pointwise_noise=0.01,
-                context_filters=32, context_blocks=3, f_affine_blocks=0,
+                p_pointwise=True, rq_pointwise=True, context_filters=32,
+                context_blocks=3, context_layer_norm=False,
+                context_attention=False, weight_norm=False,
+                output_nonlinearity=False, f_affine_blocks=0,
                 f_affine_filters=32, dropout=0.0, num_bins=256, seed=None,
                 dtype=tf.float32, name='vflow'):
     """Assembles a `VFlow` image model from step-group specs.
@@ -73,7 +76,15 @@ def image_model(data_shape, p_stages, *, augment_channels=0, q_group=None,
         dequantisation.
       variant: `'flowpp'` or `'vflow'` mixture squash, in all three flows.
       pointwise_noise: 1x1 convolution init noise (0.001 Flow++, 0.01 VFlow).
+      p_pointwise, rq_pointwise: 1x1 convolutions in the steps of p, and in
+        those of r and q.
       context_filters, context_blocks: the context networks of r and q.
+      context_layer_norm, context_attention: a layer norm, and an attention
+        block, after each of their blocks (ImageNet, SPEC §6.3).
+      weight_norm: weight-normalised conv and dense layers in every
+        conditioner and context network (ImageNet, SPEC §6.3).
+      output_nonlinearity: `concat_elu` before every coupling network's
+        output conv (ImageNet, SPEC §6.3).
       f_affine_blocks: blocks of VFlow's f_affine network; 0 for none.
       f_affine_filters: its width.
       dropout: dropout rate of every network.
@@ -89,7 +100,13 @@ def image_model(data_shape, p_stages, *, augment_channels=0, q_group=None,
     channels = data_shape[-1]
     joint_shape = data_shape[:-1] + (channels + augment_channels,)
     common = dict(variant=variant, pointwise_noise=pointwise_noise,
-                  dropout=dropout, rng=rng, dtype=dtype)
+                  weight_norm=weight_norm,
+                  output_nonlinearity=output_nonlinearity, dropout=dropout,
+                  rng=rng, dtype=dtype)
+    conditional_kwargs = dict(
+        pointwise=rq_pointwise, context_filters=context_filters,
+        context_blocks=context_blocks, context_layer_norm=context_layer_norm,
+        context_attention=context_attention, **common)
     layers = []
     if f_affine_blocks:
         if not augment_channels:
@@ -99,7 +116,7 @@ def image_model(data_shape, p_stages, *, augment_channels=0, q_group=None,
             blocks=f_affine_blocks, dropout=dropout, rng=rng, dtype=dtype))
     try:
         flow_layers, _ = builders.image_flow(joint_shape, p_stages, 'p',
-                                             **common)
+                                             pointwise=p_pointwise, **common)
     except ValueError as e:
         if not augment_channels:
             raise
@@ -110,17 +127,14 @@ def image_model(data_shape, p_stages, *, augment_channels=0, q_group=None,
         dequantizer = conditional.UniformDequantizer(data_shape, dtype=dtype)
     else:
         dequantizer = builders.conditional_image_flow(
-            data_shape, data_shape, r_group, 'r',
-            context_filters=context_filters, context_blocks=context_blocks,
-            **common)
+            data_shape, data_shape, r_group, 'r', **conditional_kwargs)
     posterior = None
     if augment_channels:
         if q_group is None:
             raise ValueError('augment_channels > 0 needs a q_group.')
         posterior = builders.conditional_image_flow(
             data_shape[:-1] + (augment_channels,), data_shape, q_group, 'q',
-            context_filters=context_filters, context_blocks=context_blocks,
-            **common)
+            **conditional_kwargs)
     return vflow_lib.VFlow(p_bijector, data_shape, augment_channels,
                            posterior=posterior, dequantizer=dequantizer,
                            num_bins=num_bins, rng=rng, dtype=dtype, name=name)
@@ -226,50 +240,82 @@ def glow(levels=3, steps=32, filters=512, seed=None, dtype=tf.float32,
         num_bins=num_bins, rng=_rng(seed), dtype=dtype, name='glow')
 
 
-# -- ImageNet (SPEC §6.3; the paper gives no exact architecture) ----------
+# -- ImageNet (SPEC §6.3: the ImageNet code path of the official code) ----
+#
+# Weight-normalised conv and dense layers, `concat_elu` before every coupling
+# network's output conv, no 1x1 convolutions in r and q (nor in Flow++'s p),
+# and deeper context networks. The layouts are those of the official
+# launchers (Flow++ `imagenet32_official.py`, VFlow `imagenet32.py` and
+# `imagenet64.py`), which the papers do not spell out.
 
-def flowpp_imagenet32(filters=128, blocks=20, components=32, dropout=0.0,
-                      seed=None, dtype=tf.float32, image_shape=(32, 32, 3),
+_IMAGENET = dict(weight_norm=True, output_nonlinearity=True,
+                 rq_pointwise=False, context_layer_norm=True)
+
+
+def flowpp_imagenet32(filters=128, blocks=20, components=32,
+                      dequant_blocks=8, dropout=0.0, seed=None,
+                      dtype=tf.float32, image_shape=(32, 32, 3),
                       num_bins=256):
-    """Flow++ ImageNet 32x32 (F=128, B=20, K=32; dequantiser of 8 steps)."""
-    g = _groups(blocks, filters, components)
-    return image_model(
-        image_shape, [[g('column', 4)], [g('channel', 2), g('column', 3)]],
-        r_group=g('column', 8, 2), context_blocks=8, variant='flowpp',
-        pointwise_noise=0.001, dropout=dropout, seed=seed, dtype=dtype,
-        num_bins=num_bins, name='flowpp_imagenet32')
+    """Flow++ ImageNet 32x32 (3.86 bpd): 168,955,724 parameters.
 
-
-def vflow_imagenet32(filters=128, blocks=20, components=32, dropout=0.0,
-                     augment_channels=3, seed=None, dtype=tf.float32,
-                     image_shape=(32, 32, 3), num_bins=256):
-    """VFlow ImageNet 32x32 (3.83 bpd in the paper): the CIFAR layout at
-    F=128, B=20, with ImageNet's 8-step dequantiser and deeper context nets."""
+    p: f_checker(20,128,32)x4, f_checker x3 ; S2D ; f_channel x3,
+    f_checker x3, without 1x1 convolutions.
+    r: f_checker(8,128,32)x8 + sigmoid; context net of 8 x [gated conv, LN,
+    attention, LN].
+    """
     g = _groups(blocks, filters, components)
     return image_model(
         image_shape,
-        [[g('column', 2), g('channel', 2)], [g('column', 2), g('channel', 3)]],
-        augment_channels=augment_channels, q_group=g('column', 4, 3),
-        r_group=g('column', 8, 2), context_blocks=8, variant='vflow',
+        [[g('column', 4), g('column', 3)], [g('channel', 3), g('column', 3)]],
+        r_group=g('column', 8, dequant_blocks), context_blocks=8,
+        context_attention=True, p_pointwise=False, variant='flowpp',
         dropout=dropout, seed=seed, dtype=dtype, num_bins=num_bins,
-        name='vflow_imagenet32')
+        name='flowpp_imagenet32', **_IMAGENET)
 
 
-def vflow_imagenet64(filters=96, blocks=10, components=32, dropout=0.0,
-                     augment_channels=3, seed=None, dtype=tf.float32,
-                     image_shape=(64, 64, 3), num_bins=256):
-    """VFlow ImageNet 64x64 (3.66 bpd in the paper): three scales, with B=5
-    for r and q, ImageNet's 8-step dequantiser and 5-block context nets
-    (SPEC §6.3)."""
+def vflow_imagenet32(filters=128, blocks=20, components=32, dequant_blocks=8,
+                     posterior_blocks=8, augment_channels=3, dropout=0.0,
+                     seed=None, dtype=tf.float32, image_shape=(32, 32, 3),
+                     num_bins=256):
+    """VFlow ImageNet 32x32 (3.83 bpd in the paper).
+
+    p: Flow++'s ImageNet layout with 1x1 convolutions, over [x~, z]
+    (f_checker(20,128,32)x4, f_checker x3 ; S2D ; f_channel x3,
+    f_checker x3). q: f_checker(8,128,32)x8 + sigmoid; r: the same; both
+    with context nets of 8 x [gated conv, LN, attention, LN].
+    """
     g = _groups(blocks, filters, components)
     return image_model(
         image_shape,
-        [[g('column', 2), g('channel', 2)], [g('column', 2), g('channel', 2)],
-         [g('column', 2), g('channel', 3)]],
-        augment_channels=augment_channels, q_group=g('column', 4, 5),
-        r_group=g('column', 8, 5), context_blocks=5, variant='vflow',
-        dropout=dropout, seed=seed, dtype=dtype, num_bins=num_bins,
-        name='vflow_imagenet64')
+        [[g('column', 4), g('column', 3)], [g('channel', 3), g('column', 3)]],
+        augment_channels=augment_channels,
+        q_group=g('column', 8, posterior_blocks),
+        r_group=g('column', 8, dequant_blocks), context_blocks=8,
+        context_attention=True, variant='vflow', dropout=dropout, seed=seed,
+        dtype=dtype, num_bins=num_bins, name='vflow_imagenet32', **_IMAGENET)
+
+
+def vflow_imagenet64(filters=96, blocks=16, components=4, dequant_blocks=5,
+                     posterior_blocks=5, augment_channels=3, dropout=0.0,
+                     seed=None, dtype=tf.float32, image_shape=(64, 64, 3),
+                     num_bins=256):
+    """VFlow ImageNet 64x64 (3.66 bpd in the paper).
+
+    p: S2D ; f_checker(16,96,4)x4 ; S2D ; f_channel x2, f_checker x2 ; S2D ;
+    f_channel x2, f_checker x2 (no coupling at 64x64). q: g_checker(5,96,4)x4
+    + sigmoid; r: the same; both with context nets of 5 x [gated conv, LN].
+    """
+    g = _groups(blocks, filters, components)
+    rq = _groups(blocks, filters, components, attention=False)
+    return image_model(
+        image_shape,
+        [[], [g('column', 4)], [g('channel', 2), g('column', 2)],
+         [g('channel', 2), g('column', 2)]],
+        augment_channels=augment_channels,
+        q_group=rq('column', 4, posterior_blocks),
+        r_group=rq('column', 4, dequant_blocks), context_blocks=5,
+        variant='vflow', dropout=dropout, seed=seed, dtype=dtype,
+        num_bins=num_bins, name='vflow_imagenet64', **_IMAGENET)
 
 
 # -- CPU-sized models ------------------------------------------------------
@@ -388,13 +434,16 @@ _PRESETS = {
         '(no factor-out).'),
     'flowpp_imagenet32': (
         flowpp_imagenet32,
-        'Flow++ ImageNet 32x32: F=128, B=20, K=32, 8-step dequantiser.'),
+        'Flow++ ImageNet 32x32, 3.86 bpd: 168,955,724 parameters (the '
+        'official launcher; weight norm, B=20, F=128, K=32).'),
     'vflow_imagenet32': (
         vflow_imagenet32,
-        'VFlow ImageNet 32x32 (paper 3.83 bpd): CIFAR layout, F=128, B=20.'),
+        'VFlow ImageNet 32x32 (paper 3.83 bpd): the official launcher, '
+        'weight norm, B=20, F=128, K=32, D_Z=3.'),
     'vflow_imagenet64': (
         vflow_imagenet64,
-        'VFlow ImageNet 64x64 (paper 3.66 bpd): three scales, F=96, B=10.'),
+        'VFlow ImageNet 64x64 (paper 3.66 bpd): the official launcher, '
+        'S2D first, weight norm, B=16, F=96, K=4, D_Z=3.'),
     'small_vflow_32': (
         functools.partial(small_vflow, image_shape=(32, 32, 3),
                           name='small_vflow_32'),

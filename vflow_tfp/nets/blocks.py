@@ -70,7 +70,8 @@ class GatedResidualBlock(tf.Module):
     """
 
     def __init__(self, channels, context_channels=0, use_nin=True,
-                 dropout=0.0, rng=None, dtype=tf.float32, name=None):
+                 dropout=0.0, rng=None, weight_norm=False, dtype=tf.float32,
+                 name=None):
         """Creates the block.
 
         Args:
@@ -83,6 +84,8 @@ class GatedResidualBlock(tf.Module):
           rng: `tf.random.Generator` for the dropout masks. Default value:
             `None` (a generator seeded from TF's global seed
             is created if `p > 0`).
+          weight_norm: weight-normalised linear layers (`layers.Dense`).
+            Default value: `False`.
           dtype: float dtype of the variables. Default value: `tf.float32`.
           name: module name. Default value: `'gated_residual_block'`.
 
@@ -105,22 +108,23 @@ class GatedResidualBlock(tf.Module):
         self._dropout = _check_rate(dropout, self.name)
         self._dtype = tf.as_dtype(dtype)
         self.rng = layers.dropout_generator(self._dropout, rng)
+        wn = dict(weight_norm=weight_norm, dtype=dtype)
         with self.name_scope:
             self.conv_in = layers.Conv2D(2 * channels, channels, 3,
-                                         dtype=dtype, name='conv_in')
+                                         name='conv_in', **wn)
             self.context_proj = None
             if context_channels:
                 self.context_proj = layers.Dense(
-                    2 * context_channels, channels, dtype=dtype,
-                    name='context_proj')
+                    2 * context_channels, channels, name='context_proj',
+                    **wn)
             if self._use_nin:
                 self.conv_out = layers.Dense(
-                    2 * channels, 2 * channels, init_scale=0.1, dtype=dtype,
-                    name='conv_out')
+                    2 * channels, 2 * channels, init_scale=0.1,
+                    name='conv_out', **wn)
             else:
                 self.conv_out = layers.Conv2D(
                     2 * channels, 2 * channels, 3, init_scale=0.1,
-                    dtype=dtype, name='conv_out')
+                    name='conv_out', **wn)
 
     @property
     def channels(self):
@@ -214,7 +218,7 @@ class GatedAttention(tf.Module):
     """
 
     def __init__(self, channels, num_heads=4, dropout=0.0, query_block=None,
-                 rng=None, dtype=tf.float32, name=None):
+                 rng=None, weight_norm=False, dtype=tf.float32, name=None):
         """Creates the block.
 
         Args:
@@ -228,6 +232,8 @@ class GatedAttention(tf.Module):
           rng: `tf.random.Generator` for the dropout masks. Default value:
             `None` (a generator seeded from TF's global seed
             is created if `p > 0`).
+          weight_norm: weight-normalised linear layers (`layers.Dense`).
+            Default value: `False`.
           dtype: float dtype of the variables. Default value: `tf.float32`.
           name: module name. Default value: `'gated_attention'`.
 
@@ -249,11 +255,12 @@ class GatedAttention(tf.Module):
         self._dtype = tf.as_dtype(dtype)
         self.rng = layers.dropout_generator(self._dropout, rng)
         with self.name_scope:
-            self.qkv = layers.Dense(channels, 3 * channels, dtype=dtype,
-                                    name='qkv')
+            self.qkv = layers.Dense(channels, 3 * channels, name='qkv',
+                                    weight_norm=weight_norm, dtype=dtype)
             self.proj_out = layers.Dense(channels, 2 * channels,
-                                         init_scale=0.1, dtype=dtype,
-                                         name='proj_out')
+                                         init_scale=0.1, name='proj_out',
+                                         weight_norm=weight_norm,
+                                         dtype=dtype)
 
     @property
     def channels(self):

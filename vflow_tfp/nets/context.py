@@ -5,7 +5,9 @@ block of every coupling on one context tensor computed once per forward pass
 by this network. The input is split with the same partition as the
 couplings' halves and the halves are stacked on channels, so context position
 `(h, w')` of a `ColumnSplit` sees image pixels `(h, 2w')` and `(h, 2w'+1)`
-and lines up with the halves the couplings operate on.
+and lines up with the halves the couplings operate on. The ImageNet code path
+(SPEC §6.3) uses deeper processors: a layer norm after every block, and on
+ImageNet 32x32 an attention block (with its own layer norm) after each.
 """
 
 import tensorflow as tf
@@ -27,9 +29,14 @@ class ContextNet(layers.MixedPrecisionOption, tf.Module):
     h = conv3x3(h)                               # -> F, init_scale 1
     repeat num_blocks times:
       h = gated_residual_block(h)                # 3x3 second layer, no context
+      h = layernorm(h)                           # only if layer_norm
+      h = gated_attention(h, pos_emb)            # only if attention
+      h = layernorm(h)                           # only if both
     ```
 
-    There is no layernorm, attention or output layer. For `ColumnSplit` on
+    By default (the CIFAR code) there is no layernorm, attention or output
+    layer; `pos_emb` is one `[H', W', F]` variable, `N(0, 0.01^2)` at
+    creation, shared by the attention blocks. For `ColumnSplit` on
     `[B, 32, 32, 3]` the stacked input is `[B, 32, 16, 6]` with
     `h[..., w', :3] = x[..., 2w', :]` and `h[..., w', 3:] = x[..., 2w'+1, :]`,
     and the output `[B, 32, 16, F]`. Any input scaling (e.g.
@@ -38,12 +45,16 @@ class ContextNet(layers.MixedPrecisionOption, tf.Module):
     Attributes:
       proj_in: the input `Conv2D`.
       residual_blocks: list of `GatedResidualBlock` (`use_nin=False`).
+      attention_blocks: list of `GatedAttention` (empty without attention).
+      pos_emb: the positional embedding variable, or `None`.
+      norms: list of `LayerNorm` in call order (empty without layer_norm).
       rng: the dropout `tf.random.Generator`, or `None`.
     """
 
     def __init__(self, input_shape, partition, filters=32, num_blocks=3,
-                 dropout=0.0, rng=None, dtype=tf.float32, compute_dtype=None,
-                 name=None):
+                 dropout=0.0, layer_norm=False, attention=False, num_heads=4,
+                 attention_query_block=None, rng=None, weight_norm=False,
+                 dtype=tf.float32, compute_dtype=None, name=None):
         """Creates the network.
 
         Args:
@@ -53,9 +64,19 @@ class ContextNet(layers.MixedPrecisionOption, tf.Module):
           filters: Python int `F`. Default value: 32.
           num_blocks: Python int >= 0. Default value: 3.
           dropout: dropout rate in `[0, 1)` of every block. Default value: 0.
+          layer_norm: a `LayerNorm` after every block. Default value:
+            `False`.
+          attention: a `GatedAttention` block after every residual block.
+            Default value: `False`.
+          num_heads: attention heads; must divide `filters`. Default value:
+            4.
+          attention_query_block: `None`, or the query block size of
+            memory-lean attention. Default value: `None`.
           rng: `tf.random.Generator` shared by all blocks. Default value:
             `None` (one generator, seeded from TF's global seed, is created if
             `dropout > 0`).
+          weight_norm: weight-normalised conv and dense layers (the
+            ImageNet code path). Default value: `False`.
           dtype: float dtype of the variables. Default value: `tf.float32`.
           compute_dtype: `None`, or `tf.bfloat16` / `tf.float16` to compute
             in mixed precision (the output is in `dtype`). Default value:
@@ -95,15 +116,37 @@ class ContextNet(layers.MixedPrecisionOption, tf.Module):
         self.compute_dtype = compute_dtype
         dropout = float(dropout)
         self.rng = rng = layers.dropout_generator(dropout, rng)
+        self._layer_norm = bool(layer_norm)
+        self._attention = bool(attention)
+        wn = dict(weight_norm=weight_norm, dtype=dtype)
         with self.name_scope:
             self.proj_in = layers.Conv2D(shape_a[-1] + shape_b[-1],
-                                         self._filters, 3, dtype=dtype,
-                                         name='proj_in')
-            self.residual_blocks = [
-                blocks.GatedResidualBlock(
+                                         self._filters, 3, name='proj_in',
+                                         **wn)
+            self.pos_emb = None
+            if self._attention and num_blocks:
+                self.pos_emb = tf.Variable(
+                    tf.random.normal(self._output_shape, stddev=0.01,
+                                     dtype=self._dtype),
+                    name='pos_emb')
+            self.residual_blocks, self.attention_blocks = [], []
+            self.norms = []
+            for i in range(num_blocks):
+                self.residual_blocks.append(blocks.GatedResidualBlock(
                     self._filters, use_nin=False, dropout=dropout, rng=rng,
-                    dtype=dtype, name=f'gated_conv_{i}')
-                for i in range(num_blocks)]
+                    name=f'gated_conv_{i}', **wn))
+                if self._layer_norm:
+                    self.norms.append(layers.LayerNorm(
+                        self._filters, dtype=dtype, name=f'norm_conv_{i}'))
+                if self._attention:
+                    self.attention_blocks.append(blocks.GatedAttention(
+                        self._filters, num_heads=num_heads, dropout=dropout,
+                        query_block=attention_query_block, rng=rng,
+                        name=f'gated_attn_{i}', **wn))
+                    if self._layer_norm:
+                        self.norms.append(layers.LayerNorm(
+                            self._filters, dtype=dtype,
+                            name=f'norm_attn_{i}'))
 
     @property
     def input_shape(self):
@@ -138,7 +181,15 @@ class ContextNet(layers.MixedPrecisionOption, tf.Module):
         a, b = self._partition.split(x)
         h = self.proj_in(layers.to_compute(tf.concat([a, b], axis=-1),
                                            self._compute_dtype))
-        for block in self.residual_blocks:
+        norms = iter(self.norms)
+        for i, block in enumerate(self.residual_blocks):
             h = block(h, training=training)
+            if self._layer_norm:
+                h = next(norms)(h)
+            if self._attention:
+                h = self.attention_blocks[i](h, self.pos_emb,
+                                             training=training)
+                if self._layer_norm:
+                    h = next(norms)(h)
         return tf.cast(h, self._dtype)
 

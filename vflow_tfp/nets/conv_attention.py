@@ -3,8 +3,9 @@
 `ConvAttnNet` maps the conditioning half of a coupling (and an optional
 context) to the coupling's parameters. With `attention=False` it is the
 no-attention variant of SPEC §1.14 (`MixLogisticCoupling`, `AffineCoupling`);
-with `output_nonlinearity=True` it is the ImageNet/CelebA variant of SPEC
-§6.3, which applies `concat_elu` before the output convolution.
+with `output_nonlinearity=True` and `weight_norm=True` it is the
+ImageNet/CelebA variant of SPEC §6.3, which applies `concat_elu` before the
+output convolution and weight-normalises every conv and dense layer.
 """
 
 import tensorflow as tf
@@ -48,7 +49,8 @@ class ConvAttnNet(layers.MixedPrecisionOption, tf.Module):
       + 9 F' output_channels + output_channels,
     ```
 
-    with `F' = 2F` if `output_nonlinearity` else `F`.
+    with `F' = 2F` if `output_nonlinearity` else `F`, plus one gain per
+    output channel of every conv and dense layer with `weight_norm`.
 
     Attributes:
       proj_in: the input `Conv2D`.
@@ -65,7 +67,8 @@ class ConvAttnNet(layers.MixedPrecisionOption, tf.Module):
                  num_blocks=10, num_heads=4, attention=True,
                  context_channels=0, dropout=0.0, output_nonlinearity=False,
                  output_init_scale=0.1, attention_query_block=None, rng=None,
-                 dtype=tf.float32, compute_dtype=None, name=None):
+                 weight_norm=False, dtype=tf.float32, compute_dtype=None,
+                 name=None):
         """Creates the network.
 
         Args:
@@ -91,6 +94,8 @@ class ConvAttnNet(layers.MixedPrecisionOption, tf.Module):
           rng: `tf.random.Generator` shared by all blocks for dropout.
             Default value: `None` (one generator, seeded from TF's global
             seed, is created if `dropout > 0`).
+          weight_norm: weight-normalised conv and dense layers (the
+            ImageNet code path). Default value: `False`.
           dtype: float dtype of the variables. Default value: `tf.float32`.
           compute_dtype: `None`, or `tf.bfloat16` / `tf.float16` to run the
             network in mixed precision: variables stay in `dtype`, the
@@ -124,9 +129,10 @@ class ConvAttnNet(layers.MixedPrecisionOption, tf.Module):
         self.compute_dtype = compute_dtype
         dropout = float(dropout)
         self.rng = rng = layers.dropout_generator(dropout, rng)
+        wn = dict(weight_norm=weight_norm, dtype=dtype)
         with self.name_scope:
             self.proj_in = layers.Conv2D(in_channels, filters, 3,
-                                         dtype=dtype, name='proj_in')
+                                         name='proj_in', **wn)
             self.pos_emb = None
             if self._attention and num_blocks:
                 self.pos_emb = tf.Variable(
@@ -139,22 +145,21 @@ class ConvAttnNet(layers.MixedPrecisionOption, tf.Module):
             for i in range(num_blocks):
                 self.residual_blocks.append(blocks.GatedResidualBlock(
                     filters, context_channels=self._context_channels,
-                    use_nin=True, dropout=dropout, rng=rng, dtype=dtype,
-                    name=f'gated_conv_{i}'))
+                    use_nin=True, dropout=dropout, rng=rng,
+                    name=f'gated_conv_{i}', **wn))
                 self.norms.append(layers.LayerNorm(
                     filters, dtype=dtype, name=f'norm_conv_{i}'))
                 if self._attention:
                     self.attention_blocks.append(blocks.GatedAttention(
                         filters, num_heads=num_heads, dropout=dropout,
                         query_block=attention_query_block, rng=rng,
-                        dtype=dtype, name=f'gated_attn_{i}'))
+                        name=f'gated_attn_{i}', **wn))
                     self.norms.append(layers.LayerNorm(
                         filters, dtype=dtype, name=f'norm_attn_{i}'))
             out_in = 2 * filters if self._output_nonlinearity else filters
             self.proj_out = layers.Conv2D(
                 out_in, self._output_channels, 3,
-                init_scale=output_init_scale,
-                dtype=dtype, name='proj_out')
+                init_scale=output_init_scale, name='proj_out', **wn)
 
     @property
     def input_shape(self):

@@ -5,10 +5,14 @@ network built from them exposes all of its parameters through
 `module.trainable_variables`.
 
 Weights start as `W ~ N(0, 0.05^2)` (drawn with `tf.random.normal`, i.e. from
-the global seed) and biases as 0. `Dense` and `Conv2D` support the
+the global seed) and biases as 0. With `weight_norm=True` (the ImageNet code
+path of SPEC §6.3; Salimans & Kingma, 2016) a layer holds a direction `V`
+(drawn as `W` above) and a gain `g` per output channel (init 1) instead, and
+applies `W = g V / ||V||`, the norm over all axes but the output channel's.
+`Dense` and `Conv2D` support the
 data-dependent initialisation (DDI) of SPEC §1.1: when called inside
 `vflow_tfp.data_dependent_init()` they first call their own `initialize(x)`,
-which rescales the weights so that the pre-activation on that batch has zero
+which rescales the weights (the gain, with weight normalisation) so that the pre-activation on that batch has zero
 mean and standard deviation `init_scale` per output channel, and then compute
 their output with the new parameters. `is_active()` is read when the Python
 code runs, i.e. at trace time inside a `tf.function`: run the DDI pass
@@ -249,11 +253,13 @@ def _check_last_dim(x, expected, owner):
 
 
 class _LinearBase(tf.Module):
-    """Shared DDI logic of `Dense` and `Conv2D` (a kernel plus a bias)."""
+    """Shared DDI and weight normalisation of `Dense` and `Conv2D`."""
 
-    def __init__(self, kernel_shape, init_scale, kernel_stddev, dtype, name):
+    def __init__(self, kernel_shape, init_scale, kernel_stddev, weight_norm,
+                 dtype, name):
         super().__init__(name=name)
         self._init_scale = float(init_scale)
+        self._weight_norm = bool(weight_norm)
         self._dtype = tf.as_dtype(dtype)
         if self._init_scale < 0:
             raise ValueError(f'{self.name}: init_scale must be >= 0; got '
@@ -265,9 +271,33 @@ class _LinearBase(tf.Module):
             self.kernel = tf.Variable(
                 tf.random.normal(kernel_shape, stddev=kernel_stddev,
                                  dtype=self._dtype),
-                name='kernel')
+                name='direction' if self._weight_norm else 'kernel')
+            self.gain = None
+            if self._weight_norm:
+                self.gain = tf.Variable(
+                    tf.ones(kernel_shape[-1:], dtype=self._dtype),
+                    name='gain')
             self.bias = tf.Variable(
                 tf.zeros(kernel_shape[-1:], dtype=self._dtype), name='bias')
+
+    @property
+    def weight_norm(self):
+        """Whether the kernel is `gain * direction / ||direction||`."""
+        return self._weight_norm
+
+    def weights(self, dtype=None):
+        """The kernel `W` the layer applies, cast to `dtype` if given.
+
+        `kernel` itself, or with weight normalisation `g V / ||V||` (`V` =
+        `kernel`, `g` = `gain`, the norm per output channel), computed in
+        the variables' dtype.
+        """
+        kernel = tf.convert_to_tensor(self.kernel)
+        if self._weight_norm:
+            axes = list(range(kernel.shape.rank - 1))
+            kernel = kernel * (self.gain * tf.math.rsqrt(
+                tf.reduce_sum(tf.square(kernel), axis=axes)))
+        return kernel if dtype is None else tf.cast(kernel, dtype)
 
     @property
     def init_scale(self):
@@ -289,9 +319,10 @@ class _LinearBase(tf.Module):
 
         With `y = x * W` the pre-activation without bias and `m`, `v` its mean
         and variance per output channel over all other axes:
-        `s = init_scale / sqrt(v + 1e-8)`, `W <- W * s`, `b <- -m * s`, so
-        that `x * W + b = (y - m) * s` has mean 0 and standard deviation
-        `init_scale` per channel on this batch.
+        `s = init_scale / sqrt(v + 1e-8)`, `W <- W * s` (with weight
+        normalisation `g <- g * s`, which scales `W` the same way),
+        `b <- -m * s`, so that `x * W + b = (y - m) * s` has mean 0 and
+        standard deviation `init_scale` per channel on this batch.
 
         Args:
           x: input batch, as for `__call__`.
@@ -302,9 +333,12 @@ class _LinearBase(tf.Module):
         mean, variance = tf.nn.moments(y, axes=axes)
         scale = self._init_scale / tf.sqrt(
             variance + tf.constant(_DDI_EPSILON, self._dtype))
-        # The output channel is the kernel's last axis in both layer kinds,
-        # so a per-channel factor broadcasts without reshaping.
-        self.kernel.assign(self.kernel * scale)
+        if self._weight_norm:
+            self.gain.assign(self.gain * scale)
+        else:
+            # The output channel is the kernel's last axis in both layer
+            # kinds, so a per-channel factor broadcasts without reshaping.
+            self.kernel.assign(self.kernel * scale)
         self.bias.assign(-mean * scale)
 
     def __call__(self, x):
@@ -321,17 +355,19 @@ class Dense(_LinearBase):
     Works on inputs of any rank >= 1, so it is also the per-pixel "nin"
     (1x1 convolution) layer of SPEC §1.1 when applied to `[B, H, W, C]`.
     `W` has shape `[in_features, out_features]`, starts as
-    `N(0, kernel_stddev^2)`, and `b` (shape `[out_features]`) as 0.
+    `N(0, kernel_stddev^2)`, and `b` (shape `[out_features]`) as 0; with
+    `weight_norm`, `W = g V / ||V||` (norm over `in_features`).
     Supports DDI (see `initialize`).
 
     Attributes:
-      kernel: `tf.Variable` `W`.
+      kernel: `tf.Variable` `W` (`V` with weight normalisation).
+      gain: `tf.Variable` `g` `[out_features]`, or `None`.
       bias: `tf.Variable` `b`.
     """
 
     def __init__(self, in_features, out_features, init_scale=1.0,
-                 kernel_stddev=_DEFAULT_KERNEL_STDDEV, dtype=tf.float32,
-                 name=None):
+                 kernel_stddev=_DEFAULT_KERNEL_STDDEV, weight_norm=False,
+                 dtype=tf.float32, name=None):
         """Creates the layer.
 
         Args:
@@ -340,6 +376,8 @@ class Dense(_LinearBase):
           init_scale: target per-channel output std of the DDI.
             Default value: 1.0.
           kernel_stddev: std of the initial kernel. Default value: 0.05.
+          weight_norm: weight-normalised kernel (ImageNet code path).
+            Default value: `False`.
           dtype: float dtype of the variables. Default value: `tf.float32`.
           name: module name. Default value: `'dense'`.
         """
@@ -347,7 +385,7 @@ class Dense(_LinearBase):
         self._in = _check_positive_int(in_features, 'in_features', owner)
         self._out = _check_positive_int(out_features, 'out_features', owner)
         super().__init__((self._in, self._out), init_scale, kernel_stddev,
-                         dtype, name=name or 'dense')
+                         weight_norm, dtype, name=name or 'dense')
 
     @property
     def in_features(self):
@@ -363,7 +401,7 @@ class Dense(_LinearBase):
         return x
 
     def _linear(self, x):
-        kernel = tf.cast(self.kernel, x.dtype)
+        kernel = self.weights(x.dtype)
         if x.shape.rank == 2:
             return tf.matmul(x, kernel)
         # Flatten to a matrix (as the official "nin" does) so one GEMM serves
@@ -380,19 +418,21 @@ class Conv2D(_LinearBase):
     """2-D convolution, NHWC, stride 1, SAME padding: `y = conv(x, W) + b`.
 
     `W` has shape `[k, k, in_channels, out_channels]`, starts as
-    `N(0, kernel_stddev^2)`, and `b` (shape `[out_channels]`) as 0:
+    `N(0, kernel_stddev^2)`, and `b` (shape `[out_channels]`) as 0 (with
+    `weight_norm`, `W = g V / ||V||`, the norm over `k, k, in_channels`):
     `y[n, i, j, o] = b[o] + sum_{p, q, c} x[n, i + p - r, j + q - r, c]
     W[p, q, c, o]` with `r = (k - 1) / 2` and zeros outside the image.
     Supports DDI (see `initialize`; moments over batch, H and W).
 
     Attributes:
-      kernel: `tf.Variable` `W`.
+      kernel: `tf.Variable` `W` (`V` with weight normalisation).
+      gain: `tf.Variable` `g` `[out_channels]`, or `None`.
       bias: `tf.Variable` `b`.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size=3,
                  init_scale=1.0, kernel_stddev=_DEFAULT_KERNEL_STDDEV,
-                 dtype=tf.float32, name=None):
+                 weight_norm=False, dtype=tf.float32, name=None):
         """Creates the layer.
 
         Args:
@@ -402,6 +442,8 @@ class Conv2D(_LinearBase):
           init_scale: target per-channel output std of the DDI.
             Default value: 1.0.
           kernel_stddev: std of the initial kernel. Default value: 0.05.
+          weight_norm: weight-normalised kernel (ImageNet code path).
+            Default value: `False`.
           dtype: float dtype of the variables. Default value: `tf.float32`.
           name: module name. Default value: `'conv2d'`.
         """
@@ -415,7 +457,8 @@ class Conv2D(_LinearBase):
             raise ValueError(f'{owner}: kernel_size must be odd; got {k}.')
         self._kernel_size = k
         super().__init__((k, k, self._in, self._out), init_scale,
-                         kernel_stddev, dtype, name=name or 'conv2d')
+                         kernel_stddev, weight_norm, dtype,
+                         name=name or 'conv2d')
 
     @property
     def in_channels(self):
@@ -438,7 +481,7 @@ class Conv2D(_LinearBase):
         return x
 
     def _linear(self, x):
-        return tf.nn.conv2d(x, tf.cast(self.kernel, x.dtype), strides=1,
+        return tf.nn.conv2d(x, self.weights(x.dtype), strides=1,
                             padding='SAME')
 
 

@@ -694,9 +694,11 @@ class Trainer:
         start = time.time()
         seed = tf.constant([self.config.seed, 12345], tf.int32)
         with self.strategy.scope():
-            # Cross-replica and deterministic (fixed seed, no dropout), so
-            # every replica and worker assigns identical statistics.
-            elbo = self.model.initialize(self._init_batch, training=False,
+            # With dropout, as the official init pass (SPEC §3). One
+            # cross-replica pass from a fixed seed, its masks from the
+            # model's generator (seeded from `config.seed` on every worker),
+            # so every replica and worker assigns identical statistics.
+            elbo = self.model.initialize(self._init_batch, training=True,
                                          seed=seed)
             self.ema.reset()
             self.initialized.assign(True)
