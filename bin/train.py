@@ -16,6 +16,7 @@ Strategies: `--strategy=mirrored` (all local GPUs, else the CPU),
 import ast
 import logging as std_logging
 import os
+import signal
 import sys
 
 from absl import app
@@ -212,6 +213,43 @@ def _make_strategy(tf):
     return tf.distribute.MirroredStrategy()
 
 
+def _train(trainer):
+    """Restores or initialises, then trains; errors as one line."""
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    try:
+        # Before training: refuses an output_dir of another model (and a
+        # non-finite initialisation, which it does not save).
+        trainer.restore_or_initialize()
+    except (ValueError, FloatingPointError, RuntimeError) as e:
+        # RuntimeError: workers that disagree on settings or checkpoints.
+        _fail(str(e))
+    try:
+        return trainer.train()
+    except (OSError, tf.errors.ResourceExhaustedError) as e:
+        message = str(e).strip().splitlines()[0] if str(e).strip() else ''
+        if 'No space left on device' not in message:
+            raise
+        latest = tf.train.latest_checkpoint(
+            os.path.join(FLAGS.output_dir, 'checkpoints'))
+        _fail(f'{message} (writing to {FLAGS.output_dir}); make room and '
+              f'rerun the same command to resume from {latest}.')
+    except FloatingPointError as e:
+        # A non-finite loss, gradient or model: the message names the last
+        # good checkpoint, and a traceback into the loop adds nothing.
+        _fail(str(e))
+    except (tf.errors.UnavailableError, tf.errors.AbortedError,
+            tf.errors.CancelledError) as e:
+        if FLAGS.strategy != 'multi_worker':
+            raise
+        # Another worker died or became unreachable: TF's message names
+        # only the collective that noticed.
+        latest = tf.train.latest_checkpoint(
+            os.path.join(FLAGS.output_dir, 'checkpoints'))
+        _fail(f'a worker stopped or became unreachable '
+              f'({type(e).__name__}, TF\'s log above); rerun every worker '
+              f'to resume from {latest or "the start"}.')
+
+
 def main(argv):
     if len(argv) > 1:
         _fail(f'unexpected arguments {argv[1:]}')
@@ -220,6 +258,7 @@ def main(argv):
 
     from vflow_tfp import data  # pylint: disable=g-import-not-at-top
     from vflow_tfp.models import presets  # pylint: disable=g-import-not-at-top
+    from vflow_tfp import file_io  # pylint: disable=g-import-not-at-top
     from vflow_tfp import training  # pylint: disable=g-import-not-at-top
 
     if FLAGS.preset not in presets.names():
@@ -286,40 +325,43 @@ def main(argv):
     try:
         trainer = training.Trainer(config, strategy, inputs.train_input_fn,
                                    inputs.eval_input_fn, inputs.init_batch)
+    except file_io.DirectoryInUse as e:
+        _fail(str(e))
     except (ValueError, TypeError) as e:
         _fail_to_build(given, e)
     logging.info('%s: %s parameters, %d replica(s), dataset %s %s.',
                  FLAGS.preset, f'{trainer.model.count_params():,}', replicas,
                  FLAGS.dataset, list(inputs.data_shape))
     try:
-        # Before training: refuses an output_dir of another model (and a
-        # non-finite initialisation, which it does not save).
-        trainer.restore_or_initialize()
-    except (ValueError, FloatingPointError, RuntimeError) as e:
-        # RuntimeError: workers that disagree on settings or checkpoints.
-        _fail(str(e))
-    try:
-        results = trainer.train()
-    except FloatingPointError as e:
-        # A non-finite loss, gradient or model: the message names the last
-        # good checkpoint, and a traceback into the loop adds nothing.
-        _fail(str(e))
-    except (tf.errors.UnavailableError, tf.errors.AbortedError,
-            tf.errors.CancelledError) as e:
-        if FLAGS.strategy != 'multi_worker':
-            raise
-        # Another worker died or became unreachable: TF's message names
-        # only the collective that noticed.
+        results = _train(trainer)
+    except KeyboardInterrupt:
+        # Outside the steps, where a signal stops at the next one: in the
+        # initialisation or the export.
+        stopped_by = trainer.stop_signal or signal.SIGINT
         latest = tf.train.latest_checkpoint(
             os.path.join(FLAGS.output_dir, 'checkpoints'))
-        _fail(f'a worker stopped or became unreachable '
-              f'({type(e).__name__}, TF\'s log above); rerun every worker '
-              f'to resume from {latest or "the start"}.')
-    summary = ', '.join(f'{k} {results[k]:.4f}' for k in
-                        ('train_bpd', 'test_bpd', 'test_bpd_iw')
-                        if isinstance(results.get(k), float))
-    print(f'step {results.get("step")}: {summary}; results in '
+        print(f'train.py: interrupted by {stopped_by.name}; '
+              + (f'the latest checkpoint is {latest}, rerun the same command '
+                 'to go on.' if latest else 'nothing was saved.'),
+              file=sys.stderr)
+        sys.exit(128 + int(stopped_by))
+    step = results.get('step')
+    figures = []
+    for key in ('train_bpd', 'test_bpd', 'test_bpd_iw'):
+        if isinstance(results.get(key), float):
+            at = results.get(f'{key}_step', step)
+            figures.append(f'{key} {results[key]:.4f}'
+                           + (f' (step {at})' if at != step else ''))
+    print(f'step {step}: {", ".join(figures)}; results in '
           f'{os.path.join(FLAGS.output_dir, "results.json")}')
+    if not results.get('completed'):
+        # Stopped and saved, not finished: a scheduler must not take the
+        # run for done. 128 + the signal, as a shell reports a run it
+        # killed; a stop that came from another worker counts as SIGTERM.
+        stopped_by = trainer.stop_signal or signal.SIGTERM
+        print(f'stopped by {stopped_by.name} before the end; rerun the same '
+              'command to resume.', file=sys.stderr)
+        sys.exit(128 + int(stopped_by))
 
 
 if __name__ == '__main__':

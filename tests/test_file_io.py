@@ -3,7 +3,11 @@
 
 import json
 import os
+import socket
+import subprocess
+import sys
 import tempfile
+import time
 
 import tensorflow as tf
 
@@ -126,6 +130,82 @@ class FileIoTest(tf.test.TestCase):
                          [self.directory + '/sub/deep/d.png'])
         with self.assertRaisesRegex(ValueError, r'\*\* .*local paths'):
             file_io.glob(self.url + '/**/d.png')
+
+    def test_staging_left_by_a_hard_kill_is_removed_once_stale(self):
+        # A SIGKILLed export leaves its hidden staging directory; the next
+        # staging of the same name removes it once nothing has been written
+        # to it for an hour, and leaves a fresh one (a slow writer) alone.
+        target = os.path.join(self.directory, 'saved_model')
+        stale = os.path.join(self.directory, '.saved_model-killed')
+        fresh = os.path.join(self.directory, '.saved_model-writing')
+        other = os.path.join(self.directory, '.samples-killed')
+        for path in (stale, fresh, other):
+            os.makedirs(os.path.join(path, 'variables'))
+            with open(os.path.join(path, 'variables', 'data'), 'w') as f:
+                f.write('x')
+        old = time.time() - file_io.STALE_STAGING_SECONDS - 60
+        for path in (stale, other):
+            for root, dirs, files in os.walk(path):
+                for item in [root] + [os.path.join(root, n)
+                                      for n in dirs + files]:
+                    os.utime(item, (old, old))
+        # One file written lately keeps a directory, however old the rest.
+        os.utime(fresh, (old, old))
+        with file_io.staged_directory(target) as staging:
+            with open(os.path.join(staging, 'saved_model.pb'), 'w') as f:
+                f.write('model')
+        self.assertEqual(sorted(os.listdir(self.directory)),
+                         ['.samples-killed', '.saved_model-writing',
+                          'saved_model'])
+
+    def test_a_directory_lock_refuses_other_processes_only(self):
+        run = os.path.join(self.directory, 'run')
+        os.makedirs(run)
+        script = ('import sys\nfrom vflow_tfp import file_io\n'
+                  'try:\n    file_io.lock_directory(sys.argv[1])\n'
+                  'except file_io.DirectoryInUse as e:\n    print(e)\n'
+                  '    sys.exit(3)\n'
+                  'print("locked", flush=True)\nsys.stdin.read()\n')
+
+        def other_process(wait=False):
+            # The package this test imports, wherever it is installed.
+            package = os.path.dirname(os.path.dirname(file_io.__file__))
+            env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2',
+                       PYTHONPATH=os.pathsep.join(
+                           [package, os.environ.get('PYTHONPATH', '')]))
+            proc = subprocess.Popen(
+                [sys.executable, '-c', script, run], stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                env=env)
+            if wait:
+                return proc, proc.stdout.readline()
+            out, _ = proc.communicate('', timeout=120)
+            return proc.returncode, out
+
+        first = file_io.lock_directory(run)
+        second = file_io.lock_directory(run)  # This process shares it.
+        code, out = other_process()
+        self.assertEqual(code, 3)
+        self.assertEqual(out, f'{run} is in use by pid {os.getpid()} on '
+                              f'{socket.gethostname()}; wait for it to end, '
+                              'or use another directory.\n')
+        first.release()
+        first.release()  # Idempotent: the second share still holds it.
+        self.assertEqual(other_process()[0], 3)
+        second.release()
+        self.assertEqual(other_process(), (0, 'locked\n'))
+        # A holder killed outright leaves no stale lock.
+        proc, line = other_process(wait=True)
+        self.assertEqual(line, 'locked\n')
+        with self.assertRaisesRegex(file_io.DirectoryInUse,
+                                    f'pid {proc.pid} on'):
+            file_io.lock_directory(run)
+        proc.kill()
+        proc.wait(timeout=60)
+        file_io.lock_directory(run).release()
+        self.assertEqual(os.listdir(run), [file_io.LOCK_FILE])
+        # A URL is not locked.
+        file_io.lock_directory(self.url).release()
 
 
 if __name__ == '__main__':

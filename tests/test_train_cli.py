@@ -88,6 +88,38 @@ class HardKillTest(_RunDirectory, tf.test.TestCase):
                 '--dropout=0.0', '--warmup_steps=4', f'--output_dir={out}',
                 '--noexport', '--alsologtostderr']
 
+    def test_a_signal_saves_and_exits_as_stopped(self):
+        # A stopped run is saved but not finished: its exit status is not 0
+        # (a scheduler would take it for done), but 128 + the signal.
+        out = os.path.join(self.tmp, 'run')
+        ckpt_dir = os.path.join(out, 'checkpoints')
+        proc = subprocess.Popen(self._small_cifar_command(out, 400),
+                                env=_env(), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.time() + 420
+            while time.time() < deadline:
+                step, _ = _checkpoint_step(ckpt_dir) if os.path.isdir(
+                    ckpt_dir) else (None, None)
+                if step is not None and step >= 2:
+                    break
+                if proc.poll() is not None:
+                    break
+                time.sleep(0.2)
+            proc.send_signal(signal.SIGTERM)
+            out_text, err = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        self.assertEqual(proc.returncode, 128 + signal.SIGTERM, err[-3000:])
+        stopped = re.search(r'Stopped by a signal .* at step (\d+);', err)
+        self.assertIsNotNone(stopped, err[-3000:])
+        self.assertEqual(_checkpoint_step(ckpt_dir)[0], int(stopped[1]))
+        self.assertTrue(err.endswith('stopped by SIGTERM before the end; '
+                                     'rerun the same command to resume.\n'),
+                        err[-300:])
+        self.assertRegex(out_text, rf'^step {stopped[1]}: train_bpd ')
+
     def test_hard_kill_then_resume_exactly(self):
         out = os.path.join(self.tmp, 'run')
         ckpt_dir = os.path.join(out, 'checkpoints')

@@ -6,6 +6,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import tempfile
 import time
 from unittest import mock
@@ -17,6 +18,7 @@ import tf_keras
 
 from vflow_tfp import data
 from vflow_tfp import export
+from vflow_tfp import file_io
 from vflow_tfp import training
 
 GLOBAL_BATCH = 8
@@ -595,6 +597,80 @@ class TrainerSafetyTest(_TrainerFixture, tf.test.TestCase):
                              for a, b in zip(first, other)))
 
 
+    def test_damaged_checkpoints_never_restart_the_run(self):
+        # A damaged newest checkpoint or state file falls back to the newest
+        # checkpoint that loads; with none readable the run is refused and
+        # the files stay as they are. Before, it started over from step 0
+        # and its saves overwrote the good checkpoints.
+        strategy = tf.distribute.OneDeviceStrategy('/cpu:0')
+        first = self._trainer(strategy, train_steps=6)  # ckpt-0, -3, -6
+        first.train()
+        weights_at = {6: [v.numpy() for v in first.variables]}
+        pristine = os.path.join(self._dir(), 'pristine')
+        shutil.copytree(first.config.output_dir, pristine)
+
+        def resume(damage):
+            out = os.path.join(self._dir(), 'run')
+            shutil.copytree(pristine, out)
+            ckpts = os.path.join(out, 'checkpoints')
+            damage(ckpts)
+            trainer = training.Trainer(_config(out, train_steps=6), strategy,
+                                       _fixed_batch_input_fn(self.batch),
+                                       self.eval_fn, self.init)
+            with self.assertLogs('absl', 'INFO') as logs:
+                self.assertEqual(trainer.restore_or_initialize(),
+                                 'restored')
+            return trainer, '\n'.join(logs.output), ckpts
+
+        def write(name, text):
+            return lambda d: open(os.path.join(d, name), 'w').write(text)
+
+        data = 'ckpt-6.data-00000-of-00001'
+        for label, damage, step in [
+                ('garbage state file', write('checkpoint', 'garbage {{'), 6),
+                ('empty state file', write('checkpoint', ''), 6),
+                ('no state file',
+                 lambda d: os.remove(os.path.join(d, 'checkpoint')), 6),
+                ('no index', lambda d: os.remove(
+                    os.path.join(d, 'ckpt-6.index')), 3),
+                ('truncated data', lambda d: os.truncate(
+                    os.path.join(d, data), 100), 3),
+                ('overwritten data', write(data, 'x' * 4096), 3),
+                ('rolled back by hand', lambda d: [
+                    os.remove(os.path.join(d, n)) for n in os.listdir(d)
+                    if n.startswith('ckpt-6.')], 3)]:
+            with self.subTest(label):
+                trainer, logs, ckpts = resume(damage)
+                self.assertEqual(trainer.step, step)
+                if step == 6:
+                    for a, b in zip(trainer.variables, weights_at[6]):
+                        self.assertAllEqual(a, b)
+                if label in ('truncated data', 'overwritten data'):
+                    self.assertIn('ckpt-6 cannot be read', logs)
+                    self.assertIn('the newest checkpoint that can be read',
+                                  logs)
+                self.assertNotIn('Data-dependent initialisation', logs)
+                # The run goes on from there and saves.
+                self.assertTrue(trainer.save().endswith('ckpt-' + str(step)))
+                self.assertIn('ckpt-0.index', os.listdir(ckpts))
+        # Nothing readable: refused by name, nothing written.
+        out = os.path.join(self._dir(), 'none')
+        shutil.copytree(pristine, out)
+        ckpts = os.path.join(out, 'checkpoints')
+        for name in os.listdir(ckpts):
+            if name.endswith('.data-00000-of-00001'):
+                os.truncate(os.path.join(ckpts, name), 10)
+        before = sorted(os.listdir(ckpts))
+        trainer = training.Trainer(_config(out, train_steps=6), strategy,
+                                   _fixed_batch_input_fn(self.batch),
+                                   self.eval_fn, self.init)
+        with self.assertRaisesRegex(
+                ValueError, r'holds checkpoints but none can be read '
+                r'\(ckpt-6: .*; ckpt-3: .*; ckpt-0: .*\)\. Move them away '
+                'to start over, or use another output directory.'):
+            trainer.restore_or_initialize()
+        self.assertEqual(sorted(os.listdir(ckpts)), before)
+
     def test_resume_restores_step_lr_ema_and_weights(self):
         strategy = tf.distribute.OneDeviceStrategy('/cpu:0')
         first = self._trainer(strategy, train_steps=6)
@@ -734,6 +810,50 @@ class TrainerSafetyTest(_TrainerFixture, tf.test.TestCase):
                        inputs.train_input_fn(context))
         self.assertGreater(max(float(np.max(np.abs(a - b)))
                                for a, b in zip(whole, replayed)), 1e-4)
+
+    def test_a_signal_during_the_export_interrupts_it_cleanly(self):
+        # The export cannot stop at a step: SIGTERM interrupts it like
+        # Ctrl-C, so its staging directory is removed (the default SIGTERM
+        # would end the process and leave it), and the handlers return.
+        trainer = self._trainer(tf.distribute.OneDeviceStrategy('/cpu:0'),
+                                train_steps=3, export=True)
+        out = trainer.config.output_dir
+        before = signal.getsignal(signal.SIGTERM)
+
+        def export_run(run_dir, **kwargs):
+            del kwargs
+            with file_io.staged_directory(
+                    os.path.join(run_dir, 'saved_model')):
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(30)  # Interrupted well before the end.
+
+        with mock.patch.object(export, 'export_run', export_run):
+            with self.assertRaises(KeyboardInterrupt):
+                trainer.train()
+        self.assertEqual(trainer.stop_signal, signal.SIGTERM)
+        self.assertIs(signal.getsignal(signal.SIGTERM), before)
+        self.assertEqual([n for n in os.listdir(out)
+                          if 'saved_model' in n], [])
+        with open(os.path.join(out, 'results.json')) as f:
+            self.assertFalse(json.load(f)['completed'])
+
+    def test_results_name_no_export_of_an_earlier_step(self):
+        # Trained on with --noexport, results.json no longer names the
+        # export of the earlier step as the run's model.
+        strategy = tf.distribute.OneDeviceStrategy('/cpu:0')
+        first = self._trainer(strategy, train_steps=3, export=True)
+        out = first.config.output_dir
+        self.assertIn('saved_model', first.train())
+        again = training.Trainer(_config(out, train_steps=3, export=False),
+                                 strategy, _fixed_batch_input_fn(self.batch),
+                                 self.eval_fn, self.init)
+        self.assertIn('saved_model', again.train())  # nothing trained
+        on = training.Trainer(_config(out, train_steps=6, export=False),
+                              strategy, _fixed_batch_input_fn(self.batch),
+                              self.eval_fn, self.init)
+        self.assertNotIn('saved_model', on.train())
+        with open(os.path.join(out, 'results.json')) as f:
+            self.assertNotIn('saved_model', json.load(f))
 
     def test_a_signal_stops_the_final_bound_and_a_rerun_finishes_it(self):
         config = dict(train_steps=3, eval_every=3, iw_samples=4,

@@ -14,18 +14,22 @@ reader may briefly see part of it.
 
 import contextlib
 import errno
+import fcntl
 import glob as glob_lib
 import json
 import os
 import shutil
+import socket
 import tempfile
+import time
 import uuid
 
 import tensorflow as tf
 
-__all__ = ['absolute', 'atomic_write', 'check_reachable', 'exists', 'glob',
-           'is_remote', 'is_url', 'isdir', 'join', 'listdir', 'mtime', 'read_bytes',
-           'read_json', 'reason', 'replace', 'staged_directory']
+__all__ = ['DirectoryInUse', 'absolute', 'atomic_write', 'check_reachable',
+           'exists', 'glob', 'is_remote', 'is_url', 'isdir', 'join',
+           'listdir', 'lock_directory', 'mtime', 'read_bytes', 'read_json',
+           'reason', 'replace', 'staged_directory']
 
 
 def is_url(path):
@@ -250,6 +254,31 @@ def _umask():
     return mask
 
 
+# A staging directory nothing has been written to for this long belongs to a
+# killed process, not to a slow one still writing (a write touches its
+# file's mtime).
+STALE_STAGING_SECONDS = 3600
+
+
+def _remove_stale_staging(parent, name):
+    now = time.time()
+    for entry in os.listdir(parent):
+        candidate = os.path.join(parent, entry)
+        if not (entry.startswith(f'.{name}-') and os.path.isdir(candidate)
+                and not os.path.islink(candidate)):
+            continue
+        newest = os.path.getmtime(candidate)
+        for root, dirs, files in os.walk(candidate):
+            for item in dirs + files:
+                try:
+                    newest = max(newest, os.lstat(
+                        os.path.join(root, item)).st_mtime)
+                except OSError:
+                    pass
+        if now - newest > STALE_STAGING_SECONDS:
+            shutil.rmtree(candidate, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def staged_directory(path):
     """A new directory beside `path`, moved onto `path` on success.
@@ -261,7 +290,10 @@ def staged_directory(path):
     it was. The parent directory is made if missing.
 
     A local staging directory gets a plain `mkdir`'s permissions, not
-    `tempfile`'s private ones: its contents are read by other users. On an
+    `tempfile`'s private ones: its contents are read by other users. A hard
+    kill (SIGKILL) cannot clean up; local staging directories of `path` left
+    that way, with nothing written for `STALE_STAGING_SECONDS`, are removed
+    the next time (a SavedModel's can take gigabytes). On an
     object store the final move copies object by object, so a reader may
     briefly see part of `path` there.
 
@@ -284,6 +316,7 @@ def staged_directory(path):
         tf.io.gfile.makedirs(staging)
     else:
         os.makedirs(parent or '.', exist_ok=True)
+        _remove_stale_staging(parent or '.', name)
         staging = tempfile.mkdtemp(prefix=f'.{name}-', dir=parent or '.')
     try:
         yield staging
@@ -302,3 +335,71 @@ def staged_directory(path):
                 tf.io.gfile.rmtree(staging)
         except tf.errors.OpError:
             pass  # Leftover scratch must not hide the body's own error.
+
+
+class DirectoryInUse(RuntimeError):
+    """Another process holds the lock of a directory (`lock_directory`)."""
+
+
+# Locks this process holds: real path -> [open lock file, number of holders].
+_LOCKS = {}
+
+LOCK_FILE = '.lock'
+
+
+def lock_directory(path):
+    """Locks local directory `path` for this process until `release()`.
+
+    An exclusive `flock` on `path/.lock`, which the system releases when the
+    process ends in any way (SIGKILL included), so a lock is never stale.
+    Callers in one process share it (a trainer and a later one on the same
+    run); another process is refused. The lock file names its holder. A URL
+    (an object store has no such lock) is not locked.
+
+    Returns:
+      An object with a `release()` method.
+
+    Raises:
+      DirectoryInUse: another process holds the lock.
+    """
+    path = os.fspath(path)
+    if is_url(path):
+        return _Lock(None)
+    key = os.path.realpath(path)
+    if key in _LOCKS:
+        _LOCKS[key][1] += 1
+        return _Lock(key)
+    lock = open(os.path.join(path, LOCK_FILE), 'a+')  # pylint: disable=consider-using-with
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip() or 'another process'
+        lock.close()
+        raise DirectoryInUse(
+            f'{path} is in use by {holder}; wait for it to end, or use '
+            'another directory.') from None
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f'pid {os.getpid()} on {socket.gethostname()}\n')
+    lock.flush()
+    _LOCKS[key] = [lock, 1]
+    return _Lock(key)
+
+
+class _Lock:
+    """A holder's share of a `lock_directory` lock."""
+
+    def __init__(self, key):
+        self._key = key
+
+    def release(self):
+        """Gives up this share; the last one unlocks. Idempotent."""
+        key, self._key = self._key, None
+        if key is None or key not in _LOCKS:
+            return
+        entry = _LOCKS[key]
+        entry[1] -= 1
+        if not entry[1]:
+            del _LOCKS[key]
+            entry[0].close()  # Closing the file releases the flock.

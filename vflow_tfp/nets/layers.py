@@ -9,12 +9,12 @@ the global seed) and biases as 0. With `weight_norm=True` (the ImageNet code
 path of SPEC §6.3; Salimans & Kingma, 2016) a layer holds a direction `V`
 (drawn as `W` above) and a gain `g` per output channel (init 1) instead, and
 applies `W = g V / ||V||`, the norm over all axes but the output channel's.
-`Dense` and `Conv2D` support the
-data-dependent initialisation (DDI) of SPEC §1.1: when called inside
-`vflow_tfp.data_dependent_init()` they first call their own `initialize(x)`,
-which rescales the weights (the gain, with weight normalisation) so that the pre-activation on that batch has zero
-mean and standard deviation `init_scale` per output channel, and then compute
-their output with the new parameters. `is_active()` is read when the Python
+`Dense` and `Conv2D` support the data-dependent initialisation (DDI) of SPEC
+§1.1: when called inside `vflow_tfp.data_dependent_init()` they first call
+their own `initialize(x)`, which rescales the weights (the gain, with weight
+normalisation) so that the pre-activation on that batch has zero mean and
+standard deviation `init_scale` per output channel, and then compute their
+output with the new parameters. `is_active()` is read when the Python
 code runs, i.e. at trace time inside a `tf.function`: run the DDI pass
 eagerly (see `vflow_tfp.initialization`).
 

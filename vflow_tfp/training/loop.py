@@ -38,12 +38,14 @@ across machines, `OneDeviceStrategy`):
 Library code: it takes a `TrainConfig` and input functions, never flags.
 """
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import math
 import numbers
 import os
+import re
 import shutil
 import signal
 import tempfile
@@ -98,6 +100,20 @@ def _plain(value):
     if isinstance(value, (list, tuple)):
         return type(value)(_plain(v) for v in value)
     return value
+
+
+# `CheckpointManager`'s file names: `ckpt-<step>.index` and data shards.
+_CHECKPOINT_INDEX = re.compile(r'^ckpt-(\d+)\.index$')
+
+# Raised by a restore whose files are truncated, overwritten or missing (as
+# opposed to a checkpoint of another model, which fails to match).
+_DAMAGED_CHECKPOINT_ERRORS = (tf.errors.DataLossError,
+                              tf.errors.OutOfRangeError,
+                              tf.errors.NotFoundError, IndexError)
+
+
+def _first_line(error):
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 @dataclasses.dataclass
@@ -393,6 +409,9 @@ class Trainer:
         self._eval_input_fn = eval_input_fn
         self._init_batch = init_batch
         self._stop_requested = threading.Event()
+        # The first signal that stopped `train` (SIGTERM, SIGINT, SIGHUP),
+        # `None` if none did.
+        self.stop_signal = None
         # The initial weights are drawn from TF's global random state (the
         # preset's seed covers noise and dropout): seeded here, so that
         # `config.seed` (bin/train.py's `--seed`) fixes them.
@@ -416,6 +435,14 @@ class Trainer:
         # After the build and the checks, so that a preset refusing its
         # settings, or data it cannot take, leaves no new directory behind.
         make_output_dir(config.output_dir)
+        # One process trains into a run directory at a time: two would
+        # write the same checkpoints and results over each other. The
+        # chief's lock (workers write nowhere else), held while the trainer
+        # lives, released by the system if the process is killed.
+        self._lock = (file_io.lock_directory(config.output_dir)
+                      if self.is_chief else None)
+        if self._lock is not None:
+            weakref.finalize(self, self._lock.release)
         self.checkpoint = tf.train.Checkpoint(
             model=self.model, optimizer=self.optimizer, ema=self.ema,
             rng=self.model.rng, initialized=self.initialized)
@@ -437,10 +464,7 @@ class Trainer:
         # checkpoint directories), so every worker takes the same decision
         # on the collective final save.
         self._saved_step = None
-        self.manager = tf.train.CheckpointManager(
-            self.checkpoint, self._checkpoint_dir,
-            max_to_keep=config.keep_checkpoints,
-            step_counter=self.optimizer.iterations)
+        self.manager = self._checkpoint_manager()
         # Made at the first summary (`_summaries`): creating a writer
         # creates summaries/, which would keep a run refused before then
         # (say for its data) from leaving its output_dir as it found it.
@@ -575,47 +599,124 @@ class Trainer:
             self._start_state = self._restore_or_initialize()
         return self._start_state
 
+    def _checkpoint_manager(self):
+        """The `CheckpointManager` of this worker's checkpoint directory.
+
+        An unreadable state file (`checkpoints/checkpoint`, say emptied by a
+        full disk) is set aside, so that it cannot stop the run: the
+        checkpoints themselves are found without it (`_saved_checkpoints`).
+        """
+        def manager():
+            return tf.train.CheckpointManager(
+                self.checkpoint, self._checkpoint_dir,
+                max_to_keep=self.config.keep_checkpoints,
+                step_counter=self.optimizer.iterations)
+        try:
+            return manager()
+        except ValueError as e:  # "Invalid checkpoint state loaded from"
+            state = file_io.join(self._checkpoint_dir, 'checkpoint')
+            aside = f'{state}.unreadable-{int(time.time())}'
+            logging.warning('%s cannot be read (%s); moved to %s, the '
+                            'checkpoints are found without it.', state,
+                            _first_line(e), aside)
+            file_io.replace(state, aside)
+            return manager()
+
+    def _saved_checkpoints(self):
+        """The checkpoints of the resume directory, highest step first.
+
+        Every `ckpt-N` with an index file, and the one the state file names:
+        a damaged or missing state file must not hide the checkpoints (a run
+        that started over would overwrite them).
+        """
+        try:
+            names = file_io.listdir(self._resume_dir)
+        except FileNotFoundError:
+            return []
+        except NotADirectoryError as e:
+            raise ValueError(
+                f'{self._resume_dir} is a file, not a directory of '
+                'checkpoints; move it away or use another output '
+                'directory.') from e
+        found = {}
+        for name in names:
+            match = _CHECKPOINT_INDEX.match(name)
+            if match:
+                found[int(match[1])] = file_io.join(self._resume_dir,
+                                                    f'ckpt-{match[1]}')
+        try:
+            latest = tf.train.latest_checkpoint(self._resume_dir)
+        except (ValueError, tf.errors.OpError):
+            latest = None  # An unreadable state file; the listing stands.
+        if latest and re.fullmatch(r'\d+', latest.rsplit('-', 1)[-1]):
+            found.setdefault(int(latest.rsplit('-', 1)[1]), latest)
+        return [found[step] for step in sorted(found, reverse=True)]
+
     def _restore_or_initialize(self):
-        latest = tf.train.latest_checkpoint(self._resume_dir)
-        self._check_workers_agree(latest)
-        if latest:
-            recorded = self._recorded_config()
-            if recorded.get('preset', self.config.preset) != (
-                    self.config.preset):
-                raise ValueError(
-                    f'{self.config.output_dir} holds a run of preset '
-                    f'{recorded["preset"]!r}, not {self.config.preset!r}; '
-                    'use another output directory.')
-            status = None
-            try:
-                # Consumed, not just matched: a smaller model (say one step
-                # fewer) matches a subset of a larger model's checkpoint.
-                status = self.checkpoint.restore(latest)
-                status.assert_consumed()
-            except (AssertionError, ValueError, tf.errors.OpError) as e:
-                if status is not None:
-                    # The error below says it all; without this TF logs
-                    # every unmatched value of the checkpoint on exit.
-                    status.expect_partial()
-                first = str(e).strip().splitlines()[0]
-                trained = (f' (results.json: overrides '
-                           f'{recorded["preset_overrides"]})'
-                           if 'preset_overrides' in recorded else '')
-                raise ValueError(
-                    f'{latest} is not a checkpoint of preset '
-                    f'{self.config.preset!r} with overrides '
-                    f'{self.config.preset_overrides}{trained}: {first} Use '
-                    'another output directory.') from e
-            self._saved_step = self.step
-            logging.info(
-                'Resumed from %s at step %d (learning rate %.6g, EMA '
-                'checksum %.9g).', latest, self.step,
-                float(self.schedule(self.optimizer.iterations)),
-                self.ema_checksum())
-            return 'restored'
-        self._initialize()
-        self.save()
-        return 'initialized'
+        candidates = self._saved_checkpoints()
+        self._check_workers_agree(candidates[0] if candidates else None)
+        if not candidates:
+            self._initialize()
+            self.save()
+            return 'initialized'
+        recorded = self._recorded_config()
+        if recorded.get('preset', self.config.preset) != self.config.preset:
+            raise ValueError(
+                f'{self.config.output_dir} holds a run of preset '
+                f'{recorded["preset"]!r}, not {self.config.preset!r}; '
+                'use another output directory.')
+        damaged = []
+        for path in candidates:
+            if self._restore(path, recorded, damaged):
+                break
+        else:
+            raise ValueError(
+                f'{self._resume_dir} holds checkpoints but none can be read '
+                f'({"; ".join(damaged)}). Move them away to start over, or '
+                'use another output directory.')
+        self._saved_step = self.step
+        if damaged:
+            logging.warning(
+                'Resumed from %s, the newest checkpoint that can be read '
+                '(newer, damaged: %s); its step\'s checkpoint will be '
+                'written anew.', path, '; '.join(damaged))
+        logging.info(
+            'Resumed from %s at step %d (learning rate %.6g, EMA '
+            'checksum %.9g).', path, self.step,
+            float(self.schedule(self.optimizer.iterations)),
+            self.ema_checksum())
+        return 'restored'
+
+    def _restore(self, path, recorded, damaged):
+        """Restores checkpoint `path`; `False` (noted in `damaged`) if its
+        files cannot be read, an error if it is another model's."""
+        status = None
+        try:
+            # Consumed, not just matched: a smaller model (say one step
+            # fewer) matches a subset of a larger model's checkpoint.
+            status = self.checkpoint.restore(path)
+            status.assert_consumed()
+            return True
+        except _DAMAGED_CHECKPOINT_ERRORS as e:
+            if status is not None:
+                status.expect_partial()
+            damaged.append(f'{os.path.basename(path)}: {_first_line(e)}')
+            logging.warning('%s cannot be read (%s); trying the checkpoint '
+                            'before it.', path, _first_line(e))
+            return False
+        except (AssertionError, ValueError, tf.errors.OpError) as e:
+            if status is not None:
+                # The error below says it all; without this TF logs every
+                # unmatched value of the checkpoint on exit.
+                status.expect_partial()
+            trained = (f' (results.json: overrides '
+                       f'{recorded["preset_overrides"]})'
+                       if 'preset_overrides' in recorded else '')
+            raise ValueError(
+                f'{path} is not a checkpoint of preset '
+                f'{self.config.preset!r} with overrides '
+                f'{self.config.preset_overrides}{trained}: {_first_line(e)} '
+                'Use another output directory.') from e
 
     def _recorded_config(self):
         """The `config` of `output_dir`'s results.json, `{}` if none."""
@@ -737,13 +838,22 @@ class Trainer:
         self._saved_step = self.step
         return path if self.is_chief else None
 
-    def request_stop(self, *_):
+    def request_stop(self, signum=None, frame=None):
         """Signal handler: checkpoint after the next step and return.
 
         Under `MultiWorkerMirroredStrategy` a signal to any one worker stops
         all of them after the same step, with one collective save, so a
         preempted worker does not leave the others waiting in a collective.
+        The signal's number is kept in `stop_signal` (for an exit status).
         """
+        del frame
+        if signum is not None and self.stop_signal is None:
+            self.stop_signal = signal.Signals(signum)
+            # Acknowledged at once (a step, an evaluation or the first trace
+            # can take a while); a raw write, as logging is not safe in a
+            # signal handler.
+            os.write(2, f'{self.stop_signal.name}: stopping after the '
+                        'current step, with a checkpoint.\n'.encode())
         self._stop_requested.set()
 
     # -- compiled steps ---------------------------------------------------
@@ -1023,6 +1133,10 @@ class Trainer:
                             dataset=config.dataset,
                             config=dataclasses.asdict(config),
                             completed=False)
+        if self.step < config.train_steps:
+            # An export of an earlier step is not this run's model (with
+            # `export=False` none replaces it).
+            self.results.pop('saved_model', None)
         elapsed_before = float(previous.get('wall_time', 0.0))
         handlers = self._install_signal_handlers()
         start = time.time()
@@ -1041,7 +1155,9 @@ class Trainer:
             # From the final checkpoint into a model built outside the
             # strategy: plain variables, whatever the training strategy.
             # A rerun of a finished run keeps the export it already has.
-            path = export_lib.export_run(config.output_dir, keep_current=True)
+            with self._signals_interrupt():
+                path = export_lib.export_run(config.output_dir,
+                                             keep_current=True)
             logging.info('The EMA model\'s SavedModel: %s.', path)
             self._write_results(saved_model=path)
         if completed:
@@ -1067,11 +1183,39 @@ class Trainer:
                 raise
             raise ValueError(f'At step {step + 1}: {message}.') from None
 
+    @contextlib.contextmanager
+    def _signals_interrupt(self):
+        """SIGTERM, SIGINT and SIGHUP raise `KeyboardInterrupt` inside.
+
+        For work that cannot stop at a step, such as the export: the
+        interrupt unwinds it (its staging directory removed), where the
+        default SIGTERM would end the process and leave the staging behind.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def interrupt(signum, frame):
+            del frame
+            if self.stop_signal is None:
+                self.stop_signal = signal.Signals(signum)
+            raise KeyboardInterrupt
+
+        previous = {sig: signal.signal(sig, interrupt)
+                    for sig in (signal.SIGTERM, signal.SIGINT,
+                                signal.SIGHUP)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
     def _install_signal_handlers(self):
         if threading.current_thread() is not threading.main_thread():
             return {}
         previous = {}
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        # SIGHUP: the terminal of a foreground run closed.
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             previous[sig] = signal.signal(sig, self.request_stop)
         return previous
 
