@@ -226,13 +226,12 @@ def _train(trainer):
     try:
         return trainer.train()
     except (OSError, tf.errors.ResourceExhaustedError) as e:
-        message = str(e).strip().splitlines()[0] if str(e).strip() else ''
-        if 'No space left on device' not in message:
+        if 'No space left on device' not in str(e):
             raise
         latest = tf.train.latest_checkpoint(
             os.path.join(FLAGS.output_dir, 'checkpoints'))
-        _fail(f'{message} (writing to {FLAGS.output_dir}); make room and '
-              f'rerun the same command to resume from {latest}.')
+        _fail(f'no space left on the device of {FLAGS.output_dir}; make '
+              f'room and rerun the same command to resume from {latest}.')
     except FloatingPointError as e:
         # A non-finite loss, gradient or model: the message names the last
         # good checkpoint, and a traceback into the loop adds nothing.
