@@ -88,6 +88,20 @@ class HardKillTest(_RunDirectory, tf.test.TestCase):
                 '--dropout=0.0', '--warmup_steps=4', f'--output_dir={out}',
                 '--noexport', '--alsologtostderr']
 
+    def _wait_for_checkpoint(self, proc, ckpt_dir, min_step):
+        """Returns once the running `proc` has saved a checkpoint at
+        `min_step` or later (fails after 7 minutes or if it ends)."""
+        deadline = time.time() + 420
+        while time.time() < deadline:
+            step, _ = _checkpoint_step(ckpt_dir) if os.path.isdir(
+                ckpt_dir) else (None, None)
+            if step is not None and step >= min_step:
+                return
+            if proc.poll() is not None:
+                self.fail('training exited early:\n' + proc.stderr.read())
+            time.sleep(0.2)
+        self.fail(f'no checkpoint at step >= {min_step} in time')
+
     def test_a_signal_saves_and_exits_as_stopped(self):
         # A stopped run is saved but not finished: its exit status is not 0
         # (a scheduler would take it for done), but 128 + the signal.
@@ -97,15 +111,7 @@ class HardKillTest(_RunDirectory, tf.test.TestCase):
                                 env=_env(), stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
         try:
-            deadline = time.time() + 420
-            while time.time() < deadline:
-                step, _ = _checkpoint_step(ckpt_dir) if os.path.isdir(
-                    ckpt_dir) else (None, None)
-                if step is not None and step >= 2:
-                    break
-                if proc.poll() is not None:
-                    break
-                time.sleep(0.2)
+            self._wait_for_checkpoint(proc, ckpt_dir, 2)
             proc.send_signal(signal.SIGTERM)
             out_text, err = proc.communicate(timeout=120)
         finally:
@@ -131,17 +137,7 @@ class HardKillTest(_RunDirectory, tf.test.TestCase):
                                 env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True)
         try:
-            deadline = time.time() + 420
-            while time.time() < deadline:
-                step, _ = _checkpoint_step(ckpt_dir) if os.path.isdir(
-                    ckpt_dir) else (None, None)
-                if step is not None and step >= 6:
-                    break
-                if proc.poll() is not None:
-                    self.fail('training exited early:\n' + proc.stderr.read())
-                time.sleep(0.2)
-            else:
-                self.fail('no checkpoint at step >= 6 in time')
+            self._wait_for_checkpoint(proc, ckpt_dir, 6)
             proc.send_signal(signal.SIGKILL)  # no chance to clean up
             proc.wait(timeout=60)
         finally:
