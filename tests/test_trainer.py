@@ -340,6 +340,29 @@ class TrainerTest(_TrainerFixture, tf.test.TestCase):
             differs += not np.allclose(v1.numpy(), v0.numpy(), atol=1e-6)
         self.assertGreater(differs, 10)
 
+    def test_data_of_other_pixel_levels_is_refused_on_resume(self):
+        # 5-bit data in an 8-bit run would change what every figure means
+        # part way (the variables would fit).
+        images = np.random.RandomState(1).randint(
+            0, 32, (16, 8, 8, 3)).astype(np.uint8)
+
+        def trainer(**overrides):
+            return training.Trainer(
+                _config(out, preset='tiny_vflow', train_steps=1,
+                        eval_every=1, init_batch_size=16, export=False,
+                        preset_overrides=dict(filters=8, **overrides)),
+                tf.distribute.OneDeviceStrategy('/cpu:0'),
+                _fixed_batch_input_fn(images[:8]),
+                _fixed_batch_input_fn(images[:8], repeat=False), images)
+
+        out = self._dir()
+        trainer().train()
+        with self.assertRaisesRegex(ValueError, 'holds a run on data of 256 '
+                                    'levels, not 32; use another output '
+                                    'directory'):
+            trainer(num_bins=32).restore_or_initialize()
+        self.assertEqual(trainer().restore_or_initialize(), 'restored')
+
     def test_training_improves_and_writes_outputs(self):
         trainer = self._trainer(tf.distribute.OneDeviceStrategy('/cpu:0'),
                                 train_steps=60, eval_every=60, log_every=20,
@@ -937,7 +960,8 @@ class TrainerSafetyTest(_TrainerFixture, tf.test.TestCase):
 
     def test_another_model_in_the_same_directory_is_refused(self):
         trainer = self._trainer(tf.distribute.OneDeviceStrategy('/cpu:0'),
-                                train_steps=3, export=False)
+                                train_steps=3, export=False,
+                                dataset='checkerboard')
         trainer.train()
         out = trainer.config.output_dir
 
@@ -958,6 +982,11 @@ class TrainerSafetyTest(_TrainerFixture, tf.test.TestCase):
                                     r"overrides \{'hidden_units': \(8, 8\)\} "
                                     r'\(results.json: overrides \{\}\)'):
             resume(preset_overrides={'hidden_units': (8, 8)})
+        # The message names another data set too.
+        with self.assertRaisesRegex(ValueError, r'\(trained on checkerboard, '
+                                    r'not checkerboard_large\): Received'):
+            resume(preset_overrides={'hidden_units': (8, 8)},
+                   dataset='checkerboard_large')
         # Without results.json the checkpoint itself does not match.
         os.remove(os.path.join(out, 'results.json'))
         with self.assertRaisesRegex(ValueError, r'ckpt-3 is not a checkpoint '

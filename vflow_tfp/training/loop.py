@@ -665,6 +665,17 @@ class Trainer:
                 f'{self.config.output_dir} holds a run of preset '
                 f'{recorded["preset"]!r}, not {self.config.preset!r}; '
                 'use another output directory.')
+        if recorded:
+            # Other pixel levels are other data: every figure of the run
+            # (bits/dim, samples) would change meaning part way.
+            levels = (dict(recorded.get('preset_overrides') or {}).get(
+                'num_bins', 256), self.config.preset_overrides.get(
+                    'num_bins', 256))
+            if levels[0] != levels[1]:
+                raise ValueError(
+                    f'{self.config.output_dir} holds a run on data of '
+                    f'{levels[0]} levels, not {levels[1]}; use another '
+                    'output directory.')
         damaged = []
         for path in candidates:
             if self._restore(path, recorded, damaged):
@@ -712,6 +723,10 @@ class Trainer:
             trained = (f' (results.json: overrides '
                        f'{recorded["preset_overrides"]})'
                        if 'preset_overrides' in recorded else '')
+            if recorded.get('dataset', self.config.dataset) != (
+                    self.config.dataset):
+                trained += (f' (trained on {recorded["dataset"]}, not '
+                            f'{self.config.dataset})')
             raise ValueError(
                 f'{path} is not a checkpoint of preset '
                 f'{self.config.preset!r} with overrides '
