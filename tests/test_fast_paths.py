@@ -260,6 +260,20 @@ class MixedPrecisionTest(tf.test.TestCase):
             {m.compute_dtype for m in model.submodules
              if isinstance(m, (nets.ConvAttnNet, nets.ContextNet))},
             {tf.float16})
+        # The ImageNet context net (weight norm, layer norms, attention)
+        # takes both options too.
+        context = nets.ContextNet((4, 8, 3), vb.ColumnSplit(),
+                                  filters=8, num_blocks=1, layer_norm=True,
+                                  attention=True, weight_norm=True)
+        x = tf.random.normal([2, 4, 8, 3])
+        full = context(x)
+        self.assertEqual(nets.set_attention_query_block(context, 4), 1)
+        self.assertAllClose(context(x), full, atol=1e-5)
+        context.compute_dtype = tf.bfloat16
+        low = context(x)
+        self.assertEqual(low.dtype, tf.float32)
+        self.assertAllClose(low, full, atol=0.1)
+        self.assertNotAllClose(low, full, atol=1e-6)
 
 
 class GlowTest(tf.test.TestCase):
