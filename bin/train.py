@@ -216,22 +216,24 @@ def _make_strategy(tf):
 def _train(trainer):
     """Restores or initialises, then trains; errors as one line."""
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    latest = lambda: tf.train.latest_checkpoint(
+        os.path.join(FLAGS.output_dir, 'checkpoints'))
     try:
-        # Before training: refuses an output_dir of another model (and a
-        # non-finite initialisation, which it does not save).
-        trainer.restore_or_initialize()
-    except (ValueError, FloatingPointError, RuntimeError) as e:
-        # RuntimeError: workers that disagree on settings or checkpoints.
-        _fail(str(e))
-    try:
+        try:
+            # Before training: refuses an output_dir of another model (and
+            # a non-finite initialisation, which it does not save).
+            trainer.restore_or_initialize()
+        except (ValueError, FloatingPointError, RuntimeError) as e:
+            # RuntimeError: workers that disagree on settings or
+            # checkpoints.
+            _fail(str(e))
         return trainer.train()
     except (OSError, tf.errors.ResourceExhaustedError) as e:
         if 'No space left on device' not in str(e):
             raise
-        latest = tf.train.latest_checkpoint(
-            os.path.join(FLAGS.output_dir, 'checkpoints'))
         _fail(f'no space left on the device of {FLAGS.output_dir}; make '
-              f'room and rerun the same command to resume from {latest}.')
+              'room and rerun the same command to '
+              + (f'resume from {latest()}.' if latest() else 'start.'))
     except FloatingPointError as e:
         # A non-finite loss, gradient or model: the message names the last
         # good checkpoint, and a traceback into the loop adds nothing.
@@ -242,11 +244,9 @@ def _train(trainer):
             raise
         # Another worker died or became unreachable: TF's message names
         # only the collective that noticed.
-        latest = tf.train.latest_checkpoint(
-            os.path.join(FLAGS.output_dir, 'checkpoints'))
         _fail(f'a worker stopped or became unreachable '
               f'({type(e).__name__}, TF\'s log above); rerun every worker '
-              f'to resume from {latest or "the start"}.')
+              f'to resume from {latest() or "the start"}.')
 
 
 def main(argv):

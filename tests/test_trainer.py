@@ -659,6 +659,7 @@ class TrainerSafetyTest(_TrainerFixture, tf.test.TestCase):
                 ('truncated data', lambda d: os.truncate(
                     os.path.join(d, data), 100), 3),
                 ('overwritten data', write(data, 'x' * 4096), 3),
+                ('overwritten index', write('ckpt-6.index', 'x' * 300), 3),
                 ('rolled back by hand', lambda d: [
                     os.remove(os.path.join(d, n)) for n in os.listdir(d)
                     if n.startswith('ckpt-6.')], 3)]:
@@ -668,31 +669,42 @@ class TrainerSafetyTest(_TrainerFixture, tf.test.TestCase):
                 if step == 6:
                     for a, b in zip(trainer.variables, weights_at[6]):
                         self.assertAllEqual(a, b)
-                if label in ('truncated data', 'overwritten data'):
+                if label in ('truncated data', 'overwritten data',
+                             'overwritten index'):
                     self.assertIn('ckpt-6 cannot be read', logs)
                     self.assertIn('the newest checkpoint that can be read',
                                   logs)
                 self.assertNotIn('Data-dependent initialisation', logs)
+                # The state file names the restored checkpoint (the export
+                # and the rotation read it).
+                self.assertEqual(tf.train.latest_checkpoint(ckpts),
+                                 os.path.join(ckpts, f'ckpt-{step}'))
                 # The run goes on from there and saves.
                 self.assertTrue(trainer.save().endswith('ckpt-' + str(step)))
                 self.assertIn('ckpt-0.index', os.listdir(ckpts))
-        # Nothing readable: refused by name, nothing written.
-        out = os.path.join(self._dir(), 'none')
-        shutil.copytree(pristine, out)
-        ckpts = os.path.join(out, 'checkpoints')
-        for name in os.listdir(ckpts):
-            if name.endswith('.data-00000-of-00001'):
-                os.truncate(os.path.join(ckpts, name), 10)
-        before = sorted(os.listdir(ckpts))
-        trainer = training.Trainer(_config(out, train_steps=6), strategy,
-                                   _fixed_batch_input_fn(self.batch),
-                                   self.eval_fn, self.init)
-        with self.assertRaisesRegex(
-                ValueError, r'holds checkpoints but none can be read '
-                r'\(ckpt-6: .*; ckpt-3: .*; ckpt-0: .*\)\. Move them away '
-                'to start over, or use another output directory.'):
-            trainer.restore_or_initialize()
-        self.assertEqual(sorted(os.listdir(ckpts)), before)
+        # Nothing readable (data truncated, or every index gone): refused
+        # by name, nothing written.
+        for suffix in ('.data-00000-of-00001', '.index'):
+            out = os.path.join(self._dir(), 'none')
+            shutil.copytree(pristine, out)
+            ckpts = os.path.join(out, 'checkpoints')
+            for name in os.listdir(ckpts):
+                if name.endswith(suffix):
+                    if suffix == '.index':
+                        os.remove(os.path.join(ckpts, name))
+                    else:
+                        os.truncate(os.path.join(ckpts, name), 10)
+            before = sorted(os.listdir(ckpts))
+            trainer = training.Trainer(_config(out, train_steps=6), strategy,
+                                       _fixed_batch_input_fn(self.batch),
+                                       self.eval_fn, self.init)
+            with self.assertRaisesRegex(
+                    ValueError, r'holds checkpoints but none can be read '
+                    r'\(ckpt-6: .*; ckpt-3: .*; ckpt-0: .*\)\. Move them '
+                    'away to start over, or use another output directory.'):
+                trainer.restore_or_initialize()
+            self.assertEqual(sorted(os.listdir(ckpts)), before)
+            del trainer
 
     def test_resume_restores_step_lr_ema_and_weights(self):
         strategy = tf.distribute.OneDeviceStrategy('/cpu:0')

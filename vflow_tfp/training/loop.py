@@ -103,13 +103,25 @@ def _plain(value):
 
 
 # `CheckpointManager`'s file names: `ckpt-<step>.index` and data shards.
-_CHECKPOINT_INDEX = re.compile(r'^ckpt-(\d+)\.index$')
+_CHECKPOINT_FILE = re.compile(r'^ckpt-(\d+)\.(index|data-\d+-of-\d+)$')
 
-# Raised by a restore whose files are truncated, overwritten or missing (as
-# opposed to a checkpoint of another model, which fails to match).
-_DAMAGED_CHECKPOINT_ERRORS = (tf.errors.DataLossError,
-                              tf.errors.OutOfRangeError,
-                              tf.errors.NotFoundError, IndexError)
+
+def _is_damage(error):
+    """Whether a restore failed on unreadable files (truncated, overwritten,
+    missing: "not an sstable", "Checksum does not match", ...), as opposed to
+    a checkpoint of another model (unmatched objects, other shapes)."""
+    return (isinstance(error, IndexError)
+            or (isinstance(error, tf.errors.OpError)
+                and not isinstance(error, tf.errors.InvalidArgumentError)))
+
+
+def _latest_or_none(directory):
+    """The checkpoint the state file of `directory` names, `None` if none
+    or the file is unreadable."""
+    try:
+        return tf.train.latest_checkpoint(directory)
+    except (ValueError, tf.errors.OpError):
+        return None
 
 
 def _first_line(error):
@@ -596,7 +608,9 @@ class Trainer:
         in-memory state alone.
         """
         if self._start_state is None:
-            self._start_state = self._restore_or_initialize()
+            # Not at a step: a signal interrupts (KeyboardInterrupt).
+            with self._signals_interrupt():
+                self._start_state = self._restore_or_initialize()
         return self._start_state
 
     def _checkpoint_manager(self):
@@ -640,14 +654,13 @@ class Trainer:
                 'directory.') from e
         found = {}
         for name in names:
-            match = _CHECKPOINT_INDEX.match(name)
+            # A data shard without its index counts too: such a checkpoint
+            # cannot load, but the directory is not a new run's.
+            match = _CHECKPOINT_FILE.match(name)
             if match:
                 found[int(match[1])] = file_io.join(self._resume_dir,
                                                     f'ckpt-{match[1]}')
-        try:
-            latest = tf.train.latest_checkpoint(self._resume_dir)
-        except (ValueError, tf.errors.OpError):
-            latest = None  # An unreadable state file; the listing stands.
+        latest = _latest_or_none(self._resume_dir)
         if latest and re.fullmatch(r'\d+', latest.rsplit('-', 1)[-1]):
             found.setdefault(int(latest.rsplit('-', 1)[1]), latest)
         return [found[step] for step in sorted(found, reverse=True)]
@@ -686,6 +699,15 @@ class Trainer:
                 f'({"; ".join(damaged)}). Move them away to start over, or '
                 'use another output directory.')
         self._saved_step = self.step
+        if self.is_chief and path != _latest_or_none(self._resume_dir):
+            # The state file is unreadable, missing or names a damaged
+            # checkpoint: it is written anew for the restored one, so that
+            # the export and the manager's rotation find it.
+            kept = candidates[candidates.index(path):]
+            tf.compat.v1.train.update_checkpoint_state(
+                self._resume_dir, path,
+                all_model_checkpoint_paths=kept[::-1])
+            self.manager = self._checkpoint_manager()
         if damaged:
             logging.warning(
                 'Resumed from %s, the newest checkpoint that can be read '
@@ -708,14 +730,15 @@ class Trainer:
             status = self.checkpoint.restore(path)
             status.assert_consumed()
             return True
-        except _DAMAGED_CHECKPOINT_ERRORS as e:
-            if status is not None:
-                status.expect_partial()
-            damaged.append(f'{os.path.basename(path)}: {_first_line(e)}')
-            logging.warning('%s cannot be read (%s); trying the checkpoint '
-                            'before it.', path, _first_line(e))
-            return False
-        except (AssertionError, ValueError, tf.errors.OpError) as e:
+        except (AssertionError, ValueError, IndexError,
+                tf.errors.OpError) as e:
+            if _is_damage(e):
+                if status is not None:
+                    status.expect_partial()
+                damaged.append(f'{os.path.basename(path)}: {_first_line(e)}')
+                logging.warning('%s cannot be read (%s); trying the '
+                                'checkpoint before it.', path, _first_line(e))
+                return False
             if status is not None:
                 # The error below says it all; without this TF logs every
                 # unmatched value of the checkpoint on exit.
