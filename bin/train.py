@@ -97,15 +97,58 @@ flags.mark_flags_as_required(['preset', 'output_dir'])
 _made_dirs = []
 
 
-def _fail(message):
-    print(f'train.py: error: {message}', file=sys.stderr)
-    # A refused command leaves no trace: the output directory it made goes
-    # again while still empty (os.rmdir refuses any other).
+# The signals that stop a run; before the trainer handles them (while TF
+# starts and the data are set up) they interrupt, as Ctrl-C does.
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+_received = []  # the signals that interrupted, first first
+
+
+def _interrupt(signum, frame):
+    del frame
+    _received.append(signal.Signals(signum))
+    raise KeyboardInterrupt
+
+
+def _remove_made_dirs():
+    """Removes the output directory this command made, if it holds nothing.
+
+    A refused or interrupted command leaves no trace. "Nothing" allows the
+    trainer's lock file and empty directories (os.rmdir refuses any other).
+    """
+    if not _made_dirs:
+        return
+    run_dir = _made_dirs[0]
+    try:
+        names = os.listdir(run_dir)
+        if names == ['.lock']:
+            # Still locked by this process, which is ending: a process that
+            # opened the file meanwhile finds it locked and refuses.
+            os.remove(os.path.join(run_dir, '.lock'))
+        for parent, _, _ in sorted(os.walk(run_dir), reverse=True):
+            if parent != run_dir:
+                os.rmdir(parent)
+    except OSError:
+        return
     for path in _made_dirs:
         try:
             os.rmdir(path)
         except OSError:
             break
+
+
+def _latest_checkpoint():
+    """The run's latest checkpoint, `None` if none (or no readable state)."""
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    try:
+        return tf.train.latest_checkpoint(
+            os.path.join(FLAGS.output_dir, 'checkpoints'))
+    except (ValueError, tf.errors.OpError):
+        return None
+
+
+def _fail(message):
+    print(f'train.py: error: {message}', file=sys.stderr)
+    _remove_made_dirs()
     # The message is the whole story: keep TF's warnings on the way out
     # (e.g. every unmatched value of a refused checkpoint) from burying it.
     std_logging.getLogger('tensorflow').setLevel(std_logging.ERROR)
@@ -216,8 +259,6 @@ def _make_strategy(tf):
 def _train(trainer):
     """Restores or initialises, then trains; errors as one line."""
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    latest = lambda: tf.train.latest_checkpoint(
-        os.path.join(FLAGS.output_dir, 'checkpoints'))
     try:
         try:
             # Before training: refuses an output_dir of another model (and
@@ -233,7 +274,8 @@ def _train(trainer):
             raise
         _fail(f'no space left on the device of {FLAGS.output_dir}; make '
               'room and rerun the same command to '
-              + (f'resume from {latest()}.' if latest() else 'start.'))
+              + (f'resume from {latest}.' if (latest := _latest_checkpoint())
+                 else 'start.'))
     except FloatingPointError as e:
         # A non-finite loss, gradient or model: the message names the last
         # good checkpoint, and a traceback into the loop adds nothing.
@@ -246,12 +288,11 @@ def _train(trainer):
         # only the collective that noticed.
         _fail(f'a worker stopped or became unreachable '
               f'({type(e).__name__}, TF\'s log above); rerun every worker '
-              f'to resume from {latest() or "the start"}.')
+              f'to resume from {_latest_checkpoint() or "the start"}.')
 
 
-def main(argv):
-    if len(argv) > 1:
-        _fail(f'unexpected arguments {argv[1:]}')
+def _make_trainer():
+    """The `Trainer` of the flags' run; bad settings exit with one line."""
     # Imported here so that --help and flag errors answer without TF start-up.
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
@@ -331,19 +372,38 @@ def main(argv):
     logging.info('%s: %s parameters, %d replica(s), dataset %s %s.',
                  FLAGS.preset, f'{trainer.model.count_params():,}', replicas,
                  FLAGS.dataset, list(inputs.data_shape))
+    return trainer
+
+
+
+def main(argv):
+    if len(argv) > 1:
+        _fail(f'unexpected arguments {argv[1:]}')
+    for sig in _STOP_SIGNALS:
+        signal.signal(sig, _interrupt)
+    trainer = None
     try:
+        trainer = _make_trainer()
         results = _train(trainer)
     except KeyboardInterrupt:
-        # Outside the steps, where a signal stops at the next one: in the
-        # initialisation or the export.
-        stopped_by = trainer.stop_signal or signal.SIGINT
-        latest = tf.train.latest_checkpoint(
-            os.path.join(FLAGS.output_dir, 'checkpoints'))
+        # Outside the steps, where a signal stops at the next one: while TF
+        # starts, the data are set up, the model initialised or exported.
+        for sig in _STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)  # one line, even if repeated
+        stopped_by = ((trainer.stop_signal if trainer else None)
+                      or (_received[0] if _received else signal.SIGINT))
+        latest = _latest_checkpoint() if trainer else None
+        if not latest:
+            _remove_made_dirs()
         print(f'train.py: interrupted by {stopped_by.name}; '
               + (f'the latest checkpoint is {latest}, rerun the same command '
                  'to go on.' if latest else 'nothing was saved.'),
               file=sys.stderr)
         sys.exit(128 + int(stopped_by))
+    # The run is over and its results are written: a signal now would only
+    # turn a finished run's exit status into an interrupted one's.
+    for sig in _STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
     step = results.get('step')
     figures = []
     for key in ('train_bpd', 'test_bpd', 'test_bpd_iw'):

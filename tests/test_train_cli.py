@@ -126,6 +126,39 @@ class HardKillTest(_RunDirectory, tf.test.TestCase):
                         err[-300:])
         self.assertRegex(out_text, rf'^step {stopped[1]}: train_bpd ')
 
+    def test_a_signal_before_the_first_save_leaves_no_trace(self):
+        # Before the trainer exists (data set-up) and during its init: one
+        # line, 128 + the signal, and the directories the command made are
+        # gone again (lock file included), as after a refused command.
+        for sig, ready in [(signal.SIGINT, 'run'),
+                           (signal.SIGTERM, os.path.join('run', '.lock'))]:
+            with self.subTest(sig.name):
+                out = os.path.join(self.tmp, 'new', 'run')
+                command = [a for a in self._small_cifar_command(out, 400)
+                           if a != '--alsologtostderr']
+                proc = subprocess.Popen(command, env=_env(),
+                                        stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.PIPE, text=True)
+                try:
+                    deadline = time.time() + 300
+                    while not os.path.exists(
+                            os.path.join(self.tmp, 'new', ready)):
+                        self.assertIsNone(proc.poll(), 'ended early')
+                        self.assertLess(time.time(), deadline)
+                        time.sleep(0.02)
+                    proc.send_signal(sig)
+                    _, err = proc.communicate(timeout=120)
+                finally:
+                    if proc.poll() is None:
+                        proc.kill()
+                self.assertEqual(proc.returncode, 128 + sig, err[-3000:])
+                self.assertTrue(err.endswith(
+                    f'train.py: interrupted by {sig.name}; nothing was '
+                    'saved.\n'), err[-3000:])
+                self.assertNotIn('Traceback', err)
+                self.assertFalse(os.path.exists(os.path.join(self.tmp,
+                                                             'new')))
+
     def test_hard_kill_then_resume_exactly(self):
         out = os.path.join(self.tmp, 'run')
         ckpt_dir = os.path.join(out, 'checkpoints')

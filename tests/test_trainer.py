@@ -662,7 +662,16 @@ class TrainerSafetyTest(_TrainerFixture, tf.test.TestCase):
                 ('overwritten index', write('ckpt-6.index', 'x' * 300), 3),
                 ('rolled back by hand', lambda d: [
                     os.remove(os.path.join(d, n)) for n in os.listdir(d)
-                    if n.startswith('ckpt-6.')], 3)]:
+                    if n.startswith('ckpt-6.')], 3),
+                # What TF leaves when a save is killed: a part-written shard
+                # in ckpt-N_temp/ and a state file not yet renamed.
+                ('a save cut short', lambda d: [
+                    os.makedirs(os.path.join(d, 'ckpt-9_temp')),
+                    write(os.path.join('ckpt-9_temp', 'part-00000-of-00001'
+                                       '.data-00000-of-00001.tempstate12'),
+                          'x' * 4096)(d),
+                    write('checkpoint.tmp0a9f', 'model_checkpoint_path')(d)],
+                 6)]:
             with self.subTest(label):
                 trainer, logs, ckpts = resume(damage)
                 self.assertEqual(trainer.step, step)
@@ -675,6 +684,11 @@ class TrainerSafetyTest(_TrainerFixture, tf.test.TestCase):
                     self.assertIn('the newest checkpoint that can be read',
                                   logs)
                 self.assertNotIn('Data-dependent initialisation', logs)
+                if label == 'a save cut short':
+                    self.assertIn('Removed what an interrupted save left',
+                                  logs)
+                self.assertEqual([n for n in os.listdir(ckpts)
+                                  if 'temp' in n or 'tmp' in n], [])
                 # The state file names the restored checkpoint (the export
                 # and the rotation read it).
                 self.assertEqual(tf.train.latest_checkpoint(ckpts),
@@ -705,6 +719,24 @@ class TrainerSafetyTest(_TrainerFixture, tf.test.TestCase):
                 trainer.restore_or_initialize()
             self.assertEqual(sorted(os.listdir(ckpts)), before)
             del trainer
+
+    def test_a_first_save_cut_short_is_removed_before_the_init(self):
+        # A new run killed in its first save leaves a part-written shard and
+        # no checkpoint: the rerun initialises, and the shard goes.
+        out = self._dir()
+        partial = os.path.join(out, 'checkpoints', 'ckpt-0_temp')
+        os.makedirs(partial)
+        with open(os.path.join(partial, 'part-00000-of-00001.data-00000-'
+                               'of-00001.tempstate7'), 'w') as f:
+            f.write('x' * 4096)
+        trainer = self._trainer_at(out, tf.distribute.OneDeviceStrategy(
+            '/cpu:0'), train_steps=3)
+        with self.assertLogs('absl', 'WARNING') as logs:
+            self.assertEqual(trainer.restore_or_initialize(), 'initialized')
+        self.assertIn('ckpt-0_temp', '\n'.join(logs.output))
+        self.assertEqual(sorted(os.listdir(os.path.join(out, 'checkpoints'))),
+                         ['checkpoint', 'ckpt-0.data-00000-of-00001',
+                          'ckpt-0.index'])
 
     def test_resume_restores_step_lr_ema_and_weights(self):
         strategy = tf.distribute.OneDeviceStrategy('/cpu:0')

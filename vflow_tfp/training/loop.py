@@ -104,6 +104,10 @@ def _plain(value):
 
 # `CheckpointManager`'s file names: `ckpt-<step>.index` and data shards.
 _CHECKPOINT_FILE = re.compile(r'^ckpt-(\d+)\.(index|data-\d+-of-\d+)$')
+# What a save cut short leaves: TF writes a checkpoint's shards into
+# `ckpt-<step>_temp/` and the state file as `checkpoint.tmp<hex>`, and
+# renames them into place at the end.
+_PARTIAL_SAVE = re.compile(r'^(ckpt-\d+_temp|checkpoint\.tmp[0-9a-f]+)$')
 
 
 def _is_damage(error):
@@ -669,6 +673,7 @@ class Trainer:
         candidates = self._saved_checkpoints()
         self._check_workers_agree(candidates[0] if candidates else None)
         if not candidates:
+            self._remove_partial_saves()
             self._initialize()
             self.save()
             return 'initialized'
@@ -699,6 +704,7 @@ class Trainer:
                 f'({"; ".join(damaged)}). Move them away to start over, or '
                 'use another output directory.')
         self._saved_step = self.step
+        self._remove_partial_saves()
         if self.is_chief and path != _latest_or_none(self._resume_dir):
             # The state file is unreadable, missing or names a damaged
             # checkpoint: it is written anew for the restored one, so that
@@ -719,6 +725,31 @@ class Trainer:
             float(self.schedule(self.optimizer.iterations)),
             self.ema_checksum())
         return 'restored'
+
+    def _remove_partial_saves(self):
+        """Removes what saves cut short (a hard kill, a full disk) left in
+        the checkpoint directory: partial shards can be as large as a
+        checkpoint, and nothing else would ever remove them.
+
+        Only in a local run directory, which this process has locked, so no
+        other process can be saving there (an object store has no lock).
+        """
+        if not self.is_chief or file_io.is_url(self._resume_dir):
+            return
+        try:
+            names = os.listdir(self._resume_dir)
+        except FileNotFoundError:
+            return
+        removed = sorted(n for n in names if _PARTIAL_SAVE.match(n))
+        for name in removed:
+            path = os.path.join(self._resume_dir, name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.remove(path)
+        if removed:
+            logging.warning('Removed what an interrupted save left in %s: '
+                            '%s.', self._resume_dir, ', '.join(removed))
 
     def _restore(self, path, recorded, damaged):
         """Restores checkpoint `path`; `False` (noted in `damaged`) if its
