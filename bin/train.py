@@ -76,6 +76,11 @@ flags.DEFINE_integer('eval_batches', 0,
                      'Evaluation batches per evaluation; 0 = whole split.')
 flags.DEFINE_integer('log_every', 100, 'Steps between progress lines.')
 flags.DEFINE_integer('num_samples', 16, 'Samples in the grid per evaluation.')
+flags.DEFINE_integer('inverse_check_images', 16,
+                     'Images of the first evaluation batch mapped to the '
+                     'latent and back at each evaluation; the largest '
+                     'difference is test_reconstruction_error (Flow++\'s '
+                     'val_inverr); 0 = skip.')
 flags.DEFINE_integer('iw_samples', 0,
                      'Importance samples for the final test bound; 0 = skip.')
 flags.DEFINE_integer('iw_images', 256,
@@ -322,7 +327,9 @@ def _make_trainer():
         checkpoint_every=FLAGS.checkpoint_every,
         keep_checkpoints=FLAGS.keep_checkpoints, eval_every=FLAGS.eval_every,
         eval_batches=FLAGS.eval_batches, log_every=FLAGS.log_every,
-        num_samples=FLAGS.num_samples, iw_samples=FLAGS.iw_samples,
+        num_samples=FLAGS.num_samples,
+        inverse_check_images=FLAGS.inverse_check_images,
+        iw_samples=FLAGS.iw_samples,
         iw_images=FLAGS.iw_images, validation_size=FLAGS.validation_size,
         seed=FLAGS.seed,
         jit_compile=FLAGS.jit_compile, export=FLAGS.export)

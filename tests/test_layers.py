@@ -648,6 +648,34 @@ class MixtureLogisticTest(tf.test.TestCase):
             slope = tf.exp(terms.log_pdf - terms.log_cdf - terms.log_survival)
             self.assertAllClose(grads[0][3], 1.0 / slope[3], rtol=1e-4)
 
+    def test_component_log_scales_are_floored_at_min_log_scale(self):
+        # A conditioner asking for components of scale e^-20 gets e^-7 (the
+        # floor of both papers' code), in both directions and log-dets.
+        def coupling(log_scale):
+            params = tf.constant([0.3, 0.1, 0.2, -0.1, 0.5, -0.5] +
+                                 [log_scale] * 2)
+
+            def net(c, context=None, training=False):
+                del context, training
+                return tf.broadcast_to(params, tf.concat(
+                    [tf.shape(c)[:-1], [8]], axis=0))
+            return vb.MixLogisticCoupling(net, vb.ColumnSplit(), 2)
+
+        # Within a few component scales of the first mean, 0.5.
+        x = 0.5 + tf.reshape(tf.linspace(-3e-3, 3e-3, 24), [3, 2, 4, 1])
+        tiny, floor, wider = coupling(-20.0), coupling(-7.0), coupling(-6.0)
+        y = floor.inverse(x)
+        self.assertAllEqual(tiny.inverse(x), y)
+        self.assertAllEqual(tiny.inverse_log_det_jacobian(x, 3),
+                            floor.inverse_log_det_jacobian(x, 3))
+        self.assertAllEqual(tiny.forward(tf.identity(y)),
+                            floor.forward(tf.identity(y)))
+        self.assertAllEqual(
+            tiny.forward_log_det_jacobian(tf.identity(y), 3),
+            floor.forward_log_det_jacobian(tf.identity(y), 3))
+        # The scale matters at these points: the floor is what acts.
+        self.assertNotAllClose(wider.inverse(x), y)
+
     def test_flowpp_variant_stays_finite_where_naive_logit_overflows(self):
         net = TinyConditioner((2, 1, 1), vb.MixLogisticCoupling.num_params(2))
         coupling = vb.MixLogisticCoupling(net, vb.ColumnSplit(), 2)

@@ -1216,6 +1216,32 @@ class SamplingTest(tf.test.TestCase):
         sampler = tf.function(lambda n: model.sample(n, seed=[1, 2]))
         self.assertEqual(sampler(tf.constant(2)).shape, [2, 8, 8, 3])
 
+    def test_reconstruction_error_is_the_round_trip_of_p(self):
+        # Flow++'s val_inverr: max |xz - forward(inverse(xz))| per example
+        # over the [x~, z] that elbo draws, near float32 rounding here.
+        model = self.model
+        x = data.photo_patches(8, 'test', max_patches=6)
+        errors = model.reconstruction_error(x, seed=[4, 5])
+        self.assertEqual(errors.shape, [6])
+        xz = _augmented(model, x, [4, 5])
+        back = model.p_bijector.forward(
+            tf.identity(model.p_bijector.inverse(tf.identity(xz))))
+        self.assertAllClose(errors, tf.reduce_max(tf.abs(back - xz),
+                                                  axis=[1, 2, 3]))
+        self.assertLess(float(tf.reduce_max(errors)), 1e-4)
+        self.assertGreater(float(tf.reduce_min(errors)), 0.0)
+        # It sees a root finder cut short (TFP's bijector cache does not
+        # hand xz back unchanged).
+        couplings = [m for m in model.p_bijector.submodules
+                     if hasattr(m, '_max_iterations')]
+        self.assertNotEmpty(couplings)
+        for coupling in couplings:
+            self.enter_context(mock.patch.object(coupling, '_max_iterations',
+                                                 1))
+        cut = model.reconstruction_error(x, seed=[4, 5])
+        self.assertGreater(float(tf.reduce_max(cut)),
+                           10 * float(tf.reduce_max(errors)))
+
     def test_pixels_outside_the_levels_are_refused(self):
         model = self.model
         images = np.full([1, 8, 8, 3], 7, np.int32)
@@ -1313,14 +1339,15 @@ class SamplingTest(tf.test.TestCase):
                 sample(8, seed=[1, 2])
 
     def test_temperature_scales_the_latent_noise(self):
-        model = VFlow(tfb.Identity(), data_shape=[2])
+        # The latent, not the data: the shift that p adds stays as it is.
+        model = VFlow(tfb.Shift([3.0, -1.0]), data_shape=[2])
         for temperature in (0.5, 2.0):
             x = model.sample(20000, temperature=temperature, seed=[3, 4])
             # The standard error of a standard deviation from 20,000 draws
             # is 0.5% of it.
             self.assertAllClose(np.std(x, axis=0), [temperature] * 2,
                                 rtol=0.02)
-            self.assertAllClose(np.mean(x, axis=0), [0.0, 0.0],
+            self.assertAllClose(np.mean(x, axis=0), [3.0, -1.0],
                                 atol=0.03 * temperature)
 
     def test_vector_samples(self):

@@ -197,6 +197,14 @@ class LayersTest(tf.test.TestCase, parameterized.TestCase):
             y = layer(tf.constant(x, dtype))
             self.assertEqual(y.dtype, dtype)
             self.assertAllClose(y, np_conv(x, layer), atol=1e-5)
+            # An empty batch (sample(0), a last partial batch) keeps the
+            # output channels; TF 2.21's oneDNN kernel returns the input's on
+            # some CPUs.
+            unknown_batch = tf.function(layer.__call__, input_signature=[
+                tf.TensorSpec([None, 5, 6, 3], dtype)])
+            for call in (layer, tf.function(layer.__call__), unknown_batch):
+                self.assertEqual(call(tf.zeros([0, 5, 6, 3], dtype)).shape,
+                                 [0, 5, 6, 4])
         with self.assertRaisesRegex(ValueError, 'odd'):
             nets.Conv2D(3, 4, kernel_size=2)
 
@@ -405,6 +413,27 @@ class BlocksTest(tf.test.TestCase, parameterized.TestCase):
         # The positional embedding matters (it enters the attention input).
         self.assertNotAllClose(y, block(tf.constant(x), tf.zeros_like(
             pos_emb)))
+
+    def test_attention_dropout_acts_in_training_only(self):
+        # Dropout on the attended values (SPEC): masks from the block's rng,
+        # none in evaluation, where the block is its dropout-free twin.
+        def block(dropout, seed=3):
+            tf.random.set_seed(11)
+            b = nets.GatedAttention(8, num_heads=2, dropout=dropout,
+                                    rng=tf.random.Generator.from_seed(seed),
+                                    dtype=tf.float64)
+            randomize(b, scale=0.7)
+            return b
+        rs = np.random.RandomState(6)
+        x = tf.constant(rs.randn(2, 2, 3, 8))
+        pos_emb = tf.constant(rs.randn(2, 3, 8))
+        dropping, twin, plain = block(0.5), block(0.5), block(0.0)
+        evaluated = dropping(x, pos_emb)
+        self.assertAllClose(evaluated, plain(x, pos_emb, training=True))
+        trained = dropping(x, pos_emb, training=True)
+        self.assertNotAllClose(trained, evaluated)
+        self.assertNotAllClose(dropping(x, pos_emb, training=True), trained)
+        self.assertAllClose(twin(x, pos_emb, training=True), trained)
 
     def test_attention_validation(self):
         with self.assertRaisesRegex(ValueError, 'multiple of num_heads'):

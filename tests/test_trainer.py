@@ -1,6 +1,7 @@
 """The distributed training loop: replica equivalence, exact resume, outputs."""
 
 import dataclasses
+import glob
 import json
 import math
 import os
@@ -173,6 +174,24 @@ class TrainerTest(_TrainerFixture, tf.test.TestCase):
             self.assertAllClose(v, expected, rtol=1e-4, atol=1e-7)
         self.assertGreater(max(float(np.max(np.abs(a - b)))
                                for a, b in zip(clipped, unclipped)), 1e-3)
+
+    def test_updates_take_the_rate_of_the_schedule(self):
+        # The optimiser's rate is the schedule's at its own step counter:
+        # the first warm-up update (rate 0) leaves every weight as it was,
+        # the second (a quarter of the peak) moves them.
+        trainer = self._trainer(tf.distribute.OneDeviceStrategy('/cpu:0'),
+                                warmup_steps=4, max_lr=1e-2)
+        trainer.restore_or_initialize()
+        dataset = iter(trainer.strategy.distribute_datasets_from_function(
+            _fixed_batch_input_fn(self.batch)))
+        before = [v.numpy() for v in trainer.variables]
+        trainer._train_step(dataset, tf.constant(0.0))
+        for v, b in zip(trainer.variables, before):
+            self.assertAllEqual(v, b)
+        trainer._train_step(dataset, tf.constant(0.0))
+        self.assertGreater(max(float(np.max(np.abs(v.numpy() - b)))
+                               for v, b in zip(trainer.variables, before)),
+                           1e-4)
 
     def test_train_bpd_is_the_mean_over_the_logging_window(self):
         # At a negligible rate the weights stay put, so each of the three
@@ -382,6 +401,40 @@ class TrainerTest(_TrainerFixture, tf.test.TestCase):
         raw = float(trainer.model.bits_per_dim(tf.reduce_mean(
             trainer.model.elbo(self.batch))))
         self.assertGreater(abs(raw - results['test_bpd']), 1e-3)
+        # Flow++'s val_inverr of the EMA model on the evaluation batch.
+        with trainer.ema.averaged_weights():
+            expected = float(tf.reduce_max(trainer.model.reconstruction_error(
+                self.batch, seed=[3, 556])))
+        self.assertEqual(results['test_reconstruction_error'], expected)
+        self.assertLess(expected, 1e-5)
+
+    def test_evaluations_report_the_reconstruction_error(self):
+        # A forward map that is 0.01 off its inverse shows in the log, the
+        # summaries and results.json; 0 images turn the check off.
+        trainer = self._trainer(tf.distribute.OneDeviceStrategy('/cpu:0'),
+                                train_steps=3, eval_every=3, export=False)
+        forward = trainer.model.p_bijector.forward
+        with mock.patch.object(trainer.model.p_bijector, 'forward',
+                               lambda y, **kw: forward(y, **kw) + 0.01):
+            with self.assertLogs('absl', 'INFO') as logs:
+                results = trainer.train()
+        self.assertAllClose(results['test_reconstruction_error'], 0.01,
+                            rtol=1e-3)
+        self.assertTrue(any('reconstruction error 0.01' in line
+                            for line in logs.output), logs.output)
+        events = glob.glob(os.path.join(trainer.config.output_dir,
+                                        'summaries', 'events*'))
+        tags = {v.tag for e in events
+                for event in tf.compat.v1.train.summary_iterator(e)
+                for v in event.summary.value}
+        self.assertIn('test/reconstruction_error', tags)
+        off = self._trainer(tf.distribute.OneDeviceStrategy('/cpu:0'),
+                            train_steps=3, eval_every=3, export=False,
+                            inverse_check_images=0)
+        with self.assertLogs('absl', 'INFO') as logs:
+            self.assertIsNone(off.train()['test_reconstruction_error'])
+        self.assertFalse(any('reconstruction error' in line
+                             for line in logs.output))
 
     def test_evaluation_scores_every_point_without_training_noise(self):
         # 1,000 test points in per-replica batches of 48: 21 batches, so the

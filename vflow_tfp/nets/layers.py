@@ -481,8 +481,22 @@ class Conv2D(_LinearBase):
         return x
 
     def _linear(self, x):
-        return tf.nn.conv2d(x, self.weights(x.dtype), strides=1,
-                            padding='SAME')
+        # An empty batch comes back from oneDNN's CPU kernel (TF 2.21, on
+        # some CPUs) with the input's channels instead of the output's.
+        out_shape = x.shape[:-1].concatenate([self._out])
+        if x.shape[0] == 0:
+            return tf.zeros(out_shape, x.dtype)
+        y = tf.nn.conv2d(x, self.weights(x.dtype), strides=1, padding='SAME')
+        # A batch of unknown size: no elements either way, so a reshape
+        # gives it the right shape, and costs nothing otherwise. Grappler
+        # removes a reshape to the shape it infers for `y`, so the batch
+        # size goes through an op it does not see through (`maximum`), and
+        # a batch known to be empty is the case above.
+        shape = tf.shape(x, out_type=tf.int32)
+        y = tf.reshape(y, tf.concat(
+            [tf.maximum(shape[:1], 0), shape[1:-1],
+             tf.constant([self._out], tf.int32)], axis=0))
+        return tf.ensure_shape(y, out_shape)
 
 
 class LayerNorm(tf.Module):

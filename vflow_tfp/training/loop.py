@@ -145,7 +145,9 @@ class TrainConfig:
     evaluation split (the input functions hold the data): held-out training
     images when positive, else the test split; results keep the keys
     `test_bpd*` either way. `iw_images` is rounded up to whole evaluation
-    batches; the results record the count.
+    batches; the results record the count. `inverse_check_images` (0 = off)
+    images of the first evaluation batch give every evaluation's
+    `test_reconstruction_error` (`Trainer.reconstruction_error`).
     Settings are recorded in `results.json`: numpy numbers and TF dtypes are
     kept as the plain values they stand for (`tf.float64` as `'float64'`).
     """
@@ -173,6 +175,7 @@ class TrainConfig:
     eval_batches: int = 0
     log_every: int = 100
     num_samples: int = 16
+    inverse_check_images: int = 16
     iw_samples: int = 0
     iw_images: int = 256
     iw_chunk_size: int = 16
@@ -224,7 +227,8 @@ class TrainConfig:
             if not getattr(self, field) > 0:
                 raise ValueError(f'{field} must be positive; got '
                                  f'{getattr(self, field)}.')
-        for field in ['eval_batches', 'num_samples', 'iw_samples', 'iw_images',
+        for field in ['eval_batches', 'num_samples', 'inverse_check_images',
+                      'iw_samples', 'iw_images',
                       'warmup_steps', 'hold_until', 'clip_norm', 'min_lr',
                       'validation_size']:
             if not getattr(self, field) >= 0:
@@ -1058,6 +1062,26 @@ class Trainer:
         self.evaluated_images = int(count)
         return float(self.model.bits_per_dim(total / count))
 
+    def reconstruction_error(self):
+        """Flow++'s `val_inverr` with the EMA weights, or `None` if off.
+
+        The largest `|xz - forward(inverse(xz))|` of p over the first
+        `config.inverse_check_images` images of the first evaluation batch
+        (of this worker's first replica), with fixed noise
+        (`VFlow.reconstruction_error`): a check that the samples come from
+        the model that the bits/dim score. Eager, like the sample grid:
+        p's numerical inverse would take long to trace for one batch.
+        """
+        if not self.config.inverse_check_images:
+            return None
+        batch = next(iter(self._eval_dataset()))
+        x = self.strategy.experimental_local_results(batch)[0]
+        x = x[:self.config.inverse_check_images]
+        seed = tf.constant([self.config.seed, 556], tf.int32)
+        with self.ema.averaged_weights():
+            return float(tf.reduce_max(
+                self.model.reconstruction_error(x, seed=seed)))
+
     def evaluate_importance_weighted(self):
         """Bits/dim of the S-sample importance-weighted bound (EMA).
 
@@ -1399,14 +1423,28 @@ class Trainer:
                 self.save()
             if step % config.eval_every == 0 or step == config.train_steps:
                 test_bpd = self.evaluate()
-                logging.info('step %d | %s bpd (ELBO, EMA) %.4f', step, split,
-                             test_bpd)
+                inverse_error = recorded_error = self.reconstruction_error()
+                if inverse_error is not None and not math.isfinite(
+                        inverse_error):
+                    # As for the samples: early in training p's numerical
+                    # inverse may overflow. JSON has no NaN or infinity.
+                    logging.warning('Step %d: p\'s inverse gave non-finite '
+                                    'values on evaluation images.', step)
+                    recorded_error = None
+                logging.info('step %d | %s bpd (ELBO, EMA) %.4f%s', step,
+                             split, test_bpd,
+                             '' if inverse_error is None else
+                             f' | reconstruction error {inverse_error:.2g}')
                 with self._summaries().as_default():
                     tf.summary.scalar('test/bpd', test_bpd, step=step)
+                    if inverse_error is not None:
+                        tf.summary.scalar('test/reconstruction_error',
+                                          inverse_error, step=step)
                 self.write_samples(step)
                 self._write_results(step=step, test_bpd=test_bpd,
                                     test_bpd_step=step,
-                                    test_images=self.evaluated_images)
+                                    test_images=self.evaluated_images,
+                                    test_reconstruction_error=recorded_error)
             if step % config.log_every == 0 or stopping:
                 self._write_results(
                     step=step, train_bpd=train_bpd,
