@@ -382,7 +382,6 @@ def _make_trainer():
     return trainer
 
 
-
 def main(argv):
     if len(argv) > 1:
         _fail(f'unexpected arguments {argv[1:]}')

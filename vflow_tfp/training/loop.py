@@ -1077,6 +1077,8 @@ class Trainer:
         batch = next(iter(self._eval_dataset()))
         x = self.strategy.experimental_local_results(batch)[0]
         x = x[:self.config.inverse_check_images]
+        if not x.shape[0]:
+            return None  # fewer evaluation images than replicas
         seed = tf.constant([self.config.seed, 556], tf.int32)
         with self.ema.averaged_weights():
             return float(tf.reduce_max(
