@@ -33,6 +33,21 @@ def test_in_graph_sampler_is_the_checkerboard():
     on = counts[counts > 0]
     assert len(on) == 8
     np.testing.assert_allclose(on / len(points), 1 / 8, atol=0.01)
+    # Uniform within its square, on both axes (mean 1, variance 1/3 of the
+    # offset from the square's corner), for both samplers.
+    for sample in (points, data_lib.sample_checkerboard(20_000, seed=3)):
+        offsets = (sample + 4.0) % 2.0
+        np.testing.assert_allclose(offsets.mean(axis=0), 1.0, atol=0.02)
+        np.testing.assert_allclose(offsets.var(axis=0), 1 / 3, atol=0.02)
+
+
+def test_the_test_set_is_fixed():
+    # Every table in the README was measured on these 1,000 points.
+    first = cb.test_set()
+    assert first.shape == (1000, 2)
+    np.testing.assert_array_equal(first, cb.test_set())
+    np.testing.assert_array_equal(
+        first, data_lib.sample_checkerboard(1000, seed=1_000_003))
 
 
 def test_preset_names():
@@ -48,11 +63,22 @@ def test_preset_names():
 def test_short_run_improves(preset, estimator, posterior_samples):
     test_points = cb.test_set(300)
     reports = []
-    result = cb.run(preset, 400, seed=0, test_points=test_points,
-                    learning_rate=3e-3, gradient_estimator=estimator,
-                    posterior_samples=posterior_samples, iw_samples=8,
-                    init_size=1024, steps_per_call=200,
-                    progress=reports.append, progress_every=200)
+    result, model = cb.run(preset, 400, seed=0, test_points=test_points,
+                           learning_rate=3e-3, gradient_estimator=estimator,
+                           posterior_samples=posterior_samples, iw_samples=8,
+                           init_size=1024, steps_per_call=200,
+                           progress=reports.append, progress_every=200,
+                           return_model=True)
+    # The headline figure: the mean over the test points of the trained
+    # model's 8-sample importance-weighted bound, and its standard error.
+    points = cb.evaluate(model, test_points, 8, seed=0)
+    assert result['test_log_likelihood'] == np.mean(points)
+    assert result['test_log_likelihood_sem'] == pytest.approx(
+        np.std(points, ddof=1) / np.sqrt(len(points)), rel=1e-9)
+    if 'vflow' in preset:
+        assert np.mean(cb.evaluate(model, test_points, 1, seed=0)) < (
+            result['test_log_likelihood'])
+    assert result['steps'] == 3
     for key in ('test_log_likelihood', 'init_test_log_likelihood',
                 'final_train_elbo', 'iterations_per_second'):
         assert np.isfinite(result[key]), key
@@ -318,6 +344,12 @@ def test_table_leaves_diverged_cells_out_of_the_comparison():
                            (2, 5): cell(-3.6), (4, 5): cell(-3.5)}, settings)
     assert 'VFlow better than Glow at equal L: 1 of 1 (D, L) cells' in table
     assert 'Not compared (a diverged run leaves no mean): D=10 L=3' in table
+    # A cell is the mean ± the standard deviation over its seeds.
+    summary = cb.summarize([dict(dims=2, steps=3, seed=s, iterations=1,
+                                 test_log_likelihood=v)
+                            for s, v in enumerate([-3.70, -3.60, -3.65])])
+    assert '| 2 (Glow) | -3.650 ± 0.050 (n=3) |' in script._table(
+        summary, settings)
 
 
 def test_script_interrupted_goes_on_from_its_checkpoint(tmp_path):

@@ -50,16 +50,25 @@ class FileIoTest(tf.test.TestCase):
         with open(os.path.join(self.directory, 'a.bin'), 'rb') as f:
             self.assertEqual(f.read(), b'\x00\xff')
 
-    def test_a_failed_write_to_a_url_leaves_the_old_file_alone(self):
-        path = self.url + '/results.json'
-        with file_io.atomic_write(path) as f:
-            f.write('{"old": true}')
-        with self.assertRaisesRegex(RuntimeError, 'body failed'):
+    def test_a_failed_write_leaves_the_old_file_alone(self):
+        # Through a URL and a local path: while the body runs, readers see
+        # the old file (the new one is a temporary named by process), and
+        # after a failure the old file stays and no temporary is left.
+        for path in (self.url + '/results.json',
+                     os.path.join(self.directory, 'results.json')):
             with file_io.atomic_write(path) as f:
-                f.write('{"new"')
-                raise RuntimeError('body failed')
-        self.assertEqual(file_io.read_json(path), {'old': True})
-        self.assertEqual(os.listdir(self.directory), ['results.json'])
+                f.write('{"old": true}')
+            with self.assertRaisesRegex(RuntimeError, 'body failed'):
+                with file_io.atomic_write(path) as f:
+                    f.write('{"new"')
+                    f.flush()
+                    self.assertEqual(file_io.read_json(path), {'old': True})
+                    self.assertEqual(
+                        sorted(os.listdir(self.directory)),
+                        [f'.results.json.{os.getpid()}.tmp', 'results.json'])
+                    raise RuntimeError('body failed')
+            self.assertEqual(file_io.read_json(path), {'old': True})
+            self.assertEqual(os.listdir(self.directory), ['results.json'])
 
     def test_a_url_is_written_only_as_utf8_with_the_newlines_given(self):
         with file_io.atomic_write(self.url + '/a.csv', newline='',

@@ -197,6 +197,13 @@ class SampleTest(tf.test.TestCase):
         drawn = np.load(vectors)
         self.assertEqual(drawn.shape, (7, 2))
         self.assertTrue(np.all(np.isfinite(drawn)))
+        # --first_batch=1 starts at the second batch of the same stream.
+        later = self._path('later.npy')
+        run = _run_sample(f'--model={self.vector.path}', f'--output={later}',
+                          '--num=3', '--batch_size=3', '--first_batch=1')
+        self.assertEqual(run.returncode, 0, run.stderr)
+        self.assertAllClose(np.load(later), drawn[3:6])
+        os.remove(later)
         # One line for a refused setting, before any sampling.
         run = _run_sample(f'--model={self.vector.path}',
                           f'--output={self._path("v.png")}')

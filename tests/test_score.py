@@ -155,6 +155,9 @@ class ScoreTest(tf.test.TestCase):
                          (export_fixtures.DEFAULT_NUM_SAMPLES, 3, 16))
         bits = np.array([r['bits_per_dim'] for r in result['images']])
         self.assertAllClose(result['mean_bits_per_dim'], bits.mean())
+        self.assertAllClose(result['mean_log_likelihood'], np.mean(
+            [r['log_likelihood'] for r in result['images']]))
+        self.assertLess(result['mean_log_likelihood'], 0.0)
         self.assertAllEqual(
             scoring.read_image_file(os.path.join(photos, 'p1.png')), train[1])
         train_bpd, noise_bpd = bits[3:19].mean(), bits[19:35].mean()
@@ -793,10 +796,11 @@ class ScoreTest(tf.test.TestCase):
                                'tfds:photo_patches/8x8:test[:10%]: '
                                'unsupported slice [:10%]; use integer bounds, '
                                'e.g. test[:100], test[100:200] or test[-50:].')
-            self.assertRefused([self.model_flag,
-                                'tfds:photo_patches/8x8:test[7:]'],
-                               'tfds:photo_patches/8x8:test[7:]: the slice '
-                               'has no examples, nothing to score.')
+            for empty in ('test[7:]', 'test[3:1]'):
+                self.assertRefused([self.model_flag,
+                                    f'tfds:photo_patches/8x8:{empty}'],
+                                   f'tfds:photo_patches/8x8:{empty}: the '
+                                   'slice has no examples, nothing to score.')
 
     def test_noise_does_not_depend_on_the_batch_size(self):
         # Each image's noise comes from its content and the seed: other
