@@ -26,7 +26,10 @@ def run_config(output_dir, **kwargs):
         dataset='checkerboard', global_batch_size=8, train_steps=6,
         max_lr=5e-3, warmup_steps=0, checkpoint_every=3, eval_every=6,
         eval_batches=2, log_every=3, num_samples=0, iw_samples=4,
-        iw_images=8, ema_decay=0.5, seed=3)
+        iw_images=8, ema_decay=0.5, seed=3,
+        # Not the default 16, and not a divisor of iw_samples: the export
+        # must take the run's own chunk size, remainder pass included.
+        iw_chunk_size=3)
     settings.update(kwargs)
     return training.TrainConfig(**settings)
 

@@ -160,6 +160,33 @@ def test_sharding_over_two_input_pipelines(mock_cifar):
     assert sorted(shards[0] + shards[1]) == list(range(_NUM_FAKE))
 
 
+def test_file_order_of_unseeded_pipelines():
+    # Pipelines that shard by example partition the split only if all of
+    # them read the files in the same order, so without a seed they share
+    # file seed 0; one pipeline alone gets a new order each run (None).
+    read = []
+
+    def recording_as_dataset(self, split, decoders=None, read_config=None,
+                             shuffle_files=False):
+        read.append((read_config.shuffle_seed, shuffle_files,
+                     read_config.input_context))
+        return _fake_as_dataset(self, split, decoders, read_config,
+                                shuffle_files)
+
+    with tfds.testing.mock_data(as_dataset_fn=recording_as_dataset):
+        for seed in (None, 5):
+            data.image_dataset('cifar10', 'train', 8, seed=seed)
+            for pipeline_id in range(2):
+                context = tf.distribute.InputContext(
+                    num_input_pipelines=2, input_pipeline_id=pipeline_id,
+                    num_replicas_in_sync=2)
+                data.image_dataset('cifar10', 'train', 8, seed=seed,
+                                   input_context=context)
+    # (The mocked split is one file: sharded by example, no input context.)
+    assert read == [(None, True, None), (0, True, None), (0, True, None),
+                    (5, True, None), (5, True, None), (5, True, None)]
+
+
 @pytest.mark.parametrize('num_replicas', [1, 2])
 def test_distributed_image_dataset(mock_cifar, num_replicas):
     del mock_cifar

@@ -78,6 +78,13 @@ def test_short_run_improves(preset, estimator, posterior_samples):
     if 'vflow' in preset:
         assert np.mean(cb.evaluate(model, test_points, 1, seed=0)) < (
             result['test_log_likelihood'])
+        # Each batch of points draws its own z (a density grid's rows are
+        # independent estimates), reproducibly.
+        twice = np.concatenate([test_points[:3], test_points[:3]])
+        scores = cb.evaluate(model, twice, 2, seed=0, batch_size=3)
+        assert np.all(scores[:3] != scores[3:])
+        assert np.array_equal(
+            cb.evaluate(model, twice, 2, seed=0, batch_size=3), scores)
     assert result['steps'] == 3
     for key in ('test_log_likelihood', 'init_test_log_likelihood',
                 'final_train_elbo', 'iterations_per_second'):

@@ -474,6 +474,7 @@ class RunExportTest(tf.test.TestCase):
         self.assertEqual(info['test_bpd'], results['test_bpd'])
         self.assertEqual(info['test_bpd_iw'], results['test_bpd_iw'])
         self.assertEqual(info['default_num_samples'], 4)  # iw_samples
+        self.assertEqual(info['chunk_size'], 3)  # iw_chunk_size
         self.assertEqual(info['config']['ema_decay'], 0.5)
         # What the test figures stand on: 2 evaluation batches of 8, and
         # the bound's 8 images.
@@ -497,7 +498,8 @@ class RunExportTest(tf.test.TestCase):
         info = export.load_metadata(early)
         # results.json's test bits/dim belong to step 6, not to this one.
         self.assertEqual((info['step'], info['test_bpd'],
-                          info['default_num_samples']), (3, None, 2))
+                          info['default_num_samples'], info['chunk_size']),
+                         (3, None, 2, 3))
 
     def test_export_run_keeps_a_current_export_only(self):
         out = os.path.join(self.tmp, 'kept')

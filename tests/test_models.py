@@ -150,10 +150,18 @@ class PhotoPatchesTest(tf.test.TestCase):
                  for i in range(0, 251, 50) for j in range(0, 401, 50)}
         mine = {p.tobytes() for p in patches[sources == 'chelsea']}
         self.assertEqual(mine, tiles)
-        # Block averaging: a 2x-downscaled tile is the mean of 2 x 2 pixels.
-        small = photos._photo('chelsea', 2)
-        block = image[:2, :2].astype(np.float64).mean(axis=(0, 1))
-        self.assertAllEqual(small[0, 0], np.round(block).astype(np.uint8))
+        # Block averaging: each pixel of a k-times downscaled photograph is
+        # the rounded mean of its k x k block; the edges that do not fill a
+        # block (451 = 2 * 225 + 1 = 3 * 150 + 1 columns) are cropped.
+        for k in (2, 3):
+            height, width = image.shape[0] // k, image.shape[1] // k
+            sums = sum(image[i:height * k:k, j:width * k:k].astype(np.int64)
+                       for i in range(k) for j in range(k))
+            means = sums / k**2
+            # Means that truncation would get wrong are there to be caught.
+            self.assertGreater(np.mean(means - np.floor(means) > 0.5), 0.1)
+            self.assertAllEqual(photos._photo('chelsea', k),
+                                np.round(means).astype(np.uint8))
 
     def test_errors(self):
         with self.assertRaisesRegex(ValueError, 'split'):

@@ -10,8 +10,11 @@ import time
 
 import numpy as np
 import tensorflow as tf
+import tensorflow_probability as tfp
 
+from vflow_tfp import export
 from vflow_tfp import images
+from vflow_tfp import models
 from vflow_tfp import sampling
 import export_fixtures
 
@@ -236,6 +239,26 @@ class SampleTest(tf.test.TestCase):
                          f'sample.py: interrupted; nothing written to '
                          f'{folder}.')
         self.assertEqual(sorted(os.listdir(self.tmp)), ['grid.png', 'v.npy'])
+
+    def test_the_command_line_spreads_a_model_s_fewer_levels(self):
+        # A 32-level model (5-bit data): the .npy holds its levels, the PNG
+        # the same draws spread over 0..255 as the export's num_bins says.
+        model = models.VFlow(tfp.bijectors.Identity(), (2, 2, 3),
+                             num_bins=32,
+                             rng=tf.random.Generator.from_seed(1))
+        path = export.export_model(model, self._path('levels32'))
+        grid, array = self._path('s.png'), self._path('s.npy')
+        for output in (grid, array):
+            run = _run_sample(f'--model={path}', f'--output={output}',
+                              '--num=4', '--seed=3')
+            self.assertEqual(run.returncode, 0, run.stderr)
+        levels = np.load(array)
+        self.assertEqual(levels.dtype, np.uint8)
+        self.assertLess(levels.max(), 32)
+        self.assertGreater(levels.max(), 0)
+        decoded = tf.io.decode_png(tf.io.read_file(grid)).numpy()
+        self.assertAllEqual(decoded, images.image_grid(
+            images.to_8bit(levels, 32)))
 
 
 if __name__ == '__main__':

@@ -692,6 +692,29 @@ class ScoreTest(tf.test.TestCase):
             self.assertEqual([r['source'] for r in json.load(f)['images']],
                              [accented, latin1, tabbed])
 
+    def test_a_failed_write_keeps_the_previous_results(self):
+        results = {'images': [{'source': 'a.png', 'bits_per_dim': 3.25,
+                               'log_likelihood': -1.5}]}
+        for name in ('s.json', 's.csv'):
+            path = self._path(name)
+            with open(path, 'w') as f:
+                f.write('previous\n')
+            # The disk fills up as the new file is moved into place.
+            full = OSError(28, 'No space left on device')
+            with mock.patch.object(scoring.file_io, 'replace',
+                                   side_effect=full):
+                with self.assertRaisesRegex(
+                        ValueError, f'{re.escape(path)}: cannot write it '
+                        r'\(.*No space left on device'):
+                    scoring.write_results(path, results)
+            with open(path) as f:
+                self.assertEqual(f.read(), 'previous\n')
+            scoring.write_results(path, results)
+            with open(path) as f:
+                self.assertIn('3.25', f.read())
+        # No temporary file is left beside them.
+        self.assertCountEqual(os.listdir(self.tmp), ['s.json', 's.csv'])
+
     # -- inputs that change, palettes, globs, links, slices ---------------
 
     def test_image_file_gone_or_changed_after_the_check(self):
