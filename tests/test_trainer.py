@@ -834,6 +834,49 @@ class TrainerSafetyTest(_TrainerFixture, tf.test.TestCase):
             self.assertIn(key, on_disk)
         self.assertTrue(on_disk['latest_checkpoint'].endswith('-9'))
 
+    def test_tensorboard_shows_the_rerun_after_a_hard_kill(self):
+        # A process killed after its checkpoint of step 3 may have written
+        # the summaries of steps 4-6; its rerun writes them again. The event
+        # files then hold both; TensorBoard's Python loader shows the
+        # rerun's because the rerun's file starts with a SessionLog.START.
+        # pylint: disable-next=import-outside-toplevel
+        from tensorboard.backend.event_processing import (
+            plugin_event_accumulator)
+        strategy = tf.distribute.OneDeviceStrategy('/cpu:0')
+        out = self._dir()
+        kwargs = dict(log_every=1, eval_every=1000, export=False)
+        self._trainer_at(out, strategy, train_steps=3, **kwargs).train()
+        before = os.path.join(self._dir(), 'before')
+        shutil.copytree(out, before)
+        self._trainer_at(out, strategy, train_steps=6, **kwargs).train()
+        # The kill: nothing of step 6 but its summaries reached the disk.
+        for name in ('checkpoints', 'results.json'):
+            path = os.path.join(out, name)
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+                shutil.copytree(os.path.join(before, name), path)
+            else:
+                shutil.copy(os.path.join(before, name), path)
+        time.sleep(1.1)  # A new process: its event file's name sorts last.
+        self._trainer_at(out, strategy, train_steps=6, max_lr=2e-3,
+                         **kwargs).train()
+
+        summaries = os.path.join(out, 'summaries')
+        written = sorted(
+            event.step
+            for path in glob.glob(os.path.join(summaries, 'events.*'))
+            for event in tf.compat.v1.train.summary_iterator(path)
+            for value in event.summary.value
+            if value.tag == 'train/learning_rate')
+        self.assertEqual(written, [1, 2, 3, 4, 4, 5, 5, 6, 6])
+        loaded = plugin_event_accumulator.EventAccumulator(summaries)
+        loaded.Reload()
+        shown = [(e.step, float(tf.make_ndarray(e.tensor_proto)))
+                 for e in loaded.Tensors('train/learning_rate')]
+        self.assertEqual([step for step, _ in shown], [1, 2, 3, 4, 5, 6])
+        self.assertAllClose([rate for _, rate in shown],
+                            [1e-3] * 3 + [2e-3] * 3)
+
     def test_non_finite_loss_stops_without_saving_it(self):
         trainer = self._trainer(tf.distribute.OneDeviceStrategy('/cpu:0'),
                                 train_steps=6, checkpoint_every=3)

@@ -489,6 +489,7 @@ class Trainer:
         # creates summaries/, which would keep a run refused before then
         # (say for its data) from leaving its output_dir as it found it.
         self._writer = None
+        self._resumed_step = None  # the checkpoint's step, once restored
         self._train_step = self._make_train_step()
         self._eval_step = None   # traced for the evaluation data's spec
         self._summed = None  # `_sum_over_replicas`
@@ -597,11 +598,30 @@ class Trainer:
     # -- state ------------------------------------------------------------
 
     def _summaries(self):
-        """The summary writer (a no-op one off the chief), made once."""
+        """The summary writer (a no-op one off the chief), made once.
+
+        A resumed run's file starts with a `SessionLog.START` event at the
+        step after its checkpoint's. A process killed without a chance to
+        save may have written summaries past its last checkpoint, which the
+        rerun writes again; TensorBoard's Python loader drops the stale ones
+        only on that event (its Rust data server drops them on the repeated
+        steps alone). The event files themselves keep both.
+        """
         if self._writer is None:
-            self._writer = (tf.summary.create_file_writer(
-                os.path.join(self.config.output_dir, 'summaries'))
-                if self.is_chief else tf.summary.create_noop_writer())
+            if not self.is_chief:
+                self._writer = tf.summary.create_noop_writer()
+            else:
+                self._writer = tf.summary.create_file_writer(
+                    os.path.join(self.config.output_dir, 'summaries'))
+                if self._resumed_step is not None:
+                    restart = tf.compat.v1.Event(
+                        wall_time=time.time(), step=self._resumed_step + 1,
+                        session_log=tf.compat.v1.SessionLog(
+                            status=tf.compat.v1.SessionLog.START))
+                    # No public API writes an event through a TF2 writer.
+                    tf.raw_ops.ImportEvent(
+                        writer=self._writer._resource,  # pylint: disable=protected-access
+                        event=restart.SerializeToString())
         return self._writer
 
     @property
@@ -707,7 +727,7 @@ class Trainer:
                 f'{self._resume_dir} holds checkpoints but none can be read '
                 f'({"; ".join(damaged)}). Move them away to start over, or '
                 'use another output directory.')
-        self._saved_step = self.step
+        self._saved_step = self._resumed_step = self.step
         self._remove_partial_saves()
         if self.is_chief and path != _latest_or_none(self._resume_dir):
             # The state file is unreadable, missing or names a damaged
