@@ -21,6 +21,7 @@ from vflow_tfp import data
 from vflow_tfp import export
 from vflow_tfp import file_io
 from vflow_tfp import training
+from vflow_tfp.training import loop
 
 GLOBAL_BATCH = 8
 
@@ -833,6 +834,21 @@ class TrainerSafetyTest(_TrainerFixture, tf.test.TestCase):
                     'latest_checkpoint'):
             self.assertIn(key, on_disk)
         self.assertTrue(on_disk['latest_checkpoint'].endswith('-9'))
+
+    def test_op_determinism_on_several_inter_op_threads_is_warned(self):
+        # (Op determinism cannot be turned off again in a process; the
+        # runs it makes identical are in test_train_cli.)
+        with mock.patch.object(loop.tf_config, 'is_op_determinism_enabled',
+                               return_value=True):
+            with self.assertLogs('absl', 'WARNING') as logs:
+                loop._warn_if_op_order_varies()  # pylint: disable=protected-access
+            self.assertIn('set_inter_op_parallelism_threads(1)',
+                          logs.output[0])
+            with mock.patch.dict(os.environ, TF_NUM_INTEROP_THREADS='1'):
+                with self.assertNoLogs('absl', 'WARNING'):
+                    loop._warn_if_op_order_varies()  # pylint: disable=protected-access
+        with self.assertNoLogs('absl', 'WARNING'):
+            loop._warn_if_op_order_varies()  # pylint: disable=protected-access
 
     def test_tensorboard_shows_the_rerun_after_a_hard_kill(self):
         # A process killed after its checkpoint of step 3 may have written

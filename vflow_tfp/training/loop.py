@@ -57,6 +57,8 @@ import weakref
 from absl import logging
 import numpy as np
 import tensorflow as tf
+# No public API tells whether op determinism is on.
+from tensorflow.python.framework import config as tf_config  # pylint: disable=g-direct-tensorflow-import
 import tf_keras
 
 from vflow_tfp import export as export_lib
@@ -365,6 +367,25 @@ def format_duration(seconds):
     return f'{days}d {clock}' if days else clock
 
 
+def _warn_if_op_order_varies():
+    """Warns if op determinism is on but independent ops run on threads.
+
+    Op determinism fixes each kernel, not the order in which TF's executor
+    runs independent ops; AddN, which sums the gradients of a tensor with
+    three or more consumers, adds first whichever input buffer is free
+    first, so such runs differ by rounding (bin/train.py sets one thread).
+    """
+    threads = (tf.config.threading.get_inter_op_parallelism_threads()
+               or os.environ.get('TF_NUM_INTEROP_THREADS'))
+    if tf_config.is_op_determinism_enabled() and str(threads) != '1':
+        logging.warning(
+            'Op determinism is on, but TF runs independent ops on several '
+            'threads, so gradient sums can add in another order and two runs '
+            'differ by rounding. Call '
+            'tf.config.threading.set_inter_op_parallelism_threads(1) before '
+            'TF starts (or set TF_NUM_INTEROP_THREADS=1).')
+
+
 def _task(strategy):
     """(is_chief, task_id) of this process under `strategy`."""
     resolver = getattr(strategy, 'cluster_resolver', None)
@@ -413,6 +434,7 @@ class Trainer:
         the seed fixes them in every process and on any number of replicas.
         """
         config.validate()
+        _warn_if_op_order_varies()
         # Each trainer traces its step functions once; TF would count the
         # traces of all trainers in the process as retracing.
         tf_logs.drop_retracing_warnings('Trainer')
