@@ -587,6 +587,11 @@ def test_resumed_training_streams(mock_cifar):
     assert _ids(resumed) != _ids(fresh)
     assert sorted(_ids(resumed)) == list(range(_NUM_FAKE))
     assert _ids(_take(images.train_input_fn(None, 5), 5)) == _ids(resumed)
+    # A fresh run keeps its seed (its order is the data set's own for that
+    # seed); an unseeded one stays unseeded when resumed.
+    assert training.inputs.resume_seed(3, 0) == 3
+    assert training.inputs.resume_seed(None, 5) is None
+    assert training.inputs.resume_seed(3, 5) not in (3, None)
 
 
 def test_an_init_batch_larger_than_the_split_draws_with_replacement(

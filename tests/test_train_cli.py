@@ -125,6 +125,21 @@ class HardKillTest(_RunDirectory, tf.test.TestCase):
                                      'rerun the same command to resume.\n'),
                         err[-300:])
         self.assertRegex(out_text, rf'^step {stopped[1]}: train_bpd ')
+        # Resumed, then stopped by Ctrl-C: the status says which signal.
+        proc = subprocess.Popen(self._small_cifar_command(out, 400),
+                                env=_env(), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            self._wait_for_checkpoint(proc, ckpt_dir, int(stopped[1]) + 2)
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        self.assertEqual(proc.returncode, 128 + signal.SIGINT, err[-3000:])
+        self.assertTrue(err.endswith('stopped by SIGINT before the end; '
+                                     'rerun the same command to resume.\n'),
+                        err[-300:])
 
     def test_a_signal_before_the_first_save_leaves_no_trace(self):
         # Before the trainer exists (data set-up) and during its init: one

@@ -429,6 +429,20 @@ class TrainerTest(_TrainerFixture, tf.test.TestCase):
                 for event in tf.compat.v1.train.summary_iterator(e)
                 for v in event.summary.value}
         self.assertIn('test/reconstruction_error', tags)
+        # A non-finite error (an inverse that overflowed) is warned about
+        # and recorded as null: JSON has no NaN.
+        nan = self._trainer(tf.distribute.OneDeviceStrategy('/cpu:0'),
+                            train_steps=3, eval_every=3, export=False)
+        with mock.patch.object(nan.model, 'reconstruction_error',
+                               lambda x, seed=None: tf.fill(
+                                   tf.shape(x)[:1], float('nan'))):
+            with self.assertLogs('absl', 'WARNING') as logs:
+                self.assertIsNone(nan.train()['test_reconstruction_error'])
+        self.assertTrue(any("p's inverse gave non-finite" in line
+                            for line in logs.output), logs.output)
+        with open(os.path.join(nan.config.output_dir, 'results.json')) as f:
+            on_disk = json.loads(f.read(), parse_constant=self.fail)
+        self.assertIsNone(on_disk['test_reconstruction_error'])
         off = self._trainer(tf.distribute.OneDeviceStrategy('/cpu:0'),
                             train_steps=3, eval_every=3, export=False,
                             inverse_check_images=0)
@@ -541,6 +555,24 @@ class TrainerTest(_TrainerFixture, tf.test.TestCase):
             results['test_bpd_iw'],
             trainer.model.bits_per_dim(tf.reduce_mean(log_p)), rtol=1e-6)
 
+    def test_the_bound_stops_at_iw_images(self):
+        # 40 test points in batches of 8 and iw_images=16: the bound takes
+        # two batches, the first 16 points, and says so.
+        points = data.sample_checkerboard(40, seed=4)
+        trainer = training.Trainer(
+            _config(self._dir(), train_steps=1, eval_every=1000,
+                    iw_samples=2, iw_images=16, export=False),
+            tf.distribute.OneDeviceStrategy('/cpu:0'),
+            _fixed_batch_input_fn(self.batch),
+            _fixed_batch_input_fn(points, repeat=False), self.init)
+        results = trainer.train()
+        self.assertEqual(results['iw_images'], 16)
+        with trainer.ema.averaged_weights():
+            log_p = trainer.model.log_prob(points[:16], 1)  # Glow: exact
+        self.assertAllClose(
+            results['test_bpd_iw'],
+            trainer.model.bits_per_dim(tf.reduce_mean(log_p)), rtol=1e-6)
+
     def test_routine_notes_of_tf_and_tfds_stay_out_of_the_log(self):
         # bin/train.py logs at INFO; TF's checkpoint saver and TFDS (for
         # every evaluation pipeline) would add a note each time.
@@ -624,6 +656,61 @@ class TrainerSafetyTest(_TrainerFixture, tf.test.TestCase):
         self.assertEqual(results['test_bpd_step'], 8)  # kept from before
         with open(results_path) as f:
             self.assertTrue(json.load(f)['completed'])
+
+    def test_a_stop_between_saves_and_logs_is_saved_and_recorded(self):
+        # Stops at steps that are neither checkpoint nor log steps: each
+        # saves its step and rewrites results.json for it, and the wall
+        # time adds up over the calls. The first signal is the one kept.
+        strategy = tf.distribute.OneDeviceStrategy('/cpu:0')
+        settings = dict(train_steps=20, checkpoint_every=100, log_every=100,
+                        eval_every=4, export=False)
+        trainer = self._trainer(strategy, **settings)
+        out = trainer.config.output_dir
+        real_evaluate = trainer.evaluate
+
+        def evaluate_then_signal():
+            time.sleep(0.5)  # Time that the second call must add.
+            bpd = real_evaluate()
+            if trainer.step == 4:
+                trainer.request_stop(signal.SIGTERM)
+                trainer.request_stop(signal.SIGINT)
+            elif trainer.step == 8:
+                trainer.request_stop()
+            return bpd
+
+        trainer.evaluate = evaluate_then_signal
+        wall_times = []
+        for stopped_at in (6, 10):
+            results = trainer.train()
+            self.assertFalse(results['completed'])
+            self.assertEqual(results['step'], stopped_at)
+            with open(os.path.join(out, 'results.json')) as f:
+                on_disk = json.load(f)
+            self.assertEqual(
+                (on_disk['step'],
+                 os.path.basename(on_disk['latest_checkpoint']),
+                 on_disk['wall_time']),
+                (stopped_at, f'ckpt-{stopped_at}', results['wall_time']))
+            wall_times.append(results['wall_time'])
+        self.assertEqual(trainer.stop_signal, signal.SIGTERM)
+        self.assertGreater(wall_times[1], wall_times[0] + 0.5)
+        resumed = self._trainer_at(out, strategy, **settings)
+        self.assertEqual(resumed.restore_or_initialize(), 'restored')
+        self.assertEqual(resumed.step, 10)
+
+    def test_only_the_newest_checkpoints_are_kept(self):
+        trainer = self._trainer(tf.distribute.OneDeviceStrategy('/cpu:0'),
+                                train_steps=6, checkpoint_every=1,
+                                keep_checkpoints=2, eval_every=1000,
+                                export=False)
+        trainer.train()
+        ckpts = os.path.join(trainer.config.output_dir, 'checkpoints')
+        self.assertEqual(sorted(n for n in os.listdir(ckpts)
+                                if n.endswith('.index')),
+                         ['ckpt-5.index', 'ckpt-6.index'])
+        self.assertEqual([os.path.basename(p)
+                          for p in trainer.manager.checkpoints],
+                         ['ckpt-5', 'ckpt-6'])
 
     def test_a_non_finite_init_batch_is_refused_by_name(self):
         init = np.array(self.init)
@@ -747,6 +834,10 @@ class TrainerSafetyTest(_TrainerFixture, tf.test.TestCase):
                 # and the rotation read it).
                 self.assertEqual(tf.train.latest_checkpoint(ckpts),
                                  os.path.join(ckpts, f'ckpt-{step}'))
+                # The rotation holds the readable ones, not the damaged.
+                self.assertEqual(
+                    [os.path.basename(p) for p in trainer.manager.checkpoints],
+                    [f'ckpt-{s}' for s in range(0, step + 1, 3)])
                 # The run goes on from there and saves.
                 self.assertTrue(trainer.save().endswith('ckpt-' + str(step)))
                 self.assertIn('ckpt-0.index', os.listdir(ckpts))

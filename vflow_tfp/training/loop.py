@@ -755,10 +755,15 @@ class Trainer:
             # The state file is unreadable, missing or names a damaged
             # checkpoint: it is written anew for the restored one, so that
             # the export and the manager's rotation find it.
-            kept = candidates[candidates.index(path):]
+            kept = candidates[candidates.index(path):][::-1]
+            # With timestamps after `last_preserved_timestamp`: checkpoints
+            # listed without them would be kept for good, never rotated out.
+            now = time.time()
             tf.compat.v1.train.update_checkpoint_state(
-                self._resume_dir, path,
-                all_model_checkpoint_paths=kept[::-1])
+                self._resume_dir, path, all_model_checkpoint_paths=kept,
+                all_model_checkpoint_timestamps=[
+                    now - len(kept) + i for i in range(len(kept))],
+                last_preserved_timestamp=now - len(kept) - 1)
             self.manager = self._checkpoint_manager()
         if damaged:
             logging.warning(
