@@ -187,6 +187,57 @@ class PhotoPatchesTest(tf.test.TestCase):
 
 class PresetTest(tf.test.TestCase):
 
+    def test_layouts_variants_dropout_and_squash_follow_the_spec(self):
+        # Parameter counts cannot see the order of the splits, which half a
+        # coupling transforms, the variant of the mixture couplings, the
+        # dropout each network gets, or the sigmoid that puts r's and q's
+        # draws in (0, 1); small builds of the CIFAR-10 presets can.
+        small = dict(filters=8, blocks=1, components=2, dequant_blocks=1,
+                     seed=0)
+
+        def layout(chain):
+            names = []
+            for b in chain.bijectors:
+                if isinstance(b, vb.Squeeze):
+                    names.append('S2D')
+                elif isinstance(b, vb.SwapHalves):
+                    names.append('swap')
+                elif isinstance(b, vb.Coupling):
+                    split = type(b.partition).__name__[:-len('Split')]
+                    names.append(f'{split.lower()}{b.parity}')
+            return ' '.join(names)
+
+        def of_type(model, kind):
+            return [m for m in model.submodules if isinstance(m, kind)]
+
+        # SPEC: VFlow's p is 2 column + 2 channel steps at 32x32, then
+        # 2 + 3 after the squeeze; Flow++'s 4 column steps, then 2 channel
+        # + 3 column. The parities alternate within each group.
+        vflow = presets.build('vflow_cifar10', posterior_blocks=1,
+                              dropout=0.1, **small)
+        self.assertEqual(layout(vflow.p_bijector),
+                         'column0 column1 channel0 channel1 S2D column0 '
+                         'column1 channel0 channel1 channel0 swap')
+        flowpp = presets.build('flowpp_cifar10', **small)
+        self.assertEqual(layout(flowpp.p_bijector),
+                         'column0 column1 column0 column1 S2D channel0 '
+                         'channel1 column0 column1 column0 swap')
+        self.assertEqual({b.variant for b in of_type(
+            vflow, vb.MixLogisticCoupling)}, {'vflow'})
+        self.assertEqual({b.variant for b in of_type(
+            flowpp, vb.MixLogisticCoupling)}, {'flowpp'})
+        # The dropout override reaches every gated network: p's, r's, q's
+        # and the context nets'.
+        self.assertEqual({b.dropout_rate for b in of_type(
+            vflow, (nets.GatedResidualBlock, nets.GatedAttention))}, {0.1})
+        x = tf.random.uniform([2, 32, 32, 3], 0, 256, tf.int32, seed=1)
+        for flow, condition in [
+                (vflow.dequantizer, tf.cast(x, tf.float32) / 256 - 0.5),
+                (vflow.posterior, tf.zeros([2, 32, 32, 3]))]:
+            draws, _ = flow.sample_and_log_prob(condition, seed=[1, 2])
+            self.assertGreater(float(tf.reduce_min(draws)), 0.0)
+            self.assertLess(float(tf.reduce_max(draws)), 1.0)
+
     def _count_without(self, model, module):
         return model.count_params() - sum(
             v.shape.num_elements() for v in module.trainable_variables)
