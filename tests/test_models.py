@@ -187,6 +187,32 @@ class PhotoPatchesTest(tf.test.TestCase):
 
 class PresetTest(tf.test.TestCase):
 
+    def test_defaults_that_parameter_counts_cannot_see(self):
+        # SPEC: dropout 0.2 in every gated network of the CIFAR-10 models;
+        # Glow (and the toy models, "Glow couplings") scale by
+        # sigmoid(h + 2), and Glow's ActNorm is per channel.
+        small = dict(filters=8, blocks=1, components=2, dequant_blocks=1,
+                     seed=0)
+        for name in ('vflow_cifar10', 'flowpp_cifar10'):
+            model = presets.build(name, **small)
+            self.assertEqual(
+                {b.dropout_rate for b in model.submodules if isinstance(
+                    b, (nets.GatedResidualBlock, nets.GatedAttention))},
+                {0.2}, name)
+        for name, settings in [('glow_cifar10', dict(filters=8, steps=1)),
+                               ('checkerboard_vflow_3_4', {})]:
+            model = presets.build(name, seed=0, **settings)
+            couplings = [b for b in model.submodules
+                         if isinstance(b, vb.AffineCoupling)]
+            self.assertNotEmpty(couplings)
+            self.assertEqual({b.scale_fn for b in couplings}, {'sigmoid'},
+                             name)
+        norms = [b for b in presets.build('glow_cifar10', filters=8, steps=1,
+                                          seed=0).submodules
+                 if isinstance(b, vb.ActNorm)]
+        self.assertNotEmpty(norms)
+        self.assertTrue(all(b.per_channel for b in norms))
+
     def test_layouts_variants_dropout_and_squash_follow_the_spec(self):
         # Parameter counts cannot see the order of the splits, which half a
         # coupling transforms, the variant of the mixture couplings, the
