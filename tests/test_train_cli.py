@@ -102,22 +102,31 @@ class HardKillTest(_RunDirectory, tf.test.TestCase):
             time.sleep(0.2)
         self.fail(f'no checkpoint at step >= {min_step} in time')
 
+    def _signal_after_checkpoint(self, out, min_step, sig):
+        """Runs (or resumes) the small command in `out`, sends `sig` once a
+        checkpoint at `min_step` or later exists; (status, stdout, stderr).
+        """
+        proc = subprocess.Popen(self._small_cifar_command(out, 400),
+                                env=_env(), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            self._wait_for_checkpoint(
+                proc, os.path.join(out, 'checkpoints'), min_step)
+            proc.send_signal(sig)
+            out_text, err = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        return proc.returncode, out_text, err
+
     def test_a_signal_saves_and_exits_as_stopped(self):
         # A stopped run is saved but not finished: its exit status is not 0
         # (a scheduler would take it for done), but 128 + the signal.
         out = os.path.join(self.tmp, 'run')
         ckpt_dir = os.path.join(out, 'checkpoints')
-        proc = subprocess.Popen(self._small_cifar_command(out, 400),
-                                env=_env(), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
-        try:
-            self._wait_for_checkpoint(proc, ckpt_dir, 2)
-            proc.send_signal(signal.SIGTERM)
-            out_text, err = proc.communicate(timeout=120)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-        self.assertEqual(proc.returncode, 128 + signal.SIGTERM, err[-3000:])
+        code, out_text, err = self._signal_after_checkpoint(
+            out, 2, signal.SIGTERM)
+        self.assertEqual(code, 128 + signal.SIGTERM, err[-3000:])
         stopped = re.search(r'Stopped by a signal .* at step (\d+);', err)
         self.assertIsNotNone(stopped, err[-3000:])
         self.assertEqual(_checkpoint_step(ckpt_dir)[0], int(stopped[1]))
@@ -126,17 +135,9 @@ class HardKillTest(_RunDirectory, tf.test.TestCase):
                         err[-300:])
         self.assertRegex(out_text, rf'^step {stopped[1]}: train_bpd ')
         # Resumed, then stopped by Ctrl-C: the status says which signal.
-        proc = subprocess.Popen(self._small_cifar_command(out, 400),
-                                env=_env(), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True)
-        try:
-            self._wait_for_checkpoint(proc, ckpt_dir, int(stopped[1]) + 2)
-            proc.send_signal(signal.SIGINT)
-            _, err = proc.communicate(timeout=120)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-        self.assertEqual(proc.returncode, 128 + signal.SIGINT, err[-3000:])
+        code, _, err = self._signal_after_checkpoint(
+            out, int(stopped[1]) + 2, signal.SIGINT)
+        self.assertEqual(code, 128 + signal.SIGINT, err[-3000:])
         self.assertTrue(err.endswith('stopped by SIGINT before the end; '
                                      'rerun the same command to resume.\n'),
                         err[-300:])

@@ -520,17 +520,21 @@ class TrainerTest(_TrainerFixture, tf.test.TestCase):
         self.assertBetween(3600 * hours + 60 * minutes + seconds, 1, 10)
         self.assertEqual(etas[12], '00:00:00')
 
+    def _bound_trainer(self, points, iw_images):
+        """One step, then the 2-sample bound on `points` in batches of 8."""
+        return training.Trainer(
+            _config(self._dir(), train_steps=1, eval_every=1000,
+                    iw_samples=2, iw_images=iw_images, export=False),
+            tf.distribute.OneDeviceStrategy('/cpu:0'),
+            _fixed_batch_input_fn(self.batch),
+            _fixed_batch_input_fn(points, repeat=False), self.init)
+
     def test_long_passes_report_their_progress(self):
         # 40 test points in batches of 8: the importance-weighted pass takes
         # five batches, and reports after each but the first (it traces the
         # step, so it has no rate yet) and the last.
         points = data.sample_checkerboard(40, seed=4)
-        trainer = training.Trainer(
-            _config(self._dir(), train_steps=1, eval_every=1000,
-                    iw_samples=2, iw_images=40, export=False),
-            tf.distribute.OneDeviceStrategy('/cpu:0'),
-            _fixed_batch_input_fn(self.batch),
-            _fixed_batch_input_fn(points, repeat=False), self.init)
+        trainer = self._bound_trainer(points, iw_images=40)
         with mock.patch.object(training.loop, '_IW_PROGRESS_SECONDS', 0.0), \
                 self.assertLogs('absl', 'INFO') as logs:
             results = trainer.train()
@@ -559,12 +563,7 @@ class TrainerTest(_TrainerFixture, tf.test.TestCase):
         # 40 test points in batches of 8 and iw_images=16: the bound takes
         # two batches, the first 16 points, and says so.
         points = data.sample_checkerboard(40, seed=4)
-        trainer = training.Trainer(
-            _config(self._dir(), train_steps=1, eval_every=1000,
-                    iw_samples=2, iw_images=16, export=False),
-            tf.distribute.OneDeviceStrategy('/cpu:0'),
-            _fixed_batch_input_fn(self.batch),
-            _fixed_batch_input_fn(points, repeat=False), self.init)
+        trainer = self._bound_trainer(points, iw_images=16)
         results = trainer.train()
         self.assertEqual(results['iw_images'], 16)
         with trainer.ema.averaged_weights():
