@@ -62,7 +62,10 @@ class ActNormInitTest(tf.test.TestCase, parameterized.TestCase):
                 inverse(x)
         self.assertAllEqual(norm.shift, tf.zeros([5]))
         self.assertIn('no layer initialised itself', logs.output[-1])
-        fresh = tf.function(norm.inverse)
+        # One warning for the pass, naming the first layer, however many
+        # layers initialise in the traced graph.
+        second = vb.ActNorm([5], name='second_norm')
+        fresh = tf.function(lambda x: second.inverse(norm.inverse(x)))
         with self.assertLogs('absl', 'WARNING') as logs:
             with vflow_tfp.data_dependent_init():
                 fresh(x)
@@ -80,6 +83,22 @@ class ActNormInitTest(tf.test.TestCase, parameterized.TestCase):
         with self.assertNoLogs('absl', 'WARNING'):
             with vflow_tfp.data_dependent_init(expect_layers=False):
                 tfb.Scale(2.0).inverse(x)
+
+    def test_a_nested_pass_leaves_the_outer_one_active(self):
+        # A model's `initialize` may run inside a caller's pass (e.g. a
+        # wrapper that initialises its own layers too).
+        norm = vb.ActNorm([5], dtype=tf.float64)
+        x = tf.random.normal([64, 5], mean=-2.0, stddev=3.0,
+                             dtype=tf.float64)
+        with vflow_tfp.data_dependent_init():
+            with vflow_tfp.data_dependent_init(expect_layers=False):
+                pass
+            self.assertTrue(vflow_tfp.initialization.is_active())
+            y = norm.inverse(x)
+        self.assertFalse(vflow_tfp.initialization.is_active())
+        mean, var = tf.nn.moments(y, axes=[0])
+        self.assertAllClose(mean, tf.zeros_like(mean), atol=1e-10)
+        self.assertAllClose(var, tf.ones_like(var), atol=1e-6)
 
     def test_scale_cannot_reach_zero(self):
         norm = vb.ActNorm([3], dtype=tf.float32)

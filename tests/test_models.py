@@ -264,6 +264,157 @@ class PresetTest(tf.test.TestCase):
             self.assertGreater(float(tf.reduce_min(draws)), 0.0)
             self.assertLess(float(tf.reduce_max(draws)), 1.0)
 
+    def test_small_presets_follow_their_family(self):
+        # Without augmentation the CPU-sized presets are Flow++ models (its
+        # squash and its 1x1 init noise), with it VFlow models; their context
+        # nets have one block of `context_filters` (8 for the tiny ones).
+        for name, variant, noise, width in [
+                ('tiny_vflow', 'vflow', 0.01, 8),
+                ('tiny_flowpp', 'flowpp', 0.001, 8),
+                ('small_vflow_16', 'vflow', 0.01, 16),
+                ('small_flowpp_16', 'flowpp', 0.001, 16)]:
+            with self.subTest(preset=name):
+                model = presets.build(name, seed=0)
+                self.assertEqual({b.variant for b in model.submodules
+                                  if isinstance(b, vb.MixLogisticCoupling)},
+                                 {variant})
+                self.assertEqual(
+                    {b.parameters['noise_scale'] for b in model.submodules
+                     if isinstance(b, vb.Invertible1x1Conv)}, {noise})
+                contexts = [m for m in model.submodules
+                            if isinstance(m, nets.ContextNet)]
+                self.assertLen(contexts, 2 if variant == 'vflow' else 1)
+                for context in contexts:
+                    self.assertLen(context.residual_blocks, 1)
+                    self.assertEqual(context.output_shape[-1], width)
+
+    def test_pointwise_init_noise_of_each_family(self):
+        # SPEC §1.8: the 1x1 convolutions start at I + s N(0, 1), s = 0.001
+        # in Flow++ and 0.01 in VFlow, in p and in r and q.
+        small = dict(filters=8, components=2, image_shape=(8, 8, 3), seed=0)
+        for name, noise, depth in [('flowpp_cifar10', 0.001, 'blocks'),
+                                   ('flowpp_cifar10_4m', 0.001, 'blocks'),
+                                   ('vflow_cifar10', 0.01, 'blocks'),
+                                   ('vflow6_cifar10_4m', 0.01, 'q_blocks')]:
+            with self.subTest(preset=name):
+                tf.random.set_seed(0)
+                model = presets.build(name, **{depth: 1}, **small)
+                mixes = [b for b in model.submodules
+                         if isinstance(b, vb.Invertible1x1Conv)]
+                self.assertLen({b.name.split('_')[0] for b in mixes}, 2
+                               if name.startswith('flowpp') else 3)
+                self.assertEqual({b.parameters['noise_scale'] for b in mixes},
+                                 {noise})
+                # The largest of the few hundred N(0, 1) draws is near 3.
+                largest = max(float(tf.reduce_max(tf.abs(
+                    b.weights - tf.eye(b.weights.shape[-1]))))
+                    for b in mixes)
+                self.assertBetween(largest, 2 * noise, 6 * noise)
+
+    def test_f_affine_transforms_x_given_z_first(self):
+        # SPEC §1.13: f_affine is the first layer on the way to the latent,
+        # x -> x exp(s(z)) + t(z) with z untouched, an unbounded scale, an
+        # output conv of init scale 1, and the model's dropout.
+        for name, augment in (('vflow4_cifar10_4m', 1),
+                              ('vflow6_cifar10_4m', 3)):
+            with self.subTest(preset=name):
+                tf.random.set_seed(0)
+                model = presets.build(name, image_shape=(8, 8, 3), filters=8,
+                                      components=2, q_blocks=1, seed=0)
+                affine = model.p_bijector.bijectors[0]
+                self.assertIsInstance(affine, vb.AffineCoupling)
+                self.assertEqual(affine.name, 'p_affine')
+                self.assertEqual(affine.scale_fn, 'exp')
+                net = affine.conditioner
+                self.assertEqual(net.proj_out.init_scale, 1.0)
+                self.assertEqual({b.dropout_rate for b in net.submodules
+                                  if isinstance(b, nets.GatedResidualBlock)},
+                                 {0.2})
+                images = tf.constant(np.random.RandomState(0).randint(
+                    0, 256, (8, 8, 8, 3)), tf.int32)
+                elbo = model.initialize(images, seed=[1, 2])
+                self.assertAllInSet(tf.math.is_finite(elbo), [True])
+                xz = tf.random.stateless_normal([4, 8, 8, 3 + augment],
+                                                [5, 6])
+                y = affine.inverse(xz)
+                self.assertAllEqual(y[..., 3:], xz[..., 3:])
+                self.assertGreater(
+                    float(tf.reduce_min(tf.abs(y[..., :3] - xz[..., :3]))),
+                    0.0)
+
+    def test_flowpp_without_attention(self):
+        small = dict(filters=8, blocks=1, components=2, dequant_blocks=1,
+                     image_shape=(8, 8, 3), seed=0)
+        plain = presets.build('flowpp_cifar10', attention=False, **small)
+        self.assertEmpty([m for m in plain.submodules
+                          if isinstance(m, nets.GatedAttention)])
+        full = presets.build('flowpp_cifar10', **small)
+        self.assertNotEmpty([m for m in full.submodules
+                             if isinstance(m, nets.GatedAttention)])
+        self.assertLess(plain.count_params(), full.count_params())
+
+    def test_training_reaches_every_network(self):
+        # Dropout needs `training=True` in the context nets of r and q and
+        # in their attention blocks (ImageNet 32), and the rate in each.
+        model = presets.build('vflow_imagenet32', image_shape=(8, 8, 3),
+                              filters=8, blocks=1, components=2,
+                              dequant_blocks=1, posterior_blocks=1,
+                              dropout=0.1, seed=0)
+        self.assertEqual(
+            {b.dropout_rate for b in model.submodules if isinstance(
+                b, (nets.GatedResidualBlock, nets.GatedAttention))}, {0.1})
+        contexts = [model.dequantizer.context_net,
+                    model.posterior.context_net]
+        watched = contexts + [b for c in contexts
+                              for b in c.attention_blocks]
+        self.assertLen(watched, 2 + 2 * 8)  # 8 blocks each
+        seen = {}
+
+        def spy(cls):
+            original = cls.__call__
+
+            def call(module, *args, **kwargs):
+                seen.setdefault(id(module), set()).add(
+                    kwargs.get('training', False))
+                return original(module, *args, **kwargs)
+            return mock.patch.object(cls, '__call__', call)
+
+        x = tf.constant(np.random.RandomState(0).randint(
+            0, 256, (2, 8, 8, 3)), tf.int32)
+        for training in (True, False):
+            seen.clear()
+            with spy(nets.ContextNet), spy(nets.GatedAttention):
+                model.elbo(x, training=training, seed=[1, 2])
+            self.assertEqual([seen.get(id(m)) for m in watched],
+                             [{training}] * len(watched))
+
+    def test_seedless_generators_follow_the_global_seed(self):
+        # A preset built without `seed` draws its generator's seed from
+        # TF's global seed: the same global seed, the same noise; another
+        # global seed, other noise (over 64-bit seeds, never a collision in
+        # ten).
+        def first_draw(global_seed):
+            tf.random.set_seed(global_seed)
+            model = presets.build('checkerboard_glow_2')
+            return tuple(model.rng.uniform_full_int([2], tf.int64).numpy())
+
+        draws = [first_draw(s) for s in range(10)]
+        self.assertLen(set(draws), 10)
+        self.assertEqual(first_draw(3), draws[3])
+
+    def test_checkerboard_couplings_alternate_and_top_starts_near_identity(
+            self):
+        for name in ('checkerboard_glow_5', 'checkerboard_vflow_5_10'):
+            model = presets.build(name, linear_top=True, seed=0)
+            couplings = [b for b in model.p_bijector.bijectors
+                         if isinstance(b, vb.AffineCoupling)]
+            self.assertEqual([b.parity for b in couplings],
+                             [i % 2 for i in range(len(couplings))])
+            # `W = I + 0.01 N(0, 1)` at the start, not a random rotation.
+            top = model.p_bijector.bijectors[-1].weights[0]
+            self.assertLess(float(tf.reduce_max(tf.abs(
+                top - tf.eye(top.shape[0])))), 0.06)
+
     def _count_without(self, model, module):
         return model.count_params() - sum(
             v.shape.num_elements() for v in module.trainable_variables)
@@ -343,10 +494,12 @@ class PresetTest(tf.test.TestCase):
 
         small = dict(seed=0, filters=8, blocks=1, components=2,
                      dequant_blocks=1)
-        for name, size, steps, p_1x1, attention in [
-                ('flowpp_imagenet32', 8, 8, 0, True),
-                ('vflow_imagenet32', 8, 8, 13, True),
-                ('vflow_imagenet64', 16, 4, 12, False)]:
+        # The context nets: 8 blocks on ImageNet 32, 5 on ImageNet 64,
+        # whose p squeezes first (three squeezes in all).
+        for name, size, steps, p_1x1, attention, depth, latent in [
+                ('flowpp_imagenet32', 8, 8, 0, True, 8, (4, 4, 12)),
+                ('vflow_imagenet32', 8, 8, 13, True, 8, (4, 4, 24)),
+                ('vflow_imagenet64', 16, 4, 12, False, 5, (2, 2, 384))]:
             with self.subTest(preset=name):
                 overrides = dict(small, image_shape=(size, size, 3))
                 if name.startswith('vflow'):
@@ -366,6 +519,11 @@ class PresetTest(tf.test.TestCase):
                     self.assertNotEmpty(context.norms)
                     self.assertEqual(bool(context.attention_blocks),
                                      attention)
+                    self.assertLen(context.residual_blocks, depth)
+                self.assertEqual(model.latent_shape, latent)
+                self.assertEqual(
+                    isinstance(model.p_bijector.bijectors[0], vb.Squeeze),
+                    name == 'vflow_imagenet64')
                 linear = [m for m in model.submodules
                           if isinstance(m, (nets.Dense, nets.Conv2D))]
                 self.assertNotEmpty(linear)
@@ -495,6 +653,12 @@ class PresetTest(tf.test.TestCase):
         with self.assertRaisesRegex(ValueError, 'hidden_units'):
             presets.build('checkerboard_glow_2', filters=8)
         self.assertIn('filters', presets.overridable('tiny_vflow'))
+        # The trainer sets the seed itself: its message does not offer it.
+        with self.assertRaisesRegex(ValueError, 'filterz') as caught:
+            presets.check_overrides('tiny_vflow', {'filterz': 8},
+                                    reserved=('seed',))
+        self.assertIn("'filters'", str(caught.exception))
+        self.assertNotIn("'seed'", str(caught.exception))
 
     def test_override_values_of_the_wrong_kind_name_their_setting(self):
         # Each once failed deep inside with a message naming no setting,
