@@ -248,6 +248,27 @@ class PositionCountTest(tf.test.TestCase, parameterized.TestCase):
                                         f'lu_factors.{field} must have'):
                 vb.Invertible1x1ConvLU(
                     [3], lu_factors=good._replace(**{field: value}))
+        # Factors of another dtype, like the dense layer's weights: its
+        # log-det would be float32 in a float64 layer.
+        good64 = vb.Invertible1x1ConvLU._initial_factors(1, 3, tf.float64)
+        for field in ('sign', 'lower', 'upper', 'log_s'):
+            with self.assertRaisesRegex(
+                    TypeError, f'Invertible1x1ConvLU: lu_factors.{field} is '
+                    "float32 but the layer's dtype is float64"):
+                vb.Invertible1x1ConvLU([3], dtype=tf.float64,
+                                       lu_factors=good64._replace(
+                                           **{field: getattr(good, field)}))
+        vb.Invertible1x1ConvLU([3], dtype=tf.float64, lu_factors=good64)
+
+    def test_empty_event_shapes_are_refused(self):
+        # A scalar event would make ActNorm and ConditionalAffine act per
+        # number and leave the 1x1 convolution without channels.
+        for build in (lambda: vb.ActNorm([]),
+                      lambda: vb.ConditionalAffine(
+                          vflow_tfp.nets.MLP(2, 2), []),
+                      lambda: vb.Invertible1x1Conv([])):
+            with self.assertRaisesRegex(ValueError, 'non-empty'):
+                build()
 
 
 class PartitionTest(tf.test.TestCase):
@@ -299,6 +320,39 @@ class PartitionTest(tf.test.TestCase):
         self.assertNotEqual(vb.ChannelSplit(), vb.ChannelSplit(event_ndims=1))
         self.assertNotEqual(vb.ColumnSplit(), vb.Checkerboard())
         self.assertEqual(hash(vb.ColumnSplit()), hash(vb.ColumnSplit()))
+        # Splits at other channels differ, and so do the layers holding
+        # them (TFP compares bijectors by their parameters).
+        self.assertNotEqual(vb.ChannelSplit(),
+                            vb.ChannelSplit(first_channels=1))
+        self.assertNotEqual(vb.ChannelSplit(first_channels=1),
+                            vb.ChannelSplit(first_channels=2))
+        self.assertLen({vb.ChannelSplit(), vb.ChannelSplit(first_channels=1),
+                        vb.ChannelSplit(first_channels=1)}, 2)
+        self.assertNotEqual(
+            vb.SwapHalves(vb.ChannelSplit(event_ndims=1)),
+            vb.SwapHalves(vb.ChannelSplit(event_ndims=1, first_channels=1)))
+
+    def test_channel_split_of_odd_channels_gives_b_the_extra_one(self):
+        self.assertEqual(vb.ChannelSplit().half_event_shapes((4, 4, 3)),
+                         ((4, 4, 1), (4, 4, 2)))
+        a, b = vb.ChannelSplit().split(tf.reshape(tf.range(3.0), [1, 1, 1,
+                                                                   3]))
+        self.assertAllEqual(a[0, 0, 0], [0.0])
+        self.assertAllEqual(b[0, 0, 0], [1.0, 2.0])
+        for bad in (0, -1):
+            with self.assertRaisesRegex(ValueError,
+                                        'first_channels must be >= 1'):
+                vb.ChannelSplit(first_channels=bad)
+
+    def test_swap_halves_needs_halves_of_equal_shape(self):
+        # Unequal halves cannot trade places: the layer would not be its
+        # own inverse while reporting a log-det of 0.
+        with self.assertRaisesRegex(ValueError, 'halves of equal shape'):
+            vb.SwapHalves(vb.ChannelSplit()).forward(tf.zeros([1, 4, 4, 3]))
+        vector = vb.SwapHalves(vb.ChannelSplit(event_ndims=1))
+        self.assertEqual(vector.forward_min_event_ndims, 1)
+        self.assertAllEqual(vector.forward(tf.constant([[1., 2., 3., 4.]])),
+                            [[3., 4., 1., 2.]])
 
     def test_clear_errors_for_bad_shapes(self):
         with self.assertRaisesRegex(ValueError, 'even image width'):
@@ -374,9 +428,27 @@ class SqueezeTest(tf.test.TestCase):
         dynamic = tf.function(squeeze.inverse_event_shape_tensor,
                               input_signature=[tf.TensorSpec([3], tf.int32)])
         self.assertAllEqual(dynamic(tf.constant([4, 6, 2])), [2, 3, 8])
+        # Height and width are each checked, statically and when it runs.
+        for shape in ([5, 5, 2], [5, 4, 2], [4, 5, 2]):
+            with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
+                                        'not divisible'):
+                dynamic(tf.constant(shape))
+            with self.assertRaisesRegex(ValueError, 'divisible by 2'):
+                squeeze.inverse_event_shape(shape)
+        unsqueeze = tf.function(squeeze.forward_event_shape_tensor,
+                                input_signature=[tf.TensorSpec([3], tf.int32)])
+        self.assertAllEqual(unsqueeze(tf.constant([2, 3, 8])), [4, 6, 2])
         with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
                                     'not divisible'):
-            dynamic(tf.constant([5, 5, 2]))
+            unsqueeze(tf.constant([2, 3, 6]))
+
+    def test_other_block_sizes(self):
+        x = tf.random.normal([2, 8, 4, 3])
+        squeeze = vb.Squeeze(block_size=4)
+        y = squeeze.inverse(x)
+        self.assertAllEqual(y, tf.nn.space_to_depth(x, 4))
+        self.assertAllEqual(squeeze.forward(tf.identity(y)), x)
+        self.assertEqual(squeeze.inverse_event_shape([8, 4, 3]), [2, 1, 48])
 
     def test_event_shapes_keep_leading_event_axes(self):
         squeeze = vb.Squeeze()
@@ -430,6 +502,42 @@ class Invertible1x1Test(tf.test.TestCase):
         deviation = conv.weights - tf.eye(6)[tf.newaxis]
         self.assertLess(float(tf.reduce_max(tf.abs(deviation))), 0.06)
         self.assertGreater(float(tf.math.reduce_std(deviation)), 0.005)
+
+    def test_random_orthogonal_init_is_haar(self):
+        # `noise_scale=None` (the toy flows' mixing layers) starts at a
+        # random rotation or reflection, not at the identity; with QR's
+        # signs fixed its entries are symmetric about zero (raw Householder
+        # QR would make W[0, 0] negative every time).
+        tf.random.set_seed(1)
+        first = []
+        for _ in range(200):
+            w = vb.Invertible1x1Conv([2], noise_scale=None,
+                                     dtype=tf.float64).weights[0].numpy()
+            self.assertAllClose(w @ w.T, np.eye(2), atol=1e-12)
+            first.append(w[0, 0])
+        self.assertLess(abs(np.mean(first)), 0.15)
+        self.assertBetween(np.mean(np.array(first) > 0), 0.3, 0.7)
+        w = vb.Invertible1x1Conv([6], noise_scale=None).weights[0]
+        self.assertGreater(float(tf.reduce_max(tf.abs(w - tf.eye(6)))), 0.1)
+
+    def test_sampling_direction_inverts_in_float64(self):
+        # SPEC §1.8: W^{-1} in float64 even in a float32 layer. With
+        # condition number 1e6, a float32 inverse would be off by about
+        # cond * eps = 6% of its largest entries.
+        rng = np.random.default_rng(0)
+        u = np.linalg.qr(rng.normal(size=(6, 6)))[0]
+        v = np.linalg.qr(rng.normal(size=(6, 6)))[0]
+        w = ((u * np.logspace(0, -6, 6)) @ v.T).astype(np.float32)
+        conv = vb.Invertible1x1Conv([6], weights=tf.Variable(w[None]))
+        y = np.eye(6, dtype=np.float32)
+        expected = np.linalg.inv(w.astype(np.float64))
+        self.assertAllClose(conv.forward(y), expected, rtol=0,
+                            atol=1e-6 * np.abs(expected).max())
+
+    def test_per_half_matrices_need_halves_of_equal_channels(self):
+        for cls in (vb.Invertible1x1Conv, vb.Invertible1x1ConvLU):
+            with self.assertRaisesRegex(ValueError, 'equal channel counts'):
+                cls([4, 4, 3], partition=vb.ChannelSplit())
 
     def test_dense_log_det_of_ill_conditioned_matrix(self):
         # Condition number 1e9: a log-det through W W^T (condition 1e18)
@@ -492,6 +600,19 @@ class ImageLogitTest(tf.test.TestCase):
         ildj = layer.inverse_log_det_jacobian(x, event_ndims=3)
         self.assertAllClose(ildj, [12 * (2 * math.log(2.0)
                                          + math.log(0.9 / 256))], atol=1e-4)
+
+    def test_other_pixel_levels(self):
+        # 5-bit images (num_bins=32): v = 0.05 + 0.9 x / 32 and the
+        # constant D log(0.9 / 32); bits/dim depend on both.
+        layer = vb.ImageLogit(num_bins=32)
+        x = tf.constant([[0.0, 16.0, 31.9]], tf.float64)
+        v = 0.05 + 0.9 * x.numpy() / 32
+        self.assertAllClose(layer.inverse(x), np.log(v) - np.log1p(-v),
+                            rtol=1e-12)
+        self.assertAllClose(
+            layer.inverse_log_det_jacobian(x, event_ndims=1),
+            np.sum(-np.log(v) - np.log1p(-v), -1) + 3 * math.log(0.9 / 32),
+            rtol=1e-12)
 
     def test_integer_pixels_are_refused_by_name(self):
         layer = vb.ImageLogit(name='logit_in')
@@ -838,14 +959,54 @@ class ConditioningTest(tf.test.TestCase):
             affine.forward(eps, log_scale=kwargs['norm']['log_scale'])
         # Kwargs of other structures pass through unchanged.
         self.assertEqual(vb.precompute_conditioning(flow, {}), {})
+        self.assertEqual(vb.precompute_conditioning(affine, {}), {})
         maf_kwargs = {'conditional_input': ctx}
         self.assertIs(vb.precompute_conditioning(tfb.Exp(), maf_kwargs),
                       maf_kwargs)
+
+    def test_conditional_affine_closed_form(self):
+        # The documented layout of the network's output, element-major
+        # [h_s(e0), t(e0), h_s(e1), t(e1)], and each scale function; the
+        # contract tests cannot see a convention applied consistently.
+        class Constant(tf.Module):
+            def __call__(self, c, training=False):
+                row = tf.constant([[0.5, 3.0, -0.25, -1.0]], tf.float64)
+                return tf.tile(row, [tf.shape(c)[0], 1])
+
+        context = tf.zeros([1, 2], tf.float64)
+        x = tf.constant([[2.0, 4.0]], tf.float64)
+        h_s, t = np.array([0.5, -0.25]), np.array([3.0, -1.0])
+        for scale_fn, s in (('tanh', np.tanh(h_s)),
+                            ('sigmoid', -np.log1p(np.exp(-(h_s + 2.0)))),
+                            ('exp', h_s)):
+            layer = vb.ConditionalAffine(Constant(), [2], scale_fn=scale_fn,
+                                         dtype=tf.float64)
+            self.assertAllClose(layer.inverse(x, context=context),
+                                x * np.exp(s) + t, rtol=1e-12, atol=0)
+            self.assertAllClose(
+                layer.inverse_log_det_jacobian(x, 1, context=context),
+                [s.sum()], rtol=1e-12, atol=0)
 
     def test_conditional_affine_without_context_is_a_clear_error(self):
         layer = vb.ConditionalAffine(vflow_tfp.nets.MLP(3, 4), [2])
         with self.assertRaisesRegex(ValueError, 'needs a context'):
             layer.forward(tf.zeros([1, 2]))
+        narrow = vb.ConditionalAffine(vflow_tfp.nets.MLP(3, 6), [4])
+        with self.assertRaisesRegex(ValueError, r'returned 6 values per '
+                                    r'example.*needs 2 x 4 = 8'):
+            narrow.inverse(tf.zeros([2, 4]), context=tf.zeros([2, 3]))
+
+    def test_composites_that_do_not_route_by_name_are_refused(self):
+        # tfb.Blockwise hands its kwargs to no child: the context and
+        # `training` would be dropped without a word.
+        affine = vb.ConditionalAffine(vflow_tfp.nets.MLP(2, 8), [4],
+                                      name='affine')
+        block = tfb.Blockwise([affine, tfb.Identity()], block_sizes=[4, 2])
+        with self.assertRaisesRegex(ValueError, 'Blockwise .* does not route '
+                                    'kwargs by child name'):
+            vb.chain_kwargs(block, context=tf.zeros([1, 2]))
+        self.assertEqual(vb.chain_kwargs(tfb.Blockwise([tfb.Exp()]),
+                                         context=tf.zeros([1, 2])), {})
 
     def test_duplicate_names_are_refused(self):
         net = TinyConditioner((4, 2, 2), 4, context_channels=1)

@@ -564,6 +564,23 @@ class ConvAttnNetTest(tf.test.TestCase, parameterized.TestCase):
         # Outside the context the initialised net reproduces that output.
         self.assertAllClose(net(x, context=context), y, atol=1e-5)
 
+    def test_output_init_scale_reaches_the_output_conv(self):
+        # VFlow's f_affine network starts at output std 1 (SPEC §1.13).
+        net = _net(output_init_scale=1.0)
+        self.assertEqual(net.proj_out.init_scale, 1.0)
+        x = tf.random.stateless_normal([16, 4, 4, 3], [1, 2])
+        with initialization.data_dependent_init():
+            y = net(x)
+        _, var = tf.nn.moments(y, [0, 1, 2])
+        self.assertAllClose(var, np.ones(10), rtol=1e-3)
+
+    def test_position_embedding_starts_small(self):
+        # SPEC: N(0, 0.01^2), added to every attention block's input.
+        tf.random.set_seed(0)
+        net = nets.ConvAttnNet((16, 16, 2), 4, filters=32, num_blocks=1,
+                               num_heads=4)
+        self.assertNear(float(tf.math.reduce_std(net.pos_emb)), 0.01, 1e-3)
+
     def test_data_dependent_init_with_dropout(self):
         net = _net(dropout=0.2, rng=tf.random.Generator.from_seed(1))
         x = tf.random.normal([8, 4, 4, 3])
@@ -697,6 +714,20 @@ class ConvAttnNetTest(tf.test.TestCase, parameterized.TestCase):
 # ----------------------------------------------------------------------------
 # ContextNet.
 # ----------------------------------------------------------------------------
+
+class GlowNetTest(tf.test.TestCase):
+
+    def test_matches_numpy(self):
+        # conv3x3 -> ReLU -> conv1x1 -> ReLU -> conv3x3, with every weight
+        # moved off its (zero) initialisation.
+        net = nets.GlowNet((4, 4, 3), 6, filters=5, dtype=tf.float64)
+        randomize(net, scale=1.0, seed=3)
+        x = np.random.RandomState(4).randn(2, 4, 4, 3)
+        h = np.maximum(np_conv(x, net.conv_in), 0.0)
+        h = np.maximum(np_conv(h, net.conv_hidden), 0.0)
+        self.assertAllClose(net(tf.constant(x)), np_conv(h, net.conv_out),
+                            rtol=1e-10, atol=1e-10)
+
 
 class ContextNetTest(tf.test.TestCase, parameterized.TestCase):
 
@@ -871,6 +902,8 @@ class MLPTest(tf.test.TestCase, parameterized.TestCase):
             net(tf.constant(x, dtype))
         with self.assertRaisesRegex(ValueError, 'context'):
             net(tf.constant(x, dtype), context=tf.zeros([2, 7, 3], dtype))
+        with self.assertRaisesRegex(ValueError, 'of the rank of its input'):
+            net(tf.constant(x, dtype), context=tf.zeros([7, 2], dtype))
         with self.assertRaisesRegex(ValueError, 'without a context'):
             nets.MLP(3, 4)(tf.zeros([2, 3]), context=tf.zeros([2, 2]))
 
@@ -983,6 +1016,40 @@ class MLPTest(tf.test.TestCase, parameterized.TestCase):
                 self.assertGreater(pre.max(axis=0).min(), 1e-4,
                                    msg=f'{rows} rows, {layer.name}')
                 h = tf.nn.relu(pre)
+
+    def test_recycled_units_take_the_upper_median_norm(self):
+        # Live incoming norms 1, 2, 3, 4 (an even count): the recycled
+        # columns get the upper median, 3.
+        net = nets.MLP(2, 1, hidden_units=(6,), dtype=tf.float64)
+        layer = net.hidden_layers[0]
+        layer.kernel.assign(np.stack([np.arange(1.0, 7.0), np.zeros(6)]))
+        layer.bias.assign([0.0, 0.0, 0.0, 0.0, -100.0, -100.0])
+        x = tf.random.stateless_uniform([32, 2], [1, 2], 0.5, 1.5,
+                                        dtype=tf.float64)
+        counts = net.recycle_dead_units(x, seed=tf.constant([1, 2]))
+        self.assertEqual(int(counts[0]), 2)
+        self.assertAllClose(np.linalg.norm(layer.kernel.numpy()[:, 4:],
+                                           axis=0), [3.0, 3.0], rtol=1e-10)
+
+    def test_each_network_of_a_pass_draws_its_own_units(self):
+        # Two networks of the same shape and weights in one pass: each
+        # call folds its own counter into the pass's seed, so their new
+        # units differ (one seed would give both the same ones).
+        twins = [nets.MLP(3, 2, hidden_units=(8,), name=f'twin{i}')
+                 for i in range(2)]
+        for net in twins:
+            net.hidden_layers[0].kernel.assign(tf.ones([3, 8]))
+            net.hidden_layers[0].bias.assign(tf.fill([8], -100.0))
+        x = tf.random.stateless_uniform([16, 3], [3, 3], -1, 1)
+        with nets.recycling_dead_units(seed=4) as outer:
+            # A pass opened and closed inside leaves this one running.
+            with nets.recycling_dead_units(seed=5):
+                pass
+            for net in twins:
+                net(x)
+        self.assertEqual([count for _, count in outer.counts], [8, 8])
+        self.assertNotAllClose(twins[0].hidden_layers[0].kernel,
+                               twins[1].hidden_layers[0].kernel)
 
     def test_recycled_units_learn(self):
         net = self._net_with_dead_units(tf.float32)

@@ -268,7 +268,7 @@ class Invertible1x1ConvLU(_Pointwise):
           event_shape: `[H, W, C]` for images or `[D]` for vectors.
           partition: optional `Partition`; if given, one matrix per half.
           lu_factors: optional `LUFactors` of variables to use instead of
-            creating them.
+            creating them; the float ones of the layer's `dtype`.
           validate_args: Python `bool`.
           dtype: float dtype. Default value: `tf.float32`.
           name: Default value: `'invertible_1x1_conv_lu'`.
@@ -288,6 +288,10 @@ class Invertible1x1ConvLU(_Pointwise):
                 shape_checks.check_parameter_shape(
                     getattr(lu_factors, what), shape, f'lu_factors.{what}',
                     'Invertible1x1ConvLU')
+                if what != 'permutation':
+                    shape_checks.check_parameter_dtype(
+                        getattr(lu_factors, what), dtype,
+                        f'lu_factors.{what}', 'Invertible1x1ConvLU')
             parameters.update(lu_factors=lu_factors)
             self._lu_factors = lu_factors
             super().__init__(
