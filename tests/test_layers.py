@@ -108,6 +108,17 @@ class ActNormInitTest(tf.test.TestCase, parameterized.TestCase):
             x, event_ndims=1))))
         self.assertTrue(np.all(norm.forward(x)[:, 1] == 1.0))
 
+    def test_a_constant_channel_gets_a_finite_scale(self):
+        # A constant input (an image border, a dead pixel) has variance 0:
+        # the init's epsilon gives log_scale = -log(1e-8) / 2, not inf.
+        norm = vb.ActNorm([4, 4, 2], per_channel=True)
+        x = tf.concat([tf.random.normal([8, 4, 4, 1]),
+                       tf.fill([8, 4, 4, 1], 3.0)], axis=-1)
+        norm.initialize(x)
+        self.assertAllClose(norm.log_scale[1], -0.5 * math.log(1e-8),
+                            rtol=1e-5)
+        self.assertAllInSet(tf.math.is_finite(norm.inverse(x)), [True])
+
     def test_warns_when_initialised_from_a_few_values(self):
         per_element = vb.ActNorm([4, 4, 3], per_channel=False, name='few')
         with self.assertLogs('absl', 'WARNING') as logs:
@@ -654,6 +665,82 @@ class ImageLogitTest(tf.test.TestCase):
 
 class MixtureLogisticTest(tf.test.TestCase):
 
+    def test_coupling_matches_the_spec_formula(self):
+        # SPEC §1.5-§1.6 written out in numpy: which half each parity
+        # transforms (ColumnSplit: a = even columns), the conditioner's
+        # slots (h_s, t, K logits, K means, K log-scales), s = tanh(h_s),
+        # the log-scale floor, and the squash (VFlow: alpha = 0.05).
+        params = np.array([0.7, 0.3, 0.9, -0.4, 0.5, -1.5, -3.0, 0.4])
+
+        def net(c, context=None, training=False):
+            return tf.broadcast_to(tf.constant(params, c.dtype), tf.concat(
+                [tf.shape(c)[:-1], [len(params)]], 0))
+
+        def expected(x, alpha, floor):
+            w = np.exp(params[2:4]) / np.exp(params[2:4]).sum()
+            scales = np.exp(np.maximum(params[6:8], floor))
+            sig = 1.0 / (1.0 + np.exp(-(x[..., None] - params[4:6])
+                                      / scales))
+            v = alpha + (1 - 2 * alpha) * (w * sig).sum(-1)
+            s = np.tanh(params[0])
+            y = np.log(v / (1 - v)) * np.exp(s) + params[1]
+            log_det = (np.log((w * sig * (1 - sig) / scales).sum(-1))
+                       - np.log(v) - np.log1p(-v) + np.log1p(-2 * alpha) + s)
+            return y, log_det
+
+        x = np.random.default_rng(0).uniform(-3.0, 3.0, size=[3, 2, 4, 1])
+        for variant, alpha in (('flowpp', 0.0), ('vflow', 0.05)):
+            for parity in (0, 1):
+                coupling = vb.MixLogisticCoupling(
+                    net, vb.ColumnSplit(), 2, parity=parity, variant=variant,
+                    min_log_scale=-1.0, dtype=tf.float64)
+                y = coupling.inverse(tf.constant(x)).numpy()
+                kept, moved = slice(parity, None, 2), slice(1 - parity,
+                                                            None, 2)
+                want_y, want_log_det = expected(x[:, :, moved, 0], alpha,
+                                                -1.0)
+                self.assertAllEqual(y[:, :, kept], x[:, :, kept])
+                self.assertAllClose(y[:, :, moved, 0], want_y, rtol=1e-10,
+                                    atol=0, msg=f'{variant} {parity}')
+                self.assertAllClose(
+                    coupling.inverse_log_det_jacobian(tf.constant(x), 3),
+                    want_log_det.sum(axis=(1, 2)), rtol=1e-10, atol=0)
+
+    def test_iterations_of_both_passes_are_counted(self):
+        # The root finder's coarse and fine passes each run up to
+        # `max_iterations`; the count it reports is their sum.
+        rng = np.random.default_rng(0)
+        params = [tf.constant(v, tf.float64) for v in (
+            rng.standard_normal([50, 4]), 2 * rng.standard_normal([50, 4]),
+            rng.uniform(-3, 1, [50, 4]))]
+        tau = tf.constant(rng.uniform(-5, 5, [50]), tf.float64)
+        _, capped = vb.inverse_logit_cdf(tau, *params, max_iterations=1)
+        self.assertAllEqual(capped, np.full(50, 2))
+        _, full = vb.inverse_logit_cdf(tau, *params)
+        self.assertAllInRange(full, 2, 200)
+
+    def test_affine_coupling_matches_the_formula(self):
+        # Slots per transformed channel (h_s, t); s = tanh(h_s),
+        # log sigmoid(h_s + 2) (Glow) or h_s.
+        def net(c, context=None, training=False):
+            row = tf.constant([0.7, -0.4, 1.4, -0.8], c.dtype)
+            return tf.broadcast_to(row, tf.concat([tf.shape(c)[:-1], [4]], 0))
+
+        x = np.random.default_rng(0).normal(size=[3, 4])
+        h_s, t = np.array([0.7, 1.4]), np.array([-0.4, -0.8])
+        for scale_fn, s in (('tanh', np.tanh(h_s)),
+                            ('sigmoid', -np.log1p(np.exp(-(h_s + 2)))),
+                            ('exp', h_s)):
+            coupling = vb.AffineCoupling(net, vb.ChannelSplit(event_ndims=1),
+                                         scale_fn=scale_fn, dtype=tf.float64)
+            y = coupling.inverse(tf.constant(x))
+            self.assertAllEqual(y[:, :2], x[:, :2])
+            self.assertAllClose(y[:, 2:], x[:, 2:] * np.exp(s) + t,
+                                rtol=1e-12, atol=0, msg=scale_fn)
+            self.assertAllClose(
+                coupling.inverse_log_det_jacobian(tf.constant(x), 1),
+                np.full(3, s.sum()), rtol=1e-12, atol=0)
+
     def test_terms_match_numpy_reference(self):
         rng = np.random.default_rng(0)
         x = rng.uniform(-10, 10, size=[50])
@@ -852,6 +939,25 @@ class FusedSinglePassTest(tf.test.TestCase):
         _, log_prob = dist.experimental_sample_and_log_prob(3, seed=(1, 2))
         self.assertEqual([n.calls for n in nets], [1, 1])
         self.assertTrue(np.all(np.isfinite(log_prob)))
+
+    def test_one_pass_answers_the_other_direction_s_log_det(self):
+        # `inverse_log_det_jacobian(forward(x))` (and the converse) come
+        # from the pass's cache, without running the network again.
+        net = TinyConditioner((2,), 4, dtype=tf.float64)
+        coupling = vb.AffineCoupling(net, vb.ChannelSplit(event_ndims=1),
+                                     dtype=tf.float64)
+        x = tf.random.stateless_normal([3, 4], [1, 2], dtype=tf.float64)
+        y = coupling.forward(x)
+        ildj = coupling.inverse_log_det_jacobian(y, event_ndims=1)
+        self.assertAllClose(ildj, -coupling.forward_log_det_jacobian(
+            x, event_ndims=1), rtol=1e-12)
+        self.assertEqual(net.calls, 1)
+        z = tf.random.stateless_normal([3, 4], [3, 4], dtype=tf.float64)
+        w = coupling.inverse(z)
+        fldj = coupling.forward_log_det_jacobian(w, event_ndims=1)
+        self.assertAllClose(fldj, -coupling.inverse_log_det_jacobian(
+            z, event_ndims=1), rtol=1e-12)
+        self.assertEqual(net.calls, 2)
 
 
 class ConditioningTest(tf.test.TestCase):

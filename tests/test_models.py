@@ -738,6 +738,57 @@ class PresetTest(tf.test.TestCase):
         with self.assertRaisesRegex(ValueError, 'num_bins must be an '
                                     'integer >= 2; got 1'):
             presets.build('tiny_vflow', num_bins=1)
+        # 8-bit pixels are refused by a 5-bit model, as integers of any type.
+        model = presets.build('tiny_vflow', num_bins=32, seed=0)
+        with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
+                                    'must be below 32'):
+            model.elbo(np.full([1, 8, 8, 3], 200, np.uint8), seed=[1, 2])
+        # r is conditioned on x / num_bins - 0.5, like the 8-bit models on
+        # x / 256 - 0.5.
+        conditions = []
+        original = model.dequantizer.sample_and_log_prob
+
+        def recording(condition, *args, **kwargs):
+            conditions.append(condition)
+            return original(condition, *args, **kwargs)
+
+        with mock.patch.object(model.dequantizer, 'sample_and_log_prob',
+                               recording):
+            model.elbo(np.full([1, 8, 8, 3], 31, np.int32), seed=[1, 2])
+        self.assertAllClose(conditions[0], tf.fill([1, 8, 8, 3], 31 / 32 - 0.5))
+
+    def test_pixel_levels_in_closed_form(self):
+        # p the identity and uniform dequantisation: the ELBO is
+        # log N(x~) + log|dx~/d(x + u)| with x~ = logit(v),
+        # v = 0.05 + 0.9 (x + u) / num_bins (SPEC §1.11).
+        bins = 32
+        model = VFlow(tfb.Identity(), data_shape=[1, 2, 1], num_bins=bins,
+                      dtype=tf.float64)
+        x = np.array([[[[3], [31]]]], np.int32)
+        seed = tf.constant([5, 6])
+        u, _ = model.dequantizer.sample_and_log_prob(
+            tf.zeros([1, 1, 2, 1], tf.float64),
+            tfp.random.split_seed(seed, n=2)[0])
+        v = 0.05 + 0.9 * (x + u.numpy()) / bins
+        x_tilde = np.log(v) - np.log1p(-v)
+        expected = np.sum(-0.5 * x_tilde ** 2 - 0.5 * math.log(2 * math.pi)
+                          - np.log(v) - np.log1p(-v) + math.log(0.9 / bins))
+        self.assertAllClose(model.elbo(x, seed=seed), [expected], rtol=1e-10,
+                            atol=0)
+        # Samples: floor(num_bins (sigmoid(y) - 0.05) / 0.9), clipped to
+        # num_bins - 1, in uint8 up to 256 levels and int32 above.
+        def logit_of(pixel, bins):
+            v = 0.05 + 0.9 * pixel / bins
+            return math.log(v / (1.0 - v))
+
+        for bins, dtype, pixel in ((32, tf.uint8, 10), (512, tf.int32, 300)):
+            shift = np.array([[[logit_of(pixel + 0.5, bins)], [20.0]]],
+                             np.float32)
+            model = VFlow(tfb.Shift(shift), data_shape=[1, 2, 1],
+                          num_bins=bins)
+            pixels = model.sample(2, temperature=0.0, seed=[1, 2])
+            self.assertEqual(pixels.dtype, dtype)
+            self.assertAllEqual(pixels, [[[[pixel], [bins - 1]]]] * 2)
 
     def test_name_is_an_override_like_any_other(self):
         self.assertIn('name', presets.overridable('tiny_vflow'))
@@ -913,6 +964,24 @@ class ImportanceWeightingTest(tf.test.TestCase):
             x, tf.constant(num_samples), chunk_size=chunk, seed=seed))(
                 tf.constant(self.x))
         self.assertAllClose(got, again, atol=1e-3, rtol=0)
+
+    def test_the_mean_is_taken_in_float64(self):
+        # A float64 model: the estimate is the float64 log-mean-exp of its
+        # draws (pass i draws from the seed folded with i), far below
+        # float32's rounding.
+        model = presets.build('checkerboard_vflow_3_4', seed=0,
+                              dtype=tf.float64)
+        x = tf.constant(data.sample_checkerboard(6, seed=1), tf.float64)
+        model.initialize(x, seed=[1, 1])
+        seed = tf.constant([21, 22])
+        got = model.log_prob(x, 5, chunk_size=2, seed=seed)
+        repeated = np.repeat(x.numpy(), 2, axis=0)
+        draws = np.concatenate([model.elbo(
+            repeated, seed=tf.random.experimental.stateless_fold_in(seed, i)
+        ).numpy().reshape(6, 2) for i in range(3)], axis=1)[:, :5]
+        top = draws.max(axis=1)
+        self.assertAllClose(got, np.log(np.mean(np.exp(
+            draws - top[:, None]), axis=1)) + top, rtol=0, atol=1e-11)
 
     def test_argument_checks(self):
         with self.assertRaisesRegex(ValueError, 'chunk_size'):
@@ -1376,6 +1445,11 @@ class StickingTheLandingImageTest(tf.test.TestCase):
                                         'dropout in training breaks'):
                 model.elbo(x, training=training,
                            gradient_estimator='sticking_the_landing')
+        # Dropout in r alone breaks it as well (a Flow++ model has no q).
+        flowpp = presets.build('tiny_flowpp', dropout=0.3, seed=0)
+        with self.assertRaisesRegex(ValueError, 'dropout in training breaks'):
+            flowpp.elbo(x, training=True,
+                        gradient_estimator='sticking_the_landing')
         # Evaluation runs the networks without dropout: both passes agree.
         elbo = model.elbo(x, seed=[1, 2],
                           gradient_estimator='sticking_the_landing')
@@ -1542,6 +1616,15 @@ class SamplingTest(tf.test.TestCase):
                              ([4, None, 3], TypeError), ([4, 4], ValueError)):
             with self.assertRaisesRegex(error, 'data_shape'):
                 VFlow(tfb.Identity(), data_shape=shape)
+        # r and q must draw events of x's and z's shapes.
+        with self.assertRaisesRegex(ValueError, r'posterior.event_shape must '
+                                    r'be \[2, 2, 1\]; got \[2, 2, 2\]'):
+            VFlow(tfb.Identity(), data_shape=[2, 2, 1], augment_channels=1,
+                  posterior=ConditionalFlow(tfb.Identity(), [2, 2, 2]))
+        with self.assertRaisesRegex(ValueError, r'dequantizer.event_shape '
+                                    r'must be \[2, 2, 1\]; got \[2, 2, 3\]'):
+            VFlow(tfb.Identity(), data_shape=[2, 2, 1],
+                  dequantizer=UniformDequantizer([2, 2, 3]))
 
     def test_sample_arguments_are_checked(self):
         model = self.model
@@ -1852,6 +1935,26 @@ class GenericFlowsTest(tf.test.TestCase, parameterized.TestCase):
 # ----------------------------------------------------------------------------
 
 class DropoutTest(tf.test.TestCase):
+
+    def test_initialize_takes_training_and_returns_the_plain_elbo(self):
+        # Flow++ initialises with dropout on (its DDI pass runs in
+        # training mode); `training=False` initialises without. Either way
+        # the returned ELBO is the dropout-free score of the batch.
+        def build():
+            tf.random.set_seed(5)
+            return presets.build('tiny_flowpp', dequant_blocks=0,
+                                 dropout=0.5, seed=0)
+
+        x = data.photo_patches(8, 'train', max_patches=16)
+        dropping, plain = build(), build()
+        returned = dropping.initialize(x, training=True, seed=[1, 2])
+        plain.initialize(x, training=False, seed=[1, 2])
+        self.assertGreater(max(
+            float(tf.reduce_max(tf.abs(a - b))) for a, b in zip(
+                dropping.trainable_variables, plain.trainable_variables)),
+            1e-4)
+        self.assertAllClose(returned, dropping.elbo(x, seed=[1, 2]),
+                            atol=1e-3, rtol=0)
 
     def test_dropout_acts_in_training_only(self):
         # A Flow++ with uniform dequantisation has networks only in p, so a

@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from vflow_tfp import initialization
 from vflow_tfp import nets
+from vflow_tfp.nets import layers as layers_lib
 from vflow_tfp.bijectors import partitions
 
 DTYPES = (('float32', tf.float32), ('float64', tf.float64))
@@ -432,9 +433,60 @@ class BlocksTest(tf.test.TestCase, parameterized.TestCase):
         self.assertNotAllClose(dropping(x, pos_emb, training=True), trained)
         self.assertAllClose(twin(x, pos_emb, training=True), trained)
 
+    def test_dropout_acts_where_the_spec_puts_it(self):
+        # SPEC §1.3: the residual block drops out concat_elu(c1) (2F
+        # channels); §1.4: attention drops out the merged heads (F channels),
+        # before the output projection. The numpy references run without
+        # dropout, so only the place of the one dropout call tells.
+        seen = []
+        original = layers_lib.dropout
+
+        def recording(x, *args, **kwargs):
+            seen.append(x)
+            return original(x, *args, **kwargs)
+
+        rs = np.random.RandomState(0)
+        residual = nets.GatedResidualBlock(
+            4, dropout=0.5, rng=tf.random.Generator.from_seed(1),
+            dtype=tf.float64)
+        x = tf.constant(rs.randn(2, 3, 3, 4))
+        with mock.patch.object(layers_lib, 'dropout', recording):
+            residual(x, training=True)
+        self.assertLen(seen, 1)
+        c1 = residual.conv_in(nets.concat_elu(x))
+        self.assertAllClose(seen[0], nets.concat_elu(c1), atol=1e-12)
+        seen.clear()
+        attention = nets.GatedAttention(
+            8, num_heads=2, dropout=0.5,
+            rng=tf.random.Generator.from_seed(1), dtype=tf.float64)
+        with mock.patch.object(layers_lib, 'dropout', recording):
+            attention(tf.constant(rs.randn(2, 2, 3, 8)),
+                      tf.constant(rs.randn(2, 3, 8)), training=True)
+        self.assertLen(seen, 1)
+        self.assertEqual(seen[0].shape, (2, 2, 3, 8))
+        # The gated outputs start small (init scale 0.1).
+        self.assertEqual(residual.conv_out.init_scale, 0.1)
+        self.assertEqual(nets.GatedResidualBlock(
+            4, use_nin=False).conv_out.init_scale, 0.1)
+        self.assertEqual(attention.proj_out.init_scale, 0.1)
+
     def test_attention_validation(self):
         with self.assertRaisesRegex(ValueError, 'multiple of num_heads'):
             nets.GatedAttention(6, num_heads=4)
+        for make in (lambda: nets.GatedResidualBlock(4, dropout=1.0),
+                     lambda: nets.GatedAttention(8, dropout=1.0)):
+            with self.assertRaisesRegex(ValueError,
+                                        r'dropout must be in \[0, 1\)'):
+                make()
+        with self.assertRaisesRegex(ValueError, 'query_block must be'):
+            nets.GatedAttention(8, query_block=0)
+
+        @tf.function(input_signature=[tf.TensorSpec([1, None, 4])])
+        def lean(q):
+            return nets.dot_product_attention(q, q, q, query_block=2)
+
+        with self.assertRaisesRegex(ValueError, 'static number of queries'):
+            lean.get_concrete_function()
         block = nets.GatedAttention(8, num_heads=4)
         with self.assertRaisesRegex(ValueError, 'pos_emb'):
             block(tf.zeros([1, 2, 2, 8]), tf.zeros([2, 3, 8]))

@@ -93,6 +93,15 @@ class RowSeedTest(tf.test.TestCase):
         for shape in ([3], [5, 3]):
             with self.assertRaisesRegex(ValueError, r'\[N, 2\]'):
                 seeds.is_per_example(tf.zeros(shape, tf.int32))
+        # A seed of unknown rank could be either kind.
+        unknown = tf.function(seeds.is_per_example, input_signature=[
+            tf.TensorSpec(None, tf.int32)])
+        with self.assertRaisesRegex(ValueError, r'\[N, 2\]'):
+            unknown.get_concrete_function()
+        # example_seeds derives per-example seeds from one seed.
+        with self.assertRaises(ValueError):
+            seeds.example_seeds(tf.constant([[1, 2, 3]], tf.int32),
+                                tf.constant([[0, 0]], tf.int32))
 
 
 class PerExampleConditionalFlowTest(tf.test.TestCase):
@@ -194,6 +203,9 @@ class PerExampleModelTest(tf.test.TestCase):
 
     def test_seed_rows_must_match_the_batch(self):
         x = self.images[:3]
+        with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
+                                    'none given'):
+            self.model.elbo(x, seed=tf.zeros([0, 2], tf.int32))
         bad = self.model.example_seeds(self.images[:2], [1, 1])
         with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
                                     'one row per example'):

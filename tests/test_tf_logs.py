@@ -56,6 +56,17 @@ class QuietInfoTest(unittest.TestCase):
         self.assertEqual(tf_logger.level, logging.INFO)
         self.assertEqual(logging.getLogger('absl').level, absl_level)
 
+    def test_absl_s_own_logger_is_quieted_too(self):
+        # absl's verbosity may say WARNING while the 'absl' logger's own
+        # level lets INFO through.
+        absl_logger = logging.getLogger('absl')
+        absl_logging.set_verbosity(absl_logging.WARNING)
+        absl_logger.setLevel(logging.INFO)
+        with tf_logs.quiet_info():
+            absl_logging.info('absl note')
+        self.assertEqual(self._messages(), [])
+        self.assertEqual(absl_logger.level, logging.INFO)
+
     def test_a_verbosity_saved_and_restored_inside_stays_quiet(self):
         # SavedModel export does this around one of its steps; a quieted
         # logger level alone was reset by it to INFO.
@@ -119,12 +130,16 @@ class RetracingWarningsTest(unittest.TestCase):
         tf_logs.drop_retracing_warnings('Trainer')  # Idempotent.
         self.assertEqual(len([f for f in tf_logger.filters if isinstance(
             f, tf_logs._RetracingFilter)]), 1)  # pylint: disable=protected-access
-        for owner in ('Trainer._make_train_step', 'my_loop'):
+        # Functions of other classes pass, also of one whose name ends in
+        # the owner's, or of one that only mentions it.
+        others = ['my_loop', 'MyTrainer._make_train_step', 'make_Trainer_step',
+                  'TrainerFactory.build']
+        for owner in ['Trainer._make_train_step'] + others:
             tf_logger.warning(template.format(owner))
         tf_logger.warning('Trainer. something else')
         self.assertEqual([message for _, _, message in records.records],
-                         [template.format('my_loop'),
-                          'Trainer. something else'])
+                         [template.format(o) for o in others]
+                         + ['Trainer. something else'])
 
 
 if __name__ == '__main__':

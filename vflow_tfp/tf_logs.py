@@ -2,6 +2,7 @@
 
 import contextlib
 import logging
+import re
 
 from absl import logging as absl_logging
 
@@ -74,11 +75,13 @@ class _RetracingFilter(logging.Filter):
     def __init__(self, owner):
         super().__init__()
         self.owner = owner
+        # `Owner.` as a whole name: `MyOwner.step` is another class's.
+        self._pattern = re.compile(rf'(?<!\w){re.escape(owner)}\.')
 
     def filter(self, record):
         message = record.getMessage()
         return not ('triggered tf.function retracing' in message
-                    and f'{self.owner}.' in message)
+                    and self._pattern.search(message))
 
 
 def drop_retracing_warnings(owner):

@@ -521,10 +521,12 @@ class VFlow(tf.Module):
         q, then p, each layer normalising its output on this batch (with
         dropout, as the official init pass). Call it once, eagerly, before
         training (in cross-replica context under a `tf.distribute` strategy).
-        Returns the ELBO of the batch after initialisation: an optimistic
-        figure, since every layer has just been fitted to this batch and
-        this noise (on 64 8x8 patches, `tiny_vflow` scored 0.06-0.09 bit/dim
-        worse with fresh noise in one check; more on fewer images).
+        Returns the ELBO of the batch after initialisation, without dropout:
+        an optimistic figure, since every layer has just been fitted to this
+        batch and, with a `seed`, to this noise (the returned ELBO draws it
+        again from the same seed; without one, fresh noise). On 64 8x8
+        patches, `tiny_vflow` scored 0.06-0.09 bit/dim worse with fresh
+        noise in one check; more on fewer images.
         """
         with initialization.data_dependent_init(expect_layers=False):
             self.elbo(x, training=training, seed=seed)
