@@ -755,7 +755,8 @@ class PresetTest(tf.test.TestCase):
         with mock.patch.object(model.dequantizer, 'sample_and_log_prob',
                                recording):
             model.elbo(np.full([1, 8, 8, 3], 31, np.int32), seed=[1, 2])
-        self.assertAllClose(conditions[0], tf.fill([1, 8, 8, 3], 31 / 32 - 0.5))
+        self.assertAllClose(conditions[0],
+                            tf.fill([1, 8, 8, 3], 31 / 32 - 0.5))
 
     def test_pixel_levels_in_closed_form(self):
         # p the identity and uniform dequantisation: the ELBO is
