@@ -763,10 +763,6 @@ class ConvAttnNetTest(tf.test.TestCase, parameterized.TestCase):
                                msg=v.name)
 
 
-# ----------------------------------------------------------------------------
-# ContextNet.
-# ----------------------------------------------------------------------------
-
 class GlowNetTest(tf.test.TestCase):
 
     def test_matches_numpy(self):
@@ -780,6 +776,10 @@ class GlowNetTest(tf.test.TestCase):
         self.assertAllClose(net(tf.constant(x)), np_conv(h, net.conv_out),
                             rtol=1e-10, atol=1e-10)
 
+
+# ----------------------------------------------------------------------------
+# ContextNet.
+# ----------------------------------------------------------------------------
 
 class ContextNetTest(tf.test.TestCase, parameterized.TestCase):
 
