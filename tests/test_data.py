@@ -13,6 +13,7 @@ import shutil
 import socket
 import sys
 import tempfile
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -399,6 +400,33 @@ def test_a_split_in_enough_files_is_sharded_by_file(tmp_path):
             assert [len(shard) for shard in shards] == [15, 15]
 
 
+def test_a_split_in_as_many_files_as_pipelines_is_sharded_by_file(
+        tmp_path):
+    """Two files, two pipelines: TFDS splits the files between them (its
+    read_config gets the input context), rather than each pipeline reading
+    both files and keeping every other example."""
+    data_dir = str(tmp_path)
+    builder = tfds.builder('photo_patches/32x32', data_dir=data_dir)
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(num_shards=2))
+    assert len(builder.info.splits['train'].file_instructions) == 2
+    contexts = []
+    as_dataset = tfds.core.DatasetBuilder.as_dataset
+
+    def recording(self, *args, read_config=None, **kwargs):
+        contexts.append(read_config.input_context)
+        return as_dataset(self, *args, read_config=read_config, **kwargs)
+
+    context = tf.distribute.InputContext(2, 1, 2)
+    with mock.patch.object(tfds.core.DatasetBuilder, 'as_dataset',
+                           recording):
+        ds = data.image_dataset('photo_patches/32x32', 'train', 2,
+                                input_context=context, data_dir=data_dir,
+                                repeat=False, seed=1)
+    assert contexts == [context]
+    assert sum(len(batch) for batch in ds) > 0
+
+
 def test_photo_patches_builder(photo_dir):
     builder = tfds.builder('photo_patches/32x32', data_dir=photo_dir)
     assert builder.is_prepared()
@@ -607,6 +635,70 @@ def test_an_init_batch_larger_than_the_split_draws_with_replacement(
     small = training.training_inputs('cifar10', 8, init_batch_size=16,
                                      seed=3)
     assert len(set(_ids([small.init_batch]))) == 16
+
+
+def test_training_inputs_evaluate_every_held_out_image_in_order(
+        mock_cifar):
+    """The evaluation pipeline of training_inputs: one pass over the whole
+    evaluation split in its own order, the last partial batch kept, and
+    the held-out training images with validation_size."""
+    del mock_cifar
+    held_out = training.training_inputs('cifar10', 16, init_batch_size=8,
+                                        seed=3, validation_size=10)
+    batches = [b.numpy() for b in held_out.eval_input_fn(None)]
+    assert [b.shape[0] for b in batches] == [10]
+    assert _ids(batches) == list(range(_NUM_FAKE - 10, _NUM_FAKE))
+    assert all((b[:, 0, 0, 1] == 0).all() for b in batches)  # Training.
+    test = training.training_inputs('cifar10', 16, init_batch_size=8,
+                                    seed=3)
+    batches = [b.numpy() for b in test.eval_input_fn(None)]
+    assert [b.shape[0] for b in batches] == [16, 16, 8]
+    assert _ids(batches) == list(range(_NUM_FAKE))  # In order, twice:
+    assert _ids(b.numpy() for b in test.eval_input_fn(None)) == \
+        list(range(_NUM_FAKE))
+    assert all((b[:, 0, 0, 1] == 1).all() for b in batches)  # Test images.
+
+
+def test_the_init_batch_is_fixed_by_the_seed(mock_cifar):
+    """Every worker builds the inputs itself: the same seed must give the
+    same init batch (the initialisation's statistics), another seed
+    another one."""
+    del mock_cifar
+    first, again, other = (
+        training.training_inputs('cifar10', 8, init_batch_size=16,
+                                 seed=seed).init_batch for seed in (3, 3, 4))
+    np.testing.assert_array_equal(first, again)
+    assert _ids([first]) != _ids([other])
+
+
+def test_downsampled_imagenet_is_tested_on_its_validation_split(tmp_path):
+    # Downsampled ImageNet has no test split: 'test' reads TFDS's
+    # 'validation' (checked before anything is prepared).
+    builder = pipelines._builder('downsampled_imagenet/32x32',  # pylint: disable=protected-access
+                                 str(tmp_path))
+    assert pipelines._tfds_split(builder, 'test', 0) == 'validation'  # pylint: disable=protected-access
+    assert pipelines._tfds_split(builder, 'train', 0) == 'train'  # pylint: disable=protected-access
+
+
+def test_pipelines_sharded_by_example_shuffle_in_different_orders(
+        mock_cifar):
+    """Each input pipeline shuffles its shard with its own seed: with one
+    seed for all, pipeline 1 would serve the neighbour (in the split's
+    order) of what pipeline 0 serves at every position, so neighbouring
+    examples would always share a global batch."""
+    del mock_cifar
+    shards = []
+    for pipeline_id in range(2):
+        context = tf.distribute.InputContext(
+            num_input_pipelines=2, input_pipeline_id=pipeline_id,
+            num_replicas_in_sync=2)
+        shards.append(_ids(data.image_dataset(
+            'cifar10', 'train', 8, input_context=context, seed=5,
+            repeat=False)))
+    # The mocked split is one file: pipeline p keeps examples 2k + p.
+    assert sorted(shards[0]) == list(range(0, _NUM_FAKE, 2))
+    assert sorted(shards[1]) == list(range(1, _NUM_FAKE, 2))
+    assert [i // 2 for i in shards[0]] != [i // 2 for i in shards[1]]
 
 
 def test_photo_patches_is_registered():

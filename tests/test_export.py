@@ -607,6 +607,20 @@ class RunExportTest(tf.test.TestCase):
                               ' expected the --output_dir of a bin/train.py '
                               'run.\n')
 
+    def test_run_metadata_names_the_split_of_its_figures(self):
+        # A run with --validation_size evaluated held-out training images:
+        # the export says so next to the figures it attaches.
+        results = {'preset': 'checkerboard_vflow_3_4', 'step': 6,
+                   'test_bpd': 1.5, 'test_bpd_step': 6, 'test_images': 100,
+                   'config': {'validation_size': 100}}
+        info = export._run_metadata(results, '/run/checkpoints/ckpt-6', {})  # pylint: disable=protected-access
+        self.assertEqual((info['eval_split'], info['test_bpd'],
+                          info['test_images'], info['step']),
+                         ('validation', 1.5, 100, 6))
+        results['config'] = {'validation_size': 0}
+        info = export._run_metadata(results, '/run/checkpoints/ckpt-6', {})  # pylint: disable=protected-access
+        self.assertEqual(info['eval_split'], 'test')
+
 
 if __name__ == '__main__':
     tf.test.main()

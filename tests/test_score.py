@@ -847,6 +847,42 @@ class ScoreTest(tf.test.TestCase):
         self.assertAllEqual(bits(3), bits(3))
         self.assertGreater(np.abs(bits(7, seed=1) - by_seven).max(), 1e-4)
 
+    def test_palette_bmp_with_an_os2_header(self):
+        # An OS/2 1.x BMP (a 12-byte BITMAPCOREHEADER) has its bit count at
+        # byte 24, not 28: an 8-bit one is refused as a palette BMP too.
+        width = height = 2
+        palette = np.full([256, 3], 255, np.uint8)   # bytes 28-29: 0xffff
+        rows = np.array([[0, 1, 0, 0], [1, 0, 0, 0]], np.uint8)  # 4-aligned
+        offset = 14 + 12 + palette.size
+        size = offset + rows.size
+        contents = (b'BM' + struct.pack('<IHHI', size, 0, 0, offset)
+                    + struct.pack('<IHHHH', 12, width, height, 1, 8)
+                    + palette.tobytes() + rows.tobytes())
+        path = os.path.join(self.tmp, 'os2.bmp')
+        with open(path, 'wb') as f:
+            f.write(contents)
+        with self.assertRaisesRegex(
+                ValueError, f'^{path}: 8-bit palette BMP, which TensorFlow '
+                'decodes to palette indices'):
+            scoring.read_image_file(path)
+
+    def test_a_directory_s_hidden_files_are_left_out(self):
+        # As a glob's `*` leaves them out: macOS's `._a.png` companion
+        # (not an image) must not stop a directory's scoring, and a hidden
+        # image is not scored.
+        pixels = np.arange(12, dtype=np.uint8).reshape(2, 2, 3)
+        with open(os.path.join(self.tmp, 'a.png'), 'wb') as f:
+            f.write(tf.io.encode_png(pixels).numpy())
+        with open(os.path.join(self.tmp, '._a.png'), 'wb') as f:
+            f.write(b'\x00\x05\x16\x07 AppleDouble')
+        with open(os.path.join(self.tmp, '.hidden.png'), 'wb') as f:
+            f.write(tf.io.encode_png(pixels).numpy())
+        inputs = scoring.open_inputs(
+            [self.tmp], {'data_shape': [2, 2, 3], 'kind': 'image'})
+        (sources, batch), = inputs.batches(10)
+        self.assertEqual(sources, [os.path.join(self.tmp, 'a.png')])
+        self.assertAllEqual(batch, pixels[np.newaxis])
+
 
 class FewerLevelsTest(tf.test.TestCase):
     """An image model of 32 levels (5-bit data): a pixel value of 32 or
@@ -907,6 +943,22 @@ class FewerLevelsTest(tf.test.TestCase):
         self.assertLen(records, 2)
         self.assertTrue(all(np.isfinite(r['bits_per_dim'])
                             for r in records))
+
+    def test_the_first_value_past_the_levels_is_refused_up_front(self):
+        # 32 levels: 31 is the largest pixel value; 32 is refused by the
+        # up-front check (uint8 and other integer arrays alike), not left
+        # to the signature's assertion in the middle of scoring.
+        for dtype in (np.uint8, np.int32):
+            top = np.full([2, 2, 2, 3], 31, dtype)
+            self.assertEqual(scoring.check_array(top, (2, 2, 3), 'x.npy',
+                                                 levels=32).shape,
+                             (2, 2, 2, 3))
+            past = top.copy()
+            past[1, 0, 1, 2] = 32
+            with self.assertRaisesRegex(
+                    ValueError, r'^x\.npy\[1\]: value 32 > 31; pixel values '
+                    r'must be integers in \[0, 31\]\.$'):
+                scoring.check_array(past, (2, 2, 3), 'x.npy', levels=32)
 
 
 if __name__ == '__main__':

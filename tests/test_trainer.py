@@ -607,6 +607,158 @@ class TrainerTest(_TrainerFixture, tf.test.TestCase):
         self.assertEqual(format_duration(3 * 86400 + 17 * 3600 + 2 * 60 + 11),
                          '3d 17:02:11')
 
+    def test_eval_batches_limits_the_evaluation(self):
+        # 24 points in batches of 8 and eval_batches=1: the first batch
+        # alone is scored (Glow's ELBO is exact), and counted.
+        points = data.sample_checkerboard(24, seed=4)
+        trainer = training.Trainer(
+            _config(self._dir(), eval_batches=1, export=False),
+            tf.distribute.OneDeviceStrategy('/cpu:0'),
+            _fixed_batch_input_fn(self.batch),
+            _fixed_batch_input_fn(points, repeat=False), self.init)
+        trainer.restore_or_initialize()
+        bpd = trainer.evaluate()
+        self.assertEqual(trainer.evaluated_images, 8)
+        with trainer.ema.averaged_weights():
+            expected = trainer.model.bits_per_dim(tf.reduce_mean(
+                trainer.model.elbo(points[:8])))
+        self.assertAllClose(bpd, expected, rtol=1e-5)
+
+    def test_clip_norm_zero_applies_the_gradient_unclipped(self):
+        # clip_norm=0 turns clipping off (TrainConfig allows >= 0): the
+        # update is Adam's on the whole gradient, not on a zero one.
+        trainer = self._trainer(tf.distribute.OneDeviceStrategy('/cpu:0'),
+                                clip_norm=0.0, max_lr=1e-2,
+                                adam_epsilon=1e-3)
+        trainer.restore_or_initialize()
+        model, variables = trainer.model, trainer.variables
+        with tf.GradientTape() as tape:
+            loss = -tf.reduce_mean(model.elbo(self.batch, training=True))
+        grads = tape.gradient(loss, variables)
+        copies = [tf.Variable(v.numpy()) for v in variables]
+        config = trainer.config
+        tf_keras.optimizers.Adam(
+            float(trainer.schedule(0)), beta_1=config.adam_beta1,
+            beta_2=config.adam_beta2, epsilon=config.adam_epsilon
+        ).apply_gradients(zip(grads, copies))
+        dataset = trainer.strategy.distribute_datasets_from_function(
+            _fixed_batch_input_fn(self.batch))
+        _, step_norm = trainer._train_step(iter(dataset),
+                                           tf.constant(0.0))[:2]
+        self.assertAllClose(float(step_norm),
+                            float(tf.linalg.global_norm(grads)), rtol=1e-5)
+        for v, expected in zip(variables, copies):
+            self.assertAllClose(v, expected, rtol=1e-4, atol=1e-7)
+
+    def test_the_gradient_norm_is_the_global_batch_s_on_two_replicas(self):
+        # The step's gradient norm (logged, and in the summaries) is that
+        # of the gradient of the global-batch mean loss, however many
+        # replicas share the batch.
+        trainer = self._trainer(_mirrored())
+        trainer.restore_or_initialize()
+        with tf.GradientTape() as tape:
+            loss = -tf.reduce_mean(trainer.model.elbo(self.batch,
+                                                      training=True))
+        norm = float(tf.linalg.global_norm(
+            tape.gradient(loss, trainer.variables)))
+        dataset = trainer.strategy.distribute_datasets_from_function(
+            _fixed_batch_input_fn(self.batch))
+        _, step_norm = trainer._train_step(iter(dataset),
+                                           tf.constant(0.0))[:2]
+        self.assertAllClose(float(step_norm), norm, rtol=1e-5)
+
+    def test_samples_are_the_ema_model_s_with_the_step_s_seed(self):
+        # The samples of step s (samples.png for image models) are drawn
+        # with the EMA weights and the seed (seed, s): the batch s of
+        # bin/sample.py.
+        trainer = self._trainer(tf.distribute.OneDeviceStrategy('/cpu:0'),
+                                num_samples=4, ema_decay=0.5, max_lr=1e-2)
+        trainer.restore_or_initialize()
+        dataset = iter(trainer.strategy.distribute_datasets_from_function(
+            _fixed_batch_input_fn(self.batch)))
+        for _ in range(3):
+            trainer._train_step(dataset, tf.constant(0.0))
+        variables = trainer.model.trainable_variables
+        raw = [v.numpy() for v in variables]
+        with trainer.ema.averaged_weights():
+            averaged = [v.numpy() for v in variables]
+        real = trainer.model.sample
+        calls = []
+
+        def recording(n, seed=None, **kwargs):
+            calls.append((n, np.asarray(seed), [v.numpy() for v in variables]))
+            return real(n, seed=seed, **kwargs)
+
+        with mock.patch.object(trainer.model, 'sample', recording):
+            trainer.write_samples(7)
+        (n, seed, weights), = calls
+        self.assertEqual(n, 4)
+        self.assertAllEqual(seed, [3, 7])
+        self.assertFalse(all(np.array_equal(a, b)
+                             for a, b in zip(raw, averaged)))
+        for used, expected in zip(weights, averaged):
+            self.assertAllEqual(used, expected)
+        for v, before in zip(variables, raw):  # Restored afterwards.
+            self.assertAllEqual(v, before)
+
+    def test_the_last_step_is_evaluated_between_evaluation_steps(self):
+        # train_steps=4 with eval_every=3: evaluated at 3 and, as the final
+        # figure, at 4.
+        trainer = self._trainer(tf.distribute.OneDeviceStrategy('/cpu:0'),
+                                train_steps=4, eval_every=3, export=False)
+        results = trainer.train()
+        self.assertEqual((results['test_bpd_step'], results['test_images']),
+                         (4, 8))
+        with trainer.ema.averaged_weights():
+            expected = trainer.model.bits_per_dim(tf.reduce_mean(
+                trainer.model.elbo(self.batch)))
+        self.assertAllClose(results['test_bpd'], expected, rtol=1e-5)
+
+    def test_the_reconstruction_error_is_of_the_first_images_only(self):
+        # inverse_check_images=2: p is inverted on the evaluation batch's
+        # first two images only, and their largest error is the figure.
+        trainer = self._trainer(tf.distribute.OneDeviceStrategy('/cpu:0'),
+                                inverse_check_images=2, export=False)
+        trainer.restore_or_initialize()
+        real = trainer.model.reconstruction_error
+        checked = []
+
+        def recording(x, **kwargs):
+            checked.append(np.asarray(x))
+            return real(x, **kwargs)
+
+        with mock.patch.object(trainer.model, 'reconstruction_error',
+                               recording):
+            error = trainer.reconstruction_error()
+        self.assertLen(checked, 1)
+        self.assertAllEqual(checked[0], self.batch[:2])
+        with trainer.ema.averaged_weights():
+            expected = float(tf.reduce_max(real(self.batch[:2],
+                                                seed=[3, 556])))
+        self.assertEqual(error, expected)
+
+    def test_every_evaluation_batch_draws_its_own_noise(self):
+        # Batch i of an evaluation draws from the seed (seed, 555) folded
+        # with i (then with the replica): VFlow's ELBO is stochastic, so a
+        # seed shared by the batches would give another figure.
+        points = data.sample_checkerboard(16, seed=4)
+        trainer = training.Trainer(
+            _config(self._dir(), preset='checkerboard_vflow_3_4',
+                    export=False),
+            tf.distribute.OneDeviceStrategy('/cpu:0'),
+            _fixed_batch_input_fn(self.batch),
+            _fixed_batch_input_fn(points, repeat=False), self.init)
+        trainer.restore_or_initialize()
+        bpd = trainer.evaluate()
+        fold = tf.random.experimental.stateless_fold_in
+        seed = tf.constant([3, 555], tf.int32)
+        with trainer.ema.averaged_weights():
+            elbo = tf.concat([trainer.model.elbo(
+                points[8 * i:8 * (i + 1)], training=False,
+                seed=fold(fold(seed, i), 0)) for i in range(2)], 0)
+        self.assertAllClose(
+            bpd, trainer.model.bits_per_dim(tf.reduce_mean(elbo)), rtol=1e-5)
+
 
 class TrainerSafetyTest(_TrainerFixture, tf.test.TestCase):
     """Checkpoints, resuming, stopping and refusing bad runs."""
@@ -1394,6 +1546,55 @@ class TrainerSafetyTest(_TrainerFixture, tf.test.TestCase):
             with self.assertRaisesRegex(error, message):
                 self._trainer_at(self._dir(), strategy, preset='tiny_vflow',
                                  preset_overrides=overrides)
+
+    def test_a_rerun_of_a_finished_run_rewrites_no_checkpoint(self):
+        # Its final checkpoint stays as it is (a rewritten one would look
+        # newer than the run's export, which would then be made again).
+        out = self._dir()
+        strategy = tf.distribute.OneDeviceStrategy('/cpu:0')
+        self._trainer_at(out, strategy, export=False).train()
+        index = os.path.join(out, 'checkpoints', 'ckpt-6.index')
+        before = os.stat(index).st_mtime_ns
+        results = self._trainer_at(out, strategy, export=False).train()
+        self.assertTrue(results['completed'])
+        self.assertEqual(os.stat(index).st_mtime_ns, before)
+
+    def test_a_checkpoint_of_another_dtype_is_another_model_s(self):
+        # A float64 run's checkpoint does not load into the float32 model
+        # (TF's restore says InvalidArgumentError): that is another model's
+        # checkpoint, not a damaged one to skip for an older one.
+        out = self._dir()
+        strategy = tf.distribute.OneDeviceStrategy('/cpu:0')
+        self._trainer_at(out, strategy, train_steps=3, export=False,
+                         preset_overrides={'dtype': 'float64'}).train()
+        with self.assertRaisesRegex(ValueError, r'ckpt-3 is not a checkpoint '
+                                    r"of preset 'checkerboard_glow_3' with "
+                                    r'overrides \{\} \(results.json: '
+                                    r"overrides \{'dtype': 'float64'\}\)"):
+            self._trainer_at(out, strategy, train_steps=3,
+                             export=False).restore_or_initialize()
+
+    def test_a_stop_between_log_steps_logs_and_records_its_window(self):
+        # The steps since the last log line end with the stop: they are
+        # logged and their training bits/dim recorded, as at a log step.
+        trainer = self._trainer(tf.distribute.OneDeviceStrategy('/cpu:0'),
+                                train_steps=20, checkpoint_every=100,
+                                log_every=100, eval_every=4, export=False)
+        real_evaluate = trainer.evaluate
+
+        def evaluate_then_signal():
+            bpd = real_evaluate()
+            if trainer.step == 4:
+                trainer.request_stop()
+            return bpd
+
+        trainer.evaluate = evaluate_then_signal
+        with self.assertLogs('absl', 'INFO') as logs:
+            results = trainer.train()
+        self.assertEqual(results['step'], 6)
+        self.assertLen([r for r in logs.output if 'step 6/20 | train bpd'
+                        in r], 1)
+        self.assertTrue(math.isfinite(results['train_bpd']))
 
 
 class WriteJsonTest(tf.test.TestCase):

@@ -66,6 +66,25 @@ class WarmupHoldDecayTest(tf.test.TestCase):
         with self.assertRaisesRegex(ValueError, 'exceeds'):
             training.WarmupHoldDecay(1e-3, min_lr=1e-2)
 
+    def test_decay_inside_the_warm_up_follows_the_formula(self):
+        # hold_until < warmup_steps (which TrainConfig refuses, the schedule
+        # itself does not): the docstring's formula, with the warm-up ending
+        # at warmup_steps exactly and the decay counted from hold_until.
+        schedule = training.WarmupHoldDecay(1.0, warmup_steps=4,
+                                            hold_until=0, decay=0.5)
+        self.assertAllClose(schedule(3), 0.75)
+        self.assertAllClose(schedule(4), 0.5**4)
+        self.assertAllClose(schedule(5), 0.5**5)
+
+    def test_decay_without_a_floor(self):
+        # min_lr=0 (allowed, >= 0): the rate decays for ever, no floor to
+        # compute.
+        schedule = training.WarmupHoldDecay(1e-3, hold_until=10, decay=0.5,
+                                            min_lr=0.0)
+        self.assertAllClose(schedule(10), 1e-3)
+        self.assertAllClose(schedule(13), 1e-3 * 0.5**3)
+        self.assertAllEqual(schedule(10**4), 0.0)
+
 
 class WeightEMATest(tf.test.TestCase):
 
