@@ -37,6 +37,8 @@ import numpy as np
 # TensorFlow and the library are imported in main() after the flags have been
 # checked, so that a bad command line fails fast.
 cb = None  # vflow_tfp.experiments.checkerboard
+# checkerboard.MAX_SEED, without importing TF before the flags are checked.
+_MAX_SEED = 2**31 - 1
 
 _OUTPUT_DIR = flags.DEFINE_string('output_dir', None,
                                   'Directory of the outputs (required).')
@@ -178,6 +180,9 @@ def _check_flags():
                       (_RECYCLE_EVERY, 0)):
         if flag.value < low:
             _fail(f'--{flag.name} must be >= {low}; got {flag.value}.')
+    if _FIRST_SEED.value + _SEEDS.value - 1 > _MAX_SEED:
+        _fail(f'--first_seed + --seeds - 1 must be <= {_MAX_SEED}; got '
+              f'{_FIRST_SEED.value + _SEEDS.value - 1}.')
     # (inf too: a clip of inf makes every gradient NaN, and JSON would keep
     # neither value for a --resume to compare.)
     if not 0 < _LR.value < math.inf:
@@ -350,7 +355,7 @@ def _write_outputs(out_dir, settings, density_configs, final=False):
         settings=settings,
         summary=[dict(dims=d, steps=s, **v) for (d, s), v in summary.items()],
         runs=runs))
-    with open(os.path.join(out_dir, 'table.md'), 'w') as f:
+    with _atomic_write(os.path.join(out_dir, 'table.md')) as f:
         f.write(_table(summary, settings))
     cb.plot_log_likelihood_vs_steps(
         summary, os.path.join(out_dir, 'fig3.png'),

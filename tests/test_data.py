@@ -8,6 +8,7 @@ temporary directories.
 import collections
 import glob
 import logging
+import math
 import os
 import shutil
 import socket
@@ -159,6 +160,11 @@ def test_sharding_over_two_input_pipelines(mock_cifar):
         shards.append(_ids(ds))
     assert len(shards[0]) == len(shards[1]) == _NUM_FAKE // 2
     assert sorted(shards[0] + shards[1]) == list(range(_NUM_FAKE))
+    # Each pipeline shuffles its shard with its own seed: with one seed for
+    # all, pipeline 1 (examples 2k + 1 of the one mocked file) would serve
+    # the neighbour of what pipeline 0 serves at every position, so
+    # neighbouring examples would always share a global batch.
+    assert [i // 2 for i in shards[0]] != [i // 2 for i in shards[1]]
 
 
 def test_file_order_of_unseeded_pipelines():
@@ -449,6 +455,22 @@ def test_photo_patches_builder(photo_dir):
     assert not photos['train'] & photos['test']
 
 
+def test_photo_patches_builder_examples_are_the_pinned_shuffle(tmp_path):
+    # Version 1.0.0 of the data set: example k is patch k of the seed-0
+    # shuffle of the 2x-downscaled photographs (a change of either is a new
+    # version, not a silent one).
+    from vflow_tfp.data import photo_patches_dataset  # pylint: disable=g-import-not-at-top
+    builder = photo_patches_dataset.PhotoPatches(config='32x32',
+                                                 data_dir=str(tmp_path))
+    examples = list(builder._generate_examples('test'))  # pylint: disable=protected-access
+    patches, sources = data.photo_patches(32, 'test', seed=0, downscale=2,
+                                          return_sources=True)
+    assert [key for key, _ in examples] == list(range(len(patches)))
+    for (_, example), patch, source in zip(examples, patches, sources):
+        np.testing.assert_array_equal(example['image'], patch)
+        assert example['photo'] == source
+
+
 def test_photo_patches_validation_hold_out(photo_dir):
     """Real TFDS slicing: train and validation partition the train split."""
     def hashes(split, **kwargs):
@@ -574,6 +596,18 @@ def test_checkerboard_points_at_the_squares_edges():
          data.CHECKERBOARD_LOG_LIKELIHOOD, -np.inf])
 
 
+def test_checkerboard_log_likelihood_is_that_of_the_density():
+    # The density is 1/32 on half of [-4, 4)^2: it integrates to one, and
+    # its log is the constant (the target every table compares with).
+    assert data.CHECKERBOARD_LOG_LIKELIHOOD == -math.log(32.0)
+    # Midpoint rule on cells aligned with the squares: exact.
+    centres = -4.0 + 0.125 * (np.arange(64) + 0.5)
+    xs, ys = np.meshgrid(centres, centres)
+    density = np.exp(data.checkerboard_log_prob(np.stack([xs, ys], -1)))
+    assert density.sum() * 0.125**2 == pytest.approx(1.0, abs=1e-12)
+    assert set(np.unique(density)) == {0.0, 1.0 / 32.0}
+
+
 def test_checkerboard_dataset_streams():
     first = _take(data.checkerboard_dataset(64, seed=2), 3)
     again = _take(data.checkerboard_dataset(64, seed=2), 3)
@@ -678,27 +712,6 @@ def test_downsampled_imagenet_is_tested_on_its_validation_split(tmp_path):
                                  str(tmp_path))
     assert pipelines._tfds_split(builder, 'test', 0) == 'validation'  # pylint: disable=protected-access
     assert pipelines._tfds_split(builder, 'train', 0) == 'train'  # pylint: disable=protected-access
-
-
-def test_pipelines_sharded_by_example_shuffle_in_different_orders(
-        mock_cifar):
-    """Each input pipeline shuffles its shard with its own seed: with one
-    seed for all, pipeline 1 would serve the neighbour (in the split's
-    order) of what pipeline 0 serves at every position, so neighbouring
-    examples would always share a global batch."""
-    del mock_cifar
-    shards = []
-    for pipeline_id in range(2):
-        context = tf.distribute.InputContext(
-            num_input_pipelines=2, input_pipeline_id=pipeline_id,
-            num_replicas_in_sync=2)
-        shards.append(_ids(data.image_dataset(
-            'cifar10', 'train', 8, input_context=context, seed=5,
-            repeat=False)))
-    # The mocked split is one file: pipeline p keeps examples 2k + p.
-    assert sorted(shards[0]) == list(range(0, _NUM_FAKE, 2))
-    assert sorted(shards[1]) == list(range(1, _NUM_FAKE, 2))
-    assert [i // 2 for i in shards[0]] != [i // 2 for i in shards[1]]
 
 
 def test_photo_patches_is_registered():

@@ -1,5 +1,6 @@
 """Tests for `vflow_tfp.experiments.checkerboard` and bin/toy_experiment.py."""
 
+import functools
 import importlib.util
 import json
 import math
@@ -9,10 +10,15 @@ import re
 import signal
 import subprocess
 import sys
+import types
+from unittest import mock
 
+from absl import flags
+from absl.testing import flagsaver
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_probability as tfp
 
 from vflow_tfp import nets
 from vflow_tfp.data import checkerboard as data_lib
@@ -331,7 +337,9 @@ def test_script_bad_flags(tmp_path, flag, message):
     assert message in last, proc.stderr
 
 
+@functools.cache
 def _toy_script_module():
+    # Loaded once: a second load would define its absl flags again.
     spec = importlib.util.spec_from_file_location(
         'toy_experiment_script', REPO / 'bin' / 'toy_experiment.py')
     module = importlib.util.module_from_spec(spec)
@@ -339,13 +347,17 @@ def _toy_script_module():
     return module
 
 
+# The sweep's settings as bin/toy_experiment.py records them.
+_SCRIPT_SETTINGS = dict(iterations=1, batch_size=64, learning_rate=2e-3,
+                        schedule='cosine', clip_norm=100.0,
+                        gradient_estimator='sticking_the_landing',
+                        posterior_samples=8, iw_samples=100, test_size=1000,
+                        scale_fn=None)
+
+
 def test_table_leaves_diverged_cells_out_of_the_comparison():
     script = _toy_script_module()
-    settings = dict(iterations=1, batch_size=64, learning_rate=2e-3,
-                    schedule='cosine', clip_norm=100.0,
-                    gradient_estimator='sticking_the_landing',
-                    posterior_samples=8, iw_samples=100, test_size=1000,
-                    scale_fn=None)
+    settings = dict(_SCRIPT_SETTINGS)
     cell = lambda mean: dict(mean=mean, std=math.nan, seeds=[0])
     table = script._table({(2, 3): cell(-3.6), (10, 3): cell(math.nan),
                            (2, 5): cell(-3.6), (4, 5): cell(-3.5)}, settings)
@@ -507,6 +519,292 @@ def test_demo_iteration_budget_is_reproducible():
         outputs.append(re.search(r'Test log-likelihood: (\S+) nats',
                                  proc.stdout)[1])
     assert outputs[0] == outputs[1], outputs
+
+
+def test_in_graph_sampler_offsets_are_independent():
+    # The offset within a square on y has its own stream: drawn from x's,
+    # it would be a function of x (correlation 0.25) with the right
+    # marginals.
+    points = cb.sample_checkerboard_tf(20_000, tf.constant([1, 2])).numpy()
+    offsets = (points + 4.0) % 2.0
+    assert abs(np.corrcoef(offsets.T)[0, 1]) < 0.05
+
+
+def _glow():
+    return cb.build_model('checkerboard_glow_2', seed=0, init_size=64)[0]
+
+
+def test_seeds_outside_int32_are_refused():
+    # A run's seed is the first int32 word of its stateless seeds: reduced
+    # modulo 2**31 - 1, seed 2**31 - 1 would train, draw and evaluate
+    # exactly as seed 0.
+    model = _glow()
+    for seed in (-1, cb.MAX_SEED + 1):
+        message = f'seed must be in \\[0, 2147483647\\]; got {seed}\\.'
+        with pytest.raises(ValueError, match=message):
+            cb.build_model('checkerboard_glow_2', seed=seed, init_size=64)
+        with pytest.raises(ValueError, match=message):
+            cb.train(model, 1, seed=seed, jit_compile=False)
+        with pytest.raises(ValueError, match=message):
+            cb.evaluate(model, cb.test_set(4), seed=seed)
+    vflow = cb.build_model('checkerboard_vflow_2_4', seed=0, init_size=64)[0]
+    points = cb.test_set(8)
+    assert not np.array_equal(cb.evaluate(vflow, points, 4, seed=cb.MAX_SEED),
+                              cb.evaluate(vflow, points, 4, seed=0))
+
+
+def test_training_batches_are_keyed_on_the_seed_and_the_step():
+    # With a rate of 0 the weights stay put, so each history entry is the
+    # mean exact log-likelihood (Glow's ELBO) of that report's batches:
+    # step k's batch is drawn from fold_in([seed, 0x5eed], k), and a report
+    # averages all the steps since the previous one.
+    model = _glow()
+    stats = cb.train(model, 8, seed=5, batch_size=16, learning_rate=0.0,
+                     schedule='constant', steps_per_call=2, progress_every=4,
+                     jit_compile=False)
+    elbos = []
+    for step in range(8):
+        step_seed = tf.random.experimental.stateless_fold_in(
+            tf.constant([5, 0x5eed], tf.int32), step)
+        data_seed, model_seed = tf.unstack(
+            tfp.random.split_seed(step_seed, 2))
+        x = cb.sample_checkerboard_tf(16, data_seed)
+        elbos.append(float(tf.reduce_mean(model.elbo(
+            x, training=True, seed=model_seed))))
+    assert len(set(elbos)) == 8           # a fresh batch every step
+    assert [s for s, _ in stats['history']] == [4, 8]
+    np.testing.assert_allclose([e for _, e in stats['history']],
+                               [np.mean(elbos[:4]), np.mean(elbos[4:])],
+                               rtol=1e-5)
+
+
+def test_gradients_are_clipped_to_the_global_norm():
+    # Adam's step is about lr * g / (|g| + 1e-7): with the gradient clipped
+    # to a norm of 1e-12 no weight moves by more than lr * 1e-5; unclipped
+    # they move by about lr per step.
+    def moved(clip_norm):
+        model = _glow()
+        before = [v.numpy().copy() for v in model.trainable_variables]
+        cb.train(model, 3, seed=0, learning_rate=1e-2, schedule='constant',
+                 clip_norm=clip_norm, steps_per_call=3, jit_compile=False)
+        return max(float(np.max(np.abs(v.numpy() - b)))
+                   for v, b in zip(model.trainable_variables, before))
+
+    assert moved(1e-12) < 1e-6
+    assert moved(100.0) > 1e-3
+
+
+def test_recycling_passes_up_to_recycle_until_and_not_at_the_end():
+    # Passes at every multiple of recycle_every up to and including
+    # recycle_until * iterations, but none after the last step (it would
+    # change the trained model without training it).
+    for until, steps in ((0.5, [10, 20]), (1.0, [10, 20, 30])):
+        stats = cb.train(_glow(), 40, seed=0, recycle_every=10,
+                         recycle_until=until, recycle_batch_size=256,
+                         steps_per_call=10, jit_compile=False)
+        assert [s for s, _ in stats['recycled_units']] == steps, until
+
+
+def test_the_init_batch_depends_on_the_seed():
+    drawn = []
+    real = data_lib.sample_checkerboard
+
+    def spy(num_samples, seed=None):
+        drawn.append(real(num_samples, seed=seed))
+        return drawn[-1]
+
+    with mock.patch.object(cb.data_lib, 'sample_checkerboard', spy):
+        cb.build_model('checkerboard_glow_2', seed=1, init_size=64)
+        cb.build_model('checkerboard_glow_2', seed=2, init_size=64)
+    assert len(drawn) == 2
+    assert not np.array_equal(drawn[0], drawn[1])
+
+
+def test_a_checkpoint_of_another_seed_or_schedule_is_refused(tmp_path):
+    def stop(info):
+        raise KeyboardInterrupt
+
+    kwargs = dict(seed=1, steps_per_call=5, progress_every=5,
+                  jit_compile=False, checkpoint_dir=str(tmp_path))
+    with pytest.raises(KeyboardInterrupt):
+        cb.train(_glow(), 20, progress=stop, **kwargs)
+    assert cb.checkpointed_iteration(str(tmp_path)) == 5
+    for change in (dict(seed=2), dict(schedule='linear'),
+                   dict(batch_size=32), dict(clip_norm=1.0),
+                   dict(recycle_every=5)):
+        (name,) = change
+        with pytest.raises(ValueError, match=f'differs in {name}\\)'):
+            cb.train(_glow(), 20, **dict(kwargs, **change))
+
+
+def test_a_failed_state_write_keeps_the_previous_checkpoint(tmp_path):
+    # The state file names the checkpoint: a write that fails half-way must
+    # leave the previous state (and its checkpoint) readable.
+    directory = str(tmp_path)
+    checkpoint = tf.train.Checkpoint(v=tf.Variable(1.0))
+    first = dict(run_key={}, done=5, history=[[5, -4.0]], recycled=[],
+                 seconds=1.0)
+    cb._save_training(checkpoint, directory, first)  # pylint: disable=protected-access
+    real_dump = json.dump
+
+    def half_then_fail(obj, f, **kwargs):
+        f.write(json.dumps(obj, **kwargs)[:10])
+        raise OSError('disk full')
+
+    with mock.patch.object(cb.json, 'dump', half_then_fail):
+        with pytest.raises(OSError, match='disk full'):
+            cb._save_training(checkpoint, directory, dict(first, done=10))  # pylint: disable=protected-access
+    assert json.dump is real_dump
+    assert cb.checkpointed_iteration(directory) == 5
+    with open(os.path.join(directory, 'training_state.json')) as f:
+        assert json.load(f) == dict(first, checkpoint='step-5')
+    assert os.path.exists(os.path.join(directory, 'step-5.index'))
+
+
+def test_evaluate_is_model_log_prob_batch_by_batch():
+    # Batch i of the points is scored with `model.log_prob` and the seed
+    # [seed, i]; each (num_samples, chunk_size) gets its own function.
+    model = cb.build_model('checkerboard_vflow_2_4', seed=0, init_size=64)[0]
+    points = cb.test_set(6)
+    for samples in (6, 4):   # the same chunk_size (3) both times
+        got = cb.evaluate(model, points, samples, seed=7, batch_size=4,
+                          chunk_size=3)
+        want = np.concatenate([
+            model.log_prob(tf.constant(points[:4]), samples, chunk_size=3,
+                           seed=tf.constant([7, 0])).numpy(),
+            model.log_prob(tf.constant(points[4:]), samples, chunk_size=3,
+                           seed=tf.constant([7, 1])).numpy()])
+        np.testing.assert_allclose(got, want, rtol=1e-6, err_msg=samples)
+
+
+def test_grid_points_are_cell_centres_in_image_order():
+    centres, points = cb.grid_points(4, 4.0)
+    np.testing.assert_array_equal(centres, [-3.0, -1.0, 1.0, 3.0])
+    assert points.shape == (16, 2) and points.dtype == np.float32
+    # Row-major image order: the row index is y, the column index x.
+    image = points.reshape(4, 4, 2)
+    np.testing.assert_array_equal(image[0, :, 0], [-3.0, -1.0, 1.0, 3.0])
+    np.testing.assert_array_equal(image[0, :, 1], [-3.0] * 4)
+    np.testing.assert_array_equal(image[:, 0, 1], [-3.0, -1.0, 1.0, 3.0])
+
+
+@pytest.mark.parametrize('flag, message', [
+    ('--learning_rate=0', '--learning_rate must be finite and > 0'),
+    ('--dims=', '--dims values must be among'),
+    ('--density_configs=2:7', "--density_configs entry '2:7': D must be"),
+    ('--test_size=0', '--test_size must be >= 1'),
+    ('--progress_every=0', '--progress_every must be >= 1'),
+    ('--first_seed=2147483644',
+     '--first_seed + --seeds - 1 must be <= 2147483647; got 2147483648.'),
+])
+def test_script_more_bad_flags(tmp_path, flag, message):
+    # --output_dir names a file: a bad flag taken by mistake fails at once
+    # at the directory check (with another message) instead of sweeping.
+    a_file = tmp_path / 'a_file'
+    a_file.write_text('x')
+    proc = _run_script(f'--output_dir={a_file}', flag)
+    _assert_one_line_error(proc, 'toy_experiment.py', message)
+
+
+def test_script_a_run_in_progress_binds_the_settings(tmp_path):
+    # A checkpoint without any finished run is a started run: its
+    # directory's settings are compared, not overwritten.
+    (tmp_path / 'checkpoints' / 'D2_L2_seed0').mkdir(parents=True)
+    (tmp_path / 'config.json').write_text(json.dumps({'iterations': 7}))
+    proc = _run_script(f'--output_dir={tmp_path}', '--iterations=5',
+                       '--dims=2', '--steps=2', '--seeds=1')
+    _assert_one_line_error(proc, 'toy_experiment.py',
+                           'holds runs with other settings (--iterations=7')
+    assert json.loads((tmp_path / 'config.json').read_text()) == {
+        'iterations': 7}
+
+
+def test_script_density_panels_are_densities(tmp_path, monkeypatch):
+    # Fig. 2 shows the data histogram and exp(log-density) of each grid.
+    script = _toy_script_module()
+    monkeypatch.setattr(script, 'cb', cb)
+    monkeypatch.setattr(script, '_GRID', types.SimpleNamespace(value=4))
+    panels = []
+    monkeypatch.setattr(cb, 'plot_densities',
+                        lambda p, path, **kwargs: panels.extend(p))
+    monkeypatch.setattr(cb, 'plot_log_likelihood_vs_steps',
+                        lambda *args, **kwargs: None)
+    for sub in ('runs', 'densities'):
+        (tmp_path / sub).mkdir()
+    (tmp_path / 'runs' / 'D2_L3_seed0.json').write_text(json.dumps(dict(
+        dims=2, steps=3, seed=0, iterations=1, test_log_likelihood=-3.6)))
+    log_p = np.log(np.arange(1.0, 17.0).reshape(4, 4) / 136.0)
+    np.save(tmp_path / 'densities' / 'D2_L3_seed0.npy', log_p)
+    settings = dict(_SCRIPT_SETTINGS)
+    script._write_outputs(str(tmp_path), settings, [(2, 3)])
+    assert [title for title, _ in panels] == ['data',
+                                              'Glow L=3\ntest LL -3.600']
+    np.testing.assert_allclose(panels[0][1], cb.histogram_density(
+        resolution=4))
+    np.testing.assert_allclose(panels[1][1], np.exp(log_p))
+
+
+def test_script_writes_its_table_atomically(tmp_path, monkeypatch):
+    # A reader, or a sweep killed while writing, never sees half a table:
+    # table.md is written as results.json is.
+    script = _toy_script_module()
+    monkeypatch.setattr(script, 'cb', cb)
+    monkeypatch.setattr(script, '_GRID', types.SimpleNamespace(value=4))
+    monkeypatch.setattr(cb, 'plot_densities', lambda *args, **kwargs: None)
+    monkeypatch.setattr(cb, 'plot_log_likelihood_vs_steps',
+                        lambda *args, **kwargs: None)
+    written = []
+    atomic_write = script._atomic_write  # pylint: disable=protected-access
+
+    def recording(path, mode='w'):
+        written.append(os.path.basename(path))
+        return atomic_write(path, mode)
+
+    monkeypatch.setattr(script, '_atomic_write', recording)
+    for sub in ('runs', 'densities'):
+        (tmp_path / sub).mkdir()
+    run = dict(dims=2, steps=3, seed=0, iterations=1,
+               test_log_likelihood=-3.6)
+    (tmp_path / 'runs' / 'D2_L3_seed0.json').write_text(json.dumps(run))
+    settings = dict(_SCRIPT_SETTINGS)
+    script._write_outputs(str(tmp_path), settings, [])  # pylint: disable=protected-access
+    assert written == ['results.json', 'table.md']
+    assert (tmp_path / 'table.md').read_text() == script._table(  # pylint: disable=protected-access
+        cb.summarize([run]), settings)
+
+
+def test_script_a_failed_density_grid_write_leaves_no_grid(tmp_path,
+                                                            monkeypatch):
+    # Every later --resume takes an existing grid file as done: a write
+    # that fails half-way must leave none. The run itself is faked.
+    script = _toy_script_module()
+    out = tmp_path / 'toy'
+    result = dict(dims=2, steps=2, seed=0, iterations=1,
+                  test_log_likelihood=-3.6, test_log_likelihood_sem=0.01,
+                  init_test_log_likelihood=-4.0, train_seconds=0.0,
+                  iterations_per_second=float('nan'))
+    monkeypatch.setattr(cb, 'run', lambda *args, **kwargs: (result, None))
+    monkeypatch.setattr(cb, 'density_grid',
+                        lambda *args, **kwargs: np.zeros([2, 2]))
+
+    def half_then_fail(f, array, *args, **kwargs):
+        f.write(b'\x93NUMPY')
+        raise OSError('disk full')
+
+    monkeypatch.setattr(np, 'save', half_then_fail)
+    level = tf.get_logger().level
+    try:
+        with flagsaver.flagsaver():
+            flags.FLAGS.unparse_flags()
+            argv = flags.FLAGS([
+                'toy_experiment.py', f'--output_dir={out}', '--iterations=1',
+                '--seeds=1', '--dims=2', '--steps=2', '--test_size=4',
+                '--density_configs=2:2', '--grid_resolution=2'])
+            with pytest.raises(OSError, match='disk full'):
+                script._sweep(argv)  # pylint: disable=protected-access
+    finally:
+        tf.get_logger().setLevel(level)
+    assert os.listdir(out / 'densities') == []
 
 
 if __name__ == '__main__':

@@ -186,6 +186,34 @@ class ActNormInitTest(tf.test.TestCase, parameterized.TestCase):
         with self.assertRaisesRegex(TypeError, 'variable parameters'):
             norm.initialize(tf.ones([2, 3]))
 
+    def test_an_error_in_the_pass_ends_it(self):
+        # An exception inside the pass must not leave the switch on: every
+        # later call of every layer would re-initialise from its batch.
+        with self.assertRaisesRegex(RuntimeError, 'bad batch'):
+            with vflow_tfp.data_dependent_init(expect_layers=False):
+                raise RuntimeError('bad batch')
+        self.assertFalse(vflow_tfp.initialization.is_active())
+        norm = vb.ActNorm([3], dtype=tf.float64)
+        norm.inverse(tf.random.normal([8, 3], mean=5.0, dtype=tf.float64))
+        self.assertAllEqual(norm.shift, tf.zeros([3], tf.float64))
+
+    def test_results_cached_in_the_pass_are_dropped_at_its_end(self):
+        # A layer that runs twice in the pass is initialised twice; the
+        # first result, cached by TFP under the first batch, was computed
+        # with parameters that no longer hold and must not be served after
+        # the pass.
+        norm = vb.ActNorm([4], dtype=tf.float64)
+        x1 = tf.random.normal([64, 4], mean=3.0, stddev=5.0,
+                              dtype=tf.float64)
+        x2 = tf.random.normal([64, 4], mean=-1.0, stddev=0.5,
+                              dtype=tf.float64)
+        with vflow_tfp.data_dependent_init():
+            stale = norm.inverse(x1)
+            norm.inverse(x2)
+        self.assertAllClose(norm.inverse(x1), norm.inverse(tf.identity(x1)),
+                            atol=1e-12)
+        del stale
+
 
 class PositionCountTest(tf.test.TestCase, parameterized.TestCase):
     """The log-det of these layers counts the positions of the event shape

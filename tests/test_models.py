@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from unittest import mock
@@ -179,6 +180,20 @@ class PhotoPatchesTest(tf.test.TestCase):
                     data.photo_patches(8, 'test')
         finally:
             photos._photo.cache_clear()
+
+    def test_negative_max_patches_and_bad_strides_are_refused(self):
+        # A negative max_patches would silently drop patches from the end
+        # of the shuffle (index[:-1]); a stride of 0 or less is refused
+        # with the sizes, like a bad patch_size.
+        with self.assertRaisesRegex(ValueError,
+                                    re.escape('max_patches must be >= 0; '
+                                              'got -1.')):
+            data.photo_patches(8, 'test', max_patches=-1)
+        for stride in (0, -4):
+            with self.assertRaisesRegex(ValueError, re.escape(
+                    'patch_size, stride and downscale must be >= 1; got 8, '
+                    f'{stride}, 2.')):
+                data.photo_patches(8, 'test', stride=stride)
 
 
 # ----------------------------------------------------------------------------

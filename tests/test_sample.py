@@ -43,6 +43,30 @@ class ImagesTest(tf.test.TestCase):
         grid = images.image_grid(batch, columns=2)
         self.assertAllEqual(grid[..., 0], [[1, 2], [3, 4], [5, 0]])
 
+    def test_an_empty_or_unbatched_input_is_refused(self):
+        for shape in ([0, 2, 2, 3], [2, 2, 3]):
+            with self.assertRaisesRegex(
+                    ValueError, r'^image_grid needs a non-empty \[N, H, W, '
+                    rf'C\] batch; got shape \({", ".join(map(str, shape))}'
+                    r'\)\.$'):
+                images.image_grid(np.zeros(shape, np.uint8))
+
+    def test_grid_defaults_to_ceil_sqrt_columns(self):
+        # 5 images: ceil(sqrt(5)) = 3 columns, 2 rows; the cell past the
+        # last image stays 0.
+        batch = np.arange(1, 6, dtype=np.uint8).reshape(5, 1, 1, 1)
+        grid = images.image_grid(np.repeat(np.repeat(batch, 2, 1), 3, 2))
+        self.assertEqual(grid.shape, (4, 9, 1))
+        self.assertAllEqual(grid[::2, ::3, 0], [[1, 2, 3], [4, 5, 0]])
+
+    def test_to_8bit_spreads_any_level_count_below_256(self):
+        # 128 levels (7-bit data): round(x * 255 / 127), the top level 255.
+        levels = np.arange(128, dtype=np.uint8)
+        spread = images.to_8bit(levels, 128)
+        self.assertEqual(spread.dtype, np.uint8)
+        self.assertAllEqual(spread, np.round(levels * (255.0 / 127.0)))
+        self.assertEqual(spread[-1], 255)
+
 
 class SampleTest(tf.test.TestCase):
 
@@ -259,6 +283,20 @@ class SampleTest(tf.test.TestCase):
         decoded = tf.io.decode_png(tf.io.read_file(grid)).numpy()
         self.assertAllEqual(decoded, images.image_grid(
             images.to_8bit(levels, 32)))
+
+    def test_the_command_line_refuses_stray_arguments_and_columns(self):
+        # A stray word (a forgotten --, say `--num 8`) and --columns for an
+        # output that is not a grid are refused, one line, nothing written.
+        array = self._path('v.npy')
+        for extra, message in (
+                (['8'], "unexpected arguments ['8']"),
+                (['--columns=2'], '--columns applies to a .png grid.')):
+            run = _run_sample(f'--model={self.vector.path}',
+                              f'--output={array}', '--num=2', *extra)
+            self.assertEqual(run.returncode, 2, run.stderr)
+            self.assertEqual(run.stderr.splitlines()[-1],
+                             f'sample.py: error: {message}')
+        self.assertEqual(os.listdir(self.tmp), [])
 
 
 if __name__ == '__main__':

@@ -22,6 +22,7 @@ import tempfile
 from unittest import mock
 import zipfile
 
+from absl import flags
 from absl import logging as absl_logging
 import numpy as np
 import tensorflow as tf
@@ -882,6 +883,18 @@ class ScoreTest(tf.test.TestCase):
         (sources, batch), = inputs.batches(10)
         self.assertEqual(sources, [os.path.join(self.tmp, 'a.png')])
         self.assertAllEqual(batch, pixels[np.newaxis])
+
+    def test_flag_bounds(self):
+        # absl refuses these while parsing (before anything is loaded): 0
+        # importance samples would otherwise fall back to the export's
+        # default unnoticed, and a seed past int32 cannot key the
+        # stateless noise.
+        images = self._npy('few.npy', self.exported.train[:2])
+        for flag in ('--num_samples=0', '--seed=2147483648',
+                     '--batch_size=0'):
+            with self.assertRaisesRegex(flags.IllegalFlagValueError,
+                                        flag[2:].split('=')[0]):
+                run_score(self.model_flag, flag, images)
 
 
 class FewerLevelsTest(tf.test.TestCase):

@@ -13,6 +13,9 @@ def image_grid(images, columns=None):
     `columns` defaults to `ceil(sqrt(N))`; cells past the last image stay 0.
     """
     images = np.asarray(images)
+    if images.ndim != 4 or not len(images):
+        raise ValueError(f'image_grid needs a non-empty [N, H, W, C] batch; '
+                         f'got shape {images.shape}.')
     num, height, width, channels = images.shape
     columns = columns or int(math.ceil(math.sqrt(num)))
     rows = int(math.ceil(num / columns))

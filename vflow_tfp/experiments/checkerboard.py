@@ -74,6 +74,7 @@ from vflow_tfp.data import checkerboard as data_lib
 from vflow_tfp.models import presets
 
 __all__ = [
+    'MAX_SEED',
     'TEST_SEED',
     'TRUE_LOG_LIKELIHOOD',
     'density_grid',
@@ -93,6 +94,8 @@ TEST_SEED = 1_000_003
 TRUE_LOG_LIKELIHOOD = data_lib.CHECKERBOARD_LOG_LIKELIHOOD
 EXTENT = 4.0
 SCHEDULES = ('cosine', 'linear', 'constant')
+# A run's seed is the first word of int32 stateless seeds.
+MAX_SEED = 2**31 - 1
 
 
 # -- data -------------------------------------------------------------------
@@ -224,8 +227,8 @@ def train(model, iterations, seed, batch_size=64, learning_rate=2e-3,
     optimizer = tf_keras.optimizers.Adam(
         _learning_rate(learning_rate, schedule, iterations))
     optimizer.build(variables)
-    base_seed = tf.constant([int(seed) % (2**31 - 1), 0x5eed], tf.int32)
-    recycle_seed = tf.constant([int(seed) % (2**31 - 1), 0xDEAD], tf.int32)
+    base_seed = tf.constant([_seed_word(seed), 0x5eed], tf.int32)
+    recycle_seed = tf.constant([_seed_word(seed), 0xDEAD], tf.int32)
     dtype = variables[0].dtype
 
     def one_step(total):
@@ -396,7 +399,7 @@ def evaluate(model, points, num_samples=100, seed=0, batch_size=1000,
     out = []
     for i, start in enumerate(range(0, len(points), int(batch_size))):
         batch = tf.constant(points[start:start + int(batch_size)])
-        out.append(fn(batch, tf.constant([int(seed) % (2**31 - 1), i],
+        out.append(fn(batch, tf.constant([_seed_word(seed), i],
                                          tf.int32)).numpy())
     return np.concatenate(out) if out else np.zeros([0])
 
@@ -412,6 +415,18 @@ def _log_prob_fn(model, num_samples, chunk_size):
     return cache[key]
 
 
+def _seed_word(seed):
+    """`seed` as the first int32 word of the stateless seeds it keys.
+
+    Refused outside int32's non-negative range rather than reduced: a seed
+    of 2**31 - 1 reduced modulo 2**31 - 1 would train, draw and evaluate
+    exactly as seed 0.
+    """
+    if not 0 <= int(seed) <= MAX_SEED:
+        raise ValueError(f'seed must be in [0, {MAX_SEED}]; got {seed}.')
+    return int(seed)
+
+
 def _stats(values):
     values = np.asarray(values, np.float64)
     return float(values.mean()), float(
@@ -425,12 +440,13 @@ def build_model(preset, seed, init_size=4096, **overrides):
     Returns `(model, init_elbo)`, the mean ELBO of the init batch after the
     data-dependent initialisation.
     """
+    _seed_word(seed)  # Refused before anything is built.
     tf.random.set_seed(int(seed))
     model = presets.build(preset, seed=int(seed), **overrides)
     batch = data_lib.sample_checkerboard(int(init_size),
                                          seed=[int(seed), 0xD1])
     elbo = model.initialize(batch, seed=tf.constant(
-        [int(seed) % (2**31 - 1), 0xD1], tf.int32))
+        [_seed_word(seed), 0xD1], tf.int32))
     return model, float(tf.reduce_mean(elbo))
 
 
