@@ -697,7 +697,7 @@ def test_grid_points_are_cell_centres_in_image_order():
     ('--first_seed=2147483644',
      '--first_seed + --seeds - 1 must be <= 2147483647; got 2147483648.'),
 ])
-def test_script_more_bad_flags(tmp_path, flag, message):
+def test_script_bad_flags_are_checked_first(tmp_path, flag, message):
     # --output_dir names a file: a bad flag taken by mistake fails at once
     # at the directory check (with another message) instead of sweeping.
     a_file = tmp_path / 'a_file'

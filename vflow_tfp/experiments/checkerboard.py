@@ -165,7 +165,8 @@ def train(model, iterations, seed, batch_size=64, learning_rate=2e-3,
     Args:
       model: a `VFlow` on `[2]` vectors, already `initialize`d.
       iterations: number of optimisation steps.
-      seed: int; keys the training batches and the (u, z) draws.
+      seed: int in [0, `MAX_SEED`]; keys the training batches and the
+        (u, z) draws.
       batch_size: points per step.
       learning_rate: peak Adam learning rate.
       schedule: `'cosine'` or `'linear'` (decay to 0 over `iterations`), or
@@ -390,7 +391,9 @@ def evaluate(model, points, num_samples=100, seed=0, batch_size=1000,
     VFlow: importance weighting with `num_samples` draws of z
     (`model.log_prob`); a plain flow (Glow) has an exact likelihood, so one
     "sample" is used whatever `num_samples` says. Points are processed
-    `batch_size` at a time, each with `chunk_size` draws per pass.
+    `batch_size` at a time, each with `chunk_size` draws per pass; batch
+    `i` draws from the stateless seed `[seed, i]` (`seed` in [0,
+    `MAX_SEED`]).
     """
     points = np.asarray(points, np.float32)
     samples = int(num_samples) if model.augment_channels else 1
@@ -437,8 +440,8 @@ def _stats(values):
 def build_model(preset, seed, init_size=4096, **overrides):
     """Builds preset `preset` with weights from `seed` and initialises it.
 
-    Returns `(model, init_elbo)`, the mean ELBO of the init batch after the
-    data-dependent initialisation.
+    `seed` is an int in [0, `MAX_SEED`]. Returns `(model, init_elbo)`, the
+    mean ELBO of the init batch after the data-dependent initialisation.
     """
     _seed_word(seed)  # Refused before anything is built.
     tf.random.set_seed(int(seed))
@@ -462,8 +465,9 @@ def run(preset, iterations, seed, test_points, batch_size=64,
     Args:
       preset: preset name (`preset_name(dims, steps)`).
       iterations: training steps.
-      seed: int seed of the weights, the init batch, the training batches,
-        the (u, z) draws and the evaluation draws.
+      seed: int in [0, `MAX_SEED`], the seed of the weights, the init
+        batch, the training batches, the (u, z) draws and the evaluation
+        draws.
       test_points: `[N, 2]` test set (`test_set()`).
       batch_size, learning_rate, schedule, clip_norm, gradient_estimator,
         posterior_samples, recycle_every, recycle_until, steps_per_call,
