@@ -72,23 +72,30 @@ def _write_png(path, image):
     tf.io.write_file(path, tf.io.encode_png(image))
 
 
-def _write_bmp(path, pixels, palette=None):
+def _write_bmp(path, pixels, palette=None, os2=False):
     """A BMP of RGB `pixels` [H, W, 3], or of 8-bit indices [H, W] into
-    `palette` [256, 3] (TensorFlow has no BMP encoder)."""
+    `palette` [256, 3] (TensorFlow has no BMP encoder); `os2`: with OS/2
+    1.x's 12-byte header and 3-byte palette entries."""
     height, width = pixels.shape[:2]
     if palette is None:
         bits, rows, colours = 24, pixels[::-1, :, ::-1], b''
     else:
         bits, rows = 8, pixels[::-1]
-        colours = np.concatenate(  # BGR0 entries
-            [palette[:, ::-1], np.zeros([256, 1], np.uint8)], 1).tobytes()
+        colours = palette[:, ::-1]  # BGR0 entries (BGR on OS/2)
+        if not os2:
+            colours = np.concatenate(
+                [colours, np.zeros([256, 1], np.uint8)], 1)
+        colours = colours.tobytes()
     rows = rows.reshape(height, -1).astype(np.uint8)
     pad = b'\0' * (-rows.shape[1] % 4)
     body = b''.join(row.tobytes() + pad for row in rows)
-    offset = 14 + 40 + len(colours)
+    if os2:
+        info = struct.pack('<IHHHH', 12, width, height, 1, bits)
+    else:
+        info = struct.pack('<IiiHHIIiiII', 40, width, height, 1, bits, 0,
+                           len(body), 2835, 2835, 256 if colours else 0, 0)
+    offset = 14 + len(info) + len(colours)
     header = struct.pack('<2sIHHI', b'BM', offset + len(body), 0, 0, offset)
-    info = struct.pack('<IiiHHIIiiII', 40, width, height, 1, bits, 0,
-                       len(body), 2835, 2835, 256 if colours else 0, 0)
     with open(path, 'wb') as f:
         f.write(header + info + colours + body)
 
@@ -850,38 +857,29 @@ class ScoreTest(tf.test.TestCase):
 
     def test_palette_bmp_with_an_os2_header(self):
         # An OS/2 1.x BMP (a 12-byte BITMAPCOREHEADER) has its bit count at
-        # byte 24, not 28: an 8-bit one is refused as a palette BMP too.
-        width = height = 2
-        palette = np.full([256, 3], 255, np.uint8)   # bytes 28-29: 0xffff
-        rows = np.array([[0, 1, 0, 0], [1, 0, 0, 0]], np.uint8)  # 4-aligned
-        offset = 14 + 12 + palette.size
-        size = offset + rows.size
-        contents = (b'BM' + struct.pack('<IHHI', size, 0, 0, offset)
-                    + struct.pack('<IHHHH', 12, width, height, 1, 8)
-                    + palette.tobytes() + rows.tobytes())
-        path = os.path.join(self.tmp, 'os2.bmp')
-        with open(path, 'wb') as f:
-            f.write(contents)
+        # byte 24, not 28 (here palette bytes of 0xff): an 8-bit one is
+        # refused as a palette BMP too.
+        bmp = self._path('os2.bmp')
+        _write_bmp(bmp, np.eye(2, dtype=np.uint8),
+                   np.full([256, 3], 255, np.uint8), os2=True)
         with self.assertRaisesRegex(
-                ValueError, f'^{path}: 8-bit palette BMP, which TensorFlow '
+                ValueError, f'^{bmp}: 8-bit palette BMP, which TensorFlow '
                 'decodes to palette indices'):
-            scoring.read_image_file(path)
+            scoring.read_image_file(bmp)
 
     def test_a_directory_s_hidden_files_are_left_out(self):
         # As a glob's `*` leaves them out: macOS's `._a.png` companion
         # (not an image) must not stop a directory's scoring, and a hidden
         # image is not scored.
         pixels = np.arange(12, dtype=np.uint8).reshape(2, 2, 3)
-        with open(os.path.join(self.tmp, 'a.png'), 'wb') as f:
-            f.write(tf.io.encode_png(pixels).numpy())
-        with open(os.path.join(self.tmp, '._a.png'), 'wb') as f:
+        _write_png(self._path('a.png'), pixels)
+        with open(self._path('._a.png'), 'wb') as f:
             f.write(b'\x00\x05\x16\x07 AppleDouble')
-        with open(os.path.join(self.tmp, '.hidden.png'), 'wb') as f:
-            f.write(tf.io.encode_png(pixels).numpy())
+        _write_png(self._path('.hidden.png'), pixels)
         inputs = scoring.open_inputs(
             [self.tmp], {'data_shape': [2, 2, 3], 'kind': 'image'})
         (sources, batch), = inputs.batches(10)
-        self.assertEqual(sources, [os.path.join(self.tmp, 'a.png')])
+        self.assertEqual(sources, [self._path('a.png')])
         self.assertAllEqual(batch, pixels[np.newaxis])
 
     def test_flag_bounds(self):
