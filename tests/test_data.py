@@ -22,6 +22,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from vflow_tfp import data
+from vflow_tfp import scoring
 from vflow_tfp import training
 from vflow_tfp.data import pipelines
 
@@ -516,6 +517,11 @@ def test_evaluation_pipelines_are_not_cached(photo_dir):
                                       init_batch_size=4, data_dir=photo_dir)
     assert not any('Cache' in op
                    for op in _dataset_ops(inputs.eval_input_fn(None)))
+    # Scoring reads a split once, or a slice of it.
+    for spec in ('tfds:photo_patches/32x32',
+                 'tfds:photo_patches/32x32:test[:3]'):
+        source = scoring._TfdsSplit(spec, (32, 32, 3), photo_dir)  # pylint: disable=protected-access
+        assert not any('Cache' in op for op in _dataset_ops(source.dataset))
     # The same images either way.
     assert np.array_equal(np.concatenate(list(cached)),
                           np.concatenate(list(uncached)))

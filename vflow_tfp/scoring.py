@@ -358,9 +358,11 @@ class _TfdsSplit:
         try:
             shape = pipelines.image_shape(name, data_dir=data_dir)
             _check_image_shape(shape, data_shape, self.label, 'images are')
+            # Read once, often in part (a slice): an in-memory cache of
+            # the split would be filled for nothing.
             self.dataset = pipelines.image_dataset(
                 name, split, 1, shuffle=False, repeat=False,
-                data_dir=data_dir, drop_remainder=False)
+                data_dir=data_dir, drop_remainder=False, autocache=False)
         except pipelines.DatasetUnavailableError as e:
             raise ValueError(f'{self.label}: {e}') from e
         except ValueError as e:
