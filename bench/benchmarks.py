@@ -20,8 +20,8 @@ class Benchmark:
     tfp_model: Optional[str] = None  # a TFP baseline (suite.TFP_MODELS)
     iw_images: int = 8
     train_only: bool = False  # skip sampling and scoring
-    # The training bound: draws of (u, z) per item (the batch repeated), and
-    # VFlow.elbo's gradient estimator.
+    # The training bound: draws of (u, z) per item (VFlow.elbo's
+    # draws_per_row), and its gradient estimator.
     draws: int = 1
     gradient_estimator: str = 'reparameterization'
     in_default_suite: bool = True  # run without --only

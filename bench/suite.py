@@ -289,11 +289,10 @@ def run(benchmark, steps=10, jit_compile=False, sampling=True, scoring=True):
         result['rss_before_mb'] = _current_rss_mb()
 
         def loss_fn(x, seed):
-            if benchmark.draws > 1:
-                x = tf.repeat(x, benchmark.draws, axis=0)
             return -tf.reduce_mean(model.elbo(
                 x, training=True, seed=seed,
-                gradient_estimator=benchmark.gradient_estimator))
+                gradient_estimator=benchmark.gradient_estimator,
+                draws_per_row=benchmark.draws))
         train = train_throughput(loss_fn, variables, batch, steps,
                                  jit_compile)
     seconds = train['step_seconds']

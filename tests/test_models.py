@@ -921,6 +921,36 @@ class ImportanceWeightingTest(tf.test.TestCase):
         self.assertAllClose(one, tf.cast(draw, tf.float64), atol=1e-4,
                             rtol=0)
 
+    def test_the_draws_of_an_example_share_its_context(self):
+        # k draws per example are those of the batch repeated k times, but
+        # r's context network (of x alone) runs once per example: in elbo,
+        # and in every pass of log_prob.
+        x = self.x[:4]
+        context_net, rows = self.model.dequantizer.context_net, []
+
+        def counting(condition, training=False):
+            rows.append(int(condition.shape[0]))
+            return context_net(condition, training=training)
+
+        repeated = np.repeat(x, 3, axis=0)
+        for seed in (tf.constant([3, 4]),
+                     self.model.example_seeds(x, tf.constant([3, 4]))):
+            with mock.patch.object(self.model.dequantizer, 'context_net',
+                                   counting):
+                drawn = self.model.elbo(x, seed=seed, draws_per_row=3)
+                self.assertEqual(rows, [4])
+                self.assertAllClose(drawn, self.model.elbo(repeated,
+                                                           seed=seed),
+                                    atol=1e-4, rtol=0)
+                rows.clear()
+                self.model.log_prob(x, 5, chunk_size=2, seed=seed)
+                self.assertEqual(rows, [4, 4, 4])
+                rows.clear()
+        for bad in (0, 2.5):
+            with self.assertRaisesRegex(ValueError, 'draws_per_row must be '
+                                        'an integer >= 1'):
+                self.model.elbo(x, draws_per_row=bad)
+
     def test_a_chunk_larger_than_the_sample_count_changes_nothing(self):
         # The chunk shrinks to S: no draws computed only to be masked out,
         # and the same estimate as with chunk_size = S.

@@ -2,10 +2,13 @@
 functions, and models whose bound for an example does not depend on the
 batch, its order or the chunk size once every example has its own seed."""
 
+from unittest import mock
+
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from vflow_tfp import bijectors as vb
 from vflow_tfp import data
 from vflow_tfp.models import conditional
 from vflow_tfp.models import presets
@@ -127,6 +130,48 @@ class PerExampleConditionalFlowTest(tf.test.TestCase):
         _, held = flow.sample_and_log_prob(x, row_seeds, stop_score=True)
         self.assertAllClose(held, log_q, atol=1e-12, rtol=0)
 
+    def test_draws_per_row_are_those_of_the_repeated_condition(self):
+        # k draws per row are the draws for the condition repeated k times
+        # (row i's block from seed[i] alone), but the network of the
+        # context alone (q's conditional normalisation) sees each row once.
+        model = presets.build('checkerboard_vflow_3_6', seed=0,
+                              dtype=tf.float64)
+        flow = model.posterior
+        x = data.sample_checkerboard(5, seed=1)         # an array, float64
+        model.initialize(x, seed=[1, 1])
+        norm, = [layer for layer in flow.bijector.bijector.bijectors
+                 if isinstance(layer, vb.ConditionalAffine)]
+        network, rows = norm.network, []
+
+        def counting(context, training=False):
+            rows.append(int(context.shape[0]))
+            return network(context, training=training)
+
+        repeated = np.repeat(x, 3, axis=0)
+        for seed in (tf.constant([2, 3]), model.example_seeds(x, [2, 3])):
+            for stop_score in (False, True):
+                with mock.patch.object(norm, '_network', counting):
+                    z, log_q = flow.sample_and_log_prob(
+                        x, seed, stop_score=stop_score, draws_per_row=3)
+                    z3, log_q3 = flow.sample_and_log_prob(
+                        repeated, seed, stop_score=stop_score)
+                self.assertEqual(rows, [5, 15])
+                rows.clear()
+                self.assertAllClose(z, z3, atol=1e-12, rtol=0)
+                self.assertAllClose(log_q, log_q3, atol=1e-12, rtol=0)
+        self.assertNotAllClose(z[0], z[1])
+        # So does the model's bound on vectors, whose x~ = x conditions q.
+        with mock.patch.object(norm, '_network', counting):
+            elbo = model.elbo(x, seed=[4, 5], draws_per_row=3)
+        self.assertEqual(rows, [5])
+        self.assertAllClose(elbo, model.elbo(repeated, seed=[4, 5]),
+                            atol=1e-12, rtol=0)
+        for bad, error in ((0, ValueError), (2.5, ValueError),
+                           (True, TypeError)):
+            with self.assertRaisesRegex(error, 'draws_per_row must be an '
+                                        'integer >= 1'):
+                flow.sample_and_log_prob(x, [2, 3], draws_per_row=bad)
+
     def test_uniform_dequantizer(self):
         uniform = conditional.UniformDequantizer([2, 2, 1])
         row_seeds = tf.constant([[1, 1], [2, 2], [1, 1]], tf.int32)
@@ -136,6 +181,13 @@ class PerExampleConditionalFlowTest(tf.test.TestCase):
         self.assertNotAllClose(u[0], u[1])
         self.assertAllEqual(log_r, tf.zeros([3]))
         self.assertTrue(np.all((u.numpy() >= 0) & (u.numpy() < 1)))
+        # Two draws per row: row i's block of two from seed[i].
+        u2, log_r2 = uniform.sample_and_log_prob(
+            tf.zeros([3, 2, 2, 1]), row_seeds, draws_per_row=2)
+        self.assertAllEqual(u2, uniform.sample_and_log_prob(
+            tf.zeros([6, 2, 2, 1]), row_seeds)[0])
+        self.assertAllEqual(u2[:2], u2[4:])
+        self.assertAllEqual(log_r2, tf.zeros([6]))
 
 
 class PerExampleModelTest(tf.test.TestCase):

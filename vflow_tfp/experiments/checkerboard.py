@@ -237,12 +237,11 @@ def train(model, iterations, seed, batch_size=64, learning_rate=2e-3,
         step_seed = tf.random.experimental.stateless_fold_in(base_seed, step)
         data_seed, model_seed = tf.unstack(tfp.random.split_seed(step_seed, 2))
         x = sample_checkerboard_tf(batch_size, data_seed, dtype)
-        if posterior_samples > 1:
-            x = tf.repeat(x, posterior_samples, axis=0)
         with tf.GradientTape() as tape:
             elbo = tf.reduce_mean(model.elbo(
                 x, training=True, seed=model_seed,
-                gradient_estimator=gradient_estimator))
+                gradient_estimator=gradient_estimator,
+                draws_per_row=posterior_samples))
             loss = -elbo
         grads = tape.gradient(loss, variables)
         grads, _ = tf.clip_by_global_norm(grads, clip_norm)

@@ -6,6 +6,7 @@ direction is the sampling direction, so sampling and its log-density cost one
 pass and no root finding: the bijector's `forward` maps noise to samples.
 """
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 from tensorflow_probability.python.bijectors import chain as chain_lib
@@ -96,8 +97,14 @@ class ConditionalFlow(tf.Module):
         return vb.precompute_conditioning(self.bijector, kwargs)
 
     def sample_and_log_prob(self, condition, seed, training=False,
-                            stop_score=False):
-        """One sample per row of `condition` and its log-density.
+                            stop_score=False, draws_per_row=1):
+        """`draws_per_row` samples per row of `condition`; their log-density.
+
+        Row `i` of `condition` conditions rows `i * k .. (i + 1) * k - 1` of
+        the result (`k = draws_per_row`), as if `condition` had been
+        `tf.repeat(condition, k, axis=0)`, but the context network and the
+        layers whose parameters depend on the context alone run once per
+        row of `condition`, not once per draw.
 
         With `stop_score`, `log_p` keeps its value but its gradient is only
         the path derivative `d log p(y | c) / dy * dy/dtheta` through the
@@ -121,14 +128,18 @@ class ConditionalFlow(tf.Module):
             (`vflow_tfp.models.seeds.sample_rows`).
           training: enables dropout in the networks.
           stop_score: remove the score term from the gradient of `log_p`.
+          draws_per_row: `k`, a Python int >= 1. With per-example seeds
+            `[M, 2]`, `N k` must be a multiple of `M`. Default value: 1.
 
         Returns:
-          `(y, log_p)` of shapes `[N] + event_shape` and `[N]`.
+          `(y, log_p)` of shapes `[N k] + event_shape` and `[N k]`.
         """
-        kwargs = self.conditioning_kwargs(condition, training)
+        draws_per_row = shape_checks.as_size(draws_per_row, 'draws_per_row')
+        kwargs = repeat_rows(self.conditioning_kwargs(condition, training),
+                             draws_per_row)
         seed = tf.convert_to_tensor(seed, tf.int32)
         base = self.distribution.distribution
-        num = tf.shape(condition)[0]
+        num = tf.shape(condition)[0] * draws_per_row
         ndims = len(self._event_shape)
         # With a score to remove, the bijector is applied in two stages and
         # the score is removed at the fixed output s of its parameterised
@@ -193,11 +204,35 @@ class ConditionalFlow(tf.Module):
             k: v for k, v in kwargs.items() if k in names}
 
 
+def repeat_rows(structure, repeats):
+    """`tf.repeat(t, repeats, axis=0)` for every tensor `t` of `structure`.
+
+    For conditioning kwargs: they hold tensors with one row per row of the
+    condition (contexts, context-only parameters), which are repeated row by
+    row, and scalars (`training`) and Python values, which are passed on.
+    """
+    if repeats == 1:
+        return structure
+
+    def repeat(value):
+        if isinstance(value, np.ndarray) and value.ndim:
+            # A condition given as an array, the context of a flow without
+            # a context network: kept an array, which the layer converts
+            # to its own dtype.
+            return np.repeat(value, repeats, axis=0)
+        if tf.is_tensor(value) and value.shape.rank != 0:
+            return tf.repeat(value, repeats, axis=0)
+        return value
+
+    return tf.nest.map_structure(repeat, structure)
+
+
 class UniformDequantizer(tf.Module):
     """Uniform dequantisation noise u ~ U(0, 1)^D, log r(u|x) = 0.
 
-    `sample_and_log_prob(condition, seed)` takes the seed as
-    `ConditionalFlow`'s: `[2]` or per-example `[M, 2]`.
+    `sample_and_log_prob(condition, seed, draws_per_row=1)` takes its
+    arguments as `ConditionalFlow`'s: the seed `[2]` or per-example
+    `[M, 2]`, and `draws_per_row` draws per row of `condition`.
     """
 
     def __init__(self, event_shape, dtype=tf.float32, name=None):
@@ -212,9 +247,10 @@ class UniformDequantizer(tf.Module):
         return self._event_shape
 
     def sample_and_log_prob(self, condition, seed, training=False,
-                            stop_score=False):
+                            stop_score=False, draws_per_row=1):
         del training, stop_score  # No parameters: nothing to stop.
-        num = tf.shape(condition)[0]
+        num = tf.shape(condition)[0] * shape_checks.as_size(draws_per_row,
+                                                            'draws_per_row')
         seed = tf.convert_to_tensor(seed, tf.int32)
         if seeds_lib.is_per_example(seed):
             u = seeds_lib.sample_rows(self.distribution, seed, num)

@@ -202,8 +202,8 @@ class VFlow(tf.Module):
         seeds_lib.is_per_example(seed)  # Refuses other shapes by name.
         return seed
 
-    def _check_seed_rows(self, seed, x):
-        """Per-example seeds must divide the batch into equal blocks."""
+    def _check_seed_rows(self, seed, rows):
+        """Per-example seeds must divide the `rows` drawn into equal blocks."""
         if not seeds_lib.is_per_example(seed):
             return seed
         num_seeds = tf.shape(seed)[0]
@@ -211,7 +211,7 @@ class VFlow(tf.Module):
                 tf.debugging.assert_positive(
                     num_seeds, message='per-example seeds: none given'),
                 tf.debugging.assert_equal(
-                    tf.shape(x)[0] % tf.maximum(num_seeds, 1), 0,
+                    rows % tf.maximum(num_seeds, 1), 0,
                     message='per-example seeds need one row per example '
                             '(or per block of equally many examples)')]):
             return tf.identity(seed)
@@ -264,11 +264,17 @@ class VFlow(tf.Module):
                              f'[N, {dims}]; got shape {x.shape.as_list()}.')
         return x
 
-    def _preprocess(self, x, seed, training, stop_score=False):
-        """x -> x~ and log|d x~/d x| - log r(u|x) per example."""
+    def _preprocess(self, x, seed, training, stop_score=False,
+                    draws_per_row=1):
+        """x -> x~ and log|d x~/d x| - log r(u|x), `draws_per_row` per example.
+
+        The draws of an example are consecutive rows; r's networks of x
+        alone run once per example.
+        """
         if not self._is_image:
             # A cast, not a conversion: tensors of another float dtype too.
-            x = tf.cast(tf.convert_to_tensor(x), self._dtype)
+            x = conditional.repeat_rows(
+                tf.cast(tf.convert_to_tensor(x), self._dtype), draws_per_row)
             return x, tf.zeros(tf.shape(x)[:1], self._dtype)
         x = tf.convert_to_tensor(x)
         if not (x.dtype == tf.uint8 and self._num_bins >= 256):
@@ -277,8 +283,9 @@ class VFlow(tf.Module):
         x = tf.cast(x, self._dtype)
         condition = x / self._num_bins - 0.5
         u, log_r = self.dequantizer.sample_and_log_prob(
-            condition, seed, training, stop_score=stop_score)
-        x_deq = x + u
+            condition, seed, training, stop_score=stop_score,
+            draws_per_row=draws_per_row)
+        x_deq = conditional.repeat_rows(x, draws_per_row) + u
         x_tilde = self.image_logit.inverse(x_deq)
         log_det = self.image_logit.inverse_log_det_jacobian(x_deq,
                                                             event_ndims=3)
@@ -306,15 +313,25 @@ class VFlow(tf.Module):
             message=f'pixel values must be below {self._num_bins}, the '
                     'number of levels of the model')
 
-    def _joint(self, x, seed, training, stop_score=False):
-        """Returns ([x~, z], log|dx~/dx| - log r - log q) per example."""
+    def _joint(self, x, seed, training, stop_score=False, draws_per_row=1):
+        """Returns ([x~, z], log|dx~/dx| - log r - log q) per draw.
+
+        `draws_per_row` consecutive rows per example.
+        """
         seed_r, seed_q = self._seeds(seed, 2)
         x_tilde, log_weight = self._preprocess(x, seed_r, training,
-                                               stop_score)
+                                               stop_score, draws_per_row)
         if self.posterior is None:
             return x_tilde, log_weight
+        if self._is_image:
+            # x~ = logit(x + u) is new in every draw.
+            condition, draws = x_tilde, 1
+        else:
+            # x~ = x: q's networks of x alone run once per example.
+            condition, draws = tf.cast(x, self._dtype), draws_per_row
         z, log_q = self.posterior.sample_and_log_prob(
-            x_tilde, seed_q, training, stop_score=stop_score)
+            condition, seed_q, training, stop_score=stop_score,
+            draws_per_row=draws)
         return tf.concat([x_tilde, z], axis=-1), log_weight - log_q
 
     def p_log_prob(self, xz, training=False):
@@ -323,8 +340,8 @@ class VFlow(tf.Module):
         return self.p.log_prob(xz, bijector_kwargs=kwargs)
 
     def elbo(self, x, training=False, seed=None,
-             gradient_estimator='reparameterization'):
-        """One-sample evidence lower bound per example, in nats.
+             gradient_estimator='reparameterization', draws_per_row=1):
+        """Evidence lower bounds of one draw each, in nats, `k` per example.
 
         The value does not depend on `gradient_estimator`; its gradient does.
         `'reparameterization'` differentiates the bound through the samples
@@ -353,9 +370,15 @@ class VFlow(tf.Module):
             `self.rng`.
           gradient_estimator: one of `GRADIENT_ESTIMATORS`. Default value:
             `'reparameterization'`.
+          draws_per_row: `k`, independent bounds per example (Python int
+            >= 1), as for `tf.repeat(x, k, axis=0)`: rows `i k .. (i + 1) k
+            - 1` of the result are example `i`'s, and the seed is taken as
+            for that repeated batch. The networks that see x alone (r's, and
+            for vectors q's context-only layers) run once per example, not
+            once per draw; `log_prob` uses it. Default value: 1.
 
         Returns:
-          `[N]` tensor of `log p(x~, z) + log|dx~/dx| - log q(z|x~) -
+          `[N k]` tensor of `log p(x~, z) + log|dx~/dx| - log q(z|x~) -
           log r(u|x)`.
 
         Raises:
@@ -376,10 +399,13 @@ class VFlow(tf.Module):
                 'passes, which dropout in training breaks (the estimate '
                 "would be biased): use 'reparameterization', dropout=0, or "
                 'training=False.')
+        draws_per_row = shape_checks.as_size(draws_per_row, 'draws_per_row')
         x = self._check_data(x)
         if seed is not None:
-            seed = self._check_seed_rows(self._new_seed(seed), x)
-        xz, log_weight = self._joint(x, seed, training, stop_score=stop_score)
+            seed = self._check_seed_rows(self._new_seed(seed),
+                                         tf.shape(x)[0] * draws_per_row)
+        xz, log_weight = self._joint(x, seed, training, stop_score=stop_score,
+                                     draws_per_row=draws_per_row)
         return self.p_log_prob(xz, training) + log_weight
 
     def reconstruction_error(self, x, seed=None):
@@ -408,7 +434,7 @@ class VFlow(tf.Module):
         """
         x = self._check_data(x)
         if seed is not None:
-            seed = self._check_seed_rows(self._new_seed(seed), x)
+            seed = self._check_seed_rows(self._new_seed(seed), tf.shape(x)[0])
         xz, _ = self._joint(x, seed, training=False)
         kwargs = vb.chain_kwargs(self.p_bijector, training=False)
         latent = self.p_bijector.inverse(xz, **kwargs)
@@ -467,28 +493,22 @@ class VFlow(tf.Module):
         num_samples = tf.cast(num_samples, tf.int32)
         tf.debugging.assert_positive(num_samples,
                                      message='num_samples must be >= 1')
-        seed = self._check_seed_rows(seed, x)
+        seed = self._check_seed_rows(seed, tf.shape(x)[0])
         batch = tf.shape(x)[0]
         # Not (S + c - 1) // c: that wraps negative in int32 near S = 2^31.
         num_chunks = num_samples // chunk_size + tf.cast(
             num_samples % chunk_size > 0, tf.int32)
-        if x.dtype.is_integer and x.dtype.size < 4:
-            # TF has no GPU kernel that tiles 8- or 16-bit integers, which
-            # would send every batch to the host and back; int32 holds them.
-            repeated = tf.cast(tf.repeat(tf.cast(x, tf.int32), chunk_size,
-                                         axis=0), x.dtype)
-        else:
-            repeated = tf.repeat(x, chunk_size, axis=0)
         per_example = seeds_lib.is_per_example(seed)
 
         def body(i, total):
             if per_example:
                 # One seed per example and pass: the example's chunk of
-                # draws is one block of `repeated` (example-major).
+                # draws is one block of rows (example-major).
                 draw_seed = seeds_lib.fold_in_rows(seed, i)
             else:
                 draw_seed = tf.random.experimental.stateless_fold_in(seed, i)
-            elbo = self.elbo(repeated, training=False, seed=draw_seed)
+            elbo = self.elbo(x, training=False, seed=draw_seed,
+                             draws_per_row=chunk_size)
             elbo = tf.reshape(tf.cast(elbo, tf.float64), [batch, chunk_size])
             index = i * chunk_size + tf.range(chunk_size)
             elbo = tf.where(index[tf.newaxis, :] < num_samples, elbo,
