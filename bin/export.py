@@ -25,7 +25,7 @@ flags.DEFINE_string('checkpoint', None,
 flags.DEFINE_integer('serving_num_samples', None,
                      'Importance samples of the serving_default signature; '
                      'default: the run\'s --iw_samples, else 16.',
-                     lower_bound=1)
+                     lower_bound=1, upper_bound=2**31 - 1)
 
 
 def _fail(message):

@@ -45,13 +45,14 @@ flags.DEFINE_string('output', None,
                     'path or a URL, e.g. gs://bucket/scores.csv).')
 flags.DEFINE_integer('num_samples', None,
                      'Importance samples per image; default: the export\'s '
-                     '(the run\'s --iw_samples, else 16).', lower_bound=1)
+                     '(the run\'s --iw_samples, else 16).', lower_bound=1,
+                     upper_bound=2**31 - 1)
 flags.DEFINE_integer('seed', 0, 'Seed of the importance samples.',
                      lower_bound=0, upper_bound=2**31 - 1)
 flags.DEFINE_integer('batch_size', 64, 'Images per model call (memory and '
                      'speed: the noise does not depend on it, the scores '
                      'only by float32 rounding, about 1e-6 bits/dim).',
-                     lower_bound=1)
+                     lower_bound=1, upper_bound=2**31 - 1)
 flags.DEFINE_string('npz_key', None,
                     'Score only this array of each .npz file (default: all).')
 flags.DEFINE_string('data_dir', None, 'tfds data directory for tfds: inputs.')

@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 
+from absl import flags
 from absl import logging as absl_logging
 import numpy as np
 import tensorflow as tf
@@ -385,8 +386,10 @@ class ExportTest(gpu_kernels.Assertions, tf.test.TestCase):
         self.assertTrue(os.path.islink(link))
         self.assertTrue(os.path.isfile(os.path.join(self.vector.path,
                                                     'saved_model.pb')))
-        with self.assertRaisesRegex(ValueError, 'default_num_samples must be'):
-            export.FlowScorer(self.vector.model, default_num_samples=0)
+        for bad in (0, 2**32 + 1):
+            with self.assertRaisesRegex(ValueError,
+                                        'default_num_samples must be'):
+                export.FlowScorer(self.vector.model, default_num_samples=bad)
         with self.assertRaisesRegex(ValueError, 'JSON-serialisable'):
             export.FlowScorer(self.vector.model, metadata={'x': object()})
         with self.assertRaisesRegex(ValueError, 'no saved_model.pb'):
@@ -482,6 +485,17 @@ class RunExportTest(tf.test.TestCase):
                           info['iw_images']), ('test', 16, 8))
         self.assertEqual((results['test_images'], results['iw_images']),
                          (16, 8))
+        # The metadata signature, which a serving client reads instead of
+        # the asset, says the same.
+        tensors = tf.saved_model.load(path).signatures['metadata']()
+        self.assertEqual((tensors['dataset'].numpy().decode(),
+                          tensors['preset'].numpy().decode(),
+                          int(tensors['default_num_samples'])),
+                         ('checkerboard', info['preset'], 4))
+        self.assertEqual(info['dataset'], 'checkerboard')
+        self.assertAllEqual(tensors['data_shape'], info['data_shape'])
+        self.assertAllClose([tensors['test_bpd'], tensors['test_bpd_iw']],
+                            [info['test_bpd'], info['test_bpd_iw']])
         with open(self.report_path) as f:
             report = json.load(f)
         self.assertEqual(report['replicas'], 2)
@@ -500,6 +514,17 @@ class RunExportTest(tf.test.TestCase):
         self.assertEqual((info['step'], info['test_bpd'],
                           info['default_num_samples'], info['chunk_size']),
                          (3, None, 2, 3))
+        # A directory names its latest checkpoint: the trainer's export is
+        # of that one, so it is kept.
+        saved_model = os.path.join(self.run_dir, 'saved_model')
+        inode = os.stat(saved_model).st_ino
+        checkpoints = os.path.join(self.run_dir, 'checkpoints')
+        self.assertEqual(export.export_run(self.run_dir,
+                                           checkpoint=checkpoints,
+                                           keep_current=True), saved_model)
+        self.assertEqual(os.stat(saved_model).st_ino, inode)
+        self.assertEqual(export.load_metadata(saved_model)['checkpoint'],
+                         tf.train.latest_checkpoint(checkpoints))
 
     def test_export_run_keeps_a_current_export_only(self):
         out = os.path.join(self.tmp, 'kept')
@@ -567,6 +592,17 @@ class RunExportTest(tf.test.TestCase):
         with self.assertRaisesRegex(ValueError, 'no such checkpoint'):
             export.export_run(self.run_dir, checkpoint=os.path.join(
                 self.run_dir, 'ckpt-99'))
+        # A checkpoint holding none of the model's weights (another
+        # program's) restores nothing by itself: refused, not exported
+        # with freshly initialised weights.
+        other = tf.train.Checkpoint(step=tf.Variable(6)).write(
+            os.path.join(self.tmp, 'other', 'ckpt-6'))
+        other_export = os.path.join(self.tmp, 'other_export')
+        with self.assertRaisesRegex(
+                ValueError, re.escape(f'{other} does not hold the weights of '
+                                      "preset 'checkerboard_vflow_3_4'")):
+            export.export_run(self.run_dir, other_export, checkpoint=other)
+        self.assertFalse(os.path.exists(other_export))
         out = os.path.join(self.tmp, 'broken')
         shutil.copytree(self.run_dir, out)
         results_path = os.path.join(out, 'results.json')
@@ -594,11 +630,30 @@ class RunExportTest(tf.test.TestCase):
             'export', f'--run_dir={self.run_dir}', f'--export_dir={target}',
             '--serving_num_samples=3')
         self.assertEqual(code, 0, err)
-        self.assertRegex(out, r'^exported checkerboard_vflow_3_4 \(step 6, '
-                              r'EMA weights, data 2, test bpd -?\d+\.\d{4}\) '
-                              f'to {re.escape(target)}\n$')
-        self.assertEqual(export.load_metadata(target)['default_num_samples'],
-                         3)
+        info = export.load_metadata(target)
+        # The test bits/dim, not the importance-weighted bound's.
+        self.assertNotEqual(f'{info["test_bpd"]:.4f}',
+                            f'{info["test_bpd_iw"]:.4f}')
+        self.assertEqual(out, 'exported checkerboard_vflow_3_4 (step 6, EMA '
+                              f'weights, data 2, test bpd '
+                              f'{info["test_bpd"]:.4f}) to {target}\n')
+        self.assertEqual(info['default_num_samples'], 3)
+        # A stray word (a value given to a bool flag after a space) is
+        # refused, and nothing is exported.
+        stray = os.path.join(self.tmp, 'stray')
+        code, out, err = cli_helpers.run_script(
+            'export', f'--run_dir={self.run_dir}', f'--export_dir={stray}',
+            'extra')
+        self.assertEqual((code, out), (2, ''))
+        self.assertEqual(err, "export.py: error: unexpected arguments "
+                              "['extra']\n")
+        self.assertFalse(os.path.exists(stray))
+        # A count past int32 (the signature's) is refused while parsing.
+        with self.assertRaisesRegex(flags.IllegalFlagValueError,
+                                    'serving_num_samples'):
+            cli_helpers.run_script(
+                'export', f'--run_dir={self.run_dir}',
+                f'--export_dir={target}', '--serving_num_samples=2147483648')
         missing = os.path.join(self.tmp, 'nothing')
         code, out, err = cli_helpers.run_script('export',
                                                 f'--run_dir={missing}')

@@ -182,10 +182,12 @@ class SampleTest(tf.test.TestCase):
                 (self._path('no', 'such', 's.png'), 'no directory')):
             with self.assertRaisesRegex(ValueError, message):
                 sampling.output_kind(path, info)
-        with self.assertRaisesRegex(ValueError, 'vectors of 2 values, not '
-                                    r'images; name a \.npy file'):
-            sampling.output_kind('v.png', {'kind': 'vector',
-                                           'data_shape': [2]})
+        # A grid or a directory of PNGs is no output for vectors.
+        for path in ('v.png', self._path('pngs'), self._path('out') + '/'):
+            with self.assertRaisesRegex(ValueError, 'vectors of 2 values, '
+                                        r'not images; name a \.npy file'):
+                sampling.output_kind(path, {'kind': 'vector',
+                                            'data_shape': [2]})
         for path, message in (
                 ('-', 'not to stdout'),
                 (self._path('no', 'dir'), 'no directory'),
@@ -218,16 +220,21 @@ class SampleTest(tf.test.TestCase):
         self.assertEqual(tf.io.decode_png(tf.io.read_file(grid)).shape,
                          (16, 24, 3))
         vectors = self._path('v.npy')
+        settings = ('--batch_size=3', '--seed=5', '--temperature=0.5')
         run = _run_sample(f'--model={self.vector.path}',
-                          f'--output={vectors}', '--num=7', '--batch_size=3')
+                          f'--output={vectors}', '--num=7', *settings)
         self.assertEqual(run.returncode, 0, run.stderr)
+        self.assertIn('temperature 0.5, seed 5', run.stdout)
         drawn = np.load(vectors)
         self.assertEqual(drawn.shape, (7, 2))
-        self.assertTrue(np.all(np.isfinite(drawn)))
+        # The seed and temperature reach the sampler.
+        self.assertAllClose(drawn, sampling.draw(
+            sampling.SavedModelSampler(self.vector.path), 7,
+            temperature=0.5, seed=5, batch_size=3), atol=1e-6, rtol=0)
         # --first_batch=1 starts at the second batch of the same stream.
         later = self._path('later.npy')
         run = _run_sample(f'--model={self.vector.path}', f'--output={later}',
-                          '--num=3', '--batch_size=3', '--first_batch=1')
+                          '--num=3', '--first_batch=1', *settings)
         self.assertEqual(run.returncode, 0, run.stderr)
         self.assertAllClose(np.load(later), drawn[3:6])
         os.remove(later)
@@ -288,9 +295,15 @@ class SampleTest(tf.test.TestCase):
         # A stray word (a forgotten --, say `--num 8`) and --columns for an
         # output that is not a grid are refused, one line, nothing written.
         array = self._path('v.npy')
+        # A temperature that is not finite, which absl's bound lets
+        # through, is refused too.
         for extra, message in (
                 (['8'], "unexpected arguments ['8']"),
-                (['--columns=2'], '--columns applies to a .png grid.')):
+                (['--columns=2'], '--columns applies to a .png grid.'),
+                (['--temperature=inf'], '--temperature must be finite; got '
+                                        'inf.'),
+                (['--temperature=nan'], '--temperature must be finite; got '
+                                        'nan.')):
             run = _run_sample(f'--model={self.vector.path}',
                               f'--output={array}', '--num=2', *extra)
             self.assertEqual(run.returncode, 2, run.stderr)

@@ -500,6 +500,19 @@ class ScoreTest(tf.test.TestCase):
                            f'{other}: not a vflow_tfp scoring SavedModel '
                            '(cannot read assets/metadata.json: No such file '
                            'or directory).')
+        # An export of another format (a later vflow_tfp's) is refused by
+        # name, not scored as if it were this one's.
+        later = self._path('later')
+        shutil.copytree(self.exported.path, later)
+        metadata = os.path.join(later, 'assets', export.METADATA_FILE)
+        with open(metadata) as f:
+            info = json.load(f)
+        info['format'] = 'vflow_tfp.export/3'
+        with open(metadata, 'w') as f:
+            json.dump(info, f)
+        self.assertRefused([f'--model={later}', path],
+                           f'{later}: assets/{export.METADATA_FILE} is not '
+                           'vflow_tfp.export/2 metadata.')
 
     def test_bad_output_and_tfds_names(self):
         path = self._npy('ok.npy', self.exported.train[:1])
@@ -519,6 +532,24 @@ class ScoreTest(tf.test.TestCase):
         self.assertRefused([self.model_flag, path, f'--output={nowhere}'],
                            f'{nowhere}: no directory '
                            f'{os.path.dirname(nowhere)} to write it to.')
+        # Relative names: the output is written in the working directory,
+        # and the results name the model by its absolute path, which holds
+        # from anywhere.
+        cwd = os.getcwd()
+        os.chdir(self.tmp)
+        self.addCleanup(os.chdir, cwd)
+        code, _, err = run_score(
+            f'--model={os.path.relpath(self.exported.path)}', 'ok.npy',
+            '--output=scores.csv')
+        self.assertEqual(code, 0, err)
+        self.assertTrue(os.path.isfile('scores.csv'))
+        code, _, err = run_score(
+            f'--model={os.path.relpath(self.exported.path)}', 'ok.npy',
+            '--output=s.json')
+        self.assertEqual(code, 0, err)
+        with open('s.json') as f:
+            self.assertEqual(json.load(f)['model'], self.exported.path)
+        os.chdir(cwd)
         code, _, err = run_score(self.model_flag, 'tfds:no_such_dataset')
         self.assertEqual(code, 2)
         self.assertRegex(err, "^score.py: error: tfds:no_such_dataset:test: "
@@ -701,8 +732,9 @@ class ScoreTest(tf.test.TestCase):
                              [accented, latin1, tabbed])
 
     def test_a_failed_write_keeps_the_previous_results(self):
-        results = {'images': [{'source': 'a.png', 'bits_per_dim': 3.25,
-                               'log_likelihood': -1.5}]}
+        records = [{'source': 'a.png', 'bits_per_dim': 3.141592653589793,
+                    'log_likelihood': -1234.5678901234567}]
+        results = {'images': records}
         for name in ('s.json', 's.csv'):
             path = self._path(name)
             with open(path, 'w') as f:
@@ -718,10 +750,30 @@ class ScoreTest(tf.test.TestCase):
             with open(path) as f:
                 self.assertEqual(f.read(), 'previous\n')
             scoring.write_results(path, results)
-            with open(path) as f:
-                self.assertIn('3.25', f.read())
+        # Both hold the floats at full precision: each reads back exactly.
+        with open(self._path('s.json')) as f:
+            self.assertEqual(json.load(f)['images'], records)
+        with open(self._path('s.csv'), newline='') as f:
+            (row,) = list(csv.DictReader(f))
+        self.assertEqual([float(row['bits_per_dim']),
+                          float(row['log_likelihood'])],
+                         [records[0]['bits_per_dim'],
+                          records[0]['log_likelihood']])
         # No temporary file is left beside them.
         self.assertCountEqual(os.listdir(self.tmp), ['s.json', 's.csv'])
+        # bin/score.py prints the scores, then fails with one line: a run
+        # whose file was not written does not end as if it had been.
+        images = self._npy('two.npy', self.exported.train[:2])
+        json_path = self._path('new.json')
+        full = OSError(28, 'No space left on device')
+        with mock.patch.object(scoring.file_io, 'replace', side_effect=full):
+            code, out, err = run_score(self.model_flag, images,
+                                       f'--output={json_path}')
+        self.assertEqual(code, 2, err)
+        self.assertEqual(err, f'score.py: error: {json_path}: cannot write '
+                              'it (No space left on device).\n')
+        self.assertLen(out.splitlines(), 4)  # header, two scores, the mean
+        self.assertFalse(os.path.exists(json_path))
 
     # -- inputs that change, palettes, globs, links, slices ---------------
 
@@ -887,12 +939,26 @@ class ScoreTest(tf.test.TestCase):
         # importance samples would otherwise fall back to the export's
         # default unnoticed, and a seed past int32 cannot key the
         # stateless noise.
+        # Nor do counts past int32, which the signature would wrap
+        # (2^32 + 1 samples would be 1).
         images = self._npy('few.npy', self.exported.train[:2])
         for flag in ('--num_samples=0', '--seed=2147483648',
-                     '--batch_size=0'):
+                     '--batch_size=0', '--num_samples=2147483648',
+                     '--batch_size=2147483648'):
             with self.assertRaisesRegex(flags.IllegalFlagValueError,
                                         flag[2:].split('=')[0]):
                 run_score(self.model_flag, flag, images)
+        # So does the API, for the scorer too.
+        scorer = scoring.SavedModelScorer(self.exported.path)
+        inputs = scoring.open_inputs([images], scorer.metadata)
+        for call in (
+                lambda: scoring.score(scorer, inputs, num_samples=2**32 + 1),
+                lambda: scoring.score(scorer, inputs, num_samples=1,
+                                      batch_size=2**31),
+                lambda: scorer.log_prob(self.exported.train[:2], 2**32 + 1,
+                                        (0, 0))):
+            with self.assertRaisesRegex(ValueError, r'must be below 2\^31'):
+                call()
 
 
 class FewerLevelsTest(tf.test.TestCase):

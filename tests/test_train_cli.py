@@ -235,7 +235,8 @@ class DeterminismTest(_RunDirectory, tf.test.TestCase):
             out = os.path.join(self.tmp, name)
             run = subprocess.run(
                 self._small_cifar_command(out, 20) + [
-                    '--checkpoint_every=20', '--num_samples=0'],
+                    '--checkpoint_every=20', '--num_samples=0',
+                    '--num_bits=5'],
                 env=_env(TF_DETERMINISTIC_OPS='1'), capture_output=True,
                 text=True, timeout=600)
             self.assertEqual(run.returncode, 0, run.stderr[-3000:])
@@ -243,6 +244,11 @@ class DeterminismTest(_RunDirectory, tf.test.TestCase):
             step, latest = _checkpoint_step(os.path.join(out, 'checkpoints'))
             self.assertEqual(step, 20)
             checkpoints.append(tf.train.load_checkpoint(latest))
+            # --num_bits=5 (5-bit data, as Glow's CelebA-HQ) builds the
+            # model for its 32 levels, and the run records it.
+            with open(os.path.join(out, 'results.json')) as f:
+                config = json.load(f)['config']
+            self.assertEqual(config['preset_overrides']['num_bins'], 32)
         names = sorted(checkpoints[0].get_variable_to_shape_map())
         self.assertEqual(
             names, sorted(checkpoints[1].get_variable_to_shape_map()))
@@ -492,6 +498,16 @@ class CliErrorTest(_RunDirectory, tf.test.TestCase):
         run = self._run_train('--preset=tiny_vflow', '--train_steps=ten',
                               f'--output_dir={self.tmp}')
         self._assert_one_line_error(run, r'train_steps')
+        # A value given to a bool flag after a space is a stray word: the
+        # run is refused before it starts, not run without it.
+        stray = os.path.join(self.tmp, 'stray')
+        run = self._run_train('--preset=checkerboard_glow_3',
+                              '--dataset=checkerboard', '--train_steps=1',
+                              '--noexport', 'false', f'--output_dir={stray}')
+        self.assertEqual(run.returncode, 2, run.stderr[-3000:])
+        self._assert_one_line_error(
+            run, r"train\.py: error: unexpected arguments \['false'\]")
+        self.assertFalse(os.path.exists(stray))
         # A --set value of the wrong type fails inside the preset's code.
         run = self._run_train('--preset=checkerboard_glow_3',
                               '--dataset=checkerboard', '--set=hidden_units=5',

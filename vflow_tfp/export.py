@@ -96,6 +96,9 @@ _OLD_FORMATS = ('vflow_tfp.export/1',)
 def _positive_int(value, name):
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f'{name} must be a positive integer; got {value!r}.')
+    if value >= 2**31:
+        # An int32 in the signatures.
+        raise ValueError(f'{name} must be below 2^31; got {value}.')
     return value
 
 

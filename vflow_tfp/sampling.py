@@ -159,9 +159,6 @@ def draw_batches(sampler, num, *, temperature=1.0, seed=0, batch_size=64,
     """
     scoring.check_count(num, 'num')
     scoring.check_count(batch_size, 'batch_size')
-    for value, name in ((num, 'num'), (batch_size, 'batch_size')):
-        if value >= 2**31:
-            raise ValueError(f'{name} must be below 2^31; got {value}.')
     if isinstance(first_batch, bool) or not isinstance(
             first_batch, (int, np.integer)) or not 0 <= first_batch < 2**31:
         raise ValueError('first_batch must be an integer in [0, 2^31); got '

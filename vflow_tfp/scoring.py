@@ -635,6 +635,7 @@ class SavedModelScorer:
 
     def log_prob(self, examples, num_samples, seed):
         """`(log_likelihood, bits_per_dim)`, float64 NumPy arrays [N]."""
+        check_count(num_samples, 'num_samples')
         out = self._log_prob(
             x=tf.cast(examples, self._dtype),
             num_samples=tf.constant(num_samples, tf.int32),
@@ -643,10 +644,16 @@ class SavedModelScorer:
 
 
 def check_count(value, name):
-    """Raises unless `value` is an integer >= 1 (a count of a CLI's)."""
+    """Raises unless `value` is an integer in [1, 2^31) (a count of a CLI's).
+
+    The counts become int32 tensors, which would wrap a larger one without
+    an error (2^32 + 1 samples would be 1).
+    """
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
             or value < 1:
         raise ValueError(f'{name} must be a positive integer; got {value!r}.')
+    if value >= 2**31:
+        raise ValueError(f'{name} must be below 2^31; got {value}.')
 
 
 def check_seed(seed):
@@ -675,7 +682,7 @@ def score(scorer, inputs, *, num_samples, seed=0, batch_size=64,
     Args:
       scorer: a `SavedModelScorer` (or anything with its `log_prob`).
       inputs: `Inputs`.
-      num_samples: importance samples per example (>= 1).
+      num_samples: importance samples per example, in [1, 2^31).
       seed: int in [0, 2^31). Default value: 0.
       batch_size: examples per call. Default value: 64.
       progress: optional `fn(done, total)` called after every batch
