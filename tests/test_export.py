@@ -204,19 +204,25 @@ class ExportTest(gpu_kernels.Assertions, tf.test.TestCase):
             'bits_per_dim'].numpy()
         self.assertAllClose(served_alone, served[2:3], atol=1e-5, rtol=0)
 
-    def test_exports_of_the_old_format_are_refused(self):
-        old = os.path.join(self.tmp, 'old')
-        shutil.copytree(self.vector.path, old)
-        path = os.path.join(old, 'assets', export.METADATA_FILE)
-        with open(path) as f:
-            info = json.load(f)
-        info['format'] = 'vflow_tfp.export/1'
-        with open(path, 'w') as f:
-            json.dump(info, f)
-        with self.assertRaisesRegex(
-                ValueError, r'format vflow_tfp.export/1, whose scores depend '
-                r'on the batching; re-export it with bin/export.py'):
-            export.load_metadata(old)
+    def test_exports_of_other_formats_are_refused(self):
+        # The old format with advice; another (a later vflow_tfp's) by name,
+        # not read as if it were this one.
+        for name, message in (
+                ('vflow_tfp.export/1', r'format vflow_tfp.export/1, whose '
+                 r'scores depend on the batching; re-export it with '
+                 r'bin/export.py'),
+                ('vflow_tfp.export/3', r'assets/metadata\.json is not '
+                 r'vflow_tfp\.export/2 metadata\.$')):
+            other = os.path.join(self.tmp, name.replace('/', '_'))
+            shutil.copytree(self.vector.path, other)
+            path = os.path.join(other, 'assets', export.METADATA_FILE)
+            with open(path) as f:
+                info = json.load(f)
+            info['format'] = name
+            with open(path, 'w') as f:
+                json.dump(info, f)
+            with self.assertRaisesRegex(ValueError, message):
+                export.load_metadata(other)
 
     def test_metadata_as_asset_and_signature(self):
         info = export.load_metadata(self.image.path)

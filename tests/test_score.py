@@ -500,19 +500,6 @@ class ScoreTest(tf.test.TestCase):
                            f'{other}: not a vflow_tfp scoring SavedModel '
                            '(cannot read assets/metadata.json: No such file '
                            'or directory).')
-        # An export of another format (a later vflow_tfp's) is refused by
-        # name, not scored as if it were this one's.
-        later = self._path('later')
-        shutil.copytree(self.exported.path, later)
-        metadata = os.path.join(later, 'assets', export.METADATA_FILE)
-        with open(metadata) as f:
-            info = json.load(f)
-        info['format'] = 'vflow_tfp.export/3'
-        with open(metadata, 'w') as f:
-            json.dump(info, f)
-        self.assertRefused([f'--model={later}', path],
-                           f'{later}: assets/{export.METADATA_FILE} is not '
-                           'vflow_tfp.export/2 metadata.')
 
     def test_bad_output_and_tfds_names(self):
         path = self._npy('ok.npy', self.exported.train[:1])
