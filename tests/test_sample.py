@@ -227,6 +227,7 @@ class SampleTest(tf.test.TestCase):
         self.assertIn('temperature 0.5, seed 5', run.stdout)
         drawn = np.load(vectors)
         self.assertEqual(drawn.shape, (7, 2))
+        self.assertTrue(np.all(np.isfinite(drawn)))
         # The seed and temperature reach the sampler.
         self.assertAllClose(drawn, sampling.draw(
             sampling.SavedModelSampler(self.vector.path), 7,

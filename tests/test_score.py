@@ -527,11 +527,6 @@ class ScoreTest(tf.test.TestCase):
         self.addCleanup(os.chdir, cwd)
         code, _, err = run_score(
             f'--model={os.path.relpath(self.exported.path)}', 'ok.npy',
-            '--output=scores.csv')
-        self.assertEqual(code, 0, err)
-        self.assertTrue(os.path.isfile('scores.csv'))
-        code, _, err = run_score(
-            f'--model={os.path.relpath(self.exported.path)}', 'ok.npy',
             '--output=s.json')
         self.assertEqual(code, 0, err)
         with open('s.json') as f:
