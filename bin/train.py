@@ -114,6 +114,21 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+def _raise_if_interrupted():
+    """Raises the `KeyboardInterrupt` of a signal that was lost on the way.
+
+    A handler runs wherever the main thread next runs Python, also in code
+    that C calls back, and C may drop its exception: a finalizer only
+    reports it (TF's functions have finalizers), and an attribute probe such
+    as `PyObject_HasAttr` clears it. The set-up then goes on as if no signal
+    came; the signal is still recorded, so each stage of the set-up ends
+    with this. (C may also turn the exception into another error: `main`
+    takes any error after a signal for the signal's.)
+    """
+    if _received:
+        raise KeyboardInterrupt
+
+
 def _remove_made_dirs():
     """Removes the output directory this command made, if it holds nothing.
 
@@ -273,6 +288,9 @@ def _train(trainer):
             # RuntimeError: workers that disagree on settings or
             # checkpoints.
             _fail(str(e))
+        # The trainer's own handlers, which only flag a stop, take over in
+        # `train`; a signal before them is this command's to act on.
+        _raise_if_interrupted()
         return trainer.train()
     except (OSError, tf.errors.ResourceExhaustedError) as e:
         if 'No space left on device' not in str(e):
@@ -367,7 +385,9 @@ def _make_trainer():
     except ValueError as e:
         _fail(str(e))
     _check_image_size(tf, data, presets, overrides, given)
+    _raise_if_interrupted()
     strategy = _make_strategy(tf)
+    _raise_if_interrupted()
     replicas = strategy.num_replicas_in_sync
     if FLAGS.global_batch_size % replicas:
         _fail(f'--global_batch_size={FLAGS.global_batch_size} is not '
@@ -382,6 +402,7 @@ def _make_trainer():
     except (ValueError, FileNotFoundError,
             data.DatasetUnavailableError) as e:
         _fail(str(e))
+    _raise_if_interrupted()
     if 'image_shape' in presets.overridable(FLAGS.preset) and (
             'image_shape' not in overrides) and len(inputs.data_shape) == 3:
         config.preset_overrides['image_shape'] = tuple(inputs.data_shape)
@@ -401,10 +422,29 @@ def _make_trainer():
         _fail(str(e))
     except (ValueError, TypeError) as e:
         _fail_to_build(given, e)
+    _raise_if_interrupted()
     logging.info('%s: %s parameters, %d replica(s), dataset %s %s.',
                  FLAGS.preset, f'{trainer.model.count_params():,}', replicas,
                  FLAGS.dataset, list(inputs.data_shape))
     return trainer
+
+
+def _exit_interrupted(trainer):
+    """Exits with 128 + the signal that interrupted the command outside the
+    steps (where a signal stops at the next one): while TF starts, the data
+    are set up, the model initialised or exported."""
+    for sig in _STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)  # one line, even if repeated
+    stopped_by = ((trainer.stop_signal if trainer else None)
+                  or (_received[0] if _received else signal.SIGINT))
+    latest = _latest_checkpoint() if trainer else None
+    if not latest:
+        _remove_made_dirs()
+    print(f'train.py: interrupted by {stopped_by.name}; '
+          + (f'the latest checkpoint is {latest}, rerun the same command '
+             'to go on.' if latest else 'nothing was saved.'),
+          file=sys.stderr)
+    sys.exit(128 + int(stopped_by))
 
 
 def main(argv):
@@ -416,21 +456,15 @@ def main(argv):
     try:
         trainer = _make_trainer()
         results = _train(trainer)
+    except Exception:  # pylint: disable=broad-except
+        # After a signal, its raise that C code turned into another error
+        # (CPython's SystemError "... returned a result with an exception
+        # set"): still that signal's stop.
+        if not _received:
+            raise
+        _exit_interrupted(trainer)
     except KeyboardInterrupt:
-        # Outside the steps, where a signal stops at the next one: while TF
-        # starts, the data are set up, the model initialised or exported.
-        for sig in _STOP_SIGNALS:
-            signal.signal(sig, signal.SIG_IGN)  # one line, even if repeated
-        stopped_by = ((trainer.stop_signal if trainer else None)
-                      or (_received[0] if _received else signal.SIGINT))
-        latest = _latest_checkpoint() if trainer else None
-        if not latest:
-            _remove_made_dirs()
-        print(f'train.py: interrupted by {stopped_by.name}; '
-              + (f'the latest checkpoint is {latest}, rerun the same command '
-                 'to go on.' if latest else 'nothing was saved.'),
-              file=sys.stderr)
-        sys.exit(128 + int(stopped_by))
+        _exit_interrupted(trainer)
     # The run is over and its results are written: a signal now would only
     # turn a finished run's exit status into an interrupted one's.
     for sig in _STOP_SIGNALS:

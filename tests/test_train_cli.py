@@ -21,6 +21,30 @@ TRAIN = os.path.join(ROOT, 'bin', 'train.py')
 WORKER = os.path.join(HERE, 'multiworker_worker.py')
 
 
+def _sigint_after_the_data(how):
+    """`python -c` arguments to put before train.py's path and arguments:
+    train.py, with a SIGINT sent once its data are set up, whose handler's
+    raise C `lost` or `turned_into_an_error` (tests/lost_signals.py)."""
+    send = dict(lost='send_lost_signal',
+                turned_into_an_error='send_signal_turned_into_an_error')[how]
+    return ['-c', f'''
+import runpy, signal, sys
+sys.path.insert(0, {HERE!r})
+import lost_signals
+from vflow_tfp import training
+
+def training_inputs(*args, **kwargs):
+    inputs = set_up(*args, **kwargs)
+    if lost_signals.{send}(signal.SIGINT):
+        print('(a SIGINT lost)', file=sys.stderr)
+    return inputs
+
+set_up, training.training_inputs = training.training_inputs, training_inputs
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name='__main__')
+''']
+
+
 def _env(**extra):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', PYTHONUNBUFFERED='1')
     env.pop('TF_CONFIG', None)
@@ -145,24 +169,32 @@ class HardKillTest(_RunDirectory, tf.test.TestCase):
     def test_a_signal_before_the_first_save_leaves_no_trace(self):
         # Before the trainer exists (data set-up) and during its init: one
         # line, 128 + the signal, and the directories the command made are
-        # gone again (lock file included), as after a refused command.
-        for sig, ready in [(signal.SIGINT, 'run'),
-                           (signal.SIGTERM, os.path.join('run', '.lock'))]:
-            with self.subTest(sig.name):
-                out = os.path.join(self.tmp, 'new', 'run')
-                command = [a for a in self._small_cifar_command(out, 400)
-                           if a != '--alsologtostderr']
+        # gone again (lock file included), as after a refused command. Also
+        # when C lost the handler's raise or turned it into another error:
+        # the signal still ends the set-up.
+        for case, sig, ready in [
+                ('SIGINT', signal.SIGINT, 'run'),
+                ('SIGTERM', signal.SIGTERM, os.path.join('run', '.lock')),
+                ('lost', signal.SIGINT, None),
+                ('turned_into_an_error', signal.SIGINT, None)]:
+            with self.subTest(case):
+                new = os.path.join(self.tmp, f'new_{case}')
+                command = [a for a in self._small_cifar_command(
+                    os.path.join(new, 'run'), 400) if a != '--alsologtostderr']
+                if ready is None:  # the command sends it itself
+                    command[1:1] = _sigint_after_the_data(case)
                 proc = subprocess.Popen(command, env=_env(),
                                         stdout=subprocess.DEVNULL,
                                         stderr=subprocess.PIPE, text=True)
                 try:
                     deadline = time.time() + 300
-                    while not os.path.exists(
-                            os.path.join(self.tmp, 'new', ready)):
+                    while ready and not os.path.exists(
+                            os.path.join(new, ready)):
                         self.assertIsNone(proc.poll(), 'ended early')
                         self.assertLess(time.time(), deadline)
                         time.sleep(0.02)
-                    proc.send_signal(sig)
+                    if ready:
+                        proc.send_signal(sig)
                     _, err = proc.communicate(timeout=120)
                 finally:
                     if proc.poll() is None:
@@ -171,9 +203,10 @@ class HardKillTest(_RunDirectory, tf.test.TestCase):
                 self.assertTrue(err.endswith(
                     f'train.py: interrupted by {sig.name}; nothing was '
                     'saved.\n'), err[-3000:])
+                if case == 'lost':
+                    self.assertIn('(a SIGINT lost)', err)
                 self.assertNotIn('Traceback', err)
-                self.assertFalse(os.path.exists(os.path.join(self.tmp,
-                                                             'new')))
+                self.assertFalse(os.path.exists(new))
 
     def test_hard_kill_then_resume_exactly(self):
         out = os.path.join(self.tmp, 'run')

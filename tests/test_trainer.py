@@ -22,6 +22,7 @@ from vflow_tfp import export
 from vflow_tfp import file_io
 from vflow_tfp import training
 from vflow_tfp.training import loop
+import lost_signals
 
 GLOBAL_BATCH = 8
 
@@ -1236,6 +1237,37 @@ class TrainerSafetyTest(_TrainerFixture, tf.test.TestCase):
                           if 'saved_model' in n], [])
         with open(os.path.join(out, 'results.json')) as f:
             self.assertFalse(json.load(f)['completed'])
+
+        # The handler's raise lost on the way (in a finalizer), so the
+        # export ends as if no signal came, or turned by C into another
+        # error: the signal interrupts all the same, and the run is not
+        # taken for finished.
+        before = signal.getsignal(signal.SIGINT)
+
+        def lost(run_dir, **kwargs):
+            del run_dir, kwargs
+            self.assertTrue(lost_signals.send_lost_signal(signal.SIGINT))
+            return 'an export'
+
+        def turned_into_an_error(run_dir, **kwargs):
+            del run_dir, kwargs
+            lost_signals.send_signal_turned_into_an_error(signal.SIGINT)
+
+        for export_run in (lost, turned_into_an_error):
+            with self.subTest(export_run.__name__):
+                again = self._trainer(
+                    tf.distribute.OneDeviceStrategy('/cpu:0'),
+                    train_steps=3, export=True)
+                with mock.patch.object(export, 'export_run', export_run):
+                    with self.assertRaises(KeyboardInterrupt):
+                        again.train()
+                self.assertEqual(again.stop_signal, signal.SIGINT)
+                self.assertIs(signal.getsignal(signal.SIGINT), before)
+                with open(os.path.join(again.config.output_dir,
+                                       'results.json')) as f:
+                    results = json.load(f)
+                self.assertFalse(results['completed'])
+                self.assertNotIn('saved_model', results)
 
     def test_results_name_no_export_of_an_earlier_step(self):
         # Trained on with --noexport, results.json no longer names the

@@ -1332,13 +1332,20 @@ class Trainer:
         For work that cannot stop at a step, such as the export: the
         interrupt unwinds it (its staging directory removed), where the
         default SIGTERM would end the process and leave the staging behind.
+        The handler runs wherever the main thread next runs Python, also in
+        code that C calls back: a raise that C dropped (in a finalizer, say)
+        is raised again at the end, and one that C turned into another error
+        (CPython's SystemError "... returned a result with an exception
+        set") is raised in its place.
         """
         if threading.current_thread() is not threading.main_thread():
             yield
             return
+        received = []
 
         def interrupt(signum, frame):
             del frame
+            received.append(signum)
             if self.stop_signal is None:
                 self.stop_signal = signal.Signals(signum)
             raise KeyboardInterrupt
@@ -1348,9 +1355,15 @@ class Trainer:
                                 signal.SIGHUP)}
         try:
             yield
+        except Exception as e:  # pylint: disable=broad-except
+            if not received:
+                raise
+            raise KeyboardInterrupt from e
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+        if received:
+            raise KeyboardInterrupt
 
     def _install_signal_handlers(self):
         if threading.current_thread() is not threading.main_thread():

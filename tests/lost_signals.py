@@ -1,0 +1,56 @@
+"""A signal whose handler's raise does not reach the code it interrupted.
+
+Python runs a signal handler wherever the main thread next runs Python code,
+which may be code that C calls back. C may then drop the handler's
+`KeyboardInterrupt` (a finalizer only reports it; `PyObject_HasAttr` clears
+it), so it interrupts nothing, or return anyway, which CPython turns into a
+`SystemError` raised from it. Both were seen in `bin/train.py`'s set-up
+(TF's function finalizers; TF's `nest.is_nested`); this module makes them
+happen on purpose, so tests do not wait for them by chance.
+"""
+
+import os
+import sys
+import time
+
+
+def send_lost_signal(sig, timeout=10.0):
+    """Sends `sig` to this process; its handler runs inside a finalizer.
+
+    Returns whether the handler ran there and raised `KeyboardInterrupt`,
+    which the finalizer lost (so a caller can assert that the loss it
+    tests did happen).
+    """
+    lost = []
+    hook = sys.unraisablehook
+    sys.unraisablehook = lambda unraisable: lost.append(unraisable.exc_type)
+
+    class _Finalized:
+
+        def __del__(self):
+            os.kill(os.getpid(), sig)
+            # Another thread may take the signal: the handler then runs in
+            # this loop once the main thread is told, and its raise ends it.
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                pass
+
+    try:
+        _Finalized()  # no reference is kept: finalized at once
+    finally:
+        sys.unraisablehook = hook
+    return lost == [KeyboardInterrupt]
+
+
+def send_signal_turned_into_an_error(sig, timeout=10.0):
+    """Sends `sig` to this process; raises what CPython raises when a C
+    function returns a result with the handler's exception set."""
+    try:
+        os.kill(os.getpid(), sig)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pass
+    except KeyboardInterrupt as e:
+        raise SystemError('<built-in method IsNested of PyCapsule object> '
+                          'returned a result with an exception set') from e
+    raise AssertionError(f'no handler of {sig!r} raised KeyboardInterrupt')
