@@ -1269,6 +1269,46 @@ class TrainerSafetyTest(_TrainerFixture, tf.test.TestCase):
                 self.assertFalse(results['completed'])
                 self.assertNotIn('saved_model', results)
 
+    def test_a_signal_before_the_first_step_is_a_stop(self):
+        # From the call on, `train` takes a signal for a stop request (the
+        # caller's handler, which raises, could have its exception dropped
+        # by C code): one while it reads the earlier results stops the run
+        # as a request made before the call does.
+        strategy = tf.distribute.OneDeviceStrategy('/cpu:0')
+        out = self._dir()
+        self._trainer_at(out, strategy, train_steps=2,
+                         export=False).train()
+        trainer = self._trainer_at(out, strategy, train_steps=8,
+                                   export=False)
+        self.assertEqual(trainer.restore_or_initialize(), 'restored')
+        real_read_json = file_io.read_json
+
+        def read_json_then_signal(path):
+            os.kill(os.getpid(), signal.SIGTERM)
+            return real_read_json(path)
+
+        caller_saw = []
+
+        def caller_handler(signum, frame):
+            del frame
+            caller_saw.append(signum)
+
+        before = signal.signal(signal.SIGTERM, caller_handler)
+        try:
+            with mock.patch.object(file_io, 'read_json',
+                                   read_json_then_signal):
+                results = trainer.train()
+            self.assertIs(signal.getsignal(signal.SIGTERM), caller_handler)
+        finally:
+            signal.signal(signal.SIGTERM, before)
+        self.assertEqual(caller_saw, [])
+        self.assertEqual(trainer.stop_signal, signal.SIGTERM)
+        self.assertFalse(results['completed'])
+        # The request travels with step 3's all-reduce, read after step 4.
+        self.assertEqual(results['step'], 4)
+        self.assertEqual(os.path.basename(results['latest_checkpoint']),
+                         'ckpt-4')
+
     def test_results_name_no_export_of_an_earlier_step(self):
         # Trained on with --noexport, results.json no longer names the
         # export of the earlier step as the run's model.

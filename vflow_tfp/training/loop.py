@@ -1250,7 +1250,52 @@ class Trainer:
         one, to go on).
         """
         config = self.config
-        how = self.restore_or_initialize()
+        # From the call on, a signal flags a stop (the init and the export
+        # still interrupt): the caller's handler would raise in the midst
+        # of the bookkeeping, where C code may drop its exception.
+        handlers = self._install_signal_handlers()
+        try:
+            elapsed_before, same_settings = self._start_results(
+                self.restore_or_initialize())
+            completed = self._loop(time.time(), elapsed_before,
+                                   same_settings)
+        finally:
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+            # A stop request is for the call it stopped (one made before a
+            # call stops that call), not for the next.
+            self._stop_requested.clear()
+            if not self.is_chief:
+                shutil.rmtree(self._checkpoint_dir, ignore_errors=True)
+        if config.export and self.is_chief and completed:
+            # From the final checkpoint into a model built outside the
+            # strategy: plain variables, whatever the training strategy.
+            # A rerun of a finished run keeps the export it already has.
+            with self._signals_interrupt():
+                path = export_lib.export_run(config.output_dir,
+                                             keep_current=True)
+            logging.info('The EMA model\'s SavedModel: %s.', path)
+            self._write_results(saved_model=path)
+        if completed:
+            self._write_results(completed=True)
+        # Every worker leaves together: a worker that ended while the chief
+        # still exports would be reported by the chief's coordination
+        # service as crashed.
+        self._sum_over_replicas([0.0])
+        return self.results
+
+    def _start_results(self, how):
+        """Sets `results` for a `train` call on top of the earlier call's
+        (or, after a restore, `results.json`'s).
+
+        Args:
+          how: what `restore_or_initialize` did ('restored' or not).
+
+        Returns:
+          The wall time of the earlier calls, and whether they had this
+          config.
+        """
+        config = self.config
         previous = dict(self.results)  # of an earlier call on this trainer
         if not previous and how == 'restored':
             try:
@@ -1279,36 +1324,7 @@ class Trainer:
             # An export of an earlier step is not this run's model (with
             # `export=False` none replaces it).
             self.results.pop('saved_model', None)
-        elapsed_before = float(previous.get('wall_time', 0.0))
-        handlers = self._install_signal_handlers()
-        start = time.time()
-        try:
-            completed = self._loop(start, elapsed_before,
-                                   earlier == current)
-        finally:
-            for sig, handler in handlers.items():
-                signal.signal(sig, handler)
-            # A stop request is for the call it stopped (one made before a
-            # call stops that call), not for the next.
-            self._stop_requested.clear()
-            if not self.is_chief:
-                shutil.rmtree(self._checkpoint_dir, ignore_errors=True)
-        if config.export and self.is_chief and completed:
-            # From the final checkpoint into a model built outside the
-            # strategy: plain variables, whatever the training strategy.
-            # A rerun of a finished run keeps the export it already has.
-            with self._signals_interrupt():
-                path = export_lib.export_run(config.output_dir,
-                                             keep_current=True)
-            logging.info('The EMA model\'s SavedModel: %s.', path)
-            self._write_results(saved_model=path)
-        if completed:
-            self._write_results(completed=True)
-        # Every worker leaves together: a worker that ended while the chief
-        # still exports would be reported by the chief's coordination
-        # service as crashed.
-        self._sum_over_replicas([0.0])
-        return self.results
+        return float(previous.get('wall_time', 0.0)), earlier == current
 
     def _run_train_step(self, iterator, stop_vote, step):
         """The compiled step, with a bad input pipeline named in one line."""
