@@ -114,6 +114,19 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+def _report_unraisable(unraisable):
+    """`sys.unraisablehook`: keeps a signal's dropped raise out of stderr.
+
+    A finalizer reports the exception it dropped ("Exception ignored in",
+    with a traceback); for the interrupt of a recorded signal, which the
+    set-up raises again (`_raise_if_interrupted`), that is noise before the
+    command's one line.
+    """
+    if _received and issubclass(unraisable.exc_type, KeyboardInterrupt):
+        return
+    sys.__unraisablehook__(unraisable)
+
+
 def _raise_if_interrupted():
     """Raises the `KeyboardInterrupt` of a signal that was lost on the way.
 
@@ -452,6 +465,7 @@ def main(argv):
         _fail(f'unexpected arguments {argv[1:]}')
     for sig in _STOP_SIGNALS:
         signal.signal(sig, _interrupt)
+    sys.unraisablehook = _report_unraisable
     trainer = None
     try:
         trainer = _make_trainer()

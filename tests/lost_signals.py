@@ -14,16 +14,24 @@ import sys
 import time
 
 
-def send_lost_signal(sig, timeout=10.0):
+def send_lost_signal(sig, timeout=10.0, report=False):
     """Sends `sig` to this process; its handler runs inside a finalizer.
 
     Returns whether the handler ran there and raised `KeyboardInterrupt`,
     which the finalizer lost (so a caller can assert that the loss it
-    tests did happen).
+    tests did happen). With `report`, the loss also goes to the process's
+    `sys.unraisablehook`, as an unplanned one does (by default that prints
+    "Exception ignored in" and a traceback).
     """
     lost = []
     hook = sys.unraisablehook
-    sys.unraisablehook = lambda unraisable: lost.append(unraisable.exc_type)
+
+    def record(unraisable):
+        lost.append(unraisable.exc_type)
+        if report:
+            hook(unraisable)
+
+    sys.unraisablehook = record
 
     class _Finalized:
 

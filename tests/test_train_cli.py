@@ -24,9 +24,12 @@ WORKER = os.path.join(HERE, 'multiworker_worker.py')
 def _sigint_after_the_data(how):
     """`python -c` arguments to put before train.py's path and arguments:
     train.py, with a SIGINT sent once its data are set up, whose handler's
-    raise C `lost` or `turned_into_an_error` (tests/lost_signals.py)."""
-    send = dict(lost='send_lost_signal',
-                turned_into_an_error='send_signal_turned_into_an_error')[how]
+    raise C `lost` (reported to train.py's `sys.unraisablehook`, as a
+    finalizer does) or `turned_into_an_error` (tests/lost_signals.py)."""
+    send = dict(
+        lost='send_lost_signal(signal.SIGINT, report=True)',
+        turned_into_an_error='send_signal_turned_into_an_error(signal.SIGINT)',
+    )[how]
     return ['-c', f'''
 import runpy, signal, sys
 sys.path.insert(0, {HERE!r})
@@ -35,7 +38,7 @@ from vflow_tfp import training
 
 def training_inputs(*args, **kwargs):
     inputs = set_up(*args, **kwargs)
-    if lost_signals.{send}(signal.SIGINT):
+    if lost_signals.{send}:
         print('(a SIGINT lost)', file=sys.stderr)
     return inputs
 
@@ -205,6 +208,7 @@ class HardKillTest(_RunDirectory, tf.test.TestCase):
                     'saved.\n'), err[-3000:])
                 if case == 'lost':
                     self.assertIn('(a SIGINT lost)', err)
+                    self.assertNotIn('Exception ignored', err)
                 self.assertNotIn('Traceback', err)
                 self.assertFalse(os.path.exists(new))
 
