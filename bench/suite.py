@@ -120,7 +120,7 @@ def peak_matmul_flops(size=2048, chain=8, repeats=5):
     """float32 FLOP/s of large matrix products on this machine."""
     a = tf.random.normal([size, size], stddev=size**-0.5)
 
-    @tf.function
+    @tf.function(autograph=False)
     def products(a):
         # A chain of products, one element read back: nothing to simplify
         # away and little to copy.
@@ -143,7 +143,8 @@ def train_throughput(loss_fn, variables, batch, steps, jit_compile):
     optimizer = tf_keras.optimizers.Adam(1e-4)
     optimizer.build(variables)
 
-    @tf.function(jit_compile=jit_compile)
+    # Traced as the Trainer traces its step (without autograph).
+    @tf.function(jit_compile=jit_compile, autograph=False)
     def step(x, seed):
         with tf.GradientTape() as tape:
             loss = loss_fn(x, seed)
@@ -203,12 +204,13 @@ def sampling_stats(model, data, num=SAMPLES):
     `max |p(h) - [x~, z]|`. (A VFlow coupling's image is bounded, so a
     Gaussian latent may have no preimage; `sample` clamps those.)
     """
-    sample = tf.function(lambda seed: model.sample(num, seed=seed))
+    sample = tf.function(lambda seed: model.sample(num, seed=seed),
+                         autograph=False)
     sample(tf.constant([1, 2])).numpy()
     seconds = statistics.median(
         _timed(lambda: sample(tf.constant([3, 4])), 3))
 
-    @tf.function
+    @tf.function(autograph=False)
     def round_trip(x):
         xz, _ = model._joint(x, tf.constant([5, 6]), False)  # pylint: disable=protected-access
         h = model.p_bijector.inverse(
@@ -251,7 +253,7 @@ def scoring_throughput(model, data, num_samples, per_example=False):
     else:
         def log_prob(x, seed):
             return model.log_prob(x, num_samples, seed=seed)
-    score = tf.function(log_prob)
+    score = tf.function(log_prob, autograph=False)
     score(data, tf.constant([1, 2])).numpy()
     seconds = statistics.median(
         _timed(lambda: score(data, tf.constant([3, 4])), 3))

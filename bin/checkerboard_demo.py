@@ -122,7 +122,7 @@ def main(argv):
     optimizer = tf_keras.optimizers.Adam(_LR.value)
     variables = flow.trainable_variables
 
-    @tf.function
+    @tf.function(autograph=False)
     def train_step(x):
         with tf.GradientTape() as tape:
             loss = -tf.reduce_mean(model.log_prob(x))
@@ -131,7 +131,7 @@ def main(argv):
         optimizer.apply_gradients(zip(grads, variables))
         return loss
 
-    @tf.function
+    @tf.function(autograph=False)
     def test_log_likelihood():
         return tf.reduce_mean(model.log_prob(test_points))
 

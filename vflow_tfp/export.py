@@ -58,6 +58,7 @@ Run and export directories may be local paths or URLs that `tf.io.gfile`
 serves (`gs://bucket/run`).
 """
 
+import functools
 import json
 import math
 import os
@@ -173,17 +174,18 @@ class FlowScorer(tf.Module):
         x_spec = tf.TensorSpec([None, *shape], x_dtype)
         seed_spec = tf.TensorSpec([2], tf.int32)
         int_spec = tf.TensorSpec([], tf.int32)
-        self.log_prob = tf.function(
+        # Without autograph, as the training steps (training/loop.py).
+        function = functools.partial(tf.function, autograph=False)
+        self.log_prob = function(
             self._log_prob, input_signature=[x_spec, int_spec, seed_spec])
-        self.serving_default = tf.function(self._serving_default,
-                                           input_signature=[x_spec])
-        self.elbo = tf.function(self._elbo,
-                                input_signature=[x_spec, seed_spec])
-        self.sample = tf.function(
+        self.serving_default = function(self._serving_default,
+                                        input_signature=[x_spec])
+        self.elbo = function(self._elbo, input_signature=[x_spec, seed_spec])
+        self.sample = function(
             self._sample, input_signature=[int_spec,
                                            tf.TensorSpec([], tf.float32),
                                            seed_spec])
-        self.metadata = tf.function(self._metadata, input_signature=[])
+        self.metadata = function(self._metadata, input_signature=[])
 
     @property
     def info(self):

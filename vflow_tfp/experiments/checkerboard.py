@@ -413,7 +413,7 @@ def _log_prob_fn(model, num_samples, chunk_size):
         cache[key] = tf.function(
             lambda x, seed: model.log_prob(x, num_samples,
                                            chunk_size=chunk_size, seed=seed),
-            reduce_retracing=True)
+            reduce_retracing=True, autograph=False)
     return cache[key]
 
 

@@ -866,7 +866,7 @@ class Trainer:
                 return tf.distribute.get_replica_context().all_reduce(
                     tf.distribute.ReduceOp.SUM, tf.identity(self._to_sum))
 
-            @tf.function
+            @tf.function(autograph=False)
             def summed():
                 return self.strategy.experimental_local_results(
                     self.strategy.run(replica_fn))[0]
@@ -992,7 +992,8 @@ class Trainer:
             return loss, tape.gradient(loss, variables)
 
         if config.jit_compile:
-            loss_and_grads = tf.function(loss_and_grads, jit_compile=True)
+            loss_and_grads = tf.function(loss_and_grads, jit_compile=True,
+                                         autograph=False)
 
         def replica_step(x, stop_vote):
             # The loss is averaged over global_batch_size, so a batch of
@@ -1019,7 +1020,12 @@ class Trainer:
                                       skip_gradients_aggregation=True)
             return loss, norm, stop_votes
 
-        @tf.function
+        # autograph=False, as for every tf.function of this module: the
+        # model's code has no Python control flow on tensors, and autograph
+        # would rewrite all of it (seconds per process for a small image
+        # model; TFP's advice, tensorflow/probability#694). A Python `if` on
+        # a tensor is then an error at trace time, not a silent tf.cond.
+        @tf.function(autograph=False)
         def train_step(iterator, stop_vote):
             x = next(iterator)
             loss, norm, stop_votes = self.strategy.run(
@@ -1038,7 +1044,7 @@ class Trainer:
 
     def _make_all_finite(self):
         # Once per save, on the device: one boolean comes back to the host.
-        @tf.function
+        @tf.function(autograph=False)
         def all_finite():
             values = [v for v in (list(self.model.variables)
                                   + list(self.optimizer.variables())
@@ -1061,7 +1067,8 @@ class Trainer:
 
         # The data's spec (an unknown batch size): the last, partial batch
         # does not trace the step again.
-        @tf.function(input_signature=[element_spec, _SEED_SPEC])
+        @tf.function(input_signature=[element_spec, _SEED_SPEC],
+                     autograph=False)
         def eval_step(x, seed):
             total, count = self.strategy.run(replica_step, args=(x, seed))
             return (self.strategy.reduce(tf.distribute.ReduceOp.SUM, total,
@@ -1152,7 +1159,8 @@ class Trainer:
                     tf.identity(stop_vote))
 
         @tf.function(input_signature=[dataset.element_spec, _SEED_SPEC,
-                                      tf.TensorSpec([], tf.float32)])
+                                      tf.TensorSpec([], tf.float32)],
+                     autograph=False)
         def step(x, seed, stop_vote):
             results = self.strategy.run(replica_step,
                                         args=(x, seed, stop_vote))
