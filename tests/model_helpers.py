@@ -15,7 +15,8 @@ def adam_step(model, learning_rate=1e-3, clip_norm=None):
     """
     optimizer = tf_keras.optimizers.Adam(learning_rate)
 
-    @tf.function
+    # Without autograph, as the trainer's step.
+    @tf.function(autograph=False)
     def step(x, seed):
         with tf.GradientTape() as tape:
             loss = -tf.reduce_mean(model.elbo(x, training=True, seed=seed))

@@ -5,6 +5,7 @@ which ops would run on the host instead, each a copy off the GPU and back
 at every call. The exported signatures are checked in test_export.py.
 """
 
+import functools
 import shutil
 import tempfile
 
@@ -16,6 +17,10 @@ from vflow_tfp import training
 from vflow_tfp.models import presets
 import gpu_kernels
 import model_helpers
+
+# Traced as the export traces its signatures (without autograph).
+_function = functools.partial(tf.function, autograph=False)
+
 
 class ModelGraphsTest(gpu_kernels.Assertions, tf.test.TestCase):
     """Training, importance-weighted scoring and sampling of the models."""
@@ -29,11 +34,11 @@ class ModelGraphsTest(gpu_kernels.Assertions, tf.test.TestCase):
                              .get_concrete_function(x, seed))
         # 8-bit images as the exported scorer and the trainer give them,
         # several draws per pass (the data are repeated on the device).
-        score = tf.function(lambda x, seed: model.log_prob(
+        score = _function(lambda x, seed: model.log_prob(
             x, 5, chunk_size=2, seed=model.example_seeds(x, seed)))
         self.assertNoHostOps(score.get_concrete_function(x, seed),
                              allowed=[gpu_kernels.FINGERPRINT])
-        sample = tf.function(lambda seed: model.sample(2, seed=seed))
+        sample = _function(lambda seed: model.sample(2, seed=seed))
         self.assertNoHostOps(sample.get_concrete_function(seed))
 
     def test_mixed_and_double_precision_train_steps(self):
@@ -54,7 +59,7 @@ class ModelGraphsTest(gpu_kernels.Assertions, tf.test.TestCase):
         seed = tf.constant([1, 2])
         self.assertNoHostOps(model_helpers.adam_step(model)
                              .get_concrete_function(x, seed))
-        score = tf.function(lambda x, seed: model.log_prob(
+        score = _function(lambda x, seed: model.log_prob(
             x, 5, chunk_size=2, seed=seed))
         self.assertNoHostOps(score.get_concrete_function(x, seed))
 
