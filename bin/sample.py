@@ -80,9 +80,37 @@ def _progress(enabled):
     return report
 
 
+# The signals that interrupted the run, first first.
+_received = []
+
+
 def _interrupted(signum, frame):
-    del signum, frame
+    """SIGINT and SIGTERM (a job scheduler's stop) end the run as Ctrl-C.
+
+    Python runs this wherever the main thread next runs Python code, also in
+    code that C calls back, which may drop the raise (a TF finalizer only
+    reports it) or turn it into another error (CPython's SystemError "...
+    returned a result with an exception set"). The signal is recorded, so
+    that the run still stops at the next batch, and an error after it is
+    taken for it.
+    """
+    del frame
+    _received.append(signum)
     raise KeyboardInterrupt
+
+
+def _report_unraisable(unraisable):
+    """`sys.unraisablehook`: a recorded signal's dropped raise is no news
+    (the run stops for it); anything else is reported as usual."""
+    if _received and issubclass(unraisable.exc_type, KeyboardInterrupt):
+        return
+    sys.__unraisablehook__(unraisable)
+
+
+def _exit_interrupted():
+    print(f'sample.py: interrupted; nothing written to {FLAGS.output}.',
+          file=sys.stderr)
+    sys.exit(130)
 
 
 def main(argv):
@@ -111,9 +139,10 @@ def main(argv):
         sampler = sampling.SavedModelSampler(FLAGS.model)
     except ValueError as e:
         _fail(str(e))
-    # SIGTERM (a job scheduler's stop) ends the run as Ctrl-C does: the
-    # writer then removes what it staged.
-    signal.signal(signal.SIGTERM, _interrupted)
+    # The writer removes what it staged when a signal interrupts it.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _interrupted)
+    sys.unraisablehook = _report_unraisable
     start = time.time()
     try:
         with sampling.SampleWriter(
@@ -128,14 +157,18 @@ def main(argv):
                 writer.add(batch)
                 shape = 'x'.join(str(d) for d in batch.shape[1:])
                 dtype = batch.dtype.name
+                if _received:  # its raise was lost on the way
+                    raise KeyboardInterrupt
     except KeyboardInterrupt:
-        print(f'sample.py: interrupted; nothing written to {FLAGS.output}.',
-              file=sys.stderr)
-        sys.exit(130)
-    except ValueError as e:
-        _fail(str(e))
-    except (OSError, tf.errors.OpError) as e:
-        _fail(f'{FLAGS.output}: cannot write it ({file_io.reason(e)}).')
+        _exit_interrupted()
+    except Exception as e:  # pylint: disable=broad-except
+        if _received:  # what C made of the signal's raise
+            _exit_interrupted()
+        if isinstance(e, ValueError):
+            _fail(str(e))
+        if isinstance(e, (OSError, tf.errors.OpError)):
+            _fail(f'{FLAGS.output}: cannot write it ({file_io.reason(e)}).')
+        raise
     what = (f'{writer.count} files in {FLAGS.output}' if kind == 'directory'
             else FLAGS.output)
     print(f'{writer.count} samples ({shape}, {dtype}, temperature '

@@ -62,3 +62,44 @@ def send_signal_turned_into_an_error(sig, timeout=10.0):
         raise SystemError('<built-in method IsNested of PyCapsule object> '
                           'returned a result with an exception set') from e
     raise AssertionError(f'no handler of {sig!r} raised KeyboardInterrupt')
+
+
+def python_args_losing_a_sigint(after, how):
+    """`python -c` arguments to put before a script's path and arguments.
+
+    The script runs with `after` ('module:name' or 'module:Class.method')
+    patched to send SIGINT once, when it first returns, whose handler's
+    raise C `lost` (reported to the process's `sys.unraisablehook`, as a
+    finalizer does) or `turned_into_an_error`. stderr gets '(a SIGINT
+    lost)' when the loss did happen.
+    """
+    send = dict(
+        lost='send_lost_signal(signal.SIGINT, report=True)',
+        turned_into_an_error='send_signal_turned_into_an_error(signal.SIGINT)',
+    )[how]
+    module, name = after.split(':')
+    owner, _, attribute = name.rpartition('.')
+    return ['-c', f'''
+import functools, importlib, runpy, signal, sys
+sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})
+import lost_signals
+
+owner = importlib.import_module({module!r})
+for part in {owner!r}.split('.') if {owner!r} else []:
+    owner = getattr(owner, part)
+original = getattr(owner, {attribute!r})
+sent = []
+
+@functools.wraps(original)
+def patched(*args, **kwargs):
+    result = original(*args, **kwargs)
+    if not sent:
+        sent.append(True)
+        if lost_signals.{send}:
+            print('(a SIGINT lost)', file=sys.stderr)
+    return result
+
+setattr(owner, {attribute!r}, patched)
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name='__main__')
+''']

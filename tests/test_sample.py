@@ -17,6 +17,7 @@ from vflow_tfp import images
 from vflow_tfp import models
 from vflow_tfp import sampling
 import export_fixtures
+import lost_signals
 
 SAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))), 'bin', 'sample.py')
@@ -271,6 +272,30 @@ class SampleTest(tf.test.TestCase):
                          f'sample.py: interrupted; nothing written to '
                          f'{folder}.')
         self.assertEqual(sorted(os.listdir(self.tmp)), ['grid.png', 'v.npy'])
+
+    def test_a_signal_whose_raise_c_code_lost_still_interrupts(self):
+        # The handler may run in C's callback (a TF finalizer), which drops
+        # its raise or turns it into a SystemError: the run still stops at
+        # the next batch, one line, nothing written, nothing else printed.
+        for case in ('lost', 'turned_into_an_error'):
+            with self.subTest(case):
+                array = self._path('v.npy')
+                run = subprocess.run(
+                    [sys.executable, *lost_signals.python_args_losing_a_sigint(
+                        'vflow_tfp.sampling:SampleWriter.add', case),
+                     SAMPLE, f'--model={self.vector.path}',
+                     f'--output={array}', '--num=40', '--batch_size=2'],
+                    env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'),
+                    capture_output=True, text=True, timeout=300)
+                self.assertEqual(run.returncode, 130, run.stderr)
+                self.assertTrue(run.stderr.endswith(
+                    f'sample.py: interrupted; nothing written to {array}.\n'),
+                    run.stderr)
+                if case == 'lost':
+                    self.assertIn('(a SIGINT lost)', run.stderr)
+                    self.assertNotIn('Exception ignored', run.stderr)
+                self.assertNotIn('Traceback', run.stderr)
+                self.assertEqual(os.listdir(self.tmp), [])
 
     def test_the_command_line_spreads_a_model_s_fewer_levels(self):
         # A 32-level model (5-bit data): the .npy holds its levels, the PNG

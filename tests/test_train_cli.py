@@ -15,37 +15,12 @@ import time
 import numpy as np
 import tensorflow as tf
 
+import lost_signals
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 TRAIN = os.path.join(ROOT, 'bin', 'train.py')
 WORKER = os.path.join(HERE, 'multiworker_worker.py')
-
-
-def _sigint_after_the_data(how):
-    """`python -c` arguments to put before train.py's path and arguments:
-    train.py, with a SIGINT sent once its data are set up, whose handler's
-    raise C `lost` (reported to train.py's `sys.unraisablehook`, as a
-    finalizer does) or `turned_into_an_error` (tests/lost_signals.py)."""
-    send = dict(
-        lost='send_lost_signal(signal.SIGINT, report=True)',
-        turned_into_an_error='send_signal_turned_into_an_error(signal.SIGINT)',
-    )[how]
-    return ['-c', f'''
-import runpy, signal, sys
-sys.path.insert(0, {HERE!r})
-import lost_signals
-from vflow_tfp import training
-
-def training_inputs(*args, **kwargs):
-    inputs = set_up(*args, **kwargs)
-    if lost_signals.{send}:
-        print('(a SIGINT lost)', file=sys.stderr)
-    return inputs
-
-set_up, training.training_inputs = training.training_inputs, training_inputs
-sys.argv = sys.argv[1:]
-runpy.run_path(sys.argv[0], run_name='__main__')
-''']
 
 
 def _env(**extra):
@@ -185,7 +160,8 @@ class HardKillTest(_RunDirectory, tf.test.TestCase):
                 command = [a for a in self._small_cifar_command(
                     os.path.join(new, 'run'), 400) if a != '--alsologtostderr']
                 if ready is None:  # the command sends it itself
-                    command[1:1] = _sigint_after_the_data(case)
+                    command[1:1] = lost_signals.python_args_losing_a_sigint(
+                        'vflow_tfp.training:training_inputs', case)
                 proc = subprocess.Popen(command, env=_env(),
                                         stdout=subprocess.DEVNULL,
                                         stderr=subprocess.PIPE, text=True)
