@@ -78,14 +78,14 @@ def python_args_losing_a_sigint(after, how):
         turned_into_an_error='send_signal_turned_into_an_error(signal.SIGINT)',
     )[how]
     module, name = after.split(':')
-    owner, _, attribute = name.rpartition('.')
+    *owners, attribute = name.split('.')
     return ['-c', f'''
 import functools, importlib, runpy, signal, sys
 sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})
 import lost_signals
 
 owner = importlib.import_module({module!r})
-for part in {owner!r}.split('.') if {owner!r} else []:
+for part in {owners!r}:
     owner = getattr(owner, part)
 original = getattr(owner, {attribute!r})
 sent = []
