@@ -80,39 +80,6 @@ def _progress(enabled):
     return report
 
 
-# The signals that interrupted the run, first first.
-_received = []
-
-
-def _interrupted(signum, frame):
-    """SIGINT and SIGTERM (a job scheduler's stop) end the run as Ctrl-C.
-
-    Python runs this wherever the main thread next runs Python code, also in
-    code that C calls back, which may drop the raise (a TF finalizer only
-    reports it) or turn it into another error (CPython's SystemError "...
-    returned a result with an exception set"). The signal is recorded, so
-    that the run still stops at the next batch, and an error after it is
-    taken for it.
-    """
-    del frame
-    _received.append(signum)
-    raise KeyboardInterrupt
-
-
-def _report_unraisable(unraisable):
-    """`sys.unraisablehook`: a recorded signal's dropped raise is no news
-    (the run stops for it); anything else is reported as usual."""
-    if _received and issubclass(unraisable.exc_type, KeyboardInterrupt):
-        return
-    sys.__unraisablehook__(unraisable)
-
-
-def _exit_interrupted():
-    print(f'sample.py: interrupted; nothing written to {FLAGS.output}.',
-          file=sys.stderr)
-    sys.exit(130)
-
-
 def main(argv):
     if len(argv) > 1:
         _fail(f'unexpected arguments {argv[1:]}')
@@ -129,6 +96,7 @@ def main(argv):
 
     from vflow_tfp import export  # pylint: disable=g-import-not-at-top
     from vflow_tfp import file_io  # pylint: disable=g-import-not-at-top
+    from vflow_tfp import interrupts  # pylint: disable=g-import-not-at-top
     from vflow_tfp import sampling  # pylint: disable=g-import-not-at-top
 
     try:
@@ -139,15 +107,16 @@ def main(argv):
         sampler = sampling.SavedModelSampler(FLAGS.model)
     except ValueError as e:
         _fail(str(e))
-    # The writer removes what it staged when a signal interrupts it.
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, _interrupted)
-    sys.unraisablehook = _report_unraisable
     start = time.time()
     try:
-        with sampling.SampleWriter(
-                FLAGS.output, kind, int(metadata.get('num_bins') or 256),
-                FLAGS.columns) as writer:
+        # SIGTERM (a job scheduler's stop) interrupts as Ctrl-C does, also
+        # if C code drops the raise (checked after every batch); the writer
+        # removes what it staged.
+        with interrupts.SignalInterrupts(
+                (signal.SIGINT, signal.SIGTERM)) as signals, \
+                sampling.SampleWriter(
+                    FLAGS.output, kind, int(metadata.get('num_bins') or 256),
+                    FLAGS.columns) as writer:
             for batch in sampling.draw_batches(
                     sampler, FLAGS.num, temperature=FLAGS.temperature,
                     seed=FLAGS.seed, batch_size=FLAGS.batch_size,
@@ -157,18 +126,15 @@ def main(argv):
                 writer.add(batch)
                 shape = 'x'.join(str(d) for d in batch.shape[1:])
                 dtype = batch.dtype.name
-                if _received:  # its raise was lost on the way
-                    raise KeyboardInterrupt
+                signals.check()
     except KeyboardInterrupt:
-        _exit_interrupted()
-    except Exception as e:  # pylint: disable=broad-except
-        if _received:  # what C made of the signal's raise
-            _exit_interrupted()
-        if isinstance(e, ValueError):
-            _fail(str(e))
-        if isinstance(e, (OSError, tf.errors.OpError)):
-            _fail(f'{FLAGS.output}: cannot write it ({file_io.reason(e)}).')
-        raise
+        print(f'sample.py: interrupted; nothing written to {FLAGS.output}.',
+              file=sys.stderr)
+        sys.exit(130)
+    except ValueError as e:
+        _fail(str(e))
+    except (OSError, tf.errors.OpError) as e:
+        _fail(f'{FLAGS.output}: cannot write it ({file_io.reason(e)}).')
     what = (f'{writer.count} files in {FLAGS.output}' if kind == 'directory'
             else FLAGS.output)
     print(f'{writer.count} samples ({shape}, {dtype}, temperature '

@@ -38,7 +38,6 @@ across machines, `OneDeviceStrategy`):
 Library code: it takes a `TrainConfig` and input functions, never flags.
 """
 
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -64,6 +63,7 @@ import tf_keras
 from vflow_tfp import export as export_lib
 from vflow_tfp import file_io
 from vflow_tfp import images as images_lib
+from vflow_tfp import interrupts
 from vflow_tfp import tf_logs
 from vflow_tfp.models import presets
 from vflow_tfp.training import ema as ema_lib
@@ -1349,54 +1349,20 @@ class Trainer:
                 raise
             raise ValueError(f'At step {step + 1}: {message}.') from None
 
-    @contextlib.contextmanager
     def _signals_interrupt(self):
-        """SIGTERM, SIGINT and SIGHUP raise `KeyboardInterrupt` inside.
-
-        For work that cannot stop at a step, such as the export: the
-        interrupt unwinds it (its staging directory removed), where the
-        default SIGTERM would end the process and leave the staging behind.
-        The handler runs wherever the main thread next runs Python, also in
-        code that C calls back: a raise that C dropped (in a finalizer, say)
-        is raised again at the end, and one that C turned into another error
-        (CPython's SystemError "... returned a result with an exception
-        set") is raised in its place.
-        """
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        received = []
-
-        def interrupt(signum, frame):
-            del frame
-            received.append(signum)
+        """SIGTERM, SIGINT and SIGHUP raise `KeyboardInterrupt` inside, also
+        when C code drops or changes the raise (`interrupts.SignalInterrupts`),
+        for work that cannot stop at a step, such as the export."""
+        def record(sig):
             if self.stop_signal is None:
-                self.stop_signal = signal.Signals(signum)
-            raise KeyboardInterrupt
-
-        previous = {sig: signal.signal(sig, interrupt)
-                    for sig in (signal.SIGTERM, signal.SIGINT,
-                                signal.SIGHUP)}
-        try:
-            yield
-        except Exception as e:  # pylint: disable=broad-except
-            if not received:
-                raise
-            raise KeyboardInterrupt from e
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-        if received:
-            raise KeyboardInterrupt
+                self.stop_signal = sig
+        return interrupts.SignalInterrupts(on_signal=record)
 
     def _install_signal_handlers(self):
         if threading.current_thread() is not threading.main_thread():
             return {}
-        previous = {}
-        # SIGHUP: the terminal of a foreground run closed.
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            previous[sig] = signal.signal(sig, self.request_stop)
-        return previous
+        return {sig: signal.signal(sig, self.request_stop)
+                for sig in interrupts.STOP_SIGNALS}
 
     def _loop(self, start, elapsed_before, same_settings):
         """Trains to `train_steps`, then the final bound; `False` if stopped.
