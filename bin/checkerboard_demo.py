@@ -23,12 +23,12 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
-import tf_keras
 
 import vflow_tfp
 from vflow_tfp import bijectors as vb
 from vflow_tfp import data
 from vflow_tfp import nets
+from vflow_tfp import training
 
 tfb = tfp.bijectors
 tfd = tfp.distributions
@@ -119,7 +119,7 @@ def main(argv):
     with vflow_tfp.data_dependent_init():
         model.log_prob(data.sample_checkerboard(4096, seed=rng))
 
-    optimizer = tf_keras.optimizers.Adam(_LR.value)
+    optimizer = training.adam(_LR.value)
     variables = flow.trainable_variables
 
     @tf.function(autograph=False)

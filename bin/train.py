@@ -65,7 +65,9 @@ flags.DEFINE_float('clip_norm', 1.0, 'Global gradient-norm clip; 0 = off.')
 flags.DEFINE_float('ema_decay', 0.999, 'Weight EMA decay.')
 flags.DEFINE_integer('init_batch_size', 64,
                      'Examples for the data-dependent initialisation.')
-flags.DEFINE_bool('jit_compile', False, 'XLA-compile the replica step.')
+flags.DEFINE_bool('jit_compile', False,
+                  'XLA-compile the replica step and the optimizer\'s update '
+                  '(on every device; off, neither is compiled on any).')
 # Bookkeeping.
 flags.DEFINE_string('output_dir', None, 'Run directory (resumes if present); a '
                     'local path or a URL such as gs://bucket/run.')

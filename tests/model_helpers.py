@@ -2,9 +2,9 @@
 `tiny_vflow` and a compiled Adam step on the negative ELBO."""
 
 import tensorflow as tf
-import tf_keras
 
 from vflow_tfp import data
+from vflow_tfp import training
 from vflow_tfp.models import presets
 
 
@@ -13,7 +13,7 @@ def adam_step(model, learning_rate=1e-3, clip_norm=None):
 
     `step(x, seed)` returns the loss and the gradient norm before clipping.
     """
-    optimizer = tf_keras.optimizers.Adam(learning_rate)
+    optimizer = training.adam(learning_rate)
 
     # Without autograph, as the trainer's step.
     @tf.function(autograph=False)

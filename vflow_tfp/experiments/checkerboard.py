@@ -72,6 +72,7 @@ from vflow_tfp import file_io
 from vflow_tfp import nets
 from vflow_tfp.data import checkerboard as data_lib
 from vflow_tfp.models import presets
+from vflow_tfp.training import optimizers
 
 __all__ = [
     'MAX_SEED',
@@ -225,7 +226,8 @@ def train(model, iterations, seed, batch_size=64, learning_rate=2e-3,
     recycle_last = int(float(recycle_until) * iterations)
     steps_per_call = max(1, min(int(steps_per_call), max(iterations, 1)))
     variables = model.trainable_variables
-    optimizer = tf_keras.optimizers.Adam(
+    # With `jit_compile`, the update is compiled with the rest of the step.
+    optimizer = optimizers.adam(
         _learning_rate(learning_rate, schedule, iterations))
     optimizer.build(variables)
     base_seed = tf.constant([_seed_word(seed), 0x5eed], tf.int32)

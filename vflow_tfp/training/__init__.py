@@ -8,6 +8,7 @@ from vflow_tfp.training.loop import Trainer
 from vflow_tfp.images import image_grid
 from vflow_tfp.training.loop import make_output_dir
 from vflow_tfp.training.loop import write_json_atomic
+from vflow_tfp.training.optimizers import adam
 from vflow_tfp.training.schedules import WarmupHoldDecay
 
 __all__ = [
@@ -16,6 +17,7 @@ __all__ = [
     'TrainingInputs',
     'WarmupHoldDecay',
     'WeightEMA',
+    'adam',
     'image_grid',
     'make_output_dir',
     'training_inputs',

@@ -58,7 +58,6 @@ import numpy as np
 import tensorflow as tf
 # No public API tells whether op determinism is on.
 from tensorflow.python.framework import config as tf_config  # pylint: disable=g-direct-tensorflow-import
-import tf_keras
 
 from vflow_tfp import export as export_lib
 from vflow_tfp import file_io
@@ -67,6 +66,7 @@ from vflow_tfp import interrupts
 from vflow_tfp import tf_logs
 from vflow_tfp.models import presets
 from vflow_tfp.training import ema as ema_lib
+from vflow_tfp.training import optimizers
 from vflow_tfp.training import schedules
 
 __all__ = ['OPTIMIZERS', 'TrainConfig', 'Trainer', 'format_duration',
@@ -465,9 +465,12 @@ class Trainer:
             self.schedule = schedules.WarmupHoldDecay(
                 config.max_lr, config.warmup_steps, config.hold_until,
                 config.lr_decay, config.min_lr)
-            self.optimizer = tf_keras.optimizers.Adam(
+            # With `jit_compile`, the update is compiled as well: it runs
+            # outside the replica's compiled loss and gradients.
+            self.optimizer = optimizers.adam(
                 self.schedule, beta_1=config.adam_beta1,
-                beta_2=config.adam_beta2, epsilon=config.adam_epsilon)
+                beta_2=config.adam_beta2, epsilon=config.adam_epsilon,
+                jit_compile=config.jit_compile)
             # Slots exist before any restore or replica step.
             self.optimizer.build(self.variables)
             self.ema = ema_lib.WeightEMA(self.variables, config.ema_decay)
