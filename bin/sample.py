@@ -108,6 +108,7 @@ def main(argv):
     except ValueError as e:
         _fail(str(e))
     start = time.time()
+    writer = None
     try:
         # SIGTERM (a job scheduler's stop) interrupts as Ctrl-C does, also
         # if C code drops the raise (checked after every batch); the writer
@@ -128,9 +129,12 @@ def main(argv):
                 dtype = batch.dtype.name
                 signals.check()
     except KeyboardInterrupt:
-        print(f'sample.py: interrupted; nothing written to {FLAGS.output}.',
-              file=sys.stderr)
-        sys.exit(130)
+        # A signal whose raise C code dropped while the finished output was
+        # moved into place ends the block only then: the output is whole.
+        if not (writer and writer.complete):
+            print(f'sample.py: interrupted; nothing written to '
+                  f'{FLAGS.output}.', file=sys.stderr)
+            sys.exit(130)
     except ValueError as e:
         _fail(str(e))
     except (OSError, tf.errors.OpError) as e:

@@ -22,11 +22,13 @@ seed 0 .. --seeds - 1, and scores each on a fixed test set (VFlow by
         --seeds=1 --dims=2,10 --steps=3
 """
 
+import contextlib
 import json
 import math
 import os
 import re
 import shutil
+import signal
 import sys
 import time
 
@@ -397,7 +399,8 @@ def _write_outputs(out_dir, settings, density_configs, final=False):
 
 def main(argv):
     try:
-        _sweep(argv)
+        with contextlib.ExitStack() as stack:
+            _sweep(argv, stack)
     except KeyboardInterrupt:
         # A finished run's results are written as it ends, and the run in
         # progress has its checkpoint of the last progress report.
@@ -408,7 +411,9 @@ def main(argv):
         sys.exit(130)
 
 
-def _sweep(argv):
+def _sweep(argv, stack):
+    """The sweep; `stack` (a `contextlib.ExitStack`) holds its signal
+    handling until the caller has reported an interrupt."""
     if len(argv) > 1:
         _fail(f'unexpected arguments {argv[1:]}.')
     dims, steps, density_configs = _check_flags()
@@ -459,7 +464,12 @@ def _sweep(argv):
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     from vflow_tfp.experiments import checkerboard  # pylint: disable=g-import-not-at-top
     from vflow_tfp.models import presets  # pylint: disable=g-import-not-at-top
+    from vflow_tfp import interrupts  # pylint: disable=g-import-not-at-top
     cb = checkerboard
+    # A Ctrl-C whose KeyboardInterrupt C code dropped (a TF finalizer) is
+    # recorded, and stops the sweep at the run's next progress report.
+    signals = stack.enter_context(
+        interrupts.SignalInterrupts((signal.SIGINT,)))
     assert set(_VALID_DIMS) == {2, *presets.TOY_DIMS}
     assert set(_VALID_STEPS) == set(presets.TOY_STEPS)
     tf.get_logger().setLevel('ERROR')  # retracing notes of the per-run fns
@@ -492,6 +502,7 @@ def _sweep(argv):
                   f'lr {info["learning_rate"]:.2e}'
                   + (f'  {rate:6.0f} it/s' if np.isfinite(rate) else ''),
                   flush=True)
+            signals.check()  # after the report's checkpoint
 
         try:
             result, model = cb.run(

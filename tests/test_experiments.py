@@ -23,6 +23,7 @@ import tensorflow_probability as tfp
 from vflow_tfp import nets
 from vflow_tfp.data import checkerboard as data_lib
 from vflow_tfp.experiments import checkerboard as cb
+import lost_signals
 
 # absolute(), not resolve(): under Bazel the runfiles, not the symlinks'
 # targets in the source tree, must hold what the tests read.
@@ -433,6 +434,30 @@ def test_script_interrupted_goes_on_from_its_checkpoint(tmp_path):
     with open(tmp_path / 'runs' / 'D2_L2_seed0.json') as f:
         assert json.load(f)['iterations'] == 5000
     assert os.listdir(checkpoints) == []
+
+
+def test_script_stops_for_a_ctrl_c_whose_raise_c_code_lost(tmp_path):
+    # The handler may run in C's callback (a TF finalizer), which drops its
+    # raise: the sweep still stops, at the progress report after the
+    # checkpoint it was lost in, with its one line.
+    proc = subprocess.run(
+        [sys.executable, *lost_signals.python_args_losing_a_sigint(
+            'vflow_tfp.experiments.checkerboard:_save_training', 'lost'),
+         str(REPO / 'bin' / 'toy_experiment.py'), f'--output_dir={tmp_path}',
+         '--seeds=1', '--dims=2', '--steps=2', '--density_configs=',
+         '--nojit_compile', '--progress_every=250', '--iterations=1000',
+         '--test_size=200', '--init_size=256'],
+        capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
+    assert proc.returncode == 130, proc.stderr[-3000:]
+    assert '(a SIGINT lost)' in proc.stderr
+    assert 'Exception ignored' not in proc.stderr
+    assert 'Traceback' not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        'toy_experiment.py: interrupted;')
+    assert re.findall(r'it +(\d+)/1000', proc.stdout) == ['250']
+    assert os.listdir(tmp_path / 'runs') == []
+    assert os.listdir(tmp_path / 'checkpoints') == ['D2_L2_seed0']
 
 
 def test_script_refuses_an_unknown_gradient_estimator(tmp_path):

@@ -1,6 +1,7 @@
 """Sampling an export: `vflow_tfp.sampling` and `bin/sample.py`."""
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -296,6 +297,24 @@ class SampleTest(tf.test.TestCase):
                     self.assertNotIn('Exception ignored', run.stderr)
                 self.assertNotIn('Traceback', run.stderr)
                 self.assertEqual(os.listdir(self.tmp), [])
+
+    def test_a_signal_lost_while_the_output_is_written_keeps_it(self):
+        # Lost right after the array's rename into place: the block ends
+        # with the signal's interrupt only when the output is whole, which
+        # is then reported as written, not as "nothing written".
+        array = self._path('v.npy')
+        run = subprocess.run(
+            [sys.executable, *lost_signals.python_args_losing_a_sigint(
+                'vflow_tfp.file_io:replace', 'lost'),
+             SAMPLE, f'--model={self.vector.path}', f'--output={array}',
+             '--num=6', '--batch_size=2'],
+            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'),
+            capture_output=True, text=True, timeout=300)
+        self.assertEqual(run.returncode, 0, run.stderr)
+        self.assertIn('(a SIGINT lost)', run.stderr)
+        self.assertRegex(run.stdout, r'^6 samples .*: wrote ' +
+                         re.escape(array))
+        self.assertEqual(np.load(array).shape[0], 6)
 
     def test_the_command_line_spreads_a_model_s_fewer_levels(self):
         # A 32-level model (5-bit data): the .npy holds its levels, the PNG

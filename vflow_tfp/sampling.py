@@ -204,8 +204,9 @@ class SampleWriter:
     """Writes batches of samples to an `output_kind` output, as they come.
 
     Use as a context manager: the output appears under its name when the
-    `with` block ends normally, and an error or interrupt inside it leaves
-    nothing (no partial file or directory, no scratch file).
+    `with` block ends normally (`complete` is then true), and an error or
+    interrupt inside it leaves nothing (no partial file or directory, no
+    scratch file).
     """
 
     def __init__(self, path, kind, num_bins=256, columns=None):
@@ -222,6 +223,7 @@ class SampleWriter:
         self.num_bins = int(num_bins)
         self.columns = columns
         self.count = 0
+        self.complete = False
         self._batches = []
         self._staged = None
 
@@ -257,6 +259,7 @@ class SampleWriter:
                 staged, self._staged = self._staged, None
                 if staged.__exit__(exc_type, exc, traceback):
                     return True
+        self.complete = exc_type is None
         return False
 
     def _finish(self):
