@@ -85,6 +85,13 @@ class _TrainerFixture:
     def _trainer(self, strategy, **kwargs):
         return self._trainer_at(self._dir(), strategy, **kwargs)
 
+    def _stepper(self, trainer):
+        """`step()` runs one train step of `trainer` on the fixed batch and
+        returns its outputs (loss, gradient norm, stop votes)."""
+        batches = iter(trainer.strategy.distribute_datasets_from_function(
+            _fixed_batch_input_fn(self.batch)))
+        return lambda: trainer._train_step(batches, tf.constant(0.0))  # pylint: disable=protected-access
+
     def _trainer_at(self, output_dir, strategy, **kwargs):
         return training.Trainer(_config(output_dir, **kwargs), strategy,
                                 _fixed_batch_input_fn(self.batch),
@@ -110,12 +117,8 @@ class TrainerTest(_TrainerFixture, tf.test.TestCase):
         mirrored.ema.reset()
         results = []
         for trainer in (mirrored, single):
-            dataset = trainer.strategy.distribute_datasets_from_function(
-                _fixed_batch_input_fn(self.batch))
-            iterator = iter(dataset)
-            losses = [float(trainer._train_step(iterator,
-                                                tf.constant(0.0))[0])
-                      for _ in range(2)]
+            step = self._stepper(trainer)
+            losses = [float(step()[0]) for _ in range(2)]
             results.append((losses, [v.numpy() for v in trainer.variables],
                             [s.numpy() for s in trainer.ema.shadows]))
         (loss_m, vars_m, ema_m), (loss_s, vars_s, ema_s) = results
@@ -142,12 +145,8 @@ class TrainerTest(_TrainerFixture, tf.test.TestCase):
                 for v, start in zip(trainer.variables, results[0][2]):
                     v.assign(start)
             start = [v.numpy() for v in trainer.variables]
-            dataset = trainer.strategy.distribute_datasets_from_function(
-                _fixed_batch_input_fn(self.batch))
-            iterator = iter(dataset)
-            losses = [float(trainer._train_step(iterator,
-                                                tf.constant(0.0))[0])
-                      for _ in range(2)]
+            step = self._stepper(trainer)
+            losses = [float(step()[0]) for _ in range(2)]
             compiled = trainer.optimizer._update_step_xla  # pylint: disable=protected-access
             self.assertEqual(compiled.experimental_get_tracing_count() > 0,
                              jit_compile)
@@ -202,10 +201,7 @@ class TrainerTest(_TrainerFixture, tf.test.TestCase):
             unclipped = reference(grads)
             expected = (reference(tf.clip_by_global_norm(grads, clip)[0])
                         if clip else unclipped)
-            dataset = trainer.strategy.distribute_datasets_from_function(
-                _fixed_batch_input_fn(self.batch))
-            _, step_norm = trainer._train_step(iter(dataset),
-                                               tf.constant(0.0))[:2]
+            _, step_norm = self._stepper(trainer)()[:2]
             self.assertAllClose(float(step_norm), norm, rtol=1e-5)
             for v, e in zip(variables, expected):
                 self.assertAllClose(v, e, rtol=1e-4, atol=1e-7)
@@ -221,13 +217,12 @@ class TrainerTest(_TrainerFixture, tf.test.TestCase):
         trainer = self._trainer(tf.distribute.OneDeviceStrategy('/cpu:0'),
                                 warmup_steps=4, max_lr=1e-2)
         trainer.restore_or_initialize()
-        dataset = iter(trainer.strategy.distribute_datasets_from_function(
-            _fixed_batch_input_fn(self.batch)))
+        step = self._stepper(trainer)
         before = [v.numpy() for v in trainer.variables]
-        trainer._train_step(dataset, tf.constant(0.0))
+        step()
         for v, b in zip(trainer.variables, before):
             self.assertAllEqual(v, b)
-        trainer._train_step(dataset, tf.constant(0.0))
+        step()
         self.assertGreater(max(float(np.max(np.abs(v.numpy() - b)))
                                for v, b in zip(trainer.variables, before)),
                            1e-4)
@@ -673,10 +668,7 @@ class TrainerTest(_TrainerFixture, tf.test.TestCase):
                                                       training=True))
         norm = float(tf.linalg.global_norm(
             tape.gradient(loss, trainer.variables)))
-        dataset = trainer.strategy.distribute_datasets_from_function(
-            _fixed_batch_input_fn(self.batch))
-        _, step_norm = trainer._train_step(iter(dataset),
-                                           tf.constant(0.0))[:2]
+        _, step_norm = self._stepper(trainer)()[:2]
         self.assertAllClose(float(step_norm), norm, rtol=1e-5)
 
     def test_samples_are_the_ema_model_s_with_the_step_s_seed(self):
@@ -686,10 +678,9 @@ class TrainerTest(_TrainerFixture, tf.test.TestCase):
         trainer = self._trainer(tf.distribute.OneDeviceStrategy('/cpu:0'),
                                 num_samples=4, ema_decay=0.5, max_lr=1e-2)
         trainer.restore_or_initialize()
-        dataset = iter(trainer.strategy.distribute_datasets_from_function(
-            _fixed_batch_input_fn(self.batch)))
+        step = self._stepper(trainer)
         for _ in range(3):
-            trainer._train_step(dataset, tf.constant(0.0))
+            step()
         variables = trainer.model.trainable_variables
         raw = [v.numpy() for v in variables]
         with trainer.ema.averaged_weights():
