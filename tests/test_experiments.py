@@ -1,5 +1,6 @@
 """Tests for `vflow_tfp.experiments.checkerboard` and bin/toy_experiment.py."""
 
+import contextlib
 import functools
 import importlib.util
 import json
@@ -798,8 +799,9 @@ def test_script_a_failed_density_grid_write_leaves_no_grid(tmp_path,
                 'toy_experiment.py', f'--output_dir={out}', '--iterations=1',
                 '--seeds=1', '--dims=2', '--steps=2', '--test_size=4',
                 '--density_configs=2:2', '--grid_resolution=2'])
-            with pytest.raises(OSError, match='disk full'):
-                script._sweep(argv)  # pylint: disable=protected-access
+            with pytest.raises(OSError, match='disk full'), \
+                    contextlib.ExitStack() as stack:
+                script._sweep(argv, stack)  # pylint: disable=protected-access
     finally:
         tf.get_logger().setLevel(level)
     assert os.listdir(out / 'densities') == []
