@@ -412,8 +412,9 @@ def main(argv):
 
 
 def _sweep(argv, stack):
-    """The sweep; `stack` (a `contextlib.ExitStack`) holds its signal
-    handling until the caller has reported an interrupt."""
+    """The sweep. Its signal handling, entered once TF is imported, goes
+    on the caller's `contextlib.ExitStack` `stack`, whose exit raises the
+    interrupt of a Ctrl-C that C code dropped."""
     if len(argv) > 1:
         _fail(f'unexpected arguments {argv[1:]}.')
     dims, steps, density_configs = _check_flags()

@@ -85,17 +85,17 @@ class _TrainerFixture:
     def _trainer(self, strategy, **kwargs):
         return self._trainer_at(self._dir(), strategy, **kwargs)
 
+    def _trainer_at(self, output_dir, strategy, **kwargs):
+        return training.Trainer(_config(output_dir, **kwargs), strategy,
+                                _fixed_batch_input_fn(self.batch),
+                                self.eval_fn, self.init)
+
     def _stepper(self, trainer):
         """`step()` runs one train step of `trainer` on the fixed batch and
         returns its outputs (loss, gradient norm, stop votes)."""
         batches = iter(trainer.strategy.distribute_datasets_from_function(
             _fixed_batch_input_fn(self.batch)))
         return lambda: trainer._train_step(batches, tf.constant(0.0))  # pylint: disable=protected-access
-
-    def _trainer_at(self, output_dir, strategy, **kwargs):
-        return training.Trainer(_config(output_dir, **kwargs), strategy,
-                                _fixed_batch_input_fn(self.batch),
-                                self.eval_fn, self.init)
 
 
 class TrainerTest(_TrainerFixture, tf.test.TestCase):

@@ -1,9 +1,10 @@
 """Signals that interrupt work which cannot stop at a step.
 
-The trainer's restore, data-dependent init and export, and `bin/sample.py`'s
-sampling, run inside `SignalInterrupts`: a signal unwinds them as Ctrl-C
-does (their staging directories removed), where the default SIGTERM would
-end the process and leave the staging behind.
+The trainer's restore, data-dependent init and export, `bin/sample.py`'s
+sampling and `bin/toy_experiment.py`'s sweep run inside `SignalInterrupts`:
+a signal unwinds them as Ctrl-C does (their staging directories removed),
+where the default SIGTERM would end the process and leave the staging
+behind, and a Ctrl-C whose raise C code dropped still stops them.
 """
 
 import signal
