@@ -16,6 +16,10 @@ seed 0 .. --seeds - 1, and scores each on a fixed test set (VFlow by
   fig3.png                      test log-likelihood against L, a line per D
   fig2_densities.png            data histogram and model densities
 
+Ctrl-C, SIGTERM or SIGHUP stops the sweep with one line (exit 128 + the
+signal's number), keeping the finished runs and the checkpoint of the run
+in progress as of its last report.
+
     python bin/toy_experiment.py --output_dir=/tmp/toy            # full sweep
     python bin/toy_experiment.py --output_dir=/tmp/toy --resume   # continue
     python bin/toy_experiment.py --output_dir=/tmp/t --iterations=5000 \\
@@ -397,6 +401,11 @@ def _write_outputs(out_dir, settings, density_configs, final=False):
     cb.plot_densities(panels, os.path.join(out_dir, 'fig2_densities.png'))
 
 
+# The stop signals the sweep received (SIGINT before TF is imported is
+# Python's own KeyboardInterrupt and is not recorded).
+_stopped_by = []
+
+
 def main(argv):
     try:
         with contextlib.ExitStack() as stack:
@@ -404,17 +413,20 @@ def main(argv):
     except KeyboardInterrupt:
         # A finished run's results are written as it ends, and the run in
         # progress has its checkpoint of the last progress report.
-        print(f'\ntoy_experiment.py: interrupted; the finished runs and the '
+        sig = _stopped_by[0] if _stopped_by else signal.SIGINT
+        how = ('interrupted' if sig == signal.SIGINT
+               else f'stopped by {sig.name}')
+        print(f'\ntoy_experiment.py: {how}; the finished runs and the '
               f'one in progress (as of its last report) are in '
               f'{_OUTPUT_DIR.value}: rerun the same command with --resume '
               'to go on.', file=sys.stderr)
-        sys.exit(130)
+        sys.exit(128 + sig)
 
 
 def _sweep(argv, stack):
     """The sweep. Its signal handling, entered once TF is imported, goes
     on the caller's `contextlib.ExitStack` `stack`, whose exit raises the
-    interrupt of a Ctrl-C that C code dropped."""
+    interrupt of a stop signal whose raise C code dropped."""
     if len(argv) > 1:
         _fail(f'unexpected arguments {argv[1:]}.')
     dims, steps, density_configs = _check_flags()
@@ -467,10 +479,13 @@ def _sweep(argv, stack):
     from vflow_tfp.models import presets  # pylint: disable=g-import-not-at-top
     from vflow_tfp import interrupts  # pylint: disable=g-import-not-at-top
     cb = checkerboard
-    # A Ctrl-C whose KeyboardInterrupt C code dropped (a TF finalizer) is
-    # recorded, and stops the sweep at the run's next progress report.
-    signals = stack.enter_context(
-        interrupts.SignalInterrupts((signal.SIGINT,)))
+    # SIGTERM (a scheduler's stop) and SIGHUP stop the sweep as Ctrl-C
+    # does, with its message, where their default would end the process
+    # silently. A signal whose KeyboardInterrupt C code dropped (a TF
+    # finalizer) is recorded, and stops the sweep at the run's next progress
+    # report.
+    signals = stack.enter_context(interrupts.SignalInterrupts(
+        interrupts.STOP_SIGNALS, on_signal=_stopped_by.append))
     assert set(_VALID_DIMS) == {2, *presets.TOY_DIMS}
     assert set(_VALID_STEPS) == set(presets.TOY_STEPS)
     tf.get_logger().setLevel('ERROR')  # retracing notes of the per-run fns

@@ -390,7 +390,10 @@ def test_table_leaves_diverged_cells_out_of_the_comparison():
         summary, settings)
 
 
-def test_script_interrupted_goes_on_from_its_checkpoint(tmp_path):
+def _signal_script_in_training(tmp_path, sig):
+    """Runs a one-run sweep into `tmp_path` and sends it `sig` once its
+    first progress report is out. Returns the command, its environment,
+    the exit code and stderr."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
     command = [sys.executable, str(REPO / 'bin' / 'toy_experiment.py'),
                f'--output_dir={tmp_path}', '--seeds=1', '--dims=2',
@@ -403,12 +406,18 @@ def test_script_interrupted_goes_on_from_its_checkpoint(tmp_path):
         for line in proc.stdout:
             if line.lstrip().startswith('it '):  # training is under way
                 break
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         _, err = proc.communicate(timeout=120)
     finally:
         proc.kill()
-    assert proc.returncode == 130, err[-3000:]
     assert 'Traceback' not in err, err[-3000:]
+    return command, env, proc.returncode, err
+
+
+def test_script_interrupted_goes_on_from_its_checkpoint(tmp_path):
+    command, env, code, err = _signal_script_in_training(tmp_path,
+                                                         signal.SIGINT)
+    assert code == 130, err[-3000:]
     assert err.strip().splitlines()[-1] == (
         f'toy_experiment.py: interrupted; the finished runs and the one in '
         f'progress (as of its last report) are in {tmp_path}: rerun the '
@@ -435,6 +444,19 @@ def test_script_interrupted_goes_on_from_its_checkpoint(tmp_path):
     with open(tmp_path / 'runs' / 'D2_L2_seed0.json') as f:
         assert json.load(f)['iterations'] == 5000
     assert os.listdir(checkpoints) == []
+
+
+def test_script_stops_for_sigterm_like_ctrl_c(tmp_path):
+    # A scheduler's stop: the default SIGTERM would end the sweep without a
+    # word; it stops with the interrupt's line and keeps the checkpoint.
+    _, _, code, err = _signal_script_in_training(tmp_path, signal.SIGTERM)
+    assert code == 128 + signal.SIGTERM, err[-3000:]
+    assert err.strip().splitlines()[-1] == (
+        f'toy_experiment.py: stopped by SIGTERM; the finished runs and the '
+        f'one in progress (as of its last report) are in {tmp_path}: rerun '
+        'the same command with --resume to go on.')
+    assert os.listdir(tmp_path / 'checkpoints') == ['D2_L2_seed0']
+    assert os.listdir(tmp_path / 'runs') == []
 
 
 def test_script_stops_for_a_ctrl_c_whose_raise_c_code_lost(tmp_path):
