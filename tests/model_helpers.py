@@ -1,11 +1,26 @@
 """Model helpers shared by the test modules: a seeded, initialised
-`tiny_vflow` and a compiled Adam step on the negative ELBO."""
+`tiny_vflow`, a compiled Adam step on the negative ELBO, and the
+process's two-replica strategy."""
 
 import tensorflow as tf
 
 from vflow_tfp import data
 from vflow_tfp import training
 from vflow_tfp.models import presets
+
+
+_MIRRORED = []
+
+
+def mirrored_strategy():
+    """The process's one two-replica `MirroredStrategy` (on conftest's
+    logical CPUs). Separate instances in one process share collective
+    instance keys, so steps of two of them (another test module's, of
+    another dtype) can collide: "Collective instance 100 expected ...
+    data_type 2 but got ... data_type 1"."""
+    if not _MIRRORED:
+        _MIRRORED.append(tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1']))
+    return _MIRRORED[0]
 
 
 def adam_step(model, learning_rate=1e-3, clip_norm=None):

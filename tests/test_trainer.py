@@ -23,8 +23,10 @@ from vflow_tfp import file_io
 from vflow_tfp import training
 from vflow_tfp.training import loop
 import lost_signals
+import model_helpers
 
 GLOBAL_BATCH = 8
+_mirrored = model_helpers.mirrored_strategy
 
 
 def _fixed_batch_input_fn(batch, repeat=True):
@@ -36,18 +38,6 @@ def _fixed_batch_input_fn(batch, repeat=True):
             per_replica, drop_remainder=True)
         return ds.repeat() if repeat else ds
     return input_fn
-
-
-_MIRRORED = []
-
-
-def _mirrored():
-    """One two-replica strategy for the whole module: separate
-    MirroredStrategy instances in one process can collide on their
-    collective instance keys once several have run training steps."""
-    if not _MIRRORED:
-        _MIRRORED.append(tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1']))
-    return _MIRRORED[0]
 
 
 def _config(output_dir, **kwargs):
