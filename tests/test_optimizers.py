@@ -8,6 +8,7 @@ import tf_keras
 from vflow_tfp import training
 import model_helpers
 
+
 def _problem(dtype):
     """Starting weights and five steps' gradients, from 1e-6 to 1e2 in
     size (Adam's ε matters for the small ones)."""
@@ -110,7 +111,7 @@ class AdamTest(parameterized.TestCase, tf.test.TestCase):
         results = []
         for optimizer in (tf_keras.optimizers.Adam(1e-2),
                           training.adam(1e-2)):
-            table = tf.Variable(np.arange(12.0, dtype=np.float32).reshape(4, 3))
+            table = tf.Variable(np.arange(12, dtype=np.float32).reshape(4, 3))
             for _ in range(3):
                 with tf.GradientTape() as tape:
                     loss = tf.reduce_sum(tf.gather(table, [0, 2]) ** 2)

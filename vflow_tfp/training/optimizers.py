@@ -55,7 +55,7 @@ def adam(learning_rate, *, jit_compile=False, **kwargs):
     The update of each variable is TF's fused Adam kernel (`_FusedAdam`):
     the same formula and slots as `tf_keras.optimizers.Adam`, in one kernel
     instead of about a dozen (for `vflow_cifar10`'s 1,524 variables on the
-    CPU, half the time of an update and a third of the ops to trace).
+    CPU, half the time of an update and 40% of the ops to trace).
 
     `tf_keras` decides XLA from the machine: its default
     `jit_compile=True` holds only where a GPU is present, and there it
