@@ -124,25 +124,27 @@ class AdamTest(parameterized.TestCase, tf.test.TestCase):
 
     def test_checkpoints_are_tf_keras_adams(self):
         # The slots are tf_keras's own: a run checkpointed with tf_keras's
-        # Adam (as before this optimizer) goes on, and gives the same step.
+        # Adam (as before this optimizer) goes on with this one, and the
+        # other way round, and the next step is the same.
         weights, gradients = _problem(np.float32)
-        directory = self.get_temp_dir()
-        saved = [tf.Variable(w) for w in weights]
-        old = tf_keras.optimizers.Adam(1e-2)
-        old.apply_gradients(zip(gradients[0], saved))
-        path = tf.train.Checkpoint(optimizer=old, weights=saved).save(
-            f'{directory}/ckpt')
-        restored = [tf.Variable(tf.zeros_like(w)) for w in weights]
-        new = training.adam(1e-2)
-        new.build(restored)
-        tf.train.Checkpoint(optimizer=new, weights=restored).restore(
-            path).assert_consumed()
-        self.assertEqual(int(new.iterations), 1)
-        old.apply_gradients(zip(gradients[1], saved))
-        new.apply_gradients(zip(gradients[1], restored))
-        for a, b in zip(restored, saved):
-            self.assertAllClose(a, b, rtol=1e-6, atol=1e-6)
-
+        for k, (writer, reader) in enumerate([
+                (tf_keras.optimizers.Adam, training.adam),
+                (training.adam, tf_keras.optimizers.Adam)]):
+            saved = [tf.Variable(w) for w in weights]
+            old = writer(1e-2)
+            old.apply_gradients(zip(gradients[0], saved))
+            path = tf.train.Checkpoint(optimizer=old, weights=saved).save(
+                f'{self.get_temp_dir()}/ckpt{k}')
+            restored = [tf.Variable(tf.zeros_like(w)) for w in weights]
+            new = reader(1e-2)
+            new.build(restored)
+            tf.train.Checkpoint(optimizer=new, weights=restored).restore(
+                path).assert_consumed()
+            self.assertEqual(int(new.iterations), 1)
+            old.apply_gradients(zip(gradients[1], saved))
+            new.apply_gradients(zip(gradients[1], restored))
+            for a, b in zip(restored, saved):
+                self.assertAllClose(a, b, rtol=1e-6, atol=1e-6)
 
 if __name__ == '__main__':
     tf.test.main()
