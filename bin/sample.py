@@ -9,7 +9,9 @@ without extension, or ending in `/`) one PNG per sample
 checked before sampling starts; a bad one stops the run with one line on
 stderr and exit code 2 (absl refuses out-of-range flag values itself, with
 exit code 1). Nothing appears under OUT until it is complete, and an error
-or an interrupt (Ctrl-C, SIGTERM) leaves nothing behind.
+or an interrupt (Ctrl-C, SIGTERM) leaves nothing behind; one that comes
+while the finished output is moved into place waits for the move, and the
+output is reported as written.
 
 The samples come from the export's `sample` signature (the EMA weights of a
 trained run), `--batch_size` at a time; batch `b` draws from the stateless
@@ -128,9 +130,13 @@ def main(argv):
                 shape = 'x'.join(str(d) for d in batch.shape[1:])
                 dtype = batch.dtype.name
                 signals.check()
+            # The writer's exit moves the output into place, which must not
+            # stop halfway: a signal from here on ends the block after it.
+            signals.defer_to_exit()
     except KeyboardInterrupt:
-        # A signal whose raise C code dropped while the finished output was
-        # moved into place ends the block only then: the output is whole.
+        # A signal that came while the output was moved into place (or
+        # whose raise C code dropped then) ends the block only once the
+        # output is whole.
         if not (writer and writer.complete):
             print(f'sample.py: interrupted; nothing written to '
                   f'{FLAGS.output}.', file=sys.stderr)

@@ -64,18 +64,22 @@ def send_signal_turned_into_an_error(sig, timeout=10.0):
     raise AssertionError(f'no handler of {sig!r} raised KeyboardInterrupt')
 
 
-def python_args_losing_a_sigint(after, how):
+def python_args_sending_a_sigint(after, how):
     """`python -c` arguments to put before a script's path and arguments.
 
     The script runs with `after` ('module:name' or 'module:Class.method')
     patched to send SIGINT once, when it first returns, whose handler's
     raise C `lost` (reported to the process's `sys.unraisablehook`, as a
-    finalizer does) or `turned_into_an_error`. stderr gets '(a SIGINT
-    lost)' when the loss did happen.
+    finalizer does) or `turned_into_an_error`; or, `raised`, a SIGINT
+    nothing loses: its handler runs, and raises what it raises, before
+    `after` returns. stderr gets '(a SIGINT lost)' when the loss did happen.
     """
     send = dict(
-        lost='send_lost_signal(signal.SIGINT, report=True)',
-        turned_into_an_error='send_signal_turned_into_an_error(signal.SIGINT)',
+        lost='lost_signals.send_lost_signal(signal.SIGINT, report=True)',
+        turned_into_an_error=('lost_signals.send_signal_turned_into_an_error('
+                              'signal.SIGINT)'),
+        # Raised in this thread, and the handler run, before it returns.
+        raised='signal.raise_signal(signal.SIGINT)',
     )[how]
     module, name = after.split(':')
     *owners, attribute = name.split('.')
@@ -95,7 +99,7 @@ def patched(*args, **kwargs):
     result = original(*args, **kwargs)
     if not sent:
         sent.append(True)
-        if lost_signals.{send}:
+        if {send}:
             print('(a SIGINT lost)', file=sys.stderr)
     return result
 

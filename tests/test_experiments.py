@@ -464,7 +464,7 @@ def test_script_stops_for_a_ctrl_c_whose_raise_c_code_lost(tmp_path):
     # raise: the sweep still stops, at the progress report after the
     # checkpoint it was lost in, with its one line.
     proc = subprocess.run(
-        [sys.executable, *lost_signals.python_args_losing_a_sigint(
+        [sys.executable, *lost_signals.python_args_sending_a_sigint(
             'vflow_tfp.experiments.checkerboard:_save_training', 'lost'),
          str(REPO / 'bin' / 'toy_experiment.py'), f'--output_dir={tmp_path}',
          '--seeds=1', '--dims=2', '--steps=2', '--density_configs=',

@@ -160,8 +160,9 @@ class HardKillTest(_RunDirectory, tf.test.TestCase):
                 command = [a for a in self._small_cifar_command(
                     os.path.join(new, 'run'), 400) if a != '--alsologtostderr']
                 if ready is None:  # the command sends it itself
-                    command[1:1] = lost_signals.python_args_losing_a_sigint(
-                        'vflow_tfp.training:training_inputs', case)
+                    command[1:1] = (
+                        lost_signals.python_args_sending_a_sigint(
+                            'vflow_tfp.training:training_inputs', case))
                 proc = subprocess.Popen(command, env=_env(),
                                         stdout=subprocess.DEVNULL,
                                         stderr=subprocess.PIPE, text=True)

@@ -41,6 +41,7 @@ class SignalInterrupts:
         self._on_signal = on_signal
         self._previous = {}
         self._previous_hook = None
+        self._deferred = False
         self.received = []
 
     def _handle(self, signum, frame):
@@ -49,7 +50,8 @@ class SignalInterrupts:
         self.received.append(sig)
         if self._on_signal is not None:
             self._on_signal(sig)
-        raise KeyboardInterrupt
+        if not self._deferred:
+            raise KeyboardInterrupt
 
     def _report_unraisable(self, unraisable):
         if self.received and issubclass(unraisable.exc_type,
@@ -62,7 +64,18 @@ class SignalInterrupts:
         if self.received:
             raise KeyboardInterrupt
 
+    def defer_to_exit(self):
+        """From now to the end of the block, signals are recorded only.
+
+        For a last step that must not stop halfway, such as moving a
+        finished output into place: a signal that comes meanwhile raises
+        its `KeyboardInterrupt` when the block ends, after that step, so
+        the caller can tell a finished output from an interrupted one.
+        """
+        self._deferred = True
+
     def __enter__(self):
+        self._deferred = False
         if threading.current_thread() is threading.main_thread():
             self._previous = {sig: signal.signal(sig, self._handle)
                               for sig in self._signals}

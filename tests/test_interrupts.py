@@ -1,0 +1,80 @@
+"""`interrupts.SignalInterrupts`: signals as Ctrl-C inside a block."""
+
+import signal
+import threading
+
+import pytest
+
+from vflow_tfp import interrupts
+
+import lost_signals
+
+pytestmark = pytest.mark.skipif(
+    threading.current_thread() is not threading.main_thread(),
+    reason='Python runs signal handlers on the main thread only.')
+
+
+def _handlers():
+    return {sig: signal.getsignal(sig) for sig in interrupts.STOP_SIGNALS}
+
+
+def test_a_signal_interrupts_the_block_and_the_handlers_come_back():
+    before = _handlers()
+    seen = []
+    ran_on = []
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts.SignalInterrupts(on_signal=seen.append) as signals:
+            signal.raise_signal(signal.SIGTERM)
+            ran_on.append(True)  # not reached
+    assert not ran_on
+    assert signals.received == [signal.SIGTERM]
+    assert seen == [signal.SIGTERM]
+    assert _handlers() == before
+
+
+def test_a_raise_that_c_code_lost_stops_at_check_and_at_the_end():
+    reached = []
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts.SignalInterrupts() as signals:
+            assert lost_signals.send_lost_signal(signal.SIGINT)
+            reached.append('after the lost raise')
+            signals.check()
+            reached.append('after check')  # not reached
+    assert reached == ['after the lost raise']
+    # A block that ends without an exception of its own ends with the
+    # signal's interrupt in place of a normal exit.
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts.SignalInterrupts():
+            assert lost_signals.send_lost_signal(signal.SIGINT)
+    # An error after the signal gives way to the signal's interrupt.
+    with pytest.raises(KeyboardInterrupt) as caught:
+        with interrupts.SignalInterrupts():
+            assert lost_signals.send_lost_signal(signal.SIGINT)
+            raise OSError('after the signal')
+    assert isinstance(caught.value.__cause__, OSError)
+
+
+def test_deferred_signals_let_the_last_step_finish_then_interrupt():
+    steps = []
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts.SignalInterrupts() as signals:
+            signals.defer_to_exit()
+            signal.raise_signal(signal.SIGINT)
+            steps.append('moved into place')
+            signal.raise_signal(signal.SIGTERM)
+            steps.append('after a second signal')
+    assert steps == ['moved into place', 'after a second signal']
+    assert signals.received == [signal.SIGINT, signal.SIGTERM]
+    # The deferral belongs to that block: entered again, a signal raises.
+    with pytest.raises(KeyboardInterrupt):
+        with signals:
+            signal.raise_signal(signal.SIGINT)
+            steps.append('not reached')
+    assert steps[-1] == 'after a second signal'
+
+
+def test_no_signal_no_interrupt():
+    with interrupts.SignalInterrupts() as signals:
+        signals.defer_to_exit()
+        signals.check()
+    assert signals.received == []
