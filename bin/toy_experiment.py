@@ -40,6 +40,9 @@ from absl import app
 from absl import flags
 import numpy as np
 
+# The preset names alone: no TensorFlow before the flags are checked.
+from vflow_tfp.models import catalog
+
 # TensorFlow and the library are imported in main() after the flags have been
 # checked, so that a bad command line fails fast.
 cb = None  # vflow_tfp.experiments.checkerboard
@@ -108,8 +111,8 @@ _PROGRESS = flags.DEFINE_integer(
     'iterations each).')
 
 # The presets: checkerboard_glow_L (D = 2) and checkerboard_vflow_L_D.
-_VALID_DIMS = (2, 4, 6, 8, 10)
-_VALID_STEPS = (2, 3, 5, 10, 20)
+_VALID_DIMS = (2, *catalog.TOY_DIMS)
+_VALID_STEPS = catalog.TOY_STEPS
 _SETTINGS = ('iterations', 'batch_size', 'learning_rate', 'schedule',
              'clip_norm', 'gradient_estimator', 'posterior_samples',
              'iw_samples', 'test_size', 'init_size', 'scale_fn',
@@ -476,7 +479,6 @@ def _sweep(argv, stack):
     global cb
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     from vflow_tfp.experiments import checkerboard  # pylint: disable=g-import-not-at-top
-    from vflow_tfp.models import presets  # pylint: disable=g-import-not-at-top
     from vflow_tfp import interrupts  # pylint: disable=g-import-not-at-top
     cb = checkerboard
     # SIGTERM (a scheduler's stop) and SIGHUP stop the sweep as Ctrl-C
@@ -486,8 +488,6 @@ def _sweep(argv, stack):
     # report.
     signals = stack.enter_context(interrupts.SignalInterrupts(
         interrupts.STOP_SIGNALS, on_signal=_stopped_by.append))
-    assert set(_VALID_DIMS) == {2, *presets.TOY_DIMS}
-    assert set(_VALID_STEPS) == set(presets.TOY_STEPS)
     tf.get_logger().setLevel('ERROR')  # retracing notes of the per-run fns
     test_points = cb.test_set(_TEST_SIZE.value)
     overrides = ({'scale_fn': _SCALE_FN.value} if _SCALE_FN.value else {})

@@ -353,25 +353,19 @@ def _fix_op_order_under_determinism(tf):
                         'set: runs may differ by rounding.')
 
 
-def _make_trainer():
-    """The `Trainer` of the flags' run; bad settings exit with one line."""
-    # Imported here so that --help and flag errors answer without TF start-up.
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+def _checked_config():
+    """The flags' `TrainConfig` and preset overrides, refused before TF
+    starts (which takes seconds) if a setting is bad."""
+    # pylint: disable-next=g-import-not-at-top
+    from vflow_tfp.models import catalog
+    # pylint: disable-next=g-import-not-at-top
+    from vflow_tfp.training import config as config_lib
 
-    _fix_op_order_under_determinism(tf)
-    from vflow_tfp import data  # pylint: disable=g-import-not-at-top
-    from vflow_tfp.models import presets  # pylint: disable=g-import-not-at-top
-    from vflow_tfp import file_io  # pylint: disable=g-import-not-at-top
-    from vflow_tfp import training  # pylint: disable=g-import-not-at-top
-
-    if FLAGS.preset not in presets.names():
+    if FLAGS.preset not in catalog.names():
         _fail(f'unknown preset {FLAGS.preset!r}; choose from: '
-              f'{", ".join(presets.names())}.')
+              f'{", ".join(catalog.names())}.')
     overrides = _preset_overrides()
-    # The user's own settings, for errors: the data may add image_shape.
-    given = dict(overrides)
-
-    config = training.TrainConfig(
+    config = config_lib.TrainConfig(
         preset=FLAGS.preset, output_dir=FLAGS.output_dir,
         preset_overrides=overrides, dataset=FLAGS.dataset,
         global_batch_size=FLAGS.global_batch_size,
@@ -392,8 +386,31 @@ def _make_trainer():
         seed=FLAGS.seed,
         jit_compile=FLAGS.jit_compile, export=FLAGS.export)
     try:
-        # Before the strategy and the data, which take a while: bad
-        # settings, and a path that cannot hold the run, fail at once.
+        config.check_settings()
+    except ValueError as e:
+        _fail(str(e))
+    return config, overrides
+
+
+def _make_trainer():
+    """The `Trainer` of the flags' run; bad settings exit with one line."""
+    config, overrides = _checked_config()
+    # The user's own settings, for errors: the data may add image_shape.
+    given = dict(overrides)
+    # Imported here so that --help and bad settings answer without TF
+    # start-up.
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+    _fix_op_order_under_determinism(tf)
+    from vflow_tfp import data  # pylint: disable=g-import-not-at-top
+    from vflow_tfp.models import presets  # pylint: disable=g-import-not-at-top
+    from vflow_tfp import file_io  # pylint: disable=g-import-not-at-top
+    from vflow_tfp import training  # pylint: disable=g-import-not-at-top
+
+    try:
+        # Before the strategy and the data, which take a while: the names
+        # of the preset's settings, and a path that cannot hold the run,
+        # fail at once.
         config.validate()
         _made_dirs[:] = _missing_dirs(FLAGS.output_dir)
         training.make_output_dir(FLAGS.output_dir)

@@ -391,6 +391,54 @@ class CliErrorTest(_RunDirectory, tf.test.TestCase):
                               f'--output_dir={self.tmp}')
         self._assert_one_line_error(run, r'/nonexistent/x\.flags')
 
+    def test_bad_settings_are_refused_before_tensorflow_starts(self):
+        # TF's start takes seconds and logs lines of its own: a misspelt
+        # preset or a bad number is refused without it.
+        report = (
+            'import atexit, runpy, sys\n'
+            'atexit.register(lambda: print("TensorFlow imported:", '
+            '"tensorflow" in sys.modules, file=sys.stderr))\n'
+            'sys.argv[0] = sys.argv[1]; del sys.argv[1]\n'
+            'runpy.run_path(sys.argv[0], run_name="__main__")\n')
+        out = os.path.join(self.tmp, 'run')
+
+        def run(*args):
+            return subprocess.run(
+                [sys.executable, '-c', report, TRAIN, f'--output_dir={out}',
+                 *args],
+                env=_env(), capture_output=True, text=True, timeout=300)
+
+        for args, error in (
+                (['--preset=vflow_cifar11'], "unknown preset 'vflow_cifar11'"),
+                (['--preset=tiny_vflow', '--global_batch_size=0'],
+                 'global_batch_size must be positive; got 0.'),
+                (['--preset=tiny_vflow', '--max_lr=nan'],
+                 'max_lr must be a finite number; got nan.'),
+                (['--preset=tiny_vflow', '--seed=-1'],
+                 r'seed must be in \[0, 2\*\*31\); got -1.'),
+                (['--preset=tiny_vflow', '--set=seed=3'],
+                 'seed is not a preset override here'),
+                (['--preset=tiny_vflow', '--set=dropout'],
+                 "--set expects name=value; got 'dropout'."),
+                (['--preset=tiny_vflow', '--dropout=0.1', '--set=dropout=0.2'],
+                 r'--set=dropout=0\.2 contradicts --dropout=0\.1')):
+            with self.subTest(args=args):
+                result = run(*args)
+                self.assertEqual(result.returncode, 2, result.stderr)
+                self.assertEqual(
+                    result.stderr.splitlines(),
+                    [result.stderr.splitlines()[0],
+                     'TensorFlow imported: False'], result.stderr)
+                self.assertRegex(result.stderr.splitlines()[0],
+                                 '^train\\.py: error: ' + error)
+        # The names of a preset's settings are its code's: TF starts first.
+        result = run('--preset=tiny_vflow', '--set=levels=3')
+        self.assertEqual(result.returncode, 2, result.stderr)
+        self.assertRegex(result.stderr, r"has no setting\(s\) \['levels'\]")
+        self.assertTrue(result.stderr.endswith('TensorFlow imported: True\n'),
+                        result.stderr)
+        self.assertFalse(os.path.exists(out))
+
     def test_unknown_preset(self):
         run = self._run_train('--preset=vflow_cifar11',
                               f'--output_dir={self.tmp}')

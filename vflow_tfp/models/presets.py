@@ -1,7 +1,8 @@
 """Named model configurations of the papers, and CPU-sized ones.
 
 `build(name, **overrides)` returns a `VFlow` model; `names()` lists the
-presets; `describe(name)` gives a one-line summary. The `seed` override seeds
+presets; `describe(name)` gives a one-line summary (both from `catalog`,
+which a command can import without TensorFlow). The `seed` override seeds
 the model's noise and dropout generator; initial weights are drawn from
 TensorFlow's global random state, so call `tf.random.set_seed` first for
 reproducible weights (`training.Trainer` does). Overrides are the keyword
@@ -29,6 +30,7 @@ from vflow_tfp import nets
 from vflow_tfp import random_state
 from vflow_tfp.bijectors import shape_checks
 from vflow_tfp.models import builders
+from vflow_tfp.models import catalog
 from vflow_tfp.models import conditional
 from vflow_tfp.models import vflow as vflow_lib
 
@@ -37,8 +39,8 @@ __all__ = ['build', 'names', 'describe']
 tfb = tfp.bijectors
 G = builders.StepGroup
 
-TOY_STEPS = (2, 3, 5, 10, 20)
-TOY_DIMS = (4, 6, 8, 10)
+TOY_STEPS = catalog.TOY_STEPS
+TOY_DIMS = catalog.TOY_DIMS
 
 
 def _rng(seed):
@@ -394,96 +396,54 @@ def checkerboard_model(num_steps, dims=2, hidden_units=(50, 50),
                            rng=_rng(seed), dtype=dtype, name=name)
 
 
-_PRESETS = {
-    # name: (factory, one-line summary)
-    'flowpp_cifar10': (
-        flowpp_cifar10,
-        'Flow++ CIFAR-10, 3.08 bpd: 31,443,440 parameters (Table 3/4).'),
-    'vflow_cifar10': (
-        vflow_cifar10,
-        'VFlow 6-channel CIFAR-10, 2.98 bpd: 39,700,096 parameters '
-        '(37.86 Mi; Table 1/3).'),
-    'vflow_cifar10_f64_k16': (
-        functools.partial(vflow_cifar10, filters=64, components=16),
-        'VFlow 6-channel CIFAR-10 with F=64, K=16, 3.03 bpd (Table 3).'),
-    'vflow_cifar10_f56_k10': (
-        functools.partial(vflow_cifar10, filters=56, components=10),
-        'VFlow 6-channel CIFAR-10 with F=56, K=10, 3.08 bpd (Table 3).'),
-    'flowpp_cifar10_4m': (
-        flowpp_cifar10_4m,
-        '3-channel Flow++ of the 4M budget, B=13, 3.21 bpd (Tables 2/5).'),
-    'vflow4_cifar10_4m': (
-        functools.partial(_vflow_4m, 1, 11, name='vflow4_cifar10_4m'),
-        '4-channel VFlow of the 4M budget with f_affine, B=11, 3.15 bpd '
-        '(Tables 2/5).'),
-    'vflow6_cifar10_4m': (
-        functools.partial(_vflow_4m, 3, 10, name='vflow6_cifar10_4m'),
-        '6-channel VFlow of the 4M budget with f_affine, B=10, 3.12 bpd '
-        '(Tables 2/5/6).'),
-    'vflow6_cifar10_4m_q6': (
-        functools.partial(_vflow_4m, 3, 9, q_blocks=6,
-                          name='vflow6_cifar10_4m_q6'),
-        '6-channel 4M VFlow, p B=9, q B=6, 3.13 bpd (Table 6).'),
-    'vflow6_cifar10_4m_q8': (
-        functools.partial(_vflow_4m, 3, 8, q_blocks=8,
-                          name='vflow6_cifar10_4m_q8'),
-        '6-channel 4M VFlow, p B=8, q B=8, 3.14 bpd (Table 6).'),
-    'glow_cifar10': (
-        glow,
-        'Glow, 3 levels x 32 steps, width 512, uniform dequantisation '
-        '(no factor-out).'),
-    'flowpp_imagenet32': (
-        flowpp_imagenet32,
-        'Flow++ ImageNet 32x32, 3.86 bpd: 168,955,724 parameters (the '
-        'official launcher; weight norm, B=20, F=128, K=32).'),
-    'vflow_imagenet32': (
-        vflow_imagenet32,
-        'VFlow ImageNet 32x32 (paper 3.83 bpd): the official launcher, '
-        'weight norm, B=20, F=128, K=32, D_Z=3.'),
-    'vflow_imagenet64': (
-        vflow_imagenet64,
-        'VFlow ImageNet 64x64 (paper 3.66 bpd): the official launcher, '
-        'S2D first, weight norm, B=16, F=96, K=4, D_Z=3.'),
-    'small_vflow_32': (
-        functools.partial(small_vflow, image_shape=(32, 32, 3),
-                          name='small_vflow_32'),
-        'CPU-sized VFlow for 32x32x3 images, D_Z=3, F=32, B=2, K=8.'),
-    'small_vflow_16': (
-        functools.partial(small_vflow, name='small_vflow_16'),
-        'CPU-sized VFlow for 16x16x3 images, D_Z=3, F=32, B=2, K=8.'),
-    'small_flowpp_16': (
-        functools.partial(small_vflow, augment_channels=0,
-                          name='small_flowpp_16'),
-        'CPU-sized Flow++ for 16x16x3 images, F=32, B=2, K=8.'),
-    'tiny_vflow': (
-        tiny_vflow,
-        'Tiny VFlow for 8x8x3 images, D_Z=3, F=16, B=1, K=4 (unit tests).'),
-    'tiny_flowpp': (
-        tiny_flowpp,
-        'Tiny Flow++ for 8x8x3 images, F=16, B=1, K=4 (unit tests).'),
+# The factory of each preset of `catalog` (its names and summaries).
+_FACTORIES = {
+    'flowpp_cifar10': flowpp_cifar10,
+    'vflow_cifar10': vflow_cifar10,
+    'vflow_cifar10_f64_k16': functools.partial(
+        vflow_cifar10, filters=64, components=16),
+    'vflow_cifar10_f56_k10': functools.partial(
+        vflow_cifar10, filters=56, components=10),
+    'flowpp_cifar10_4m': flowpp_cifar10_4m,
+    'vflow4_cifar10_4m': functools.partial(
+        _vflow_4m, 1, 11, name='vflow4_cifar10_4m'),
+    'vflow6_cifar10_4m': functools.partial(
+        _vflow_4m, 3, 10, name='vflow6_cifar10_4m'),
+    'vflow6_cifar10_4m_q6': functools.partial(
+        _vflow_4m, 3, 9, q_blocks=6, name='vflow6_cifar10_4m_q6'),
+    'vflow6_cifar10_4m_q8': functools.partial(
+        _vflow_4m, 3, 8, q_blocks=8, name='vflow6_cifar10_4m_q8'),
+    'glow_cifar10': glow,
+    'flowpp_imagenet32': flowpp_imagenet32,
+    'vflow_imagenet32': vflow_imagenet32,
+    'vflow_imagenet64': vflow_imagenet64,
+    'small_vflow_32': functools.partial(
+        small_vflow, image_shape=(32, 32, 3), name='small_vflow_32'),
+    'small_vflow_16': functools.partial(small_vflow, name='small_vflow_16'),
+    'small_flowpp_16': functools.partial(
+        small_vflow, augment_channels=0, name='small_flowpp_16'),
+    'tiny_vflow': tiny_vflow,
+    'tiny_flowpp': tiny_flowpp,
 }
 for _steps in TOY_STEPS:
-    _PRESETS[f'checkerboard_glow_{_steps}'] = (
-        functools.partial(checkerboard_model, _steps, 2),
-        f'Glow with {_steps} steps on the 2-D checkerboard (paper §5).')
+    _FACTORIES[f'checkerboard_glow_{_steps}'] = functools.partial(
+        checkerboard_model, _steps, 2)
     for _dims in TOY_DIMS:
-        _PRESETS[f'checkerboard_vflow_{_steps}_{_dims}'] = (
-            functools.partial(checkerboard_model, _steps, _dims),
-            f'VFlow on the 2-D checkerboard, {_dims} dims (D_Z={_dims - 2}), '
-            f'{_steps - 1} p-steps + 1 q-step (paper §5).')
+        _FACTORIES[f'checkerboard_vflow_{_steps}_{_dims}'] = (
+            functools.partial(checkerboard_model, _steps, _dims))
+if sorted(_FACTORIES) != catalog.names():
+    raise ImportError('vflow_tfp.models.catalog and presets disagree on the '
+                      'presets: '
+                      f'{sorted(set(_FACTORIES) ^ set(catalog.names()))}.')
 
 
-def names():
-    """Names of all presets, sorted."""
-    return sorted(_PRESETS)
+names = catalog.names
+describe = catalog.describe
 
 
 def _factory(name):
-    if name not in _PRESETS:
-        close = [n for n in _PRESETS if n.split('_')[0] == name.split('_')[0]]
-        raise ValueError(f'Unknown preset {name!r}. Presets: '
-                         f'{", ".join(close or names())}.')
-    return _PRESETS[name][0]
+    catalog.check_name(name)
+    return _FACTORIES[name]
 
 
 def overridable(name):
@@ -558,8 +518,3 @@ def build(preset, /, attention_query_block=None, compute_dtype=None,
                          'attention-coupling and context networks).')
     return model
 
-
-def describe(name):
-    """One-line summary of preset `name`."""
-    _factory(name)
-    return _PRESETS[name][1]

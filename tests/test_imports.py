@@ -1,0 +1,60 @@
+"""The packages load their modules on first use; settings need no TF."""
+
+import subprocess
+import sys
+
+import pytest
+
+import vflow_tfp
+from vflow_tfp import models
+from vflow_tfp import training
+
+
+def test_the_packages_and_the_settings_modules_start_no_tensorflow():
+    # What bin/train.py and bin/toy_experiment.py check their flags with.
+    code = ('import sys\n'
+            'import vflow_tfp, vflow_tfp.models, vflow_tfp.training\n'
+            'from vflow_tfp.models import catalog\n'
+            'from vflow_tfp.training import config\n'
+            'config.TrainConfig("tiny_vflow", "/tmp/run").check_settings()\n'
+            'assert catalog.describe("tiny_vflow")\n'
+            'print(sorted(m for m in ("tensorflow", "tensorflow_probability",'
+            ' "tf_keras") if m in sys.modules))\n')
+    run = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == '[]\n'
+
+
+@pytest.mark.parametrize('package', [vflow_tfp, models, training],
+                         ids=lambda p: p.__name__)
+def test_every_public_name_loads_and_is_listed(package):
+    for name in package.__all__:
+        value = getattr(package, name)
+        assert value is not None
+        assert name in dir(package)
+    with pytest.raises(AttributeError, match='no attribute'):
+        getattr(package, 'no_such_name')
+
+
+def test_lazy_names_are_the_modules_own_objects():
+    # pylint: disable=g-import-not-at-top
+    from vflow_tfp import bijectors
+    from vflow_tfp import initialization
+    from vflow_tfp.models import catalog
+    from vflow_tfp.models import presets
+    from vflow_tfp.models import vflow
+    from vflow_tfp.training import config
+    from vflow_tfp.training import loop
+    assert vflow_tfp.bijectors is bijectors
+    assert vflow_tfp.data_dependent_init is initialization.data_dependent_init
+    assert models.VFlow is vflow.VFlow
+    assert training.TrainConfig is config.TrainConfig
+    assert training.Trainer is loop.Trainer
+    # A module of the package outside `__all__` loads as an attribute too.
+    assert training.schedules.WarmupHoldDecay is training.WarmupHoldDecay
+    assert presets.names() == catalog.names()
+    assert presets.describe('tiny_vflow') == catalog.describe('tiny_vflow')
+    assert presets.TOY_DIMS == catalog.TOY_DIMS
+    with pytest.raises(ValueError, match="Unknown preset 'tiny_vflo'"):
+        catalog.describe('tiny_vflo')
