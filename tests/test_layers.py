@@ -240,6 +240,24 @@ class PositionCountTest(tf.test.TestCase, parameterized.TestCase):
                 with self.assertRaisesRegex(ValueError, 'built for events'):
                     shape_fn([8, 8, 2])
                 self.assertEqual(shape_fn([5, 4, 4, 2]), [5, 4, 4, 2])
+            # So do their tensor versions, when traced or, for a shape
+            # known only then, when the graph runs.
+            for shape_fn in (layer.forward_event_shape_tensor,
+                             layer.inverse_event_shape_tensor):
+                with self.assertRaisesRegex(ValueError, 'built for events'):
+                    shape_fn([8, 8, 2])
+                self.assertAllEqual(shape_fn([5, 4, 4, 2]), [5, 4, 4, 2])
+                traced = tf.function(shape_fn, input_signature=[
+                    tf.TensorSpec([4], tf.int32)])
+                self.assertAllEqual(traced(tf.constant([5, 4, 4, 2])),
+                                    [5, 4, 4, 2])
+                with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
+                                            r'built for events of shape '
+                                            r'\[4, 4, 2\]'):
+                    traced(tf.constant([5, 8, 8, 2]))
+                with self.assertRaisesRegex(ValueError, 'built for events'):
+                    tf.function(shape_fn, input_signature=[
+                        tf.TensorSpec([2], tf.int32)]).get_concrete_function()
 
     def test_an_unknown_batch_still_traces(self):
         for layer in self._layers():
@@ -277,6 +295,17 @@ class PositionCountTest(tf.test.TestCase, parameterized.TestCase):
             vb.ActNorm([4, 4, 2], per_channel=False, shift=tf.zeros([5]))
         with self.assertRaisesRegex(ValueError, r'weights must have shape'):
             vb.Invertible1x1Conv([3], weights=tf.Variable(tf.eye(3)))
+        # Python numbers and lists are checked like arrays.
+        with self.assertRaisesRegex(ValueError, r'log_scale must have shape '
+                                    r'\[2\]; got \(\)'):
+            vb.ActNorm([2], log_scale=0.0)
+        with self.assertRaisesRegex(ValueError, r'weights must have shape '
+                                    r'\[1, 2, 2\]; got \(2, 2\)'):
+            vb.Invertible1x1Conv([2], weights=[[2.0, 0.0], [0.0, 1.0]])
+        layer = vb.Invertible1x1Conv([2], weights=[[[2.0, 0.0], [0.0, 1.0]]])
+        self.assertAllClose(layer.inverse(tf.ones([1, 2])), [[2.0, 1.0]])
+        layer = vb.ActNorm([2], log_scale=[0.0, 0.0], shift=[1.0, 2.0])
+        self.assertAllClose(layer.inverse(tf.ones([1, 2])), [[2.0, 3.0]])
         good = vb.Invertible1x1ConvLU._initial_factors(1, 3, tf.float32)
         # A [1, 1] log_s would broadcast over the diagonal while the log-det
         # summed the one stored value.
@@ -400,6 +429,16 @@ class PartitionTest(tf.test.TestCase):
             vb.Checkerboard().half_event_shapes((3, 4, 2))
         with self.assertRaisesRegex(ValueError, 'at least 2 channels'):
             vb.ChannelSplit().split(tf.zeros([1, 4, 4, 1]))
+        # A tensor of unknown rank has no event shape to split.
+        for layer in (vb.SwapHalves(vb.ChannelSplit()),
+                      vb.Invertible1x1Conv([4, 4, 4],
+                                           partition=vb.ColumnSplit())):
+            traced = tf.function(layer.inverse,
+                                 input_signature=[tf.TensorSpec(None)])
+            with self.assertRaisesRegex(ValueError, 'last 3 dimensions are '
+                                        'statically known; got shape '
+                                        '<unknown>'):
+                traced.get_concrete_function()
 
     def test_odd_number_of_steps_swaps_halves_like_tuple_flip(self):
         # The official step: split -> (coupling, TupleFlip) x n -> merge. With

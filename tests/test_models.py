@@ -1486,21 +1486,35 @@ class StickingTheLandingImageTest(tf.test.TestCase):
         model = presets.build('tiny_vflow', dropout=0.3, seed=0)
         x = tf.constant(np.arange(2 * 8 * 8 * 3).reshape(2, 8, 8, 3) % 256,
                         tf.uint8)
-        for training in (True, tf.constant(False)):
+        for training in (True, tf.constant(True)):
             with self.assertRaisesRegex(ValueError, 'sticking_the_landing.*'
                                         'dropout in training breaks'):
                 model.elbo(x, training=training,
                            gradient_estimator='sticking_the_landing')
+
+        # A flag whose value the trace cannot see may be on.
+        @tf.function(input_signature=[tf.TensorSpec([], tf.bool)])
+        def elbo_with(training):
+            return model.elbo(x, training=training,
+                              gradient_estimator='sticking_the_landing')
+
+        with self.assertRaisesRegex(ValueError, 'dropout in training breaks.*'
+                                    'unknown when traced counts as on'):
+            elbo_with(tf.constant(False))
         # Dropout in r alone breaks it as well (a Flow++ model has no q).
         flowpp = presets.build('tiny_flowpp', dropout=0.3, seed=0)
         with self.assertRaisesRegex(ValueError, 'dropout in training breaks'):
             flowpp.elbo(x, training=True,
                         gradient_estimator='sticking_the_landing')
-        # Evaluation runs the networks without dropout: both passes agree.
+        # Evaluation runs the networks without dropout: both passes agree,
+        # also with the flag off as a tensor.
         elbo = model.elbo(x, seed=[1, 2],
                           gradient_estimator='sticking_the_landing')
         self.assertAllClose(elbo, model.elbo(x, seed=[1, 2]), atol=1e-3,
                             rtol=0)
+        self.assertAllEqual(
+            model.elbo(x, training=tf.constant(False), seed=[1, 2],
+                       gradient_estimator='sticking_the_landing'), elbo)
 
     def _mean_score_statistic(self, flow, condition, temperature):
         """Mean over parameters of the squared t-statistic of the score.

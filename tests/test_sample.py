@@ -200,6 +200,62 @@ class SampleTest(tf.test.TestCase):
         self.assertEqual(sampling.output_kind(self._path('s.png') + '/',
                                               info), 'directory')
 
+    def test_the_writers_never_remove_files_in_the_way(self):
+        # The writers are public: without `output_kind`'s check first, a
+        # directory output must still not replace a directory that holds
+        # files (the user's), nor the working directory ('./').
+        samples = sampling.draw(self.sampler, 2, seed=1)
+        full = self._path('full')
+        os.makedirs(os.path.join(full, 'sub'))
+        with open(os.path.join(full, 'notes.txt'), 'w') as f:
+            f.write('kept')
+        with open(self._path('file'), 'w') as f:
+            f.write('kept')
+        cwd = os.getcwd()
+        os.chdir(full)
+        self.addCleanup(os.chdir, cwd)
+        for path in (full, full + '/', './', '.', self._path('file')):
+            with self.assertRaisesRegex(ValueError, 'a file or a directory '
+                                        'that holds files is there'):
+                sampling.write_samples(path, 'directory', samples)
+        # Files that appear while the samples are written stay; the samples
+        # go.
+        late = self._path('late')
+        with self.assertRaisesRegex(FileExistsError, 'holds files'):
+            with sampling.SampleWriter(late, 'directory') as writer:
+                writer.add(samples)
+                os.makedirs(late)
+                with open(os.path.join(late, 'notes.txt'), 'w') as f:
+                    f.write('kept')
+        self.assertEqual(sorted(os.listdir(full)), ['notes.txt', 'sub'])
+        self.assertEqual(os.listdir(late), ['notes.txt'])
+        self.assertEqual(sorted(os.listdir(self.tmp)),
+                         ['file', 'full', 'late'])
+        # An empty directory is filled.
+        empty = self._path('empty')
+        os.makedirs(empty)
+        self.assertEqual(sampling.write_samples(empty, 'directory', samples),
+                         2)
+        self.assertLen(os.listdir(empty), 2)
+
+    def test_writer_misuse_is_named(self):
+        samples = sampling.draw(self.sampler, 2, seed=1)
+        for kwargs, message in (
+                (dict(kind='png'), "kind must be 'grid', 'array' or "
+                                   "'directory'; got 'png'"),
+                (dict(kind='grid', columns=-1),
+                 'columns must be an integer >= 1; got -1'),
+                (dict(kind='grid', num_bins=1),
+                 'num_bins must be an integer >= 2; got 1')):
+            with self.assertRaisesRegex(ValueError, message):
+                sampling.SampleWriter(self._path('s.png'), **kwargs)
+        with self.assertRaisesRegex(ValueError, 'no samples to write'):
+            with sampling.SampleWriter(self._path('s.png'), 'grid'):
+                pass
+        with self.assertRaisesRegex(RuntimeError, 'inside a `with` block'):
+            sampling.SampleWriter(self._path('d'), 'directory').add(samples)
+        self.assertEqual(os.listdir(self.tmp), [])
+
     def test_an_error_while_writing_leaves_nothing(self):
         samples = sampling.draw(self.sampler, 3, seed=1)
         for kind, name in (('directory', 'pngs'), ('array', 's.npy'),

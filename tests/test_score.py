@@ -519,6 +519,13 @@ class ScoreTest(tf.test.TestCase):
         self.assertRefused([self.model_flag, path, f'--output={nowhere}'],
                            f'{nowhere}: no directory '
                            f'{os.path.dirname(nowhere)} to write it to.')
+        # A directory that cannot take a file, whatever its permission bits
+        # say (the tests may run as root).
+        code, out, err = run_score(self.model_flag, path,
+                                   '--output=/proc/scores.json')
+        self.assertEqual((code, out), (2, ''), err)
+        self.assertRegex(err, r'^score\.py: error: /proc/scores\.json: '
+                              r'cannot write in /proc \(.+\)\.\n$')
         # Relative names: the output is written in the working directory,
         # and the results name the model by its absolute path, which holds
         # from anywhere.
@@ -888,6 +895,26 @@ class ScoreTest(tf.test.TestCase):
                                 rtol=0)
         self.assertAllEqual(bits(3), bits(3))
         self.assertGreater(np.abs(bits(7, seed=1) - by_seven).max(), 1e-4)
+
+    def test_the_scorer_refuses_what_its_cast_would_change(self):
+        # SavedModelScorer.log_prob casts to the model's uint8: floats would
+        # be truncated and 256 would wrap to 0, scored without an error.
+        scorer = scoring.SavedModelScorer(self.exported.path)
+        images = self.exported.train[:2]
+        as_uint8 = scorer.log_prob(images.astype(np.uint8), 2, (0, 0))
+        for same in (images.astype(np.int64), images[0][None]):
+            got = scorer.log_prob(same, 2, (0, 0))
+            self.assertAllEqual(got[1], as_uint8[1][:len(got[1])])
+        for examples, seed, message in (
+                (images / 255.0, (0, 0), r'examples: float64 data; pixel '
+                                         r'values must be integers'),
+                (images.astype(np.int64) + 256, (0, 0),
+                 r'examples\[0\]: value \d+ > 255'),
+                (images, (2**31, 0), r'seed must be an integer in '
+                                     r'\[0, 2\^31\); got 2147483648'),
+                (images, 3, 'seed must be two integers; got 3')):
+            with self.assertRaisesRegex(ValueError, message):
+                scorer.log_prob(examples, 2, seed)
 
     def test_palette_bmp_with_an_os2_header(self):
         # An OS/2 1.x BMP (a 12-byte BITMAPCOREHEADER) has its bit count at

@@ -5,6 +5,7 @@ import glob
 import json
 import math
 import os
+import pathlib
 import re
 import shutil
 import signal
@@ -327,6 +328,14 @@ class TrainerTest(_TrainerFixture, tf.test.TestCase):
                 _config(self._dir(), preset='tiny_vflow'),
                 tf.distribute.OneDeviceStrategy('/cpu:0'), good_train,
                 self.eval_fn, np.zeros([4, 8, 8, 1], np.uint8))
+        output_dir = os.path.join(self._dir(), 'run')
+        with self.assertRaisesRegex(ValueError, r'^init_batch is empty: the '
+                                    r'data-dependent initialisation needs '
+                                    r'examples\.$'):
+            training.Trainer(_config(output_dir),
+                             tf.distribute.OneDeviceStrategy('/cpu:0'),
+                             good_train, self.eval_fn, self.init[:0])
+        self.assertFalse(os.path.exists(output_dir))
         with self.assertRaisesRegex(TypeError, r'init_batch must be the '
                                     r'examples themselves'):
             training.Trainer(_config(self._dir()),
@@ -382,6 +391,36 @@ class TrainerTest(_TrainerFixture, tf.test.TestCase):
             self.assertAllClose(replicas[0], v1, atol=1e-6, msg=v1.name)
             differs += not np.allclose(v1.numpy(), v0.numpy(), atol=1e-6)
         self.assertGreater(differs, 10)
+
+    def test_an_empty_replica_share_of_the_last_batch_is_skipped(self):
+        # 12 test images in per-replica batches of 4 on two replicas: the
+        # second step's second replica gets none. In a graph, TF's oneDNN
+        # convolution (CPUs) gives such a batch the wrong channel count,
+        # which failed the model's next layer.
+        rs = np.random.RandomState(0)
+        images = rs.randint(0, 256, (16, 8, 8, 3)).astype(np.uint8)
+
+        def batches(data):
+            def input_fn(input_context):
+                return tf.data.Dataset.from_tensor_slices(data).batch(
+                    input_context.get_per_replica_batch_size(GLOBAL_BATCH))
+            return input_fn
+
+        trainer = training.Trainer(
+            _config(self._dir(), preset='tiny_vflow', init_batch_size=16,
+                    iw_samples=2, iw_images=16),
+            _mirrored(), _fixed_batch_input_fn(images[:8]),
+            batches(images[:12]), images)
+        trainer.restore_or_initialize()
+        bpd = trainer.evaluate()
+        self.assertEqual(trainer.evaluated_images, 12)
+        iw_bpd, count = trainer.evaluate_importance_weighted()
+        self.assertEqual(count, 12)
+        self.assertTrue(np.isfinite(bpd) and np.isfinite(iw_bpd))
+        # Plausible bounds: from the initialised model, near its 8-bit start
+        # (both far from 0, the value a skipped share would pull toward).
+        self.assertBetween(bpd, 7.0, 11.0)
+        self.assertBetween(iw_bpd, 7.0, bpd)
 
     def test_data_of_other_pixel_levels_is_refused_on_resume(self):
         # 5-bit data in an 8-bit run would change what every figure means
@@ -1136,10 +1175,43 @@ class TrainerSafetyTest(_TrainerFixture, tf.test.TestCase):
         weights = [v for v in trainer.variables if 'linear' in v.name
                    or 'mix' in v.name][0]
         weights.assign(tf.fill(weights.shape, float('nan')))
+        # ckpt-0 holds the initialisation, which a rerun does not redo.
         with self.assertRaisesRegex(FloatingPointError,
-                                    'last good checkpoint is .*-0'):
+                                    'last good checkpoint is .*-0. It holds '
+                                    'the initialisation, so a rerun starts '
+                                    'from it again; to initialise anew'):
             trainer.train()
         self.assertEqual(trainer.manager.latest_checkpoint, first)
+
+    def test_a_degenerate_initialisation_is_refused_and_not_saved(self):
+        # One image gives every per-element ActNorm (Flow++'s) one value per
+        # parameter, so its scales blow up and the mean bound goes below 0
+        # bits/dim, which a normalised model of 8-bit data cannot reach. Saved,
+        # it would be the checkpoint that every rerun resumes from.
+        images = np.random.RandomState(1).randint(
+            0, 256, (16, 8, 8, 3)).astype(np.uint8)
+
+        def trainer(init):
+            return training.Trainer(
+                _config(out, preset='tiny_flowpp', train_steps=1,
+                        eval_every=1, init_batch_size=len(init),
+                        export=False),
+                tf.distribute.OneDeviceStrategy('/cpu:0'),
+                _fixed_batch_input_fn(images[:8]),
+                _fixed_batch_input_fn(images[:8], repeat=False), init)
+
+        out = self._dir()
+        with self.assertRaisesRegex(
+                FloatingPointError, r'initialisation on 1 examples gives '
+                r'-\d+\.\d+ bits/dim; a normalised model of discrete data cannot '
+                r'go below 0, .* Not saved; use a larger '
+                r'init batch'):
+            trainer(images[:1]).restore_or_initialize()
+        self.assertFalse(os.path.exists(os.path.join(out, 'checkpoints',
+                                                     'checkpoint')))
+        # The same run directory then starts afresh from a proper batch.
+        self.assertEqual(trainer(images).restore_or_initialize(),
+                         'initialized')
 
     def _poisoned_trainer(self, target, norm=None):
         """A trainer whose third step fills `target(trainer)` with NaN.
@@ -1525,6 +1597,27 @@ class TrainerSafetyTest(_TrainerFixture, tf.test.TestCase):
                                     rf'got {value!r}\.$'):
                     _config(self._dir(), **{name: value}).validate()
 
+    def test_settings_of_the_wrong_type_are_refused(self):
+        # 2.5 steps would train 3, export='no' would export, and a float
+        # batch size would fail deep inside TF.
+        for name, value, wanted in (
+                ('train_steps', 2.5, 'an integer'),
+                ('global_batch_size', 8.0, 'an integer'),
+                ('eval_batches', True, 'an integer'),
+                ('export', 'no', 'True or False'),
+                ('jit_compile', 1, 'True or False'),
+                ('dataset', 3, 'a string')):
+            with self.assertRaisesRegex(
+                    ValueError, rf'^{name} must be {wanted}; got '
+                                rf'{re.escape(repr(value))}\.$'):
+                _config(self._dir(), **{name: value}).check_settings()
+        # NumPy integers (a sweep's values) and paths are what they stand
+        # for.
+        config = _config(pathlib.Path(self._dir()), train_steps=np.int64(5))
+        config.validate()
+        self.assertEqual((type(config.train_steps), type(config.output_dir)),
+                         (int, str))
+
     def test_output_dir_that_cannot_be_a_directory(self):
         a_file = os.path.join(self._dir(), 'a_file')
         with open(a_file, 'w') as f:
@@ -1622,6 +1715,53 @@ class TrainerSafetyTest(_TrainerFixture, tf.test.TestCase):
         results = self._trainer_at(out, strategy, export=False).train()
         self.assertTrue(results['completed'])
         self.assertEqual(os.stat(index).st_mtime_ns, before)
+
+    def test_a_finished_run_s_lost_results_are_made_again(self):
+        # results.json damaged, deleted, or without the final evaluation (a
+        # kill between the last save and it): a rerun of the finished run
+        # evaluates its final checkpoint again instead of reporting the run
+        # completed without its test bits/dim, or with an earlier step's.
+        out = self._dir()
+        strategy = tf.distribute.OneDeviceStrategy('/cpu:0')
+        settings = dict(iw_samples=2, export=False)
+        first = self._trainer_at(out, strategy, **settings).train()
+        path = os.path.join(out, 'results.json')
+
+        def damage():
+            with open(path, 'w') as f:
+                f.write('{"step": 6, "conf')
+
+        def earlier_evaluation():
+            with open(path) as f:
+                results = json.load(f)
+            results.update(test_bpd=99.0, test_bpd_step=3)
+            with open(path, 'w') as f:
+                json.dump(results, f)
+
+        for change in (damage, lambda: os.remove(path), earlier_evaluation):
+            change()
+            with self.assertLogs('absl', 'INFO') as logs:
+                results = self._trainer_at(out, strategy, **settings).train()
+            self.assertTrue(results['completed'])
+            self.assertEqual((results['step'], results['test_bpd_step']),
+                             (6, 6))
+            # The same checkpoint, evaluated with the same fixed noise.
+            self.assertEqual(results['test_bpd'], first['test_bpd'])
+            self.assertEqual(results['test_bpd_iw'], first['test_bpd_iw'])
+            with open(path) as f:
+                self.assertEqual(json.load(f)['test_bpd'], first['test_bpd'])
+            self.assertTrue(any('step 6 | test bpd (ELBO, EMA)' in line
+                                for line in logs.output))
+            self.assertEqual(
+                any(re.search(r'results.json cannot be read \(.*\); moved '
+                              r'to .*unreadable-\d+, the run goes on from '
+                              r'its checkpoints', line)
+                    for line in logs.output), change is damage)
+        # The damaged file is kept aside, as it was.
+        aside = glob.glob(path + '.unreadable-*')
+        self.assertLen(aside, 1)
+        with open(aside[0]) as f:
+            self.assertEqual(f.read(), '{"step": 6, "conf')
 
     def test_a_checkpoint_of_another_dtype_is_another_model_s(self):
         # A float64 run's checkpoint does not load into the float32 model

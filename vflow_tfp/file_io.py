@@ -280,12 +280,15 @@ def _remove_stale_staging(parent, name):
 
 
 @contextlib.contextmanager
-def staged_directory(path):
+def staged_directory(path, replace=True):
     """A new directory beside `path`, moved onto `path` on success.
 
     Readers never see a partly written `path`: the body fills the yielded
-    staging directory, which then replaces `path` (any directory there is
-    removed first; callers check that it may be). An error in the body, an
+    staging directory, which then replaces `path`. With `replace`, any
+    directory there is removed first (callers check that it may be);
+    without it, only an empty one is, and a file or a directory that holds
+    files raises `FileExistsError` instead of the move (also when it
+    appeared while the body ran). An error in the body, an
     interrupt included, removes the staging directory and leaves `path` as
     it was. The parent directory is made if missing.
 
@@ -320,6 +323,10 @@ def staged_directory(path):
         staging = tempfile.mkdtemp(prefix=f'.{name}-', dir=parent or '.')
     try:
         yield staging
+        if not replace and exists(path) and not (isdir(path)
+                                                 and not listdir(path)):
+            raise FileExistsError(errno.EEXIST, 'a file or a directory that '
+                                  'holds files is in the way', path)
         if url:
             if tf.io.gfile.exists(path):
                 tf.io.gfile.rmtree(path)

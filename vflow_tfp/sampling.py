@@ -6,7 +6,7 @@
 info = export.load_metadata(model_dir)             # no TF model loading
 kind = output_kind('samples.png', info)             # checked before sampling
 sampler = SavedModelSampler(model_dir)
-with SampleWriter('samples.png', kind, info) as writer:
+with SampleWriter('samples.png', kind, info['num_bins']) as writer:
     for batch in draw_batches(sampler, 64, temperature=0.8, seed=0):
         writer.add(batch)
 ```
@@ -44,6 +44,7 @@ from vflow_tfp import export
 from vflow_tfp import file_io
 from vflow_tfp import images
 from vflow_tfp import scoring
+from vflow_tfp.bijectors import shape_checks
 
 __all__ = ['SAMPLE_FILE', 'SampleWriter', 'SavedModelSampler', 'draw',
            'draw_batches', 'output_kind', 'write_samples']
@@ -206,7 +207,10 @@ class SampleWriter:
     Use as a context manager: the output appears under its name when the
     `with` block ends normally (`complete` is then true), and an error or
     interrupt inside it leaves nothing (no partial file or directory, no
-    scratch file).
+    scratch file). A directory output must be new or empty: one that holds
+    files is refused when the block starts (`ValueError`), and if files
+    appear in it meanwhile, the samples are dropped, not the files
+    (`FileExistsError` at the end of the block).
     """
 
     def __init__(self, path, kind, num_bins=256, columns=None):
@@ -219,8 +223,13 @@ class SampleWriter:
             `N`.
         """
         self.path = os.fspath(path)
+        if kind not in ('grid', 'array', 'directory'):
+            raise ValueError(f"kind must be 'grid', 'array' or 'directory'; "
+                             f'got {kind!r}.')
+        if columns is not None:
+            columns = shape_checks.as_size(columns, 'columns')
         self.kind = kind
-        self.num_bins = int(num_bins)
+        self.num_bins = shape_checks.as_size(num_bins, 'num_bins', minimum=2)
         self.columns = columns
         self.count = 0
         self.complete = False
@@ -229,13 +238,22 @@ class SampleWriter:
 
     def __enter__(self):
         if self.kind == 'directory':
-            self._staged = file_io.staged_directory(self.path)
+            if file_io.exists(self.path.rstrip('/')) and not (
+                    file_io.isdir(self.path)
+                    and not file_io.listdir(self.path)):
+                raise ValueError(f'{self.path}: a file or a directory that '
+                                 'holds files is there; name a new or empty '
+                                 'directory.')
+            self._staged = file_io.staged_directory(self.path, replace=False)
             self._staging = self._staged.__enter__()
         return self
 
     def add(self, samples):
         """Writes (or keeps, for a grid) a batch `[n] + data_shape`."""
         if self.kind == 'directory':
+            if self._staged is None:
+                raise RuntimeError('SampleWriter.add: a directory output is '
+                                   'written inside a `with` block.')
             for image in images.to_8bit(samples, self.num_bins):
                 # Straight into the staging directory, which nobody reads
                 # before it is renamed: no per-file rename (on an object
@@ -265,6 +283,8 @@ class SampleWriter:
     def _finish(self):
         if self.kind == 'directory':
             return
+        if not self.count:
+            raise ValueError(f'{self.path}: no samples to write.')
         samples = np.concatenate(self._batches)
         self._batches = []
         with file_io.atomic_write(self.path, 'wb') as f:

@@ -42,6 +42,7 @@ import json
 import math
 import os
 import re
+import tempfile
 import zipfile
 
 import numpy as np
@@ -634,8 +635,23 @@ class SavedModelScorer:
         self._dtype = tf.as_dtype(self.metadata['input_dtype'])
 
     def log_prob(self, examples, num_samples, seed):
-        """`(log_likelihood, bits_per_dim)`, float64 NumPy arrays [N]."""
+        """`(log_likelihood, bits_per_dim)`, float64 NumPy arrays [N].
+
+        Raises:
+          ValueError: for examples that `check_array` refuses (e.g. float
+            or out-of-range pixels, which the cast to the model's input
+            dtype would change silently), or a seed that is not two
+            integers in [0, 2^31).
+        """
         check_count(num_samples, 'num_samples')
+        examples = check_array(np.asarray(examples),
+                               self.metadata['data_shape'], 'examples',
+                               input_dtype=self.metadata['input_dtype'],
+                               levels=self.metadata.get('num_bins') or 256)
+        if np.ndim(seed) != 1 or len(seed) != 2:
+            raise ValueError(f'seed must be two integers; got {seed!r}.')
+        for part in seed:
+            check_seed(part)
         out = self._log_prob(
             x=tf.cast(examples, self._dtype),
             num_samples=tf.constant(num_samples, tf.int32),
@@ -757,6 +773,14 @@ def output_format(path):
     directory = os.path.dirname(path) or '.'
     if not os.path.isdir(directory):
         raise ValueError(f'{path}: no directory {directory} to write it to.')
+    try:
+        # Permission bits do not tell (root, read-only mounts, /proc).
+        with tempfile.NamedTemporaryFile(dir=directory,
+                                         prefix='.write_probe.'):
+            pass
+    except OSError as e:
+        raise ValueError(f'{path}: cannot write in {directory} '
+                         f'({file_io.reason(e)}).') from e
     return fmt
 
 

@@ -25,8 +25,10 @@ __all__ = ['Partition', 'ColumnSplit', 'ChannelSplit', 'Checkerboard']
 
 
 def _static_event_shape(x, event_ndims):
-    shape = x.shape[-event_ndims:] if event_ndims else []
-    if len(shape) != event_ndims or any(d is None for d in shape):
+    rank = x.shape.rank
+    shape = x.shape[rank - event_ndims:] if rank is not None else None
+    if (shape is None or len(shape) != event_ndims
+            or any(d is None for d in shape)):
         raise ValueError(
             f'Expected a tensor whose last {event_ndims} dimensions are '
             f'statically known; got shape {x.shape}.')

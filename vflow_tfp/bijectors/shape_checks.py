@@ -39,12 +39,32 @@ class BuiltForOneEventShape:
     """Mixin of the bijectors built for one event shape, `_event_shape`.
 
     `_check(x)` refuses a tensor of another event shape, and so do the
-    event-shape functions (`forward_event_shape` and its inverse), which
-    pass the built shape through unchanged.
+    event-shape functions (`forward_event_shape`, its `_tensor` version and
+    their inverses; a shape tensor known only when the graph runs is
+    checked then), which pass the built shape through unchanged.
     """
 
     def _check(self, x):
         check_event_shape(x, self._event_shape, type(self).__name__)
+
+    def _check_shape_tensor(self, shape):
+        static = tf.get_static_value(shape)
+        if static is not None:
+            self._check(tf.TensorShape(static.tolist()))
+            return shape
+        # The length of a shape tensor is the event's rank, static even when
+        # its dimensions are not.
+        rank = tf.compat.dimension_value(shape.shape[0])
+        if rank is not None:
+            self._check(tf.TensorShape([None] * rank))
+        ndims = len(self._event_shape)
+        built = tf.constant(self._event_shape, shape.dtype)
+        check = tf.debugging.assert_equal(
+            shape[-ndims:], built,
+            message=f'{type(self).__name__} was built for events of shape '
+                    f'{list(self._event_shape)}')
+        with tf.control_dependencies([check]):
+            return tf.identity(shape)
 
     def _forward_event_shape(self, input_shape):
         self._check(input_shape)
@@ -54,12 +74,24 @@ class BuiltForOneEventShape:
         self._check(output_shape)
         return output_shape
 
+    def _forward_event_shape_tensor(self, input_shape):
+        return self._check_shape_tensor(input_shape)
+
+    def _inverse_event_shape_tensor(self, output_shape):
+        return self._check_shape_tensor(output_shape)
+
 
 def check_parameter_shape(value, shape, what, owner):
-    """Raises `ValueError` unless the supplied parameter `value` has `shape`."""
-    if not tf.TensorShape(value.shape).is_compatible_with(shape):
+    """Raises `ValueError` unless the supplied parameter `value` has `shape`.
+
+    `value` may be a variable, a tensor, an array, or nested lists or a
+    Python number (converted later, like arrays).
+    """
+    got = tf.TensorShape(value.shape if hasattr(value, 'shape')
+                         else np.shape(value))
+    if not got.is_compatible_with(shape):
         raise ValueError(f'{owner}: {what} must have shape {list(shape)}; '
-                         f'got {tf.TensorShape(value.shape)}.')
+                         f'got {got}.')
 
 
 def check_parameter_dtype(value, dtype, what, owner):

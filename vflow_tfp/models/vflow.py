@@ -391,14 +391,20 @@ class VFlow(tf.Module):
                              f'{GRADIENT_ESTIMATORS}; got '
                              f'{gradient_estimator!r}.')
         stop_score = gradient_estimator == 'sticking_the_landing'
-        if stop_score and (tf.is_tensor(training) or training) and (
+        # A tensor flag whose value the trace cannot see may be on.
+        training_on = (tf.get_static_value(training) if tf.is_tensor(training)
+                       else training)
+        if stop_score and (training_on is None or training_on) and (
                 self._q_or_r_drops_out()):
             raise ValueError(
                 "gradient_estimator='sticking_the_landing' needs q and r to "
                 'compute the same function in their sampling and density '
                 'passes, which dropout in training breaks (the estimate '
                 "would be biased): use 'reparameterization', dropout=0, or "
-                'training=False.')
+                'training=False'
+                + ('' if training_on is not None else
+                   ' (a training tensor whose value is unknown when traced '
+                   'counts as on: pass a Python bool)') + '.')
         draws_per_row = shape_checks.as_size(draws_per_row, 'draws_per_row')
         x = self._check_data(x)
         if seed is not None:

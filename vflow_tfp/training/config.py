@@ -8,6 +8,7 @@ import dataclasses
 import json
 import math
 import numbers
+import os
 import sys
 
 import numpy as np
@@ -26,7 +27,10 @@ _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 def _plain(value):
     """The JSON value a setting stands for: numpy numbers and arrays (a
-    sweep's values) as Python ones, a TF dtype as its name."""
+    sweep's values) as Python ones, a TF dtype as its name, a path (such
+    as a `pathlib.Path` output_dir) as its string."""
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
     tf = sys.modules.get('tensorflow')  # no TF dtype without TF loaded
     if tf is not None and isinstance(value, tf.dtypes.DType):
         return value.name
@@ -119,6 +123,18 @@ class TrainConfig:
                     f'{name} must be a value results.json can record (a '
                     f'number, string, bool, list or dict); got {value!r}.'
                     ) from None
+        kinds = {'int': (numbers.Integral, 'an integer'),
+                 'bool': (bool, 'True or False'), 'str': (str, 'a string')}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            kind, wanted = kinds.get(getattr(field.type, '__name__',
+                                             field.type), (None, None))
+            # A bool is an int to Python, and 2.5 steps or export='no' would
+            # otherwise run as 3 steps or as True.
+            if kind is not None and (not isinstance(value, kind) or (
+                    kind is not bool and isinstance(value, bool))):
+                raise ValueError(f'{field.name} must be {wanted}; got '
+                                 f'{value!r}.')
         for field in dataclasses.fields(self):
             if field.type not in (float, 'float'):
                 continue

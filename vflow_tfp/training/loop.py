@@ -113,6 +113,22 @@ def _first_line(error):
     return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
+def _sum_and_count(x, per_example, dtype):
+    """The sum of `per_example()` (a `[N]` tensor of `dtype` for the batch
+    `x`) and `N`, or two zeros for an empty `x` without running it.
+
+    A replica's share of the last evaluation batch can be empty, and in a
+    graph TF's oneDNN convolution (CPUs) gives an empty batch the wrong
+    shape, which fails the model's next layer.
+    """
+    def score():
+        values = per_example()
+        return tf.reduce_sum(values), tf.cast(tf.shape(values)[0], dtype)
+
+    zero = tf.zeros([], dtype)
+    return tf.cond(tf.shape(x)[0] > 0, score, lambda: (zero, zero))
+
+
 def make_output_dir(path, name='output_dir'):
     """Creates the run directory `path` (if new); returns it.
 
@@ -369,6 +385,9 @@ class Trainer:
                             'array or tensor), not a dataset; take a batch, '
                             'e.g. `next(iter(dataset))`.')
         values = np.asarray(self._init_batch)
+        if values.ndim and not len(values):
+            raise ValueError('init_batch is empty: the data-dependent '
+                             'initialisation needs examples.')
         if values.shape[1:] != shape:
             raise ValueError(
                 f'the model of preset {config.preset!r} takes data of shape '
@@ -669,11 +688,33 @@ class Trainer:
 
     def _recorded_config(self):
         """The `config` of `output_dir`'s results.json, `{}` if none."""
+        return self._recorded_results().get('config') or {}
+
+    def _recorded_results(self):
+        """`output_dir`'s results.json, `{}` if none.
+
+        One that is not a JSON object (say cut short by hand or by a disk
+        fault; the trainer itself replaces it atomically) is moved aside by
+        the chief, as the checkpoints' state file is: the checkpoints are
+        the run, and the results are written anew from them.
+        """
+        path = os.path.join(self.config.output_dir, 'results.json')
         try:
-            return file_io.read_json(os.path.join(
-                self.config.output_dir, 'results.json')).get('config', {})
+            results = file_io.read_json(path)
+            if isinstance(results, dict):
+                return results
+            problem = f'a JSON {type(results).__name__}, not an object'
         except FileNotFoundError:
             return {}
+        except (ValueError, UnicodeDecodeError) as e:
+            problem = _first_line(e)
+        if self.is_chief:
+            aside = f'{path}.unreadable-{int(time.time())}'
+            logging.warning('%s cannot be read (%s); moved to %s, the run '
+                            'goes on from its checkpoints.', path, problem,
+                            aside)
+            file_io.replace(path, aside)
+        return {}
 
     def _sum_over_replicas(self, values):
         """The sum of up to `_SUM_SIZE` float64 `values` over all replicas (a
@@ -756,6 +797,17 @@ class Trainer:
         logging.info('Data-dependent initialisation on %d examples in %.1f s: '
                      '%.4f bits/dim.', len(self._init_batch),
                      time.time() - start, bpd)
+        if len(self.model.data_shape) == 3 and bpd < 0:
+            # The mean bound of a normalised model of discrete data is at
+            # most log P(x) <= 0. Saved, this start would be resumed from on
+            # every rerun, and its first step is usually already NaN.
+            raise FloatingPointError(
+                f'The data-dependent initialisation on '
+                f'{len(self._init_batch)} examples gives {bpd:.4f} '
+                'bits/dim; a normalised model of discrete data cannot go '
+                'below 0, so the statistics of so few examples are '
+                'degenerate. Not saved; use a larger init batch '
+                '(init_batch_size).')
 
     @property
     def eval_split(self):
@@ -779,13 +831,24 @@ class Trainer:
         if not bool(self._all_finite()):
             raise FloatingPointError(
                 f'Non-finite model, optimizer or EMA values at step '
-                f'{self.step}; not saved. The last good checkpoint is '
-                f'{tf.train.latest_checkpoint(self._resume_dir)}.')
+                f'{self.step}; not saved. The '
+                f'{self._last_good_checkpoint()}')
         with tf_logs.quiet_info():
             path = self.manager.save(
                 checkpoint_number=self.optimizer.iterations)
         self._saved_step = self.step
         return path if self.is_chief else None
+
+    def _last_good_checkpoint(self):
+        """'last good checkpoint is ...', for an error that stops the run."""
+        latest = tf.train.latest_checkpoint(self._resume_dir)
+        text = f'last good checkpoint is {latest}.'
+        if latest is not None and latest.endswith('-0'):
+            # A rerun resumes from it: the initialisation is not redone.
+            text += (' It holds the initialisation, so a rerun starts from '
+                     'it again; to initialise anew (say from a larger init '
+                     'batch), use a new output directory.')
+        return text
 
     def request_stop(self, signum=None, frame=None):
         """Signal handler: checkpoint after the next step and return.
@@ -889,10 +952,9 @@ class Trainer:
 
         def replica_step(x, seed):
             replica = tf.distribute.get_replica_context().replica_id_in_sync_group
-            elbo = model.elbo(x, training=False,
-                              seed=tf.random.experimental.stateless_fold_in(
-                                  seed, replica))
-            return tf.reduce_sum(elbo), tf.cast(tf.shape(elbo)[0], elbo.dtype)
+            return _sum_and_count(x, lambda: model.elbo(
+                x, training=False, seed=tf.random.experimental.stateless_fold_in(
+                    seed, replica)), model.p.dtype)
 
         # The data's spec (an unknown batch size): the last, partial batch
         # does not trace the step again.
@@ -981,11 +1043,11 @@ class Trainer:
 
         def replica_step(x, seed, stop_vote):
             replica = tf.distribute.get_replica_context().replica_id_in_sync_group
-            ll = model.log_prob(x, config.iw_samples, config.iw_chunk_size,
-                                seed=tf.random.experimental.stateless_fold_in(
-                                    seed, replica))
-            return (tf.reduce_sum(ll), tf.cast(tf.shape(ll)[0], ll.dtype),
-                    tf.identity(stop_vote))
+            total, count = _sum_and_count(x, lambda: model.log_prob(
+                x, config.iw_samples, config.iw_chunk_size,
+                seed=tf.random.experimental.stateless_fold_in(seed, replica)),
+                tf.float64)
+            return total, count, tf.identity(stop_vote)
 
         @tf.function(input_signature=[dataset.element_spec, _SEED_SPEC,
                                       tf.TensorSpec([], tf.float32)],
@@ -1135,11 +1197,7 @@ class Trainer:
         config = self.config
         previous = dict(self.results)  # of an earlier call on this trainer
         if not previous and how == 'restored':
-            try:
-                previous = file_io.read_json(
-                    os.path.join(config.output_dir, 'results.json'))
-            except FileNotFoundError:
-                pass
+            previous = self._recorded_results()
         earlier = previous.get('config')
         current = json.loads(json.dumps(dataclasses.asdict(config)))
         if earlier is not None and earlier != current:
@@ -1162,6 +1220,31 @@ class Trainer:
             # `export=False` none replaces it).
             self.results.pop('saved_model', None)
         return float(previous.get('wall_time', 0.0)), earlier == current
+
+    def _evaluate_and_record(self, step):
+        """The test ELBO, reconstruction check and sample grid of `step`,
+        logged and written to the summaries and results."""
+        test_bpd = self.evaluate()
+        inverse_error = recorded_error = self.reconstruction_error()
+        if inverse_error is not None and not math.isfinite(inverse_error):
+            # As for the samples: early in training p's numerical inverse
+            # may overflow. JSON has no NaN or infinity.
+            logging.warning('Step %d: p\'s inverse gave non-finite values on '
+                            'evaluation images.', step)
+            recorded_error = None
+        logging.info('step %d | %s bpd (ELBO, EMA) %.4f%s', step,
+                     self.eval_split, test_bpd,
+                     '' if inverse_error is None else
+                     f' | reconstruction error {inverse_error:.2g}')
+        with self._summaries().as_default():
+            tf.summary.scalar('test/bpd', test_bpd, step=step)
+            if inverse_error is not None:
+                tf.summary.scalar('test/reconstruction_error', inverse_error,
+                                  step=step)
+        self.write_samples(step)
+        self._write_results(step=step, test_bpd=test_bpd, test_bpd_step=step,
+                            test_images=self.evaluated_images,
+                            test_reconstruction_error=recorded_error)
 
     def _run_train_step(self, iterator, stop_vote, step):
         """The compiled step, with a bad input pipeline named in one line."""
@@ -1265,9 +1348,8 @@ class Trainer:
                         and math.isfinite(float(norm))):
                     raise FloatingPointError(
                         f'Non-finite loss or gradient norm between steps '
-                        f'{step - window_steps + 1} and {step}; the last good '
-                        f'checkpoint is '
-                        f'{tf.train.latest_checkpoint(self._resume_dir)}.')
+                        f'{step - window_steps + 1} and {step}; the '
+                        f'{self._last_good_checkpoint()}')
             if logging_now:
                 now = time.time()
                 if timed_steps:
@@ -1303,29 +1385,7 @@ class Trainer:
             if step % config.checkpoint_every == 0 or stopping:
                 self.save()
             if step % config.eval_every == 0 or step == config.train_steps:
-                test_bpd = self.evaluate()
-                inverse_error = recorded_error = self.reconstruction_error()
-                if inverse_error is not None and not math.isfinite(
-                        inverse_error):
-                    # As for the samples: early in training p's numerical
-                    # inverse may overflow. JSON has no NaN or infinity.
-                    logging.warning('Step %d: p\'s inverse gave non-finite '
-                                    'values on evaluation images.', step)
-                    recorded_error = None
-                logging.info('step %d | %s bpd (ELBO, EMA) %.4f%s', step,
-                             split, test_bpd,
-                             '' if inverse_error is None else
-                             f' | reconstruction error {inverse_error:.2g}')
-                with self._summaries().as_default():
-                    tf.summary.scalar('test/bpd', test_bpd, step=step)
-                    if inverse_error is not None:
-                        tf.summary.scalar('test/reconstruction_error',
-                                          inverse_error, step=step)
-                self.write_samples(step)
-                self._write_results(step=step, test_bpd=test_bpd,
-                                    test_bpd_step=step,
-                                    test_images=self.evaluated_images,
-                                    test_reconstruction_error=recorded_error)
+                self._evaluate_and_record(step)
             if step % config.log_every == 0 or stopping:
                 self._write_results(
                     step=step, train_bpd=train_bpd,
@@ -1340,6 +1400,10 @@ class Trainer:
                 timed_start += time.time() - paused
         if self._saved_step != step:
             self.save()
+        if self.results.get('test_bpd_step') != step:
+            # Resumed at the end without the final evaluation on record
+            # (killed between the last save and it, or results.json lost).
+            self._evaluate_and_record(step)
         # Before the bound, which a signal may cut short: results.json names
         # the final checkpoint from here on.
         self._write_results(step=step, train_bpd=train_bpd,
