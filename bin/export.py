@@ -33,6 +33,15 @@ def _fail(message):
     sys.exit(2)
 
 
+def _parse_flags(argv):
+    """absl's parser, with a bad flag refused as every bad setting is (one
+    line, exit code 2) rather than absl's two lines and code 1."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        _fail(str(e))
+
+
 def _check_export_dir(path):
     # Before the model is restored and traced, which take a while: a path
     # that cannot hold the export fails at once. The directories made to
@@ -89,4 +98,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)

@@ -65,6 +65,15 @@ def _fail(message):
     sys.exit(2)
 
 
+def _parse_flags(argv):
+    """absl's parser, with a bad flag refused as every bad setting is (one
+    line, exit code 2) rather than absl's two lines and code 1."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        _fail(str(e))
+
+
 def _printable(text, stream):
     """`text` as `stream` can encode it, with backslash escapes.
 
@@ -187,4 +196,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)

@@ -140,6 +140,15 @@ def _fail(message):
     sys.exit(2)
 
 
+def _parse_flags(argv):
+    """absl's parser, with a bad flag refused as every bad setting is (one
+    line, exit code 2) rather than absl's two lines and code 1."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        _fail(str(e))
+
+
 def _check_matplotlib():
     # Every finished run redraws the figures: without matplotlib the sweep
     # would stop after its first run (`pip install -e ".[images]"` does not
@@ -571,4 +580,4 @@ def _sweep(argv, stack):
 
 
 if __name__ == '__main__':
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)

@@ -47,7 +47,8 @@ flags.DEFINE_integer('validation_size', 0,
 flags.DEFINE_integer('num_bits', 8,
                      'Bits per pixel value: fewer keep the top bits of the '
                      '8-bit images (Glow\'s 5-bit CelebA-HQ) and build the '
-                     'preset for 2^num_bits levels.')
+                     'preset for 2^num_bits levels.', lower_bound=1,
+                     upper_bound=8)
 # Optimisation.
 flags.DEFINE_integer('global_batch_size', 64, 'Global batch size.')
 flags.DEFINE_integer('train_steps', 100_000, 'Total training steps.')
@@ -188,6 +189,15 @@ def _fail(message):
     # (e.g. every unmatched value of a refused checkpoint) from burying it.
     std_logging.getLogger('tensorflow').setLevel(std_logging.ERROR)
     sys.exit(2)
+
+
+def _parse_flags(argv):
+    """absl's parser, with a bad flag refused as every bad setting is (one
+    line, exit code 2) rather than absl's two lines and code 1."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        _fail(str(e))
 
 
 def _missing_dirs(path):
@@ -522,4 +532,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)

@@ -52,7 +52,8 @@ def run_script(name, *args, stdout=None):
             contextlib.redirect_stderr(err):
         script.FLAGS.unparse_flags()
         try:
-            script.main(script.FLAGS([f'{name}.py', *args]))
+            # The script's own parser, as `app.run` calls it.
+            script.main(script._parse_flags([f'{name}.py', *args]))  # pylint: disable=protected-access
             code = 0
         except SystemExit as e:
             code = e.code

@@ -17,7 +17,6 @@ import sys
 import tempfile
 import time
 
-from absl import flags
 from absl import logging as absl_logging
 import numpy as np
 import tensorflow as tf
@@ -405,7 +404,7 @@ class ExportTest(gpu_kernels.Assertions, tf.test.TestCase):
         # file:// takes tf.io.gfile's path, as gs:// does.
         path = os.path.join(self.tmp, 'url_export')
         url = 'file://' + path
-        for samples in (3, 5):
+        for samples in (3, np.int64(5)):  # NumPy integers are integers
             self.assertEqual(export.export_model(
                 self.vector.model, url, default_num_samples=samples), url)
             self.assertEqual(
@@ -593,8 +592,17 @@ class RunExportTest(tf.test.TestCase):
         self.assertFalse(os.path.exists(os.path.join(out, 'saved_model')))
 
     def test_export_run_errors(self):
-        with self.assertRaisesRegex(ValueError, 'no results.json'):
+        with self.assertRaisesRegex(ValueError, 'no results.json; expected '
+                                    'the --output_dir of a bin/train.py run'):
             export.export_run(self.tmp)
+        # A run killed before its first log step has checkpoints but no
+        # record of its settings yet.
+        early = os.path.join(self.tmp, 'early')
+        os.makedirs(os.path.join(early, 'checkpoints'))
+        with self.assertRaisesRegex(ValueError, 'no results.json yet, so no '
+                                    "record of the run's settings; rerun "
+                                    'its training command'):
+            export.export_run(early)
         with self.assertRaisesRegex(ValueError, 'no such checkpoint'):
             export.export_run(self.run_dir, checkpoint=os.path.join(
                 self.run_dir, 'ckpt-99'))
@@ -654,12 +662,14 @@ class RunExportTest(tf.test.TestCase):
         self.assertEqual(err, "export.py: error: unexpected arguments "
                               "['extra']\n")
         self.assertFalse(os.path.exists(stray))
-        # A count past int32 (the signature's) is refused while parsing.
-        with self.assertRaisesRegex(flags.IllegalFlagValueError,
-                                    'serving_num_samples'):
-            cli_helpers.run_script(
-                'export', f'--run_dir={self.run_dir}',
-                f'--export_dir={target}', '--serving_num_samples=2147483648')
+        # A count past int32 (the signature's) is refused while parsing,
+        # in one line like any bad setting.
+        code, out, err = cli_helpers.run_script(
+            'export', f'--run_dir={self.run_dir}', f'--export_dir={target}',
+            '--serving_num_samples=2147483648')
+        self.assertEqual((code, out), (2, ''))
+        self.assertRegex(err, r'^export\.py: error: flag '
+                              r'--serving_num_samples=2147483648: .*\n$')
         missing = os.path.join(self.tmp, 'nothing')
         code, out, err = cli_helpers.run_script('export',
                                                 f'--run_dir={missing}')

@@ -22,7 +22,6 @@ import tempfile
 from unittest import mock
 import zipfile
 
-from absl import flags
 from absl import logging as absl_logging
 import numpy as np
 import tensorflow as tf
@@ -628,6 +627,13 @@ class ScoreTest(tf.test.TestCase):
             "tfds:photo_patches/8x8:nosplit: unknown split 'nosplit'; "
             'expected tfds:NAME[:SPLIT] with SPLIT one of train, '
             'validation, test, optionally sliced (e.g. test[:100]).')
+        # A sliced combination: the split is all of it, not the text after
+        # the slice's colon.
+        with self.assertRaisesRegex(ValueError, re.escape(
+                "tfds:photo_patches/8x8:train+test[:2]: unknown split "
+                "'train+test[:2]'; expected")):
+            scoring.open_inputs(['tfds:photo_patches/8x8:train+test[:2]'],
+                                {'data_shape': [8, 8, 3], 'kind': 'image'})
         # A version after the name still reads the default split.
         sources, _ = next(iter(scoring.open_inputs(
             ['tfds:photo_patches/8x8:1.0.0'], {'data_shape': [8, 8, 3],
@@ -954,9 +960,9 @@ class ScoreTest(tf.test.TestCase):
         for flag in ('--num_samples=0', '--seed=2147483648',
                      '--batch_size=0', '--num_samples=2147483648',
                      '--batch_size=2147483648'):
-            with self.assertRaisesRegex(flags.IllegalFlagValueError,
-                                        flag[2:].split('=')[0]):
-                run_score(self.model_flag, flag, images)
+            code, out, err = run_score(self.model_flag, flag, images)
+            self.assertEqual((code, out), (2, ''))
+            self.assertRegex(err, rf'^score\.py: error: flag {flag}: .*\n$')
         # So does the API, for the scorer too.
         scorer = scoring.SavedModelScorer(self.exported.path)
         inputs = scoring.open_inputs([images], scorer.metadata)

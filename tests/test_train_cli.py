@@ -421,7 +421,14 @@ class CliErrorTest(_RunDirectory, tf.test.TestCase):
                 (['--preset=tiny_vflow', '--set=dropout'],
                  "--set expects name=value; got 'dropout'."),
                 (['--preset=tiny_vflow', '--dropout=0.1', '--set=dropout=0.2'],
-                 r'--set=dropout=0\.2 contradicts --dropout=0\.1')):
+                 r'--set=dropout=0\.2 contradicts --dropout=0\.1'),
+                (['--preset=tiny_vflow', '--min_lr=1', '--max_lr=1e-3'],
+                 r'min_lr \(1\.0\) must not exceed max_lr \(0\.001\)\.'),
+                (['--preset=tiny_vflow', '--num_bits=9'],
+                 r'flag --num_bits=9: 9 is not an integer in the range '
+                 r'\[1, 8\]'),
+                (['--preset=tiny_vflow', '--train_steps=ten'],
+                 r"flag --train_steps=ten: invalid literal for int\(\)")):
             with self.subTest(args=args):
                 result = run(*args)
                 self.assertEqual(result.returncode, 2, result.stderr)
@@ -551,6 +558,32 @@ class CliErrorTest(_RunDirectory, tf.test.TestCase):
         self._assert_one_line_error(
             run('--preset=tiny_vflow', TF_DETERMINISTIC_OPS='1'),
             'the data were prepared')
+
+    def test_every_script_refuses_a_bad_flag_in_one_line(self):
+        # absl's own parser would print two lines and exit with 1; a bad
+        # flag is a bad setting like any other (one line, exit code 2).
+        for script, args, message in (
+                ('train', ['--preset=tiny_vflow', '--learning_rat=3',
+                           f'--output_dir={self.tmp}'],
+                 "Unknown command line flag 'learning_rat'"),
+                ('train', ['--preset=tiny_vflow'],
+                 'flag --output_dir=None: Flag --output_dir must have a '
+                 'value other than None.'),
+                ('sample', ['--model=m', '--output=s.png', '--num=0'],
+                 'flag --num=0: 0 is not an integer in the range '
+                 '[1, 2147483647]'),
+                ('score', ['--model=m', '--batch_size=x', 'a.npy'],
+                 "flag --batch_size=x: invalid literal for int() with base "
+                 "10: 'x'"),
+                ('export', ['--run_dir=r', '--serving_num_samples=0'],
+                 'flag --serving_num_samples=0: 0 is not an integer in the '
+                 'range [1, 2147483647]')):
+            run = subprocess.run(
+                [sys.executable, os.path.join(ROOT, 'bin', f'{script}.py'),
+                 *args], env=_env(), capture_output=True, text=True,
+                timeout=300)
+            self.assertEqual((run.returncode, run.stderr),
+                             (2, f'{script}.py: error: {message}\n'))
 
     def test_unknown_flag_and_bad_value(self):
         run = self._run_train('--preset=tiny_vflow', '--learning_rat=3',

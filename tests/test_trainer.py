@@ -336,6 +336,19 @@ class TrainerTest(_TrainerFixture, tf.test.TestCase):
                              tf.distribute.OneDeviceStrategy('/cpu:0'),
                              good_train, self.eval_fn, self.init[:0])
         self.assertFalse(os.path.exists(output_dir))
+        # Pixels the model would refuse in the first step, refused here.
+        pixels = np.random.RandomState(0).randint(0, 256, (4, 8, 8, 3))
+        for init, example in ((pixels / 255.0, r'0\.\d+'),
+                              (pixels + 256, r'\d{3}'),
+                              (pixels - 256, r'-\d+')):
+            with self.assertRaisesRegex(
+                    ValueError, r'^init_batch holds pixel values that are not '
+                                r"integers in \[0, 256\) \(the model's "
+                                rf'levels\), e\.g\. {example}: images scaled'):
+                training.Trainer(_config(output_dir, preset='tiny_vflow'),
+                                 tf.distribute.OneDeviceStrategy('/cpu:0'),
+                                 good_train, self.eval_fn, init)
+            self.assertFalse(os.path.exists(output_dir))
         with self.assertRaisesRegex(TypeError, r'init_batch must be the '
                                     r'examples themselves'):
             training.Trainer(_config(self._dir()),

@@ -61,6 +61,7 @@ serves (`gs://bucket/run`).
 import functools
 import json
 import math
+import numbers
 import os
 import re
 import tempfile
@@ -95,12 +96,14 @@ _OLD_FORMATS = ('vflow_tfp.export/1',)
 
 
 def _positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    """`value` as a Python int (NumPy integers too) in [1, 2^31)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) \
+            or value < 1:
         raise ValueError(f'{name} must be a positive integer; got {value!r}.')
     if value >= 2**31:
         # An int32 in the signatures.
         raise ValueError(f'{name} must be below 2^31; got {value}.')
-    return value
+    return int(value)
 
 
 class FlowScorer(tf.Module):
@@ -386,6 +389,13 @@ def _read_results(run_dir):
     try:
         results = file_io.read_json(path)
     except FileNotFoundError:
+        if file_io.isdir(os.path.join(run_dir, 'checkpoints')):
+            # Written at the first log step (or lost): its settings name
+            # the model to build.
+            raise ValueError(
+                f'{run_dir}: no results.json yet, so no record of the run\'s '
+                'settings; rerun its training command, which writes it '
+                '(again), then export.') from None
         raise ValueError(f'{run_dir}: no results.json; expected the '
                          '--output_dir of a bin/train.py run.') from None
     except (OSError, ValueError) as e:
@@ -452,6 +462,9 @@ def export_run(run_dir, export_dir=None, checkpoint=None,
     metadata = _run_metadata(results, path, overrides)
     if default_num_samples is None:
         default_num_samples = config.get('iw_samples') or DEFAULT_NUM_SAMPLES
+    # Checked now: it goes into the metadata compared below.
+    default_num_samples = _positive_int(default_num_samples,
+                                        'default_num_samples')
     chunk_size = config.get('iw_chunk_size', 16)
     if keep_current and _is_current_export(
             export_dir, path, metadata, default_num_samples, chunk_size):

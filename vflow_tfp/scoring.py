@@ -340,12 +340,15 @@ class _TfdsSplit:
             if match['slice'] is not None:
                 bounds = _parse_slice(spec, match['slice'])
         else:
-            head, sep, tail = name.rpartition(':')
+            # A slice's own colon ([:2]) is not the one before the split.
+            unsliced = re.sub(r'\[[^\]]*\]$', '', name)
+            head, sep, tail = unsliced.rpartition(':')
             if sep and head and not _TFDS_VERSION.match(tail):
                 # Not a version, so a mistyped split: taken as part of the
                 # name it would be reported as an unknown data set.
+                split = name[len(head) + 1:]
                 raise ValueError(
-                    f'{spec}: unknown split {tail!r}; expected '
+                    f'{spec}: unknown split {split!r}; expected '
                     f'tfds:NAME[:SPLIT] with SPLIT one of '
                     f'{", ".join(pipelines.SPLITS)}, optionally sliced '
                     '(e.g. test[:100]).')

@@ -179,6 +179,11 @@ class TrainConfig:
                     f'{field} must be positive and representable in float32 '
                     f'(in [{_FLOAT32_TINY:.4g}, {_FLOAT32_MAX:.4g}]); got '
                     f'{value}.')
+        if self.min_lr > self.max_lr:
+            # The schedule's floor above its peak (schedules refuses it too,
+            # but only once TF has started).
+            raise ValueError(f'min_lr ({self.min_lr}) must not exceed max_lr '
+                             f'({self.max_lr}).')
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f'optimizer must be one of {OPTIMIZERS} (the '
                              f'papers\' optimiser); got {self.optimizer!r}.')

@@ -402,6 +402,19 @@ class Trainer:
                 f'init_batch holds {int(np.sum(~np.isfinite(values)))} '
                 'non-finite value(s): the data-dependent initialisation '
                 'needs finite data.')
+        if len(shape) == 3:
+            # As the model refuses them, but now, before the run directory
+            # is locked and the strategy set up.
+            levels = self.model.num_bins
+            bad = ((values != np.floor(values)) | (values < 0)
+                   | (values >= levels))
+            if bad.any():
+                example = values[bad].flat[0].item()
+                raise ValueError(
+                    f'init_batch holds pixel values that are not integers '
+                    f'in [0, {levels}) (the model\'s levels), e.g. '
+                    f'{example!r}: images scaled to [0, 1], dequantised, or '
+                    'of more levels than the model.')
         context = tf.distribute.InputContext(
             num_replicas_in_sync=self.strategy.num_replicas_in_sync)
         datasets = {}
