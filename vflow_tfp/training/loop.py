@@ -965,9 +965,10 @@ class Trainer:
 
         def replica_step(x, seed):
             replica = tf.distribute.get_replica_context().replica_id_in_sync_group
-            return _sum_and_count(x, lambda: model.elbo(
-                x, training=False, seed=tf.random.experimental.stateless_fold_in(
-                    seed, replica)), model.p.dtype)
+            seed = tf.random.experimental.stateless_fold_in(seed, replica)
+            return _sum_and_count(
+                x, lambda: model.elbo(x, training=False, seed=seed),
+                model.p.dtype)
 
         # The data's spec (an unknown batch size): the last, partial batch
         # does not trace the step again.
