@@ -597,12 +597,12 @@ class RunExportTest(tf.test.TestCase):
             export.export_run(self.tmp)
         # A run killed before its first log step has checkpoints but no
         # record of its settings yet.
-        early = os.path.join(self.tmp, 'early')
-        os.makedirs(os.path.join(early, 'checkpoints'))
+        unlogged = os.path.join(self.tmp, 'killed_before_its_first_log')
+        os.makedirs(os.path.join(unlogged, 'checkpoints'))
         with self.assertRaisesRegex(ValueError, 'no results.json yet, so no '
                                     "record of the run's settings; rerun "
                                     'its training command'):
-            export.export_run(early)
+            export.export_run(unlogged)
         with self.assertRaisesRegex(ValueError, 'no such checkpoint'):
             export.export_run(self.run_dir, checkpoint=os.path.join(
                 self.run_dir, 'ckpt-99'))
