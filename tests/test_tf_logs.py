@@ -1,6 +1,9 @@
-"""Tests of `vflow_tfp.tf_logs.quiet_info` and `quiet_warnings`."""
+"""Tests of `vflow_tfp.tf_logs`."""
 
+import gc
 import logging
+import os
+import tempfile
 import unittest
 
 from absl import logging as absl_logging
@@ -95,19 +98,44 @@ class QuietInfoTest(unittest.TestCase):
         absl_logging.info('heard')
         self.assertEqual(self._messages(), ['heard'])
 
-    def test_quiet_warnings_drops_warnings_and_passes_errors(self):
-        tf_logger = logging.getLogger('tensorflow')
-        with tf_logs.quiet_warnings():
-            tf_logger.warning('tf warning')
-            absl_logging.warning('absl warning')
-            tf_logger.error('tf error')
-            absl_logging.error('absl error')
-        tf_logger.warning('tf warning after')
-        self.assertEqual(self._messages(), ['tf error', 'absl error',
-                                            'tf warning after'])
-        self.assertEqual(absl_logging.get_verbosity(), absl_logging.INFO)
-        self.assertEqual(tf_logger.level, logging.INFO)
 
+class ForgetFailedRestoreTest(unittest.TestCase):
+
+    def _restore_that_fails(self, forget):
+        """Restores a checkpoint with a value of another shape and a child
+        the target lacks; returns TF's warnings once the target is gone."""
+        import tensorflow as tf  # pylint: disable=import-outside-toplevel
+        saved = tf.Module()
+        saved.weights = tf.Variable(tf.zeros([2]))
+        saved.head = tf.Module()
+        saved.head.bias = tf.Variable(tf.zeros([4]))
+        with tempfile.TemporaryDirectory() as tmp:
+            path = tf.train.Checkpoint(model=saved).save(
+                os.path.join(tmp, 'ckpt'))
+            target = tf.Module()
+            target.weights = tf.Variable(tf.zeros([3]))
+            checkpoint = tf.train.Checkpoint(model=target)
+            with self.assertRaisesRegex(ValueError, 'incompatible'):
+                checkpoint.restore(path)
+        if forget:
+            tf_logs.forget_failed_restore(checkpoint)
+            self.assertEqual(target.weights.shape, [3])  # Still usable.
+        records = _Records()
+        tf_logger = logging.getLogger('tensorflow')
+        tf_logger.addHandler(records)
+        self.addCleanup(tf_logger.removeHandler, records)
+        del checkpoint, target
+        gc.collect()
+        tf_logger.removeHandler(records)
+        return [message for _, level, message in records.records
+                if level == 'WARNING']
+
+    def test_a_failed_restore_leaves_no_warnings_for_later(self):
+        # Without it TF warns, on collection, of the values left behind.
+        warnings = self._restore_that_fails(forget=False)
+        self.assertTrue(any('could not be found' in w and 'head' in w
+                            for w in warnings), warnings)
+        self.assertEqual(self._restore_that_fails(forget=True), [])
 
 
 class RetracingWarningsTest(unittest.TestCase):

@@ -482,14 +482,9 @@ def export_run(run_dir, export_dir=None, checkpoint=None,
         status.expect_partial().assert_existing_objects_matched()
     except (AssertionError, ValueError) as e:
         mismatch = str(e).splitlines()[0]
+        # A restore that fails part-way (a shape) returns no status.
+        tf_logs.forget_failed_restore(checkpoint)
     if mismatch is not None:
-        # A restore that fails part-way (a shape) returns no status to mark
-        # partial, and TF would warn of every value left in the checkpoint
-        # once the model is collected: hundreds of lines after this error.
-        # Hence the model goes now, quietly, and no chained traceback keeps
-        # it alive.
-        with tf_logs.quiet_warnings():
-            del checkpoint, model, ema
         raise ValueError(f'{path} does not hold the weights of preset '
                          f'{results["preset"]!r} with overrides {overrides} '
                          f'({mismatch}).')

@@ -6,7 +6,7 @@ import re
 
 from absl import logging as absl_logging
 
-__all__ = ['drop_retracing_warnings', 'quiet_info', 'quiet_warnings']
+__all__ = ['drop_retracing_warnings', 'forget_failed_restore', 'quiet_info']
 
 # TensorFlow logs through its own logger (`tf.get_logger()`) and, in newer
 # modules such as SavedModel's signature serialisation and the checkpoint
@@ -31,16 +31,28 @@ def quiet_info():
         yield
 
 
-@contextlib.contextmanager
-def quiet_warnings():
-    """Drops INFO and WARNING records of TF's and absl's loggers likewise.
+def forget_failed_restore(checkpoint):
+    """Keeps TF quiet about a restore into `checkpoint` that raised part-way.
 
-    For dropping the objects of a refused checkpoint restore: TF warns of
-    each value of the checkpoint that was not restored when they are
-    collected, which only repeats the error that refused it.
+    A `tf.train.Checkpoint.restore` that stops at a value of another shape
+    raises before it returns the status whose `expect_partial()` would say
+    that the rest of the checkpoint is not wanted. The pending restore stays
+    attached to the objects it had not reached, and when they are collected
+    (whenever the caller drops them) TF warns of every value left in the
+    checkpoint: hundreds of lines that only repeat the error. This marks
+    that pending restore as partial. The objects stay usable; their
+    variables hold whatever the restore wrote before it stopped.
     """
-    with _quiet_below(logging.ERROR):
-        yield
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    for trackable in tf.train.TrackableView(checkpoint).descendants():
+        # TF keeps the pending restore only here, in private attributes: no
+        # public handle reaches a restore that raised.
+        pending = getattr(trackable, '_deferred_dependencies', None) or {}
+        for positions in pending.values():
+            for position in positions:
+                coordinator = getattr(position, 'checkpoint', None)
+                if hasattr(coordinator, 'expect_partial'):
+                    coordinator.expect_partial = True
 
 
 @contextlib.contextmanager

@@ -675,17 +675,18 @@ class Trainer:
             return True
         except (AssertionError, ValueError, IndexError,
                 tf.errors.OpError) as e:
+            # The error below (or the older checkpoint) says it all;
+            # without this TF logs every unrestored value of the checkpoint
+            # when the objects are collected.
+            if status is not None:
+                status.expect_partial()
+            else:
+                tf_logs.forget_failed_restore(self.checkpoint)
             if _is_damage(e):
-                if status is not None:
-                    status.expect_partial()
                 damaged.append(f'{os.path.basename(path)}: {_first_line(e)}')
                 logging.warning('%s cannot be read (%s); trying the '
                                 'checkpoint before it.', path, _first_line(e))
                 return False
-            if status is not None:
-                # The error below says it all; without this TF logs every
-                # unmatched value of the checkpoint on exit.
-                status.expect_partial()
             trained = (f' (results.json: overrides '
                        f'{recorded["preset_overrides"]})'
                        if 'preset_overrides' in recorded else '')
