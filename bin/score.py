@@ -9,8 +9,8 @@ in a bucket (`gs://bucket/images/`, `'gs://bucket/*/*.png'`: there `*`
 matches within one level and `**` is refused), and so may `--model` and
 `--output`. Every input is checked before scoring
 starts; anything the model cannot score (wrong shape, grayscale for an RGB
-model, float or out-of-range pixel values, NaN, palette BMPs, empty or
-unreadable inputs, a directory that is not an exported model) stops the run
+model, float or out-of-range pixel values, NaN, palette BMPs, animated
+GIFs, empty or unreadable inputs, a directory that is not an exported model) stops the run
 with one line on stderr and exit code 2, as does an image file that is gone
 or changed when it is read again for scoring.
 

@@ -817,6 +817,30 @@ class ScoreTest(tf.test.TestCase):
         _write_bmp(rgb, image)
         self.assertAllEqual(scoring.read_image_file(rgb), image)
 
+    def test_animated_gif(self):
+        # Every frame is decoded: a GIF of one image scores it, one of
+        # several is refused rather than scored by its first frame alone.
+        from PIL import Image  # pylint: disable=import-outside-toplevel
+        image = self.exported.train[0]
+        colours, indices = np.unique(image.reshape(-1, 3), axis=0,
+                                     return_inverse=True)
+        frames = []
+        for shift in (0, 1):
+            frame = Image.fromarray(
+                ((indices + shift) % len(colours)).reshape(8, 8).astype(
+                    np.uint8), 'P')
+            frame.putpalette(colours.reshape(-1).tolist())
+            frames.append(frame)
+        still = self._path('still.gif')
+        frames[0].save(still)
+        self.assertAllEqual(scoring.read_image_file(still), image)
+        animated = self._path('animated.gif')
+        frames[0].save(animated, save_all=True, append_images=frames[1:])
+        self.assertRefused([self.model_flag, animated],
+                           f'{animated}: an animated GIF of 2 frames; save '
+                           'each frame as an image file (or stack them in a '
+                           '.npy array) to score them.')
+
     def _sources(self, specs, metadata=None):
         metadata = metadata or export.load_metadata(self.exported.path)
         inputs = scoring.open_inputs(specs, metadata)

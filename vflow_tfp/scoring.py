@@ -22,8 +22,8 @@ cannot score as it is: a shape other than the model's (with the expected
 shape in the message), grayscale against RGB, float or NaN pixel data,
 values outside [0, 255] (or outside [0, L - 1] for a model of L < 256
 levels, which also refuses TFDS splits: they hold 8-bit images), 16-bit
-PNGs, palette BMPs, empty inputs, unreadable or non-image files (broken
-symbolic links too). An image file that is gone or changed when it is read
+PNGs, palette BMPs, animated GIFs, empty inputs, unreadable or non-image
+files (broken symbolic links too). An image file that is gone or changed when it is read
 again for scoring stops `score` with the same kind of `ValueError`. Pixel
 values are never rescaled, rounded or clipped. Vector models (e.g. the
 checkerboard) score float arrays `[N, D]`.
@@ -230,10 +230,11 @@ def check_array(array, data_shape, name, input_dtype=None, levels=256):
 
 
 def read_image_file(path):
-    """Decodes a PNG, JPEG, GIF (first frame) or BMP file to uint8 [H, W, C].
+    """Decodes a PNG, JPEG, GIF or BMP file to uint8 [H, W, C].
 
     Raises:
-      ValueError: naming `path` if it cannot be read or decoded.
+      ValueError: naming `path` if it cannot be read or decoded, or if it is
+        an animated GIF (more than one image).
     """
     try:
         contents = file_io.read_bytes(path)
@@ -257,10 +258,18 @@ def read_image_file(path):
                          'decodes to palette indices, not colours; convert '
                          'it to PNG.')
     try:
-        image = tf.io.decode_image(contents, expand_animations=False)
+        # Every frame: an animation's later frames must not go unscored
+        # without a word.
+        image = tf.io.decode_image(contents, expand_animations=True)
     except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError) as e:
         raise ValueError(f'{path}: not a PNG, JPEG, GIF or BMP image (cannot '
                          'decode it).') from e
+    if image.shape.rank == 4:
+        if image.shape[0] != 1:
+            raise ValueError(f'{path}: an animated GIF of {image.shape[0]} '
+                             'frames; save each frame as an image file (or '
+                             'stack them in a .npy array) to score them.')
+        image = image[0]
     return image.numpy()
 
 
