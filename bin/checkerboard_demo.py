@@ -20,18 +20,9 @@ import time
 from absl import app
 from absl import flags
 from absl import logging
-import numpy as np
-import tensorflow as tf
-import tensorflow_probability as tfp
 
-import vflow_tfp
-from vflow_tfp import bijectors as vb
-from vflow_tfp import data
-from vflow_tfp import nets
-from vflow_tfp import training
-
-tfb = tfp.bijectors
-tfd = tfp.distributions
+# TensorFlow and the modules that import it load in the functions that use
+# them, once the flags are checked: TF's start takes seconds.
 
 _COUPLING = flags.DEFINE_enum(
     'coupling', 'mixlogistic', ['mixlogistic', 'affine', 'additive'],
@@ -63,6 +54,10 @@ _SEED = flags.DEFINE_integer('seed', 0, 'Random seed.')
 
 def build_flow(coupling, num_steps, num_components, hidden_units):
     """A 2-D flow: p(x) = N(z; 0, I) |det dz/dx|, z = flow.inverse(x)."""
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    import tensorflow_probability as tfp  # pylint: disable=g-import-not-at-top
+    from vflow_tfp import bijectors as vb  # pylint: disable=g-import-not-at-top
+    from vflow_tfp import nets  # pylint: disable=g-import-not-at-top
     partition = vb.ChannelSplit(event_ndims=1)
     layers = []  # data -> latent order
     for i in range(num_steps):
@@ -85,7 +80,7 @@ def build_flow(coupling, num_steps, num_components, hidden_units):
                    vb.Invertible1x1Conv([2], noise_scale=None,
                                         name=f'linear_{i}'),
                    layer]
-    return tfb.Chain(layers)
+    return tfp.bijectors.Chain(layers)
 
 
 def _fail(message):
@@ -114,6 +109,21 @@ def main(argv):
     if not hidden_units or min(hidden_units) < 1:
         _fail(f'--hidden_units must be comma-separated positive integers; '
               f'got {",".join(_HIDDEN.value)!r}.')
+    _fit(hidden_units)
+
+
+def _fit(hidden_units):
+    """Trains and scores the flow of the flags, printing its progress."""
+    # pylint: disable=g-import-not-at-top
+    import numpy as np
+    import tensorflow as tf
+    import tensorflow_probability as tfp
+
+    import vflow_tfp
+    from vflow_tfp import data
+    from vflow_tfp import training
+    # pylint: enable=g-import-not-at-top
+    tfd = tfp.distributions
     tf.random.set_seed(_SEED.value)
     rng = np.random.default_rng(_SEED.value)
 

@@ -6,9 +6,8 @@ values, or float `[N, D]` vectors), or a new or empty directory (a name
 without extension, or ending in `/`) one PNG per sample
 (`sample_000000.png`, ...: the layout FID tools read). `--model` and
 `--output` may be URLs (`gs://bucket/...`). The output and the model are
-checked before sampling starts; a bad one stops the run with one line on
-stderr and exit code 2 (absl refuses out-of-range flag values itself, with
-exit code 1). Nothing appears under OUT until it is complete, and an error
+checked before sampling starts; a bad one, like a bad or out-of-range flag,
+stops the run with one line on stderr and exit code 2. Nothing appears under OUT until it is complete, and an error
 or an interrupt (Ctrl-C, SIGTERM) leaves nothing behind; one that comes
 while the finished output is moved into place waits for the move, and the
 output is reported as written.
@@ -18,7 +17,8 @@ trained run), `--batch_size` at a time; batch `b` draws from the stateless
 seed `(--seed, b)`, counting from `--first_batch`, so the same `--seed`,
 `--batch_size` and `--first_batch` give the same samples (a larger `--num`
 only adds samples). A training run's `samples.png` of step S is
-`--num=16 --batch_size=16 --first_batch=S` with the run's `--seed`.
+`--num=N --batch_size=N --first_batch=S` with the run's `--seed`, N being
+the run's `--num_samples` (16 by default).
 `--temperature` scales the latent noise (1 is the model; lower values give
 smoother, more typical images; 0 maps the latent's mode; high values
 saturate the pixels).

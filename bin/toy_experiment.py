@@ -2,8 +2,9 @@
 
 Trains Glow (D = D_X + D_Z = 2, L steps) and VFlow (D > 2: L - 1 steps of p
 and one of q) on the checkerboard for every D in --dims, L in --steps and
-seed 0 .. --seeds - 1, and scores each on a fixed test set (VFlow by
---iw_samples-sample importance weighting). Writes into --output_dir:
+seed --first_seed .. --first_seed + --seeds - 1, and scores each on a fixed
+test set (VFlow by --iw_samples-sample importance weighting). Writes into
+--output_dir:
 
   runs/D{D}_L{L}_seed{S}.json   one result per run (a re-run with --resume
                                 skips runs whose file exists)

@@ -62,7 +62,7 @@ def adam(learning_rate, *, jit_compile=False, **kwargs):
     compiles each variable's update as an XLA function of its own (one
     trace and compilation per variable: 0.13 s per variable on two CPU
     replicas, so minutes at every start for the CIFAR presets' 1,056 to
-    1,524 variables). That path would then run on GPUs only and
+    1,634 variables). That path would then run on GPUs only and
     never in the tests, which run on the CPU. Here the caller decides, for
     every device alike.
 
