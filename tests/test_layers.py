@@ -119,6 +119,25 @@ class ActNormInitTest(tf.test.TestCase, parameterized.TestCase):
                             rtol=1e-5)
         self.assertAllInSet(tf.math.is_finite(norm.inverse(x)), [True])
 
+    def test_huge_values_are_normalised_not_zeroed(self):
+        # Beyond about 1e19 the squares overflow float32: the moments' variance
+        # is inf, which would give a scale of 0 and a log-det of -inf.
+        rng = np.random.default_rng(0)
+        values = rng.normal(size=[64, 3]) * [1e19, 1e30, 1.0] + [0, 5e30, 2]
+        reference = vb.ActNorm([3], dtype=tf.float64)
+        reference.initialize(values)
+        for dtype in (tf.float32, tf.float64):
+            with self.subTest(dtype=dtype.name):
+                norm = vb.ActNorm([3], dtype=dtype)
+                norm.initialize(tf.constant(values, dtype))
+                self.assertAllClose(norm.log_scale, reference.log_scale,
+                                    rtol=1e-5)
+                normalised = norm.inverse(tf.constant(values, dtype))
+                self.assertAllClose(np.std(normalised, axis=0), [1, 1, 1],
+                                    rtol=1e-4)
+                self.assertAllClose(np.mean(normalised, axis=0), [0, 0, 0],
+                                    atol=1e-4)
+
     def test_warns_when_initialised_from_a_few_values(self):
         per_element = vb.ActNorm([4, 4, 3], per_channel=False, name='few')
         with self.assertLogs('absl', 'WARNING') as logs:

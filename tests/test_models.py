@@ -865,9 +865,28 @@ class PresetTest(tf.test.TestCase):
         model = presets.build('checkerboard_vflow_3_4', seed=0,
                               dtype='float64')
         self.assertEqual(model.elbo(x, seed=[1, 2]).dtype, tf.float64)
-        for bad in ('int32', 'floot64'):
-            with self.assertRaisesRegex(ValueError, 'must be a float dtype'):
+        for bad, shown in (('int32', 'int32'), ('floot64', "'floot64'")):
+            with self.assertRaisesRegex(
+                    ValueError, "^Preset 'checkerboard_vflow_3_4': dtype must "
+                    f'be float32 or float64; got {shown}.$'):
                 presets.build('checkerboard_vflow_3_4', dtype=bad)
+        # 16-bit variables: the gradient norm's square overflows float16,
+        # an average cannot move by 0.1% in bfloat16, and the export's
+        # float32 math refuses them; mixed precision is compute_dtype.
+        for bad in ('float16', tf.bfloat16):
+            name = tf.as_dtype(bad).name
+            with self.assertRaisesRegex(
+                    ValueError, "^Preset 'tiny_vflow': dtype must be float32 "
+                    f'or float64; got {name} \\(for 16-bit arithmetic keep '
+                    'float32 variables and set '
+                    f"compute_dtype='{name}'\\).$"):
+                presets.build('tiny_vflow', dtype=bad)
+        # A bad compute_dtype is named with the preset, before any build.
+        for bad, shown in (('float32', 'float32'), ('half-ish', "'half-ish'")):
+            with self.assertRaisesRegex(
+                    ValueError, "^Preset 'tiny_vflow': compute_dtype must be "
+                    f'None, bfloat16 or float16; got {shown}.$'):
+                presets.build('tiny_vflow', compute_dtype=bad)
 
     def test_bits_per_dim_of_integer_log_likelihoods(self):
         model = presets.build('checkerboard_glow_2', seed=0)
@@ -1700,6 +1719,18 @@ class SamplingTest(tf.test.TestCase):
                 model.sample(num, seed=[1, 2])
         self.assertEqual(model.sample(np.int64(0), seed=[1, 2]).shape,
                          [0, 8, 8, 3])
+        # A Python float beyond float32's range is a finite temperature of
+        # a float64 model (TF's default float32 conversion refused it with
+        # a message about double precision) and a non-finite one of a
+        # float32 model.
+        wide = presets.build('checkerboard_vflow_3_4', seed=0,
+                             dtype=tf.float64)
+        self.assertTrue(np.all(np.isfinite(
+            wide.sample(2, temperature=1e39, seed=[1, 2]))))
+        with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
+                                    'temperature must be finite'):
+            presets.build('checkerboard_vflow_3_4', seed=0).sample(
+                2, temperature=1e39, seed=[1, 2])
 
     def test_samples_are_the_floored_and_clipped_x_channels(self):
         # p shifts the latent to fixed logit-space values, so at temperature

@@ -106,6 +106,39 @@ class RowSeedTest(tf.test.TestCase):
             seeds.example_seeds(tf.constant([[1, 2, 3]], tf.int32),
                                 tf.constant([[0, 0]], tf.int32))
 
+    def test_seed_values_that_int32_would_change_are_refused(self):
+        # TF's int32 conversion wraps 2**32 + 1 to 1 and truncates 1.9 to
+        # 1: such seeds would draw another seed's noise without a word.
+        model = presets.build('checkerboard_vflow_3_4', seed=0)
+        x = data.sample_checkerboard(2, seed=0)
+        calls = {
+            'elbo': lambda seed: model.elbo(x, seed=seed),
+            'log_prob': lambda seed: model.log_prob(x, 2, seed=seed),
+            'sample': lambda seed: model.sample(2, seed=seed),
+            'example_seeds': lambda seed: model.example_seeds(x, seed),
+            'posterior': lambda seed: model.posterior.sample_and_log_prob(
+                x, seed),
+        }
+        for seed, message in (
+                ((2**32 + 1, 2), r'in \[-2\*\*31, 2\*\*31\); got 4294967297\.'),
+                (np.array([-2**31 - 1, 0]),
+                 r'in \[-2\*\*31, 2\*\*31\); got -2147483649\.'),
+                (np.array([1.9, 2.9]), 'got float64 values'),
+                ([True, False], 'got bool values')):
+            for name, call in calls.items():
+                with self.subTest(seed=seed, call=name):
+                    with self.assertRaisesRegex(
+                            ValueError, '^a seed must hold int32 integers'
+                            + '.*' + message):
+                        call(seed)
+        # The ends of the range, NumPy integers of any width and tensors
+        # pass as before.
+        for seed in ((-2**31, 2**31 - 1), np.array([1, 2], np.uint64),
+                     tf.constant([1, 2])):
+            self.assertEqual(model.elbo(x, seed=seed).shape, [2])
+        self.assertAllEqual(model.elbo(x, seed=np.array([1, 2], np.int64)),
+                            model.elbo(x, seed=tf.constant([1, 2])))
+
 
 class PerExampleConditionalFlowTest(tf.test.TestCase):
 

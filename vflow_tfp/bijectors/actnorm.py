@@ -157,6 +157,17 @@ class ActNorm(shape_checks.BuiltForOneEventShape, tfb.Bijector):
                 self.name, values)
         mean, variance = tf.nn.moments(x, axes=axes)
         log_scale = -0.5 * tf.math.log(variance + 1e-8)
+        # Values beyond about 1e19 overflow float32's squares: the variance
+        # is then taken of the data divided by their largest deviation, so
+        # that the scale does not come out 0 (elsewhere the same numbers).
+        centred = x - mean
+        largest = tf.reduce_max(tf.abs(centred), axis=axes)
+        largest = tf.where(largest > 0, largest, tf.ones_like(largest))
+        relative = tf.reduce_mean(
+            tf.square(centred / largest), axis=axes)
+        log_scale = tf.where(
+            tf.math.is_finite(variance), log_scale,
+            -tf.math.log(largest) - 0.5 * tf.math.log(relative))
         self._log_scale.assign(log_scale)
         self._shift.assign(-mean * tf.exp(log_scale))
 

@@ -137,7 +137,7 @@ class ConditionalFlow(tf.Module):
         draws_per_row = shape_checks.as_size(draws_per_row, 'draws_per_row')
         kwargs = repeat_rows(self.conditioning_kwargs(condition, training),
                              draws_per_row)
-        seed = tf.convert_to_tensor(seed, tf.int32)
+        seed = seeds_lib.as_seed(seed)
         base = self.distribution.distribution
         num = tf.shape(condition)[0] * draws_per_row
         ndims = len(self._event_shape)
@@ -251,7 +251,7 @@ class UniformDequantizer(tf.Module):
         del training, stop_score  # No parameters: nothing to stop.
         num = tf.shape(condition)[0] * shape_checks.as_size(draws_per_row,
                                                             'draws_per_row')
-        seed = tf.convert_to_tensor(seed, tf.int32)
+        seed = seeds_lib.as_seed(seed)
         if seeds_lib.is_per_example(seed):
             u = seeds_lib.sample_rows(self.distribution, seed, num)
         else:

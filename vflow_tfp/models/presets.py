@@ -28,6 +28,7 @@ import tensorflow_probability as tfp
 
 from vflow_tfp import nets
 from vflow_tfp import random_state
+from vflow_tfp.nets import layers as net_layers
 from vflow_tfp.bijectors import shape_checks
 from vflow_tfp.models import builders
 from vflow_tfp.models import catalog
@@ -499,11 +500,21 @@ def build(preset, /, attention_query_block=None, compute_dtype=None,
         try:
             overrides['dtype'] = tf.as_dtype(overrides['dtype'])
         except TypeError as e:
-            raise ValueError(f'Preset {preset!r}: dtype must be a float dtype; '
-                             f'got {overrides["dtype"]!r}.') from e
-        if not overrides['dtype'].is_floating:
-            raise ValueError(f'Preset {preset!r}: dtype must be a float dtype; '
-                             f'got {overrides["dtype"].name}.')
+            raise ValueError(f'Preset {preset!r}: dtype must be float32 or '
+                             f'float64; got {overrides["dtype"]!r}.') from e
+        if overrides['dtype'] not in (tf.float32, tf.float64):
+            # 16-bit variables and log-densities overflow (a gradient norm
+            # of 1e3 has a square of 1e6 > float16's 65504) and cannot
+            # move an average by 0.1%: half precision is the arithmetic of
+            # the networks, over float32 variables.
+            hint = (' (for 16-bit arithmetic keep float32 variables and set '
+                    f"compute_dtype='{overrides['dtype'].name}')"
+                    if overrides['dtype'] in net_layers.LOW_PRECISION else '')
+            raise ValueError(f'Preset {preset!r}: dtype must be float32 or '
+                             f'float64; got {overrides["dtype"].name}{hint}.')
+    if compute_dtype is not None:
+        compute_dtype = net_layers.check_compute_dtype(
+            compute_dtype, f'Preset {preset!r}')
     model = factory(**overrides)
     # An option that finds nothing to change is refused, not ignored: a
     # run would otherwise claim a setting it does not have.

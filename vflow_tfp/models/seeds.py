@@ -22,16 +22,43 @@ the same seed differs between `jit_compile=True` and not, also for
 modes, not across them.
 """
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
 __all__ = [
+    'as_seed',
     'example_seeds',
     'fold_in_rows',
     'is_per_example',
     'sample_rows',
     'split_rows',
 ]
+
+
+def as_seed(seed):
+    """`seed` as an int32 tensor, a Python or NumPy value checked first.
+
+    TF converts such values to int32 without a word by wrapping or
+    truncating them: seed `2**32 + 1` would draw the noise of seed 1, and
+    `1.9` that of 1. A tensor is taken as it is (TF refuses other dtypes).
+
+    Raises:
+      ValueError: for values that are not integers, or not in
+        `[-2**31, 2**31)`.
+    """
+    if not isinstance(seed, (tf.Tensor, tf.Variable)):
+        values = np.asarray(seed)
+        if values.dtype.kind not in 'iu':
+            raise ValueError('a seed must hold int32 integers; got '
+                             f'{values.dtype} values.')
+        if values.size and not (-2**31 <= values.min() and
+                                values.max() < 2**31):
+            outside = (values.min() if values.min() < -2**31
+                       else values.max())
+            raise ValueError('a seed must hold int32 integers, in [-2**31, '
+                             f'2**31); got {outside}.')
+    return tf.convert_to_tensor(seed, tf.int32)
 
 
 def is_per_example(seed):
@@ -65,7 +92,7 @@ def example_seeds(x, seed):
       int32 `[N, 2]`.
     """
     x = tf.convert_to_tensor(x)
-    seed = tf.convert_to_tensor(seed, tf.int32)
+    seed = as_seed(seed)
     seed.shape.assert_is_compatible_with([2])
     num = tf.shape(x, out_type=tf.int32)[0]
     rows = tf.reshape(tf.bitcast(x, tf.uint8), tf.stack([num, -1]))

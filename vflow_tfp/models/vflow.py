@@ -27,6 +27,7 @@ bound that tends to `log p(x)` as `S` grows.
 
 import math
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
@@ -198,7 +199,7 @@ class VFlow(tf.Module):
         """`seed`, or a fresh stateless seed drawn from `self.rng`."""
         if seed is None:
             return self.rng.uniform_full_int([2], dtype=tf.int32)
-        seed = tf.convert_to_tensor(seed, tf.int32)
+        seed = seeds_lib.as_seed(seed)
         seeds_lib.is_per_example(seed)  # Refuses other shapes by name.
         return seed
 
@@ -384,7 +385,8 @@ class VFlow(tf.Module):
         Raises:
           ValueError: for an unknown `gradient_estimator`,
             `'sticking_the_landing'` in training with dropout in q or r, or
-            a seed of another shape.
+            a seed of another shape or of values that int32 cannot hold
+            (`seeds.as_seed`).
         """
         if gradient_estimator not in GRADIENT_ESTIMATORS:
             raise ValueError(f'gradient_estimator must be one of '
@@ -575,7 +577,8 @@ class VFlow(tf.Module):
 
         Raises:
           TypeError: for a `num` that is not an integer scalar.
-          ValueError: for a seed of another shape than `[2]`.
+          ValueError: for a seed of another shape than `[2]`, or of values
+            that int32 cannot hold.
           InvalidArgumentError: for a negative `num` or a negative or
             non-finite `temperature` (eagerly at once, in a graph when run),
             and for images if the flow maps a latent to non-finite values
@@ -587,6 +590,11 @@ class VFlow(tf.Module):
                             f'{num.dtype.name} of shape {num.shape}.')
         num = tf.cast(num, tf.int32)
         tf.debugging.assert_non_negative(num, message='num must be >= 0')
+        if not tf.is_tensor(temperature):
+            # A Python float beyond float32's range is finite in float64:
+            # converted by TF's default float32 it would fail with a
+            # message about conversion, not about the temperature.
+            temperature = np.asarray(temperature, np.float64)
         temperature = tf.cast(temperature, self._dtype)
         tf.debugging.assert_equal(
             tf.math.is_finite(temperature) & (temperature >= 0), True,

@@ -188,11 +188,14 @@ def check_compute_dtype(dtype, owner):
     """`None` or a `LOW_PRECISION` dtype; raises `ValueError` otherwise."""
     if dtype is None:
         return None
-    dtype = tf.as_dtype(dtype)
-    if dtype not in LOW_PRECISION:
+    try:
+        name = tf.as_dtype(dtype).name
+    except TypeError:
+        name = repr(dtype)
+    if name not in [d.name for d in LOW_PRECISION]:
         raise ValueError(f'{owner}: compute_dtype must be None, bfloat16 or '
-                         f'float16; got {dtype.name}.')
-    return dtype
+                         f'float16; got {name}.')
+    return tf.as_dtype(dtype)
 
 
 class MixedPrecisionOption:
