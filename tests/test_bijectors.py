@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
 
+from vflow_tfp import bijectors as vb
 import bijector_cases
 
 CASE_NAMES = sorted(bijector_cases.CASES)
@@ -222,6 +223,32 @@ class NoCacheConfusionTest(tf.test.TestCase, parameterized.TestCase):
         self.assertGreater(float(tf.reduce_max(tf.abs(ya - yb))), 1e-3)
         self.assertEqual(a, a)
         self.assertEqual(a.copy(), a)  # a copy shares the variables: same map
+
+    @parameterized.named_parameters(
+        ('actnorm', lambda: vb.ActNorm([4], dtype=tf.float64),
+         dict(log_scale=None, shift=None)),
+        ('conv', lambda: vb.Invertible1x1Conv([4], dtype=tf.float64),
+         dict(weights=None)),
+        ('conv_lu', lambda: vb.Invertible1x1ConvLU([4], dtype=tf.float64),
+         dict(lu_factors=None)))
+    def test_copies_with_new_variables_are_other_layers(self, build,
+                                                        overrides):
+        # TFP's `copy` gave both copies `parameters` that said None: equal,
+        # and the second got the first's cached outputs.
+        first, second = (build().copy(**overrides) for _ in range(2))
+        for offset, layer in ((0.1, first), (0.7, second)):
+            for v in layer.trainable_variables:
+                v.assign_add(offset * tf.ones_like(v))
+        self.assertNotEqual(first, second)
+        self.assertEmpty(set(map(id, first.trainable_variables))
+                         & set(map(id, second.trainable_variables)))
+        x = tf.constant(np.random.default_rng(0).normal(size=[3, 4]))
+        y_first = first.inverse(x)
+        y_second = second.inverse(x)  # same input tensor: the cache's key
+        self.assertAllClose(y_second,
+                            second.copy().inverse(tf.identity(x)))
+        self.assertGreater(float(tf.reduce_max(tf.abs(y_first - y_second))),
+                           1e-3)
 
 
 if __name__ == "__main__":

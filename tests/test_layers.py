@@ -508,6 +508,20 @@ class SqueezeTest(tf.test.TestCase):
         a, _ = vb.ChannelSplit().split(vb.Squeeze().inverse(x))
         self.assertAllEqual(tf.reshape(a, [-1]), tf.reshape(x[:, 0], [-1]))
 
+    def test_shape_tensors_keep_their_dtype(self):
+        # As TFP's bijectors do, known or not: a static int64 shape came
+        # back int32, the mix of dtypes that breaks shape arithmetic.
+        squeeze = vb.Squeeze()
+        for dtype in (tf.int32, tf.int64):
+            dynamic = tf.function(squeeze.forward_event_shape_tensor,
+                                  input_signature=[tf.TensorSpec([3], dtype)])
+            for shape in (squeeze.forward_event_shape_tensor(
+                    tf.constant([2, 2, 8], dtype)),
+                          squeeze.inverse_event_shape_tensor(
+                              tf.constant([4, 4, 2], dtype)),
+                          dynamic(tf.constant([2, 2, 8], dtype))):
+                self.assertEqual(shape.dtype, dtype)
+
     def test_bad_shapes(self):
         with self.assertRaisesRegex(ValueError, 'divisible by 2'):
             vb.Squeeze().inverse(tf.zeros([1, 3, 4, 1]))
@@ -961,6 +975,32 @@ class MixtureLogisticTest(tf.test.TestCase):
         numeric = (x_plus - x_minus) / (2 * h)
         self.assertAllClose(tape.gradient(x, means)[:, 2], numeric, atol=1e-6)
 
+    def test_one_feature_halves_keep_their_static_shape_in_a_graph(self):
+        # TFP's root finder returns a [None, 1] target as [None, None]: the
+        # next layer, which needs its event shape, then refused to trace.
+        # Two mixture couplings on 2-D vectors, each transforming one
+        # feature, sampled with an unknown count.
+        layers = []
+        for parity in (0, 1):
+            net = vflow_tfp.nets.MLP(
+                1, vb.MixLogisticCoupling.num_params(2), hidden_units=(8,),
+                name=f'net{parity}')
+            layers.append(vb.MixLogisticCoupling(
+                net, vb.ChannelSplit(event_ndims=1), 2, parity=parity,
+                name=f'mix{parity}'))
+        flow = tfp.distributions.TransformedDistribution(
+            tfp.distributions.Sample(tfp.distributions.Normal(0.0, 1.0), [2]),
+            tfp.bijectors.Chain(layers))
+        sample = tf.function(lambda n: flow.sample(n, seed=[1, 2]))
+        self.assertEqual(sample(tf.constant(3)).shape, [3, 2])
+        root = tf.function(
+            lambda tau: vb.inverse_logit_cdf(
+                tau, *[tf.zeros(tf.concat([tf.shape(tau), [2]], 0))] * 3),
+            input_signature=[tf.TensorSpec([None, 1])])
+        x, iterations = root.get_concrete_function().structured_outputs
+        self.assertEqual(x.shape.as_list(), [None, 1])
+        self.assertEqual(iterations.shape.as_list(), [None, 1])
+
     def test_root_between_separated_components_has_finite_gradients(self):
         # Components at -1 and +1 with log-scales at the -7 clamp: near
         # tau = 0 the root lies between them, where the mixture density
@@ -1188,16 +1228,47 @@ class ConditioningTest(tf.test.TestCase):
                                     r'example.*needs 2 x 4 = 8'):
             narrow.inverse(tf.zeros([2, 4]), context=tf.zeros([2, 3]))
 
+    def test_joint_map_and_blockwise_route_by_name(self):
+        # As tfb.Chain does: each child gets the kwargs under its name, so
+        # a VFlow's p may factor dimensions out the TFP way.
+        net = vflow_tfp.nets.MLP(2, 8)
+        for v in net.trainable_variables:
+            v.assign(tf.random.stateless_normal(v.shape, [3, 4]))
+        affine = vb.ConditionalAffine(net, [4], name='affine')
+        ctx = tf.random.stateless_normal([3, 2], [5, 6])
+        x = tf.random.stateless_normal([3, 6], [7, 8])
+        expected = affine.forward(x[:, :4], context=ctx)
+        joint = tfb.JointMap([affine, tfb.Identity()], name='joint')
+        kw = vb.chain_kwargs(joint, context=ctx)
+        self.assertEqual(list(kw), ['affine'])
+        parts = joint.forward([x[:, :4], x[:, 4:]], **kw)
+        self.assertAllClose(parts[0], expected)
+        block = tfb.Blockwise([affine, tfb.Identity()], block_sizes=[4, 2])
+        kw = vb.chain_kwargs(block, context=ctx)
+        self.assertEqual(list(kw), ['affine'])
+        self.assertAllClose(block.forward(x, **kw)[:, :4], expected)
+        self.assertAllClose(
+            block.forward_log_det_jacobian(x, 1, **kw),
+            affine.forward_log_det_jacobian(x[:, :4], 1, context=ctx))
+        self.assertEqual(vb.chain_kwargs(tfb.Blockwise([tfb.Exp()]),
+                                         context=ctx), {})
+
     def test_composites_that_do_not_route_by_name_are_refused(self):
-        # tfb.Blockwise hands its kwargs to no child: the context and
-        # `training` would be dropped without a word.
+        # A composite of another kind may hand its kwargs to no child: the
+        # context and `training` would be dropped without a word.
+
+        class Stack(tfb.Bijector):
+            def __init__(self, bijectors):
+                self.bijectors = bijectors
+                super().__init__(forward_min_event_ndims=1, name='stack')
+
         affine = vb.ConditionalAffine(vflow_tfp.nets.MLP(2, 8), [4],
                                       name='affine')
-        block = tfb.Blockwise([affine, tfb.Identity()], block_sizes=[4, 2])
-        with self.assertRaisesRegex(ValueError, 'Blockwise .* does not route '
+        with self.assertRaisesRegex(ValueError, "Stack 'stack' contains "
+                                    'conditional layers but does not route '
                                     'kwargs by child name'):
-            vb.chain_kwargs(block, context=tf.zeros([1, 2]))
-        self.assertEqual(vb.chain_kwargs(tfb.Blockwise([tfb.Exp()]),
+            vb.chain_kwargs(Stack([affine]), context=tf.zeros([1, 2]))
+        self.assertEqual(vb.chain_kwargs(Stack([tfb.Exp()]),
                                          context=tf.zeros([1, 2])), {})
 
     def test_duplicate_names_are_refused(self):
@@ -1207,6 +1278,19 @@ class ConditioningTest(tf.test.TestCase):
             vb.AffineCoupling(net, vb.ColumnSplit(), parity=1, name='same')])
         with self.assertRaisesRegex(ValueError, 'unique names'):
             vb.chain_kwargs(chain, context=tf.zeros([1, 4, 2, 1]))
+
+    def test_a_conditioner_without_context_is_named(self):
+        # A tf_keras model's call(x) takes no `context`: the error names
+        # the calling convention instead of Keras's bare keyword error.
+        import tf_keras  # pylint: disable=import-outside-toplevel
+        net = tf_keras.Sequential([tf_keras.layers.Dense(4)])
+        coupling = vb.AffineCoupling(net, vb.ChannelSplit(event_ndims=1),
+                                     name='keras_coupling')
+        with self.assertRaisesRegex(
+                TypeError, r'^keras_coupling: its conditioner must take '
+                r'net\(c, context=None, training=False\) \(.*unexpected '
+                r"keyword argument 'context'\); wrap a network"):
+            coupling.inverse(tf.zeros([3, 4]))
 
     def test_wrong_conditioner_width_is_a_clear_error(self):
         coupling = vb.MixLogisticCoupling(
@@ -1351,12 +1435,42 @@ class ArgumentValidationTest(tf.test.TestCase):
             TinyConditioner((4, 2, 2), 4, context_channels=3),
             vb.ColumnSplit())
         with self.assertRaisesRegex(ValueError,
-                                    r'\(5, 4, 2, 3\).*\(3, 4, 2, 2\)'):
+                                    r'\(5, 4, 2, 3\).*\(3, 4, 4, 2\)'):
             coupling.inverse(tf.ones([3, 4, 4, 2]),
                              context=tf.ones([5, 4, 2, 3]))
         self.assertEqual(coupling.inverse(
             tf.ones([2, 3, 4, 4, 2]), context=tf.ones([3, 4, 2, 3])).shape,
                          [2, 3, 4, 4, 2])
+
+    def test_an_input_broadcasts_against_a_wider_context_batch(self):
+        # One point under several contexts, as TFP's conditional bijectors
+        # (and ConditionalAffine) take it: one result per context.
+        rng = np.random.default_rng(0)
+        for kind in ('affine', 'mixture'):
+            net = vflow_tfp.nets.MLP(
+                2, 2 * (2 if kind == 'affine' else
+                        vb.MixLogisticCoupling.num_params(3)),
+                hidden_units=(8,), context_features=3, output_init_scale=1.0,
+                dtype=tf.float64, name=f'{kind}_net')
+            for v in net.trainable_variables:
+                v.assign(0.3 * rng.normal(size=v.shape))
+            partition = vb.ChannelSplit(event_ndims=1)
+            coupling = (
+                vb.AffineCoupling(net, partition, dtype=tf.float64)
+                if kind == 'affine' else vb.MixLogisticCoupling(
+                    net, partition, 3, dtype=tf.float64))
+            x = tf.constant(rng.normal(size=[4]))
+            contexts = tf.constant(rng.normal(size=[2, 5, 3]))
+            for run in (coupling.inverse, coupling.forward):
+                with self.subTest(kind=kind, direction=run.__name__):
+                    y = run(x, context=contexts)
+                    self.assertEqual(y.shape, [2, 5, 4])
+                    one = run(x[tf.newaxis], context=contexts[1, 3:4])
+                    self.assertAllClose(y[1, 3], one[0])
+            ildj = coupling.inverse_log_det_jacobian(x, 1, context=contexts)
+            self.assertEqual(ildj.shape, [2, 5])
+            self.assertAllClose(ildj[0, 2], coupling.inverse_log_det_jacobian(
+                x[tf.newaxis], 1, context=contexts[0, 2:3])[0])
 
     def test_every_partition_argument_is_type_checked(self):
         net = TinyConditioner((4, 2, 2), 4)

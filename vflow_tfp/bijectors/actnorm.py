@@ -6,6 +6,7 @@ import tensorflow_probability as tfp
 from tensorflow_probability.python.internal import tensor_util
 
 from vflow_tfp import initialization
+from vflow_tfp.bijectors import own_variables
 from vflow_tfp.bijectors import shape_checks
 
 __all__ = ['ActNorm']
@@ -18,7 +19,8 @@ tfb = tfp.bijectors
 _FEW_INIT_VALUES = 16
 
 
-class ActNorm(shape_checks.BuiltForOneEventShape, tfb.Bijector):
+class ActNorm(own_variables.CreatesOwnVariables,
+              shape_checks.BuiltForOneEventShape, tfb.Bijector):
     """Affine normalisation with data-dependent initialisation.
 
     Oriented like every layer of this package (forward = latent -> data):

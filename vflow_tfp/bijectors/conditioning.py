@@ -1,6 +1,7 @@
 """Routing of conditioning kwargs (`context`, `training`) through chains.
 
-TFP passes extra keyword arguments down a `tfb.Chain` by child name only:
+TFP passes extra keyword arguments down a `tfb.Chain` (and likewise down a
+`tfb.JointMap` or `tfb.Blockwise`) by child name only:
 `chain.forward(x, **{child.name: {...}})`, nested once per level of chains,
 and silently drops keys that match no child. `tfb.Invert` passes its kwargs
 straight to the bijector it wraps. Building those nested dicts by hand is the
@@ -8,10 +9,20 @@ most reported stumbling block of conditional TFP flows, so `chain_kwargs`
 builds them from the bijector's structure.
 """
 
-# `tfb.Chain(...)` / `tfb.Invert(...)` build these non-CompositeTensor bases
-# whenever a child (e.g. one holding a network) is not a CompositeTensor.
+import tensorflow as tf
+# `tfb.Chain(...)`, `tfb.Invert(...)` etc. build these non-CompositeTensor
+# bases whenever a child (e.g. one holding a network) is not a
+# CompositeTensor.
+from tensorflow_probability.python.bijectors import blockwise as blockwise_lib
 from tensorflow_probability.python.bijectors import chain as chain_lib
 from tensorflow_probability.python.bijectors import invert as invert_lib
+from tensorflow_probability.python.bijectors import joint_map as joint_map_lib
+
+# The composites that hand each child the kwargs under its name.
+# pylint: disable=protected-access
+_ROUTE_BY_NAME = (chain_lib._Chain, joint_map_lib._JointMap,
+                  blockwise_lib._Blockwise)
+# pylint: enable=protected-access
 
 __all__ = ['chain_kwargs', 'precompute_conditioning']
 
@@ -38,7 +49,8 @@ def chain_kwargs(bijector, **kwargs):
     ```
 
     Args:
-      bijector: a bijector, possibly a nest of `tfb.Chain` and `tfb.Invert`.
+      bijector: a bijector, possibly a nest of `tfb.Chain`, `tfb.JointMap`,
+        `tfb.Blockwise` and `tfb.Invert`.
       **kwargs: the conditioning values, e.g. `context=..., training=...`.
 
     Returns:
@@ -49,26 +61,33 @@ def chain_kwargs(bijector, **kwargs):
     Raises:
       ValueError: if a conditional layer shares its name with a sibling in a
         chain (TFP would hand both the same kwargs), or sits inside a
-        composite bijector other than `Chain`/`Invert` whose routing is not
-        by name.
+        composite bijector other than `Chain`, `JointMap`, `Blockwise` and
+        `Invert`, whose routing is not by name.
     """
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     return _route(bijector, kwargs)
 
 
+def _children(bijector):
+    """The bijectors of a `tfb.Chain`, `tfb.JointMap` (any nest of them)
+    or `tfb.Blockwise`."""
+    return tf.nest.flatten(bijector.bijectors)
+
+
 def _route(bijector, kwargs):
     if isinstance(bijector, invert_lib._Invert):  # pylint: disable=protected-access
         return _route(bijector.bijector, kwargs)
-    if isinstance(bijector, chain_lib._Chain):  # pylint: disable=protected-access
+    if isinstance(bijector, _ROUTE_BY_NAME):
         routed = {}
-        names = [b.name for b in bijector.bijectors]
-        for child in bijector.bijectors:
+        names = [b.name for b in _children(bijector)]
+        for child in _children(bijector):
             child_kwargs = _route(child, kwargs)
             if not child_kwargs:
                 continue
             if names.count(child.name) > 1:
                 raise ValueError(
-                    f'Chain {bijector.name!r} has {names.count(child.name)} '
+                    f'{type(bijector).__name__.lstrip("_")} '
+                    f'{bijector.name!r} has {names.count(child.name)} '
                     f'children named {child.name!r}; TFP routes kwargs by '
                     'name, so conditional layers need unique names (pass '
                     'name=... when building them).')
@@ -78,11 +97,12 @@ def _route(bijector, kwargs):
     if accepted:
         return {k: v for k, v in kwargs.items() if k in accepted}
     if hasattr(bijector, 'bijectors') and any(
-            _route(b, kwargs) for b in bijector.bijectors):
+            _route(b, kwargs) for b in _children(bijector)):
         raise ValueError(
             f'{type(bijector).__name__} {bijector.name!r} contains conditional '
-            'layers but does not route kwargs by child name; wrap them in a '
-            'tfb.Chain instead.')
+            'layers but does not route kwargs by child name (as tfb.Chain, '
+            'tfb.JointMap and tfb.Blockwise do); wrap them in one of those '
+            'instead.')
     return {}
 
 
@@ -99,7 +119,7 @@ def precompute_conditioning(bijector, kwargs):
 
     Args:
       bijector: the bijector `kwargs` were routed for, possibly a nest of
-        `tfb.Chain` and `tfb.Invert`.
+        `tfb.Chain`, `tfb.JointMap`, `tfb.Blockwise` and `tfb.Invert`.
       kwargs: nested kwargs, as `chain_kwargs` returns them.
 
     Returns:
@@ -107,9 +127,9 @@ def precompute_conditioning(bijector, kwargs):
     """
     if isinstance(bijector, invert_lib._Invert):  # pylint: disable=protected-access
         return precompute_conditioning(bijector.bijector, kwargs)
-    if isinstance(bijector, chain_lib._Chain):  # pylint: disable=protected-access
+    if isinstance(bijector, _ROUTE_BY_NAME):
         result = dict(kwargs)
-        for child in bijector.bijectors:
+        for child in _children(bijector):
             if isinstance(kwargs.get(child.name), dict):
                 result[child.name] = precompute_conditioning(
                     child, kwargs[child.name])

@@ -57,19 +57,35 @@ def _fold_batch(x, event_ndims):
     return tf.reshape(x, [-1] + event.as_list())
 
 
-def _broadcast_batch(context, x, event_ndims):
-    """`context` broadcast to the sample/batch shape of `x`.
+def _broadcast_batch(tensor, like, event_ndims):
+    """`tensor` broadcast to the sample/batch shape of `like`.
 
-    Keeps the context's own event axes; a context of shape `[3, c]` for `x`
+    Keeps `tensor`'s own event axes; a context of shape `[3, c]` for `x`
     of shape `[2, 3, d]` (two draws per example) becomes `[2, 3, c]`, as in
     TFP's conditional bijectors.
     """
-    batch = x.shape[:-event_ndims]
-    if context.shape[:-event_ndims] == batch and batch.is_fully_defined():
-        return context
-    shape = tf.concat([tf.shape(x)[:-event_ndims],
-                       tf.shape(context)[-event_ndims:]], axis=0)
-    return tf.broadcast_to(context, shape)
+    batch = like.shape[:-event_ndims]
+    if tensor.shape[:-event_ndims] == batch and batch.is_fully_defined():
+        return tensor
+    shape = tf.concat([tf.shape(like)[:-event_ndims],
+                       tf.shape(tensor)[-event_ndims:]], axis=0)
+    return tf.broadcast_to(tensor, shape)
+
+
+def _joint_batch(x, context, event_ndims):
+    """`x` broadcast to its batch shape broadcast with `context`'s.
+
+    One point scored under several contexts (`x` `[d]`, context `[5, c]`)
+    gives five results, as TFP's conditional bijectors give.
+    """
+    batch = tf.broadcast_static_shape(x.shape[:-event_ndims],
+                                      context.shape[:-event_ndims])
+    if batch == x.shape[:-event_ndims] and batch.is_fully_defined():
+        return x
+    shape = tf.broadcast_dynamic_shape(tf.shape(x)[:-event_ndims],
+                                       tf.shape(context)[:-event_ndims])
+    return tf.broadcast_to(x, tf.concat(
+        [shape, tf.shape(x)[-event_ndims:]], axis=0))
 
 
 class Coupling(fused.FusedBijector):
@@ -145,8 +161,29 @@ class Coupling(fused.FusedBijector):
             return self._partition.merge(cond, trans)
         return self._partition.merge(trans, cond)
 
+    def _with_context(self, x, context):
+        """`(x, context)`: both of the batch shape the two broadcast to."""
+        if context is None:
+            return x, None
+        event_ndims = self._partition.event_ndims
+        context = tf.convert_to_tensor(context, dtype=x.dtype)
+        if context.shape.rank is None or x.shape.rank is None:
+            return x, _broadcast_batch(context, x, event_ndims)
+        # Statically, before `broadcast_to` fails with a bare "Incompatible
+        # shapes" at run time.
+        shape_checks.check_broadcastable(
+            context.shape[:max(context.shape.rank - event_ndims, 0)],
+            x.shape[:x.shape.rank - event_ndims],
+            f'the batch shape of a context of shape {context.shape}',
+            f'that of an input of shape {x.shape}', self.name)
+        x = _joint_batch(x, context, event_ndims)
+        return x, _broadcast_batch(context, x, event_ndims)
+
     def _params(self, cond, trans, context, training):
-        """Runs the conditioner once; returns params of shape e.shape + [P]."""
+        """Runs the conditioner once; returns params of shape e.shape + [P].
+
+        `context`, if any, has the batch shape of `cond` (`_with_context`).
+        """
         event_ndims = self._partition.event_ndims
         trans_channels = int(trans.shape[-1])
         num_params = self.params_per_element
@@ -154,21 +191,18 @@ class Coupling(fused.FusedBijector):
         flat_cond = _fold_batch(cond, event_ndims)
         flat_context = context
         if context is not None:
-            context = tf.convert_to_tensor(context, dtype=cond.dtype)
-            if context.shape.rank is not None and cond.shape.rank is not None:
-                # Statically, before `broadcast_to` fails with a bare
-                # "Incompatible shapes" at run time.
-                shape_checks.check_broadcastable(
-                    context.shape[:max(context.shape.rank - event_ndims, 0)],
-                    cond.shape[:cond.shape.rank - event_ndims],
-                    'the batch shape of a context of shape '
-                    f'{context.shape}', f'that of an input whose halves have '
-                    f'shape {cond.shape}', self.name)
-            context = _broadcast_batch(context, cond, event_ndims)
             flat_context = _fold_batch(context, event_ndims)
         try:
             out = self._conditioner(flat_cond, context=flat_context,
                                     training=training)
+        except TypeError as e:
+            if 'context' not in str(e):
+                raise
+            # E.g. a Keras model, whose call takes no `context`.
+            raise TypeError(
+                f'{self.name}: its conditioner must take net(c, '
+                f'context=None, training=False) ({e}); wrap a network that '
+                'takes only c in a tf.Module whose __call__ does.') from e
         except (ValueError, tf.errors.InvalidArgumentError) as e:
             # E.g. a network built for another shape: Keras layers refuse it
             # with a ValueError; a plain `tf.matmul` fails in its kernel when
@@ -193,12 +227,14 @@ class Coupling(fused.FusedBijector):
         return tf.reduce_sum(log_det, axis=axes)
 
     def _inverse_and_log_det(self, x, context=None, training=False):
+        x, context = self._with_context(x, context)
         cond, trans = self._halves(x)
         params = self._params(cond, trans, context, training)
         y, log_det = self._transform(trans, params)
         return self._join(cond, y), self._reduce_event(log_det)
 
     def _forward_and_log_det(self, y, context=None, training=False):
+        y, context = self._with_context(y, context)
         cond, trans = self._halves(y)
         params = self._params(cond, trans, context, training)
         x, log_det = self._untransform(trans, params)

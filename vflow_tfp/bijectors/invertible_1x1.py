@@ -6,6 +6,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from vflow_tfp.bijectors import own_variables
 from vflow_tfp.bijectors import shape_checks
 
 __all__ = ['Invertible1x1Conv', 'Invertible1x1ConvLU', 'LUFactors']
@@ -51,7 +52,8 @@ def _block_diagonal(matrices):
     return tf.concat(rows, axis=0)
 
 
-class _Pointwise(shape_checks.BuiltForOneEventShape, tfb.Bijector):
+class _Pointwise(own_variables.CreatesOwnVariables,
+                 shape_checks.BuiltForOneEventShape, tfb.Bijector):
     """Shared machinery: one matrix per half (or one for the whole event).
 
     Subclasses provide `_weight()`, `_inverse_weight()` and

@@ -148,6 +148,11 @@ def inverse_logit_cdf(tau, logits, means, log_scales, max_iterations=100):
     root = sg(tf.where(objective(low) >= 0.0, low,
                        tf.where(objective(high) <= 0.0, high, root)))
     num_iterations = coarse.num_iterations + fine.num_iterations
+    # TFP's solver loses static sizes of 1 (a `[None, 1]` target comes back
+    # `[None, None]`); a one-channel half would then leave the next layer
+    # without the static event shape it needs.
+    root = tf.ensure_shape(root, tau.shape)
+    num_iterations = tf.ensure_shape(num_iterations, tau.shape)
 
     terms = mixture_logistic_terms(root, logits, means, log_scales)
     residual = terms.log_cdf - terms.log_survival - tau

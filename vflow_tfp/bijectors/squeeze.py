@@ -152,8 +152,9 @@ class Squeeze(tfb.Bijector):
             static = [int(d) for d in static]
             shape_checks.check_image_rank(static, 'Squeeze', 'an event')
             fn = self._squeezed_shape if squeeze else self._unsqueezed_shape
+            # In the dtype it came in, as TFP's bijectors keep it.
             return tf.constant(static[:-3] + list(fn(tuple(static[-3:]))),
-                               tf.int32)
+                               tf.convert_to_tensor(shape).dtype)
         # The length of a shape tensor is the event's rank, static even when
         # its dimensions are not.
         rank = tf.compat.dimension_value(shape.shape[0])
