@@ -53,20 +53,37 @@ def mixture_logistic_terms(x, logits, means, log_scales):
     Returns:
       `MixtureLogisticTerms(log_cdf, log_survival, log_pdf)`, each of shape `S`.
     """
-    log_weights = tf.nn.log_softmax(logits, axis=-1)
-    z = (x[..., tf.newaxis] - means) * tf.exp(-log_scales)
+    return _terms(x, tf.nn.log_softmax(logits, axis=-1), means, log_scales,
+                  tf.exp(-log_scales))
+
+
+def _terms(x, log_weights, means, log_scales, inverse_scales, pdf=True):
+    """`mixture_logistic_terms` from the normalised log-weights and the
+    inverse scales (`log_pdf` left `None` unless `pdf`)."""
+    z = (x[..., tf.newaxis] - means) * inverse_scales
     softplus_z = tf.nn.softplus(z)
     softplus_neg_z = tf.nn.softplus(-z)
     log_cdf = tf.reduce_logsumexp(log_weights - softplus_neg_z, axis=-1)
     log_survival = tf.reduce_logsumexp(log_weights - softplus_z, axis=-1)
-    log_pdf = tf.reduce_logsumexp(
-        log_weights - softplus_z - softplus_neg_z - log_scales, axis=-1)
+    log_pdf = None
+    if pdf:
+        log_pdf = tf.reduce_logsumexp(
+            log_weights - softplus_z - softplus_neg_z - log_scales, axis=-1)
     return MixtureLogisticTerms(log_cdf, log_survival, log_pdf)
 
 
-def _logit_cdf(x, logits, means, log_scales):
-    terms = mixture_logistic_terms(x, logits, means, log_scales)
-    return terms.log_cdf - terms.log_survival
+def _logit_cdf_fn(logits, means, log_scales):
+    """`x -> logit F(x)` of the mixture. What does not depend on `x` (the
+    log-weights, the inverse scales) is computed here, once, rather than
+    in each of the root finder's iterations."""
+    log_weights = tf.nn.log_softmax(logits, axis=-1)
+    inverse_scales = tf.exp(-log_scales)
+
+    def logit_cdf(x):
+        terms = _terms(x, log_weights, means, log_scales, inverse_scales,
+                       pdf=False)
+        return terms.log_cdf - terms.log_survival
+    return logit_cdf
 
 
 def inverse_logit_cdf(tau, logits, means, log_scales, max_iterations=100):
@@ -112,8 +129,10 @@ def inverse_logit_cdf(tau, logits, means, log_scales, max_iterations=100):
     high = tf.reduce_max(ends, axis=-1)
     value_tolerance = 4.0 * eps * (tf.abs(tau_c) + 1.0)
 
+    logit_cdf = _logit_cdf_fn(logits_c, means_c, log_scales_c)
+
     def objective(x):
-        return _logit_cdf(x, logits_c, means_c, log_scales_c) - tau_c
+        return logit_cdf(x) - tau_c
 
     def solve(low, high, position_tolerance, max_iterations):
         return tfp.math.find_root_chandrupatla(
