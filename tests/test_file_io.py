@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from unittest import mock
 
 import tensorflow as tf
 
@@ -69,6 +70,28 @@ class FileIoTest(tf.test.TestCase):
                     raise RuntimeError('body failed')
             self.assertEqual(file_io.read_json(path), {'old': True})
             self.assertEqual(os.listdir(self.directory), ['results.json'])
+
+    def test_a_local_file_s_data_are_synced_before_the_move(self):
+        # Else a power cut after the rename can leave an empty file under
+        # the new name on some file systems.
+        path = os.path.join(self.directory, 'results.json')
+        events = []
+        real_fsync, real_replace = os.fsync, os.replace
+
+        def fsync(fd):
+            events.append(('fsync', os.fstat(fd).st_size))
+            real_fsync(fd)
+
+        def replace(source, destination):
+            events.append(('replace', os.path.basename(destination)))
+            real_replace(source, destination)
+
+        with mock.patch.object(os, 'fsync', fsync), \
+                mock.patch.object(os, 'replace', replace):
+            with file_io.atomic_write(path) as f:
+                f.write('{"a": 1}')
+        self.assertEqual(events, [('fsync', 8), ('replace', 'results.json')])
+        self.assertEqual(file_io.read_json(path), {'a': 1})
 
     def test_a_url_is_written_only_as_utf8_with_the_newlines_given(self):
         with file_io.atomic_write(self.url + '/a.csv', newline='',

@@ -1820,6 +1820,98 @@ class TrainerSafetyTest(_TrainerFixture, tf.test.TestCase):
         self.assertTrue(math.isfinite(results['train_bpd']))
 
 
+class RecordedResultsTest(_TrainerFixture, tf.test.TestCase):
+    """What results.json records, and when a rerun reuses its final bound."""
+
+    def _count_bounds(self, trainer):
+        calls = []
+        real_bound = trainer.evaluate_importance_weighted
+
+        def counted_bound():
+            calls.append(1)
+            return real_bound()
+
+        trainer.evaluate_importance_weighted = counted_bound
+        return calls
+
+    def test_the_bound_is_made_again_when_its_step_was_trained_again(self):
+        # The final checkpoint damaged: the rerun falls back to step 3 and
+        # trains steps 4-6 again (to other weights if its input order
+        # differs), so the recorded bound of step 6 is not this model's.
+        out = self._dir()
+        strategy = tf.distribute.OneDeviceStrategy('/cpu:0')
+        config = dict(iw_samples=2, iw_images=8, export=False)
+        self._trainer_at(out, strategy, **config).train()
+        os.truncate(os.path.join(out, 'checkpoints',
+                                 'ckpt-6.data-00000-of-00001'), 100)
+        rerun = self._trainer_at(out, strategy, **config)
+        calls = self._count_bounds(rerun)
+        self.assertEqual(rerun.train()['test_bpd_iw_step'], 6)
+        self.assertLen(calls, 1)
+
+    def test_settings_are_compared_as_results_json_holds_them(self):
+        # A tuple setting is recorded as a list, and the run's directory may
+        # be named another way: neither is a change of settings, so the
+        # bound is reused and no earlier config is recorded.
+        out = self._dir()
+        strategy = tf.distribute.OneDeviceStrategy('/cpu:0')
+        config = dict(iw_samples=2, iw_images=8, export=False,
+                      preset_overrides={'hidden_units': (16, 16)})
+        trainer = self._trainer_at(out, strategy, **config)
+        trainer.train()
+        calls = self._count_bounds(trainer)
+        trainer.train()  # called again, as after a stop
+        cwd = os.getcwd()
+        self.addCleanup(os.chdir, cwd)
+        os.chdir(os.path.dirname(out))
+        for name in (out + os.sep, os.path.basename(out)):
+            rerun = self._trainer_at(name, strategy, **config)
+            calls += self._count_bounds(rerun)
+            self.assertTrue(rerun.train()['completed'])
+        self.assertEmpty(calls)
+        with open(os.path.join(out, 'results.json')) as f:
+            self.assertNotIn('earlier_configs', json.load(f))
+
+    def test_a_figure_that_is_not_finite_is_recorded_as_null(self):
+        # One evaluation point the model cannot score: results.json stays
+        # JSON (no bare Infinity or NaN tokens), and the log says why.
+        test = np.concatenate([self.batch[:-1], [[1e30, 0.0]]])
+        strategy = tf.distribute.OneDeviceStrategy('/cpu:0')
+        out = self._dir()
+
+        def trainer():
+            return training.Trainer(
+                _config(out, train_steps=3, iw_samples=2, iw_images=8,
+                        export=False),
+                strategy, _fixed_batch_input_fn(self.batch),
+                _fixed_batch_input_fn(test.astype(np.float32), repeat=False),
+                self.init)
+
+        with self.assertLogs('absl', 'WARNING') as logs:
+            results = trainer().train()
+        self.assertTrue(results['completed'])
+        self.assertIsNone(results['test_bpd'])
+        self.assertIsNone(results['test_bpd_iw'])
+        self.assertLen([line for line in logs.output
+                        if 'recorded as null' in line], 2, logs.output)
+
+        def refuse(token):
+            raise ValueError(f'not JSON: {token}')
+
+        with open(os.path.join(out, 'results.json')) as f:
+            recorded = json.load(f, parse_constant=refuse)
+        self.assertIsNone(recorded['test_bpd'])
+        self.assertEqual(recorded['test_bpd_iw_step'], 3)
+        # A rerun reuses the recorded (null) bound and says so.
+        rerun = trainer()
+        calls = self._count_bounds(rerun)
+        with self.assertLogs('absl', 'INFO') as logs:
+            self.assertTrue(rerun.train()['completed'])
+        self.assertEmpty(calls)
+        self.assertTrue(any('not finite, from results.json' in line
+                            for line in logs.output), logs.output)
+
+
 class WriteJsonTest(tf.test.TestCase):
 
     def test_results_get_the_permissions_of_any_new_file(self):
@@ -1836,6 +1928,17 @@ class WriteJsonTest(tf.test.TestCase):
             with open(path) as f:
                 self.assertEqual(json.load(f), {'mask': mask})
         self.assertEqual(os.listdir(directory), ['results.json'])
+
+    def test_values_that_are_not_json_are_refused(self):
+        # Python would write bare NaN / Infinity tokens, which strict JSON
+        # readers (jq, JavaScript) refuse; the earlier file stays.
+        path = os.path.join(self.get_temp_dir(), 'results.json')
+        training.write_json_atomic(path, {'test_bpd': 3.5})
+        for value in (math.nan, math.inf):
+            with self.assertRaisesRegex(ValueError, 'not JSON compliant'):
+                training.write_json_atomic(path, {'test_bpd': value})
+            with open(path) as f:
+                self.assertEqual(json.load(f), {'test_bpd': 3.5})
 
 
 if __name__ == '__main__':

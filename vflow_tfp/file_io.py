@@ -202,8 +202,10 @@ def mtime(path):
 def atomic_write(path, mode='w', **open_kwargs):
     """Opens a temporary file beside `path`, moved onto `path` on success.
 
-    Readers never see a partial `path`, and an error (in the `with` body or
-    in writing) leaves no temporary file behind. A local file comes from a
+    Readers never see a partial `path`, a local file's data reach the disk
+    before the move (so a power cut cannot leave an empty `path`), and an
+    error (in the `with` body or in writing) leaves no temporary file
+    behind. A local file comes from a
     plain `open`, not `tempfile`, whose files are private (mode 0600): it
     gets the permissions of any new file, as other users may read it.
 
@@ -239,6 +241,10 @@ def atomic_write(path, mode='w', **open_kwargs):
         else:
             with open(tmp, mode, **open_kwargs) as f:
                 yield f
+                # On disk before the rename: after a power cut, some file
+                # systems would otherwise show the new name with no data.
+                f.flush()
+                os.fsync(f.fileno())
         replace(tmp, path)
     finally:
         if url:

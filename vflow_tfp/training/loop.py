@@ -194,10 +194,35 @@ def _data_alone(dataset, what):
     return dataset
 
 
+def _settings(config):
+    """A recorded config without `output_dir`: the same run may be named
+    by another path (`run/`, a relative path, another mount)."""
+    return {k: v for k, v in config.items() if k != 'output_dir'}
+
+
+def _finite_or_none(value, what):
+    """`value`, or `None` with a warning if it is not finite (JSON has no
+    NaN or infinity; Python writes them as tokens strict readers refuse)."""
+    if math.isfinite(value):
+        return value
+    logging.warning('%s is %s: some evaluation image has no finite bound '
+                    '(zero density under the model, or an overflow); '
+                    'recorded as null in results.json.', what, value)
+    return None
+
+
+def _format_bpd(value):
+    return 'not finite' if value is None else f'{value:.4f}'
+
+
 def write_json_atomic(path, payload):
-    """Writes JSON so that readers never see a partial file."""
+    """Writes JSON so that readers never see a partial file.
+
+    Raises:
+      ValueError: for NaN or infinite values (not JSON).
+    """
     with file_io.atomic_write(path) as f:
-        json.dump(payload, f, indent=2, sort_keys=True)
+        json.dump(payload, f, indent=2, sort_keys=True, allow_nan=False)
 
 
 def format_duration(seconds):
@@ -1214,32 +1239,38 @@ class Trainer:
         if not previous and how == 'restored':
             previous = self._recorded_results()
         earlier = previous.get('config')
+        # As results.json holds it (tuples become lists), so that a second
+        # `train` call on this trainer compares like with like.
         current = json.loads(json.dumps(dataclasses.asdict(config)))
-        if earlier is not None and earlier != current:
+        same_settings = (earlier is not None
+                         and _settings(earlier) == _settings(current))
+        if earlier is not None and not same_settings:
             # Allowed (e.g. more train_steps, another rate), but kept: the
             # results then hold every setting the checkpoints came from.
-            changed = sorted(k for k in set(earlier) | set(current)
-                             if earlier.get(k) != current.get(k))
+            before, now = _settings(earlier), _settings(current)
+            changed = sorted(k for k in set(before) | set(now)
+                             if before.get(k) != now.get(k))
             logging.info('Going on with other settings than before: %s.',
-                         ', '.join(f'{k} {earlier.get(k)!r} -> '
-                                   f'{current.get(k)!r}' for k in changed))
+                         ', '.join(f'{k} {before.get(k)!r} -> '
+                                   f'{now.get(k)!r}' for k in changed))
             previous['earlier_configs'] = list(previous.get(
                 'earlier_configs', [])) + [dict(config=earlier,
                                                 until_step=self.step)]
         self.results = dict(previous, preset=config.preset,
                             dataset=config.dataset,
-                            config=dataclasses.asdict(config),
-                            completed=False)
+                            config=current, completed=False)
         if self.step < config.train_steps:
             # An export of an earlier step is not this run's model (with
             # `export=False` none replaces it).
             self.results.pop('saved_model', None)
-        return float(previous.get('wall_time', 0.0)), earlier == current
+        return float(previous.get('wall_time', 0.0)), same_settings
 
     def _evaluate_and_record(self, step):
         """The test ELBO, reconstruction check and sample grid of `step`,
         logged and written to the summaries and results."""
         test_bpd = self.evaluate()
+        recorded_bpd = _finite_or_none(
+            test_bpd, f'Step {step}: the {self.eval_split} bits/dim')
         inverse_error = recorded_error = self.reconstruction_error()
         if inverse_error is not None and not math.isfinite(inverse_error):
             # As for the samples: early in training p's numerical inverse
@@ -1257,7 +1288,8 @@ class Trainer:
                 tf.summary.scalar('test/reconstruction_error', inverse_error,
                                   step=step)
         self.write_samples(step)
-        self._write_results(step=step, test_bpd=test_bpd, test_bpd_step=step,
+        self._write_results(step=step, test_bpd=recorded_bpd,
+                            test_bpd_step=step,
                             test_images=self.evaluated_images,
                             test_reconstruction_error=recorded_error)
 
@@ -1426,14 +1458,17 @@ class Trainer:
                             wall_time=elapsed_before + time.time() - start)
         if config.iw_samples:
             if (self.results.get('test_bpd_iw_step') == step
-                    and same_settings):
+                    and same_settings and start_step == step):
                 # A rerun of the finished command: the bound is the same
-                # computation on the same checkpoint.
+                # computation on the same checkpoint. (Not after training
+                # here: a run that fell back from a damaged final checkpoint
+                # has trained that step again, to other weights if its
+                # input order differs.)
                 logging.info('%s bpd (%d-sample importance weighted, EMA, %d '
-                             'images) %.4f, from results.json (step %d).',
+                             'images) %s, from results.json (step %d).',
                              split, config.iw_samples,
                              self.results['iw_images'],
-                             self.results['test_bpd_iw'], step)
+                             _format_bpd(self.results['test_bpd_iw']), step)
             else:
                 iw_bpd, images = self.evaluate_importance_weighted()
                 if iw_bpd is None:
@@ -1447,8 +1482,10 @@ class Trainer:
                 logging.info('%s bpd (%d-sample importance weighted, EMA, %d '
                              'images) %.4f', split, config.iw_samples, images,
                              iw_bpd)
-                self._write_results(test_bpd_iw=iw_bpd, iw_images=images,
-                                    test_bpd_iw_step=step)
+                self._write_results(
+                    test_bpd_iw=_finite_or_none(
+                        iw_bpd, f'The {split} bits/dim of the bound'),
+                    iw_images=images, test_bpd_iw_step=step)
         self._write_results(step=step, train_bpd=train_bpd,
                             images_per_second=images_per_second,
                             wall_time=elapsed_before + time.time() - start)
