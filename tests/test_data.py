@@ -275,6 +275,11 @@ def test_bad_arguments(tmp_path):
                            input_context=context, **kwargs)
     with pytest.raises(ValueError, match='not divisible by the 2 replicas'):
         data.checkerboard_dataset(5, input_context=context)
+    # (Not a random stream, as `None` is for the image pipelines: before,
+    # it was quietly seed 0's.)
+    with pytest.raises(ValueError, match='needs a seed, a Python int; got '
+                                         'None'):
+        data.checkerboard_dataset(8, seed=None)
     with pytest.raises(ValueError, match='validation_size must be'):
         data.image_dataset('photo_patches/8x8', 'train', 8,
                            validation_size=-1, **kwargs)
@@ -373,13 +378,22 @@ def _photo_dir(tmp_path_factory):
     return data_dir
 
 
-def test_a_split_in_enough_files_is_sharded_by_file(tmp_path):
+@pytest.fixture(name='four_file_dir', scope='module')
+def _four_file_dir(tmp_path_factory):
+    """photo_patches/32x32 prepared with every split in 4 files."""
+    data_dir = str(tmp_path_factory.mktemp('tfds4'))
+    tfds.builder('photo_patches/32x32', data_dir=data_dir
+                 ).download_and_prepare(
+                     download_config=tfds.download.DownloadConfig(
+                         num_shards=4))
+    return data_dir
+
+
+def test_a_split_in_enough_files_is_sharded_by_file(four_file_dir):
     # Prepared in 4 files: two pipelines each read their own two files
     # (every other one), not all four keeping every other example.
-    data_dir = str(tmp_path)
+    data_dir = four_file_dir
     builder = tfds.builder('photo_patches/32x32', data_dir=data_dir)
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(num_shards=4))
     for split, validation_size in (('test', 0), ('train', 0),
                                    ('train', 30), ('validation', 30)):
         tfds_split = pipelines._tfds_split(builder, split, validation_size)  # pylint: disable=protected-access
@@ -405,6 +419,30 @@ def test_a_split_in_enough_files_is_sharded_by_file(tmp_path):
                     for f in files[i::2]) for i in range(2)]
         else:  # The 30 held-out images fit in one file: every other one.
             assert [len(shard) for shard in shards] == [15, 15]
+
+
+def test_unshuffled_examples_come_in_the_split_s_order(four_file_dir):
+    # TFDS interleaves a split's files (16 examples of each in turn) unless
+    # told otherwise; scoring names an unshuffled pipeline's i-th example
+    # `test[i]`, which must be TFDS's `test[i]`.
+    builder = tfds.builder('photo_patches/32x32', data_dir=four_file_dir)
+    assert len(builder.info.splits['test'].file_instructions) == 4
+    count = builder.info.splits['test'].num_examples
+    images = np.concatenate(list(data.image_dataset(
+        'photo_patches/32x32', 'test', 64, data_dir=four_file_dir,
+        shuffle=False, repeat=False, drop_remainder=False)))
+    assert len(images) == count
+    info = {'kind': 'image', 'data_shape': [32, 32, 3], 'num_bins': 256}
+    sliced = scoring.open_inputs(['tfds:photo_patches/32x32:test[15:18]'],
+                                 info, data_dir=four_file_dir)
+    (names, scored), = sliced.batches(8)
+    assert names == [f'tfds:photo_patches/32x32:test[{i}]'
+                     for i in (15, 16, 17)]
+    for i in (0, 15, 16, 17, 40, count - 1):
+        example, = tfds.as_numpy(builder.as_dataset(split=f'test[{i}:{i + 1}]'))
+        np.testing.assert_array_equal(images[i], example['image'])
+        if 15 <= i < 18:
+            np.testing.assert_array_equal(scored[i - 15], example['image'])
 
 
 def test_a_split_in_as_many_files_as_pipelines_is_sharded_by_file(

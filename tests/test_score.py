@@ -841,6 +841,58 @@ class ScoreTest(tf.test.TestCase):
                            'each frame as an image file (or stack them in a '
                            '.npy array) to score them.')
 
+    def test_animated_png(self):
+        # TensorFlow's PNG decoder reads an APNG's first frame only.
+        from PIL import Image  # pylint: disable=import-outside-toplevel
+        frames = [Image.fromarray(image) for image in self.exported.train[:3]]
+        animated = self._path('animated.png')
+        frames[0].save(animated, save_all=True, append_images=frames[1:])
+        with self.assertRaisesWithLiteralMatch(
+                ValueError, f'{animated}: an animated PNG of 3 frames; save '
+                'each frame as an image file (or stack them in a .npy '
+                'array) to score them.'):
+            scoring.read_image_file(animated)
+        still = self._path('still.png')
+        frames[0].save(still, save_all=True)  # an acTL of one frame, if any
+        self.assertAllEqual(scoring.read_image_file(still),
+                            self.exported.train[0])
+
+    def test_16_bit_bmp(self):
+        # TensorFlow cannot decode it: named as such, not as "not an image".
+        pixels = (self.exported.train[0].astype(np.uint16) >> 3)
+        packed = (pixels[..., 0] << 10) | (pixels[..., 1] << 5) | pixels[..., 2]
+        body = packed[::-1].astype('<u2').tobytes()  # rows of 16 bytes
+        info = struct.pack('<IiiHHIIiiII', 40, 8, 8, 1, 16, 0, len(body),
+                           2835, 2835, 0, 0)
+        path = self._path('rgb555.bmp')
+        with open(path, 'wb') as f:
+            f.write(struct.pack('<2sIHHI', b'BM', 54 + len(body), 0, 0, 54)
+                    + info + body)
+        with self.assertRaisesWithLiteralMatch(
+                ValueError, f'{path}: 16-bit BMP, which TensorFlow cannot '
+                'decode (it reads 24- and 32-bit BMPs); convert it to PNG.'):
+            scoring.read_image_file(path)
+
+    def test_a_directory_warns_of_readable_files_it_leaves_out(self):
+        # Only its PNG and JPEG files are scored; GIFs, BMPs, WebPs and
+        # arrays would be scored if named, so they are counted in a warning
+        # (other files, such as notes, are not).
+        pixels = np.arange(12, dtype=np.uint8).reshape(2, 2, 3)
+        _write_png(self._path('a.png'), pixels)
+        for name in ('b.GIF', 'c.bmp', 'd.bmp', 'e.npy', 'notes.txt',
+                     '.f.bmp'):
+            with open(self._path(name), 'wb') as f:
+                f.write(b'not read')
+        with self.assertLogs('absl', 'WARNING') as logs:
+            inputs = scoring.open_inputs(
+                [self.tmp], {'data_shape': [2, 2, 3], 'kind': 'image'})
+        self.assertEqual(inputs.num_examples, 1)
+        self.assertEqual(
+            [record.getMessage() for record in logs.records],
+            [f'{self.tmp}: left out 2 .bmp files, 1 .gif file, 1 .npy file '
+             '(a directory gives its .png, .jpg, .jpeg files; name the '
+             'others, or match them with a glob, to score them).'])
+
     def _sources(self, specs, metadata=None):
         metadata = metadata or export.load_metadata(self.exported.path)
         inputs = scoring.open_inputs(specs, metadata)

@@ -11,10 +11,12 @@ records = score(scorer, inputs, num_samples=16, seed=0, batch_size=64)
 write_results('scores.json', summarize(records, model_dir, 16, 0, 64))
 ```
 
-Inputs may be image files (PNG, JPEG; also GIF, BMP of 16 bits per pixel
-or more when named explicitly), directories (their `*.png`, `*.jpg`,
-`*.jpeg`, sorted), globs (`**` matches any depth of directories), `.npy`
-and `.npz` arrays and `tfds:NAME[:SPLIT]` splits (the `image` feature;
+Inputs may be image files (PNG, JPEG; also GIF, WebP, BMP of 24 or 32
+bits per pixel when named explicitly), directories (their `*.png`,
+`*.jpg`, `*.jpeg`, sorted; a warning counts the files of those other kinds
+and the arrays that a directory leaves out), globs (`**` matches any
+depth of directories), `.npy` and `.npz` arrays and `tfds:NAME[:SPLIT]`
+splits (the `image` feature;
 split `test` by default; `test[10:20]` or `test[-5:]` read a slice, whose
 examples keep their index in the split). `open_inputs` refuses, with a
 `ValueError` of one line that names the offending input, anything the model
@@ -22,9 +24,10 @@ cannot score as it is: a shape other than the model's (with the expected
 shape in the message), grayscale against RGB, float or NaN pixel data,
 values outside [0, 255] (or outside [0, L - 1] for a model of L < 256
 levels, which also refuses TFDS splits: they hold 8-bit images), 16-bit
-PNGs, palette BMPs, animated GIFs, empty inputs, unreadable or non-image
-files (broken symbolic links too). An image file that is gone or changed when it is read
-again for scoring stops `score` with the same kind of `ValueError`. Pixel
+PNGs, palette and 16-bit BMPs, animated GIFs and PNGs, empty inputs,
+unreadable or non-image files (broken symbolic links too). An image file
+that is gone or changed when it is read again for scoring stops `score`
+with the same kind of `ValueError`. Pixel
 values are never rescaled, rounded or clipped. Vector models (e.g. the
 checkerboard) score float arrays `[N, D]`.
 
@@ -35,6 +38,7 @@ memory rather than mapped. The results file (`write_results`) may be a URL
 too.
 """
 
+import collections
 import csv
 import glob
 import io
@@ -45,6 +49,7 @@ import re
 import tempfile
 import zipfile
 
+from absl import logging
 import numpy as np
 import tensorflow as tf
 
@@ -67,6 +72,8 @@ __all__ = [
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg')
 ARRAY_EXTENSIONS = ('.npy', '.npz')
+# Files that a directory does not give but that are scored when named.
+_READABLE_IF_NAMED = ('.gif', '.bmp', '.webp') + ARRAY_EXTENSIONS
 TFDS_PREFIX = 'tfds:'
 _CHANNEL_NAMES = {1: 'grayscale', 2: 'grayscale with alpha', 3: 'RGB',
                   4: 'RGBA'}
@@ -234,7 +241,7 @@ def read_image_file(path):
 
     Raises:
       ValueError: naming `path` if it cannot be read or decoded, or if it is
-        an animated GIF (more than one image).
+        an animated GIF or PNG (more than one image).
     """
     try:
         contents = file_io.read_bytes(path)
@@ -250,6 +257,12 @@ def read_image_file(path):
     if contents.startswith(_PNG_SIGNATURE) and contents[24:25] == b'\x10':
         raise ValueError(f'{path}: 16-bit PNG; the model scores 8-bit '
                          'images.')
+    frames = _png_frames(contents)
+    if frames > 1:
+        # TensorFlow's PNG decoder reads an animated PNG's first frame only.
+        raise ValueError(f'{path}: an animated PNG of {frames} frames; save '
+                         'each frame as an image file (or stack them in a '
+                         '.npy array) to score them.')
     bits = _bmp_bits_per_pixel(contents)
     if bits is not None and bits <= 8:
         # TensorFlow's BMP decoder returns the palette indices of such a
@@ -257,6 +270,10 @@ def read_image_file(path):
         raise ValueError(f'{path}: {bits}-bit palette BMP, which TensorFlow '
                          'decodes to palette indices, not colours; convert '
                          'it to PNG.')
+    if bits is not None and bits not in (24, 32):
+        raise ValueError(f'{path}: {bits}-bit BMP, which TensorFlow cannot '
+                         'decode (it reads 24- and 32-bit BMPs); convert it '
+                         'to PNG.')
     try:
         # Every frame: an animation's later frames must not go unscored
         # without a word.
@@ -271,6 +288,25 @@ def read_image_file(path):
                              'stack them in a .npy array) to score them.')
         image = image[0]
     return image.numpy()
+
+
+def _png_frames(contents):
+    """The frame count of an animated PNG's `acTL` chunk; 1 for a still
+    PNG or another format."""
+    if not contents.startswith(_PNG_SIGNATURE):
+        return 1
+    at = len(_PNG_SIGNATURE)
+    # Chunks are length (4 bytes), type (4), data, CRC (4); `acTL` must
+    # come before the image data.
+    while at + 8 <= len(contents):
+        length = int.from_bytes(contents[at:at + 4], 'big')
+        kind = contents[at + 4:at + 8]
+        if kind == b'acTL' and length >= 4:
+            return max(int.from_bytes(contents[at + 8:at + 12], 'big'), 1)
+        if kind in (b'IDAT', b'IEND'):
+            break
+        at += 12 + length
+    return 1
 
 
 def _bmp_bits_per_pixel(contents):
@@ -534,6 +570,22 @@ def _directory_images(path):
                   if os.path.isfile(p) or _is_broken_link(p))
 
 
+def _warn_of_files_left_out(path):
+    """Warns of the files in directory `path` that `score` could read if
+    named, but a directory does not give (GIF, BMP, WebP, arrays)."""
+    counts = collections.Counter(
+        os.path.splitext(name)[1].lower() for name in file_io.listdir(path)
+        if not name.startswith('.')
+        and name.lower().endswith(_READABLE_IF_NAMED))
+    if counts:
+        logging.warning(
+            '%s: left out %s (a directory gives its %s files; name the '
+            'others, or match them with a glob, to score them).', path,
+            ', '.join(f'{n} {ext} file{"s" * (n > 1)}'
+                      for ext, n in sorted(counts.items())),
+            ', '.join(IMAGE_EXTENSIONS))
+
+
 def open_inputs(specs, metadata, *, npz_key=None, data_dir=None):
     """Opens and checks every input before anything is scored.
 
@@ -589,6 +641,7 @@ def open_inputs(specs, metadata, *, npz_key=None, data_dir=None):
         if not found:
             raise ValueError(f'{path}: no {", ".join(IMAGE_EXTENSIONS)} '
                              'files in this directory.')
+        _warn_of_files_left_out(path)
         for name in found:
             add_file(name)
 

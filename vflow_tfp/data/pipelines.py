@@ -166,10 +166,13 @@ def image_dataset(name, split, batch_size, *, input_context=None,
         `strategy.distribute_datasets_from_function`; `None` for a single
         pipeline. Default value: `None`.
       shuffle: shuffle file order and examples (in a buffer), with a new order
-        every epoch. Default value: `True`.
+        every epoch; otherwise the examples come in the split's order (the
+        order of TFDS's `split[i]`), one file after another. Default value:
+        `True`.
       repeat: repeat forever; otherwise one pass. Default value: `True`.
-      seed: Python int making the order deterministic; `None` for a random
-        order (with `input_context`, the file order still uses seed 0 so
+      seed: Python int making the order deterministic, together with TF's
+        global seed (`tf.random.set_seed`), which tf.data and TFDS combine
+        with it; `None` for a random order (with `input_context`, the file order still uses seed 0 so
         that the shards of all pipelines stay disjoint). Default value: `None`.
       data_dir: TFDS data directory; `None` for the TFDS default
         (`$TFDS_DATA_DIR` or `~/tensorflow_datasets`). Default value: `None`.
@@ -231,7 +234,12 @@ def image_dataset(name, split, batch_size, *, input_context=None,
     read_config = tfds.ReadConfig(
         shuffle_seed=file_seed, shuffle_reshuffle_each_iteration=True,
         try_autocache=bool(autocache),
-        input_context=input_context if by_file else None)
+        input_context=input_context if by_file else None,
+        # Unshuffled, one file after the other: TFDS would otherwise
+        # interleave a split's files (16 examples of each in turn), and the
+        # examples would not come in the split's order, by which scoring
+        # names them (`test[i]`).
+        **({} if shuffle else dict(interleave_cycle_length=1)))
     image_feature = builder.info.features['image']
     ds = builder.as_dataset(
         split=tfds_split,
@@ -346,6 +354,11 @@ def checkerboard_dataset(batch_size, seed=0, input_context=None,
     """
     _check_batch_size(batch_size, input_context)
     _check_seed(seed)
+    if seed is None:
+        # `None` means a random order for the image pipelines; this stream
+        # is stateless (a resumed run continues it exactly), so it needs one.
+        raise ValueError('checkerboard_dataset needs a seed, a Python int; '
+                         'got None.')
     if isinstance(start_index, bool) or not isinstance(
             start_index, (int, np.integer)) or start_index < 0:
         raise ValueError('start_index must be a non-negative int; got '
@@ -356,7 +369,7 @@ def checkerboard_dataset(batch_size, seed=0, input_context=None,
         pipeline_id = input_context.input_pipeline_id
         per_replica_batch = input_context.get_per_replica_batch_size(
             batch_size)
-    key = tf.constant([0 if seed is None else seed, pipeline_id], tf.int64)
+    key = tf.constant([seed, pipeline_id], tf.int64)
 
     def sample(index):
         seeds = tf.random.experimental.stateless_split(
