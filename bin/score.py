@@ -188,6 +188,13 @@ def main(argv):
         f'mean bits/dim {results["mean_bits_per_dim"]:.4f} over '
         f'{len(records)} {unit} ({num_samples} importance samples, seed '
         f'{FLAGS.seed}, {time.time() - start:.1f} s)')
+    if results['num_not_finite']:
+        print(f'score.py: warning: {results["num_not_finite"]} of '
+              f'{len(records)} {unit} have no finite score (far outside the '
+              'data, where the model overflows)'
+              + ('; null in the JSON' if FLAGS.output
+                 and FLAGS.output.lower().endswith('.json') else ''),
+              file=sys.stderr)
     if write_error is not None:
         # The scores are on stdout; only the file is missing.
         _fail(write_error)

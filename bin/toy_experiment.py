@@ -255,20 +255,11 @@ def _atomic_write(path, mode='w'):
 
 
 def _write_json(path, obj):
+    from vflow_tfp import file_io  # pylint: disable=g-import-not-at-top
     with _atomic_write(path) as f:
         # Strict JSON: an undefined figure (the std of one seed, the rate of
         # a run too short to time) is written as null, not NaN.
-        json.dump(_finite_or_none(obj), f, indent=1, allow_nan=False)
-
-
-def _finite_or_none(obj):
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite_or_none(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite_or_none(v) for v in obj]
-    return obj
+        json.dump(file_io.finite_or_none(obj), f, indent=1, allow_nan=False)
 
 
 def _load_runs(run_dir):

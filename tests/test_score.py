@@ -10,6 +10,7 @@ real subprocess.
 import csv
 import io
 import json
+import math
 import logging
 import os
 import pathlib
@@ -199,6 +200,41 @@ class ScoreTest(tf.test.TestCase):
         self.assertRefused([f'--model={vector.path}', path],
                            f'{path}[2]: values beyond the float32 range the '
                            'model reads; vectors must be finite in it.')
+
+    def test_scores_that_are_not_finite(self):
+        # A point far outside the data overflows the flow (log-likelihood
+        # -inf): the JSON stays strict (null), CSV spells it out, the mean
+        # is not finite either, and stderr counts such scores.
+        vector = export_fixtures.vector_export()
+        points = data.sample_checkerboard(3, seed=1)
+        points[1] = [1e30, 0.0]
+        path = self._npy('far.npy', points)
+        json_path, csv_path = self._path('s.json'), self._path('s.csv')
+        for output in (json_path, csv_path):
+            code, _, err = run_score(f'--model={vector.path}', path,
+                                     '--num_samples=2', f'--output={output}')
+            self.assertEqual(code, 0, err)
+            self.assertIn('score.py: warning: 1 of 3 vectors have no finite '
+                          'score (far outside the data, where the model '
+                          'overflows)' + ('; null in the JSON'
+                                          if output == json_path else '\n'),
+                          err)
+
+        def refuse(token):
+            raise ValueError(f'not JSON: {token}')
+
+        with open(json_path) as f:
+            document = json.load(f, parse_constant=refuse)
+        self.assertEqual(document['num_not_finite'], 1)
+        self.assertIsNone(document['mean_bits_per_dim'])
+        records = document['images']
+        self.assertIsNone(records[1]['log_likelihood'])
+        self.assertIsNone(records[1]['bits_per_dim'])
+        self.assertTrue(math.isfinite(records[0]['log_likelihood']))
+        with open(csv_path, newline='') as f:
+            rows = list(csv.DictReader(f))
+        self.assertEqual((rows[1]['log_likelihood'], rows[1]['bits_per_dim']),
+                         ('-inf', 'inf'))
 
     def test_vector_model_json_and_csv_agree(self):
         vector = export_fixtures.vector_export()

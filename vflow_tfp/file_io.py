@@ -17,6 +17,7 @@ import errno
 import fcntl
 import glob as glob_lib
 import json
+import math
 import os
 import shutil
 import socket
@@ -27,7 +28,7 @@ import uuid
 import tensorflow as tf
 
 __all__ = ['DirectoryInUse', 'absolute', 'atomic_write', 'check_reachable',
-           'exists', 'glob', 'is_remote', 'is_url', 'isdir', 'join',
+           'exists', 'finite_or_none', 'glob', 'is_remote', 'is_url', 'isdir', 'join',
            'listdir', 'lock_directory', 'mtime', 'read_bytes', 'read_json',
            'reason', 'replace', 'staged_directory']
 
@@ -94,6 +95,20 @@ def read_json(path):
         with open(path) as f:
             return json.load(f)
     return json.loads(read_bytes(path).decode('utf-8'))
+
+
+def finite_or_none(value):
+    """`value` with its NaN and infinite floats replaced by `None`, at any
+    depth of dicts, lists and tuples (as lists): what strict JSON can hold
+    (`json.dump` would write bare `NaN`/`Infinity` tokens, which JSON
+    readers such as jq and JavaScript refuse)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(v) for v in value]
+    return value
 
 
 def check_reachable(path):

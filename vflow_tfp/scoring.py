@@ -808,6 +808,9 @@ def summarize(records, model, num_samples, seed, batch_size):
         'seed': seed,
         'batch_size': batch_size,
         'num_images': len(records),
+        # Scores the model cannot give as numbers (an input far outside
+        # the data, where the flow overflows); such a mean is not finite.
+        'num_not_finite': sum(not math.isfinite(b) for b in bits),
         'mean_bits_per_dim': math.fsum(bits) / len(bits) if bits else None,
         'mean_log_likelihood': math.fsum(lls) / len(lls) if lls else None,
         'images': records,
@@ -852,8 +855,10 @@ def output_format(path):
 def write_results(path, results):
     """Writes `summarize`'s document as JSON, or its records as CSV.
 
-    CSV has the header `source,bits_per_dim,log_likelihood` and one row per
-    example, with the floats at full precision, in UTF-8; a file name that
+    JSON is strict: a score that is not finite (`summarize`'s
+    `num_not_finite`) is `null` there; CSV writes it as `inf`, `-inf` or
+    `nan`. CSV has the header `source,bits_per_dim,log_likelihood` and one
+    row per example, with the floats at full precision, in UTF-8; a file name that
     is not valid UTF-8 (surrogate escapes in Python) is written as its
     original bytes, so sources match the files they name. JSON escapes such
     names (`\udce9`). The file is written beside `path` and moved into
@@ -865,7 +870,8 @@ def write_results(path, results):
     fmt = output_format(path)
     text = io.StringIO(newline='')
     if fmt == 'json':
-        json.dump(results, text, indent=1)
+        json.dump(file_io.finite_or_none(results), text, indent=1,
+                  allow_nan=False)
         text.write('\n')
     else:
         writer = csv.writer(text)
