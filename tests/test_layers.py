@@ -1021,9 +1021,41 @@ class MixtureLogisticTest(tf.test.TestCase):
             self.assertGreater(float(x[3]), 1.0)
             for g in grads:
                 self.assertTrue(np.all(np.isfinite(g)), (dtype, g))
+            # Shifting every mean shifts the root by as much, on the
+            # plateau too.
+            self.assertAllClose(tf.reduce_sum(grads[1], axis=-1),
+                                np.ones(4), rtol=1e-4)
             # Off the plateau the implicit gradient is the usual 1 / g'.
             slope = tf.exp(terms.log_pdf - terms.log_cdf - terms.log_survival)
             self.assertAllClose(grads[0][3], 1.0 / slope[3], rtol=1e-4)
+
+    def test_implicit_gradients_where_the_density_is_tiny(self):
+        # Between two narrow components the density at the root is tiny but
+        # a normal float (about 4e-35 in float32, 1e-300 in float64): the
+        # gradients for the means and log-scales came out 0 there, ratios
+        # of sums that underflow sooner. F is flat there to rounding, so the
+        # root is any point of the plateau, but two identities hold at any
+        # root: shifting every mean by d moves it by d (sum dx/dmu = 1),
+        # and scaling the mixture by e^d about 0 scales it by e^d
+        # (sum dx/dlog s + sum mu dx/dmu = x).
+        for dtype, separation in ((tf.float32, 0.082), (tf.float64, 0.63)):
+            logits = tf.constant([[0.0, 0.0], [0.1, -0.1]], dtype)
+            means = tf.constant([[-separation, separation]] * 2, dtype)
+            log_scales = tf.constant([[-7.0, -6.95]] * 2, dtype)
+            # The plateau's logit F: logit(pi_0).
+            tau = tf.constant([0.0, 0.2], dtype)
+            with tf.GradientTape() as tape:
+                tape.watch([means, log_scales])
+                x, _ = vb.inverse_logit_cdf(tau, logits, means, log_scales)
+            d_means, d_log_scales = tape.gradient(x, [means, log_scales])
+            terms = vb.mixture_logistic_terms(x, logits, means, log_scales)
+            density = tf.exp(terms.log_pdf)
+            self.assertAllInRange(density, 1e-307, 1e-33)
+            self.assertAllClose(tf.reduce_sum(d_means, -1), [1.0, 1.0],
+                                rtol=1e-4)
+            self.assertAllClose(
+                tf.reduce_sum(d_log_scales + means * d_means, -1), x,
+                rtol=1e-4)
 
     def test_component_log_scales_are_floored_at_min_log_scale(self):
         # A conditioner asking for components of scale e^-20 gets e^-7 (the

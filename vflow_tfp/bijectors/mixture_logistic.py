@@ -96,17 +96,20 @@ def inverse_logit_cdf(tau, logits, means, log_scales, max_iterations=100):
     down to a few ulps of the root itself. An end of the bracket where
     `logit F - tau` already has the sign of the root's side (rounding, at a
     root on that end) is taken as the root. The returned value then carries
-    implicit-function gradients,
+    the implicit-function gradients of `F(x*) = sigmoid(tau)`, exactly as if
+    the solve were differentiated, at no extra cost:
 
     ```none
-    x = x* - (g(x*) - stop_gradient(g(x*))) / stop_gradient(g'(x*)),
-    g(x) = logit F(x) - tau,   g'(x) = f(x) / (F(x) (1 - F(x))),
+    dx/dtau = F (1 - F) / f,           dx/dmu_k = r_k,
+    dx/dlog s_k = r_k (x* - mu_k),     dx/dlogit_k = -pi_k (sigmoid(z_k) - F) / f,
+    r_k = pi_k f_k(x*) / f(x*),        z_k = (x* - mu_k) / s_k,
     ```
 
-    so `dx/dtau = 1/g'` and `dx/dtheta = -(dg/dtheta)/g'` for every mixture
-    parameter, exactly as if the solve were differentiated, at no extra cost.
-    Where `g'(x*)` underflows to 0 (a root on the flat stretch between two
-    far-apart narrow components) those gradients are set to 0.
+    with `f` the mixture density and `r` the components' responsibilities,
+    computed in log space so that they stay exact where `f` is tiny. Where
+    `dx/dtau` and `dx/dlogit`, which scale as `1/f`, overflow (a root on the
+    flat stretch between two far-apart narrow components), they are set to
+    0.
 
     Args:
       tau: target logits, shape `S`.
@@ -173,12 +176,40 @@ def inverse_logit_cdf(tau, logits, means, log_scales, max_iterations=100):
     root = tf.ensure_shape(root, tau.shape)
     num_iterations = tf.ensure_shape(num_iterations, tau.shape)
 
-    terms = mixture_logistic_terms(root, logits, means, log_scales)
-    residual = terms.log_cdf - terms.log_survival - tau
-    slope = tf.exp(terms.log_pdf - terms.log_cdf - terms.log_survival)
-    # A root on a plateau between far-apart narrow components has a density
-    # that underflows to 0 even in float64; the value term is 0 there, and a
-    # plain division would make the root and every gradient NaN. Such an
-    # element gets the root with zero implicit gradients instead.
-    x = root - tf.math.divide_no_nan(residual - sg(residual), sg(slope))
+    # The implicit derivatives at the root, from d F(x*) = 0 with
+    # F = sum_k pi_k sigmoid(z_k): dx = -dF|_x / f, and dx/dtau =
+    # F (1 - F) / f. In log space, per component (pi_k f_k(x*) / f are the
+    # responsibilities), so that they stay exact where the density f is
+    # tiny: differentiating logit F at the root instead took ratios of sums
+    # that underflow, and the means' and scales' gradients came out 0 long
+    # before f itself underflowed.
+    z = (root[..., tf.newaxis] - means_c) * tf.exp(-log_scales_c)
+    softplus_z, softplus_neg_z = tf.nn.softplus(z), tf.nn.softplus(-z)
+    log_weights = tf.nn.log_softmax(logits_c, axis=-1)
+    log_densities = log_weights - softplus_z - softplus_neg_z - log_scales_c
+    log_f = tf.reduce_logsumexp(log_densities, axis=-1)
+    log_cdf = tf.reduce_logsumexp(log_weights - softplus_neg_z, axis=-1)
+    log_survival = tf.reduce_logsumexp(log_weights - softplus_z, axis=-1)
+    responsibilities = tf.exp(log_densities - log_f[..., tf.newaxis])
+    d_means = responsibilities
+    d_log_scales = responsibilities * (root[..., tf.newaxis] - means_c)
+    # dF/dlogit_k = pi_k (sigmoid(z_k) - F), the difference taken as
+    # sigmoid(z_k) (1 - F) - sigmoid(-z_k) F, which does not cancel.
+    sigmoid_minus_cdf = (
+        tf.exp(log_survival[..., tf.newaxis] - softplus_neg_z)
+        - tf.exp(log_cdf[..., tf.newaxis] - softplus_z))
+    d_logits = -tf.exp(log_weights - log_f[..., tf.newaxis]) * (
+        sigmoid_minus_cdf)
+    d_tau = tf.exp(log_cdf + log_survival - log_f)
+    # These two scale as 1 / f: on the flat stretch between far-apart
+    # narrow components they overflow (f below ~1e-38 in float32), and
+    # such an element gets zero gradients for them instead of inf or NaN.
+    d_tau = tf.where(tf.math.is_finite(d_tau), d_tau, tf.zeros_like(d_tau))
+    d_logits = tf.where(tf.math.is_finite(d_logits), d_logits,
+                        tf.zeros_like(d_logits))
+    # The value is the root; the gradients are those above.
+    x = root + d_tau * (tau - tau_c) + tf.reduce_sum(
+        d_means * (means - means_c)
+        + d_log_scales * (log_scales - log_scales_c)
+        + d_logits * (logits - logits_c), axis=-1)
     return x, num_iterations
