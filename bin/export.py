@@ -8,6 +8,7 @@ into the run's preset and writes a SavedModel (default
 """
 
 import os
+import signal
 import sys
 
 from absl import app
@@ -75,11 +76,24 @@ def main(argv):
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
     from vflow_tfp import export  # pylint: disable=g-import-not-at-top
+    from vflow_tfp import interrupts  # pylint: disable=g-import-not-at-top
 
+    path = None
     try:
-        path = export.export_run(
-            FLAGS.run_dir, FLAGS.export_dir, checkpoint=FLAGS.checkpoint,
-            default_num_samples=FLAGS.serving_num_samples)
+        # SIGTERM interrupts as Ctrl-C does. The SavedModel is written to a
+        # staging directory and moved into place whole, so an interrupt
+        # leaves no partial export.
+        with interrupts.SignalInterrupts((signal.SIGINT, signal.SIGTERM)):
+            path = export.export_run(
+                FLAGS.run_dir, FLAGS.export_dir, checkpoint=FLAGS.checkpoint,
+                default_num_samples=FLAGS.serving_num_samples)
+    except KeyboardInterrupt:
+        # A signal whose raise C code dropped is seen only when the block
+        # ends; if the export got into place by then, it stands.
+        if path is None:
+            print('export.py: interrupted; nothing exported.',
+                  file=sys.stderr)
+            sys.exit(130)
     except ValueError as e:
         _fail(str(e))
     except OSError as e:

@@ -28,6 +28,7 @@ for other batch shapes) and are identical for the same batch size and seed.
 """
 
 import os
+import signal
 import sys
 import time
 
@@ -145,6 +146,7 @@ def main(argv):
     # Imported here so that --help and flag errors answer without TF start-up.
     from vflow_tfp import export  # pylint: disable=g-import-not-at-top
     from vflow_tfp import file_io  # pylint: disable=g-import-not-at-top
+    from vflow_tfp import interrupts  # pylint: disable=g-import-not-at-top
     from vflow_tfp import scoring  # pylint: disable=g-import-not-at-top
 
     specs = argv[1:]
@@ -162,9 +164,26 @@ def main(argv):
     progress = _ProgressBar(FLAGS.progress and sys.stderr.isatty(), unit)
     start = time.time()
     try:
-        records = scoring.score(scorer, inputs, num_samples=num_samples,
-                                seed=FLAGS.seed, batch_size=FLAGS.batch_size,
-                                progress=progress)
+        # SIGTERM (a job scheduler's stop) interrupts as Ctrl-C does, also
+        # if C code drops the raise (checked after every batch). Python acts
+        # on a signal between model calls: at most a batch later.
+        with interrupts.SignalInterrupts(
+                (signal.SIGINT, signal.SIGTERM)) as signals:
+
+            def progress_then_check(done, total):
+                progress(done, total)
+                signals.check()
+
+            records = scoring.score(scorer, inputs, num_samples=num_samples,
+                                    seed=FLAGS.seed,
+                                    batch_size=FLAGS.batch_size,
+                                    progress=progress_then_check)
+    except KeyboardInterrupt:
+        progress.close()
+        print('score.py: interrupted'
+              + (f'; nothing written to {FLAGS.output}.' if FLAGS.output
+                 else '.'), file=sys.stderr)
+        sys.exit(130)
     except ValueError as e:
         # An image file gone or changed since it was checked.
         progress.close()
@@ -183,14 +202,15 @@ def main(argv):
             scoring.write_results(FLAGS.output, results)
         except ValueError as e:
             write_error = str(e)
+    count = f'{len(records)} {unit if len(records) > 1 else unit[:-1]}'
     _print_records(
         records,
-        f'mean bits/dim {results["mean_bits_per_dim"]:.4f} over '
-        f'{len(records)} {unit} ({num_samples} importance samples, seed '
-        f'{FLAGS.seed}, {time.time() - start:.1f} s)')
+        f'mean bits/dim {results["mean_bits_per_dim"]:.4f} over {count} '
+        f'({num_samples} importance samples, seed {FLAGS.seed}, '
+        f'{time.time() - start:.1f} s)')
     if results['num_not_finite']:
         print(f'score.py: warning: {results["num_not_finite"]} of '
-              f'{len(records)} {unit} have no finite score (far outside the '
+              f'{count} have no finite score (far outside the '
               'data, where the model overflows)'
               + ('; null in the JSON' if FLAGS.output
                  and FLAGS.output.lower().endswith('.json') else ''),

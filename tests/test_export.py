@@ -5,6 +5,7 @@ runs (the trainer's own export at the end under two replicas, `export_run`,
 `bin/export.py`)."""
 
 import gc
+import glob
 import json
 import logging
 import math
@@ -26,12 +27,14 @@ from vflow_tfp import export
 from vflow_tfp import training
 import cli_helpers
 import export_fixtures
+import lost_signals
 import gpu_kernels
 import mirrored_export_worker
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 MIRRORED_WORKER = os.path.join(HERE, 'mirrored_export_worker.py')
+EXPORT = os.path.join(ROOT, 'bin', 'export.py')
 SAVED_MODEL_CLI = os.path.join(os.path.dirname(sys.executable),
                                'saved_model_cli')
 
@@ -530,6 +533,59 @@ class RunExportTest(tf.test.TestCase):
         self.assertEqual(os.stat(saved_model).st_ino, inode)
         self.assertEqual(export.load_metadata(saved_model)['checkpoint'],
                          tf.train.latest_checkpoint(checkpoints))
+
+    def test_an_interrupted_export_cli_is_one_line(self):
+        # SIGINT once the model is built: exit 130, one line, no export left.
+        # A signal whose raise C code loses is seen only once the export is
+        # whole: that export stands, as if the signal had come later.
+        for case in ('raised', 'turned_into_an_error', 'lost'):
+            with self.subTest(case):
+                target = os.path.join(self.tmp, f'interrupted_{case}')
+                run = subprocess.run(
+                    [sys.executable,
+                     *lost_signals.python_args_sending_a_sigint(
+                         'vflow_tfp.models.presets:build', case),
+                     EXPORT, f'--run_dir={self.run_dir}',
+                     f'--export_dir={target}'],
+                    env=_env(), capture_output=True, text=True, timeout=300)
+                self.assertNotIn('Traceback', run.stderr)
+                if case == 'lost':
+                    self.assertEqual(run.returncode, 0, run.stderr)
+                    self.assertIn('(a SIGINT lost)', run.stderr)
+                    self.assertEqual(export.load_metadata(target)['step'], 6)
+                    continue
+                self.assertEqual(run.returncode, 130, run.stderr)
+                self.assertTrue(run.stderr.endswith(
+                    'export.py: interrupted; nothing exported.\n'),
+                    run.stderr)
+                self.assertFalse(any(name.startswith(f'.interrupted_{case}')
+                                     or name == f'interrupted_{case}'
+                                     for name in os.listdir(self.tmp)))
+
+    def test_a_checkpoint_from_elsewhere_gets_no_test_figures(self):
+        # Another run's checkpoint of the same model (here a copy of the
+        # final one) at the same step: the run's test figures were not
+        # measured on it, and were written into its metadata.
+        elsewhere = os.path.join(self.tmp, 'elsewhere')
+        os.makedirs(elsewhere, exist_ok=True)
+        for name in glob.glob(os.path.join(self.run_dir, 'checkpoints',
+                                           'ckpt-6.*')):
+            shutil.copy(name, elsewhere)
+        copied = export.load_metadata(export.export_run(
+            self.run_dir, os.path.join(self.tmp, 'copied'),
+            checkpoint=os.path.join(elsewhere, 'ckpt-6')))
+        self.assertEqual((copied['step'], copied['test_bpd'],
+                          copied['test_bpd_iw'], copied['test_images']),
+                         (6, None, None, None))
+        # The run's own checkpoint, named by a relative path, gets them.
+        cwd = os.getcwd()
+        self.addCleanup(os.chdir, cwd)
+        os.chdir(self.tmp)
+        own = export.load_metadata(export.export_run(
+            self.run_dir, os.path.join(self.tmp, 'own'),
+            checkpoint=os.path.join('run', 'checkpoints', 'ckpt-6')))
+        with open(os.path.join(self.run_dir, 'results.json')) as f:
+            self.assertEqual(own['test_bpd'], json.load(f)['test_bpd'])
 
     def test_export_run_keeps_a_current_export_only(self):
         out = os.path.join(self.tmp, 'kept')

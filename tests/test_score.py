@@ -35,6 +35,7 @@ from vflow_tfp import models
 from vflow_tfp import scoring
 import cli_helpers
 import export_fixtures
+import lost_signals
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -876,6 +877,31 @@ class ScoreTest(tf.test.TestCase):
                            f'{animated}: an animated GIF of 2 frames; save '
                            'each frame as an image file (or stack them in a '
                            '.npy array) to score them.')
+
+    def test_an_interrupt_is_one_line(self):
+        # SIGINT between batches (also one whose raise C code loses or
+        # turns into an error): exit 130, one line, no traceback, no file.
+        images = self._npy('few.npy', self.exported.train[:4])
+        output = self._path('scores.json')
+        for case in ('raised', 'lost', 'turned_into_an_error'):
+            with self.subTest(case):
+                run = subprocess.run(
+                    [sys.executable,
+                     *lost_signals.python_args_sending_a_sigint(
+                         'vflow_tfp.scoring:SavedModelScorer.log_prob', case),
+                     SCORE, self.model_flag, images, '--batch_size=2',
+                     '--num_samples=2', f'--output={output}'],
+                    env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'),
+                    capture_output=True, text=True, timeout=300)
+                self.assertEqual(run.returncode, 130, run.stderr)
+                self.assertTrue(run.stderr.endswith(
+                    f'score.py: interrupted; nothing written to {output}.\n'),
+                    run.stderr)
+                self.assertNotIn('Traceback', run.stderr)
+                if case == 'lost':
+                    self.assertIn('(a SIGINT lost)', run.stderr)
+                self.assertEqual(run.stdout, '')
+                self.assertFalse(os.path.exists(output))
 
     def test_animated_png(self):
         # TensorFlow's PNG decoder reads an APNG's first frame only.

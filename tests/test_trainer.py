@@ -1852,7 +1852,8 @@ class RecordedResultsTest(_TrainerFixture, tf.test.TestCase):
     def test_settings_are_compared_as_results_json_holds_them(self):
         # A tuple setting is recorded as a list, and the run's directory may
         # be named another way: neither is a change of settings, so the
-        # bound is reused and no earlier config is recorded.
+        # bound is reused and no earlier config is recorded. (Recomputing
+        # it takes hours at the paper's 4,096 samples.)
         out = self._dir()
         strategy = tf.distribute.OneDeviceStrategy('/cpu:0')
         config = dict(iw_samples=2, iw_images=8, export=False,
@@ -1871,6 +1872,40 @@ class RecordedResultsTest(_TrainerFixture, tf.test.TestCase):
         self.assertEmpty(calls)
         with open(os.path.join(out, 'results.json')) as f:
             self.assertNotIn('earlier_configs', json.load(f))
+        # Bookkeeping and the schedule are other settings, recorded as such,
+        # but not the bound's: the finished run's bound is reused.
+        rerun = self._trainer_at(out, strategy, **dict(
+            config, log_every=2, checkpoint_every=2, max_lr=5e-4))
+        calls += self._count_bounds(rerun)
+        self.assertTrue(rerun.train()['completed'])
+        self.assertEmpty(calls)
+        with open(os.path.join(out, 'results.json')) as f:
+            self.assertLen(json.load(f)['earlier_configs'], 1)
+
+    def test_results_without_checkpoints_are_not_replaced(self):
+        # Checkpoints removed to free space, or another tool's directory:
+        # a new run there replaced results.json (and the export) unasked.
+        strategy = tf.distribute.OneDeviceStrategy('/cpu:0')
+        out = self._dir()
+        self._trainer_at(out, strategy, export=False).train()
+        shutil.rmtree(os.path.join(out, 'checkpoints'))
+        results = os.path.join(out, 'results.json')
+        with open(results) as f:
+            before = f.read()
+        with self.assertRaisesRegex(
+                ValueError, r'holds the results of a run \(results.json, step '
+                r'6\) but no checkpoint to resume it from'):
+            self._trainer_at(out, strategy).restore_or_initialize()
+        with open(results) as f:
+            self.assertEqual(f.read(), before)
+        self.assertFalse(os.path.exists(os.path.join(out, 'checkpoints')))
+        foreign = self._dir()
+        with open(os.path.join(foreign, 'results.json'), 'w') as f:
+            json.dump({'runs': []}, f)
+        with self.assertRaisesRegex(ValueError, 'holds a results.json that '
+                                    "is not a training run's"):
+            self._trainer_at(foreign, strategy).restore_or_initialize()
+        self.assertFalse(os.path.exists(os.path.join(foreign, 'checkpoints')))
 
     def test_a_figure_that_is_not_finite_is_recorded_as_null(self):
         # One evaluation point the model cannot score: results.json stays

@@ -439,7 +439,10 @@ def export_run(run_dir, export_dir=None, checkpoint=None,
         and `checkpoints/`).
       export_dir: output directory. Default value: `run_dir/saved_model`.
       checkpoint: checkpoint prefix (e.g. `run_dir/checkpoints/ckpt-800`) or
-        directory. Default value: the latest of `run_dir/checkpoints`.
+        directory. One outside `run_dir/checkpoints` (a copy, another run's
+        of the same model) is exported without the run's test figures,
+        which were not measured on it. Default value: the latest of
+        `run_dir/checkpoints`.
       default_num_samples: importance samples of `serving_default`.
         Default value: the run's `iw_samples`, else 16.
       keep_current: if `True` and `export_dir` already holds the export this
@@ -459,7 +462,8 @@ def export_run(run_dir, export_dir=None, checkpoint=None,
     path = _checkpoint_path(run_dir, checkpoint)
     export_dir = export_dir or os.path.join(run_dir, 'saved_model')
     overrides = dict(config.get('preset_overrides') or {})
-    metadata = _run_metadata(results, path, overrides)
+    metadata = _run_metadata(results, path, overrides,
+                             _is_run_checkpoint(run_dir, path))
     if default_num_samples is None:
         default_num_samples = config.get('iw_samples') or DEFAULT_NUM_SAMPLES
     # Checked now: it goes into the metadata compared below.
@@ -494,18 +498,30 @@ def export_run(run_dir, export_dir=None, checkpoint=None,
                             chunk_size=chunk_size)
 
 
-def _run_metadata(results, path, overrides):
+def _is_run_checkpoint(run_dir, path):
+    """Whether checkpoint `path` is in `run_dir/checkpoints` (not a copy
+    elsewhere, nor another run's)."""
+    def where(directory):
+        if file_io.is_url(directory):
+            return directory.rstrip('/')
+        return os.path.realpath(directory)
+    return where(os.path.dirname(path)) == where(
+        os.path.join(run_dir, 'checkpoints'))
+
+
+def _run_metadata(results, path, overrides, own_checkpoint=True):
     """The metadata `export_run` saves for checkpoint `path` of a run."""
     config = results['config']
     match = re.search(r'-(\d+)$', path)
     step = int(match[1]) if match else None
-    # Test bits/dim belong to this export only if they were measured at the
-    # checkpoint's step (results.json before `test_bpd_step` existed: its
-    # own step).
+    # Test bits/dim belong to this export only if they were measured on
+    # this checkpoint: one of the run's own, at the step they were measured
+    # at (results.json before `test_bpd_step` existed: its own step).
 
     def measured_here(key):
         at = results.get(f'{key}_step', results.get('step'))
-        return results.get(key) if step is not None and at == step else None
+        return (results.get(key) if own_checkpoint and step is not None
+                and at == step else None)
     return {
         'preset': results['preset'],
         'preset_overrides': overrides,

@@ -200,6 +200,19 @@ def _settings(config):
     return {k: v for k, v in config.items() if k != 'output_dir'}
 
 
+# What the final importance-weighted bound of a checkpoint depends on: its
+# model, data, batches, sample counts, noise seed and compilation (XLA
+# draws other noise). Not the schedule or the bookkeeping (log, checkpoint
+# and evaluation intervals, sample grids, export).
+_BOUND_SETTINGS = ('preset', 'preset_overrides', 'dataset', 'validation_size',
+                   'global_batch_size', 'iw_samples', 'iw_images',
+                   'iw_chunk_size', 'seed', 'jit_compile')
+
+
+def _bound_settings(config):
+    return {k: config.get(k) for k in _BOUND_SETTINGS}
+
+
 def _finite_or_none(value, what):
     """`value`, or `None` with a warning if it is not finite (JSON has no
     NaN or infinity; Python writes them as tokens strict readers refuse)."""
@@ -605,6 +618,7 @@ class Trainer:
         candidates = self._saved_checkpoints()
         self._check_workers_agree(candidates[0] if candidates else None)
         if not candidates:
+            self._refuse_results_without_checkpoints()
             self._remove_partial_saves()
             self._initialize()
             self.save()
@@ -724,6 +738,24 @@ class Trainer:
                 f'{self.config.preset!r} with overrides '
                 f'{self.config.preset_overrides}{trained}: {_first_line(e)} '
                 'Use another output directory.') from e
+
+    def _refuse_results_without_checkpoints(self):
+        """A new run must not replace results it cannot resume: a run's
+        whose checkpoints were removed (to free space, say), or another
+        tool's (a toy sweep's `results.json`)."""
+        results = self._recorded_results()
+        if not results:
+            return
+        out = self.config.output_dir
+        if not isinstance(results.get('config'), dict):
+            raise ValueError(
+                f'{out} holds a results.json that is not a training run\'s; '
+                'use another output directory.')
+        raise ValueError(
+            f'{out} holds the results of a run (results.json, step '
+            f'{results.get("step")}) but no checkpoint to resume it from; a '
+            'new run would replace them. Use another output directory, or '
+            'move results.json away to start over there.')
 
     def _recorded_config(self):
         """The `config` of `output_dir`'s results.json, `{}` if none."""
@@ -1194,10 +1226,10 @@ class Trainer:
         # of the bookkeeping, where C code may drop its exception.
         handlers = self._install_signal_handlers()
         try:
-            elapsed_before, same_settings = self._start_results(
+            elapsed_before, same_bound = self._start_results(
                 self.restore_or_initialize())
             completed = self._loop(time.time(), elapsed_before,
-                                   same_settings)
+                                   same_bound)
         finally:
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
@@ -1232,7 +1264,7 @@ class Trainer:
 
         Returns:
           The wall time of the earlier calls, and whether they had this
-          config.
+          config's settings of the final bound (`_BOUND_SETTINGS`).
         """
         config = self.config
         previous = dict(self.results)  # of an earlier call on this trainer
@@ -1263,7 +1295,9 @@ class Trainer:
             # An export of an earlier step is not this run's model (with
             # `export=False` none replaces it).
             self.results.pop('saved_model', None)
-        return float(previous.get('wall_time', 0.0)), same_settings
+        return float(previous.get('wall_time', 0.0)), (
+            earlier is not None
+            and _bound_settings(earlier) == _bound_settings(current))
 
     def _evaluate_and_record(self, step):
         """The test ELBO, reconstruction check and sample grid of `step`,
@@ -1323,10 +1357,11 @@ class Trainer:
         return {sig: signal.signal(sig, self.request_stop)
                 for sig in interrupts.STOP_SIGNALS}
 
-    def _loop(self, start, elapsed_before, same_settings):
+    def _loop(self, start, elapsed_before, same_bound):
         """Trains to `train_steps`, then the final bound; `False` if stopped.
 
-        `same_settings`: whether `results.json` came from this config.
+        `same_bound`: whether `results.json` came from a config with these
+        settings of the final bound.
         """
         config = self.config
         split = self.eval_split
@@ -1458,7 +1493,7 @@ class Trainer:
                             wall_time=elapsed_before + time.time() - start)
         if config.iw_samples:
             if (self.results.get('test_bpd_iw_step') == step
-                    and same_settings and start_step == step):
+                    and same_bound and start_step == step):
                 # A rerun of the finished command: the bound is the same
                 # computation on the same checkpoint. (Not after training
                 # here: a run that fell back from a damaged final checkpoint
