@@ -45,7 +45,7 @@ _SUMMARIES = {
         'weight norm, B=20, F=128, K=32, D_Z=3.'),
     'vflow_imagenet64': (
         'VFlow ImageNet 64x64 (paper 3.66 bpd): the official launcher, '
-        'S2D first, weight norm, B=16, F=96, K=4, D_Z=3.'),
+        'S2D first, plain weights, B=16, F=96, K=4, D_Z=3.'),
     'small_vflow_32':
         'CPU-sized VFlow for 32x32x3 images, D_Z=3, F=32, B=2, K=8.',
     'small_vflow_16':

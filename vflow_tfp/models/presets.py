@@ -249,7 +249,9 @@ def glow(levels=3, steps=32, filters=512, seed=None, dtype=tf.float32,
 # network's output conv, no 1x1 convolutions in r and q (nor in Flow++'s p),
 # and deeper context networks. The layouts are those of the official
 # launchers (Flow++ `imagenet32_official.py`, VFlow `imagenet32.py` and
-# `imagenet64.py`), which the papers do not spell out.
+# `imagenet64.py`), which the papers do not spell out. VFlow's
+# `imagenet64.py` alone has plain weights (`W` with its data-dependent init,
+# as on CIFAR), although SPEC §6.3 says the whole path weight-normalises.
 
 _IMAGENET = dict(weight_norm=True, output_nonlinearity=True,
                  rq_pointwise=False, context_layer_norm=True)
@@ -307,6 +309,7 @@ def vflow_imagenet64(filters=96, blocks=16, components=4, dequant_blocks=5,
     p: S2D ; f_checker(16,96,4)x4 ; S2D ; f_channel x2, f_checker x2 ; S2D ;
     f_channel x2, f_checker x2 (no coupling at 64x64). q: g_checker(5,96,4)x4
     + sigmoid; r: the same; both with context nets of 5 x [gated conv, LN].
+    Plain (not weight-normalised) weights, as in its launcher.
     """
     g = _groups(blocks, filters, components)
     rq = _groups(blocks, filters, components, attention=False)
@@ -318,7 +321,8 @@ def vflow_imagenet64(filters=96, blocks=16, components=4, dequant_blocks=5,
         q_group=rq('column', 4, posterior_blocks),
         r_group=rq('column', 4, dequant_blocks), context_blocks=5,
         variant='vflow', dropout=dropout, seed=seed, dtype=dtype,
-        num_bins=num_bins, name='vflow_imagenet64', **_IMAGENET)
+        num_bins=num_bins, name='vflow_imagenet64',
+        **dict(_IMAGENET, weight_norm=False))
 
 
 # -- CPU-sized models ------------------------------------------------------

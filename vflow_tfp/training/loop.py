@@ -213,7 +213,7 @@ def _bound_settings(config):
     return {k: config.get(k) for k in _BOUND_SETTINGS}
 
 
-def _finite_or_none(value, what):
+def _recorded_figure(value, what):
     """`value`, or `None` with a warning if it is not finite (JSON has no
     NaN or infinity; Python writes them as tokens strict readers refuse)."""
     if math.isfinite(value):
@@ -1303,7 +1303,7 @@ class Trainer:
         """The test ELBO, reconstruction check and sample grid of `step`,
         logged and written to the summaries and results."""
         test_bpd = self.evaluate()
-        recorded_bpd = _finite_or_none(
+        recorded_bpd = _recorded_figure(
             test_bpd, f'Step {step}: the {self.eval_split} bits/dim')
         inverse_error = recorded_error = self.reconstruction_error()
         if inverse_error is not None and not math.isfinite(inverse_error):
@@ -1518,7 +1518,7 @@ class Trainer:
                              'images) %.4f', split, config.iw_samples, images,
                              iw_bpd)
                 self._write_results(
-                    test_bpd_iw=_finite_or_none(
+                    test_bpd_iw=_recorded_figure(
                         iw_bpd, f'The {split} bits/dim of the bound'),
                     iw_images=images, test_bpd_iw_step=step)
         self._write_results(step=step, train_bpd=train_bpd,
