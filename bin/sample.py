@@ -154,9 +154,10 @@ def main(argv):
         _fail(str(e))
     except (OSError, tf.errors.OpError) as e:
         _fail(f'{FLAGS.output}: cannot write it ({file_io.reason(e)}).')
-    what = (f'{writer.count} files in {FLAGS.output}' if kind == 'directory'
-            else FLAGS.output)
-    print(f'{writer.count} samples ({shape}, {dtype}, temperature '
+    plural = 's' * (writer.count != 1)
+    what = (f'{writer.count} file{plural} in {FLAGS.output}'
+            if kind == 'directory' else FLAGS.output)
+    print(f'{writer.count} sample{plural} ({shape}, {dtype}, temperature '
           f'{FLAGS.temperature:g}, seed {FLAGS.seed}) in '
           f'{time.time() - start:.1f} s: wrote {what}')
 

@@ -1715,10 +1715,23 @@ class SamplingTest(tf.test.TestCase):
                 model.sample(2, temperature=temperature, seed=[1, 2])
         with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
                                     'num must be >= 0'):
-            model.sample(-1, seed=[1, 2])
+            model.sample(tf.constant(-1), seed=[1, 2])
+        # Counts that int32 would wrap (2^32 + 2 gave 2 samples, and
+        # -2^32 + 1 one) are refused.
+        for num in (-1, 2**31, 2**32 + 2, np.int64(-(2**32) + 1)):
+            with self.assertRaisesRegex(ValueError,
+                                        r'num must be in \[0, 2\^31\)'):
+                model.sample(num, seed=[1, 2])
+        with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
+                                    'num must be below 2'):
+            model.sample(tf.constant(2**32 + 2, tf.int64), seed=[1, 2])
         for num in (2.7, [2, 3], True):
             with self.assertRaisesRegex(TypeError, 'integer scalar'):
                 model.sample(num, seed=[1, 2])
+        # One temperature per sample would scale the latent's channels.
+        with self.assertRaisesRegex(TypeError, 'temperature must be a '
+                                    r'scalar; got shape \(2,\)'):
+            model.sample(2, temperature=[1.0, 0.0], seed=[1, 2])
         self.assertEqual(model.sample(np.int64(0), seed=[1, 2]).shape,
                          [0, 8, 8, 3])
         # A Python float beyond float32's range is a finite temperature of

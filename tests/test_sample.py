@@ -117,10 +117,20 @@ class SampleTest(tf.test.TestCase):
         for bad in (dict(num=0), dict(num=2, batch_size=0),
                     dict(num=2, temperature=-1.0),
                     dict(num=2, temperature=float('nan')),
+                    # Finite, but not in float32 (the signature's type).
+                    dict(num=2, temperature=1e39),
+                    dict(num=2, temperature=10**400),
                     dict(num=2, seed=2**31), dict(num=2**31),
                     dict(num=2, first_batch=-1)):
             with self.assertRaises(ValueError):
                 sampling.draw(self.sampler, **bad)
+        # Batch indices past int32 are found before any batch is drawn.
+        drawn = []
+        with self.assertRaisesRegex(ValueError, 'end at batch 2147483648'):
+            for batch in sampling.draw_batches(
+                    self.sampler, 4, batch_size=1, first_batch=2**31 - 3):
+                drawn.append(batch)
+        self.assertEmpty(drawn)
 
     def test_a_failed_batch_is_named_with_its_reason(self):
         # Far too hot: the image model's flow overflows, and the error
@@ -196,9 +206,34 @@ class SampleTest(tf.test.TestCase):
                 ('foo://bucket/s.png', 'cannot reach it')):
             with self.assertRaisesRegex(ValueError, message):
                 sampling.output_kind(path, info)
-        # A trailing slash names a directory, whatever the name.
+        # A trailing slash names a directory, whatever the name; so does an
+        # existing one's name with a dot in it.
         self.assertEqual(sampling.output_kind(self._path('s.png') + '/',
                                               info), 'directory')
+        os.makedirs(self._path('runs.v2'))
+        self.assertEqual(sampling.output_kind(self._path('runs.v2'), info),
+                         'directory')
+        # The working directory or its parent, and a link to a directory,
+        # would be refused only at the end, once every sample was drawn.
+        os.makedirs(self._path('empty'))
+        os.symlink(self._path('empty'), self._path('link'))
+        cwd = os.getcwd()
+        self.addCleanup(os.chdir, cwd)
+        os.chdir(self._path('empty'))
+        for path, message in (('.', 'not as . or ..'),
+                              ('./', 'not as . or ..'),
+                              ('..', 'not as . or ..'),
+                              (self._path('link'), 'a symbolic link'),
+                              (self._path('link') + '/', 'a symbolic link')):
+            with self.assertRaisesRegex(ValueError, message):
+                sampling.output_kind(path, info)
+        # `dir/.` is that directory.
+        self.assertEqual(sampling.output_kind(self._path('runs.v2', '.'),
+                                              info), 'directory')
+        samples = sampling.draw(self.sampler, 2, seed=1)
+        self.assertEqual(sampling.write_samples(
+            self._path('runs.v2', '.'), 'directory', samples), 2)
+        self.assertLen(os.listdir(self._path('runs.v2')), 2)
 
     def test_the_writers_never_remove_files_in_the_way(self):
         # The writers are public: without `output_kind`'s check first, a

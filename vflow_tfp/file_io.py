@@ -330,6 +330,9 @@ def staged_directory(path, replace=True):
     """
     path = os.fspath(path).rstrip('/')
     url = is_url(path)
+    if not url:
+        # `runs/samples/.` is `runs/samples`, whose parent is `runs`.
+        path = os.path.normpath(path)
     parent = os.path.dirname(path)
     name = os.path.basename(path)
     if url:

@@ -6,7 +6,7 @@
 info = export.load_metadata(model_dir)             # no TF model loading
 kind = output_kind('samples.png', info)             # checked before sampling
 sampler = SavedModelSampler(model_dir)
-with SampleWriter('samples.png', kind, info['num_bins']) as writer:
+with SampleWriter('samples.png', kind, info.get('num_bins')) as writer:
     for batch in draw_batches(sampler, 64, temperature=0.8, seed=0):
         writer.add(batch)
 ```
@@ -18,8 +18,8 @@ Three outputs, chosen by the name:
 * `NAME.npy`: the samples as one array, uint8 `[N, H, W, C]` for images
   (pixel values in `[0, num_bins)`, as the model draws them) and float
   `[N, D]` for vectors;
-* a directory (a name without extension or ending in `/`, new or empty):
-  one PNG per sample, `sample_000000.png`, ..., the layout that FID and
+* a directory (an existing empty one, or a name without extension or
+  ending in `/`): one PNG per sample, `sample_000000.png`, ..., the layout that FID and
   other sample metrics read (image models).
 
 PNGs hold 8-bit pixels: a model of fewer levels (`num_bins` < 256) has its
@@ -33,7 +33,6 @@ name and renamed; an error or an interrupt leaves no partial output. A file
 of the name is replaced; a directory must be new or empty.
 """
 
-import math
 import os
 import re
 
@@ -71,11 +70,22 @@ def output_kind(path, metadata):
         raise ValueError('-: samples are written to files, not to stdout; '
                          'name a .png, a .npy or a directory.')
     image = metadata.get('kind') == 'image'
+    url = file_io.is_url(path)
+    if not url and os.path.basename(os.path.normpath(path)) in ('.', '..'):
+        # Its staging directory would have to go beside the working
+        # directory, which would then be replaced under the shell.
+        raise ValueError(f'{path}: name the directory by its own name (e.g. '
+                         '../samples), not as . or ..')
+    if not url and os.path.islink(path.rstrip('/')) and os.path.isdir(path):
+        raise ValueError(f'{path}: a symbolic link to a directory; name the '
+                         'directory itself.')
     if path.endswith('/'):
         kind = 'directory'
     else:
         extension = os.path.splitext(path)[1].lower()
         kind = _EXTENSIONS.get(extension)
+        if kind is None and not url and os.path.isdir(path):
+            kind = 'directory'  # an existing one with a dot: `runs.v2`
         if kind is None and extension:
             raise ValueError(f'{path}: unknown output; name a .png (a grid '
                              'of the samples), a .npy (an array) or a '
@@ -137,7 +147,8 @@ def draw_batches(sampler, num, *, temperature=1.0, seed=0, batch_size=64,
     Batch `b` (counted from `first_batch`) is drawn with the stateless seed
     `(seed, b)`: the same `seed`, `batch_size` and `first_batch` give the
     same samples, and more samples only add batches (the first `n` of them
-    do not depend on `num`). A training run's `samples.png` of step `s` is
+    do not depend on `num`: exactly for images, to float32 rounding for
+    vectors, whose last batch may have another shape). A training run's `samples.png` of step `s` is
     batch `s` of `batch_size` `num_samples` (16) with the run's seed.
 
     Args:
@@ -164,19 +175,22 @@ def draw_batches(sampler, num, *, temperature=1.0, seed=0, batch_size=64,
             first_batch, (int, np.integer)) or not 0 <= first_batch < 2**31:
         raise ValueError('first_batch must be an integer in [0, 2^31); got '
                          f'{first_batch!r}.')
-    if isinstance(temperature, bool) or not isinstance(
-            temperature, (int, float, np.integer, np.floating)) or not (
-                math.isfinite(temperature) and temperature >= 0):
-        raise ValueError('temperature must be a finite number >= 0; got '
+    if not _is_temperature(temperature):
+        raise ValueError('temperature must be a number >= 0 that float32 '
+                         '(the signature\'s type) holds; got '
                          f'{temperature!r}.')
     scoring.check_seed(seed)
+    last = first_batch + (num - 1) // batch_size
+    if last >= 2**31:
+        # Found now, not after every batch before it was drawn.
+        raise ValueError(f'{num} samples in batches of {batch_size} from '
+                         f'batch {first_batch} end at batch {last}; batch '
+                         'indices end at 2^31 - 1.')
     done = 0
     batch = int(first_batch)
     while done < num:
         count = min(batch_size, num - done)
         where = f'batch {batch} (seed ({seed}, {batch}))'
-        if batch >= 2**31:
-            raise ValueError(f'{where}: batch indices end at 2^31 - 1.')
         try:
             samples = sampler.sample(count, float(temperature),
                                      (int(seed), batch))
@@ -190,6 +204,17 @@ def draw_batches(sampler, num, *, temperature=1.0, seed=0, batch_size=64,
         if progress is not None:
             progress(done, num)
         yield samples
+
+
+def _is_temperature(value):
+    if isinstance(value, bool) or not isinstance(
+            value, (int, float, np.integer, np.floating)):
+        return False
+    try:
+        value = float(value)
+    except OverflowError:  # an int past float64's range
+        return False
+    return 0 <= value <= np.finfo(np.float32).max
 
 
 def draw(sampler, num, **kwargs):

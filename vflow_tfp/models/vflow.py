@@ -576,25 +576,39 @@ class VFlow(tf.Module):
           seed: optional stateless seed `[2]`; default from `self.rng`.
 
         Raises:
-          TypeError: for a `num` that is not an integer scalar.
-          ValueError: for a seed of another shape than `[2]`, or of values
-            that int32 cannot hold.
+          TypeError: for a `num` that is not an integer scalar, or a
+            `temperature` that is not a scalar.
+          ValueError: for a Python `num` outside [0, 2^31), a seed of
+            another shape than `[2]`, or of values that int32 cannot hold.
           InvalidArgumentError: for a negative `num` or a negative or
             non-finite `temperature` (eagerly at once, in a graph when run),
             and for images if the flow maps a latent to non-finite values
             (no pixel value stands for them).
         """
+        if isinstance(num, (int, np.integer)) and not isinstance(num, bool):
+            # Checked before the int32 cast, which would wrap 2^32 + 2 to 2.
+            if not 0 <= num < 2**31:
+                raise ValueError(f'num must be in [0, 2^31); got {num}.')
         num = tf.convert_to_tensor(num)
         if not num.dtype.is_integer or num.shape.rank not in (None, 0):
             raise TypeError('num must be an integer scalar; got '
                             f'{num.dtype.name} of shape {num.shape}.')
-        num = tf.cast(num, tf.int32)
         tf.debugging.assert_non_negative(num, message='num must be >= 0')
+        if num.dtype.size > 4 or num.dtype == tf.uint32:
+            tf.debugging.assert_less(
+                num, tf.constant(2**31, num.dtype),
+                message='num must be below 2^31')
+        num = tf.cast(num, tf.int32)
         if not tf.is_tensor(temperature):
             # A Python float beyond float32's range is finite in float64:
             # converted by TF's default float32 it would fail with a
             # message about conversion, not about the temperature.
             temperature = np.asarray(temperature, np.float64)
+        temperature = tf.convert_to_tensor(temperature)
+        if temperature.shape.rank not in (None, 0):
+            # It would scale the latent's last axis, not the samples.
+            raise TypeError('temperature must be a scalar; got shape '
+                            f'{temperature.shape}.')
         temperature = tf.cast(temperature, self._dtype)
         tf.debugging.assert_equal(
             tf.math.is_finite(temperature) & (temperature >= 0), True,
