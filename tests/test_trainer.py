@@ -82,6 +82,19 @@ class _TrainerFixture:
                                 _fixed_batch_input_fn(self.batch),
                                 self.eval_fn, self.init)
 
+    def _count_bounds(self, trainer):
+        """A list that gets an entry whenever `trainer` computes its final
+        importance-weighted bound."""
+        calls = []
+        real_bound = trainer.evaluate_importance_weighted
+
+        def counted_bound():
+            calls.append(1)
+            return real_bound()
+
+        trainer.evaluate_importance_weighted = counted_bound
+        return calls
+
     def _stepper(self, trainer):
         """`step()` runs one train step of `trainer` on the fixed batch and
         returns its outputs (loss, gradient norm, stop votes)."""
@@ -1481,14 +1494,7 @@ class TrainerSafetyTest(_TrainerFixture, tf.test.TestCase):
             _config(out, **dict(config, iw_samples=2)),
             tf.distribute.OneDeviceStrategy('/cpu:0'),
             _fixed_batch_input_fn(self.batch), self.eval_fn, self.init)
-        calls = []
-        real_bound = other.evaluate_importance_weighted
-
-        def counted_bound():
-            calls.append(1)
-            return real_bound()
-
-        other.evaluate_importance_weighted = counted_bound
+        calls = self._count_bounds(other)
         self.assertEqual(other.train()['test_bpd_iw_step'], 3)
         self.assertLen(calls, 1)
         # ... and another export, with its own default sample count.
@@ -1822,17 +1828,6 @@ class TrainerSafetyTest(_TrainerFixture, tf.test.TestCase):
 
 class RecordedResultsTest(_TrainerFixture, tf.test.TestCase):
     """What results.json records, and when a rerun reuses its final bound."""
-
-    def _count_bounds(self, trainer):
-        calls = []
-        real_bound = trainer.evaluate_importance_weighted
-
-        def counted_bound():
-            calls.append(1)
-            return real_bound()
-
-        trainer.evaluate_importance_weighted = counted_bound
-        return calls
 
     def test_the_bound_is_made_again_when_its_step_was_trained_again(self):
         # The final checkpoint damaged: the rerun falls back to step 3 and
