@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 
 import numpy as np
 import tensorflow as tf
@@ -122,7 +123,9 @@ class SampleTest(tf.test.TestCase):
                     dict(num=2, temperature=10**400),
                     dict(num=2, seed=2**31), dict(num=2**31),
                     dict(num=2, first_batch=-1)):
-            with self.assertRaises(ValueError):
+            # Refused, without NumPy's overflow warning on the way.
+            with self.assertRaises(ValueError), warnings.catch_warnings():
+                warnings.simplefilter('error', RuntimeWarning)
                 sampling.draw(self.sampler, **bad)
         # Batch indices past int32 are found before any batch is drawn.
         drawn = []

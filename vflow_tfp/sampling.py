@@ -214,7 +214,9 @@ def _is_temperature(value):
         value = float(value)
     except OverflowError:  # an int past float64's range
         return False
-    return 0 <= value <= np.finfo(np.float32).max
+    # (A Python float: compared with a NumPy float32, 1e39 would be cast
+    # to it, with an overflow warning.)
+    return 0 <= value <= float(np.finfo(np.float32).max)
 
 
 def draw(sampler, num, **kwargs):
