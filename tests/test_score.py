@@ -73,12 +73,18 @@ def _write_png(path, image):
     tf.io.write_file(path, tf.io.encode_png(image))
 
 
-def _write_bmp(path, pixels, palette=None, os2=False):
+def _write_bmp(path, pixels, palette=None, os2=False, rgb555=False):
     """A BMP of RGB `pixels` [H, W, 3], or of 8-bit indices [H, W] into
     `palette` [256, 3] (TensorFlow has no BMP encoder); `os2`: with OS/2
-    1.x's 12-byte header and 3-byte palette entries."""
+    1.x's 12-byte header and 3-byte palette entries; `rgb555`: 16 bits per
+    pixel, 5 per channel."""
     height, width = pixels.shape[:2]
-    if palette is None:
+    if rgb555:
+        top = pixels.astype(np.uint16) >> 3
+        packed = (top[..., 0] << 10) | (top[..., 1] << 5) | top[..., 2]
+        bits, colours = 16, b''
+        rows = packed[::-1].astype('<u2').view(np.uint8)
+    elif palette is None:
         bits, rows, colours = 24, pixels[::-1, :, ::-1], b''
     else:
         bits, rows = 8, pixels[::-1]
@@ -921,15 +927,8 @@ class ScoreTest(tf.test.TestCase):
 
     def test_16_bit_bmp(self):
         # TensorFlow cannot decode it: named as such, not as "not an image".
-        pixels = (self.exported.train[0].astype(np.uint16) >> 3)
-        packed = (pixels[..., 0] << 10) | (pixels[..., 1] << 5) | pixels[..., 2]
-        body = packed[::-1].astype('<u2').tobytes()  # rows of 16 bytes
-        info = struct.pack('<IiiHHIIiiII', 40, 8, 8, 1, 16, 0, len(body),
-                           2835, 2835, 0, 0)
         path = self._path('rgb555.bmp')
-        with open(path, 'wb') as f:
-            f.write(struct.pack('<2sIHHI', b'BM', 54 + len(body), 0, 0, 54)
-                    + info + body)
+        _write_bmp(path, self.exported.train[0], rgb555=True)
         with self.assertRaisesWithLiteralMatch(
                 ValueError, f'{path}: 16-bit BMP, which TensorFlow cannot '
                 'decode (it reads 24- and 32-bit BMPs); convert it to PNG.'):

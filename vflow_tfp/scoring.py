@@ -550,12 +550,14 @@ def _normpath(path):
     return path if file_io.is_url(path) else os.path.normpath(path)
 
 
-def _directory_images(path):
+def _directory_images(path, names=None):
     # Broken symbolic links are kept, to be refused by name as when named
     # explicitly, rather than skipped without a word. Hidden files are left
     # out, as a glob's `*` leaves them out (macOS's `._x.png` companions
-    # are not images).
-    paths = (file_io.join(path, name) for name in file_io.listdir(path)
+    # are not images). `names`: the directory's listing, if already made.
+    if names is None:
+        names = file_io.listdir(path)
+    paths = (file_io.join(path, name) for name in names
              if name.lower().endswith(IMAGE_EXTENSIONS)
              and not name.startswith('.'))
     if file_io.is_remote(path):
@@ -570,11 +572,12 @@ def _directory_images(path):
                   if os.path.isfile(p) or _is_broken_link(p))
 
 
-def _warn_of_files_left_out(path):
-    """Warns of the files in directory `path` that `score` could read if
-    named, but a directory does not give (GIF, BMP, WebP, arrays)."""
+def _warn_of_files_left_out(path, names):
+    """Warns of the files among `names`, directory `path`'s listing, that
+    `score` could read if named, but a directory does not give (GIF, BMP,
+    WebP, arrays)."""
     counts = collections.Counter(
-        os.path.splitext(name)[1].lower() for name in file_io.listdir(path)
+        os.path.splitext(name)[1].lower() for name in names
         if not name.startswith('.')
         and name.lower().endswith(_READABLE_IF_NAMED))
     if counts:
@@ -637,11 +640,12 @@ def open_inputs(specs, metadata, *, npz_key=None, data_dir=None):
             files.append(path)
 
     def add_directory(path):
-        found = _directory_images(path)
+        names = file_io.listdir(path)  # One request for a bucket.
+        found = _directory_images(path, names)
         if not found:
             raise ValueError(f'{path}: no {", ".join(IMAGE_EXTENSIONS)} '
                              'files in this directory.')
-        _warn_of_files_left_out(path)
+        _warn_of_files_left_out(path, names)
         for name in found:
             add_file(name)
 

@@ -60,30 +60,25 @@ def mixture_logistic_terms(x, logits, means, log_scales):
 def _terms(x, log_weights, means, log_scales, inverse_scales, pdf=True):
     """`mixture_logistic_terms` from the normalised log-weights and the
     inverse scales (`log_pdf` left `None` unless `pdf`)."""
+    return MixtureLogisticTerms(*(
+        None if t is None else tf.reduce_logsumexp(t, axis=-1)
+        for t in _component_terms(x, log_weights, means, log_scales,
+                                  inverse_scales, pdf)))
+
+
+def _component_terms(x, log_weights, means, log_scales, inverse_scales,
+                     pdf=True):
+    """The terms of each component, shape `S + [K]`: `log pi_k + log
+    sigmoid(z_k)`, `log pi_k + log sigmoid(-z_k)` and `log pi_k + log
+    f_k(x)` (`None` unless `pdf`), whose log-sum-exps are the mixture's."""
     z = (x[..., tf.newaxis] - means) * inverse_scales
     softplus_z = tf.nn.softplus(z)
     softplus_neg_z = tf.nn.softplus(-z)
-    log_cdf = tf.reduce_logsumexp(log_weights - softplus_neg_z, axis=-1)
-    log_survival = tf.reduce_logsumexp(log_weights - softplus_z, axis=-1)
     log_pdf = None
     if pdf:
-        log_pdf = tf.reduce_logsumexp(
-            log_weights - softplus_z - softplus_neg_z - log_scales, axis=-1)
-    return MixtureLogisticTerms(log_cdf, log_survival, log_pdf)
-
-
-def _logit_cdf_fn(logits, means, log_scales):
-    """`x -> logit F(x)` of the mixture. What does not depend on `x` (the
-    log-weights, the inverse scales) is computed here, once, rather than
-    in each of the root finder's iterations."""
-    log_weights = tf.nn.log_softmax(logits, axis=-1)
-    inverse_scales = tf.exp(-log_scales)
-
-    def logit_cdf(x):
-        terms = _terms(x, log_weights, means, log_scales, inverse_scales,
-                       pdf=False)
-        return terms.log_cdf - terms.log_survival
-    return logit_cdf
+        log_pdf = log_weights - softplus_z - softplus_neg_z - log_scales
+    return MixtureLogisticTerms(log_weights - softplus_neg_z,
+                                log_weights - softplus_z, log_pdf)
 
 
 def inverse_logit_cdf(tau, logits, means, log_scales, max_iterations=100):
@@ -132,10 +127,14 @@ def inverse_logit_cdf(tau, logits, means, log_scales, max_iterations=100):
     high = tf.reduce_max(ends, axis=-1)
     value_tolerance = 4.0 * eps * (tf.abs(tau_c) + 1.0)
 
-    logit_cdf = _logit_cdf_fn(logits_c, means_c, log_scales_c)
+    # Computed once, not in each of the root finder's iterations.
+    log_weights = tf.nn.log_softmax(logits_c, axis=-1)
+    inverse_scales = tf.exp(-log_scales_c)
 
     def objective(x):
-        return logit_cdf(x) - tau_c
+        terms = _terms(x, log_weights, means_c, log_scales_c, inverse_scales,
+                       pdf=False)
+        return terms.log_cdf - terms.log_survival - tau_c
 
     def solve(low, high, position_tolerance, max_iterations):
         return tfp.math.find_root_chandrupatla(
@@ -183,23 +182,18 @@ def inverse_logit_cdf(tau, logits, means, log_scales, max_iterations=100):
     # tiny: differentiating logit F at the root instead took ratios of sums
     # that underflow, and the means' and scales' gradients came out 0 long
     # before f itself underflowed.
-    z = (root[..., tf.newaxis] - means_c) * tf.exp(-log_scales_c)
-    softplus_z, softplus_neg_z = tf.nn.softplus(z), tf.nn.softplus(-z)
-    log_weights = tf.nn.log_softmax(logits_c, axis=-1)
-    log_densities = log_weights - softplus_z - softplus_neg_z - log_scales_c
-    log_f = tf.reduce_logsumexp(log_densities, axis=-1)
-    log_cdf = tf.reduce_logsumexp(log_weights - softplus_neg_z, axis=-1)
-    log_survival = tf.reduce_logsumexp(log_weights - softplus_z, axis=-1)
-    responsibilities = tf.exp(log_densities - log_f[..., tf.newaxis])
-    d_means = responsibilities
+    components = _component_terms(root, log_weights, means_c, log_scales_c,
+                                  inverse_scales)
+    log_cdf, log_survival, log_f = (tf.reduce_logsumexp(t, axis=-1)
+                                    for t in components)
+    responsibilities = tf.exp(components.log_pdf - log_f[..., tf.newaxis])
     d_log_scales = responsibilities * (root[..., tf.newaxis] - means_c)
-    # dF/dlogit_k = pi_k (sigmoid(z_k) - F), the difference taken as
-    # sigmoid(z_k) (1 - F) - sigmoid(-z_k) F, which does not cancel.
-    sigmoid_minus_cdf = (
-        tf.exp(log_survival[..., tf.newaxis] - softplus_neg_z)
-        - tf.exp(log_cdf[..., tf.newaxis] - softplus_z))
-    d_logits = -tf.exp(log_weights - log_f[..., tf.newaxis]) * (
-        sigmoid_minus_cdf)
+    # dx/dlogit_k = -pi_k (sigmoid(z_k) - F) / f, taken as
+    # (pi_k sigmoid(-z_k) F - pi_k sigmoid(z_k) (1 - F)) / f, which does not
+    # cancel.
+    d_logits = (
+        tf.exp(components.log_survival + (log_cdf - log_f)[..., tf.newaxis])
+        - tf.exp(components.log_cdf + (log_survival - log_f)[..., tf.newaxis]))
     d_tau = tf.exp(log_cdf + log_survival - log_f)
     # These two scale as 1 / f: on the flat stretch between far-apart
     # narrow components they overflow (f below ~1e-38 in float32), and
@@ -209,7 +203,7 @@ def inverse_logit_cdf(tau, logits, means, log_scales, max_iterations=100):
                         tf.zeros_like(d_logits))
     # The value is the root; the gradients are those above.
     x = root + d_tau * (tau - tau_c) + tf.reduce_sum(
-        d_means * (means - means_c)
+        responsibilities * (means - means_c)
         + d_log_scales * (log_scales - log_scales_c)
         + d_logits * (logits - logits_c), axis=-1)
     return x, num_iterations
