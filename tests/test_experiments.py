@@ -627,11 +627,9 @@ def test_training_batches_are_keyed_on_the_seed_and_the_step():
     # With a rate of 0 the weights stay put, so each history entry is the
     # mean exact log-likelihood (Glow's ELBO) of that report's batches:
     # step k's batch is drawn from fold_in([seed, 0x5eed], k), and a report
-    # averages all the steps since the previous one.
+    # averages all the steps since the previous one, weighting each call by
+    # its steps (calls of 3 give reports after 6 steps and after a call of 2).
     model = _glow()
-    stats = cb.train(model, 8, seed=5, batch_size=16, learning_rate=0.0,
-                     schedule='constant', steps_per_call=2, progress_every=4,
-                     jit_compile=False)
     elbos = []
     for step in range(8):
         step_seed = tf.random.experimental.stateless_fold_in(
@@ -642,10 +640,16 @@ def test_training_batches_are_keyed_on_the_seed_and_the_step():
         elbos.append(float(tf.reduce_mean(model.elbo(
             x, training=True, seed=model_seed))))
     assert len(set(elbos)) == 8           # a fresh batch every step
-    assert [s for s, _ in stats['history']] == [4, 8]
-    np.testing.assert_allclose([e for _, e in stats['history']],
-                               [np.mean(elbos[:4]), np.mean(elbos[4:])],
-                               rtol=1e-5)
+    for steps_per_call, reports in ((2, [4, 8]), (3, [6, 8])):
+        stats = cb.train(model, 8, seed=5, batch_size=16, learning_rate=0.0,
+                         schedule='constant', steps_per_call=steps_per_call,
+                         progress_every=4, jit_compile=False)
+        assert [s for s, _ in stats['history']] == reports
+        np.testing.assert_allclose(
+            [e for _, e in stats['history']],
+            [np.mean(elbos[:reports[0]]), np.mean(elbos[reports[0]:])],
+            rtol=1e-5, err_msg=f'steps_per_call={steps_per_call}')
+        assert stats['final_train_elbo'] == stats['history'][-1][1]
 
 
 def test_gradients_are_clipped_to_the_global_norm():

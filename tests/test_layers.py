@@ -31,6 +31,16 @@ class ActNormInitTest(tf.test.TestCase, parameterized.TestCase):
         mean, var = tf.nn.moments(y, axes=axes)
         self.assertAllClose(mean, tf.zeros_like(mean), atol=1e-10)
         self.assertAllClose(var, tf.ones_like(var), atol=1e-6)
+        # Every axis in front of the event is a batch axis (e.g. several
+        # draws per example): the moments are taken over all of them.
+        norm = vb.ActNorm([6, 3], per_channel=per_channel, dtype=tf.float64)
+        x = tf.random.normal([4, 16, 6, 3], mean=-2.0, stddev=3.0,
+                             dtype=tf.float64)
+        norm.initialize(x)
+        axes = [0, 1, 2] if per_channel else [0, 1]
+        mean, var = tf.nn.moments(norm.inverse(x), axes=axes)
+        self.assertAllClose(mean, tf.zeros_like(mean), atol=1e-10)
+        self.assertAllClose(var, tf.ones_like(var), atol=1e-6)
 
     def test_context_manager_initialises_in_order(self):
         # Two ActNorms in a chain: the second must see the first's output.
@@ -430,6 +440,15 @@ class PartitionTest(tf.test.TestCase):
             with self.assertRaisesRegex(ValueError,
                                         'first_channels must be >= 1'):
                 vb.ChannelSplit(first_channels=bad)
+        # All channels in the first half would leave the coupling nothing
+        # to transform: an identity with log-det 0, refused instead.
+        at_data = vb.ChannelSplit(event_ndims=1, first_channels=4)
+        self.assertEqual(at_data.half_event_shapes((5,)), ((4,), (1,)))
+        for call in (lambda: at_data.half_event_shapes((4,)),
+                     lambda: at_data.split(tf.zeros([2, 4]))):
+            with self.assertRaisesRegex(ValueError, 'needs more than 4 '
+                                        'channels; got 4'):
+                call()
 
     def test_swap_halves_needs_halves_of_equal_shape(self):
         # Unequal halves cannot trade places: the layer would not be its
@@ -569,6 +588,24 @@ class SqueezeTest(tf.test.TestCase):
                          [2, 4, 4, 12])
         self.assertEqual(squeeze.inverse_event_shape([None, 8, 8, 3]),
                          [None, 4, 4, 12])
+        # Each known size maps on its own, as the tensors' static shapes do
+        # (an unknown width must not keep the height at 8).
+        self.assertEqual(squeeze.inverse_event_shape([8, None, 3]).as_list(),
+                         [4, None, 12])
+        self.assertEqual(squeeze.forward_event_shape([4, None, 12]).as_list(),
+                         [8, None, 3])
+        self.assertEqual(
+            squeeze.inverse_event_shape([None, 6, None]).as_list(),
+            [None, 3, None])
+        traced = tf.function(squeeze.inverse, input_signature=[
+            tf.TensorSpec([None, 8, 8, 3])]).get_concrete_function()
+        self.assertTrue(squeeze.inverse_event_shape(
+            [8, None, 3]).is_compatible_with(
+                traced.structured_outputs.shape[1:]))
+        with self.assertRaisesRegex(ValueError, 'divisible by 2'):
+            squeeze.inverse_event_shape([5, None, 3])
+        with self.assertRaisesRegex(ValueError, 'divisible by 4'):
+            squeeze.forward_event_shape([None, 4, 6])
         self.assertAllEqual(squeeze.forward_event_shape_tensor([2, 4, 4, 12]),
                             [2, 8, 8, 3])
         self.assertAllEqual(squeeze.inverse_event_shape_tensor([2, 8, 8, 3]),
@@ -608,11 +645,14 @@ class Invertible1x1Test(tf.test.TestCase):
         del sign
 
     def test_dense_init_is_identity_plus_small_noise(self):
-        tf.random.set_seed(3)
-        conv = vb.Invertible1x1Conv([8, 8, 6], noise_scale=0.01)
-        deviation = conv.weights - tf.eye(6)[tf.newaxis]
-        self.assertLess(float(tf.reduce_max(tf.abs(deviation))), 0.06)
-        self.assertGreater(float(tf.math.reduce_std(deviation)), 0.005)
+        # VFlow's start, W = I + 0.01 N(0, 1), is also the default.
+        for kwargs in ({'noise_scale': 0.01}, {}):
+            tf.random.set_seed(3)
+            conv = vb.Invertible1x1Conv([8, 8, 6], **kwargs)
+            deviation = conv.weights - tf.eye(6)[tf.newaxis]
+            self.assertLess(float(tf.reduce_max(tf.abs(deviation))), 0.06)
+            self.assertBetween(float(tf.math.reduce_std(deviation)), 0.005,
+                               0.02)
 
     def test_random_orthogonal_init_is_haar(self):
         # `noise_scale=None` (the toy flows' mixing layers) starts at a
@@ -958,7 +998,7 @@ class MixtureLogisticTest(tf.test.TestCase):
                                      for v in self._realistic(10, k=5)]
         tau = tf.constant(np.linspace(-5, 5, 10), tf.float64)
         with tf.GradientTape(persistent=True) as tape:
-            tape.watch([tau, means])
+            tape.watch([tau, means, logits])
             x, _ = vb.inverse_logit_cdf(tau, logits, means, log_scales)
         dx_dtau = tape.gradient(x, tau)
         with tf.GradientTape() as t2:
@@ -974,6 +1014,18 @@ class MixtureLogisticTest(tf.test.TestCase):
                                           log_scales)
         numeric = (x_plus - x_minus) / (2 * h)
         self.assertAllClose(tape.gradient(x, means)[:, 2], numeric, atol=1e-6)
+        # d x / d logits likewise; adding one constant to every logit leaves
+        # the mixture, hence the root, unchanged (sum_k dx/dlogit_k = 0).
+        dx_dlogits = tape.gradient(x, logits)
+        x_plus, _ = vb.inverse_logit_cdf(tau, logits + delta, means,
+                                         log_scales)
+        x_minus, _ = vb.inverse_logit_cdf(tau, logits - delta, means,
+                                          log_scales)
+        numeric = (x_plus - x_minus) / (2 * h)
+        self.assertGreater(float(tf.reduce_max(tf.abs(numeric))), 1e-2)
+        self.assertAllClose(dx_dlogits[:, 2], numeric, atol=1e-6)
+        self.assertAllClose(tf.reduce_sum(dx_dlogits, -1), tf.zeros(10),
+                            atol=1e-10)
 
     def test_one_feature_halves_keep_their_static_shape_in_a_graph(self):
         # TFP's root finder returns a [None, 1] target as [None, None]: the
@@ -1461,6 +1513,14 @@ class ArgumentValidationTest(tf.test.TestCase):
                          [2, 3, 4])
         self.assertEqual(layer.inverse(tf.ones([3, 4]),
                                        context=tf.ones([1, 2])).shape, [3, 4])
+        # So do the log-dets: one per input, whatever the context's batch
+        # (a sum over the batch then counts every input once).
+        for shape, context in (([3, 4], [1, 2]), ([2, 3, 4], [3, 2])):
+            for log_det in (layer.inverse_log_det_jacobian,
+                            layer.forward_log_det_jacobian):
+                self.assertEqual(log_det(tf.ones(shape), 1,
+                                         context=tf.ones(context)).shape,
+                                 shape[:-1])
 
     def test_coupling_context_batch_must_broadcast(self):
         coupling = vb.AffineCoupling(

@@ -1033,22 +1033,26 @@ class ImportanceWeightingTest(tf.test.TestCase):
         self.assertAllClose(got, again, atol=1e-3, rtol=0)
 
     def test_the_mean_is_taken_in_float64(self):
-        # A float64 model: the estimate is the float64 log-mean-exp of its
-        # draws (pass i draws from the seed folded with i), far below
-        # float32's rounding.
-        model = presets.build('checkerboard_vflow_3_4', seed=0,
-                              dtype=tf.float64)
-        x = tf.constant(data.sample_checkerboard(6, seed=1), tf.float64)
-        model.initialize(x, seed=[1, 1])
-        seed = tf.constant([21, 22])
-        got = model.log_prob(x, 5, chunk_size=2, seed=seed)
-        repeated = np.repeat(x.numpy(), 2, axis=0)
-        draws = np.concatenate([model.elbo(
-            repeated, seed=tf.random.experimental.stateless_fold_in(seed, i)
-        ).numpy().reshape(6, 2) for i in range(3)], axis=1)[:, :5]
-        top = draws.max(axis=1)
-        self.assertAllClose(got, np.log(np.mean(np.exp(
-            draws - top[:, None]), axis=1)) + top, rtol=0, atol=1e-11)
+        # The estimate is the float64 log-mean-exp of the draws (pass i
+        # draws from the seed folded with i), far below float32's rounding
+        # also for a float32 model, whose draws are float32.
+        for dtype in (tf.float64, tf.float32):
+            model = presets.build('checkerboard_vflow_3_4', seed=0,
+                                  dtype=dtype)
+            x = tf.constant(data.sample_checkerboard(6, seed=1), dtype)
+            model.initialize(x, seed=[1, 1])
+            seed = tf.constant([21, 22])
+            got = model.log_prob(x, 5, chunk_size=2, seed=seed)
+            repeated = np.repeat(x.numpy(), 2, axis=0)
+            draws = np.concatenate([model.elbo(
+                repeated,
+                seed=tf.random.experimental.stateless_fold_in(seed, i)
+            ).numpy().reshape(6, 2) for i in range(3)], axis=1)[:, :5]
+            draws = draws.astype(np.float64)
+            top = draws.max(axis=1)
+            self.assertAllClose(got, np.log(np.mean(np.exp(
+                draws - top[:, None]), axis=1)) + top, rtol=0, atol=1e-11,
+                                msg=dtype.name)
 
     def test_argument_checks(self):
         with self.assertRaisesRegex(ValueError, 'chunk_size'):

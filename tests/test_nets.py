@@ -315,6 +315,13 @@ class LayersTest(tf.test.TestCase, parameterized.TestCase):
             nets.dropout(x, 0.3, rng, tf.constant(False)), x)
         self.assertNotAllEqual(
             nets.dropout(x, 0.3, rng, tf.constant(True)), x)
+        # Also one whose value is known only when the graph runs.
+        traced = tf.function(lambda training: nets.dropout(x, 0.3, rng,
+                                                           training),
+                             input_signature=[tf.TensorSpec([], tf.bool)])
+        self.assertAllEqual(traced(tf.constant(False)), x)
+        self.assertNear(float(tf.reduce_mean(tf.cast(
+            traced(tf.constant(True)) == 0, tf.float32))), 0.3, 0.02)
         with self.assertRaisesRegex(ValueError, 'Generator'):
             nets.dropout(x, 0.3, None, True)
         with self.assertRaisesRegex(ValueError, r'\[0, 1\)'):

@@ -1039,6 +1039,28 @@ class ScoreTest(tf.test.TestCase):
         self.assertAllEqual(bits(3), bits(3))
         self.assertGreater(np.abs(bits(7, seed=1) - by_seven).max(), 1e-4)
 
+    def test_seed_0_scores_as_the_serving_signature(self):
+        # score()'s docstring: with seed 0 and the export's default sample
+        # count an image scores as `serving_default` scores it, so TF
+        # Serving clients and bin/score.py agree (the seed is spelled out
+        # here, not read from the export module).
+        scorer = scoring.SavedModelScorer(self.exported.path)
+        images = self.exported.train[:5]
+        path = self._npy('five.npy', images)
+        metadata = export.load_metadata(self.exported.path)
+
+        def bits(seed):
+            records = scoring.score(
+                scorer, scoring.open_inputs([path], metadata),
+                num_samples=export_fixtures.DEFAULT_NUM_SAMPLES, seed=seed,
+                batch_size=5)
+            return np.array([r['bits_per_dim'] for r in records])
+
+        served = tf.saved_model.load(self.exported.path).signatures[
+            'serving_default'](x=tf.constant(images))['bits_per_dim']
+        self.assertAllClose(bits(0), served.numpy(), atol=1e-5, rtol=0)
+        self.assertGreater(np.abs(bits(1) - served.numpy()).max(), 1e-4)
+
     def test_the_scorer_refuses_what_its_cast_would_change(self):
         # SavedModelScorer.log_prob casts to the model's uint8: floats would
         # be truncated and 256 would wrap to 0, scored without an error.

@@ -1877,6 +1877,24 @@ class RecordedResultsTest(_TrainerFixture, tf.test.TestCase):
         with open(os.path.join(out, 'results.json')) as f:
             self.assertLen(json.load(f)['earlier_configs'], 1)
 
+    def test_a_change_of_what_the_bound_depends_on_makes_it_again(self):
+        # The finished run's bound depends on its noise (seed, and XLA's
+        # other draws), its sample counts and its passes: a rerun with any
+        # of them changed computes the bound again rather than keep the
+        # recorded one next to a config that did not produce it.
+        out = self._dir()
+        strategy = tf.distribute.OneDeviceStrategy('/cpu:0')
+        config = dict(iw_samples=2, iw_images=8, iw_chunk_size=2,
+                      export=False)
+        self._trainer_at(out, strategy, **config).train()
+        for change in (dict(seed=4), dict(iw_samples=3), dict(iw_images=4),
+                       dict(iw_chunk_size=1), dict(jit_compile=True)):
+            config.update(change)
+            rerun = self._trainer_at(out, strategy, **config)
+            calls = self._count_bounds(rerun)
+            self.assertTrue(rerun.train()['completed'])
+            self.assertLen(calls, 1, change)
+
     def test_results_without_checkpoints_are_not_replaced(self):
         # Checkpoints removed to free space, or another tool's directory:
         # a new run there replaced results.json (and the export) unasked.

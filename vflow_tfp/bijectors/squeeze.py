@@ -11,6 +11,14 @@ __all__ = ['Squeeze']
 tfb = tfp.bijectors
 
 
+def _divided(size, k):
+    return None if size is None else size // k
+
+
+def _multiplied(size, k):
+    return None if size is None else size * k
+
+
 class Squeeze(tfb.Bijector):
     """Trades spatial resolution for channels, preserving volume.
 
@@ -59,20 +67,22 @@ class Squeeze(tfb.Bijector):
     def _squeezed_shape(self, shape):
         height, width, channels = shape
         k = self._block_size
-        if height % k or width % k:
+        if any(d is not None and d % k for d in (height, width)):
             raise ValueError(f'Squeeze(block_size={k}) needs height and width '
                              f'divisible by {k}; got event shape '
                              f'{[height, width, channels]}.')
-        return (height // k, width // k, channels * k * k)
+        return (_divided(height, k), _divided(width, k),
+                _multiplied(channels, k * k))
 
     def _unsqueezed_shape(self, shape):
         height, width, channels = shape
         k = self._block_size
-        if channels % (k * k):
+        if channels is not None and channels % (k * k):
             raise ValueError(f'Unsqueezing with block_size={k} needs channels '
                              f'divisible by {k * k}; got event shape '
                              f'{[height, width, channels]}.')
-        return (height * k, width * k, channels // (k * k))
+        return (_multiplied(height, k), _multiplied(width, k),
+                _divided(channels, k * k))
 
     def _static_event(self, t):
         shape_checks.check_image_rank(t.shape, 'Squeeze')
@@ -133,11 +143,10 @@ class Squeeze(tfb.Bijector):
         shape_checks.check_image_rank(shape, 'Squeeze', 'an event')
         if shape.rank is None:
             return shape
-        if shape[-3:].is_fully_defined():
-            last = tf.TensorShape(fn(tuple(shape.as_list()[-3:])))
-        else:
-            last = tf.TensorShape([None] * 3)
-        return shape[:-3].concatenate(last)
+        # Each known dimension maps on its own (an unknown width leaves the
+        # height and channels known), as the tensors' static shapes do.
+        return shape[:-3].concatenate(
+            tf.TensorShape(fn(tuple(shape.as_list()[-3:]))))
 
     def _forward_event_shape_tensor(self, input_shape):
         return self._event_shape_tensor(input_shape, squeeze=False)
