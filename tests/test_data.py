@@ -730,6 +730,12 @@ def test_training_inputs_evaluate_every_held_out_image_in_order(
     assert [b.shape[0] for b in batches] == [10]
     assert _ids(batches) == list(range(_NUM_FAKE - 10, _NUM_FAKE))
     assert all((b[:, 0, 0, 1] == 0).all() for b in batches)  # Training.
+    # The held-out images do not reach the initialisation either: an init
+    # batch of one epoch of the rest holds all of the rest and nothing else.
+    init = training.training_inputs(
+        'cifar10', 16, init_batch_size=_NUM_FAKE - 10, seed=3,
+        validation_size=10).init_batch
+    assert sorted(_ids([init])) == list(range(_NUM_FAKE - 10))
     test = training.training_inputs('cifar10', 16, init_batch_size=8,
                                     seed=3)
     batches = [b.numpy() for b in test.eval_input_fn(None)]
@@ -750,6 +756,13 @@ def test_the_init_batch_is_fixed_by_the_seed(mock_cifar):
                                  seed=seed).init_batch for seed in (3, 3, 4))
     np.testing.assert_array_equal(first, again)
     assert _ids([first]) != _ids([other])
+    # The checkerboard's init points likewise (the seed sweeps of the toy
+    # experiment start from other points).
+    first, again, other = (
+        training.training_inputs('checkerboard', 8, init_batch_size=16,
+                                 seed=seed).init_batch for seed in (3, 3, 4))
+    np.testing.assert_array_equal(first, again)
+    assert not np.any(first == other)
 
 
 def test_downsampled_imagenet_is_tested_on_its_validation_split(tmp_path):

@@ -394,10 +394,14 @@ class ExportTest(gpu_kernels.Assertions, tf.test.TestCase):
         self.assertTrue(os.path.islink(link))
         self.assertTrue(os.path.isfile(os.path.join(self.vector.path,
                                                     'saved_model.pb')))
-        for bad in (0, 2**32 + 1):
+        for bad, reason in ((0, 'a positive integer'), (2**31, 'below 2'),
+                            (2**32 + 1, 'below 2')):
             with self.assertRaisesRegex(ValueError,
-                                        'default_num_samples must be'):
+                                        f'default_num_samples must be '
+                                        f'{reason}'):
                 export.FlowScorer(self.vector.model, default_num_samples=bad)
+        # The largest int32 is a count the signatures can hold.
+        export.FlowScorer(self.vector.model, default_num_samples=2**31 - 1)
         with self.assertRaisesRegex(ValueError, 'JSON-serialisable'):
             export.FlowScorer(self.vector.model, metadata={'x': object()})
         with self.assertRaisesRegex(ValueError, 'no saved_model.pb'):

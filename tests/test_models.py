@@ -151,6 +151,27 @@ class PhotoPatchesTest(tf.test.TestCase):
                  for i in range(0, 251, 50) for j in range(0, 401, 50)}
         mine = {p.tobytes() for p in patches[sources == 'chelsea']}
         self.assertEqual(mine, tiles)
+        # The patches come in the seeded permutation of the photographs'
+        # tiles taken photograph by photograph, row by row: the order (and
+        # so every max_patches prefix, and the photo_patches TFDS data set
+        # built from it) is pinned by that construction.
+        ordered = [photo[i:i + 50, j:j + 50]
+                   for photo in (image, skdata.coffee())
+                   for i in range(0, photo.shape[0] - 49, 50)
+                   for j in range(0, photo.shape[1] - 49, 50)]
+        for seed in (0, 5):
+            order = np.random.default_rng(seed).permutation(len(ordered))
+            self.assertAllEqual(
+                data.photo_patches(50, 'test', downscale=1, seed=seed),
+                np.stack(ordered)[order])
+        # The motorcycle is the left view of the stereo pair.
+        patches, sources = data.photo_patches(100, 'train', downscale=1,
+                                              return_sources=True)
+        left = skdata.stereo_motorcycle()[0]                # 500 x 741
+        tiles = {left[i:i + 100, j:j + 100].tobytes()
+                 for i in range(0, 401, 100) for j in range(0, 601, 100)}
+        mine = {p.tobytes() for p in patches[sources == 'motorcycle']}
+        self.assertEqual(mine, tiles)
         # Block averaging: each pixel of a k-times downscaled photograph is
         # the rounded mean of its k x k block; the edges that do not fill a
         # block (451 = 2 * 225 + 1 = 3 * 150 + 1 columns) are cropped.
@@ -1375,6 +1396,26 @@ class GradientEstimatorTest(tf.test.TestCase):
                 self.assertAllClose(tape.gradient(plain, shift), grad,
                                     atol=1e-5, rtol=1e-5)
 
+
+    def test_several_outer_layers_without_parameters_keep_their_order(self):
+        # y = 1 + 2 sigmoid(s): the score is removed at s, and the layers
+        # outside it (which do not commute) then run innermost first, so
+        # the draws and their log-density are those of the plain pass.
+        shift = tf.Variable(tf.constant([0.3, -0.8], tf.float64))
+        q = ConditionalFlow(
+            tfb.Chain([tfb.Shift(tf.constant(1.0, tf.float64)),
+                       tfb.Scale(tf.constant(2.0, tf.float64)),
+                       vb.Sigmoid(), tfb.Shift(shift)]), (2,),
+            dtype=tf.float64)
+        condition = tf.zeros([16, 1], tf.float64)
+        y, log_q = q.sample_and_log_prob(condition, [3, 4])
+        y_held, log_q_held = q.sample_and_log_prob(condition, [3, 4],
+                                                   stop_score=True)
+        self.assertAllInRange(y, 1.0, 3.0)
+        self.assertAllClose(y_held, y, atol=1e-12, rtol=0)
+        self.assertAllClose(log_q_held, log_q, atol=1e-12, rtol=0)
+        self.assertAllClose(log_q, q.distribution.log_prob(y), atol=1e-10,
+                            rtol=0)
 
 # ----------------------------------------------------------------------------
 # The change of variables end to end on a float64 image VFlow.

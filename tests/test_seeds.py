@@ -170,8 +170,13 @@ class PerExampleConditionalFlowTest(tf.test.TestCase):
         model = presets.build('checkerboard_vflow_3_6', seed=0,
                               dtype=tf.float64)
         flow = model.posterior
-        x = data.sample_checkerboard(5, seed=1)         # an array, float64
+        x = data.sample_checkerboard(5, seed=1)  # a float32 array: converted
         model.initialize(x, seed=[1, 1])
+        # As after training: the couplings' output layers start at zero,
+        # where the condition would not matter to the couplings.
+        rng = np.random.default_rng(0)
+        for v in flow.trainable_variables:
+            v.assign_add(0.1 * rng.standard_normal(v.shape))
         norm, = [layer for layer in flow.bijector.bijector.bijectors
                  if isinstance(layer, vb.ConditionalAffine)]
         network, rows = norm.network, []
@@ -181,18 +186,23 @@ class PerExampleConditionalFlowTest(tf.test.TestCase):
             return network(context, training=training)
 
         repeated = np.repeat(x, 3, axis=0)
-        for seed in (tf.constant([2, 3]), model.example_seeds(x, [2, 3])):
-            for stop_score in (False, True):
-                with mock.patch.object(norm, '_network', counting):
-                    z, log_q = flow.sample_and_log_prob(
-                        x, seed, stop_score=stop_score, draws_per_row=3)
-                    z3, log_q3 = flow.sample_and_log_prob(
-                        repeated, seed, stop_score=stop_score)
-                self.assertEqual(rows, [5, 15])
-                rows.clear()
-                self.assertAllClose(z, z3, atol=1e-12, rtol=0)
-                self.assertAllClose(log_q, log_q3, atol=1e-12, rtol=0)
+        for condition in (x, tf.constant(x, tf.float64)):
+            for seed in (tf.constant([2, 3]), model.example_seeds(x, [2, 3])):
+                for stop_score in (False, True):
+                    with mock.patch.object(norm, '_network', counting):
+                        z, log_q = flow.sample_and_log_prob(
+                            condition, seed, stop_score=stop_score,
+                            draws_per_row=3)
+                        z3, log_q3 = flow.sample_and_log_prob(
+                            repeated, seed, stop_score=stop_score)
+                    self.assertEqual(rows, [5, 15])
+                    rows.clear()
+                    self.assertAllClose(z, z3, atol=1e-12, rtol=0)
+                    self.assertAllClose(log_q, log_q3, atol=1e-12, rtol=0)
         self.assertNotAllClose(z[0], z[1])
+        # The condition matters: other rows' x give other draws.
+        self.assertNotAllClose(z3, flow.sample_and_log_prob(
+            np.tile(x, [3, 1]), seed)[0])
         # So does the model's bound on vectors, whose x~ = x conditions q.
         with mock.patch.object(norm, '_network', counting):
             elbo = model.elbo(x, seed=[4, 5], draws_per_row=3)
