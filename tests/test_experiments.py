@@ -97,6 +97,8 @@ def test_short_run_improves(preset, estimator, posterior_samples):
         assert np.array_equal(
             cb.evaluate(model, twice, 2, seed=0, batch_size=3), scores)
     assert result['steps'] == 3
+    # Glow's likelihood is exact: one sample, whatever was asked.
+    assert result['iw_samples_used'] == (8 if 'vflow' in preset else 1)
     for key in ('test_log_likelihood', 'init_test_log_likelihood',
                 'final_train_elbo', 'iterations_per_second'):
         assert np.isfinite(result[key]), key
@@ -175,12 +177,19 @@ def test_an_interrupted_run_goes_on_from_its_checkpoint(tmp_path):
         'training_state.json']
     for change in (dict(learning_rate=1e-3), dict(seed=2),
                    dict(schedule='linear'), dict(batch_size=32),
-                   dict(clip_norm=1.0), dict(recycle_every=100)):
+                   dict(clip_norm=1.0), dict(recycle_every=100),
+                   dict(iterations=800), dict(posterior_samples=4),
+                   dict(gradient_estimator='reparameterization'),
+                   dict(recycle_until=0.5), dict(recycle_batch_size=512)):
         (name,) = change
+        arguments = {**kwargs, 'seed': 1, 'checkpoint_dir': str(tmp_path),
+                     **change}
         with pytest.raises(ValueError, match=f'differs in {name}\\)'):
-            cb.train(fresh(), 600, **{**kwargs, 'seed': 1,
-                                      'checkpoint_dir': str(tmp_path),
-                                      **change})
+            cb.train(fresh(), arguments.pop('iterations', 600), **arguments)
+    other = cb.build_model('checkerboard_vflow_3_6', seed=1,
+                           init_size=256)[0]
+    with pytest.raises(ValueError, match='differs in model, variables\\)'):
+        cb.train(other, 600, seed=1, checkpoint_dir=str(tmp_path), **kwargs)
 
 
 @pytest.mark.parametrize('schedule, quarter, half, three_quarters', [
@@ -372,6 +381,41 @@ _SCRIPT_SETTINGS = dict(iterations=1, batch_size=64, learning_rate=2e-3,
                         gradient_estimator='sticking_the_landing',
                         posterior_samples=8, iw_samples=100, test_size=1000,
                         scale_fn=None)
+
+
+def test_script_runs_the_seeds_and_grid_samples_asked_for(tmp_path,
+                                                         monkeypatch):
+    # --first_seed and --seeds pick the seeds run; --grid_iw_samples (not
+    # --iw_samples) is the density grid's estimator.
+    from absl.testing import flagsaver  # pylint: disable=import-outside-toplevel
+    script = _toy_script_module()
+    monkeypatch.setattr(script, 'cb', cb)
+    seeds, grid_samples = [], []
+    real_run, real_grid = cb.run, cb.density_grid
+
+    def run(preset, iterations, seed, *args, **kwargs):
+        seeds.append(seed)
+        return real_run(preset, iterations, seed, *args, **kwargs)
+
+    def density_grid(model, resolution, **kwargs):
+        grid_samples.append(kwargs['num_samples'])
+        return real_grid(model, resolution, **kwargs)
+
+    monkeypatch.setattr(cb, 'run', run)
+    monkeypatch.setattr(cb, 'density_grid', density_grid)
+    out = tmp_path / 'toy'
+    with flagsaver.flagsaver():
+        # As app.run calls it: the flags parsed, main given what is left.
+        script.main(script._parse_flags([  # pylint: disable=protected-access
+            'toy_experiment.py', f'--output_dir={out}', '--iterations=4',
+            '--first_seed=3', '--seeds=2', '--dims=4', '--steps=2',
+            '--iw_samples=3', '--test_size=20', '--init_size=64',
+            '--density_configs=4:2', '--grid_resolution=4',
+            '--grid_iw_samples=2', '--nojit_compile']))
+    assert seeds == [3, 4]
+    assert grid_samples == [2]
+    assert sorted(p.name for p in (out / 'runs').glob('*.json')) == [
+        'D4_L2_seed3.json', 'D4_L2_seed4.json']
 
 
 def test_table_leaves_diverged_cells_out_of_the_comparison():
@@ -650,6 +694,26 @@ def test_training_batches_are_keyed_on_the_seed_and_the_step():
             [np.mean(elbos[:reports[0]]), np.mean(elbos[reports[0]:])],
             rtol=1e-5, err_msg=f'steps_per_call={steps_per_call}')
         assert stats['final_train_elbo'] == stats['history'][-1][1]
+
+
+def test_each_step_trains_on_the_recipe_s_bound():
+    # The estimator and the draws per point reach the model's ELBO (the
+    # recipe's numbers depend on both), in every step.
+    model = cb.build_model('checkerboard_vflow_3_4', seed=0,
+                           init_size=256)[0]
+    calls = []
+    real_elbo = model.elbo
+
+    def elbo(x, **kwargs):
+        calls.append(kwargs)
+        return real_elbo(x, **kwargs)
+
+    with mock.patch.object(model, 'elbo', elbo):
+        cb.train(model, 2, seed=0, gradient_estimator='reparameterization',
+                 posterior_samples=3, steps_per_call=1, jit_compile=False)
+    assert calls and all(
+        c['gradient_estimator'] == 'reparameterization'
+        and c['draws_per_row'] == 3 and c['training'] for c in calls)
 
 
 def test_gradients_are_clipped_to_the_global_norm():

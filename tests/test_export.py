@@ -419,7 +419,7 @@ class ExportTest(gpu_kernels.Assertions, tf.test.TestCase):
         self.assertEqual(export.load_metadata(path)['default_num_samples'], 5)
         # No staging directory left beside it.
         self.assertEqual([name for name in os.listdir(self.tmp)
-                          if name.startswith('.saved_model-')], [])
+                          if '.staging-' in name], [])
         notes = os.path.join(self.tmp, 'url_notes')
         os.makedirs(notes)
         with open(os.path.join(notes, 'todo.txt'), 'w') as f:

@@ -166,29 +166,40 @@ class FileIoTest(tf.test.TestCase):
     def test_staging_left_by_a_hard_kill_is_removed_once_stale(self):
         # A SIGKILLed export leaves its hidden staging directory; the next
         # staging of the same name removes it once nothing has been written
-        # to it for an hour, and leaves a fresh one (a slow writer) alone.
+        # to it for an hour, and leaves a fresh one (a slow writer) alone,
+        # as it does every directory that is not a staging one of that name
+        # however old (`.git` beside an output named `git`).
         target = os.path.join(self.directory, 'saved_model')
-        stale = os.path.join(self.directory, '.saved_model-killed')
-        fresh = os.path.join(self.directory, '.saved_model-writing')
-        other = os.path.join(self.directory, '.samples-killed')
-        for path in (stale, fresh, other):
+        stale = os.path.join(self.directory, '.saved_model.staging-killed1')
+        fresh = os.path.join(self.directory, '.saved_model.staging-writing')
+        writing = os.path.join(self.directory, '.saved_model.staging-file')
+        others = [os.path.join(self.directory, name) for name in (
+            '.samples.staging-killed1', '.saved_model', '.saved_model-old',
+            '.saved_model.v2', '.saved_model.staging-', '.saved_modelx')]
+        for path in [stale, fresh, writing] + others:
             os.makedirs(os.path.join(path, 'variables'))
             with open(os.path.join(path, 'variables', 'data'), 'w') as f:
                 f.write('x')
         old = time.time() - file_io.STALE_STAGING_SECONDS - 60
-        for path in (stale, other):
+        for path in [stale, fresh, writing] + others:
             for root, dirs, files in os.walk(path):
                 for item in [root] + [os.path.join(root, n)
                                       for n in dirs + files]:
                     os.utime(item, (old, old))
-        # One file written lately keeps a directory, however old the rest.
-        os.utime(fresh, (old, old))
+        # One entry written lately keeps a directory, however old the rest:
+        # a subdirectory, or a file still being written.
+        now = time.time()
+        os.utime(os.path.join(fresh, 'variables'), (now, now))
+        os.utime(os.path.join(writing, 'variables', 'data'), (now, now))
         with file_io.staged_directory(target) as staging:
+            self.assertTrue(os.path.basename(staging).startswith(
+                '.saved_model.staging-'))
             with open(os.path.join(staging, 'saved_model.pb'), 'w') as f:
                 f.write('model')
-        self.assertEqual(sorted(os.listdir(self.directory)),
-                         ['.samples-killed', '.saved_model-writing',
-                          'saved_model'])
+        self.assertEqual(
+            sorted(os.listdir(self.directory)),
+            sorted([os.path.basename(p) for p in [fresh, writing] + others]
+                   + ['saved_model']))
 
     def test_a_directory_lock_refuses_other_processes_only(self):
         run = os.path.join(self.directory, 'run')

@@ -1,6 +1,7 @@
 """`interrupts.SignalInterrupts`: signals as Ctrl-C inside a block."""
 
 import signal
+import sys
 import threading
 
 import pytest
@@ -20,6 +21,7 @@ def _handlers():
 
 def test_a_signal_interrupts_the_block_and_the_handlers_come_back():
     before = _handlers()
+    hook = sys.unraisablehook
     seen = []
     ran_on = []
     with pytest.raises(KeyboardInterrupt):
@@ -30,6 +32,8 @@ def test_a_signal_interrupts_the_block_and_the_handlers_come_back():
     assert signals.received == [signal.SIGTERM]
     assert seen == [signal.SIGTERM]
     assert _handlers() == before
+    # So does the hook that reports exceptions C code could not raise.
+    assert sys.unraisablehook is hook
 
 
 def test_a_raise_that_c_code_lost_stops_at_check_and_at_the_end():
@@ -52,6 +56,16 @@ def test_a_raise_that_c_code_lost_stops_at_check_and_at_the_end():
             assert lost_signals.send_lost_signal(signal.SIGINT)
             raise OSError('after the signal')
     assert isinstance(caught.value.__cause__, OSError)
+    # But a deliberate exit keeps its status: it is no error to replace.
+    # (Caught as any BaseException: an interrupt in its place would stop
+    # pytest itself.)
+    try:
+        with interrupts.SignalInterrupts():
+            assert lost_signals.send_lost_signal(signal.SIGINT)
+            sys.exit(3)
+    except BaseException as e:  # pylint: disable=broad-except
+        exited = e
+    assert type(exited) is SystemExit and exited.code == 3, repr(exited)
 
 
 def test_deferred_signals_let_the_last_step_finish_then_interrupt():

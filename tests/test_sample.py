@@ -182,6 +182,27 @@ class SampleTest(tf.test.TestCase):
                 self._path('new', 'pngs', name))).numpy()
             self.assertAllEqual(decoded, images.to_8bit(few_levels[i], 5))
         self.assertEqual(decoded.max(), 255)
+        # Batch after batch, the files go on counting (sample_000002 is the
+        # second batch's first sample), and progress counts every sample.
+        progress = []
+        folder = self._path('batches')
+        with sampling.SampleWriter(folder, 'directory') as writer:
+            for batch in sampling.draw_batches(
+                    self.sampler, 5, seed=1, batch_size=2,
+                    progress=lambda done, num: progress.append((done, num))):
+                writer.add(batch)
+        self.assertEqual(progress, [(2, 5), (4, 5), (5, 5)])
+        names = sorted(os.listdir(folder))
+        self.assertEqual(names, [f'sample_{i:06d}.png' for i in range(5)])
+        decoded = np.stack([tf.io.decode_png(tf.io.read_file(
+            os.path.join(folder, name))).numpy() for name in names])
+        self.assertAllEqual(decoded, sampling.draw(self.sampler, 5, seed=1,
+                                                   batch_size=2))
+        # Extensions in capitals name the same outputs.
+        self.assertEqual(sampling.output_kind(self._path('GRID.PNG'), info),
+                         'grid')
+        self.assertEqual(sampling.output_kind(self._path('S.NPY'), info),
+                         'array')
 
     def test_bad_outputs_are_refused_before_sampling(self):
         info = self.sampler.metadata
@@ -193,6 +214,7 @@ class SampleTest(tf.test.TestCase):
                 ('s.jpg', 'unknown output; name a .png'),
                 (self._path('full'), 'holds files already'),
                 (self._path('file'), 'a file, not a directory'),
+                (self._path('file') + '/', 'a file, not a directory'),
                 (self._path('dir.png'), 'a directory; name a file'),
                 (self._path('no', 'such', 's.png'), 'no directory')):
             with self.assertRaisesRegex(ValueError, message):
@@ -307,14 +329,15 @@ class SampleTest(tf.test.TestCase):
     def test_the_command_line(self):
         grid = self._path('grid.png')
         run = _run_sample(f'--model={self.image.path}', f'--output={grid}',
-                          '--num=6', '--columns=3', '--temperature=0.8',
+                          '--num=6', '--columns=2', '--temperature=0.8',
                           '--batch_size=4')
         self.assertEqual(run.returncode, 0, run.stderr)
         self.assertRegex(run.stdout, r'^6 samples \(8x8x3, uint8, temperature '
                                      r'0\.8, seed 0\) in [0-9.]+ s: wrote '
                                      f'{grid}\n$')
+        # 2 columns, not the default ceil(sqrt(6)) = 3.
         self.assertEqual(tf.io.decode_png(tf.io.read_file(grid)).shape,
-                         (16, 24, 3))
+                         (24, 16, 3))
         vectors = self._path('v.npy')
         settings = ('--batch_size=3', '--seed=5', '--temperature=0.5')
         run = _run_sample(f'--model={self.vector.path}',
@@ -353,7 +376,7 @@ class SampleTest(tf.test.TestCase):
             env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.time() + 240
-        while not any(name.startswith('.many-')
+        while not any(name.startswith('.many.staging-')
                       for name in os.listdir(self.tmp)):
             if proc.poll() is not None or time.time() > deadline:
                 proc.kill()

@@ -73,13 +73,18 @@ def _write_png(path, image):
     tf.io.write_file(path, tf.io.encode_png(image))
 
 
-def _write_bmp(path, pixels, palette=None, os2=False, rgb555=False):
+def _write_bmp(path, pixels, palette=None, os2=False, rgb555=False,
+               alpha=False):
     """A BMP of RGB `pixels` [H, W, 3], or of 8-bit indices [H, W] into
     `palette` [256, 3] (TensorFlow has no BMP encoder); `os2`: with OS/2
     1.x's 12-byte header and 3-byte palette entries; `rgb555`: 16 bits per
-    pixel, 5 per channel."""
+    pixel, 5 per channel; `alpha`: 32 bits per pixel (BGRA, opaque)."""
     height, width = pixels.shape[:2]
-    if rgb555:
+    if alpha:
+        opaque = np.full([height, width, 1], 255, np.uint8)
+        bits, colours = 32, b''
+        rows = np.concatenate([pixels[::-1, :, ::-1], opaque], -1)
+    elif rgb555:
         top = pixels.astype(np.uint16) >> 3
         packed = (top[..., 0] << 10) | (top[..., 1] << 5) | top[..., 2]
         bits, colours = 16, b''
@@ -859,6 +864,9 @@ class ScoreTest(tf.test.TestCase):
         rgb = self._path('rgb.bmp')
         _write_bmp(rgb, image)
         self.assertAllEqual(scoring.read_image_file(rgb), image)
+        rgba = self._path('rgba.bmp')
+        _write_bmp(rgba, image, alpha=True)
+        self.assertAllEqual(scoring.read_image_file(rgba)[..., :3], image)
 
     def test_animated_gif(self):
         # Every frame is decoded: a GIF of one image scores it, one of
@@ -986,6 +994,59 @@ class ScoreTest(tf.test.TestCase):
                    f'{os.path.join(top, "missing.png")}).')
         self.assertRefused([self.model_flag, top], message)
         self.assertRefused([self.model_flag, dangling], message)
+
+    def test_input_names_and_outputs_as_documented(self):
+        metadata = export.load_metadata(self.exported.path)
+        # A directory gives its images whatever the case of the extension,
+        # and a glob's matches come in the order of their paths, images in
+        # a matched directory included.
+        top = self._path('top')
+        os.makedirs(os.path.join(top, 'a'))
+        for name, image in zip(('a/x.png', 'b.png', 'C.PNG', 'd.JPG'),
+                               self.exported.train):
+            if name.endswith('JPG'):
+                tf.io.write_file(os.path.join(top, name),
+                                 tf.io.encode_jpeg(image))
+            else:
+                _write_png(os.path.join(top, name), image)
+        self.assertEqual(self._sources([top]),
+                         [os.path.join(top, n) for n in ('C.PNG', 'b.png',
+                                                         'd.JPG')])
+        self.assertEqual(self._sources([os.path.join(top, '[ab]*')]),
+                         [os.path.join(top, n) for n in ('a/x.png', 'b.png')])
+        # `npz_key` scores that array of a .npz alone.
+        npz = self._path('two.npz')
+        np.savez(npz, a=self.exported.train[:2], b=self.exported.train[2:5])
+        sources = [s for sources, _ in scoring.open_inputs(
+            [npz], metadata, npz_key='a').batches(100) for s in sources]
+        self.assertEqual(sources, [f'{npz}:a[0]', f'{npz}:a[1]'])
+        # Output formats by extension, in either case.
+        for name, fmt in (('S.JSON', 'json'), ('s.Csv', 'csv')):
+            self.assertEqual(scoring.output_format(self._path(name)), fmt)
+        # CSV keeps every digit of the scores: they read back exactly.
+        records = [{'source': 'x', 'bits_per_dim': 1.2345678901234567,
+                    'log_likelihood': -1234.5678901234567},
+                   {'source': 'y', 'bits_per_dim': 3.0000000000000004,
+                    'log_likelihood': -9.87654321e-7}]
+        csv_path = self._path('exact.csv')
+        scoring.write_results(csv_path, scoring.summarize(
+            records, 'm', 2, 0, 64))
+        with open(csv_path, newline='') as f:
+            rows = list(csv.DictReader(f))
+        for row, record in zip(rows, records):
+            for key in ('bits_per_dim', 'log_likelihood'):
+                self.assertEqual(float(row[key]), record[key])
+        # Vectors beyond float32 are refused on either side of zero.
+        vector = export_fixtures.vector_export()
+        for huge in (1e39, -1e39):
+            points = data.sample_checkerboard(3, seed=1).astype(np.float64)
+            points[1, 0] = huge
+            path = self._npy('huge.npy', points)
+            with self.assertRaisesRegex(ValueError, re.escape(
+                    f'{path}[1]: values beyond the float32 range')):
+                inputs = scoring.open_inputs(
+                    [path], export.load_metadata(vector.path))
+                list(inputs.batches(10))
 
     def test_tfds_split_slices(self):
         with tfds.testing.mock_data(num_examples=5):

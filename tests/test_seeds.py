@@ -209,6 +209,12 @@ class PerExampleConditionalFlowTest(tf.test.TestCase):
         self.assertEqual(rows, [5])
         self.assertAllClose(elbo, model.elbo(repeated, seed=[4, 5]),
                             atol=1e-12, rtol=0)
+        # Seeds for blocks of the repeated rows: 3 seeds for 2 x 3 rows.
+        blocks = tf.constant([[1, 2], [3, 4], [5, 6]])
+        self.assertAllClose(
+            model.elbo(x[:2], seed=blocks, draws_per_row=3),
+            model.elbo(np.repeat(x[:2], 3, axis=0), seed=blocks),
+            atol=1e-12, rtol=0)
         for bad, error in ((0, ValueError), (2.5, ValueError),
                            (True, TypeError)):
             with self.assertRaisesRegex(error, 'draws_per_row must be an '

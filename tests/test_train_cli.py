@@ -386,6 +386,43 @@ class MultiWorkerTest(_RunDirectory, tf.test.TestCase):
 
 class CliErrorTest(_RunDirectory, tf.test.TestCase):
 
+    def test_every_setting_flag_reaches_the_config(self):
+        # Each flag of a TrainConfig setting, set off its default, is the
+        # config's (and so results.json's) setting: none dropped or crossed.
+        values = dict(
+            global_batch_size=32, train_steps=123, max_lr=1.5e-3,
+            warmup_steps=7, hold_until=9, lr_decay=0.99, min_lr=1e-5,
+            adam_beta1=0.8, adam_beta2=0.95, adam_epsilon=1e-6,
+            clip_norm=50.0, ema_decay=0.9, init_batch_size=48,
+            checkpoint_every=11, keep_checkpoints=4, eval_every=13,
+            eval_batches=2, log_every=5, num_samples=4,
+            inverse_check_images=3, iw_samples=6, iw_images=12, seed=17,
+            jit_compile=True, export=False)
+        args = [f'--{k}={v}' for k, v in values.items()] + [
+            '--preset=checkerboard_glow_3', '--dataset=checkerboard',
+            f'--output_dir={self.tmp}']
+        script = (
+            'import dataclasses, importlib.util, json, sys\n'
+            f'spec = importlib.util.spec_from_file_location("t", {TRAIN!r})\n'
+            'train = importlib.util.module_from_spec(spec)\n'
+            'spec.loader.exec_module(train)\n'
+            'train.FLAGS(["train.py"] + sys.argv[1:])\n'
+            'config, _ = train._checked_config()\n'
+            'defaults = {k: train.FLAGS[k].default for k in json.loads('
+            'sys.stdin.read())}\n'
+            'print(json.dumps([dataclasses.asdict(config), defaults]))\n')
+        run = subprocess.run([sys.executable, '-c', script, *args],
+                             input=json.dumps(list(values)), env=_env(),
+                             capture_output=True, text=True, timeout=300,
+                             check=False)
+        self.assertEqual(run.returncode, 0, run.stderr)
+        config, defaults = json.loads(run.stdout.splitlines()[-1])
+        for key, value in values.items():
+            self.assertNotEqual(defaults[key], value, key)
+            self.assertEqual(config[key], value, key)
+        self.assertEqual((config['preset'], config['dataset']),
+                         ('checkerboard_glow_3', 'checkerboard'))
+
     def test_bad_flagfile_line(self):
         flagfile = os.path.join(self.tmp, 'bad.flags')
         with open(flagfile, 'w') as f:

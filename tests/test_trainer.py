@@ -1579,6 +1579,19 @@ class TrainerSafetyTest(_TrainerFixture, tf.test.TestCase):
         with self.assertRaisesRegex(ValueError, r'adam_beta1 must be in '
                                     r'\[0, 1\); got 1.5'):
             _config(self._dir(), adam_beta1=1.5).validate()
+        # The edges of each range: a decay of 1 never moves the average (or
+        # divides Adam's bias correction by 0), and no checkpoint kept or
+        # no importance sample per pass is no run.
+        for field, edge, rule in (
+                ('adam_beta2', 1.0, r'must be in \[0, 1\); got 1.0'),
+                ('ema_decay', 1.0, r'must be in \[0, 1\); got 1.0'),
+                ('keep_checkpoints', 0, 'must be positive; got 0'),
+                ('iw_chunk_size', 0, 'must be positive; got 0')):
+            with self.assertRaisesRegex(ValueError, f'{field} {rule}'):
+                _config(self._dir(), **{field: edge}).validate()
+        for field, edge in (('adam_beta2', 0.0), ('ema_decay', 0.0),
+                            ('keep_checkpoints', 1), ('iw_chunk_size', 1)):
+            _config(self._dir(), **{field: edge}).validate()
         with self.assertRaisesRegex(ValueError, 'adam_epsilon must be '
                                     'positive'):
             _config(self._dir(), adam_epsilon=-1.0).validate()

@@ -19,6 +19,7 @@ import glob as glob_lib
 import json
 import math
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -281,11 +282,19 @@ def _umask():
 STALE_STAGING_SECONDS = 3600
 
 
+def _staging_prefix(name):
+    """The hidden prefix of `name`'s staging directories: distinct enough
+    that no directory a user made (`.git`, `.name-backup`) looks like one."""
+    return f'.{name}.staging-'
+
+
 def _remove_stale_staging(parent, name):
     now = time.time()
+    # mkdtemp's random suffix: letters, digits and underscores.
+    pattern = re.compile(re.escape(_staging_prefix(name)) + r'[A-Za-z0-9_]+')
     for entry in os.listdir(parent):
         candidate = os.path.join(parent, entry)
-        if not (entry.startswith(f'.{name}-') and os.path.isdir(candidate)
+        if not (pattern.fullmatch(entry) and os.path.isdir(candidate)
                 and not os.path.islink(candidate)):
             continue
         newest = os.path.getmtime(candidate)
@@ -315,9 +324,10 @@ def staged_directory(path, replace=True):
 
     A local staging directory gets a plain `mkdir`'s permissions, not
     `tempfile`'s private ones: its contents are read by other users. A hard
-    kill (SIGKILL) cannot clean up; local staging directories of `path` left
-    that way, with nothing written for `STALE_STAGING_SECONDS`, are removed
-    the next time (a SavedModel's can take gigabytes). On an
+    kill (SIGKILL) cannot clean up; local staging directories of `path`
+    (`.NAME.staging-*` beside `path = .../NAME`) left that way, with nothing
+    written for `STALE_STAGING_SECONDS`, are removed the next time (a
+    SavedModel's can take gigabytes); no other directory is touched. On an
     object store the final move copies object by object, so a reader may
     briefly see part of `path` there.
 
@@ -339,12 +349,13 @@ def staged_directory(path, replace=True):
         tf.io.gfile.makedirs(parent)
         # No private directories on an object store, and none needed: the
         # name is random.
-        staging = join(parent, f'.{name}-{uuid.uuid4().hex}')
+        staging = join(parent, f'{_staging_prefix(name)}{uuid.uuid4().hex}')
         tf.io.gfile.makedirs(staging)
     else:
         os.makedirs(parent or '.', exist_ok=True)
         _remove_stale_staging(parent or '.', name)
-        staging = tempfile.mkdtemp(prefix=f'.{name}-', dir=parent or '.')
+        staging = tempfile.mkdtemp(prefix=_staging_prefix(name),
+                                   dir=parent or '.')
     try:
         yield staging
         if not replace and exists(path) and not (isdir(path)

@@ -365,10 +365,10 @@ class VFlow(tf.Module):
             batch) or per-example `[N, 2]` (row `i`'s bound depends only on
             `x[i]` and `seed[i]`, unless dropout is on: with `training` its
             masks come from the networks' own generator; see
-            `example_seeds`); also `[M, 2]` with
-            `N` a multiple of `M`, one seed per block of `N / M` consecutive
-            rows (as `log_prob` draws an example's samples); default from
-            `self.rng`.
+            `example_seeds`); also `[M, 2]` with the number of rows (`N`,
+            or `N k` with `draws_per_row = k`) a multiple of `M`, one seed
+            per block of consecutive rows (as `log_prob` draws an example's
+            samples); default from `self.rng`.
           gradient_estimator: one of `GRADIENT_ESTIMATORS`. Default value:
             `'reparameterization'`.
           draws_per_row: `k`, independent bounds per example (Python int
