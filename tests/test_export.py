@@ -164,6 +164,11 @@ class ExportTest(gpu_kernels.Assertions, tf.test.TestCase):
         vector = self.loaded['vector'].signatures
         self.assertEqual(vector['elbo'].structured_input_signature[1][
             'x'].shape.as_list(), [None, 2])
+        # The bound and its bits/dim are float64, as log_prob's are.
+        for name, signature in (('image', loaded.signatures['elbo']),
+                                ('vector', vector['elbo'])):
+            for output in signature.structured_outputs.values():
+                self.assertEqual(output.dtype, tf.float64, name)
         self.assertEqual(vector['sample'](
             num=tf.constant(4), temperature=tf.constant(1.0),
             seed=tf.constant([0, 1]))['samples'].shape, [4, 2])
@@ -751,6 +756,17 @@ class RunExportTest(tf.test.TestCase):
         results['config'] = {'validation_size': 0}
         info = export._run_metadata(results, '/run/checkpoints/ckpt-6', {})  # pylint: disable=protected-access
         self.assertEqual(info['eval_split'], 'test')
+        # Each figure's image count goes with that figure alone: a bound of
+        # an earlier step is left out, and its count with it.
+        for bpd_step, iw_step in ((6, 3), (3, 6)):
+            results.update(test_bpd_step=bpd_step, test_bpd_iw=1.4,
+                           test_bpd_iw_step=iw_step, iw_images=40)
+            info = export._run_metadata(results, '/run/checkpoints/ckpt-6', {})  # pylint: disable=protected-access
+            self.assertEqual(
+                (info['test_bpd'], info['test_images'], info['test_bpd_iw'],
+                 info['iw_images']),
+                (1.5, 100, None, None) if bpd_step == 6
+                else (None, None, 1.4, 40))
 
 
 if __name__ == '__main__':

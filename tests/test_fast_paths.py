@@ -2,6 +2,7 @@
 attention, the Glow preset, the sampler's iteration diagnostic, and the
 benchmark suite end to end."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -369,10 +370,29 @@ class BenchSuiteTest(tf.test.TestCase):
         self.assertEqual(result['name'], 'toy_vflow')
         self.assertAlmostEqual(result['train_per_second'],
                                64 / result['step_seconds'], places=3)
+        # Per image: the step's FLOPs counted both ways agree.
+        self.assertAllClose(result['train_gflop_per_item'] * 64,
+                            result['achieved_gflops']
+                            * result['step_seconds'], rtol=1e-6)
         self.assertGreater(result['peak_rss_mb'], result['rss_before_mb'] / 2)
         self.assertLess(result['inverse_max_error'], 1e-4)
         self.assertGreater(result['score_per_second_s16'],
                            result['score_per_second_s128'])
+
+    def test_sampling_stats_report_the_mean_and_the_largest_count(self):
+        # toy_vflow above has no mixture coupling; a Flow++ model does.
+        spec = importlib.util.spec_from_file_location(
+            'bench_suite', os.path.join(ROOT, 'bench', 'suite.py'))
+        suite = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(suite)
+        model = presets.build('tiny_flowpp', seed=0)
+        x = tf.constant(np.random.RandomState(0).randint(
+            0, 256, (2, 8, 8, 3)).astype(np.uint8))
+        model.initialize(x, seed=tf.constant([0, 1]))
+        stats = suite.sampling_stats(model, x, num=2)
+        self.assertLess(stats['inverse_max_error'], 1e-3)
+        self.assertBetween(stats['inverse_mean_iterations'], 1.0,
+                           stats['inverse_max_iterations'] - 1e-6)
 
     def test_unknown_benchmark_is_one_line_error_without_tensorflow(self):
         # The names are checked before TensorFlow is imported (which takes

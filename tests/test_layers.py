@@ -765,6 +765,18 @@ class ImageLogitTest(tf.test.TestCase):
             np.sum(-np.log(v) - np.log1p(-v), -1) + 3 * math.log(0.9 / 32),
             rtol=1e-12)
 
+    def test_no_margin_maps_onto_the_whole_range(self):
+        # alpha = 0: x~ = logit(x / num_bins) and back, onto (0, num_bins).
+        layer = vb.ImageLogit(num_bins=256, alpha=0.0)
+        x = tf.constant([[0.5, 2.0, 128.0, 255.5]], tf.float64)
+        latent = layer.inverse(x)
+        self.assertAllClose(latent, np.log(x / 256) - np.log1p(-x / 256),
+                            rtol=1e-12)
+        self.assertAllClose(layer.forward(tf.identity(latent)), x,
+                            rtol=1e-12)
+        self.assertAllClose(layer.forward(tf.constant([0.0], tf.float64)),
+                            [128.0], rtol=1e-12)
+
     def test_integer_pixels_are_refused_by_name(self):
         layer = vb.ImageLogit(name='logit_in')
         pixels = tf.constant([[0, 128, 255]], tf.uint8)
@@ -1352,8 +1364,41 @@ class ConditioningTest(tf.test.TestCase):
                                     'conditional layers but does not route '
                                     'kwargs by child name'):
             vb.chain_kwargs(Stack([affine]), context=tf.zeros([1, 2]))
+        # Also when other children are not conditional.
+        with self.assertRaisesRegex(ValueError, "Stack 'stack' contains "):
+            vb.chain_kwargs(Stack([tfb.Exp(), affine]),
+                            context=tf.zeros([1, 2]))
         self.assertEqual(vb.chain_kwargs(Stack([tfb.Exp()]),
                                          context=tf.zeros([1, 2])), {})
+
+    def test_each_layer_gets_the_kwargs_it_accepts_through_any_nest(self):
+        # A layer that lists only `context` gets only `context` (a
+        # `training=` it does not take would be a TypeError in TFP's call),
+        # and a JointMap of a dict or of nested lists routes as a flat one.
+        class ContextOnly(tfb.Shift):
+            conditioning_kwargs = ('context',)
+
+            def __init__(self, name):
+                super().__init__(tf.constant(0.0), name=name)
+
+            def _forward(self, x, context=None):
+                return x + context
+
+            def _inverse(self, y, context=None):
+                return y - context
+
+        only = ContextOnly('only')
+        context = tf.constant([[1.0, 2.0]])
+        kw = vb.chain_kwargs(tfb.Chain([only, tfb.Exp()]), context=context,
+                             training=True, unknown=3)
+        self.assertEqual(list(kw), ['only'])
+        self.assertEqual(list(kw['only']), ['context'])
+        self.assertAllClose(tfb.Chain([only, tfb.Exp()]).forward(
+            tf.zeros([1, 2]), **kw), [[2.0, 3.0]])
+        for joint in (tfb.JointMap({'x': only, 'z': tfb.Exp()}),
+                      tfb.JointMap([[only], [tfb.Exp()]])):
+            kw = vb.chain_kwargs(joint, context=context, training=True)
+            self.assertEqual(kw, {'only': {'context': context}})
 
     def test_duplicate_names_are_refused(self):
         net = TinyConditioner((4, 2, 2), 4, context_channels=1)
@@ -1533,6 +1578,44 @@ class ArgumentValidationTest(tf.test.TestCase):
         self.assertEqual(coupling.inverse(
             tf.ones([2, 3, 4, 4, 2]), context=tf.ones([3, 4, 2, 3])).shape,
                          [2, 3, 4, 4, 2])
+
+    def test_contexts_of_other_dtypes_and_unbatched_inputs(self):
+        # A NumPy float64 context (NumPy's default) conditions a float32
+        # coupling as its float32 tensor does; a single event without a
+        # batch axis is row 0 of its batch of one; and the mixture's
+        # iteration count is that of the solve under the given context.
+        rng = np.random.default_rng(1)
+        net = vflow_tfp.nets.MLP(2, 2 * vb.MixLogisticCoupling.num_params(3),
+                                 hidden_units=(8,), context_features=3,
+                                 output_init_scale=1.0, name='ctx_net')
+        for v in net.trainable_variables:
+            v.assign(0.3 * rng.normal(size=v.shape))
+        partition = vb.ChannelSplit(event_ndims=1)
+        mixture = vb.MixLogisticCoupling(net, partition, 3)
+        x = tf.constant(rng.normal(size=[5, 4]), tf.float32)
+        context = rng.normal(size=[5, 3])
+        self.assertAllClose(mixture.inverse(x, context=context),
+                            mixture.inverse(x, context=tf.constant(
+                                context, tf.float32)))
+        fixed = context[:1].astype(np.float32)
+
+        def baked(c, context=None, training=False):
+            del context
+            return net(c, context=tf.broadcast_to(
+                fixed, [tf.shape(c)[0], 3]), training=training)
+
+        same = vb.MixLogisticCoupling(baked, partition, 3)
+        self.assertAllEqual(mixture.inverse_iterations(x, context=fixed),
+                            same.inverse_iterations(x))
+        plain = vb.AffineCoupling(vflow_tfp.nets.MLP(2, 4, hidden_units=(8,),
+                                                     output_init_scale=1.0),
+                                  partition)
+        for layer in (plain, same):
+            for run in (layer.inverse, layer.forward):
+                self.assertAllClose(run(x[0]), run(x[:1])[0])
+            self.assertAllClose(
+                layer.inverse_log_det_jacobian(x[0], 1),
+                layer.inverse_log_det_jacobian(x[:1], 1)[0])
 
     def test_an_input_broadcasts_against_a_wider_context_batch(self):
         # One point under several contexts, as TFP's conditional bijectors

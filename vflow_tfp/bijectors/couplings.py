@@ -522,6 +522,8 @@ class MixLogisticCoupling(Coupling):
         A diagnostic of the numerical inverse (the benchmarks report it):
         an int32 tensor of the transformed half's shape.
         """
+        # As `forward` takes it: any tensor-like context, broadcast.
+        y, context = self._with_context(y, context)
         cond, trans = self._halves(y)
         params = self._params(cond, trans, context, False)
         return self._solve(trans, *self._unpack(params))[2]
