@@ -383,8 +383,8 @@ _SCRIPT_SETTINGS = dict(iterations=1, batch_size=64, learning_rate=2e-3,
                         scale_fn=None)
 
 
-def test_script_runs_the_seeds_and_grid_samples_asked_for(tmp_path,
-                                                         monkeypatch):
+def test_script_runs_the_seeds_and_grid_samples_asked_for(
+        tmp_path, monkeypatch):
     # --first_seed and --seeds pick the seeds run; --grid_iw_samples (not
     # --iw_samples) is the density grid's estimator.
     from absl.testing import flagsaver  # pylint: disable=import-outside-toplevel

@@ -1396,7 +1396,6 @@ class GradientEstimatorTest(tf.test.TestCase):
                 self.assertAllClose(tape.gradient(plain, shift), grad,
                                     atol=1e-5, rtol=1e-5)
 
-
     def test_several_outer_layers_without_parameters_keep_their_order(self):
         # y = 1 + 2 sigmoid(s): the score is removed at s, and the layers
         # outside it (which do not commute) then run innermost first, so
@@ -1416,6 +1415,7 @@ class GradientEstimatorTest(tf.test.TestCase):
         self.assertAllClose(log_q_held, log_q, atol=1e-12, rtol=0)
         self.assertAllClose(log_q, q.distribution.log_prob(y), atol=1e-10,
                             rtol=0)
+
 
 # ----------------------------------------------------------------------------
 # The change of variables end to end on a float64 image VFlow.
