@@ -404,14 +404,20 @@ def test_script_runs_the_seeds_and_grid_samples_asked_for(
     monkeypatch.setattr(cb, 'run', run)
     monkeypatch.setattr(cb, 'density_grid', density_grid)
     out = tmp_path / 'toy'
-    with flagsaver.flagsaver():
-        # As app.run calls it: the flags parsed, main given what is left.
-        script.main(script._parse_flags([  # pylint: disable=protected-access
-            'toy_experiment.py', f'--output_dir={out}', '--iterations=4',
-            '--first_seed=3', '--seeds=2', '--dims=4', '--steps=2',
-            '--iw_samples=3', '--test_size=20', '--init_size=64',
-            '--density_configs=4:2', '--grid_resolution=4',
-            '--grid_iw_samples=2', '--nojit_compile']))
+    # The script quietens TF's logger for its process: later tests in this
+    # one look for TF's warnings.
+    tf_level = tf.get_logger().level
+    try:
+        with flagsaver.flagsaver():
+            # As app.run calls it: the flags parsed, main given the rest.
+            script.main(script._parse_flags([  # pylint: disable=protected-access
+                'toy_experiment.py', f'--output_dir={out}', '--iterations=4',
+                '--first_seed=3', '--seeds=2', '--dims=4', '--steps=2',
+                '--iw_samples=3', '--test_size=20', '--init_size=64',
+                '--density_configs=4:2', '--grid_resolution=4',
+                '--grid_iw_samples=2', '--nojit_compile']))
+    finally:
+        tf.get_logger().setLevel(tf_level)
     assert seeds == [3, 4]
     assert grid_samples == [2]
     assert sorted(p.name for p in (out / 'runs').glob('*.json')) == [
