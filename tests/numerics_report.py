@@ -1,6 +1,6 @@
 """Prints the measured numerical accuracy of every bijector.
 
-    python tests/numerics_report.py [--seeds N]
+    python tests/numerics_report.py [--seeds N] [--cases SUBSTRING]
 
 For each bijector of `bijector_cases` in float32 and float64: the maximum
 data-side round-trip error |x - forward(inverse(x))|, the latent-side one
@@ -58,25 +58,35 @@ def measure_mixture_inverse(num=20000, components=32, seed=0):
             float(tf.reduce_mean(iterations)), int(tf.reduce_max(iterations)))
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--seeds', type=int, default=5,
                         help='independent input draws per bijector')
-    args = parser.parse_args()
+    parser.add_argument('--cases', default='',
+                        help='only the bijectors whose name contains this')
+    parser.add_argument('--mixture_elements', type=int, default=20000,
+                        help='target logits of the mixture inverse check')
+    args = parser.parse_args(argv)
+    names = sorted(name for name in bijector_cases.CASES
+                   if args.cases in name)
+    if not names:
+        parser.error(f'no bijector name contains {args.cases!r}; the names '
+                     f'are {", ".join(sorted(bijector_cases.CASES))}')
     tf.random.set_seed(0)
     seeds = list(range(args.seeds))
     header = (f'{"bijector":38s} {"dtype":8s} {"max|x-f(f^-1(x))|":>18s} '
               f'{"max|z-f^-1(f(z))|":>18s} {"max|ldj-autodiff|":>18s}')
     print(header)
     print('-' * len(header))
-    for name in sorted(bijector_cases.CASES):
+    for name in names:
         for dtype in (tf.float32, tf.float64):
             rt_d, rt_l, ldj = measure(bijector_cases.CASES[name], dtype, seeds)
             print(f'{name:38s} {dtype.name:8s} {rt_d:18.2e} {rt_l:18.2e} '
                   f'{ldj:18.2e}', flush=True)
-    worst, p999, mean_it, max_it = measure_mixture_inverse()
-    print('\nMixture-of-logistics inverse, float32, K=32, 20000 elements, '
-          'target logits in [-30, 30]:')
+    worst, p999, mean_it, max_it = measure_mixture_inverse(
+        num=args.mixture_elements)
+    print(f'\nMixture-of-logistics inverse, float32, K=32, '
+          f'{args.mixture_elements} elements, target logits in [-30, 30]:')
     print(f'  max latent residual {worst:.2e} (99.9th percentile {p999:.2e}); '
           f'iterations mean {mean_it:.2f}, max {max_it}')
 

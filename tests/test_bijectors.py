@@ -7,7 +7,10 @@ functions, finite values and gradients at extreme inputs, and equality of
 eager, `tf.function` and XLA results.
 """
 
+import contextlib
+import io
 import itertools
+import re
 
 import numpy as np
 import tensorflow as tf
@@ -15,6 +18,7 @@ from absl.testing import parameterized
 
 from vflow_tfp import bijectors as vb
 import bijector_cases
+import numerics_report
 
 CASE_NAMES = sorted(bijector_cases.CASES)
 DTYPES = (tf.float32, tf.float64)
@@ -249,6 +253,42 @@ class NoCacheConfusionTest(tf.test.TestCase, parameterized.TestCase):
                             second.copy().inverse(tf.identity(x)))
         self.assertGreater(float(tf.reduce_max(tf.abs(y_first - y_second))),
                            1e-3)
+
+
+class NumericsReportTest(tf.test.TestCase):
+    """`tests/numerics_report.py`, which the README offers, still runs."""
+
+    def test_report_prints_the_errors_of_the_chosen_bijectors(self):
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            numerics_report.main(['--seeds', '1', '--cases',
+                                  'mixlogistic_vflow_vector',
+                                  '--mixture_elements', '200'])
+        text = out.getvalue()
+        rows = re.findall(r'^mixlogistic_vflow_vector\s+(float\d+)\s+(\S+)'
+                          r'\s+(\S+)\s+(\S+)$', text, re.MULTILINE)
+        self.assertEqual([row[0] for row in rows], ['float32', 'float64'])
+        for dtype, *errors in rows:
+            bound = 1e-4 if dtype == 'float32' else 1e-12
+            for error in map(float, errors):
+                self.assertBetween(error, 0.0, bound)
+        mixture = re.search(
+            r'200 elements.*\n  max latent residual (\S+) \(99\.9th '
+            r'percentile (\S+)\); iterations mean (\S+), max (\d+)', text)
+        self.assertIsNotNone(mixture, text)
+        worst, p999, mean_iterations, max_iterations = (
+            float(v) for v in mixture.groups())
+        self.assertBetween(p999, 0.0, worst)
+        self.assertLess(worst, 1e-3)
+        self.assertBetween(mean_iterations, 1.0, max_iterations)
+        self.assertLessEqual(max_iterations, 200)  # two passes of 100
+
+    def test_an_unknown_bijector_name_is_refused(self):
+        with contextlib.redirect_stderr(io.StringIO()) as err:
+            with self.assertRaises(SystemExit) as exit_:
+                numerics_report.main(['--cases', 'no_such_bijector'])
+        self.assertEqual(exit_.exception.code, 2)
+        self.assertIn('squeeze_block_4', err.getvalue())
 
 
 if __name__ == "__main__":
