@@ -484,6 +484,10 @@ def test_photo_patches_builder(photo_dir):
     assert splits['train'].num_examples == len(data.photo_patches(32, 'train'))
     assert splits['test'].num_examples == len(data.photo_patches(32, 'test'))
     names = builder.info.features['photo'].names
+    # The integer labels are part of version 1.0.0: label 1 is the Hubble
+    # photograph in every copy, whatever code prepared it.
+    assert names == ['astronaut', 'hubble_deep_field', 'immunohistochemistry',
+                     'retina', 'rocket', 'motorcycle', 'chelsea', 'coffee']
     photos = {}
     for split in ('train', 'test'):
         ds = tfds.load('photo_patches/32x32', split=split, data_dir=photo_dir)

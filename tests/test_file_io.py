@@ -175,7 +175,9 @@ class FileIoTest(tf.test.TestCase):
         writing = os.path.join(self.directory, '.saved_model.staging-file')
         others = [os.path.join(self.directory, name) for name in (
             '.samples.staging-killed1', '.saved_model', '.saved_model-old',
-            '.saved_model.v2', '.saved_model.staging-', '.saved_modelx')]
+            '.saved_model.v2', '.saved_model.staging-', '.saved_modelx',
+            # A staging name with more after it is a user's copy.
+            '.saved_model.staging-v1.bak', '.saved_model.staging-v1-x')]
         for path in [stale, fresh, writing] + others:
             os.makedirs(os.path.join(path, 'variables'))
             with open(os.path.join(path, 'variables', 'data'), 'w') as f:
@@ -226,7 +228,14 @@ class FileIoTest(tf.test.TestCase):
             return proc.returncode, out
 
         first = file_io.lock_directory(run)
-        second = file_io.lock_directory(run)  # This process shares it.
+        # This process shares it, however it spells the directory.
+        link = os.path.join(self.directory, 'link')
+        os.symlink(run, link)
+        self.addCleanup(os.remove, link)  # TF's temp-dir cleanup trips on it
+        second = file_io.lock_directory(link)
+        for spelling in (run + os.sep, os.path.join(run, '.'),
+                         os.path.relpath(run)):
+            file_io.lock_directory(spelling).release()
         code, out = other_process()
         self.assertEqual(code, 3)
         self.assertEqual(out, f'{run} is in use by pid {os.getpid()} on '

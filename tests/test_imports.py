@@ -58,3 +58,26 @@ def test_lazy_names_are_the_modules_own_objects():
     assert presets.TOY_DIMS == catalog.TOY_DIMS
     with pytest.raises(ValueError, match="Unknown preset 'tiny_vflo'"):
         catalog.describe('tiny_vflo')
+
+
+def test_a_fresh_import_lists_and_loads_names_not_yet_used():
+    # In this process most modules are loaded already; a new one shows what
+    # a user's first `dir()` and first attribute access get.
+    code = (
+        'import sys\n'
+        'import vflow_tfp, vflow_tfp.models, vflow_tfp.training\n'
+        'for p in (vflow_tfp, vflow_tfp.models, vflow_tfp.training):\n'
+        '    missing = set(p.__all__) - set(dir(p))\n'
+        '    assert not missing, (p.__name__, missing)\n'
+        'for name in ("vflow_tfp.file_io", "vflow_tfp.scoring",\n'
+        '             "vflow_tfp.training.schedules"):\n'
+        '    assert name not in sys.modules, name\n'
+        'assert vflow_tfp.file_io is sys.modules["vflow_tfp.file_io"]\n'
+        'assert vflow_tfp.scoring is sys.modules["vflow_tfp.scoring"]\n'
+        'assert (vflow_tfp.training.schedules\n'
+        '        is sys.modules["vflow_tfp.training.schedules"])\n'
+        'print("ok")\n')
+    run = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == 'ok\n'

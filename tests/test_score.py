@@ -403,6 +403,19 @@ class ScoreTest(tf.test.TestCase):
                            f'{path}: float32 data; pixel values must be '
                            'integers in [0, 255] (uint8), not floats.')
 
+    def test_data_that_is_not_numbers(self):
+        # A boolean mask saved by mistake is not an image of 0s and 1s.
+        for array, kind in (
+                (self.exported.train[:2] > 127, 'bool'),
+                (self.exported.train[:2].astype(np.complex64), 'complex64'),
+                (np.full([2, 8, 8, 3], 'a'), '<U1')):
+            with self.assertRaisesRegex(ValueError, re.escape(
+                    f'mask.npy: {kind} data; expected uint8 pixel values.')):
+                scoring.check_array(array, (8, 8, 3), 'mask.npy')
+        path = self._npy('mask.npy', self.exported.train[:2] > 127)
+        self.assertRefused([self.model_flag, path],
+                           f'{path}: bool data; expected uint8 pixel values.')
+
     def test_negative_values(self):
         pixels = self.exported.train[:3].astype(np.int16)
         pixels[2, 1, 1, 0] = -3
@@ -1091,6 +1104,9 @@ class ScoreTest(tf.test.TestCase):
             records = scoring.score(
                 scorer, scoring.open_inputs([path], metadata),
                 num_samples=2, seed=seed, batch_size=batch_size)
+            # Each score stays paired with its own image across batches.
+            self.assertEqual([r['source'] for r in records],
+                             [f'{path}[{i}]' for i in range(7)])
             return np.array([r['bits_per_dim'] for r in records])
 
         by_seven = bits(7)
