@@ -83,6 +83,20 @@ def _assert_p_round_trip(test, model, eps, atol):
                         atol=atol, rtol=0)
 
 
+def _layout(chain):
+    """`'column0 column1 S2D channel0 swap ...'`: a chain's splits in order."""
+    names = []
+    for b in chain.bijectors:
+        if isinstance(b, vb.Squeeze):
+            names.append('S2D')
+        elif isinstance(b, vb.SwapHalves):
+            names.append('swap')
+        elif isinstance(b, vb.Coupling):
+            split = type(b.partition).__name__[:-len('Split')]
+            names.append(f'{split.lower()}{b.parity}')
+    return ' '.join(names)
+
+
 def _logmeanexp(values, axis):
     values = np.asarray(values, np.float64)
     top = values.max(axis=axis, keepdims=True)
@@ -238,9 +252,11 @@ class PresetTest(tf.test.TestCase):
         for name, settings in [('glow_cifar10', dict(filters=8, steps=1)),
                                ('checkerboard_vflow_3_4', {})]:
             model = presets.build(name, seed=0, **settings)
-            couplings = [b for b in model.submodules
-                         if isinstance(b, vb.AffineCoupling)]
-            self.assertNotEmpty(couplings)
+            # q's conditional normalisation of the toy VFlow scales alike.
+            couplings = [b for b in model.submodules if isinstance(
+                b, (vb.AffineCoupling, vb.ConditionalAffine))]
+            self.assertLen({type(b) for b in couplings},
+                           1 if name.startswith('glow') else 2)
             self.assertEqual({b.scale_fn for b in couplings}, {'sigmoid'},
                              name)
         norms = [b for b in presets.build('glow_cifar10', filters=8, steps=1,
@@ -257,17 +273,7 @@ class PresetTest(tf.test.TestCase):
         small = dict(filters=8, blocks=1, components=2, dequant_blocks=1,
                      seed=0)
 
-        def layout(chain):
-            names = []
-            for b in chain.bijectors:
-                if isinstance(b, vb.Squeeze):
-                    names.append('S2D')
-                elif isinstance(b, vb.SwapHalves):
-                    names.append('swap')
-                elif isinstance(b, vb.Coupling):
-                    split = type(b.partition).__name__[:-len('Split')]
-                    names.append(f'{split.lower()}{b.parity}')
-            return ' '.join(names)
+        layout = _layout
 
         def of_type(model, kind):
             return [m for m in model.submodules if isinstance(m, kind)]
@@ -323,6 +329,107 @@ class PresetTest(tf.test.TestCase):
                 for context in contexts:
                     self.assertLen(context.residual_blocks, 1)
                     self.assertEqual(context.output_shape[-1], width)
+
+    def test_every_image_preset_has_the_structure_its_docstring_gives(self):
+        # What parameter counts cannot see, per preset: p's layout, the
+        # residual blocks of r's and q's coupling networks (their defaults:
+        # distinct overrides could be swapped unseen), the default dropout,
+        # the 1x1 init noise, the mixture variant, 4 attention heads, one
+        # generator for all dropout, and f_affine's width (the `filters`
+        # override). Only the sizes are overridden.
+        cifar_vflow = ('column0 column1 channel0 channel1 S2D column0 '
+                       'column1 channel0 channel1 channel0 swap')
+        cifar_flowpp = ('column0 column1 column0 column1 S2D channel0 '
+                        'channel1 column0 column1 column0 swap')
+        imagenet32 = ('column0 column1 column0 column1 column0 column1 '
+                      'column0 swap S2D channel0 channel1 channel0 swap '
+                      'column0 column1 column0 swap')
+        imagenet64 = ('S2D column0 column1 column0 column1 S2D channel0 '
+                      'channel1 column0 column1 S2D channel0 channel1 '
+                      'column0 column1')
+        small_vflow = ('column0 column1 channel0 channel1 S2D column0 '
+                       'column1 channel0 channel1')
+        small_flowpp = 'column0 column1 S2D channel0 channel1 column0 column1'
+        sizes = dict(filters=8, components=2, seed=0)
+        blocks = dict(sizes, blocks=1)
+        # name: (overrides, p's layout, r's blocks, q's blocks, dropout,
+        #        1x1 noise, variant)
+        table = {
+            'flowpp_cifar10': (blocks, cifar_flowpp, 2, None, 0.2, 0.001,
+                               'flowpp'),
+            'vflow_cifar10': (blocks, cifar_vflow, 2, 3, 0.2, 0.01, 'vflow'),
+            'vflow_cifar10_f56_k10': (blocks, cifar_vflow, 2, 3, 0.2, 0.01,
+                                      'vflow'),
+            'flowpp_cifar10_4m': (blocks, cifar_flowpp, 2, None, 0.2, 0.001,
+                                  'flowpp'),
+            'vflow4_cifar10_4m': (sizes, 'channel1 ' + cifar_vflow, 2, 3,
+                                  0.2, 0.01, 'vflow'),
+            'vflow6_cifar10_4m_q6': (sizes, 'channel1 ' + cifar_vflow, 2, 6,
+                                     0.2, 0.01, 'vflow'),
+            'flowpp_imagenet32': (blocks, imagenet32, 8, None, 0.0, None,
+                                  'flowpp'),
+            'vflow_imagenet32': (blocks, imagenet32, 8, 8, 0.0, 0.01,
+                                 'vflow'),
+            'vflow_imagenet64': (dict(blocks, image_shape=(16, 16, 3)),
+                                 imagenet64, 5, 5, 0.0, 0.01, 'vflow'),
+            'small_vflow_16': ({}, small_vflow, 1, 1, 0.0, 0.01, 'vflow'),
+            'tiny_flowpp': ({}, small_flowpp, 1, None, 0.0, 0.001,
+                            'flowpp'),
+        }
+
+        def blocks_of(flow):
+            return {len(net.residual_blocks) for net in flow.submodules
+                    if isinstance(net, nets.ConvAttnNet)}
+
+        for name, (overrides, layout, r_blocks, q_blocks, dropout, noise,
+                   variant) in table.items():
+            with self.subTest(preset=name):
+                overrides = dict({'image_shape': (8, 8, 3), 'seed': 0},
+                                 **overrides)
+                model = presets.build(name, **overrides)
+                self.assertEqual(_layout(model.p_bijector), layout)
+                self.assertEqual(blocks_of(model.dequantizer), {r_blocks})
+                if q_blocks is None:
+                    self.assertIsNone(model.posterior)
+                else:
+                    self.assertEqual(blocks_of(model.posterior), {q_blocks})
+                gated = [m for m in model.submodules if isinstance(
+                    m, (nets.GatedResidualBlock, nets.GatedAttention))]
+                self.assertEqual({m.dropout_rate for m in gated}, {dropout})
+                self.assertTrue(all(m.rng is model.rng for m in gated))
+                self.assertEqual(
+                    {b.parameters['noise_scale'] for b in model.submodules
+                     if isinstance(b, vb.Invertible1x1Conv)},
+                    set() if noise is None else {noise})
+                self.assertEqual({b.variant for b in model.submodules
+                                  if isinstance(b, vb.MixLogisticCoupling)},
+                                 {variant})
+                self.assertEqual({m.num_heads for m in model.submodules
+                                  if isinstance(m, nets.GatedAttention)},
+                                 {4})
+                if layout.startswith('channel1'):  # f_affine
+                    net = model.p_bijector.bijectors[0].conditioner
+                    self.assertEqual(net.proj_in.out_channels,
+                                     overrides['filters'])
+
+    def test_glow_couplings_transform_the_second_half_after_lu_mixing(self):
+        # Glow: ActNorm, the LU-parameterised 1x1 convolution, and a
+        # coupling that leaves the first half of the channels as they are.
+        model = presets.build('glow_cifar10', levels=1, steps=2, filters=8,
+                              image_shape=(4, 4, 3), seed=0)
+        layers = model.p_bijector.bijectors
+        self.assertEqual([type(b).__name__ for b in layers[1:4]],
+                         ['ActNorm', 'Invertible1x1ConvLU', 'AffineCoupling'])
+        couplings = [b for b in layers if isinstance(b, vb.AffineCoupling)]
+        self.assertLen(couplings, 2)
+        for coupling in couplings:
+            for v in coupling.conditioner.trainable_variables:
+                v.assign(tf.random.stateless_normal(v.shape, [1, 2]))
+            xz = tf.random.stateless_normal([2, 2, 2, 12], [3, 4])
+            y = coupling.inverse(xz)
+            self.assertAllEqual(y[..., :6], xz[..., :6])
+            self.assertGreater(
+                float(tf.reduce_min(tf.abs(y[..., 6:] - xz[..., 6:]))), 0.0)
 
     def test_pointwise_init_noise_of_each_family(self):
         # SPEC §1.8: the 1x1 convolutions start at I + s N(0, 1), s = 0.001
@@ -450,6 +557,24 @@ class PresetTest(tf.test.TestCase):
             top = model.p_bijector.bijectors[-1].weights[0]
             self.assertLess(float(tf.reduce_max(tf.abs(
                 top - tf.eye(top.shape[0])))), 0.06)
+            # The steps' dense maps are random rotations (SPEC: random
+            # orthogonal init), which mix x into every half from the start.
+            for mix in model.p_bijector.bijectors[1:-1:3]:
+                self.assertIsInstance(mix, vb.Invertible1x1Conv)
+                w = mix.weights[0]
+                eye = tf.eye(w.shape[0])
+                self.assertAllClose(tf.matmul(w, w, transpose_b=True), eye,
+                                    atol=1e-5)
+                self.assertGreater(float(tf.reduce_max(tf.abs(w - eye))),
+                                   0.3)
+
+    def test_checkerboard_hidden_units_reach_p_and_q(self):
+        model = presets.build('checkerboard_vflow_3_4', hidden_units=(8, 6),
+                              seed=0)
+        mlps = [m for m in model.submodules if isinstance(m, MLP)]
+        # p's two couplings; q's coupling and its conditional normalisation.
+        self.assertLen(mlps, 4)
+        self.assertEqual({m.hidden_units for m in mlps}, {(8, 6)})
 
     def _count_without(self, model, module):
         return model.count_params() - sum(

@@ -640,6 +640,25 @@ class ConvAttnNetTest(tf.test.TestCase, parameterized.TestCase):
                                num_heads=4)
         self.assertNear(float(tf.math.reduce_std(net.pos_emb)), 0.01, 1e-3)
 
+    def test_blocks_run_in_the_spec_order(self):
+        # SPEC §1.5: proj_in, then per block [gated conv, LN, attention
+        # (with pos_emb), LN], concat_elu, proj_out; the context enters
+        # every gated conv.
+        net = _net(context_channels=2, output_nonlinearity=True,
+                   dtype=tf.float64)
+        randomize(net)
+        rs = np.random.RandomState(3)
+        x = tf.constant(rs.randn(2, 4, 4, 3))
+        context = tf.constant(rs.randn(2, 4, 4, 2))
+        h = net.proj_in(x)
+        norms = iter(net.norms)
+        for residual, attention in zip(net.residual_blocks,
+                                       net.attention_blocks):
+            h = next(norms)(residual(h, context=context))
+            h = next(norms)(attention(h, net.pos_emb))
+        expected = net.proj_out(nets.concat_elu(h))
+        self.assertAllClose(net(x, context=context), expected, atol=1e-10)
+
     def test_data_dependent_init_with_dropout(self):
         net = _net(dropout=0.2, rng=tf.random.Generator.from_seed(1))
         x = tf.random.normal([8, 4, 4, 3])
@@ -877,6 +896,14 @@ class ContextNetTest(tf.test.TestCase, parameterized.TestCase):
         with initialization.data_dependent_init():
             net(x)
         self.assertAllInSet(tf.math.is_finite(net(x)), [True])
+
+    def test_position_embedding_starts_small(self):
+        # SPEC: N(0, 0.01^2), as in the coupling networks.
+        tf.random.set_seed(0)
+        net = nets.ContextNet((16, 32, 3), partitions.ColumnSplit(),
+                              filters=32, num_blocks=1, attention=True,
+                              layer_norm=True)
+        self.assertNear(float(tf.math.reduce_std(net.pos_emb)), 0.01, 1e-3)
 
     def test_validation(self):
         with self.assertRaisesRegex(ValueError, 'even'):
