@@ -39,8 +39,9 @@ _BATCH = flags.DEFINE_integer('batch_size', 256, 'Training batch size.',
                               lower_bound=1)
 _LR = flags.DEFINE_float(
     'learning_rate', 3e-3,
-    'Initial Adam learning rate; annealed linearly to zero over the time '
-    'budget.', lower_bound=0.0)
+    'Initial Adam learning rate; annealed linearly towards zero (down to 2% '
+    'of it) over the time budget or --max_iterations, whichever runs out '
+    'first.', lower_bound=0.0)
 _SECONDS = flags.DEFINE_float(
     'seconds', 60.0, 'Training time budget; inf: --max_iterations alone.',
     lower_bound=0.0)

@@ -9,6 +9,8 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import types
+from unittest import mock
 
 import numpy as np
 import tensorflow as tf
@@ -336,6 +338,46 @@ class InverseIterationsTest(tf.test.TestCase):
         self.assertAllClose(y, again, atol=1e-4)
 
 
+def _bench_module(name):
+    """bench/NAME.py, loaded from its file (bench/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(
+        f'bench_{name}', os.path.join(ROOT, 'bench', f'{name}.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# Runs bench/run.py's command line with fake workers: each writes the
+# result a real one would, with the settings its command line gives it
+# (`suite.run`'s `jit_compile` and `steps`), and no TensorFlow starts.
+_FAKE_WORKERS = textwrap.dedent("""
+    import importlib.util, json, subprocess, sys, types
+    from unittest import mock
+    run_py, argv = sys.argv[1], sys.argv[2:]
+    sys.modules['suite'] = types.SimpleNamespace(
+        peak_matmul_flops=lambda: 100e9)
+    spec = importlib.util.spec_from_file_location('bench_run', run_py)
+    run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run)
+    SPEED = dict(glow=20.0, tfp_glow=10.0)
+
+    def worker(command, **kwargs):
+        args = dict(a[2:].split('=', 1) for a in command[2:])
+        name = args['worker']
+        with open(args['json'], 'w') as f:
+            json.dump(dict(
+                name=name, jit_compile=args.get('xla') == 'True',
+                steps=int(args['steps']), parameters=1,
+                train_per_second=SPEED.get(name, 5.0), step_seconds=1.0,
+                train_gflop_per_item=1.0, achieved_gflops=50.0,
+                peak_rss_mb=1.0, train_mb_per_image=None), f)
+        return subprocess.CompletedProcess(command, 0, '', '')
+
+    with mock.patch.object(run.subprocess, 'run', worker):
+        run.main(run.FLAGS(['run.py'] + argv))
+""")
+
+
 class BenchSuiteTest(tf.test.TestCase):
 
     def test_runs_and_reports_consistent_figures(self):
@@ -379,12 +421,97 @@ class BenchSuiteTest(tf.test.TestCase):
         self.assertGreater(result['score_per_second_s16'],
                            result['score_per_second_s128'])
 
+    def test_run_launches_the_default_suite_with_its_settings(self):
+        # Fake workers (_FAKE_WORKERS): what run.py launches and what it
+        # makes of the results, in a second.
+        benchmarks = _bench_module('benchmarks').BENCHMARKS
+        with tempfile.TemporaryDirectory() as tmp:
+            out = os.path.join(tmp, 'bench.json')
+            done = subprocess.run(
+                [sys.executable, '-c', _FAKE_WORKERS,
+                 os.path.join(ROOT, 'bench', 'run.py'), '--xla', '--steps=2',
+                 f'--json={out}'], capture_output=True, text=True,
+                timeout=300)
+            self.assertEqual(done.returncode, 0, done.stderr[-2000:])
+            with open(out) as f:
+                report = json.load(f)
+        results = report['results']
+        # Without --only: the benchmarks of the default suite, and only
+        # those (the slow memory runs are asked for by name).
+        self.assertEqual(
+            [r['name'] for r in results],
+            [name for name, b in benchmarks.items() if b.in_default_suite])
+        self.assertTrue(report['xla'])
+        for r in results:
+            # The settings reach every worker, --xla as well.
+            self.assertTrue(r['jit_compile'], r['name'])
+            self.assertEqual(r['steps'], 2, r['name'])
+            self.assertAlmostEqual(r['fraction_of_matmul_peak'], 0.5)
+        ratios = {r['name']: r.get('ratio_to_baseline') for r in results}
+        # ours / baseline: glow's 20 per second against tfp_glow's 10.
+        self.assertAlmostEqual(ratios.pop('glow'), 2.0)
+        self.assertEqual(set(ratios.values()), {None})
+
+    def test_run_figures_from_the_measurements(self):
+        # The measurements stubbed, what suite.run makes of them.
+        suite = _bench_module('suite')
+        benchmark = _bench_module('benchmarks').Benchmark(
+            'toy', 'a toy Glow', preset='checkerboard_glow_2', batch_size=8,
+            train_only=True)
+        measured = dict(step_seconds=0.5, trace_seconds=1.0, step_flops=4e9,
+                        tensor_peak_mb=100.0, step_memory_mb=24.0)
+        # ru_maxrss is in KiB on Linux: 3 GiB.
+        usage = types.SimpleNamespace(ru_maxrss=3 * 2**20)
+        with mock.patch.object(suite, 'train_throughput',
+                               return_value=measured), \
+                mock.patch.object(suite.resource, 'getrusage',
+                                  return_value=usage):
+            result = suite.run(benchmark, steps=2)
+        self.assertEqual(result['train_per_second'], 16.0)
+        self.assertEqual(result['peak_rss_mb'], 3 * 1024.0)
+        # Per image, the step's memory as its FLOPs are.
+        self.assertAllClose(result['train_gflop_per_item'] * 8,
+                            result['achieved_gflops']
+                            * result['step_seconds'])
+        self.assertAllClose(result['train_mb_per_image'] * 8,
+                            result['step_memory_mb'])
+
+    def test_matmul_peak_counts_two_flops_per_multiply_add(self):
+        suite = _bench_module('suite')
+
+        def one_second_each(fn, repeats):
+            for _ in range(repeats):
+                fn()
+            return [1.0] * repeats
+        # A chain of 3 products of 64 x 64 matrices per timed call.
+        with mock.patch.object(suite, '_timed', one_second_each):
+            self.assertEqual(
+                suite.peak_matmul_flops(size=64, chain=3, repeats=2),
+                3 * 2 * 64**3)
+
+    def test_per_example_scoring_draws_per_example_seeds(self):
+        # The column times scoring as the exported signatures score, with
+        # the row-by-row draw of every example's noise from its own seed.
+        suite = _bench_module('suite')
+        model = presets.build('checkerboard_vflow_2_4', seed=0)
+        x = tf.constant(np.random.RandomState(0).uniform(-4, 4, (8, 2)),
+                        tf.float32)
+        model.initialize(x, seed=tf.constant([0, 1]))
+        calls = []
+        real = model.example_seeds
+
+        def example_seeds(x, seed):
+            calls.append(seed)
+            return real(x, seed)
+        with mock.patch.object(model, 'example_seeds', example_seeds):
+            suite.scoring_throughput(model, x, 2)
+            self.assertEmpty(calls)
+            suite.scoring_throughput(model, x, 2, per_example=True)
+        self.assertNotEmpty(calls)
+
     def test_sampling_stats_report_the_mean_and_the_largest_count(self):
         # toy_vflow above has no mixture coupling; a Flow++ model does.
-        spec = importlib.util.spec_from_file_location(
-            'bench_suite', os.path.join(ROOT, 'bench', 'suite.py'))
-        suite = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(suite)
+        suite = _bench_module('suite')
         model = presets.build('tiny_flowpp', seed=0)
         x = tf.constant(np.random.RandomState(0).randint(
             0, 256, (2, 8, 8, 3)).astype(np.uint8))
@@ -416,6 +543,8 @@ class BenchSuiteTest(tf.test.TestCase):
                                'bench.json')
         for args, message in (
                 (['--only=,'], '--only names no benchmark'),
+                (['--only=toy_glow', '--steps=0'],
+                 '--steps must be >= 1; got 0.'),
                 (['--only=toy_glow', f'--json={missing}'],
                  f'--json={missing}: no directory'),
                 (['--only=toy_glow', f'--json={tempfile.gettempdir()}'],

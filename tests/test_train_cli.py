@@ -462,6 +462,8 @@ class CliErrorTest(_RunDirectory, tf.test.TestCase):
                  'max_lr must be a finite number; got nan.'),
                 (['--preset=tiny_vflow', '--seed=-1'],
                  r'seed must be in \[0, 2\*\*31\); got -1.'),
+                (['--preset=tiny_vflow', f'--seed={2**31}'],
+                 r'seed must be in \[0, 2\*\*31\); got 2147483648\.$'),
                 (['--preset=tiny_vflow', '--set=seed=3'],
                  'seed is not a preset override here'),
                 (['--preset=tiny_vflow', '--set=dropout'],

@@ -12,6 +12,7 @@ import shutil
 import signal
 import tempfile
 import time
+import types
 from unittest import mock
 
 from absl import logging as absl_logging
@@ -175,6 +176,22 @@ class TrainerTest(_TrainerFixture, tf.test.TestCase):
         for v, shadow in zip(trainer.variables, trainer.ema.shadows):
             self.assertAllEqual(shadow, v)
 
+    def test_the_average_moves_after_each_update(self):
+        # The EMA update runs after the optimiser step (SPEC §9.12): one
+        # step from w0 to w1 leaves each shadow at decay * w0 + (1 - decay)
+        # * w1. An update ordered before the step would leave it at w0.
+        trainer = self._trainer(tf.distribute.OneDeviceStrategy('/cpu:0'),
+                                ema_decay=0.9, max_lr=1e-2)
+        trainer.restore_or_initialize()
+        before = [v.numpy() for v in trainer.variables]
+        self._stepper(trainer)()
+        after = [v.numpy() for v in trainer.variables]
+        self.assertGreater(max(float(np.max(np.abs(a - b)))
+                               for a, b in zip(after, before)), 1e-3)
+        for shadow, w0, w1 in zip(trainer.ema.shadows, before, after):
+            self.assertAllClose(shadow, 0.9 * w0 + 0.1 * w1, rtol=1e-5,
+                                atol=1e-6)
+
     def test_an_update_is_adam_on_the_clipped_gradient(self):
         # Against a reference Adam fed the gradient clipped by hand. With a
         # large epsilon Adam's first step scales with the gradient, so an
@@ -241,6 +258,29 @@ class TrainerTest(_TrainerFixture, tf.test.TestCase):
         results = trainer.train()
         self.assertAllClose(results['train_bpd'], results['test_bpd'],
                             rtol=1e-5)
+
+    def test_the_last_window_is_logged_however_short(self):
+        # train_steps=4 with log_every=3: the final step ends a window of
+        # one step, which is logged, summarised and recorded like the full
+        # window before it (results.json's train_bpd is the run's last).
+        trainer = self._trainer(tf.distribute.OneDeviceStrategy('/cpu:0'),
+                                train_steps=4, log_every=3, eval_every=1000,
+                                max_lr=5e-2, export=False)
+        with self.assertLogs('absl', 'INFO') as logs:
+            results = trainer.train()
+        self.assertEqual([int(m[1]) for m in (
+            re.search(r'step (\d+)/4 \| train bpd', r) for r in logs.output)
+            if m], [3, 4])
+        summarised = {
+            event.step: float(tf.make_ndarray(value.tensor))
+            for path in glob.glob(os.path.join(
+                trainer.config.output_dir, 'summaries', 'events*'))
+            for event in tf.compat.v1.train.summary_iterator(path)
+            for value in event.summary.value if value.tag == 'train/bpd'}
+        self.assertEqual(sorted(summarised), [3, 4])
+        # The two windows score different weights, so the figures differ.
+        self.assertNotAllClose(summarised[3], summarised[4], rtol=1e-4)
+        self.assertAllClose(results['train_bpd'], summarised[4], rtol=1e-6)
 
     def test_numpy_values_and_dtypes_are_recorded_as_plain_settings(self):
         # A sweep's numpy values and a dtype override used to train up to
@@ -609,6 +649,29 @@ class TrainerTest(_TrainerFixture, tf.test.TestCase):
         self.assertBetween(3600 * hours + 60 * minutes + seconds, 1, 10)
         self.assertEqual(etas[12], '00:00:00')
 
+    def test_images_per_second_count_the_global_batch(self):
+        # Two replicas share each step's 8 images. On a fake clock that
+        # moves one second within each step and stands still between
+        # them, every window runs at 8 images/s, not one replica's 4.
+        trainer = self._trainer(_mirrored(), train_steps=6, log_every=3,
+                                export=False)
+        clock = [1000.0]
+        real_step = trainer._run_train_step  # pylint: disable=protected-access
+
+        def one_second_step(*args):
+            clock[0] += 1.0
+            return real_step(*args)
+
+        fake_time = types.SimpleNamespace(time=lambda: clock[0])
+        with mock.patch.object(trainer, '_run_train_step', one_second_step), \
+                mock.patch.object(training.loop, 'time', fake_time), \
+                self.assertLogs('absl', 'INFO') as logs:
+            results = trainer.train()
+        rates = [float(re.search(r'\| ([0-9.]+) img/s', r).group(1))
+                 for r in logs.output if 'img/s' in r]
+        self.assertEqual(rates, [8.0, 8.0])
+        self.assertEqual(results['images_per_second'], 8.0)
+
     def _bound_trainer(self, points, iw_images):
         """One step, then the 2-sample bound on `points` in batches of 8."""
         return training.Trainer(
@@ -775,26 +838,29 @@ class TrainerTest(_TrainerFixture, tf.test.TestCase):
 
     def test_the_reconstruction_error_is_of_the_first_images_only(self):
         # inverse_check_images=2: p is inverted on the evaluation batch's
-        # first two images only, and their largest error is the figure.
-        trainer = self._trainer(tf.distribute.OneDeviceStrategy('/cpu:0'),
-                                inverse_check_images=2, export=False)
-        trainer.restore_or_initialize()
-        real = trainer.model.reconstruction_error
-        checked = []
+        # first two images only, and their largest error is the figure;
+        # on two replicas too, where each holds 4 of the batch's 8.
+        for strategy in (tf.distribute.OneDeviceStrategy('/cpu:0'),
+                         _mirrored()):
+            trainer = self._trainer(strategy, inverse_check_images=2,
+                                    export=False)
+            trainer.restore_or_initialize()
+            real = trainer.model.reconstruction_error
+            checked = []
 
-        def recording(x, **kwargs):
-            checked.append(np.asarray(x))
-            return real(x, **kwargs)
+            def recording(x, real=real, checked=checked, **kwargs):
+                checked.append(np.asarray(x))
+                return real(x, **kwargs)
 
-        with mock.patch.object(trainer.model, 'reconstruction_error',
-                               recording):
-            error = trainer.reconstruction_error()
-        self.assertLen(checked, 1)
-        self.assertAllEqual(checked[0], self.batch[:2])
-        with trainer.ema.averaged_weights():
-            expected = float(tf.reduce_max(real(self.batch[:2],
-                                                seed=[3, 556])))
-        self.assertEqual(error, expected)
+            with mock.patch.object(trainer.model, 'reconstruction_error',
+                                   recording):
+                error = trainer.reconstruction_error()
+            self.assertLen(checked, 1)
+            self.assertAllEqual(checked[0], self.batch[:2])
+            with trainer.ema.averaged_weights():
+                expected = float(tf.reduce_max(real(self.batch[:2],
+                                                    seed=[3, 556])))
+            self.assertEqual(error, expected)
 
     def test_every_evaluation_batch_draws_its_own_noise(self):
         # Batch i of an evaluation draws from the seed (seed, 555) folded
@@ -817,6 +883,31 @@ class TrainerTest(_TrainerFixture, tf.test.TestCase):
                 seed=fold(fold(seed, i), 0)) for i in range(2)], 0)
         self.assertAllClose(
             bpd, trainer.model.bits_per_dim(tf.reduce_mean(elbo)), rtol=1e-5)
+
+    def test_replicas_draw_their_own_importance_samples(self):
+        # Replicas never share noise (README): batch i of the bound draws
+        # from (seed, 777) folded with i, then with the replica. One point
+        # 8 times, 4 to each of two replicas: VFlow's bound is stochastic,
+        # so the two shares score differently, and a seed shared by the
+        # replicas would give the first share's figure twice.
+        point = np.repeat(data.sample_checkerboard(1, seed=5), 8, axis=0)
+        trainer = training.Trainer(
+            _config(self._dir(), preset='checkerboard_vflow_3_4',
+                    iw_samples=2, iw_images=8, export=False),
+            _mirrored(), _fixed_batch_input_fn(self.batch),
+            _fixed_batch_input_fn(point, repeat=False), self.init)
+        trainer.restore_or_initialize()
+        bpd, images = trainer.evaluate_importance_weighted()
+        self.assertEqual(images, 8)
+        fold = tf.random.experimental.stateless_fold_in
+        seed = fold(tf.constant([3, 777], tf.int32), 0)
+        with trainer.ema.averaged_weights():
+            shares = [trainer.model.log_prob(
+                point[:4], 2, trainer.config.iw_chunk_size,
+                seed=fold(seed, replica)) for replica in range(2)]
+        self.assertNotAllClose(shares[0], shares[1], rtol=1e-3)
+        self.assertAllClose(bpd, trainer.model.bits_per_dim(
+            tf.reduce_mean(tf.concat(shares, 0))), rtol=1e-6)
 
 
 class TrainerSafetyTest(_TrainerFixture, tf.test.TestCase):
@@ -1612,8 +1703,12 @@ class TrainerSafetyTest(_TrainerFixture, tf.test.TestCase):
                     lr_decay=0.9, min_lr=1e-6).validate()
         with self.assertRaisesRegex(ValueError, r'lr_decay must be in'):
             _config(self._dir(), lr_decay=0.0).validate()
-        with self.assertRaisesRegex(ValueError, r'seed must be in'):
-            _config(self._dir(), seed=-1).validate()
+        # Evaluation and sampling seeds are int32 pairs (seed, n).
+        for seed in (-1, 2**31):
+            with self.assertRaisesRegex(ValueError, r'^seed must be in '
+                                        rf'\[0, 2\*\*31\); got {seed}\.$'):
+                _config(self._dir(), seed=seed).validate()
+        _config(self._dir(), seed=2**31 - 1).validate()
         # Flow++ (configs/cifar_flowpp.flags): no decay, so no hold needed.
         _config(self._dir(), warmup_steps=2000, hold_until=0, lr_decay=1.0,
                 max_lr=3e-4, min_lr=3e-4).validate()
@@ -1971,6 +2066,36 @@ class RecordedResultsTest(_TrainerFixture, tf.test.TestCase):
         self.assertEmpty(calls)
         self.assertTrue(any('not finite, from results.json' in line
                             for line in logs.output), logs.output)
+
+
+class TaskTest(tf.test.TestCase):
+
+    def test_the_chief_is_worker_0_unless_the_cluster_names_one(self):
+        # The chief alone writes checkpoints, summaries and results
+        # (README, Multi-worker): worker 0 is it only in a cluster without
+        # a 'chief' task, or two processes would write the same files.
+        task_of = loop._task  # pylint: disable=protected-access
+        workers = ['host0:2222', 'host1:2222']
+        for cluster, task, expected in (
+                ({'worker': workers}, ('worker', 0), (True, 0)),
+                ({'worker': workers}, ('worker', 1), (False, 1)),
+                ({'chief': ['host2:2222'], 'worker': workers},
+                 ('chief', 0), (True, 0)),
+                ({'chief': ['host2:2222'], 'worker': workers},
+                 ('worker', 0), (False, 0)),
+                ({'chief': ['host2:2222'], 'worker': workers},
+                 ('worker', 1), (False, 1))):
+            tf_config = json.dumps({'cluster': cluster, 'task': {
+                'type': task[0], 'index': task[1]}})
+            with self.subTest(cluster=sorted(cluster), task=task), \
+                    mock.patch.dict(os.environ, {'TF_CONFIG': tf_config}):
+                strategy = types.SimpleNamespace(
+                    cluster_resolver=tf.distribute.cluster_resolver
+                    .TFConfigClusterResolver())
+                self.assertEqual(task_of(strategy), expected)
+        # One process without a cluster is the chief.
+        self.assertEqual(task_of(tf.distribute.OneDeviceStrategy('/cpu:0')),
+                         (True, 0))
 
 
 class WriteJsonTest(tf.test.TestCase):
