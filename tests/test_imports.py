@@ -10,6 +10,14 @@ from vflow_tfp import models
 from vflow_tfp import training
 
 
+def _fresh_python(code):
+    """The output of `code` run by a new Python process, which must pass."""
+    run = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    return run.stdout
+
+
 def test_the_packages_and_the_settings_modules_start_no_tensorflow():
     # What bin/train.py and bin/toy_experiment.py check their flags with.
     code = ('import sys\n'
@@ -20,10 +28,7 @@ def test_the_packages_and_the_settings_modules_start_no_tensorflow():
             'assert catalog.describe("tiny_vflow")\n'
             'print(sorted(m for m in ("tensorflow", "tensorflow_probability",'
             ' "tf_keras") if m in sys.modules))\n')
-    run = subprocess.run([sys.executable, '-c', code], capture_output=True,
-                         text=True, timeout=120)
-    assert run.returncode == 0, run.stderr
-    assert run.stdout == '[]\n'
+    assert _fresh_python(code) == '[]\n'
 
 
 @pytest.mark.parametrize('package', [vflow_tfp, models, training],
@@ -77,7 +82,4 @@ def test_a_fresh_import_lists_and_loads_names_not_yet_used():
         'assert (vflow_tfp.training.schedules\n'
         '        is sys.modules["vflow_tfp.training.schedules"])\n'
         'print("ok")\n')
-    run = subprocess.run([sys.executable, '-c', code], capture_output=True,
-                         text=True, timeout=300)
-    assert run.returncode == 0, run.stderr
-    assert run.stdout == 'ok\n'
+    assert _fresh_python(code) == 'ok\n'
