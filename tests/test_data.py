@@ -689,6 +689,12 @@ def test_resumed_training_streams(mock_cifar):
     whole = _take(board.train_input_fn(context), 6)
     for a, b in zip(_take(board.train_input_fn(context, 2), 2), whole[4:]):
         np.testing.assert_array_equal(a, b)
+    # Two workers' pipelines for four replicas: each serves two a step
+    # (its replicas'), not four, and resumes where it stopped.
+    context = tf.distribute.InputContext(2, 1, 4)
+    whole = _take(board.train_input_fn(context), 6)
+    for a, b in zip(_take(board.train_input_fn(context, 2), 2), whole[4:]):
+        np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match='start_index must be'):
         data.checkerboard_dataset(16, start_index=-1)
 
@@ -705,6 +711,12 @@ def test_resumed_training_streams(mock_cifar):
     assert training.inputs.resume_seed(3, 0) == 3
     assert training.inputs.resume_seed(None, 5) is None
     assert training.inputs.resume_seed(3, 5) not in (3, None)
+    # The seed mixes in the step: a run resumed twice (at steps 5 and 10)
+    # does not replay its first resumption's order either.
+    resumed_again = _take(images.train_input_fn(None, 10), 5)
+    assert _ids(resumed_again) != _ids(resumed)
+    assert training.inputs.resume_seed(3, 10) != \
+        training.inputs.resume_seed(3, 5)
 
 
 def test_an_init_batch_larger_than_the_split_draws_with_replacement(

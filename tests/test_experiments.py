@@ -860,6 +860,45 @@ def test_evaluate_is_model_log_prob_batch_by_batch():
         np.testing.assert_allclose(got, want, rtol=1e-6, err_msg=samples)
 
 
+def test_histogram_density_is_normalised():
+    # Fig. 2's data panel is a density, comparable with the models'
+    # exp(log-density): it integrates to 1 over [-4, 4]^2. On a 4x4 grid
+    # the cells are the board's 2x2 squares: half of them hold density
+    # 1/32 (the true one), the other half nothing.
+    hist = cb.histogram_density(num_samples=20_000, resolution=4)
+    cell_area = (2 * cb.EXTENT / 4) ** 2
+    assert hist.sum() * cell_area == pytest.approx(1.0)
+    np.testing.assert_allclose(np.sort(hist.ravel())[8:], 1 / 32, rtol=0.1)
+    np.testing.assert_array_equal(np.sort(hist.ravel())[:8], 0)
+
+
+def test_density_grid_uses_its_importance_samples():
+    # The grid is `evaluate` of the grid points with the `num_samples`
+    # asked for (bin/toy_experiment.py's --grid_iw_samples), not the
+    # default 100.
+    model = cb.build_model('checkerboard_vflow_2_4', seed=0, init_size=64)[0]
+    _, points = cb.grid_points(2)
+    got = cb.density_grid(model, 2, num_samples=3, seed=5)
+    want = cb.evaluate(model, points, 3, seed=5, batch_size=2048,
+                       chunk_size=25).reshape(2, 2)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_run_scores_the_initialised_model_as_asked():
+    # `init_size` points initialise the model and `init_test_log_likelihood`
+    # is the same `iw_samples` bound as the final figure: with no training
+    # step the two agree, and the init ELBO is that of `build_model`.
+    points = cb.test_set(8)
+    result, model = cb.run('checkerboard_vflow_2_4', 0, seed=3,
+                           test_points=points, iw_samples=3, init_size=64,
+                           jit_compile=False, return_model=True)
+    assert result['init_test_log_likelihood'] == result['test_log_likelihood']
+    assert result['test_log_likelihood'] == np.mean(
+        cb.evaluate(model, points, 3, seed=3))
+    assert result['init_elbo'] == cb.build_model(
+        'checkerboard_vflow_2_4', seed=3, init_size=64)[1]
+
+
 def test_grid_points_are_cell_centres_in_image_order():
     centres, points = cb.grid_points(4, 4.0)
     np.testing.assert_array_equal(centres, [-3.0, -1.0, 1.0, 3.0])

@@ -25,6 +25,7 @@ import tensorflow as tf
 from vflow_tfp import data
 from vflow_tfp import export
 from vflow_tfp import training
+from vflow_tfp.models import presets
 import cli_helpers
 import export_fixtures
 import lost_signals
@@ -767,6 +768,24 @@ class RunExportTest(tf.test.TestCase):
                  info['iw_images']),
                 (1.5, 100, None, None) if bpd_step == 6
                 else (None, None, 1.4, 40))
+
+
+class VectorDtypeTest(tf.test.TestCase):
+
+    def test_a_float64_vector_model_scores_float64_inputs(self):
+        # Vector signatures take x in the model's dtype (module docstring):
+        # a float64 model's scorer takes, and scores exactly as in memory,
+        # float64 points (a float32 input would round them).
+        model = presets.build('checkerboard_vflow_2_4', seed=0,
+                              dtype=tf.float64)
+        x = data.sample_checkerboard(16, seed=1).astype(np.float64)
+        model.initialize(x, seed=[1, 2])
+        scorer = export.FlowScorer(model, chunk_size=2)
+        self.assertEqual(scorer.info['input_dtype'], 'float64')
+        got = scorer.log_prob(tf.constant(x[:3]), 2, tf.constant([1, 2]))
+        want = model.log_prob(x[:3], 2, chunk_size=2,
+                              seed=model.example_seeds(x[:3], [1, 2]))
+        self.assertAllClose(got['log_likelihood'], want, atol=1e-9, rtol=0)
 
 
 if __name__ == '__main__':

@@ -1816,6 +1816,19 @@ class SamplingTest(tf.test.TestCase):
         self.assertGreater(float(tf.reduce_max(cut)),
                            10 * float(tf.reduce_max(errors)))
 
+    def test_reconstruction_error_is_a_distance_whichever_way_p_errs(self):
+        # The docstring's max_d |xz_d - forward(inverse(xz))_d|: a p whose
+        # forward falls short of its inverse by 0.5 everywhere is off by
+        # 0.5, not by -0.5 (a signed maximum would report a map that
+        # undershoots as better than exact).
+        short = tfb.Inline(
+            forward_fn=lambda y: y - 0.5, inverse_fn=lambda x: x,
+            forward_log_det_jacobian_fn=lambda y: tf.zeros([]),
+            forward_min_event_ndims=0, is_constant_jacobian=True)
+        model = VFlow(short, [3])
+        errors = model.reconstruction_error(tf.zeros([2, 3]), seed=[1, 2])
+        self.assertAllClose(errors, [0.5, 0.5])
+
     def test_pixels_outside_the_levels_are_refused(self):
         model = self.model
         images = np.full([1, 8, 8, 3], 7, np.int32)

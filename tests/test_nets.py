@@ -374,6 +374,77 @@ class LayersTest(tf.test.TestCase, parameterized.TestCase):
         values = np.unique(tf.cast(y, tf.float64).numpy())
         self.assertAllClose(values, [0.0, 1 / 0.75], rtol=1e-2)
 
+    @parameterized.parameters(0.2, 0.5)
+    def test_dropout_drops_with_exactly_its_keep_probability(self, rate):
+        # `m ~ Bernoulli(k)` with `k = dropout_keep_probability(rate)`, and
+        # the kept values are scaled by 1/k: E[y] = x only if the mask keeps
+        # with probability k itself, not one 8-bit step away (1/256 = 0.004,
+        # about 20 standard deviations of the dropped fraction here).
+        x = tf.ones([2**22])
+        y = nets.dropout(x, rate, tf.random.Generator.from_seed(11), True)
+        keep = nets.dropout_keep_probability(rate)
+        n = x.shape.num_elements()
+        std = np.sqrt(keep * (1 - keep) / n)
+        self.assertNear(float(tf.reduce_mean(tf.cast(y == 0, tf.float32))),
+                        1 - keep, 5 * std)
+        self.assertNear(float(tf.reduce_mean(y)), 1.0, 5 * std / keep)
+
+    def test_dropout_of_a_rate_rounding_to_zero_is_a_no_op(self):
+        # dropout_keep_probability: a rate below 2^-33 rounds to 0, a no-op;
+        # its keep probability is 1, so no element may be dropped.
+        x = tf.ones([64, 8])
+        rng = tf.random.Generator.from_seed(0)
+        self.assertEqual(nets.dropout_keep_probability(1e-11), 1.0)
+        self.assertAllEqual(nets.dropout(x, 1e-11, rng, True), x)
+
+    def test_layer_norm_adds_epsilon_to_the_variance(self):
+        # SPEC §1.2 / LayerNorm: y = (x - mu) / sqrt(var + epsilon). On
+        # rows of variance near epsilon, where the floor matters, the
+        # result must still be that formula.
+        layer = nets.LayerNorm(4)
+        randomize(layer)
+        rs = np.random.RandomState(4)
+        x = 1.0 + 3e-3 * rs.randn(5, 4)
+        self.assertAllClose(layer(tf.constant(x, tf.float32)),
+                            np_layer_norm(x, layer), atol=1e-4)
+
+    @parameterized.parameters(tf.bfloat16, tf.float16)
+    def test_layer_norm_keeps_a_low_precision_input_dtype(self, dtype):
+        # Mixed precision (module docstring): a layer given a bfloat16 or
+        # float16 input computes in that dtype; its statistics are taken
+        # in the variables' dtype, so the values are the float32 ones up
+        # to the rounding of the input and output.
+        layer = nets.LayerNorm(4)
+        randomize(layer)
+        x = tf.cast(3.0 + 2.0 * np.random.RandomState(6).randn(3, 4), dtype)
+        y = layer(x)
+        self.assertEqual(y.dtype, dtype)
+        self.assertAllClose(
+            tf.cast(y, tf.float32),
+            np_layer_norm(tf.cast(x, tf.float64).numpy(), layer),
+            atol=0.05, rtol=0.02)
+
+    @parameterized.parameters('dense', 'conv')
+    def test_data_dependent_init_of_a_low_precision_input(self, kind):
+        # Mixed precision (module docstring): the DDI statistics are taken in
+        # the variables' dtype. The batch's own values (bfloat16 numbers)
+        # then give a float32 pre-activation of mean 0 and std init_scale
+        # per channel to float32 accuracy, not to bfloat16 rounding (~1e-3).
+        rs = np.random.RandomState(1)
+        if kind == 'dense':
+            layer = nets.Dense(16, 4, init_scale=0.5)
+            x = 3.0 + 2.0 * rs.randn(256, 16)
+        else:
+            layer = nets.Conv2D(16, 4, init_scale=0.5)
+            x = 3.0 + 2.0 * rs.randn(8, 8, 8, 16)
+        x = tf.cast(x, tf.bfloat16)
+        with initialization.data_dependent_init():
+            self.assertEqual(layer(x).dtype, tf.bfloat16)
+        y = layer(tf.cast(x, tf.float32))
+        mean, var = tf.nn.moments(y, list(range(y.shape.rank - 1)))
+        self.assertAllClose(mean, np.zeros(4), atol=1e-4)
+        self.assertAllClose(tf.sqrt(var), np.full(4, 0.5), rtol=1e-4)
+
 
 # ----------------------------------------------------------------------------
 # Blocks.
