@@ -288,6 +288,25 @@ class PositionCountTest(tf.test.TestCase, parameterized.TestCase):
                     tf.function(shape_fn, input_signature=[
                         tf.TensorSpec([2], tf.int32)]).get_concrete_function()
 
+    def test_per_channel_log_det_counts_every_position_of_the_event(self):
+        # ActNorm's docstring: the log-det is N * sum(log_scale), N the
+        # number of positions sharing one parameter. A per-channel layer on
+        # an event [T, C] (a sequence, not an image) shares each channel's
+        # parameter over T positions, so the log-det must be the log|det|
+        # of the inverse's Jacobian, as TFP's bijector contract requires.
+        layer = vb.ActNorm([5, 3], log_scale=tf.constant([0.1, -0.2, 0.3]),
+                           shift=tf.constant([0.5, 0., -1.]))
+        x = tf.random.stateless_normal([5, 3], seed=[1, 2])
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer.inverse(x)
+        jacobian = tf.reshape(tape.jacobian(y, x), [15, 15])
+        expected = tf.linalg.slogdet(jacobian)[1]
+        self.assertAllClose(layer.inverse_log_det_jacobian(x, 2), expected,
+                            atol=1e-5)
+        self.assertAllClose(layer.forward_log_det_jacobian(y, 2), -expected,
+                            atol=1e-5)
+
     def test_an_unknown_batch_still_traces(self):
         for layer in self._layers():
             fn = tf.function(layer.inverse, input_signature=[
@@ -467,6 +486,13 @@ class PartitionTest(tf.test.TestCase):
             vb.Checkerboard().half_event_shapes((3, 4, 2))
         with self.assertRaisesRegex(ValueError, 'at least 2 channels'):
             vb.ChannelSplit().split(tf.zeros([1, 4, 4, 1]))
+        # A partition of vectors cannot split an image event (nor the
+        # reverse): its halves, and a coupling's log-det reduced over
+        # event_ndims axes, would be per pixel instead of per image.
+        for partition, shape in ((vb.ChannelSplit(event_ndims=1), (4, 4, 6)),
+                                 (vb.ChannelSplit(), (6,))):
+            with self.assertRaisesRegex(ValueError, 'got event shape'):
+                partition.check_event_shape(shape)
         # A tensor of unknown rank has no event shape to split.
         for layer in (vb.SwapHalves(vb.ChannelSplit()),
                       vb.Invertible1x1Conv([4, 4, 4],
@@ -1226,6 +1252,19 @@ class ConditioningTest(tf.test.TestCase):
         self.assertEqual(kw['inv_inner'], {'coupling_2': {'context': ctx,
                                                           'training': True}})
 
+    def test_chain_kwargs_leaves_out_accepted_kwargs_that_are_none(self):
+        # chain_kwargs' docstring: keyword arguments whose value is None are
+        # left out, even those the couplings accept (so `context=None`
+        # never reaches a layer as an explicit None, and a chain given only
+        # Nones gets no kwargs at all).
+        chain = self._conditional_chain()
+        kw = vb.chain_kwargs(chain, context=None, training=True)
+        self.assertEqual(kw['coupling_0'], {'training': True})
+        self.assertEqual(kw['inv_inner'],
+                         {'coupling_2': {'training': True}})
+        self.assertEqual(vb.chain_kwargs(chain, context=None, training=None),
+                         {})
+
     def test_context_reaches_every_coupling_through_distribution(self):
         chain = self._conditional_chain()
         dist = tfd.TransformedDistribution(
@@ -1682,6 +1721,14 @@ class ArgumentValidationTest(tf.test.TestCase):
         self.assertEqual(vb.Squeeze(np.int64(2)).block_size, 2)
         self.assertEqual(vb.ActNorm(tf.TensorShape([4, 4, 2])).event_shape,
                          (4, 4, 2))
+
+    def test_a_string_is_not_read_as_a_sequence_of_sizes(self):
+        # as_sizes refuses a string as a whole: bytes would otherwise read
+        # as their byte values (b'\x04\x04\x02' as [4, 4, 2]) and an empty
+        # string as an empty shape.
+        for value in (b'\x04\x04\x02', '442', ''):
+            with self.assertRaisesRegex(TypeError, 'the string'):
+                vb.ActNorm(value)
 
     def test_validate_args_checks_the_inverse_domain(self):
         # The domain is forward's image: 256 * (-1/18, 19/18) for the image
