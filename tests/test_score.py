@@ -1116,6 +1116,36 @@ class ScoreTest(tf.test.TestCase):
         self.assertAllEqual(bits(3), bits(3))
         self.assertGreater(np.abs(bits(7, seed=1) - by_seven).max(), 1e-4)
 
+    def test_batch_size_is_images_per_model_call(self):
+        # --batch_size is "Images per model call": 7 images at 3 a call are
+        # three calls of 3, 3 and 1. (The scores alone cannot tell: on
+        # this model they do not even round differently across batch
+        # sizes.)
+        path = self._npy('seven.npy', self.exported.train[:7])
+        log_prob = scoring.SavedModelScorer.log_prob
+        with mock.patch.object(scoring.SavedModelScorer, 'log_prob',
+                               autospec=True, side_effect=log_prob) as spy:
+            code, out, err = run_score(self.model_flag, '--batch_size=3',
+                                       '--num_samples=2', path)
+        self.assertEqual(code, 0, err)
+        self.assertLen(out.splitlines(), 9)
+        self.assertEqual([len(c.args[1]) for c in spy.call_args_list],
+                         [3, 3, 1])
+
+    def test_tfds_inputs_come_from_data_dir(self):
+        # --data_dir is the tfds data directory of tfds: inputs: the split
+        # is read (here: prepared, as photo_patches builds itself) there,
+        # not in TFDS's default directory.
+        data_dir = self._path('tfds')
+        os.makedirs(data_dir)
+        code, out, err = run_score(self.model_flag, f'--data_dir={data_dir}',
+                                   '--num_samples=1',
+                                   'tfds:photo_patches/8x8:test[:2]')
+        self.assertEqual(code, 0, err)
+        # (TFDS announces the preparation on stdout too.)
+        self.assertRegex(out, r'(?m)^tfds:photo_patches/8x8:test\[1\]\t')
+        self.assertIn('photo_patches', os.listdir(data_dir))
+
     def test_seed_0_scores_as_the_serving_signature(self):
         # score()'s docstring: with seed 0 and the export's default sample
         # count an image scores as `serving_default` scores it, so TF

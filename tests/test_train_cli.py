@@ -1,6 +1,7 @@
 """bin/train.py end to end: flagfiles, a hard kill and resume, multi-worker,
 and one-line errors for bad flags."""
 
+import dataclasses
 import json
 import os
 import re
@@ -14,6 +15,8 @@ import time
 
 import numpy as np
 import tensorflow as tf
+
+from vflow_tfp.training import config as config_lib
 
 import lost_signals
 
@@ -422,6 +425,34 @@ class CliErrorTest(_RunDirectory, tf.test.TestCase):
             self.assertEqual(config[key], value, key)
         self.assertEqual((config['preset'], config['dataset']),
                          ('checkerboard_glow_3', 'checkerboard'))
+
+    def test_config_defaults_are_the_flags_defaults(self):
+        # TrainConfig's docstring: its defaults are those of bin/train.py's
+        # flags, but for train_steps and eval_every (short runs from
+        # Python) and dataset (a name only). A run configured from Python
+        # would otherwise differ from the same run on the command line.
+        fields = {f.name: f.default
+                  for f in dataclasses.fields(config_lib.TrainConfig)
+                  if f.default is not dataclasses.MISSING}
+        script = (
+            'import importlib.util, json, sys\n'
+            f'spec = importlib.util.spec_from_file_location("t", {TRAIN!r})\n'
+            'train = importlib.util.module_from_spec(spec)\n'
+            'spec.loader.exec_module(train)\n'
+            'print(json.dumps({k: train.FLAGS[k].default for k in '
+            'json.loads(sys.stdin.read()) if k in train.FLAGS}))\n')
+        run = subprocess.run([sys.executable, '-c', script],
+                             input=json.dumps(list(fields)), env=_env(),
+                             capture_output=True, text=True, timeout=300,
+                             check=False)
+        self.assertEqual(run.returncode, 0, run.stderr)
+        flag_defaults = json.loads(run.stdout.splitlines()[-1])
+        # Only iw_chunk_size has no flag (the docstring says so).
+        self.assertEqual(set(fields) - set(flag_defaults), {'iw_chunk_size'})
+        for name, default in flag_defaults.items():
+            if name in ('train_steps', 'eval_every', 'dataset'):
+                continue
+            self.assertEqual(fields[name], default, name)
 
     def test_bad_flagfile_line(self):
         flagfile = os.path.join(self.tmp, 'bad.flags')

@@ -1713,6 +1713,21 @@ class TrainerSafetyTest(_TrainerFixture, tf.test.TestCase):
         _config(self._dir(), warmup_steps=2000, hold_until=0, lr_decay=1.0,
                 max_lr=3e-4, min_lr=3e-4).validate()
 
+    def test_negative_counts_and_sizes_are_refused(self):
+        # Each of these is a count, size or bound that 0 switches off or
+        # makes trivial; below 0 it has no meaning, and a negative
+        # inverse_check_images would slice all but the last images
+        # (x[:-1]) rather than stop. bin/train.py's flags have no lower
+        # bounds for them: check_settings is the only guard.
+        for name in ('eval_batches', 'num_samples', 'inverse_check_images',
+                     'iw_samples', 'iw_images', 'warmup_steps',
+                     'hold_until', 'clip_norm', 'min_lr',
+                     'validation_size'):
+            value = -1.0 if name in ('clip_norm', 'min_lr') else -1
+            with self.assertRaisesRegex(
+                    ValueError, rf'^{name} must be >= 0; got -1'):
+                _config(self._dir(), **{name: value}).check_settings()
+
     def test_non_finite_float_settings_are_refused(self):
         # NaN fails every comparison, so `clip_norm < 0` let it through
         # (clipping silently off), as it did for the min_lr floor.
