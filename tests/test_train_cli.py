@@ -387,6 +387,27 @@ class MultiWorkerTest(_RunDirectory, tf.test.TestCase):
                          9)
 
 
+def _with_train_module(body, args, names):
+    """Runs `body` in a new Python process that has loaded bin/train.py as
+    `train` (its flags defined; TF not started), with `args` its command
+    line and `defaults` the flag defaults of those of `names` that are
+    flags. Returns the JSON that `body` prints last."""
+    script = (
+        'import dataclasses, importlib.util, json, sys\n'
+        f'spec = importlib.util.spec_from_file_location("t", {TRAIN!r})\n'
+        'train = importlib.util.module_from_spec(spec)\n'
+        'spec.loader.exec_module(train)\n'
+        'args = sys.argv[1:]\n'
+        'defaults = {k: train.FLAGS[k].default for k in json.loads('
+        'sys.stdin.read()) if k in train.FLAGS}\n' + body)
+    run = subprocess.run([sys.executable, '-c', script, *args],
+                         input=json.dumps(names), env=_env(),
+                         capture_output=True, text=True, timeout=300,
+                         check=False)
+    assert run.returncode == 0, run.stderr
+    return json.loads(run.stdout.splitlines()[-1])
+
+
 class CliErrorTest(_RunDirectory, tf.test.TestCase):
 
     def test_every_setting_flag_reaches_the_config(self):
@@ -404,22 +425,11 @@ class CliErrorTest(_RunDirectory, tf.test.TestCase):
         args = [f'--{k}={v}' for k, v in values.items()] + [
             '--preset=checkerboard_glow_3', '--dataset=checkerboard',
             f'--output_dir={self.tmp}']
-        script = (
-            'import dataclasses, importlib.util, json, sys\n'
-            f'spec = importlib.util.spec_from_file_location("t", {TRAIN!r})\n'
-            'train = importlib.util.module_from_spec(spec)\n'
-            'spec.loader.exec_module(train)\n'
-            'train.FLAGS(["train.py"] + sys.argv[1:])\n'
+        config, defaults = _with_train_module(
+            'train.FLAGS(["train.py"] + args)\n'
             'config, _ = train._checked_config()\n'
-            'defaults = {k: train.FLAGS[k].default for k in json.loads('
-            'sys.stdin.read())}\n'
-            'print(json.dumps([dataclasses.asdict(config), defaults]))\n')
-        run = subprocess.run([sys.executable, '-c', script, *args],
-                             input=json.dumps(list(values)), env=_env(),
-                             capture_output=True, text=True, timeout=300,
-                             check=False)
-        self.assertEqual(run.returncode, 0, run.stderr)
-        config, defaults = json.loads(run.stdout.splitlines()[-1])
+            'print(json.dumps([dataclasses.asdict(config), defaults]))\n',
+            args, list(values))
         for key, value in values.items():
             self.assertNotEqual(defaults[key], value, key)
             self.assertEqual(config[key], value, key)
@@ -434,19 +444,8 @@ class CliErrorTest(_RunDirectory, tf.test.TestCase):
         fields = {f.name: f.default
                   for f in dataclasses.fields(config_lib.TrainConfig)
                   if f.default is not dataclasses.MISSING}
-        script = (
-            'import importlib.util, json, sys\n'
-            f'spec = importlib.util.spec_from_file_location("t", {TRAIN!r})\n'
-            'train = importlib.util.module_from_spec(spec)\n'
-            'spec.loader.exec_module(train)\n'
-            'print(json.dumps({k: train.FLAGS[k].default for k in '
-            'json.loads(sys.stdin.read()) if k in train.FLAGS}))\n')
-        run = subprocess.run([sys.executable, '-c', script],
-                             input=json.dumps(list(fields)), env=_env(),
-                             capture_output=True, text=True, timeout=300,
-                             check=False)
-        self.assertEqual(run.returncode, 0, run.stderr)
-        flag_defaults = json.loads(run.stdout.splitlines()[-1])
+        flag_defaults = _with_train_module(
+            'print(json.dumps(defaults))\n', (), list(fields))
         # Only iw_chunk_size has no flag (the docstring says so).
         self.assertEqual(set(fields) - set(flag_defaults), {'iw_chunk_size'})
         for name, default in flag_defaults.items():
