@@ -67,6 +67,12 @@ def main(argv=None):
     parser.add_argument('--mixture_elements', type=int, default=20000,
                         help='target logits of the mixture inverse check')
     args = parser.parse_args(argv)
+    # With no draws every maximum error would print as 0, which reads as
+    # exact.
+    for flag in ('seeds', 'mixture_elements'):
+        if getattr(args, flag) < 1:
+            parser.error(f'--{flag} must be at least 1; got '
+                         f'{getattr(args, flag)}')
     names = sorted(name for name in bijector_cases.CASES
                    if args.cases in name)
     if not names:

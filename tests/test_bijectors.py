@@ -290,6 +290,16 @@ class NumericsReportTest(tf.test.TestCase):
         self.assertEqual(exit_.exception.code, 2)
         self.assertIn('squeeze_block_4', err.getvalue())
 
+    def test_no_draws_are_refused(self):
+        # Zero draws would report every error as 0.
+        for flag in ('--seeds', '--mixture_elements'):
+            with self.subTest(flag=flag):
+                with contextlib.redirect_stderr(io.StringIO()) as err:
+                    with self.assertRaises(SystemExit) as exit_:
+                        numerics_report.main([flag, '0'])
+                self.assertEqual(exit_.exception.code, 2)
+                self.assertIn(f'{flag} must be at least 1', err.getvalue())
+
 
 if __name__ == "__main__":
     tf.test.main()
