@@ -92,3 +92,28 @@ def test_no_signal_no_interrupt():
         signals.defer_to_exit()
         signals.check()
     assert signals.received == []
+
+
+def test_other_unreportable_errors_are_still_reported():
+    # Only the report of a signal's dropped raise is kept off stderr: any
+    # other exception that C code could not raise (here a finalizer's)
+    # still reaches the hook that reports it, signal or not.
+    class Failing:
+        def __del__(self):
+            raise ValueError('a finalizer failed')
+
+    reported = []
+    hook = sys.unraisablehook
+    sys.unraisablehook = lambda unraisable: reported.append(
+        unraisable.exc_type)
+    try:
+        with interrupts.SignalInterrupts():
+            Failing()
+        assert reported == [ValueError]
+        with pytest.raises(KeyboardInterrupt):
+            with interrupts.SignalInterrupts():
+                assert lost_signals.send_lost_signal(signal.SIGINT)
+                Failing()
+    finally:
+        sys.unraisablehook = hook
+    assert reported == [ValueError, ValueError]

@@ -105,6 +105,21 @@ class AdamTest(parameterized.TestCase, tf.test.TestCase):
         for e, g in zip(expected, got):
             self.assertAllEqual(g, e)
 
+    def test_adaptive_epsilon_takes_tf_keras_update(self):
+        # As the docstring promises: the fused kernel has no adaptive
+        # epsilon, so with adaptive_epsilon the update must be tf_keras's,
+        # not the fused kernel's with a fixed epsilon.
+        expected, _ = _train(
+            lambda: tf_keras.optimizers.Adam(_schedule(),
+                                             adaptive_epsilon=True),
+            tf.distribute.get_strategy(), np.float32)
+        got, ops = _train(
+            lambda: training.adam(_schedule(), adaptive_epsilon=True),
+            tf.distribute.get_strategy(), np.float32)
+        self.assertNotIn('ResourceApplyAdam', ops)
+        for e, g in zip(expected, got):
+            self.assertAllEqual(g, e)
+
     def test_sparse_gradients_take_tf_keras_update(self):
         # An embedding lookup's gradient is an IndexedSlices, which the
         # fused dense kernel cannot take.

@@ -394,7 +394,9 @@ class TrainerTest(_TrainerFixture, tf.test.TestCase):
         pixels = np.random.RandomState(0).randint(0, 256, (4, 8, 8, 3))
         for init, example in ((pixels / 255.0, r'0\.\d+'),
                               (pixels + 256, r'\d{3}'),
-                              (pixels - 256, r'-\d+')):
+                              (pixels - 256, r'-\d+'),
+                              # Levels counted from 1: 256 is one too many.
+                              (pixels + 1, '256')):
             with self.assertRaisesRegex(
                     ValueError, r'^init_batch holds pixel values that are not '
                                 r"integers in \[0, 256\) \(the model's "
@@ -835,6 +837,19 @@ class TrainerTest(_TrainerFixture, tf.test.TestCase):
             expected = trainer.model.bits_per_dim(tf.reduce_mean(
                 trainer.model.elbo(self.batch)))
         self.assertAllClose(results['test_bpd'], expected, rtol=1e-5)
+
+    def test_the_last_step_is_saved_between_checkpoint_steps(self):
+        # train_steps=4 with checkpoint_every=3: the final step is saved
+        # too, so the results, the export and a rerun all have the trained
+        # model of step 4, not that of step 3.
+        trainer = self._trainer(tf.distribute.OneDeviceStrategy('/cpu:0'),
+                                train_steps=4, checkpoint_every=3,
+                                eval_every=1000, export=False)
+        results = trainer.train()
+        ckpts = os.path.join(trainer.config.output_dir, 'checkpoints')
+        self.assertEqual(tf.train.latest_checkpoint(ckpts),
+                         os.path.join(ckpts, 'ckpt-4'))
+        self.assertTrue(results['latest_checkpoint'].endswith('ckpt-4'))
 
     def test_the_reconstruction_error_is_of_the_first_images_only(self):
         # inverse_check_images=2: p is inverted on the evaluation batch's
@@ -1863,6 +1878,22 @@ class TrainerSafetyTest(_TrainerFixture, tf.test.TestCase):
         results = self._trainer_at(out, strategy, export=False).train()
         self.assertTrue(results['completed'])
         self.assertEqual(os.stat(index).st_mtime_ns, before)
+
+    def test_a_rerun_of_a_finished_run_keeps_its_training_figures(self):
+        # Nothing is trained again, so the figures of the training that
+        # results.json holds stay as they were (not null or 0).
+        out = self._dir()
+        strategy = tf.distribute.OneDeviceStrategy('/cpu:0')
+        first = self._trainer_at(out, strategy, train_steps=3,
+                                 export=False).train()
+        again = self._trainer_at(out, strategy, train_steps=3,
+                                 export=False).train()
+        self.assertTrue(again['completed'])
+        with open(os.path.join(out, 'results.json')) as f:
+            on_disk = json.load(f)
+        for key in ('train_bpd', 'images_per_second'):
+            self.assertEqual(again[key], first[key], key)
+            self.assertEqual(on_disk[key], first[key], key)
 
     def test_a_finished_run_s_lost_results_are_made_again(self):
         # results.json damaged, deleted, or without the final evaluation (a
