@@ -71,6 +71,53 @@ class ImagesTest(tf.test.TestCase):
         self.assertEqual(spread[-1], 255)
 
 
+class _FakeSampler:
+    """Stands in for a `SavedModelSampler`: records the seeds it is given
+    and returns `values` (float vectors) or blank uint8 images."""
+
+    def __init__(self, values=None):
+        self.values = values
+        self.seeds = []
+
+    def sample(self, num, temperature, seed):
+        del temperature
+        self.seeds.append(seed)
+        if self.values is not None:
+            return np.array(self.values[:num], np.float32)
+        return np.zeros([num, 2, 2, 1], np.uint8)
+
+
+class DrawBatchesTest(tf.test.TestCase):
+    """`draw_batches` alone, on a fake sampler (no export to build)."""
+
+    def test_the_last_batch_index_can_be_drawn(self):
+        # Batch indices end at 2^31 - 1 (first_batch is in [0, 2^31)):
+        # a run that ends exactly there is drawn, not refused.
+        for num, batch_size, first, seeds in (
+                (3, 2, 2**31 - 2, [(4, 2**31 - 2), (4, 2**31 - 1)]),
+                (1, 1, 2**31 - 1, [(4, 2**31 - 1)])):
+            sampler = _FakeSampler()
+            try:
+                samples = sampling.draw(sampler, num, seed=4,
+                                        batch_size=batch_size,
+                                        first_batch=first)
+            except ValueError as e:
+                self.fail(f'batches {first}..2^31 - 1 refused: {e}')
+            self.assertEqual(samples.shape, (num, 2, 2, 1))
+            self.assertEqual(sampler.seeds, seeds)
+
+    def test_any_non_finite_vector_is_refused(self):
+        # The docstring: non-finite vectors raise, naming the batch; one
+        # NaN or inf among finite values is as wrong as a batch of them.
+        for bad in (np.nan, np.inf, -np.inf):
+            with self.subTest(bad=bad):
+                sampler = _FakeSampler([[0.0, 1.0], [bad, 2.0]])
+                with self.assertRaisesRegex(
+                        ValueError, r'^batch 0 \(seed \(0, 0\)\): '
+                        'non-finite samples'):
+                    sampling.draw(sampler, 2)
+
+
 class SampleTest(tf.test.TestCase):
 
     @classmethod

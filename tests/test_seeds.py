@@ -139,6 +139,21 @@ class RowSeedTest(tf.test.TestCase):
         self.assertAllEqual(model.elbo(x, seed=np.array([1, 2], np.int64)),
                             model.elbo(x, seed=tf.constant([1, 2])))
 
+    def test_as_seed_refuses_the_first_values_past_int32(self):
+        # [-2**31, 2**31) is the range: 2**31 itself would wrap to -2**31
+        # (another seed's noise) if it were let through.
+        for seed, got in (((2**31, 0), 2**31),
+                          (np.array([5, 2**31], np.int64), 2**31),
+                          (np.array([2**31, 5], np.uint32), 2**31),
+                          (np.array([-2**31 - 1, 5], np.int64),
+                           -2**31 - 1)):
+            with self.subTest(seed=seed):
+                with self.assertRaisesRegex(
+                        ValueError, rf'2\*\*31\); got {got}\.$'):
+                    seeds.as_seed(seed)
+        self.assertAllEqual(seeds.as_seed((2**31 - 1, -2**31)),
+                            [2**31 - 1, -2**31])
+
 
 class PerExampleConditionalFlowTest(tf.test.TestCase):
 

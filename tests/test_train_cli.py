@@ -436,6 +436,19 @@ class CliErrorTest(_RunDirectory, tf.test.TestCase):
         self.assertEqual((config['preset'], config['dataset']),
                          ('checkerboard_glow_3', 'checkerboard'))
 
+    def test_every_preset_flag_reaches_the_overrides(self):
+        # --filters, --blocks, --components and --dropout override the
+        # preset's settings, as --set does: none dropped or crossed.
+        args = ['--preset=tiny_vflow', '--filters=24', '--blocks=3',
+                '--components=5', '--dropout=0.25', '--set=attention=False',
+                f'--output_dir={self.tmp}']
+        overrides = _with_train_module(
+            'train.FLAGS(["train.py"] + args)\n'
+            '_, overrides = train._checked_config()\n'
+            'print(json.dumps(overrides))\n', args, [])
+        self.assertEqual(overrides, dict(filters=24, blocks=3, components=5,
+                                         dropout=0.25, attention=False))
+
     def test_config_defaults_are_the_flags_defaults(self):
         # TrainConfig's docstring: its defaults are those of bin/train.py's
         # flags, but for train_steps and eval_every (short runs from
