@@ -770,6 +770,27 @@ class PresetTest(tf.test.TestCase):
             if conditional_norm:
                 self.assertTrue(np.all(np.linalg.matrix_rank(jacobian) == 2))
 
+    def test_conditional_vector_flow_normalises_on_x_by_default(self):
+        # builders.conditional_vector_flow documents conditional_norm as
+        # the default: called without it, a one-step q(z|x) must still
+        # depend on x in every dimension of z (a plain ActNorm would leave
+        # the half that conditions the single coupling independent of x).
+        tf.random.set_seed(0)
+        q = builders.conditional_vector_flow(2, 2, 1, 'q', hidden_units=(8,))
+        x = tf.random.stateless_uniform([16, 2], [1, 2], -3, 3)
+        q.sample_and_log_prob(x, tf.constant([3, 4]))  # Builds it.
+        # Output layers start at zero (identity maps): perturb q.
+        rng = np.random.default_rng(0)
+        for v in q.trainable_variables:
+            v.assign_add(0.1 * rng.standard_normal(v.shape)
+                         .astype(np.float32))
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            z, _ = q.sample_and_log_prob(x, tf.constant([3, 4]))
+        jacobian = tape.batch_jacobian(z, x).numpy()  # [16, 2, 2]
+        row_norms = np.linalg.norm(jacobian, axis=-1).max(axis=0)
+        self.assertTrue(np.all(row_norms > 1e-3), msg=str(row_norms))
+
     def test_checkerboard_linear_top_is_a_full_covariance_gaussian(self):
         # `linear_top` adds one dense map after p's last coupling (D^2
         # parameters, no step): over N(0, I), the flow's output h before it

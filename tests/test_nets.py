@@ -1257,6 +1257,21 @@ class MLPTest(tf.test.TestCase, parameterized.TestCase):
             with nets.recycling_dead_units(seed=[1, 2, 3]):
                 pass
 
+    def test_an_eager_pass_reports_python_ints(self):
+        # RecyclingReport documents its counts (and so `total`) as Python
+        # ints when run eagerly: callers log and serialise them as such.
+        net = self._net_with_dead_units(tf.float32)
+        x = tf.random.stateless_uniform([64, 3], [8, 1], -3, 3)
+        c = tf.random.stateless_uniform([64, 1], [8, 2], -3, 3)
+        with nets.recycling_dead_units(seed=3) as report:
+            net(x, context=c)
+        self.assertLen(report.counts, 2)
+        for name, count in report.counts:
+            self.assertIs(type(count), int, msg=name)
+        self.assertIs(type(report.total), int)
+        # The two units killed above, at least.
+        self.assertGreaterEqual(report.total, 2)
+
     def test_recycling_in_a_jit_function(self):
         # XLA draws other stateless random numbers than eager TF, so this
         # checks the properties, not equality with the eager pass.

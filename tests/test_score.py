@@ -1242,6 +1242,62 @@ class ScoreTest(tf.test.TestCase):
                 call()
 
 
+class _FakeScorer:
+    """Anything with SavedModelScorer's `log_prob` (see `score`): scores
+    example i of a call as -i bits/dim, and records each call's size."""
+
+    def __init__(self):
+        self.calls = []
+
+    def log_prob(self, examples, num_samples, seed):
+        del num_samples, seed
+        self.calls.append(len(examples))
+        bits = -np.arange(len(examples), dtype=np.float64)
+        return 2.0 * bits, bits
+
+
+class ScoreWithoutAModelTest(tf.test.TestCase):
+    """`score` and `open_inputs` on their own: no SavedModel to build."""
+
+    METADATA = {'data_shape': [2, 2, 3], 'kind': 'image', 'num_bins': 256}
+
+    def setUp(self):
+        super().setUp()
+        self.tmp = tempfile.mkdtemp(prefix='vflow_tfp_score_')
+        self.addCleanup(shutil.rmtree, self.tmp, ignore_errors=True)
+
+    def test_progress_reports_the_examples_done_so_far(self):
+        # `progress(done, total)` after every batch: `done` counts all the
+        # examples scored so far, not those of the last batch.
+        array = os.path.join(self.tmp, 'five.npy')
+        np.save(array, np.zeros([5, 2, 2, 3], np.uint8))
+        inputs = scoring.open_inputs([array], self.METADATA)
+        reports = []
+        scorer = _FakeScorer()
+        records = scoring.score(scorer, inputs, num_samples=1, batch_size=2,
+                                progress=lambda *r: reports.append(r))
+        self.assertEqual(scorer.calls, [2, 2, 1])
+        self.assertLen(records, 5)
+        self.assertEqual(reports, [(2, 5), (4, 5), (5, 5)])
+
+    def test_array_extensions_in_upper_case(self):
+        # Extensions are matched in any case (as for image files and the
+        # results file): X.NPY is the same .npy array as x.npy, read
+        # whole, not refused as "a .npy array, not a .npz archive".
+        pixels = np.arange(36, dtype=np.uint8).reshape(3, 2, 2, 3)
+        upper = os.path.join(self.tmp, 'X.NPY')
+        with open(upper, 'wb') as f:  # np.save would append '.npy'.
+            np.save(f, pixels)
+        try:
+            inputs = scoring.open_inputs([upper], self.METADATA)
+        except ValueError as e:
+            self.fail(f'X.NPY refused: {e}')
+        self.assertEqual(inputs.num_examples, 3)
+        (sources, examples), = inputs.batches(8)
+        self.assertEqual(sources, [f'{upper}[{i}]' for i in range(3)])
+        self.assertAllEqual(examples, pixels)
+
+
 class FewerLevelsTest(tf.test.TestCase):
     """An image model of 32 levels (5-bit data): a pixel value of 32 or
     more puts the dequantised pixel outside the logit's domain, which would
@@ -1301,6 +1357,22 @@ class FewerLevelsTest(tf.test.TestCase):
         self.assertLen(records, 2)
         self.assertTrue(all(np.isfinite(r['bits_per_dim'])
                             for r in records))
+
+    def test_the_scorer_refuses_values_past_the_levels(self):
+        # SavedModelScorer.log_prob raises ValueError for the examples
+        # check_array refuses, out-of-range pixels of the model's levels
+        # too: one line naming the example, not the signature's
+        # InvalidArgumentError from inside the model.
+        scorer = scoring.SavedModelScorer(self.path)
+        pixels = np.full([2, 2, 2, 3], 31, np.uint8)
+        self.assertLen(scorer.log_prob(pixels, 2, (0, 0))[1], 2)
+        pixels[1, 0, 1, 2] = 32
+        with self.assertRaises((ValueError, tf.errors.OpError)) as caught:
+            scorer.log_prob(pixels, 2, (0, 0))
+        self.assertIsInstance(caught.exception, ValueError)
+        self.assertRegex(str(caught.exception),
+                         r'^examples\[1\]: value 32 > 31; pixel values must '
+                         r'be integers in \[0, 31\]\.$')
 
     def test_the_first_value_past_the_levels_is_refused_up_front(self):
         # 32 levels: 31 is the largest pixel value; 32 is refused by the
