@@ -323,6 +323,11 @@ class PositionCountTest(tf.test.TestCase, parameterized.TestCase):
                                  weights=tf.Variable(tf.eye(3)[None]))
         with self.assertRaisesRegex(TypeError, r'ActNorm: shift is float32'):
             vb.ActNorm([3], dtype=tf.float64, shift=tf.Variable(tf.zeros([3])))
+        # A plain tensor of another dtype is refused by name too, not only a
+        # variable.
+        with self.assertRaisesRegex(TypeError,
+                                    r'ActNorm: log_scale is float32'):
+            vb.ActNorm([3], dtype=tf.float64, log_scale=tf.zeros([3]))
         # Arrays are converted to the layer's dtype, and matching variables
         # are used as they are.
         layer = vb.Invertible1x1Conv([3], dtype=tf.float64,
@@ -885,6 +890,31 @@ class AffineClosedFormTest(tf.test.TestCase):
             self.assertAllClose(
                 layer.inverse_log_det_jacobian(x, 1, context=context),
                 [s.sum()], rtol=1e-12, atol=0)
+
+    def test_conditional_affine_log_det_sums_a_matrix_event(self):
+        # The class docstring's log-det is the sum over the *whole* event:
+        # for an event of shape [2, 3] one value per example, not one per
+        # row of the event.
+        h_s = np.linspace(-1.0, 1.0, 6).reshape(2, 3)
+        shift = np.arange(6.0).reshape(2, 3)
+        row = np.stack([h_s, shift], -1).ravel()  # element-major
+
+        def net(c, training=False):
+            return tf.broadcast_to(tf.constant(row, c.dtype),
+                                   tf.concat([tf.shape(c)[:-1], [12]], 0))
+
+        layer = vb.ConditionalAffine(net, [2, 3], dtype=tf.float64)
+        context = tf.zeros([4, 1], tf.float64)
+        x = tf.constant(np.random.default_rng(1).normal(size=[4, 2, 3]))
+        s = np.tanh(h_s)
+        self.assertAllClose(layer.inverse(x, context=context),
+                            x * np.exp(s) + shift, rtol=1e-12, atol=0)
+        self.assertAllClose(
+            layer.inverse_log_det_jacobian(x, 2, context=context),
+            np.full(4, s.sum()), rtol=1e-12, atol=0)
+        self.assertAllClose(
+            layer.forward_log_det_jacobian(x, 2, context=context),
+            np.full(4, -s.sum()), rtol=1e-12, atol=0)
 
 
 class MixtureLogisticTest(tf.test.TestCase):

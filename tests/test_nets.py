@@ -880,6 +880,21 @@ class GlowNetTest(tf.test.TestCase):
 
 class ContextNetTest(tf.test.TestCase, parameterized.TestCase):
 
+    def test_every_variable_gets_a_gradient_even_without_blocks(self):
+        # pos_emb is shared by the attention blocks: with attention but no
+        # block it would be an unused variable with a None gradient, which
+        # the distributed step's all-reduce cannot take.
+        for blocks in (0, 1):
+            net = nets.ContextNet((4, 4, 2), partitions.ChannelSplit(),
+                                  filters=8, num_blocks=blocks,
+                                  attention=True)
+            self.assertEqual(net.pos_emb is None, blocks == 0)
+            x = tf.random.normal([2, 4, 4, 2])
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_sum(net(x) ** 2)
+            grads = tape.gradient(loss, net.trainable_variables)
+            self.assertNotIn(None, grads)
+
     def test_column_split_layout(self):
         net = nets.ContextNet((4, 8, 3), partitions.ColumnSplit(), filters=4,
                               num_blocks=2, dtype=tf.float64)
