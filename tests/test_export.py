@@ -623,6 +623,28 @@ class RunExportTest(tf.test.TestCase):
             os.utime(index, ns=(stat.st_atime_ns, stat.st_mtime_ns))
         self.assertNotEqual(os.stat(out).st_ino, second)
 
+    def test_keep_current_exports_again_for_new_metadata(self):
+        # The same checkpoint, sample count and chunk size, but results.json
+        # now holds other figures (a re-evaluation at the same step): the
+        # kept export's metadata would be stale, so it is exported again
+        # (the docstring: the same metadata, sample count, chunk size...).
+        run = os.path.join(self.tmp, 'refigured_run')
+        shutil.copytree(self.run_dir, run)
+        out = os.path.join(self.tmp, 'refigured')
+        export.export_run(run, out, default_num_samples=2)
+        first = os.stat(out).st_ino  # An export replaces the directory.
+        results_path = os.path.join(run, 'results.json')
+        with open(results_path) as f:
+            results = json.load(f)
+        new_bpd = results['test_bpd'] + 0.25
+        results['test_bpd'] = new_bpd
+        with open(results_path, 'w') as f:
+            json.dump(results, f)
+        export.export_run(run, out, default_num_samples=2, keep_current=True)
+        self.assertNotEqual(os.stat(out).st_ino, first,
+                            'kept an export with stale metadata')
+        self.assertEqual(export.load_metadata(out)['test_bpd'], new_bpd)
+
     def test_export_run_attaches_only_bits_per_dim_of_its_step(self):
         with open(os.path.join(self.run_dir, 'results.json')) as f:
             results = json.load(f)

@@ -113,6 +113,16 @@ class FileIoTest(tf.test.TestCase):
             with self.assertRaises(FileNotFoundError):
                 file_io.mtime(path)
 
+    def test_a_url_s_permission_error_is_open_s(self):
+        # A bucket that refuses access raises what `open` raises for an
+        # unreadable file (root reads any local file: TF's error is faked).
+        denied = tf.errors.PermissionDeniedError(None, None, 'denied')
+        with mock.patch.object(tf.io.gfile, 'GFile', side_effect=denied):
+            with self.assertRaises(PermissionError):
+                file_io.read_bytes(self.url + '/secret.json')
+            with self.assertRaises(PermissionError):
+                file_io.read_json(self.url + '/secret.json')
+
     def test_mtime_of_a_url_is_the_file_system_s(self):
         with open(os.path.join(self.directory, 'a'), 'w') as f:
             f.write('a')
@@ -162,6 +172,30 @@ class FileIoTest(tf.test.TestCase):
                          [self.directory + '/sub/deep/d.png'])
         with self.assertRaisesRegex(ValueError, r'\*\* .*local paths'):
             file_io.glob(self.url + '/**/d.png')
+
+    def test_a_local_glob_is_sorted(self):
+        # `glob` promises sorted paths; a directory lists its names in the
+        # file system's order (a hash on ext4), which with this many names
+        # is practically never sorted. Created in reverse to make sure.
+        names = [f'img{i:02d}.png' for i in range(40)]
+        for name in reversed(names):
+            with open(os.path.join(self.directory, name), 'wb'):
+                pass
+        want = [os.path.join(self.directory, name) for name in names]
+        self.assertEqual(file_io.glob(self.directory + '/*.png'), want)
+        self.assertEqual(file_io.glob(self.directory + '/**/*.png'), want)
+
+    def test_finite_or_none_reaches_into_tuples(self):
+        # Strict JSON has no NaN or Infinity: every float that is not
+        # finite becomes None at any depth, tuples included (as lists).
+        value = {'a': (1.0, float('nan')),
+                 'b': [{'c': (float('inf'), (2, -float('inf')))}],
+                 'd': 'text'}
+        cleaned = file_io.finite_or_none(value)
+        self.assertEqual(cleaned, {'a': [1.0, None],
+                                   'b': [{'c': [None, [2, None]]}],
+                                   'd': 'text'})
+        json.dumps(cleaned, allow_nan=False)  # Raises on NaN or Infinity.
 
     def test_staging_left_by_a_hard_kill_is_removed_once_stale(self):
         # A SIGKILLed export leaves its hidden staging directory; the next
@@ -252,6 +286,10 @@ class FileIoTest(tf.test.TestCase):
         with self.assertRaisesRegex(file_io.DirectoryInUse,
                                     f'pid {proc.pid} on'):
             file_io.lock_directory(run)
+        # The lock file names its holder alone, not earlier holders too.
+        with open(os.path.join(run, file_io.LOCK_FILE)) as f:
+            self.assertEqual(f.read(),
+                             f'pid {proc.pid} on {socket.gethostname()}\n')
         proc.kill()
         proc.wait(timeout=60)
         file_io.lock_directory(run).release()
