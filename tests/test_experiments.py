@@ -238,6 +238,74 @@ def test_summarize():
                                             for s in range(11)])
 
 
+def test_summarize_a_diverged_run_leaves_its_cell_without_a_mean():
+    # A diverged run scores NaN (bin/toy_experiment.py's _load_runs): its
+    # cell's mean over seeds is undefined, not the mean of the others.
+    runs = [dict(dims=2, steps=3, seed=s, iterations=10,
+                 test_log_likelihood=v)
+            for s, v in enumerate([-3.6, math.nan, -3.7])]
+    cell = cb.summarize(runs)[(2, 3)]
+    assert math.isnan(cell['mean']) and math.isnan(cell['std'])
+    assert cell['seeds'] == [0, 1, 2]
+
+
+def test_run_records_one_posterior_sample_for_glow():
+    # Glow has no z: `posterior_samples` is ignored, and the result says
+    # what was used (one draw), as `iw_samples_used` does.
+    result = cb.run('checkerboard_glow_2', 0, seed=0,
+                    test_points=cb.test_set(4), posterior_samples=8,
+                    iw_samples=3, init_size=64, jit_compile=False)
+    assert result['posterior_samples'] == 1
+    assert result['iw_samples_used'] == 1
+
+
+def test_fig3_plots_the_log_likelihood_against_the_steps(tmp_path):
+    # Fig. 3: one line per D, with L on the x axis and the cell's mean
+    # (error bar: its std over seeds) on the y axis.
+    import matplotlib.axes  # pylint: disable=import-outside-toplevel
+    summary = {(2, 3): dict(mean=-3.7, std=0.01, seeds=[0, 1]),
+               (2, 5): dict(mean=-3.6, std=0.02, seeds=[0, 1]),
+               (10, 3): dict(mean=-3.5, std=0.03, seeds=[0, 1])}
+    lines = []
+    real = matplotlib.axes.Axes.errorbar
+
+    def errorbar(ax, x, y, *args, **kwargs):
+        lines.append((kwargs.get('label'), list(x), list(y),
+                      list(kwargs['yerr'])))
+        return real(ax, x, y, *args, **kwargs)
+
+    with mock.patch.object(matplotlib.axes.Axes, 'errorbar', errorbar):
+        cb.plot_log_likelihood_vs_steps(summary, str(tmp_path / 'f.png'))
+    assert lines == [('Glow (D=2)', [3, 5], [-3.7, -3.6], [0.01, 0.02]),
+                     ('VFlow D=10', [3], [-3.5], [0.03])]
+
+
+def test_fig2_draws_row_0_of_a_density_at_the_bottom(tmp_path):
+    # plot_densities takes densities with rows = y from -extent up: the
+    # value of row 0 is shown at y = -extent, that of the last row at
+    # y = +extent (column 0 at x = -extent).
+    import matplotlib.axes  # pylint: disable=import-outside-toplevel
+    images = []
+    real = matplotlib.axes.Axes.imshow
+
+    def imshow(ax, *args, **kwargs):
+        images.append((ax, real(ax, *args, **kwargs)))
+        return images[-1][1]
+
+    density = np.arange(16.0).reshape(4, 4)
+    with mock.patch.object(matplotlib.axes.Axes, 'imshow', imshow):
+        cb.plot_densities([('d', density)], str(tmp_path / 'f.png'))
+    ((ax, image),) = images
+
+    def shown_at(x, y):
+        px, py = ax.transData.transform((x, y))
+        return image.get_cursor_data(types.SimpleNamespace(x=px, y=py))
+
+    assert shown_at(-3.0, -3.0) == density[0, 0]
+    assert shown_at(3.0, -3.0) == density[0, 3]
+    assert shown_at(-3.0, 3.0) == density[3, 0]
+
+
 def _run_script(*args):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
     return subprocess.run(
@@ -353,6 +421,9 @@ def test_script_records_a_diverged_run_and_goes_on(tmp_path):
     ('--density_configs=2:7', "--density_configs entry '2:7': D must be"),
     ('--test_size=0', '--test_size must be >= 1'),
     ('--progress_every=0', '--progress_every must be >= 1'),
+    # DDI needs a spread of points; a grid of one cell is no image.
+    ('--init_size=1', '--init_size must be >= 2'),
+    ('--grid_resolution=1', '--grid_resolution must be >= 2'),
     ('--first_seed=2147483644',
      '--first_seed + --seeds - 1 must be <= 2147483647; got 2147483648.'),
 ])
@@ -363,6 +434,16 @@ def test_script_bad_flags(tmp_path, flag, message):
     a_file.write_text('x')
     proc = _run_script(f'--output_dir={a_file}', flag)
     _assert_one_line_error(proc, 'toy_experiment.py', message)
+
+
+def test_script_takes_seeds_up_to_the_largest(tmp_path):
+    # Seeds 2147483643 .. 2147483647 (the 5 default --seeds) are all valid:
+    # the flags pass, and the command stops at the directory check.
+    a_file = tmp_path / 'a_file'
+    a_file.write_text('x')
+    proc = _run_script(f'--output_dir={a_file}', '--first_seed=2147483643')
+    _assert_one_line_error(proc, 'toy_experiment.py',
+                           '--output_dir must be a directory; got')
 
 
 @functools.cache
@@ -450,6 +531,31 @@ def test_table_glow_target_is_within_0_06_of_the_paper_s():
                               dict(_SCRIPT_SETTINGS))
         assert (f'* 3-step Glow within 0.06 of -3.67: {mean:.3f} -> '
                 f'{verdict}\n') in table + '\n', table
+
+
+def test_table_vflow_target_is_at_least_minus_3_52():
+    # The 3-step 10-dim VFlow meets its target with a mean of -3.52 or
+    # more, and misses it below.
+    script = _toy_script_module()
+    for mean, verdict in ((-3.45, 'met'), (-3.52, 'met'),
+                          (-3.53, 'NOT met'), (-3.9, 'NOT met')):
+        cell = dict(mean=mean, std=0.0, seeds=[0])
+        table = script._table({(10, 3): cell},  # pylint: disable=W0212
+                              dict(_SCRIPT_SETTINGS))
+        assert (f'* 3-step 10-dim VFlow >= -3.52: {mean:.3f} -> '
+                f'{verdict}\n') in table, table
+
+
+def test_table_a_tie_is_not_vflow_better_than_glow():
+    # "Better" is a higher mean: a VFlow cell equal to Glow's at the same
+    # L is listed among those that are not.
+    script = _toy_script_module()
+    summary = {(d, 3): dict(mean=mean, std=math.nan, seeds=[0])
+               for d, mean in ((2, -3.6), (4, -3.6), (6, -3.5))}
+    table = script._table(summary,  # pylint: disable=protected-access
+                          dict(_SCRIPT_SETTINGS))
+    assert ('* VFlow better than Glow at equal L: 1 of 2 (D, L) cells '
+            '(not: D=4 L=3)\n') in table, table
 
 
 def _signal_script_in_training(tmp_path, sig):
@@ -706,6 +812,43 @@ def test_demo_anneals_over_the_iteration_budget_and_reports_its_rate():
     assert rate == pytest.approx(0.003 / 30, rel=1e-5), proc.stdout
 
 
+def test_demo_anneals_down_to_2_percent():
+    # --learning_rate's help: annealed linearly towards zero, down to 2% of
+    # it. With 59 of 60 iterations done, the linear rate would be 1/60.
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
+    proc = subprocess.run(
+        [sys.executable, '-c', _DEMO_ON_A_FAKE_CLOCK,
+         str(REPO / 'bin' / 'checkerboard_demo.py'), '--seconds=inf',
+         '--max_iterations=60', '--learning_rate=0.003', '--batch_size=8',
+         '--test_size=10', '--num_steps=1', '--coupling=additive',
+         '--hidden_units=4'],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rate = float(re.search(r'final rate: (\S+)', proc.stdout)[1])
+    assert rate == pytest.approx(0.003 * 0.02, rel=1e-5), proc.stdout
+
+
+def test_demo_scores_a_fixed_test_set_against_a_standard_normal():
+    # The test set is fixed, whatever --seed: the standard normal's score
+    # on it is the same for two seeds, and it is the mean log-density per
+    # point, -ln(2 pi) - E|x|^2 / 2 = -ln(2 pi) - 16 / 3 = -7.17 for the
+    # board's uniform marginals (1,000 points: within 0.3).
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
+    scores = []
+    for seed in (0, 1):
+        proc = subprocess.run(
+            [sys.executable, str(REPO / 'bin' / 'checkerboard_demo.py'),
+             '--seconds=inf', '--max_iterations=1', f'--seed={seed}',
+             '--num_steps=1', '--coupling=additive', '--hidden_units=4'],
+            capture_output=True, text=True, env=env, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        scores.append(float(re.search(r'a standard normal scores (\S+)\)',
+                                      proc.stdout)[1]))
+    assert scores[0] == scores[1], scores
+    assert scores[0] == pytest.approx(-math.log(2 * math.pi) - 16 / 3,
+                                      abs=0.3)
+
+
 def _glow():
     return cb.build_model('checkerboard_glow_2', seed=0, init_size=64)[0]
 
@@ -776,6 +919,28 @@ def test_each_step_trains_on_the_recipe_s_bound():
     assert calls and all(
         c['gradient_estimator'] == 'reparameterization'
         and c['draws_per_row'] == 3 and c['training'] for c in calls)
+
+
+def test_glow_ignores_posterior_samples(tmp_path):
+    # Glow has no z: `posterior_samples` changes nothing, neither the
+    # training (the same history, to the bit) nor which checkpoint a run
+    # may go on from.
+    kwargs = dict(seed=0, steps_per_call=2, progress_every=2,
+                  jit_compile=False)
+    one = cb.train(_glow(), 4, posterior_samples=1, **kwargs)
+    eight = cb.train(_glow(), 4, posterior_samples=8, **kwargs)
+    assert eight['history'] == one['history']
+
+    def stop_at_2(info):
+        if info['iteration'] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        cb.train(_glow(), 4, posterior_samples=8, progress=stop_at_2,
+                 checkpoint_dir=str(tmp_path), **kwargs)
+    resumed = cb.train(_glow(), 4, posterior_samples=1,
+                       checkpoint_dir=str(tmp_path), **kwargs)
+    assert resumed['history'] == one['history']
 
 
 def test_gradients_are_clipped_to_the_global_norm():
