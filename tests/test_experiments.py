@@ -788,16 +788,23 @@ finally:
 """
 
 
-def test_demo_anneals_over_the_iteration_budget_and_reports_its_rate():
+def _demo_on_a_fake_clock(*flags):
+    """Runs bin/checkerboard_demo.py with `flags` on a clock that ticks one
+    second a call; returns its output, which ends with the final rate."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
     proc = subprocess.run(
         [sys.executable, '-c', _DEMO_ON_A_FAKE_CLOCK,
          str(REPO / 'bin' / 'checkerboard_demo.py'), '--seconds=inf',
-         '--max_iterations=30', '--learning_rate=0.003', '--batch_size=64',
-         '--test_size=50', '--num_steps=2', '--coupling=affine',
-         '--hidden_units=8'],
+         '--learning_rate=0.003', *flags],
         capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def test_demo_anneals_over_the_iteration_budget_and_reports_its_rate():
+    proc = _demo_on_a_fake_clock(
+        '--max_iterations=30', '--batch_size=64', '--test_size=50',
+        '--num_steps=2', '--coupling=affine', '--hidden_units=8')
     done = re.search(r'Done: (\d+) iterations in (\S+) s \((\S+) points/s\)',
                      proc.stdout)
     assert done, proc.stdout
@@ -815,15 +822,9 @@ def test_demo_anneals_over_the_iteration_budget_and_reports_its_rate():
 def test_demo_anneals_down_to_2_percent():
     # --learning_rate's help: annealed linearly towards zero, down to 2% of
     # it. With 59 of 60 iterations done, the linear rate would be 1/60.
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
-    proc = subprocess.run(
-        [sys.executable, '-c', _DEMO_ON_A_FAKE_CLOCK,
-         str(REPO / 'bin' / 'checkerboard_demo.py'), '--seconds=inf',
-         '--max_iterations=60', '--learning_rate=0.003', '--batch_size=8',
-         '--test_size=10', '--num_steps=1', '--coupling=additive',
-         '--hidden_units=4'],
-        capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = _demo_on_a_fake_clock(
+        '--max_iterations=60', '--batch_size=8', '--test_size=10',
+        '--num_steps=1', '--coupling=additive', '--hidden_units=4')
     rate = float(re.search(r'final rate: (\S+)', proc.stdout)[1])
     assert rate == pytest.approx(0.003 * 0.02, rel=1e-5), proc.stdout
 

@@ -589,6 +589,14 @@ class BlocksTest(tf.test.TestCase, parameterized.TestCase):
 # ConvAttnNet.
 # ----------------------------------------------------------------------------
 
+def _assert_every_variable_gets_a_gradient(test, net, input_shape):
+    """Asserts that no trainable variable of `net` has a None gradient."""
+    x = tf.random.normal(input_shape)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(net(x) ** 2)
+    test.assertNotIn(None, tape.gradient(loss, net.trainable_variables))
+
+
 def _net(**kwargs):
     config = dict(input_shape=(4, 4, 3), output_channels=10, filters=8,
                   num_blocks=2)
@@ -764,11 +772,7 @@ class ConvAttnNetTest(tf.test.TestCase, parameterized.TestCase):
         for blocks in (0, 1):
             net = _net(num_blocks=blocks)
             self.assertEqual(net.pos_emb is None, blocks == 0)
-            x = tf.random.normal([2, 4, 4, 3])
-            with tf.GradientTape() as tape:
-                loss = tf.reduce_sum(net(x) ** 2)
-            grads = tape.gradient(loss, net.trainable_variables)
-            self.assertNotIn(None, grads)
+            _assert_every_variable_gets_a_gradient(self, net, [2, 4, 4, 3])
 
     def test_input_validation(self):
         net = _net()
@@ -889,11 +893,7 @@ class ContextNetTest(tf.test.TestCase, parameterized.TestCase):
                                   filters=8, num_blocks=blocks,
                                   attention=True)
             self.assertEqual(net.pos_emb is None, blocks == 0)
-            x = tf.random.normal([2, 4, 4, 2])
-            with tf.GradientTape() as tape:
-                loss = tf.reduce_sum(net(x) ** 2)
-            grads = tape.gradient(loss, net.trainable_variables)
-            self.assertNotIn(None, grads)
+            _assert_every_variable_gets_a_gradient(self, net, [2, 4, 4, 2])
 
     def test_column_split_layout(self):
         net = nets.ContextNet((4, 8, 3), partitions.ColumnSplit(), filters=4,
