@@ -12,6 +12,7 @@ import math
 import os
 import shutil
 import socket
+import subprocess
 import sys
 import tempfile
 from unittest import mock
@@ -793,6 +794,25 @@ def test_downsampled_imagenet_is_tested_on_its_validation_split(tmp_path):
 def test_photo_patches_is_registered():
     assert 'photo_patches' in tfds.list_builders()
     assert pipelines.SUPPORTED_DATASETS == data.SUPPORTED_DATASETS
+
+
+def test_photo_patches_builds_without_importlib_resources(tmp_path):
+    # TFDS 4.9.10 looks up a builder's URL checksums with the package
+    # `importlib_resources`, which it does not declare; photo_patches, which
+    # downloads nothing, builds offline without it (a new process that
+    # cannot import it).
+    code = ('import sys\n'
+            'sys.modules["importlib_resources"] = None\n'
+            'import tensorflow_datasets as tfds\n'
+            'import vflow_tfp.data\n'
+            f'builder = tfds.builder("photo_patches/32x32", '
+            f'data_dir={str(tmp_path)!r})\n'
+            'builder.download_and_prepare()\n'
+            'print(builder.info.splits["test"].num_examples)\n')
+    run = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split()[-1] == '82'
 
 
 if __name__ == '__main__':

@@ -83,3 +83,20 @@ def test_a_fresh_import_lists_and_loads_names_not_yet_used():
         '        is sys.modules["vflow_tfp.training.schedules"])\n'
         'print("ok")\n')
     assert _fresh_python(code) == 'ok\n'
+
+
+def test_an_unknown_preset_s_message_lists_its_family_or_all():
+    # check_name: "listing the presets of its family (its first word), or
+    # all of them".
+    from vflow_tfp.models import catalog  # pylint: disable=g-import-not-at-top
+    with pytest.raises(ValueError) as raised:
+        catalog.check_name('vflow_cifar100')
+    listed = str(raised.value).split('Presets: ')[1].rstrip('.').split(', ')
+    assert listed == [n for n in catalog.names() if n.startswith('vflow_')]
+    # No family: all of them, also for a name that is not a string (say a
+    # settings file's null), which is unknown too (ValueError).
+    for name in ('nonsense', None):
+        with pytest.raises(Exception) as raised:  # pylint: disable=broad-exception-caught
+            catalog.check_name(name)
+        assert raised.type is ValueError, repr(raised.value)
+        assert str(raised.value).endswith(', '.join(catalog.names()) + '.')

@@ -6,6 +6,8 @@ import re
 import numpy as np
 import tensorflow as tf
 
+from vflow_tfp.models import catalog
+
 # absolute(), not resolve(): under Bazel the runfiles, not the source tree
 # behind their symlinks, must hold the README (a data dependency).
 README = pathlib.Path(__file__).absolute().parent.parent / 'README.md'
@@ -38,6 +40,14 @@ class ReadmeTest(tf.test.TestCase):
         self.assertEqual(results['step'], 20)
         self.assertTrue(np.isfinite(results['train_bpd']))
         self.assertTrue(np.isfinite(results['test_bpd']))
+
+    def test_the_preset_table_gives_each_preset_s_summary(self):
+        # The "what" column of the README's preset table is describe(name).
+        rows = re.findall(r'^\| `(\w+)` \| [\d,]+ \| [\d.]+ Mi \| (.*) \|$',
+                          README.read_text(), flags=re.M)
+        self.assertGreaterEqual(len(rows), 20)
+        for name, summary in rows:
+            self.assertEqual(summary, catalog.describe(name), msg=name)
 
 if __name__ == '__main__':
     tf.test.main()

@@ -101,9 +101,11 @@ class QuietInfoTest(unittest.TestCase):
 
 class ForgetFailedRestoreTest(unittest.TestCase):
 
-    def _restore_that_fails(self, forget):
+    def _restore_that_fails(self, forget, saved_before=False):
         """Restores a checkpoint with a value of another shape and a child
-        the target lacks; returns TF's warnings once the target is gone."""
+        the target lacks; returns TF's warnings once the target is gone.
+        `saved_before`: the target checkpoint has its save counter already
+        (as one that has saved), so nothing of the restore waits on it."""
         import tensorflow as tf  # pylint: disable=import-outside-toplevel
         saved = tf.Module()
         saved.weights = tf.Variable(tf.zeros([2]))
@@ -115,6 +117,8 @@ class ForgetFailedRestoreTest(unittest.TestCase):
             target = tf.Module()
             target.weights = tf.Variable(tf.zeros([3]))
             checkpoint = tf.train.Checkpoint(model=target)
+            if saved_before:
+                checkpoint.save_counter  # pylint: disable=pointless-statement
             with self.assertRaisesRegex(ValueError, 'incompatible'):
                 checkpoint.restore(path)
         if forget:
@@ -137,20 +141,32 @@ class ForgetFailedRestoreTest(unittest.TestCase):
                             for w in warnings), warnings)
         self.assertEqual(self._restore_that_fails(forget=True), [])
 
+    def test_the_pending_restore_of_a_nested_object_is_forgotten_too(self):
+        # The checkpoint itself waits for nothing (its save counter exists):
+        # the restore is pending only on the model's missing child.
+        self.assertTrue(self._restore_that_fails(forget=False,
+                                                 saved_before=True))
+        self.assertEqual(
+            self._restore_that_fails(forget=True, saved_before=True), [])
+
 
 class RetracingWarningsTest(unittest.TestCase):
 
-    def test_only_the_owner_s_retracing_warnings_are_dropped(self):
+    def _tf_logger_without_filters(self):
+        """TF's logger as in a fresh process (a trainer built before in this
+        one has installed the filter already), and its records."""
         tf_logger = logging.getLogger('tensorflow')
         filters = list(tf_logger.filters)
         self.addCleanup(setattr, tf_logger, 'filters', filters)
-        # As in a fresh process (a trainer built before in this one has
-        # installed the filter already).
         tf_logger.filters = [f for f in filters if not isinstance(
             f, tf_logs._RetracingFilter)]  # pylint: disable=protected-access
         records = _Records()
         tf_logger.addHandler(records)
         self.addCleanup(tf_logger.removeHandler, records)
+        return tf_logger, records
+
+    def test_only_the_owner_s_retracing_warnings_are_dropped(self):
+        tf_logger, records = self._tf_logger_without_filters()
         template = ('5 out of the last 5 calls to <function {}.<locals>.step '
                     'at 0x7f> triggered tf.function retracing. Tracing is '
                     'expensive')
@@ -168,6 +184,19 @@ class RetracingWarningsTest(unittest.TestCase):
         self.assertEqual([message for _, _, message in records.records],
                          [template.format(o) for o in others]
                          + ['Trainer. something else'])
+
+    def test_each_owner_s_warnings_are_dropped(self):
+        # Idempotent per owner: a second class's call adds its own filter.
+        tf_logger, records = self._tf_logger_without_filters()
+        tf_logs.drop_retracing_warnings('Trainer')
+        tf_logs.drop_retracing_warnings('Scorer')
+        for owner in ('Trainer.step', 'Scorer.score', 'Other.run'):
+            tf_logger.warning(f'5 out of the last 5 calls to <function '
+                              f'{owner} at 0x7f> triggered tf.function '
+                              'retracing.')
+        self.assertEqual([message for _, _, message in records.records],
+                         ['5 out of the last 5 calls to <function Other.run '
+                          'at 0x7f> triggered tf.function retracing.'])
 
 
 if __name__ == '__main__':

@@ -134,6 +134,34 @@ class WeightEMATest(tf.test.TestCase):
         with self.assertRaisesRegex(ValueError, 'decay'):
             training.WeightEMA([v], decay=1.0)
 
+    def test_a_decay_of_zero_is_allowed_and_tracks_the_variables(self):
+        # decay is in [0, 1), as TrainConfig.ema_decay: 0 keeps no average,
+        # every update copies the variable.
+        v = tf.Variable([1.0, 2.0])
+        try:
+            ema = training.WeightEMA([v], decay=0.0)
+        except ValueError as e:
+            self.fail(f'decay 0 is refused: {e}')
+        v.assign([5.0, -3.0])
+        ema.update()
+        self.assertAllClose(ema.shadows[0], [5.0, -3.0])
+
+    def test_no_variables_is_refused(self):
+        with self.assertRaisesRegex(ValueError, 'at least one variable'):
+            training.WeightEMA([])
+
+    def test_averaged_weights_revert_after_an_error(self):
+        # "Within the context the variables hold the averages, then revert":
+        # also when the body raises (say an evaluation that fails).
+        v = tf.Variable([1.0, 2.0])
+        ema = training.WeightEMA([v], decay=0.5)
+        v.assign([3.0, 4.0])
+        with self.assertRaises(KeyError):
+            with ema.averaged_weights():
+                self.assertAllClose(v, [1.0, 2.0])
+                raise KeyError('boom')
+        self.assertAllClose(v, [3.0, 4.0])
+
 
 if __name__ == '__main__':
     tf.test.main()
