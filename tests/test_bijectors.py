@@ -254,6 +254,23 @@ class NoCacheConfusionTest(tf.test.TestCase, parameterized.TestCase):
         self.assertGreater(float(tf.reduce_max(tf.abs(y_first - y_second))),
                            1e-3)
 
+    def test_a_copy_takes_its_overrides_over_the_parameters(self):
+        # `copy(**overrides)` builds from `dict(self.parameters, **overrides)`:
+        # an override wins, and `None` for a variable makes a new one rather
+        # than sharing the original layer's.
+        for layer, overrides in (
+                (vb.ActNorm([4], dtype=tf.float64),
+                 dict(log_scale=None, shift=None)),
+                (vb.Invertible1x1Conv([4], dtype=tf.float64),
+                 dict(weights=None)),
+                (vb.Invertible1x1ConvLU([4], dtype=tf.float64),
+                 dict(lu_factors=None))):
+            copy = layer.copy(name='renamed', **overrides)
+            self.assertEqual(copy.name, 'renamed')
+            self.assertEqual(layer.copy().name, layer.name)
+            self.assertEmpty(set(map(id, copy.trainable_variables))
+                             & set(map(id, layer.trainable_variables)))
+
 
 class NumericsReportTest(tf.test.TestCase):
     """`tests/numerics_report.py`, which the README offers, still runs."""

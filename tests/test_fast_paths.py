@@ -192,6 +192,28 @@ class AttentionTest(tf.test.TestCase):
         self.assertIn('attention_query_block',
                       presets.overridable('flowpp_cifar10'))
 
+    def test_a_bad_query_block_is_refused_by_the_option_itself(self):
+        # `None` or a positive int: anything else is refused before any
+        # block changes, also by a module with no attention, and the
+        # message names the option.
+        for module in (nets.GlowNet((4, 4, 3), 6, filters=4),
+                       nets.ConvAttnNet((4, 6, 3), 5, filters=8, num_blocks=1,
+                                        num_heads=2)):
+            with self.assertRaisesRegex(
+                    ValueError, 'set_attention_query_block: query_block must '
+                    'be None or a positive int'):
+                nets.set_attention_query_block(module, 0)
+
+    def test_set_compute_dtype_returns_the_number_of_networks(self):
+        # "Returns the number of networks changed": every ConvAttnNet and
+        # ContextNet of a model with several.
+        model = presets.build('tiny_flowpp', seed=0)
+        networks = [m for m in model.submodules
+                    if isinstance(m, (nets.ConvAttnNet, nets.ContextNet))]
+        self.assertGreater(len(networks), 1)
+        self.assertEqual(nets.set_compute_dtype(model, 'bfloat16'),
+                         len(networks))
+
 
 class MixedPrecisionTest(tf.test.TestCase):
 
@@ -277,6 +299,17 @@ class MixedPrecisionTest(tf.test.TestCase):
         self.assertEqual(low.dtype, tf.float32)
         self.assertAllClose(low, full, atol=0.1)
         self.assertNotAllClose(low, full, atol=1e-6)
+
+    def test_set_compute_dtype_refuses_a_dtype_that_is_not_16_bit(self):
+        # `compute_dtype` is tf.bfloat16, tf.float16 or None: the setter
+        # refuses another dtype as the networks' constructors do, and leaves
+        # the networks as they were.
+        model = presets.build('tiny_flowpp', seed=0)
+        with self.assertRaisesRegex(ValueError, 'bfloat16 or float16'):
+            nets.set_compute_dtype(model, tf.float64)
+        self.assertEqual(
+            {m.compute_dtype for m in model.submodules
+             if isinstance(m, (nets.ConvAttnNet, nets.ContextNet))}, {None})
 
 
 class GlowTest(tf.test.TestCase):

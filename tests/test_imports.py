@@ -100,3 +100,14 @@ def test_an_unknown_preset_s_message_lists_its_family_or_all():
             catalog.check_name(name)
         assert raised.type is ValueError, repr(raised.value)
         assert str(raised.value).endswith(', '.join(catalog.names()) + '.')
+
+
+@pytest.mark.parametrize('package', [vflow_tfp, models, training],
+                         ids=lambda p: p.__name__)
+def test_a_missing_name_is_reported_as_python_reports_it(package):
+    # The packages' `__getattr__` names the package and the missing
+    # attribute, in the words of Python's own message for a module.
+    with pytest.raises(AttributeError) as raised:
+        getattr(package, 'no_such_name')
+    assert str(raised.value) == (
+        f"module {package.__name__!r} has no attribute 'no_such_name'")

@@ -3,10 +3,12 @@ reconstruction, the image logit constant, and the fused single pass."""
 
 import math
 import re
+import threading
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
+from tensorflow_probability.python.internal import cache_util
 from absl.testing import parameterized
 
 import vflow_tfp
@@ -242,6 +244,70 @@ class ActNormInitTest(tf.test.TestCase, parameterized.TestCase):
         self.assertAllClose(norm.inverse(x1), norm.inverse(tf.identity(x1)),
                             atol=1e-12)
         del stale
+
+    def test_clear_empties_the_cache_of_a_class_deep_in_the_hierarchy(self):
+        # `clear_bijector_caches` empties every bijector class's cache: also
+        # that of a class two levels below `tfb.Bijector` whose parent keeps
+        # none (as a user's subclass of a package layer may).
+        calls = []
+
+        class Parent(tfb.Bijector):
+            pass
+
+        class Deep(Parent):
+            _cache = cache_util.BijectorCache()
+
+            def __init__(self):
+                super().__init__(forward_min_event_ndims=0,
+                                 parameters={}, name='deep')
+
+            def _inverse(self, y):
+                calls.append(y)
+                return y / 2.0
+
+        deep = Deep()
+        x = tf.constant([1.0, 2.0])
+        kept = deep.inverse(x)
+        deep.inverse(x)
+        self.assertLen(calls, 1)  # the second call came from Deep's cache
+        vflow_tfp.clear_bijector_caches()
+        deep.inverse(x)
+        self.assertLen(calls, 2)
+        del kept
+
+    def test_a_nested_pass_warns_when_it_initialises_nothing(self):
+        # `expect_layers` warns at the end of *the* pass if no layer
+        # initialised itself in it: layers the outer pass initialised before
+        # do not count for an inner one.
+        norm = vb.ActNorm([5], dtype=tf.float64)
+        x = tf.random.normal([64, 5], dtype=tf.float64)
+        with self.assertLogs('absl', 'WARNING') as logs:
+            with vflow_tfp.data_dependent_init():
+                norm.inverse(x)
+                with vflow_tfp.data_dependent_init():
+                    pass
+        self.assertLen(logs.output, 1)
+        self.assertIn('no layer initialised itself', logs.output[0])
+
+    def test_a_pass_is_active_only_in_the_thread_that_runs_it(self):
+        # `is_active()` is true inside the `with` block; a layer that another
+        # thread runs meanwhile (e.g. an evaluation) is not inside it and
+        # keeps its parameters.
+        norm = vb.ActNorm([3], dtype=tf.float64)
+        seen = []
+
+        def other_thread():
+            seen.append(vflow_tfp.initialization.is_active())
+            norm.inverse(tf.random.normal([8, 3], mean=5.0,
+                                          dtype=tf.float64))
+
+        with vflow_tfp.data_dependent_init(expect_layers=False):
+            thread = threading.Thread(target=other_thread)
+            thread.start()
+            thread.join()
+            self.assertTrue(vflow_tfp.initialization.is_active())
+        self.assertEqual(seen, [False])
+        self.assertAllEqual(norm.shift, tf.zeros([3], tf.float64))
 
 
 class PositionCountTest(tf.test.TestCase, parameterized.TestCase):

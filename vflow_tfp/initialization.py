@@ -16,7 +16,8 @@ reuses a graph without the initialisation (the pass then initialises
 nothing, and the context warns when it ends), and one traced inside the
 context keeps the initialisation in its graph, so each later call
 initialises again from its own batch (a warning says so when it is
-traced).
+traced). The switch is per thread: a layer that another thread runs meanwhile
+(an evaluation, say) is not in the pass and keeps its parameters.
 """
 
 import contextlib
