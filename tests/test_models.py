@@ -1244,6 +1244,17 @@ class ImportanceWeightingTest(tf.test.TestCase):
             with self.assertRaisesRegex(TypeError, 'num_samples must be an '
                                         'integer scalar'):
                 self.model.log_prob(self.x, bad)
+        # Counts int32 cannot hold are refused, not wrapped (2^32 + 1 would
+        # run as S = 1, -2^32 + 3 as S = 3).
+        for bad in (2**31, 2**32 + 1):
+            with self.assertRaisesRegex(ValueError, r'num_samples must be in '
+                                        r'\[1, 2\^31\); got'):
+                self.model.log_prob(self.x, bad, seed=seed)
+        for bad, message in ((2**32 + 1, r'below 2\^31'), (-2**32 + 3, '>= 1')):
+            with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
+                                        f'num_samples must be {message}'):
+                self.model.log_prob(self.x, tf.constant(bad, tf.int64),
+                                    seed=seed)
         # A seed of the wrong length is named before any kernel sees it.
         for call in (lambda: self.model.elbo(self.x, seed=[1, 2, 3]),
                      lambda: self.model.log_prob(self.x, 2, seed=[1, 2, 3]),
@@ -1567,14 +1578,18 @@ class GradientEstimatorTest(tf.test.TestCase):
 # The change of variables end to end on a float64 image VFlow.
 # ----------------------------------------------------------------------------
 
-def _small_float64_image_vflow():
+def _small_float64_image_vflow(augment_channels=2):
     """4x4x2 images, D_Z = 2, f_affine, mixture couplings, learnt r and q,
-    initialised on data and then perturbed so nothing is an identity."""
+    initialised on data and then perturbed so nothing is an identity.
+
+    With `augment_channels=0`, the same without q and f_affine (Flow++)."""
     tf.random.set_seed(5)
     group = G('column', 1, 1, 8, 2)
     model = presets.image_model(
-        (4, 4, 2), [[group], [G('channel', 2, 1, 8, 2)]], augment_channels=2,
-        q_group=G('column', 2, 1, 8, 2), r_group=group, f_affine_blocks=1,
+        (4, 4, 2), [[group], [G('channel', 2, 1, 8, 2)]],
+        augment_channels=augment_channels,
+        q_group=G('column', 2, 1, 8, 2) if augment_channels else None,
+        r_group=group, f_affine_blocks=1 if augment_channels else 0,
         f_affine_filters=8, context_filters=4, context_blocks=1, seed=0,
         dtype=tf.float64, name='small64')
     x = data.photo_patches(4, 'train', max_patches=32, seed=0)[..., :2]
@@ -2351,6 +2366,102 @@ class TrainingTest(tf.test.TestCase):
         self.assertTrue(np.isfinite(after))
         self.assertLess(after, before - 0.5)
         self.assertGreater(after, 0.0)
+
+
+# ----------------------------------------------------------------------------
+# Details of the estimators: the seeds of initialisation, sticking the landing
+# in r, the pixel check of every integer type.
+# ----------------------------------------------------------------------------
+
+class EstimatorDetailsTest(tf.test.TestCase):
+
+    def test_initialize_with_a_seed_is_fitted_to_that_seed_s_noise(self):
+        # `initialize` docstring: with a `seed`, every layer is fitted to
+        # this noise; the model's generator draws none of it, so two equal
+        # models whose generators are in different states initialise alike.
+        def build():
+            tf.random.set_seed(5)  # The initial weights.
+            return presets.build('checkerboard_vflow_3_4', seed=0)
+
+        x = data.sample_checkerboard(64, seed=2)
+        models = [build(), build()]
+        models[1].rng.uniform_full_int([2], tf.int32)  # Another state.
+        returned = [model.initialize(x, seed=[1, 1]) for model in models]
+        self.assertAllEqual(returned[0], returned[1])
+        for a, b in zip(models[0].trainable_variables,
+                        models[1].trainable_variables):
+            self.assertAllEqual(a, b, msg=a.name)
+
+    def test_sticking_the_landing_drops_the_score_of_r(self):
+        # `elbo` docstring: 'sticking_the_landing' drops the score term
+        # d log r(u|x) / d phi taken at the fixed sample u. With D_Z = 0
+        # (no q, whose removed score would also reach r through x~), r's
+        # gradient of the loss -mean ELBO is the reparameterisation one
+        # minus the mean score of r at the u that elbo draws.
+        model, x = _small_float64_image_vflow(augment_channels=0)
+        x = x[:3]
+        variables = list(model.dequantizer.trainable_variables)
+        grads = {}
+        for estimator in ('reparameterization', 'sticking_the_landing'):
+            with tf.GradientTape() as tape:
+                loss = -tf.reduce_mean(model.elbo(
+                    x, seed=[6, 7], gradient_estimator=estimator))
+            grads[estimator] = tape.gradient(loss, variables)
+        seed_r, _ = tfp.random.split_seed(tf.constant([6, 7]), n=2)
+        condition = tf.cast(x, tf.float64) / 256.0 - 0.5
+        u, _ = model.dequantizer.sample_and_log_prob(condition, seed_r)
+        with tf.GradientTape() as tape:
+            score = tf.reduce_mean(model.r.log_prob(
+                tf.identity(u),
+                bijector_kwargs=model.dequantizer.conditioning_kwargs(
+                    condition)))
+        scores = tape.gradient(score, variables)
+        self.assertGreater(max(float(tf.reduce_max(tf.abs(s)))
+                               for s in scores), 1e-3)
+        for v, reparam, sticking, s in zip(
+                variables, grads['reparameterization'],
+                grads['sticking_the_landing'], scores):
+            self.assertAllClose(sticking, reparam - s, atol=1e-8, rtol=1e-6,
+                                msg=v.name)
+
+    def test_pixels_of_every_number_type_are_checked(self):
+        # `elbo` docstring: images are integers, and pixel values outside
+        # the model's levels are refused, whatever the integer type (only
+        # uint8 data cannot leave the range of an 8-bit model); images of
+        # any float type must hold whole numbers (not scaled or
+        # dequantised) and then score as the integers do.
+        model = VFlow(tfb.Identity(), data_shape=[1, 2, 1])
+        for dtype in (np.uint16, np.uint32, np.int64):
+            with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
+                                        'must be below 256', msg=dtype):
+                model.elbo(np.array([[[[3], [300]]]], dtype), seed=[1, 2])
+        pixels = np.array([[[[3], [255]]]], np.int32)
+        for dtype in (np.float16, np.float64):
+            with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
+                                        'must be whole numbers', msg=dtype):
+                model.elbo((pixels / 255.0).astype(dtype), seed=[1, 2])
+        for dtype in (np.uint16, np.float16, np.float64):
+            self.assertAllEqual(
+                model.elbo(pixels.astype(dtype), seed=[1, 2]),
+                model.elbo(pixels, seed=[1, 2]), msg=dtype)
+
+    def test_samples_are_drawn_without_dropout(self):
+        # `sample` draws from p with a stateless seed: p's dropout (on in
+        # `elbo(training=True)` only) draws no masks, so the same seed gives
+        # the same samples whatever the generator did in between.
+        tf.random.set_seed(5)
+        model = presets.image_model((4, 4, 2), [[G('column', 1, 1, 8, 2)]],
+                                    dropout=0.5, seed=0)
+        rng = np.random.default_rng(0)
+        for v in model.trainable_variables:
+            v.assign_add(0.1 * rng.standard_normal(v.shape).astype(
+                v.dtype.as_numpy_dtype))
+        x = np.arange(2 * 4 * 4 * 2).reshape(2, 4, 4, 2) % 256
+        self.assertNotAllClose(model.elbo(x, training=True, seed=[1, 2]),
+                               model.elbo(x, seed=[1, 2]))
+        first = model.sample(4, seed=[3, 4])
+        model.rng.uniform_full_int([2], tf.int32)
+        self.assertAllEqual(model.sample(4, seed=[3, 4]), first)
 
 
 if __name__ == '__main__':

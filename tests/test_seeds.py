@@ -330,6 +330,37 @@ class PerExampleModelTest(tf.test.TestCase):
                                     'one row per example'):
             self.model.log_prob(x, 2, seed=bad)
 
+    def test_each_pass_draws_its_chunk_from_the_seed_folded_with_it(self):
+        # `log_prob` docstring: with per-example seeds, pass c draws the
+        # chunk_size samples of example i as one block from
+        # fold_in(seed[i], c).
+        x = self.images[:2]
+        row_seeds = self.model.example_seeds(x, [8, 9])
+        got = self.model.log_prob(x, 4, chunk_size=2, seed=row_seeds)
+        draws = np.concatenate([
+            self.model.elbo(x, seed=seeds.fold_in_rows(row_seeds, c),
+                            draws_per_row=2).numpy().reshape(2, 2)
+            for c in range(2)], axis=1).astype(np.float64)
+        expected = np.log(np.mean(np.exp(draws - draws.max(1, keepdims=True)),
+                                  1)) + draws.max(1)
+        self.assertAllClose(got, expected, atol=1e-3, rtol=0)
+
+    def test_vectors_are_hashed_in_the_model_s_dtype(self):
+        # `example_seeds` docstring: vectors are hashed in the model's
+        # dtype, so the same data in float32 or float64 gets the same
+        # per-example seeds, and the same bound, from a float64 model.
+        model = presets.build('checkerboard_vflow_3_4', seed=0,
+                              dtype=tf.float64)
+        x = data.sample_checkerboard(4, seed=1)
+        wide = x.astype(np.float64)
+        row_seeds = model.example_seeds(wide, [1, 2])
+        self.assertAllEqual(model.example_seeds(x, [1, 2]), row_seeds)
+        self.assertAllEqual(
+            model.example_seeds(tf.constant(x), [1, 2]), row_seeds)
+        self.assertAllEqual(
+            model.log_prob(x, 3, seed=model.example_seeds(x, [1, 2])),
+            model.log_prob(wide, 3, seed=row_seeds))
+
 
 if __name__ == '__main__':
     tf.test.main()

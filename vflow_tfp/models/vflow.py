@@ -475,7 +475,8 @@ class VFlow(tf.Module):
 
         Args:
           x: batch `[N] + data_shape`.
-          num_samples: `S`, Python int or integer scalar tensor (>= 1).
+          num_samples: `S`, Python int or integer scalar tensor, in
+            [1, 2^31).
           chunk_size: draws per pass, a Python int: each pass evaluates
             `N * chunk_size` examples; at most `S` when `S` is a Python int.
             Default value: 16.
@@ -490,6 +491,10 @@ class VFlow(tf.Module):
         chunk_size = shape_checks.as_size(chunk_size, 'chunk_size')
         if not tf.is_tensor(num_samples):
             num_samples = shape_checks.as_size(num_samples, 'num_samples')
+            # Checked before the int32 cast, which would wrap 2^32 + 1 to 1.
+            if num_samples >= 2**31:
+                raise ValueError('num_samples must be in [1, 2^31); got '
+                                 f'{num_samples}.')
         elif (not num_samples.dtype.is_integer
               or num_samples.shape.rank not in (None, 0)):
             raise TypeError('num_samples must be an integer scalar; got '
@@ -498,9 +503,15 @@ class VFlow(tf.Module):
         if isinstance(num_samples, int) and num_samples < chunk_size:
             # Draws past S would be computed only to be masked out.
             chunk_size = num_samples
-        num_samples = tf.cast(num_samples, tf.int32)
+        num_samples = tf.convert_to_tensor(num_samples)
+        # In the given dtype: int32 would wrap an int64 2^32 + 1 to 1.
         tf.debugging.assert_positive(num_samples,
                                      message='num_samples must be >= 1')
+        if num_samples.dtype.size > 4 or num_samples.dtype == tf.uint32:
+            tf.debugging.assert_less(
+                num_samples, tf.constant(2**31, num_samples.dtype),
+                message='num_samples must be below 2^31')
+        num_samples = tf.cast(num_samples, tf.int32)
         seed = self._check_seed_rows(seed, tf.shape(x)[0])
         batch = tf.shape(x)[0]
         # Not (S + c - 1) // c: that wraps negative in int32 near S = 2^31.
