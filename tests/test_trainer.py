@@ -2143,6 +2143,17 @@ class TaskTest(tf.test.TestCase):
         self.assertEqual(task_of(tf.distribute.OneDeviceStrategy('/cpu:0')),
                          (True, 0))
 
+    def test_a_process_without_tf_config_is_the_chief(self):
+        # MultiWorkerMirroredStrategy without TF_CONFIG trains in one
+        # process, which must write the run (README, Multi-worker): its
+        # resolver names no task.
+        with mock.patch.dict(os.environ):
+            os.environ.pop('TF_CONFIG', None)
+            strategy = types.SimpleNamespace(
+                cluster_resolver=tf.distribute.cluster_resolver
+                .TFConfigClusterResolver())
+            self.assertEqual(loop._task(strategy), (True, 0))  # pylint: disable=protected-access
+
 
 class WriteJsonTest(tf.test.TestCase):
 
@@ -2171,6 +2182,208 @@ class WriteJsonTest(tf.test.TestCase):
                 training.write_json_atomic(path, {'test_bpd': value})
             with open(path) as f:
                 self.assertEqual(json.load(f), {'test_bpd': 3.5})
+
+
+class SharedRunDirectoryTest(_TrainerFixture, tf.test.TestCase):
+    """What a worker other than the chief does with the chief's run
+    directory (README, Multi-worker): it resumes from the chief's
+    checkpoints and writes nothing there, its share of each checkpoint in a
+    scratch directory that it removes. One process plays the worker (its
+    task faked) and, for the workers' check, the other worker's values.
+    Also how any process finds the checkpoints to resume from."""
+
+    def _chief_run(self, **kwargs):
+        """A chief's run directory, trained to step 3 (ckpt-0 and -3); the
+        chief is gone, as if it ran in another process."""
+        trainer = self._trainer(tf.distribute.OneDeviceStrategy('/cpu:0'),
+                                train_steps=3, export=False, **kwargs)
+        trainer.train()
+        out = trainer.config.output_dir
+        del trainer
+        gc.collect()  # Releases its lock of the run directory.
+        return out
+
+    def _as_worker(self, build, scratch=None):
+        """`build()`'s trainer as worker 1's (not the chief's), its scratch
+        checkpoints under `scratch` (default: the process's temp dir)."""
+        with mock.patch.object(loop, '_task', return_value=(False, 1)), \
+                mock.patch.object(tempfile, 'tempdir',
+                                  scratch or tempfile.gettempdir()):
+            trainer = build()
+        self.assertFalse(trainer.is_chief)
+        return trainer
+
+    def _worker(self, output_dir, scratch=None, **kwargs):
+        """A worker's trainer on `output_dir` (see `_as_worker`)."""
+        return self._as_worker(lambda: self._trainer_at(
+            output_dir, tf.distribute.OneDeviceStrategy('/cpu:0'),
+            **kwargs), scratch)
+
+    def _snapshot(self, directory):
+        """Every file under `directory` with its size and modification."""
+        snapshot = {}
+        for root, _, files in os.walk(directory):
+            for name in files:
+                info = os.stat(os.path.join(root, name))
+                snapshot[os.path.relpath(os.path.join(root, name),
+                                         directory)] = (info.st_size,
+                                                        info.st_mtime_ns)
+        return snapshot
+
+    def test_a_worker_trains_from_the_chief_s_run_and_writes_nothing_there(
+            self):
+        out = self._chief_run()
+        before = self._snapshot(out)
+        scratch = self._dir()
+        time.sleep(0.01)  # Any rewrite has a later modification time.
+        worker = self._worker(out, scratch, train_steps=5)
+        results = worker.train()
+        self.assertTrue(results['completed'])
+        self.assertEqual(results['step'], 5)
+        self.assertEqual(worker.restore_or_initialize(), 'restored')
+        # Its results name the chief's final checkpoint, not its own
+        # scratch copy (gone now).
+        self.assertEqual(results['latest_checkpoint'],
+                         os.path.join(out, 'checkpoints', 'ckpt-5'))
+        self.assertEqual(os.listdir(scratch), [])
+        # No checkpoint, results, summaries, export or lock of its own.
+        self.assertEqual(self._snapshot(out), before)
+
+    def test_a_worker_leaves_what_it_cannot_read_to_the_chief(self):
+        # An unreadable state file or results.json, or a save under way,
+        # are the chief's to repair or remove: a worker resumes all the
+        # same and changes none of them.
+        out = self._chief_run()
+        ckpts = os.path.join(out, 'checkpoints')
+        for path, text in ((os.path.join(ckpts, 'checkpoint'), 'garbage {{'),
+                           (os.path.join(out, 'results.json'), '{"step": 3'),
+                           (os.path.join(ckpts, 'ckpt-6_temp', 'part-00000-'
+                                         'of-00001.data-00000-of-00001'
+                                         '.tempstate7'), 'x' * 64)):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, 'w') as f:
+                f.write(text)
+        before = self._snapshot(out)
+        time.sleep(0.01)
+        worker = self._worker(out, train_steps=6)
+        self.assertEqual(worker.restore_or_initialize(), 'restored')
+        self.assertEqual(worker.step, 3)
+        self.assertEqual(self._snapshot(out), before)
+
+    def _sent(self, trainer):
+        """The values `trainer` gives the all-reduce of the workers' check
+        (`restore_or_initialize`'s first collective); it stops there."""
+        sent = []
+
+        class Sent(Exception):
+            pass
+
+        def record(values):
+            sent.append(list(values))
+            raise Sent()
+
+        with mock.patch.object(trainer, '_sum_over_replicas', record), \
+                self.assertRaises(Sent):
+            trainer.restore_or_initialize()
+        return sent[0]
+
+    def _restore_beside(self, trainer, other):
+        """`trainer.restore_or_initialize()` with `other` as a second
+        worker: the all-reduce adds the values `other` gives it."""
+        sent = self._sent(other)
+        with mock.patch.object(trainer, '_sum_over_replicas',
+                               lambda values: np.add(values,
+                                                     sent[:len(values)])):
+            return trainer.restore_or_initialize()
+
+    def test_workers_agree_on_the_newest_checkpoint_not_its_path(self):
+        # The workers' check compares the settings without output_dir (the
+        # run may be mounted under other paths) and the step of the newest
+        # checkpoint each found, and names the refusing worker's checkpoint
+        # and where it looked.
+        out = self._chief_run()
+        mount = os.path.join(self._dir(), 'mount')
+        shutil.copytree(out, mount)
+        stale = os.path.join(self._dir(), 'stale')  # ckpt-3 not seen yet
+        shutil.copytree(out, stale)
+        for name in os.listdir(os.path.join(stale, 'checkpoints')):
+            if name.startswith('ckpt-3.'):
+                os.remove(os.path.join(stale, 'checkpoints', name))
+        empty = self._dir()
+        chief = self._trainer_at(out, tf.distribute.OneDeviceStrategy(
+            '/cpu:0'))
+        self.assertEqual(self._restore_beside(chief, self._worker(mount)),
+                         'restored')
+        ckpts = os.path.join(out, 'checkpoints')
+        for this_dir, other_dir, latest in (
+                (out, stale, os.path.join(ckpts, 'ckpt-3')),
+                (out, empty, os.path.join(ckpts, 'ckpt-3')),
+                (empty, out, 'none')):
+            with self.subTest(this=os.path.basename(this_dir),
+                              other=os.path.basename(other_dir)):
+                searched = os.path.join(this_dir, 'checkpoints')
+                with self.assertRaisesRegex(
+                        RuntimeError,
+                        r'The workers found different checkpoints to resume '
+                        rf'from \(this one: {re.escape(latest)} in '
+                        rf'{re.escape(searched)}\)'):
+                    self._restore_beside(self._worker(this_dir),
+                                         self._worker(other_dir))
+        with self.assertRaisesRegex(RuntimeError, 'different settings'):
+            self._restore_beside(self._worker(out),
+                                 self._worker(mount, train_steps=9))
+
+    def test_only_the_chief_writes_the_sample_grid(self):
+        # samples.png and its summary are the chief's (README,
+        # Multi-worker); a worker draws its share of the samples only.
+        images = np.random.RandomState(0).randint(
+            0, 256, (16, 8, 8, 3)).astype(np.uint8)
+        out = self._dir()
+
+        def build():
+            return training.Trainer(
+                _config(out, preset='tiny_vflow', init_batch_size=16,
+                        num_samples=2, preset_overrides={'filters': 8}),
+                tf.distribute.OneDeviceStrategy('/cpu:0'),
+                _fixed_batch_input_fn(images[:8]),
+                _fixed_batch_input_fn(images[:8], repeat=False), images)
+
+        worker = self._as_worker(build, self._dir())
+        worker.restore_or_initialize()
+        self.assertIsNone(worker.write_samples(1))
+        self.assertEqual(os.listdir(out), [])
+        chief = build()
+        chief.restore_or_initialize()
+        self.assertEqual(chief.write_samples(1),
+                         os.path.join(out, 'samples.png'))
+
+    def test_a_state_file_that_fails_to_read_hides_no_checkpoint(self):
+        # Reading the checkpoints' state file can fail (say a bucket's
+        # transient error): the checkpoints are found without it, and the
+        # run resumes from the newest.
+        out = self._chief_run()
+        chief = self._trainer_at(out, tf.distribute.OneDeviceStrategy(
+            '/cpu:0'))
+        with mock.patch.object(tf.train, 'latest_checkpoint', side_effect=(
+                tf.errors.UnavailableError(None, None, 'unavailable'))):
+            self.assertEqual(chief.restore_or_initialize(), 'restored')
+        self.assertEqual(chief.step, 3)
+
+    def test_a_url_run_leaves_a_local_look_alike_alone(self):
+        # Python's file functions take a URL for a relative local path
+        # (file:///run is ./file:/run): a run in a URL removes nothing there,
+        # here what looks like a save cut short.
+        cwd = os.getcwd()
+        self.addCleanup(os.chdir, cwd)
+        os.chdir(self._dir())
+        run_dir = os.path.join(self._dir(), 'run')
+        look_alike = os.path.join('file:' + run_dir, 'checkpoints',
+                                  'ckpt-0_temp')
+        os.makedirs(look_alike)
+        chief = self._trainer_at('file://' + run_dir,
+                                 tf.distribute.OneDeviceStrategy('/cpu:0'))
+        self.assertEqual(chief.restore_or_initialize(), 'initialized')
+        self.assertTrue(os.path.isdir(look_alike))
 
 
 if __name__ == '__main__':
