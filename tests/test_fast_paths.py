@@ -371,6 +371,15 @@ class InverseIterationsTest(tf.test.TestCase):
         self.assertAllClose(y, again, atol=1e-4)
 
 
+def _initialized_toy_vflow():
+    """A 2-step 4-dim checkerboard VFlow initialised on 8 points, and them."""
+    model = presets.build('checkerboard_vflow_2_4', seed=0)
+    x = tf.constant(np.random.RandomState(0).uniform(-4, 4, (8, 2)),
+                    tf.float32)
+    model.initialize(x, seed=tf.constant([0, 1]))
+    return model, x
+
+
 def _bench_module(name):
     """bench/NAME.py, loaded from its file (bench/ is not a package)."""
     spec = importlib.util.spec_from_file_location(
@@ -384,9 +393,11 @@ def _bench_module(name):
 # result a real one would, with the settings its command line gives it
 # (`suite.run`'s `jit_compile` and `steps`), and no TensorFlow starts.
 _FAKE_WORKERS = textwrap.dedent("""
-    import importlib.util, json, subprocess, sys, types
+    import importlib.util, json, os, subprocess, sys, types
     from unittest import mock
     run_py, argv = sys.argv[1], sys.argv[2:]
+    # Workers of the benchmarks named here fail, printing an error.
+    FAIL = os.environ.get('FAKE_BENCH_FAIL', '').split(',')
     sys.modules['suite'] = types.SimpleNamespace(
         peak_matmul_flops=lambda: 100e9)
     spec = importlib.util.spec_from_file_location('bench_run', run_py)
@@ -397,13 +408,21 @@ _FAKE_WORKERS = textwrap.dedent("""
     def worker(command, **kwargs):
         args = dict(a[2:].split('=', 1) for a in command[2:])
         name = args['worker']
+        if name in FAIL:
+            return subprocess.CompletedProcess(
+                command, 1, '', f'Traceback: {name} blew up')
         with open(args['json'], 'w') as f:
             json.dump(dict(
                 name=name, jit_compile=args.get('xla') == 'True',
                 steps=int(args['steps']), parameters=1,
+                sampling=args['sampling'] == 'True',
+                scoring=args['scoring'] == 'True',
                 train_per_second=SPEED.get(name, 5.0), step_seconds=1.0,
                 train_gflop_per_item=1.0, achieved_gflops=50.0,
-                peak_rss_mb=1.0, train_mb_per_image=None), f)
+                peak_rss_mb=1.0, train_mb_per_image=None,
+                score_per_second_s16=16.0, score_per_second_s128=128.0,
+                bfc_allocator=kwargs['env'].get(
+                    'TF_CPU_ALLOCATOR_USE_BFC')), f)
         return subprocess.CompletedProcess(command, 0, '', '')
 
     with mock.patch.object(run.subprocess, 'run', worker):
@@ -526,10 +545,7 @@ class BenchSuiteTest(tf.test.TestCase):
         # The column times scoring as the exported signatures score, with
         # the row-by-row draw of every example's noise from its own seed.
         suite = _bench_module('suite')
-        model = presets.build('checkerboard_vflow_2_4', seed=0)
-        x = tf.constant(np.random.RandomState(0).uniform(-4, 4, (8, 2)),
-                        tf.float32)
-        model.initialize(x, seed=tf.constant([0, 1]))
+        model, x = _initialized_toy_vflow()
         calls = []
         real = model.example_seeds
 
@@ -589,6 +605,225 @@ class BenchSuiteTest(tf.test.TestCase):
             self.assertEqual(done.returncode, 2, done.stderr[-2000:])
             self.assertIn(message, done.stderr.strip().splitlines()[-1])
             self.assertNotIn('[1/', done.stderr)
+
+
+def _run_fake_bench(args, fail=()):
+    """bench/run.py with fake workers (_FAKE_WORKERS), the workers of the
+    benchmarks in `fail` failing; returns the finished process and the
+    JSON report (None if none was written)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, 'bench.json')
+        done = subprocess.run(
+            [sys.executable, '-c', _FAKE_WORKERS,
+             os.path.join(ROOT, 'bench', 'run.py'), *args, f'--json={out}'],
+            capture_output=True, text=True, timeout=300,
+            env=dict(os.environ, FAKE_BENCH_FAIL=','.join(fail)))
+        if not os.path.exists(out):
+            return done, None
+        with open(out) as f:
+            return done, json.load(f)
+
+
+def _stub_timings(times, calls):
+    """A stand-in for suite._timed: runs `fn` as often as asked (recording
+    the count in `calls`) and reports `times` as the measured seconds."""
+    def timed(fn, repeats):
+        calls.append(repeats)
+        for _ in range(repeats):
+            tf.nest.map_structure(lambda t: t.numpy(), fn())
+        return list(times)
+    return timed
+
+
+class BenchReportingTest(tf.test.TestCase):
+    """bench/run.py's report and bench/suite.py's figures, with fake workers
+    or stubbed measurements (no real benchmark runs)."""
+
+    def test_a_failed_benchmark_is_reported_and_the_others_go_on(self):
+        # README: a benchmark that fails is reported and the others go on;
+        # the table and the JSON (`failed` lists the rest) hold those that
+        # finished, and the exit code is 1.
+        done, report = _run_fake_bench(
+            ['--only=toy_glow,quickstart,toy_vflow'], fail=['quickstart'])
+        self.assertEqual(done.returncode, 1, done.stderr[-2000:])
+        self.assertEqual(report['failed'], ['quickstart'])
+        self.assertEqual([r['name'] for r in report['results']],
+                         ['toy_glow', 'toy_vflow'])
+        # Its error is shown ("their errors are above").
+        self.assertIn('quickstart blew up', done.stderr)
+        self.assertIn('1 benchmark(s) failed: quickstart',
+                      done.stderr.strip().splitlines()[-1])
+        # The progress counts every benchmark, the failed one as well.
+        for i, name in enumerate(['toy_glow', 'quickstart', 'toy_vflow']):
+            self.assertIn(f'[{i + 1}/3] {name}:', done.stderr)
+
+    def test_table_columns_hold_their_figures(self):
+        # Each figure of the results is printed under its own heading.
+        done, report = _run_fake_bench(['--only=toy_glow', '--sampling=false'])
+        self.assertEqual(done.returncode, 0, done.stderr[-2000:])
+        # --sampling and --scoring reach the worker, each as given.
+        self.assertFalse(report['results'][0]['sampling'])
+        self.assertTrue(report['results'][0]['scoring'])
+        header, row = done.stdout.splitlines()[:2]
+
+        def cell(column):
+            return row[header.index(column + '  '):].split()[0]
+        self.assertEqual(cell('benchmark'), 'toy_glow')
+        self.assertEqual(cell('peak MiB'), '1')
+        self.assertEqual(cell('MiB/img'), '-')  # not measured
+        self.assertEqual(cell('IW16/s'), '16.0')
+        self.assertEqual(cell('IW128/s'), '128.0')
+        self.assertEqual(row[header.index('IW16/s ex'):].strip(), '-')
+        # run.py turns on the BFC allocator for the workers, so that they
+        # can read their tensor memory (README: memory).
+        self.assertEqual(report['results'][0]['bfc_allocator'], 'true')
+
+    def test_positional_arguments_are_refused(self):
+        # run.py takes flags only: a benchmark named without --only is an
+        # error before any benchmark runs, not the default suite.
+        done, report = _run_fake_bench(['toy_glow'])
+        self.assertIsNone(report)
+        self.assertEqual(done.returncode, 2, done.stderr[-2000:])
+        self.assertIn("unexpected arguments ['toy_glow']", done.stderr)
+        self.assertNotIn('[1/', done.stderr)
+
+    def test_matmul_peak_is_the_fastest_of_the_timed_chains(self):
+        # The peak: the FLOPs of the chain of `chain` products over the
+        # fastest call, and the chain really multiplies `chain` times.
+        suite = _bench_module('suite')
+        calls, products = [], []
+        real_matmul = tf.matmul
+
+        def matmul(a, b, **kwargs):
+            products.append((tuple(a.shape), tuple(b.shape)))
+            return real_matmul(a, b, **kwargs)
+        with mock.patch.object(suite, '_timed',
+                               _stub_timings([2.0, 0.5, 4.0], calls)), \
+                mock.patch.object(tf, 'matmul', matmul):
+            peak = suite.peak_matmul_flops(size=64, chain=3, repeats=3)
+        self.assertEqual(peak, 3 * 2 * 64**3 / 0.5)
+        self.assertEqual(products, [((64, 64), (64, 64))] * 3)
+
+    def test_train_throughput_times_steps_after_a_warm_up(self):
+        # README: the median of `--steps` timed steps after tracing and one
+        # warm-up step; the step's tensor memory is the peak during the
+        # timed steps minus what is live between steps.
+        suite = _bench_module('suite')
+        w = tf.Variable([1.0, 2.0])
+        runs = tf.Variable(0)
+
+        def loss_fn(x, seed):
+            del seed
+            with tf.control_dependencies([runs.assign_add(1)]):
+                return tf.reduce_sum((x - w)**2)
+        calls, runs_before_timing = [], []
+        timed = _stub_timings([0.3, 0.1, 0.2, 0.9, 0.5], calls)
+
+        def recording_timed(fn, repeats):
+            runs_before_timing.append(int(runs.numpy()))
+            return timed(fn, repeats)
+        mib = 2**20
+        # (current, peak) bytes before the timed steps, then after them.
+        memory = [(10 * mib, 50 * mib), (12 * mib, 30 * mib)]
+        with mock.patch.object(suite, '_timed', recording_timed), \
+                mock.patch.object(suite, '_tensor_memory',
+                                  side_effect=memory), \
+                mock.patch.object(tf.config.experimental,
+                                  'reset_memory_stats'):
+            result = suite.train_throughput(loss_fn, [w], tf.zeros([2]),
+                                            steps=5, jit_compile=False)
+        self.assertEqual(calls, [5])
+        # The first (traced) call and the warm-up ran before the timing.
+        self.assertEqual(runs_before_timing, [2])
+        self.assertEqual(result['step_seconds'], 0.3)
+        self.assertEqual(result['tensor_peak_mb'], 30.0)
+        self.assertEqual(result['step_memory_mb'], 20.0)
+
+    def test_run_measures_what_the_benchmark_and_flags_ask_for(self):
+        suite = _bench_module('suite')
+        benchmarks = _bench_module('benchmarks')
+        # README: the toy experiment's step, 64 points with 8 draws of z
+        # each and the sticking-the-landing estimator, train step only.
+        recipe = benchmarks.BENCHMARKS['toy_vflow_recipe']
+        self.assertEqual((recipe.batch_size, recipe.draws,
+                          recipe.gradient_estimator, recipe.train_only,
+                          recipe.in_default_suite),
+                         (64, 8, 'sticking_the_landing', True, False))
+        measured = dict(step_seconds=0.5, trace_seconds=1.0, step_flops=4e9,
+                        tensor_peak_mb=None, step_memory_mb=None)
+        elbo_calls, scored = [], []
+        real_build = presets.build
+
+        def build(*args, **kwargs):
+            model = real_build(*args, **kwargs)
+            real_elbo = model.elbo
+
+            def elbo(x, **kw):
+                elbo_calls.append(kw)
+                return real_elbo(x, **kw)
+            model.elbo = elbo
+            return model
+
+        def train_throughput(loss_fn, variables, batch, steps, jit_compile):
+            del variables, steps, jit_compile
+            del elbo_calls[:]  # initialising the model may call elbo
+            loss_fn(batch, tf.constant([0, 1]))
+            return measured
+
+        def scoring_throughput(model, data, num_samples, per_example=False):
+            del model, data
+            scored.append((num_samples, per_example))
+            return 1.0
+
+        def run(benchmark, **flags):
+            del elbo_calls[:], scored[:]
+            with mock.patch.object(suite.presets, 'build', build), \
+                    mock.patch.object(suite, 'train_throughput',
+                                      train_throughput), \
+                    mock.patch.object(suite, 'sampling_stats',
+                                      return_value=dict(sample_seconds=1.0)), \
+                    mock.patch.object(suite, 'scoring_throughput',
+                                      scoring_throughput):
+                return suite.run(benchmark, steps=2, **flags)
+        toy = dict(preset='checkerboard_vflow_2_4', batch_size=8,
+                   iw_images=8)
+        # The training bound as the benchmark defines it.
+        result = run(benchmarks.Benchmark(
+            'toy', 'a toy VFlow', draws=3,
+            gradient_estimator='sticking_the_landing', train_only=True,
+            **toy))
+        self.assertEqual(
+            [(c.get('draws_per_row', 1),
+              c.get('gradient_estimator', 'reparameterization'),
+              c.get('training')) for c in elbo_calls],
+            [(3, 'sticking_the_landing', True)])
+        # train/s counts items (points), not draws (README).
+        self.assertEqual(result['train_per_second'], 8 / 0.5)
+        # train_only: no sampling and no scoring.
+        self.assertEmpty(scored)
+        self.assertNotIn('sample_seconds', result)
+        # --sampling=false and --scoring=false each turn off their part;
+        # scoring at S = 16 and 128, and at 16 with per-example seeds.
+        benchmark = benchmarks.Benchmark('toy', 'a toy VFlow', **toy)
+        result = run(benchmark, sampling=False)
+        self.assertNotIn('sample_seconds', result)
+        self.assertEqual(scored, [(16, False), (128, False), (16, True)])
+        self.assertEqual(result['score_per_second_s16_per_example'], 1.0)
+        result = run(benchmark, scoring=False)
+        self.assertEqual(result['sample_seconds'], 1.0)
+        self.assertEmpty(scored)
+
+    def test_scoring_throughput_is_items_per_second_of_the_median(self):
+        # "IW16/s, IW128/s: images per second of log_prob(x, num_samples=S)",
+        # whatever S is.
+        suite = _bench_module('suite')
+        model, x = _initialized_toy_vflow()
+        calls = []
+        with mock.patch.object(suite, '_timed',
+                               _stub_timings([4.0, 1.0, 2.0], calls)):
+            for s in (2, 32):
+                self.assertEqual(suite.scoring_throughput(model, x, s),
+                                 8 / 2.0)
 
 
 if __name__ == '__main__':
