@@ -1,5 +1,6 @@
 """Tests for `vflow_tfp.nets`: layers, blocks and conditioner networks."""
 
+import threading
 from unittest import mock
 
 from absl.testing import parameterized
@@ -445,6 +446,34 @@ class LayersTest(tf.test.TestCase, parameterized.TestCase):
         self.assertAllClose(mean, np.zeros(4), atol=1e-4)
         self.assertAllClose(tf.sqrt(var), np.full(4, 0.5), rtol=1e-4)
 
+    @parameterized.parameters(False, True)
+    def test_data_dependent_init_adds_epsilon_to_the_variance(
+            self, weight_norm):
+        # initialize: s = init_scale / sqrt(v + 1e-8). On a batch whose rows
+        # are all the same, v = 0 and the kernel is scaled by
+        # init_scale / 1e-4 (the gain, with weight normalisation), b = -m s.
+        layer = nets.Dense(3, 2, init_scale=0.5, weight_norm=weight_norm,
+                           dtype=tf.float64)
+        x = tf.constant(np.tile([[0.3, -1.2, 2.0]], [8, 1]), tf.float64)
+        kernel = layer.weights().numpy()
+        mean = x[0].numpy() @ kernel
+        with initialization.data_dependent_init():
+            layer(x)
+        self.assertAllClose(layer.weights(), kernel * 0.5e4, rtol=1e-6)
+        self.assertAllClose(layer.bias, -mean * 0.5e4, rtol=1e-6)
+
+    def test_a_linear_layer_counts_as_initialised_in_a_pass(self):
+        # data_dependent_init warns at the end of a pass in which no layer
+        # initialised itself; a Dense or Conv2D layer that did counts.
+        rs = np.random.RandomState(2)
+        for layer, x in ((nets.Dense(3, 2), rs.randn(8, 3)),
+                         (nets.Conv2D(3, 2), rs.randn(2, 3, 3, 3))):
+            with mock.patch.object(initialization.logging,
+                                   'warning') as warning:
+                with initialization.data_dependent_init():
+                    layer(tf.constant(x, tf.float32))
+            warning.assert_not_called()
+
 
 # ----------------------------------------------------------------------------
 # Blocks.
@@ -583,6 +612,86 @@ class BlocksTest(tf.test.TestCase, parameterized.TestCase):
             plain(x, context=tf.zeros([2, 3, 4, 3]))
         with self.assertRaisesRegex(ValueError, '4 input channels'):
             plain(tf.zeros([2, 3, 4, 5]))
+
+    def test_attention_projects_the_dropped_out_heads(self):
+        # SPEC §1.4: c2 = nin(dropout(merge_heads(A), p)), y = x + gate(c2).
+        # The dropout takes the dropout-free attention (not x + pos_emb, the
+        # attention input), and its output is what the projection takes.
+        calls = []
+        original = layers_lib.dropout
+
+        def recording(x, *args, **kwargs):
+            calls.append((x, original(x, *args, **kwargs)))
+            return calls[-1][1]
+
+        block = nets.GatedAttention(8, num_heads=2, dropout=0.5,
+                                    rng=tf.random.Generator.from_seed(2),
+                                    dtype=tf.float64)
+        randomize(block, scale=0.7)
+        rs = np.random.RandomState(7)
+        x, pos_emb = rs.randn(2, 2, 3, 8), rs.randn(2, 3, 8)
+        with mock.patch.object(layers_lib, 'dropout', recording):
+            y = block(tf.constant(x), tf.constant(pos_emb), training=True)
+        self.assertLen(calls, 1)
+        kept, dropped = calls[0]
+        self.assertNotAllClose(dropped, kept)
+        self.assertAllClose(x + nets.gate(block.proj_out(kept)),
+                            np_attention(x, pos_emb, block), atol=1e-10)
+        self.assertAllClose(y, x + nets.gate(block.proj_out(dropped)),
+                            atol=1e-10)
+
+    def test_a_low_precision_block_casts_its_context(self):
+        # Mixed precision (layers module docstring): given a bfloat16 input,
+        # the block computes in bfloat16; a context of the variables' dtype
+        # (float32) is cast to it, and the result is float32's up to
+        # rounding.
+        block = nets.GatedResidualBlock(4, context_channels=3)
+        randomize(block)
+        rs = np.random.RandomState(8)
+        x = tf.constant(rs.randn(2, 3, 4, 4), tf.float32)
+        context = tf.constant(rs.randn(2, 3, 4, 3), tf.float32)
+        low = block(tf.cast(x, tf.bfloat16), context=context)
+        self.assertEqual(low.dtype, tf.bfloat16)
+        self.assertAllClose(tf.cast(low, tf.float32),
+                            block(x, context=context), atol=0.1, rtol=0.05)
+
+    def test_a_default_dropout_generator_follows_the_global_seed(self):
+        # rng=None with p > 0: a generator seeded from TF's global seed is
+        # created, so blocks built after the same tf.random.set_seed drop
+        # out the same units, as their weights are the same.
+        rs = np.random.RandomState(3)
+        x = tf.constant(rs.randn(2, 2, 3, 8), tf.float32)
+        pos_emb = tf.constant(rs.randn(2, 3, 8), tf.float32)
+        for make, args in (
+                (lambda: nets.GatedResidualBlock(8, dropout=0.5), ()),
+                (lambda: nets.GatedAttention(8, dropout=0.5), (pos_emb,))):
+            outputs = []
+            for _ in range(2):
+                tf.random.set_seed(5)
+                block = make()
+                self.assertIsInstance(block.rng, tf.random.Generator)
+                outputs.append(block(x, *args, training=True))
+            self.assertAllEqual(outputs[0], outputs[1])
+
+    @parameterized.parameters(True, False)
+    def test_data_dependent_init_scales_of_the_residual_block(self, use_nin):
+        # The DDI pass gives each layer's output zero mean and unit variance
+        # on the batch (vflow_tfp.initialization), except the gated output
+        # layer c2, of init_scale 0.1 (SPEC §1.3): conv_in and context_proj
+        # to std 1, conv_out to std 0.1.
+        block = nets.GatedResidualBlock(4, context_channels=2,
+                                        use_nin=use_nin, dtype=tf.float64)
+        rs = np.random.RandomState(9)
+        x = tf.constant(1.0 + 2.0 * rs.randn(8, 4, 4, 4))
+        context = tf.constant(rs.randn(8, 4, 4, 2))
+        records, patches = record_linear_outputs()
+        with patches[0], patches[1], initialization.data_dependent_init():
+            block(x, context=context)
+        stds = {layer.name: tf.math.reduce_std(out, axis=[0, 1, 2])
+                for layer, out in records}
+        self.assertAllClose(stds['conv_in'], np.ones(4), rtol=1e-4)
+        self.assertAllClose(stds['context_proj'], np.ones(4), rtol=1e-4)
+        self.assertAllClose(stds['conv_out'], np.full(8, 0.1), rtol=1e-4)
 
 
 # ----------------------------------------------------------------------------
@@ -862,6 +971,15 @@ class ConvAttnNetTest(tf.test.TestCase, parameterized.TestCase):
             self.assertTrue(np.all(np.isfinite(g.numpy())), msg=v.name)
             self.assertGreater(float(tf.reduce_max(tf.abs(g))), 0.0,
                                msg=v.name)
+
+    def test_compute_dtype_must_be_a_16_bit_float(self):
+        # compute_dtype: None, tf.bfloat16 or tf.float16. The variables' own
+        # float32 (or float64) is refused, not taken for mixed precision.
+        for dtype in (tf.float32, 'float32', tf.float64):
+            with self.assertRaisesRegex(ValueError, 'compute_dtype must be'):
+                _net(compute_dtype=dtype)
+        self.assertEqual(_net(compute_dtype='float16').compute_dtype,
+                         tf.float16)
 
 
 class GlowNetTest(tf.test.TestCase):
@@ -1314,6 +1432,96 @@ class MLPTest(tf.test.TestCase, parameterized.TestCase):
             jit_compile=True)
         x, c = tf.random.normal([6, 3]), tf.random.normal([6, 1])
         self.assertAllClose(fn(x, c), net(x, context=c), atol=1e-5)
+
+    def test_only_units_whose_activation_is_zero_are_dead(self):
+        # A unit is dead when its activation is exactly zero on the whole
+        # batch. With tanh, a unit saturated at -1 still passes -1 on: it is
+        # not dead, so nothing is recycled and the weights stay.
+        net = nets.MLP(3, 2, hidden_units=(4,), activation=tf.tanh,
+                       output_init_scale=1.0)
+        layer = net.hidden_layers[0]
+        layer.bias.assign([0.0, -100.0, 0.0, 0.0])
+        kernel = layer.kernel.numpy()
+        x = tf.random.stateless_uniform([16, 3], [1, 3], -1, 1)
+        counts = net.recycle_dead_units(x, seed=tf.constant([1, 2]))
+        self.assertEqual([int(n) for n in counts], [0])
+        self.assertAllEqual(layer.kernel, kernel)
+        self.assertAllEqual(layer.bias, [0.0, -100.0, 0.0, 0.0])
+
+    def test_a_recycled_unit_s_kink_may_lie_at_any_row(self):
+        # b[j] = -(h_i W[:, j]) for one random row i of h: the new unit's
+        # pre-activation is zero at a row of the batch, and with two rows and
+        # 64 recycled units each row is that row for some unit.
+        net = nets.MLP(2, 1, hidden_units=(64,), dtype=tf.float64)
+        layer = net.hidden_layers[0]
+        layer.bias.assign(tf.fill([64], tf.constant(-100.0, tf.float64)))
+        x = tf.constant([[1.0, 0.5], [-0.3, 2.0]], tf.float64)
+        counts = net.recycle_dead_units(x, seed=tf.constant([3, 1]))
+        self.assertEqual(int(counts[0]), 64)
+        pre = np.abs(layer(x).numpy())
+        picked = np.argmin(pre, axis=0)
+        self.assertAllClose(pre[picked, np.arange(64)], np.zeros(64),
+                            atol=1e-12)
+        self.assertEqual(set(picked), {0, 1})
+
+    def test_a_traced_pass_reports_int32_tensors(self):
+        # RecyclingReport: the counts are Python ints when run eagerly, else
+        # int32 tensors, as in a function traced inside the pass (without
+        # autograph, like the library's own training steps).
+        net = self._net_with_dead_units(tf.float32)
+        x = tf.random.stateless_uniform([64, 3], [8, 1], -3, 3)
+        c = tf.random.stateless_uniform([64, 1], [8, 2], -3, 3)
+        dead = self._dead_sets(net, tf.concat([x, c], -1))
+        with nets.recycling_dead_units(seed=3) as report:
+
+            @tf.function(autograph=False)
+            def run():
+                net(x, context=c)
+                return report.total
+
+            total = run()
+        self.assertLen(report.counts, 2)
+        for name, count in report.counts:
+            self.assertIsInstance(count, tf.Tensor, msg=name)
+            self.assertEqual(count.dtype, tf.int32, msg=name)
+        self.assertEqual(int(total), sum(len(d) for d in dead))
+
+    def test_a_pass_is_active_only_in_the_thread_that_runs_it(self):
+        # The recycling switch is the same kind of switch as
+        # data_dependent_init, which is per thread: a network another thread
+        # runs meanwhile (e.g. an evaluation) does not recycle.
+        net = self._net_with_dead_units(tf.float32)
+        x = tf.random.stateless_uniform([64, 3], [9, 1], -3, 3)
+        c = tf.random.stateless_uniform([64, 1], [9, 2], -3, 3)
+        bias = net.hidden_layers[0].bias.numpy()
+        seen = []
+
+        def other_thread():
+            seen.append(nets.recycling.is_active())
+            net(x, context=c)
+
+        with nets.recycling_dead_units(seed=5) as report:
+            thread = threading.Thread(target=other_thread)
+            thread.start()
+            thread.join()
+        self.assertEqual(seen, [False])
+        self.assertEqual(report.counts, [])
+        self.assertAllEqual(net.hidden_layers[0].bias, bias)
+
+    def test_recycling_sees_every_point_of_a_batch_of_any_rank(self):
+        # A unit is dead when its activation is zero at every point the
+        # network sees: for inputs [2, 32, 4] (a batch with a sample axis),
+        # at all 64 points, and afterwards none is dead on them.
+        net = self._net_with_dead_units(tf.float32)
+        inputs = tf.random.stateless_uniform([2, 32, 4], [6, 1], -3, 3)
+        flat = tf.reshape(inputs, [64, 4])
+        dead_sets = self._dead_sets(net, flat)
+        before = net(inputs[..., :3], context=inputs[..., 3:])
+        counts = net.recycle_dead_units(inputs, seed=tf.constant([2, 3]))
+        self.assertEqual([int(n) for n in counts], [len(d) for d in dead_sets])
+        self.assertAllClose(net(inputs[..., :3], context=inputs[..., 3:]),
+                            before, atol=1e-5)
+        self.assertEqual([d.size for d in self._dead_sets(net, flat)], [0, 0])
 
 
 if __name__ == '__main__':

@@ -21,11 +21,11 @@ gives that width back without changing what the network computes:
 
 Running a model's loss once inside `recycling_dead_units(seed)` recycles the
 dead units of every `MLP` it calls, on the inputs each one sees: the same
-kind of switch as `vflow_tfp.data_dependent_init`, read in Python (so at
-trace time inside a `tf.function`). Run the pass eagerly, under a
-`tf.distribute.Strategy` in cross-replica context: a function traced inside
-the context would recycle at every later call, and one traced before it
-would not recycle at all.
+kind of switch as `vflow_tfp.data_dependent_init`, per thread and read in
+Python (so at trace time inside a `tf.function`). Run the pass eagerly,
+under a `tf.distribute.Strategy` in cross-replica context: a function traced
+inside the context would recycle at every later call, and one traced before
+it would not recycle at all.
 """
 
 import contextlib
