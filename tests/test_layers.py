@@ -309,6 +309,20 @@ class ActNormInitTest(tf.test.TestCase, parameterized.TestCase):
         self.assertEqual(seen, [False])
         self.assertAllEqual(norm.shift, tf.zeros([3], tf.float64))
 
+    def test_initialize_converts_arrays_to_the_layer_dtype(self):
+        # Arrays are converted to the layer's dtype, as for supplied
+        # parameters: a NumPy float64 batch initialises a float32 layer.
+        values = np.random.default_rng(0).normal(3.0, 2.0, size=[32, 3])
+        norm = vb.ActNorm([3])
+        try:
+            norm.initialize(values)
+        except (TypeError, ValueError) as error:
+            self.fail(f'a float64 array was not converted: {error}')
+        reference = vb.ActNorm([3])
+        reference.initialize(tf.constant(values, tf.float32))
+        self.assertAllClose(norm.log_scale, reference.log_scale)
+        self.assertAllClose(norm.shift, reference.shift)
+
 
 class PositionCountTest(tf.test.TestCase, parameterized.TestCase):
     """The log-det of these layers counts the positions of the event shape
@@ -456,6 +470,17 @@ class PositionCountTest(tf.test.TestCase, parameterized.TestCase):
                       lambda: vb.Invertible1x1Conv([])):
             with self.assertRaisesRegex(ValueError, 'non-empty'):
                 build()
+
+    def test_initialize_refuses_another_event_shape(self):
+        # A per-channel ActNorm would take moments of the other image size
+        # without complaint, and its log-det would then count H * W of the
+        # built shape for data of another one.
+        for per_channel in (True, False):
+            norm = vb.ActNorm([4, 4, 2], per_channel=per_channel)
+            with self.assertRaisesRegex(ValueError, r'built for events of '
+                                        r'shape \[4, 4, 2\]'):
+                norm.initialize(tf.random.normal([2, 8, 8, 2]))
+            self.assertAllEqual(norm.log_scale, tf.zeros_like(norm.log_scale))
 
 
 class PartitionTest(tf.test.TestCase):
@@ -605,6 +630,51 @@ class PartitionTest(tf.test.TestCase):
             ours = tfb.Chain(layers)
             self.assertAllClose(official(x, n), ours.inverse(x))
 
+    def test_every_partition_compares_equal_to_its_configuration(self):
+        # Module docstring: two partitions with the same configuration
+        # compare equal (and hash alike), so the layers holding them do too.
+        for build in (vb.ColumnSplit, vb.Checkerboard, vb.ChannelSplit,
+                      lambda: vb.ChannelSplit(event_ndims=1,
+                                              first_channels=1)):
+            self.assertEqual(build(), build())
+            self.assertEqual(hash(build()), hash(build()))
+            self.assertEqual(vb.SwapHalves(build()), vb.SwapHalves(build()))
+
+    def test_checkerboard_halves_have_the_documented_layout(self):
+        # Row i of half a holds the pixels (i, 2k + i mod 2), row i of half
+        # b the pixels (i, 2k + 1 - i mod 2): each row of a half comes from
+        # the same row of the image.
+        a, b = vb.Checkerboard().split(self._grid())  # value 10 i + j
+        self.assertAllEqual(a[0, :, :, 0], [[0, 2], [11, 13], [20, 22],
+                                            [31, 33]])
+        self.assertAllEqual(b[0, :, :, 0], [[1, 3], [10, 12], [21, 23],
+                                            [30, 32]])
+
+    def test_split_refuses_shapes_it_cannot_split_by_name(self):
+        def assert_refused(call, pattern):
+            # A ValueError with the message, not a reshape or int() error.
+            with self.assertRaises(Exception) as caught:
+                call()
+            self.assertIsInstance(caught.exception, ValueError)
+            self.assertRegex(str(caught.exception), pattern)
+
+        # The same message as half_event_shapes.
+        assert_refused(lambda: vb.Checkerboard().split(tf.zeros([1, 3, 4, 2])),
+                       'Checkerboard needs an even image height; got 3')
+        # Event dimensions must be static (module docstring): an unknown
+        # width is refused with the shape.
+        for partition in (vb.ColumnSplit(), vb.Checkerboard()):
+            traced = tf.function(partition.split, input_signature=[
+                tf.TensorSpec([None, 4, None, 2])])
+            assert_refused(traced.get_concrete_function,
+                           r'last 3 dimensions are statically known; got '
+                           r'shape \(None, 4, None, 2\)')
+        # ChannelSplit splits vectors (event_ndims 1) or images (3) only.
+        for ndims in (0, 2, 4):
+            assert_refused(lambda n=ndims: vb.ChannelSplit(event_ndims=n),
+                           r'must be 1 \(vectors\) or 3 \(images\); got '
+                           f'{ndims}')
+
 
 class SqueezeTest(tf.test.TestCase):
 
@@ -711,6 +781,15 @@ class SqueezeTest(tf.test.TestCase):
             tfd.Sample(tfd.Normal(0.0, 1.0), [2, 4, 4, 12]), squeeze)
         self.assertEqual(dist.event_shape, [2, 8, 8, 3])
         self.assertEqual(dist.sample(seed=(1, 2)).shape, dist.event_shape)
+
+    def test_fixed_permutations_declare_a_constant_jacobian(self):
+        # Squeeze and SwapHalves only move values (log_det_jacobian = 0 for
+        # every input), which TFP's `is_constant_jacobian` states.
+        for layer in (vb.Squeeze(), vb.Squeeze(block_size=4),
+                      vb.SwapHalves(vb.ColumnSplit()),
+                      vb.SwapHalves(vb.ChannelSplit(event_ndims=1))):
+            with self.subTest(layer=layer.name):
+                self.assertTrue(layer.is_constant_jacobian)
 
 
 class Invertible1x1Test(tf.test.TestCase):
@@ -837,6 +916,27 @@ class Invertible1x1Test(tf.test.TestCase):
                         tf.einsum('...c,cd->...d', b, weight[1]))
                     self.assertAllClose(direction(x), expected, atol=1e-12)
 
+    def test_lu_sampling_direction_inverts_in_float64(self):
+        # SPEC §1.8, for the LU layer too: W^{-1} = U^{-1} L^{-1} P^T by
+        # triangular solves in float64. Here L^{-1}[2, 0] = a c - b is a
+        # small difference of two numbers near 1e6; in float32 the product
+        # a c alone is rounded by up to 0.03.
+        a, c = np.float32(1000.3), np.float32(1000.7)
+        b = np.float32(np.float64(a) * np.float64(c) - 1.0)
+        lower = np.zeros([1, 3, 3], np.float32)
+        lower[0, 1, 0], lower[0, 2, 1], lower[0, 2, 0] = a, c, b
+        factors = vb.LUFactors(
+            permutation=tf.Variable([[0, 1, 2]], trainable=False),
+            sign=tf.Variable(tf.ones([1, 3]), trainable=False),
+            lower=tf.Variable(lower), upper=tf.Variable(tf.zeros([1, 3, 3])),
+            log_s=tf.Variable(tf.zeros([1, 3])))
+        conv = vb.Invertible1x1ConvLU([3], lu_factors=factors)
+        a, b, c = (np.float64(v) for v in (a, b, c))
+        expected = [[1.0, 0.0, 0.0], [-a, 1.0, 0.0], [a * c - b, -c, 1.0]]
+        # y = x W^{-1}: the rows of the identity give the rows of W^{-1}.
+        self.assertAllClose(conv.forward(np.eye(3, dtype=np.float32)),
+                            expected, rtol=1e-6, atol=1e-6)
+
 
 class ImageLogitTest(tf.test.TestCase):
 
@@ -910,6 +1010,27 @@ class ImageLogitTest(tf.test.TestCase):
         layer = vb.SmoothSigmoid()
         self.assertAllClose(layer.inverse(tf.constant([0.0, 1.0])),
                             [-math.log(19.0), math.log(19.0)], atol=1e-5)
+
+    def test_alpha_outside_its_interval_is_refused_by_name(self):
+        # alpha in [0, 0.5): at 0.5 the squash (sigmoid - alpha) / (1 - 2
+        # alpha) divides by zero, beyond it the map is decreasing.
+        for build in (vb.SmoothSigmoid, vb.ImageLogit):
+            for alpha in (0.5, 0.7, -0.1):
+                with self.assertRaisesRegex(
+                        ValueError, re.escape('alpha must be in [0, 0.5); '
+                                              f'got {alpha}')):
+                    build(alpha=alpha)
+
+    def test_integer_latents_are_refused_by_name_in_the_forward_log_det(self):
+        # As `forward` and `inverse` do: a named TypeError, not a kernel
+        # error from softplus.
+        for build in (vb.Sigmoid, vb.SmoothSigmoid, vb.ImageLogit):
+            layer = build(name='squash')
+            with self.assertRaises(Exception) as caught:
+                layer.forward_log_det_jacobian(tf.constant([1, 2]), 1)
+            self.assertIsInstance(caught.exception, TypeError)
+            self.assertRegex(str(caught.exception), r'squash: forward takes a '
+                             r'float tensor; got int32\. Cast it first')
 
 
 class AffineClosedFormTest(tf.test.TestCase):
