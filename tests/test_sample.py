@@ -117,6 +117,54 @@ class DrawBatchesTest(tf.test.TestCase):
                         'non-finite samples'):
                     sampling.draw(sampler, 2)
 
+    def test_the_largest_float32_temperature_is_a_temperature(self):
+        # The docstring: a temperature is any number >= 0 that float32 (the
+        # signature's type) holds, float32's largest value included; the
+        # model, not the argument check, decides whether it is too hot.
+        top = np.finfo(np.float32).max
+        for temperature in (float(top), top):
+            sampler = _FakeSampler()
+            try:
+                samples = sampling.draw(sampler, 1, temperature=temperature)
+            except ValueError as e:
+                self.fail(f'temperature {temperature!r} refused: {e}')
+            self.assertEqual(samples.shape, (1, 2, 2, 1))
+
+    def test_a_failed_batch_is_named_by_its_own_index(self):
+        # The error names the batch that failed, counted from first_batch,
+        # with its seed: the third batch drawn from batch 2 is batch 4.
+        class _NaNInBatch4(_FakeSampler):
+
+            def sample(self, num, temperature, seed):
+                samples = super().sample(num, temperature, seed)
+                if seed[1] == 4:
+                    samples[1, 0] = np.nan
+                return samples
+
+        sampler = _NaNInBatch4([[0.0, 1.0], [2.0, 3.0]])
+        with self.assertRaisesRegex(ValueError, r'^batch 4 \(seed \(7, 4\)\): '
+                                    'non-finite samples'):
+            sampling.draw(sampler, 6, seed=7, batch_size=2, first_batch=2)
+        self.assertEqual(sampler.seeds, [(7, 2), (7, 3), (7, 4)])
+
+    def test_a_refusal_of_several_lines_is_named_by_its_first(self):
+        # The model's refusal, not TF's framing, names a failed batch: the
+        # first line of the reason (TF's comparison asserts go on with the
+        # values that differ).
+        class _Refusing(_FakeSampler):
+
+            def sample(self, num, temperature, seed):
+                raise tf.errors.InvalidArgumentError(
+                    None, None, 'Graph execution error:\n\nDetected at node '
+                    'x defined at (most recent call last):\n<stack traces '
+                    'unavailable>\nCondition x == y did not hold.\nIndices '
+                    'of first 1 different values:\n[[0]]\n\t [[{{node x}}]] '
+                    '[Op:__inference_signature_wrapper_1]')
+
+        with self.assertRaisesRegex(ValueError, r'^batch 0 \(seed \(0, 0\)\): '
+                                    r'Condition x == y did not hold\.$'):
+            sampling.draw(_Refusing(), 1)
+
 
 class SampleTest(tf.test.TestCase):
 
@@ -521,6 +569,35 @@ class SampleTest(tf.test.TestCase):
             self.assertEqual(run.stderr.splitlines()[-1],
                              f'sample.py: error: {message}')
         self.assertEqual(os.listdir(self.tmp), [])
+
+
+class SampleWriterWithoutAModelTest(tf.test.TestCase):
+    """`SampleWriter` on its own, with made-up samples."""
+
+    def test_complete_only_when_the_block_ends_normally(self):
+        # `complete` is true once the `with` block has ended normally and
+        # the output is under its name; after an error inside it, it stays
+        # false and nothing is there.
+        tmp = tempfile.mkdtemp(prefix='vflow_tfp_sample_')
+        self.addCleanup(shutil.rmtree, tmp, ignore_errors=True)
+        samples = np.arange(8, dtype=np.uint8).reshape(2, 2, 2, 1)
+        for kind, name in (('array', 's.npy'), ('grid', 's.png'),
+                           ('directory', 'pngs')):
+            with self.subTest(kind):
+                path = os.path.join(tmp, name)
+                writer = sampling.SampleWriter(path, kind)
+                self.assertFalse(writer.complete)
+                with self.assertRaisesRegex(RuntimeError, 'stopped'):
+                    with writer:
+                        writer.add(samples)
+                        raise RuntimeError('stopped')
+                self.assertFalse(writer.complete)
+                self.assertFalse(os.path.exists(path))
+                writer = sampling.SampleWriter(path, kind)
+                with writer:
+                    writer.add(samples)
+                self.assertTrue(writer.complete)
+                self.assertTrue(os.path.exists(path))
 
 
 if __name__ == '__main__':

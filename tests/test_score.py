@@ -1297,6 +1297,127 @@ class ScoreWithoutAModelTest(tf.test.TestCase):
         self.assertEqual(sources, [f'{upper}[{i}]' for i in range(3)])
         self.assertAllEqual(examples, pixels)
 
+    def _arrays(self, **counts):
+        """`open_inputs` of one `NAME.npy` of `n` images per `NAME=n`, in
+        order; returns `(inputs, paths)`."""
+        paths = []
+        for name, count in counts.items():
+            paths.append(os.path.join(self.tmp, f'{name}.npy'))
+            np.save(paths[-1], np.zeros([count, 2, 2, 3], np.uint8))
+        return scoring.open_inputs(paths, self.METADATA), paths
+
+    def test_a_batch_takes_examples_across_inputs(self):
+        # `batch_size` examples per call, whichever inputs they come from:
+        # 3 + 2 examples at 4 a call are calls of 4 and 1, not one call per
+        # input's remainder; each record keeps its own example's score.
+        inputs, (first, second) = self._arrays(a=3, b=2)
+        scorer = _FakeScorer()
+        records = scoring.score(scorer, inputs, num_samples=1, batch_size=4)
+        self.assertEqual(scorer.calls, [4, 1])
+        self.assertEqual([r['source'] for r in records],
+                         [f'{first}[{i}]' for i in range(3)]
+                         + [f'{second}[{i}]' for i in range(2)])
+        self.assertEqual([r['bits_per_dim'] for r in records],
+                         [0.0, -1.0, -2.0, -3.0, 0.0])
+
+    def test_a_seed_out_of_range_is_refused_before_scoring(self):
+        # `seed`: an int in [0, 2^31), refused (ValueError) by `score`
+        # itself, whatever scorer it is given, before any example is scored.
+        inputs, _ = self._arrays(a=2)
+        for seed in (-1, 2**31, 1.5, True):
+            scorer = _FakeScorer()
+            with self.assertRaisesRegex(ValueError, r'^seed must be an '
+                                        r'integer in \[0, 2\^31\)'):
+                scoring.score(scorer, inputs, num_samples=1, seed=seed)
+            self.assertEqual(scorer.calls, [])
+
+    def test_csv_columns_and_escaping_as_documented(self):
+        # The header `source,bits_per_dim,log_likelihood`, then one row per
+        # record in that order; a source with a comma or quotes is quoted
+        # and reads back whole.
+        records = [{'source': 'a, "b".png', 'bits_per_dim': 1.5,
+                    'log_likelihood': -2.25},
+                   {'source': 'c.png', 'bits_per_dim': 0.5,
+                    'log_likelihood': -0.75}]
+        path = os.path.join(self.tmp, 'scores.csv')
+        scoring.write_results(path, scoring.summarize(records, 'm', 1, 0, 2))
+        with open(path, newline='', encoding='utf-8') as f:
+            self.assertEqual(f.readline().rstrip('\r\n'),
+                             'source,bits_per_dim,log_likelihood')
+            f.seek(0)
+            self.assertEqual(list(csv.reader(f)), [
+                ['source', 'bits_per_dim', 'log_likelihood'],
+                ['a, "b".png', '1.5', '-2.25'], ['c.png', '0.5', '-0.75']])
+
+    def test_progress_total_is_none_for_a_split_that_does_not_say(self):
+        # `progress(done, total)`: `total` is `None` when the number of
+        # examples is unknown (a TFDS split that does not say), not the
+        # count done so far.
+        image_dataset = scoring.pipelines.image_dataset
+
+        def unsized(*args, **kwargs):
+            # A filter hides the split's size (cardinality unknown).
+            return image_dataset(*args, **kwargs).filter(lambda *_: True)
+
+        reports = []
+        with tfds.testing.mock_data(num_examples=3), mock.patch.object(
+                scoring.pipelines, 'image_dataset', unsized):
+            inputs = scoring.open_inputs(
+                ['tfds:photo_patches/8x8:test'],
+                {'data_shape': [8, 8, 3], 'kind': 'image'})
+            self.assertIsNone(inputs.num_examples)
+            records = scoring.score(_FakeScorer(), inputs, num_samples=1,
+                                    batch_size=2,
+                                    progress=lambda *r: reports.append(r))
+        self.assertLen(records, 3)
+        self.assertEqual(reports, [(2, None), (3, None)])
+
+    def test_nan_names_the_first_example_that_holds_it(self):
+        # `check_array`'s one line names the array and its first offending
+        # example, here the third: images and vectors alike.
+        for data_shape, rule in (((2, 2, 3), 'pixel values must be '
+                                  r'integers in \[0, 255\]'),
+                                 ((2,), 'vectors must be finite')):
+            array = np.zeros((4,) + data_shape, np.float32)
+            array[2].flat[1] = array[3].flat[0] = np.nan
+            with self.assertRaisesRegex(ValueError, r'^x\.npy\[2\]: NaN '
+                                        rf'values; {rule}\.$'):
+                scoring.check_array(array, data_shape, 'x.npy')
+
+    def test_one_channel_models_take_arrays_without_the_channel_axis(self):
+        # `check_array`: for one-channel models `[N, H, W]` and `[H, W]`
+        # too, as `[N, H, W, 1]` (three examples here, not one image).
+        pixels = np.arange(12, dtype=np.uint8).reshape(3, 2, 2)
+        for array, expected in ((pixels, pixels[..., np.newaxis]),
+                                (pixels[1], pixels[1:2, ..., np.newaxis])):
+            try:
+                batch = scoring.check_array(array, (2, 2, 1), 'x.npy')
+            except ValueError as e:
+                self.fail(f'shape {array.shape} refused: {e}')
+            self.assertAllEqual(batch, expected)
+
+    def test_grayscale_with_alpha_is_named_as_such(self):
+        # A PNG of grayscale with alpha (two channels) against an RGB model:
+        # the one line says what the image holds, as for grayscale or RGBA.
+        png = os.path.join(self.tmp, 'gray_alpha.png')
+        _write_png(png, np.zeros([2, 2, 2], np.uint8))
+        with self.assertRaisesRegex(ValueError, '^' + re.escape(
+                f'{png}: image is grayscale with alpha (2x2x2), the model '
+                'expects RGB images (2x2x3).') + '$'):
+            scoring.open_inputs([png], self.METADATA)
+
+    def test_a_wrong_size_says_image_or_images_as_the_array_holds(self):
+        # The one line of a wrong size: one image (`[H, W, C]` or a batch of
+        # one) "is", several "are", as README's `image is 32x32x3, the
+        # model expects 16x16x3`.
+        for shape, what in (([4, 4, 3], 'image is'),
+                            ([1, 4, 4, 3], 'image is'),
+                            ([2, 4, 4, 3], 'images are')):
+            with self.assertRaisesRegex(ValueError, re.escape(
+                    f'x.npy: {what} 4x4x3, the model expects 2x2x3.')):
+                scoring.check_array(np.zeros(shape, np.uint8), (2, 2, 3),
+                                    'x.npy')
+
 
 class FewerLevelsTest(tf.test.TestCase):
     """An image model of 32 levels (5-bit data): a pixel value of 32 or
