@@ -96,7 +96,7 @@ def test_an_unknown_preset_s_message_lists_its_family_or_all():
     # No family: all of them, also for a name that is not a string (say a
     # settings file's null), which is unknown too (ValueError).
     for name in ('nonsense', None):
-        with pytest.raises(Exception) as raised:  # pylint: disable=broad-exception-caught
+        with pytest.raises(Exception) as raised:
             catalog.check_name(name)
         assert raised.type is ValueError, repr(raised.value)
         assert str(raised.value).endswith(', '.join(catalog.names()) + '.')

@@ -1250,7 +1250,8 @@ class ImportanceWeightingTest(tf.test.TestCase):
             with self.assertRaisesRegex(ValueError, r'num_samples must be in '
                                         r'\[1, 2\^31\); got'):
                 self.model.log_prob(self.x, bad, seed=seed)
-        for bad, message in ((2**32 + 1, r'below 2\^31'), (-2**32 + 3, '>= 1')):
+        for bad, message in ((2**32 + 1, r'below 2\^31'),
+                             (-2**32 + 3, '>= 1')):
             with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
                                         f'num_samples must be {message}'):
                 self.model.log_prob(self.x, tf.constant(bad, tf.int64),

@@ -2152,7 +2152,8 @@ class TaskTest(tf.test.TestCase):
             strategy = types.SimpleNamespace(
                 cluster_resolver=tf.distribute.cluster_resolver
                 .TFConfigClusterResolver())
-            self.assertEqual(loop._task(strategy), (True, 0))  # pylint: disable=protected-access
+            task = loop._task  # pylint: disable=protected-access
+            self.assertEqual(task(strategy), (True, 0))
 
 
 class WriteJsonTest(tf.test.TestCase):
