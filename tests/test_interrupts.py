@@ -117,3 +117,78 @@ def test_other_unreportable_errors_are_still_reported():
     finally:
         sys.unraisablehook = hook
     assert reported == [ValueError, ValueError]
+
+
+def test_the_default_signals_each_interrupt_the_block():
+    # STOP_SIGNALS: a scheduler's stop (SIGTERM), Ctrl-C (SIGINT) and the
+    # terminal of a foreground run closing (SIGHUP). A recording handler
+    # stands outside the block, so that a SIGHUP the block did not take
+    # fails an assertion rather than end the test process.
+    outside = []
+    previous = signal.signal(signal.SIGHUP,
+                             lambda signum, frame: outside.append(signum))
+    try:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            with pytest.raises(KeyboardInterrupt):
+                with interrupts.SignalInterrupts() as signals:
+                    signal.raise_signal(sig)
+            assert signals.received == [sig]
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+    assert not outside
+
+
+def test_on_signal_is_given_the_signal_as_signal_signals():
+    # `on_signal(signal.Signals)`: callers name the signal (say in an exit
+    # message), which a bare number cannot do.
+    names = []
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts.SignalInterrupts(
+                on_signal=lambda sig: names.append(sig.name)) as signals:
+            signal.raise_signal(signal.SIGTERM)
+    assert names == ['SIGTERM']
+    assert [type(sig) for sig in signals.received] == [signal.Signals]
+
+
+def test_off_the_main_thread_the_block_runs_unchanged():
+    # Python takes no signal handlers there: the block neither installs
+    # any nor touches the unraisable hook, on entry or exit.
+    before = _handlers()
+    hook = sys.unraisablehook
+    outcome = []
+
+    def work():
+        try:
+            with interrupts.SignalInterrupts():
+                outcome.append('ran')
+            outcome.append(sys.unraisablehook is hook)
+        except Exception as e:  # pylint: disable=broad-except
+            outcome.append(e)
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join()
+    assert outcome == ['ran', True]
+    assert sys.unraisablehook is hook
+    assert _handlers() == before
+
+
+def test_an_interrupt_lost_without_a_signal_is_still_reported():
+    # Only the raise of a signal that came is kept off stderr (the block
+    # ends with it); a KeyboardInterrupt that C code dropped with no
+    # signal received would otherwise vanish without a trace.
+    class Interrupting:
+        def __del__(self):
+            raise KeyboardInterrupt
+
+    reported = []
+    hook = sys.unraisablehook
+    sys.unraisablehook = lambda unraisable: reported.append(
+        unraisable.exc_type)
+    try:
+        with interrupts.SignalInterrupts() as signals:
+            Interrupting()
+    finally:
+        sys.unraisablehook = hook
+    assert signals.received == []
+    assert reported == [KeyboardInterrupt]

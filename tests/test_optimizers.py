@@ -161,5 +161,17 @@ class AdamTest(parameterized.TestCase, tf.test.TestCase):
             for a, b in zip(restored, saved):
                 self.assertAllClose(a, b, rtol=1e-6, atol=1e-6)
 
+    def test_jit_compile_is_the_caller_s_choice(self):
+        # `adam` docstring: XLA iff `jit_compile`, for every device alike;
+        # tf_keras's own default would decide from the machine (and ignore
+        # True without a GPU, as in these tests).
+        for jit_compile in (False, True):
+            with self.subTest(jit_compile=jit_compile):
+                self.assertIs(
+                    training.adam(1e-3, jit_compile=jit_compile).jit_compile,
+                    jit_compile)
+        self.assertIs(training.adam(1e-3).jit_compile, False)
+
+
 if __name__ == '__main__':
     tf.test.main()

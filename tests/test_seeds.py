@@ -154,6 +154,30 @@ class RowSeedTest(tf.test.TestCase):
         self.assertAllEqual(seeds.as_seed((2**31 - 1, -2**31)),
                             [2**31 - 1, -2**31])
 
+    def test_as_seed_names_the_value_outside_the_range(self):
+        # With one end of the range held and the other passed, the message
+        # names the value outside [-2**31, 2**31), not the one at its end.
+        for seed, got in (((-2**31, 2**31), 2**31),
+                          ((2**31 - 1, -2**31 - 1), -2**31 - 1)):
+            with self.subTest(seed=seed):
+                with self.assertRaisesRegex(
+                        ValueError, rf'2\*\*31\); got {got}\.$'):
+                    seeds.as_seed(seed)
+
+    def test_a_seed_of_unknown_length_is_taken_by_its_rank(self):
+        # Only a last dimension known to differ from 2 is refused: a traced
+        # seed of unknown length is [2] or [N, 2] by its rank.
+        kinds = []
+        for shape in ([None], [None, None]):
+            traced = tf.function(
+                lambda seed: kinds.append(seeds.is_per_example(seed)),
+                input_signature=[tf.TensorSpec(shape, tf.int32)])
+            try:
+                traced.get_concrete_function()
+            except ValueError as e:
+                self.fail(f'a seed of shape {shape} is refused: {e}')
+        self.assertEqual(kinds, [False, True])
+
 
 class PerExampleConditionalFlowTest(tf.test.TestCase):
 

@@ -2387,5 +2387,86 @@ class SharedRunDirectoryTest(_TrainerFixture, tf.test.TestCase):
         self.assertTrue(os.path.isdir(look_alike))
 
 
+class TrainConfigCheckTest(tf.test.TestCase):
+    """`TrainConfig.check_settings` at the edges of the ranges its messages
+    state, without a trainer."""
+
+    def _check(self, **settings):
+        try:
+            _config(self.get_temp_dir(), **settings).check_settings()
+        except ValueError as e:
+            self.fail(f'{settings} refused: {e}')
+
+    def _refused(self, message, **settings):
+        """Asserts one `ValueError` matching `message` (not another error)."""
+        try:
+            _config(self.get_temp_dir(), **settings).check_settings()
+        except ValueError as e:
+            self.assertRegex(str(e), message)
+        except Exception as e:  # pylint: disable=broad-except
+            self.fail(f'{settings} raised {e!r}, not one ValueError')
+        else:
+            self.fail(f'{settings} accepted')
+
+    def test_every_positive_count_refuses_zero(self):
+        for name in ('global_batch_size', 'train_steps', 'init_batch_size',
+                     'checkpoint_every', 'eval_every', 'log_every',
+                     'keep_checkpoints', 'iw_chunk_size'):
+            with self.subTest(name=name):
+                self._refused(rf'^{name} must be positive; got 0\.$',
+                              **{name: 0})
+
+    def test_ranges_from_zero_refuse_negative_values(self):
+        # Adam's betas and the EMA decay are in [0, 1): a negative one
+        # would pass the upper bound alone.
+        for name in ('adam_beta1', 'adam_beta2', 'ema_decay'):
+            with self.subTest(name=name):
+                self._refused(rf'^{name} must be in \[0, 1\); got -0\.5\.$',
+                              **{name: -0.5})
+
+    def test_float32_extremes_are_the_ends_of_the_range(self):
+        # adam_epsilon and max_lr: in [tiny, max] of float32, both ends
+        # included; a subnormal below tiny is refused.
+        tiny = float(np.finfo(np.float32).tiny)
+        biggest = float(np.finfo(np.float32).max)
+        for name in ('adam_epsilon', 'max_lr'):
+            with self.subTest(name=name):
+                self._check(**{name: tiny, 'min_lr': 0.0})
+                self._check(**{name: biggest})
+                self._refused(rf'^{name} must be positive and representable',
+                              **{name: float(np.nextafter(tiny, 0.0)),
+                                 'min_lr': 0.0})
+
+    def test_the_decay_may_start_where_the_warm_up_ends(self):
+        # hold_until must be >= warmup_steps when lr_decay < 1: equal is
+        # allowed, one step less is not.
+        decaying = dict(warmup_steps=100, lr_decay=0.9, min_lr=1e-6)
+        self._check(hold_until=100, **decaying)
+        self._refused(r'^hold_until \(99\) must be >= warmup_steps \(100\)',
+                      hold_until=99, **decaying)
+
+    def test_preset_overrides_that_are_not_a_dict_are_one_error(self):
+        for overrides in ([('hidden_units', (8, 8))], None, 'dropout=0.1'):
+            with self.subTest(overrides=overrides):
+                self._refused(r'^preset_overrides must be a dict; got ',
+                              preset_overrides=overrides)
+
+    def test_a_bool_is_no_float_setting(self):
+        # A bool is a number to Python: clip_norm=True would clip at 1.0.
+        for field in dataclasses.fields(training.TrainConfig):
+            if field.type in (float, 'float'):
+                with self.subTest(name=field.name):
+                    self._refused(rf'^{field.name} must be a finite number; '
+                                  r'got True\.$', **{field.name: True})
+
+    def test_defaults_for_short_runs_from_python(self):
+        # The docstring: train_steps and eval_every default to 1000 (the
+        # flags to 100,000 and 5000), and dataset is a name only.
+        config = training.TrainConfig(preset='checkerboard_glow_3',
+                                      output_dir=self.get_temp_dir())
+        self.assertEqual((config.train_steps, config.eval_every,
+                          config.dataset), (1000, 1000, ''))
+
+
 if __name__ == '__main__':
     tf.test.main()

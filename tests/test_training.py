@@ -85,6 +85,44 @@ class WarmupHoldDecayTest(tf.test.TestCase):
         self.assertAllClose(schedule(13), 1e-3 * 0.5**3)
         self.assertAllEqual(schedule(10**4), 0.0)
 
+    def test_flowpp_cifar10_schedule_is_constant_after_the_warm_up(self):
+        # configs/cifar_flowpp.flags: decay 1 and min_lr = max_lr = 3e-4, the
+        # docstring's constant Flow++ schedule. A floor equal to the peak is
+        # allowed (min_lr must not exceed max_lr), and without decay there is
+        # no floor to reach.
+        try:
+            schedule = training.WarmupHoldDecay(3e-4, warmup_steps=2000,
+                                                hold_until=0, decay=1.0,
+                                                min_lr=3e-4)
+            rates = [float(schedule(step)) for step in (1000, 2000, 10**6)]
+        except (ValueError, ArithmeticError) as e:
+            self.fail(f'the Flow++ schedule fails: {e!r}')
+        self.assertAllClose(rates, [1.5e-4, 3e-4, 3e-4])
+
+    def test_bad_settings_are_refused_when_made(self):
+        # Negative step counts or rates, and a decay of 0 (no rate after the
+        # hold), are refused with the setting named when the schedule is
+        # made, not at its first step.
+        for kwargs, message in (
+                (dict(warmup_steps=-1), 'warmup_steps=-1'),
+                (dict(hold_until=-1), 'hold_until=-1'),
+                (dict(min_lr=-1e-4), 'min_lr=-0.0001'),
+                (dict(decay=0.0), r'^decay must be in \(0, 1\]; got 0\.0')):
+            with self.subTest(**kwargs):
+                with self.assertRaisesRegex(ValueError, message):
+                    training.WarmupHoldDecay(1e-3, **kwargs)
+
+    def test_get_config_rebuilds_the_same_schedule(self):
+        # Keras's contract for a schedule: from_config(get_config()) is the
+        # same schedule, floor included.
+        schedule = training.WarmupHoldDecay(1e-3, warmup_steps=2,
+                                            hold_until=3, decay=0.5,
+                                            min_lr=1e-4, name='lr')
+        rebuilt = training.WarmupHoldDecay.from_config(schedule.get_config())
+        self.assertEqual(rebuilt.get_config(), schedule.get_config())
+        steps = tf.range(12)
+        self.assertAllEqual(rebuilt(steps), schedule(steps))
+
 
 class WeightEMATest(tf.test.TestCase):
 
