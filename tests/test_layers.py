@@ -1103,6 +1103,25 @@ class AffineClosedFormTest(tf.test.TestCase):
             layer.forward_log_det_jacobian(x, 2, context=context),
             np.full(4, -s.sum()), rtol=1e-12, atol=0)
 
+    def test_additive_coupling(self):
+        # NICE's documented map: inverse y_e = x_e + t(x_c), forward
+        # x_e = y_e - t(y_c), log-det 0 (a sign convention applied in both
+        # directions round-trips, so only the formula can tell).
+        def net(c, context=None, training=False):
+            return tf.broadcast_to(tf.constant(self.T, c.dtype),
+                                   tf.concat([tf.shape(c)[:-1], [2]], 0))
+
+        coupling = vb.AdditiveCoupling(net, vb.ChannelSplit(event_ndims=1),
+                                       dtype=tf.float64)
+        x = np.random.default_rng(2).normal(size=[3, 4])
+        for run, sign in ((coupling.inverse, 1.0), (coupling.forward, -1.0)):
+            y = run(tf.constant(x))
+            self.assertAllEqual(y[:, :2], x[:, :2])
+            self.assertAllClose(y[:, 2:], x[:, 2:] + sign * self.T,
+                                rtol=1e-12, atol=0)
+        self.assertAllEqual(
+            coupling.inverse_log_det_jacobian(tf.constant(x), 1), np.zeros(3))
+
 
 class MixtureLogisticTest(tf.test.TestCase):
 
@@ -1400,6 +1419,36 @@ class MixtureLogisticTest(tf.test.TestCase):
         self.assertTrue(np.all(np.isfinite(y)))
         self.assertTrue(np.all(np.isfinite(
             coupling.inverse_log_det_jacobian(x, 3))))
+
+    def test_the_second_pass_never_undoes_the_first(self):
+        # inverse_logit_cdf's docstring: a first pass of Chandrupatla's
+        # method on the exact bracket (stopping at a few ulps of its ends or
+        # at rounding-level residuals), refined by a second pass, keeping
+        # the better estimate. Capped at a few iterations, so that the first
+        # pass stops short and the second one's bracket misses the root,
+        # the result is never further from the target than that first pass.
+        logits, means, log_scales = self._realistic(2000, k=4, seed=3)
+        tau = tf.random.stateless_uniform([2000], [3, 4], -30.0, 30.0)
+        eps = np.finfo(np.float32).eps
+        ends = means + tf.exp(log_scales) * tau[:, tf.newaxis]
+        low, high = tf.reduce_min(ends, -1), tf.reduce_max(ends, -1)
+
+        def objective(x):
+            terms = vb.mixture_logistic_terms(x, logits, means, log_scales)
+            return terms.log_cdf - terms.log_survival - tau
+
+        rounding = 4.0 * eps * (np.abs(tau) + 1.0)
+        for cap in (2, 3, 5):
+            first = tfp.math.find_root_chandrupatla(
+                objective, low=low, high=high,
+                position_tolerance=4.0 * eps * (
+                    tf.maximum(tf.abs(low), tf.abs(high)) + 1.0),
+                value_tolerance=rounding, max_iterations=cap)
+            x, _ = vb.inverse_logit_cdf(tau, logits, means, log_scales,
+                                        max_iterations=cap)
+            self.assertAllLessEqual(
+                np.abs(objective(x)) - np.abs(objective(first.estimated_root))
+                - rounding, 0.0)
 
 
 class FusedSinglePassTest(tf.test.TestCase):
@@ -1978,6 +2027,148 @@ class ArgumentValidationTest(tf.test.TestCase):
             tf.TensorSpec([3], tf.float32)).graph
         self.assertNotIn('Assert',
                          {op.type for op in graph.get_operations()})
+
+
+class ConditioningDeliveryTest(tf.test.TestCase):
+    """What reaches the networks: the `training` flag, the context in the
+    layer's dtype, the root finder's cap, errors of the network's own; and
+    context broadcasting when the batch sizes are traced unknown."""
+
+    class _Spy(tf.Module):
+        """Records the `training` flag of each call of the network."""
+
+        def __init__(self, net):
+            super().__init__()
+            self.net, self.seen = net, []
+
+        def __call__(self, *args, training=False, **kwargs):
+            self.seen.append(training)
+            return self.net(*args, training=training, **kwargs)
+
+    @staticmethod
+    def _randomised(net, seed):
+        rng = np.random.default_rng(seed)
+        for v in net.trainable_variables:
+            v.assign(0.3 * rng.normal(size=v.shape))
+        return net
+
+    def test_training_reaches_every_network_through_chain_kwargs(self):
+        # `context` and `training` are bijector kwargs of the couplings and
+        # of ConditionalAffine (their `conditioning_kwargs`), and their
+        # networks take `training` (dropout acts only when it is True).
+        affine_net = self._Spy(vflow_tfp.nets.MLP(3, 8))
+        coupling_net = self._Spy(vflow_tfp.nets.MLP(2, 4, context_features=3))
+        chain = tfb.Chain([
+            vb.AffineCoupling(coupling_net, vb.ChannelSplit(event_ndims=1),
+                              name='coupling'),
+            vb.ConditionalAffine(affine_net, [4], name='affine')])
+        x, ctx = tf.zeros([2, 4]), tf.zeros([2, 3])
+        for training in (True, False):
+            kw = vb.chain_kwargs(chain, context=ctx, training=training)
+            for run in (chain.forward, chain.inverse):
+                affine_net.seen.clear()
+                coupling_net.seen.clear()
+                run(tf.identity(x), **kw)
+                self.assertEqual(affine_net.seen, [training])
+                self.assertEqual(coupling_net.seen, [training])
+
+    def test_inverse_iterations_are_those_of_forward(self):
+        # `inverse_iterations(y)` reports the solve of `forward(y)`: its
+        # network runs as forward's does by default (training=False), and
+        # `max_iterations` caps each of the solver's two passes.
+        partition = vb.ChannelSplit(event_ndims=1)
+        net = self._Spy(TinyConditioner(
+            (2,), 2 * vb.MixLogisticCoupling.num_params(3)))
+        y = tf.random.stateless_normal([5, 4], [3, 4])
+        for cap, most in ((1, 2), (100, 200)):
+            coupling = vb.MixLogisticCoupling(net, partition, 3,
+                                              max_iterations=cap)
+            net.seen.clear()
+            coupling.forward(y)
+            iterations = coupling.inverse_iterations(tf.identity(y))
+            self.assertEqual(net.seen, [False, False])
+            self.assertAllInRange(iterations, 2, most)
+            if cap == 1:
+                self.assertAllEqual(iterations, np.full([5, 2], 2))
+            else:
+                self.assertGreater(int(tf.reduce_max(iterations)), 2)
+
+    def test_a_network_s_own_errors_are_not_renamed(self):
+        # Only a conditioner that refuses `context` is a calling-convention
+        # error; a TypeError raised inside the network propagates as it is.
+        # A shape it refuses is reported as the (batch-folded) shape the
+        # network was given: networks take one batch axis.
+        def raising(c, context=None, training=False):
+            raise TypeError('a bug inside the network')
+
+        def matmul(c, context=None, training=False):
+            return tf.matmul(c, tf.zeros([2, 4]))
+
+        coupling = vb.AffineCoupling(raising, vb.ChannelSplit(event_ndims=1))
+        with self.assertRaisesRegex(TypeError, '^a bug inside the network$'):
+            coupling.inverse(tf.zeros([3, 4]))
+        coupling = vb.AffineCoupling(matmul, vb.ChannelSplit(event_ndims=1),
+                                     name='coupling_5')
+        with self.assertRaisesRegex(
+                ValueError, r'coupling_5: its conditioner refused the '
+                r'conditioning half of shape \(6, 3\): '):
+            coupling.inverse(tf.ones([2, 3, 6]))
+
+    def test_conditional_affine_converts_contexts_and_parameters(self):
+        # A NumPy float64 context, or float64 parameters from
+        # `conditioning_parameters`, condition a float32 layer as their
+        # float32 tensors do (as the couplings convert their contexts).
+        layer = vb.ConditionalAffine(self._randomised(
+            vflow_tfp.nets.MLP(3, 8, output_init_scale=1.0), 0), [4])
+        rng = np.random.default_rng(1)
+        context = rng.normal(size=[2, 3])
+        x = tf.constant(rng.normal(size=[2, 4]), tf.float32)
+        params = layer.conditioning_parameters(tf.constant(context,
+                                                           tf.float32))
+        expected = layer.inverse(x, **params)
+        self.assertAllClose(layer.inverse(x, context=context), expected)
+        self.assertAllClose(layer.inverse(x, **{
+            k: v.numpy().astype(np.float64) for k, v in params.items()}),
+                            expected)
+
+    def test_contexts_broadcast_when_traced_with_unknown_batch_sizes(self):
+        # A context batch of one serves every input, and one input serves
+        # every context, also traced with unknown batch sizes: the results
+        # are the eager ones.
+        coupling = vb.AffineCoupling(
+            self._randomised(vflow_tfp.nets.MLP(
+                2, 4, hidden_units=(8,), context_features=3,
+                output_init_scale=1.0, dtype=tf.float64), 2),
+            vb.ChannelSplit(event_ndims=1), dtype=tf.float64)
+        rng = np.random.default_rng(3)
+        x = tf.constant(rng.normal(size=[3, 4]))
+        contexts = tf.constant(rng.normal(size=[5, 3]))
+        traced = tf.function(
+            lambda x, c: coupling.inverse(x, context=c),
+            input_signature=[tf.TensorSpec([None, 4], tf.float64),
+                             tf.TensorSpec([None, 3], tf.float64)])
+        for inputs, context in ((x, contexts[:1]), (x[:1], contexts)):
+            self.assertAllClose(traced(inputs, context),
+                                coupling.inverse(inputs, context=context))
+
+    def test_only_conditional_layers_need_unique_names(self):
+        # chain_kwargs refuses a conditional layer that shares its name with
+        # a sibling, saying how many children bear it; layers that get no
+        # kwargs may share a name (TFP's defaults, e.g. two 'exp').
+        net = TinyConditioner((2,), 2, context_channels=1)
+
+        def coupling(name):
+            return vb.AdditiveCoupling(net, vb.ChannelSplit(event_ndims=1),
+                                       name=name)
+
+        context = tf.zeros([1, 1])
+        kw = vb.chain_kwargs(tfb.Chain([coupling('c'), tfb.Exp(), tfb.Exp()]),
+                             context=context)
+        self.assertEqual(list(kw), ['c'])
+        with self.assertRaisesRegex(ValueError,
+                                    "has 2 children named 'same'"):
+            vb.chain_kwargs(tfb.Chain([coupling('same'), tfb.Exp(),
+                                       coupling('same')]), context=context)
 
 
 if __name__ == "__main__":
