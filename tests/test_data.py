@@ -815,6 +815,234 @@ def test_photo_patches_builds_without_importlib_resources(tmp_path):
     assert run.stdout.split()[-1] == '82'
 
 
+# Arguments, options and the inputs of training_inputs.
+
+
+def _assert_value_error(make, message):
+    """`make()` raises a ValueError whose message contains `message`
+    (not another error from deeper inside TFDS or tf.data)."""
+    with pytest.raises(Exception) as info:
+        make()
+    assert isinstance(info.value, ValueError), info.value
+    assert message in str(info.value), info.value
+
+
+def test_training_inputs_give_every_image_num_bits(photo_dir):
+    """training_inputs' num_bits applies to every image it serves: the
+    init batch, the training stream and the evaluation pass hold the top
+    `num_bits` bits of the 8-bit images, as image_dataset's do."""
+    kwargs = dict(init_batch_size=16, seed=3, data_dir=photo_dir)
+    full = training.training_inputs('photo_patches/32x32', 8, **kwargs)
+    fewer = training.training_inputs('photo_patches/32x32', 8, num_bits=5,
+                                     **kwargs)
+    np.testing.assert_array_equal(fewer.init_batch, full.init_batch >> 3)
+    for make in (lambda inputs: inputs.eval_input_fn(None),
+                 lambda inputs: inputs.train_input_fn(None).take(3)):
+        images = np.concatenate(list(make(full)))
+        np.testing.assert_array_equal(np.concatenate(list(make(fewer))),
+                                      images >> 3)
+        assert images.max() >= 2 ** 5  # Fewer bits are seen to drop some.
+
+
+def test_init_and_evaluation_pipelines_are_not_autocached():
+    """TFDS's in-memory cache (autocache) is for a pipeline read again and
+    again: the init batch (one batch, then dropped) and the evaluation
+    pipelines (built anew for every pass) read without it."""
+    read = []
+
+    def recording_as_dataset(self, split, decoders=None, read_config=None,
+                             shuffle_files=False):
+        read.append((str(split), read_config.try_autocache))
+        return _fake_as_dataset(self, split, decoders, read_config,
+                                shuffle_files)
+
+    with tfds.testing.mock_data(as_dataset_fn=recording_as_dataset):
+        inputs = training.training_inputs('cifar10', 8, init_batch_size=8,
+                                          seed=3)
+        assert read == [('train', False)]  # The init batch.
+        inputs.eval_input_fn(None)
+    assert read[1:] == [('test', False)]
+
+
+def test_checkerboard_evaluation_is_sharded_over_the_pipelines():
+    """The checkerboard's fixed 1,000 test points (the same for every
+    seed) are split between the input pipelines, each batching them with
+    its per-replica batch size: every point is scored once."""
+    expected = data.sample_checkerboard(
+        training.inputs.CHECKERBOARD_TEST_SIZE,
+        seed=training.inputs.CHECKERBOARD_TEST_SEED)
+    for seed in (0, 4):
+        board = training.training_inputs('checkerboard', 64, seed=seed)
+        np.testing.assert_array_equal(
+            np.concatenate(list(board.eval_input_fn(None))), expected)
+        shards = []
+        for pipeline_id in range(2):
+            context = tf.distribute.InputContext(2, pipeline_id, 4)
+            batches = list(board.eval_input_fn(context))
+            assert max(len(batch) for batch in batches) == 16  # 64 / 4.
+            shards.append(np.concatenate(batches))
+        assert len(shards[0]) + len(shards[1]) == len(expected)
+        np.testing.assert_array_equal(
+            np.sort(np.concatenate(shards), axis=0), np.sort(expected, axis=0))
+
+
+def test_distributed_image_dataset_checks_before_preparing(tmp_path):
+    """distributed_image_dataset refuses a bad split, validation size or
+    global batch size with image_dataset's ValueError before it prepares
+    anything."""
+    strategy = tf.distribute.get_strategy()
+    for split, validation_size, message in (
+            ('val', 0, 'split must be one of'),
+            ('validation', 0, "no 'validation' split"),
+            ('train', -1, 'validation_size must be')):
+        with pytest.raises(ValueError, match=message):
+            data.distributed_image_dataset(
+                strategy, 'photo_patches/8x8', split, 8,
+                data_dir=str(tmp_path), validation_size=validation_size)
+    devices = [d.name for d in tf.config.list_logical_devices('CPU')]
+    if len(devices) >= 2:  # (tests/conftest.py)
+        with pytest.raises(ValueError, match='not divisible by the 2'):
+            data.distributed_image_dataset(
+                tf.distribute.MirroredStrategy(devices[:2]),
+                'photo_patches/8x8', 'train', 7, data_dir=str(tmp_path))
+    assert not list(tmp_path.iterdir())
+
+
+def test_bad_pipeline_arguments_are_refused_by_name(mock_cifar):
+    """Bad arguments raise a ValueError that names them (image_dataset's
+    Raises), not an error from deeper inside TFDS or tf.data."""
+    del mock_cifar
+    cases = [(dict(shuffle_buffer=size), 'shuffle_buffer must be a positive '
+              'integer') for size in (0, -1, 2.5, True)]
+    cases += [(dict(seed=seed), 'seed must be a Python int or None')
+              for seed in (1.5, '3', True)]
+    for kwargs, message in cases:
+        _assert_value_error(
+            lambda kwargs=kwargs: data.image_dataset('cifar10', 'train', 8,
+                                                     **kwargs),
+            message)
+    # distributed_image_dataset makes the input context itself.
+    context = tf.distribute.InputContext(1, 0, 1)
+    _assert_value_error(
+        lambda: data.distributed_image_dataset(
+            tf.distribute.get_strategy(), 'cifar10', 'train', 8,
+            input_context=context),
+        'makes the input_context')
+    with pytest.raises(ValueError, match='start_index must be'):
+        data.checkerboard_dataset(16, start_index=True)
+    _assert_value_error(lambda: data.checkerboard_dataset(16, seed=1.5),
+                        'seed must be a Python int or None')
+
+
+def test_a_no_proxy_setting_alone_is_no_proxy(tmp_path, monkeypatch):
+    """Only a configured proxy skips the probe of the download hosts:
+    `no_proxy` alone (hosts to reach directly) is not one."""
+    for variable in list(os.environ):
+        if variable.lower().endswith('_proxy'):
+            monkeypatch.delenv(variable)
+    monkeypatch.setenv('no_proxy', 'localhost,127.0.0.1')
+
+    def getaddrinfo(host, *args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, 'Name or service not known')
+
+    monkeypatch.setattr(socket, 'getaddrinfo', getaddrinfo)
+    # pylint: disable=protected-access
+    builder = pipelines._builder('cifar10', str(tmp_path))
+    assert pipelines._unresolvable_host(builder) == 'www.cs.toronto.edu'
+
+
+def test_file_order_is_reshuffled_every_epoch(four_file_dir):
+    """With shuffle=True the order of a split's files is new every epoch
+    (seen with a 1-example shuffle buffer, which leaves the examples in
+    file order), while the same seed gives the same sequence of epochs."""
+    def epochs(seed):
+        ds = data.image_dataset('photo_patches/32x32', 'test', 41,
+                                data_dir=four_file_dir, seed=seed,
+                                shuffle_buffer=1)
+        images = np.concatenate(_take(ds, 4))
+        return [[image.tobytes() for image in images[i:i + 82]]
+                for i in (0, 82)]
+
+    for seed in (1, 2):
+        first, second = epochs(seed)
+        assert sorted(first) == sorted(second)
+        assert first != second
+        assert epochs(seed) == [first, second]
+
+
+def test_pipelines_ask_tf_data_for_a_deterministic_order(mock_cifar):
+    """A seed makes the order deterministic: the pipelines decode in
+    parallel, so they must not let tf.data reorder elements."""
+    del mock_cifar
+    for ds in (data.image_dataset('cifar10', 'train', 8, seed=1),
+               data.checkerboard_dataset(8)):
+        assert ds.options().deterministic is not False
+
+
+def test_an_image_feature_that_is_no_image_is_refused(tmp_path):
+    """A data set whose 'image' feature is not a TFDS Image (here a dict
+    of features) has no 'image' feature in image_dataset's sense: the
+    ValueError says so and lists the supported data sets."""
+    _assert_value_error(
+        lambda: data.image_shape('segment_anything', data_dir=str(tmp_path)),
+        "'segment_anything' has no 'image' feature; supported: ")
+
+
+def test_preparing_logs_its_duration(tmp_path, caplog):
+    """The first use of a data set logs how long preparing it took (a
+    duration, never negative)."""
+    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.INFO, logger='absl')
+    data.image_dataset('photo_patches/32x32', 'test', 8,
+                       data_dir=str(tmp_path), repeat=False)
+    durations = [float(message.rsplit(' in ', 1)[1][:-len(' s.')])
+                 for message in caplog.messages
+                 if message.startswith('Prepared photo_patches/32x32/')]
+    assert len(durations) == 1 and durations[0] >= 0.0, caplog.text
+
+
+def test_a_failed_preparation_names_the_default_directory(tmp_path,
+                                                          monkeypatch):
+    """Without data_dir the error names the directory TFDS used (its
+    default), not `None`."""
+    monkeypatch.setattr(tfds.core.constants, 'DATA_DIR', str(tmp_path))
+
+    def download_and_prepare(self, *args, **kwargs):
+        raise ConnectionError('no network here')
+
+    monkeypatch.setattr(tfds.core.DatasetBuilder, 'download_and_prepare',
+                        download_and_prepare)
+    with pytest.raises(data.DatasetUnavailableError) as info:
+        data.image_dataset('cifar10', 'train', 8)
+    assert f' in {tmp_path}' in str(info.value), info.value
+
+
+def test_a_resumed_run_takes_every_seed_a_fresh_one_takes(mock_cifar):
+    """Any Python int seeds the image pipelines, negative or beyond 64
+    bits; resuming such a run mixes it with the step like any other."""
+    del mock_cifar
+    for seed in (-3, 2**64 + 3):
+        inputs = training.training_inputs('cifar10', 8, init_batch_size=8,
+                                          seed=seed)
+        fresh = _ids(_take(inputs.train_input_fn(None), 5))
+        try:
+            resumed = _ids(_take(inputs.train_input_fn(None, 5), 5))
+        except ValueError as e:
+            pytest.fail(f'seed {seed} cannot be resumed: {e}')
+        assert sorted(resumed) == sorted(fresh) == list(range(_NUM_FAKE))
+        assert resumed != fresh
+
+
+def test_a_name_that_is_no_string_is_an_unknown_data_set(tmp_path):
+    """image_shape and image_dataset refuse a name that is not a string
+    with their ValueError for unknown data sets."""
+    for name in (10, None, b'cifar10'):
+        for make in (lambda: data.image_shape(name, data_dir=str(tmp_path)),
+                     lambda: data.image_dataset(name, 'train', 8,
+                                                data_dir=str(tmp_path))):
+            _assert_value_error(make, f'Unknown dataset {name!r}')
+
+
 if __name__ == '__main__':
     # Pytest-style tests: a plain `python tests/test_data.py` (Bazel's py_test) runs them.
     sys.exit(pytest.main([__file__]))

@@ -230,6 +230,22 @@ class PhotoPatchesTest(tf.test.TestCase):
                     f'{stride}, 2.')):
                 data.photo_patches(8, 'test', stride=stride)
 
+    def test_max_patches_zero_and_a_bad_downscale(self):
+        # max_patches keeps at most that many: 0 keeps none (not all).
+        patches, sources = data.photo_patches(8, 'test', max_patches=0,
+                                              return_sources=True)
+        self.assertEqual(patches.shape, (0, 8, 8, 3))
+        self.assertEqual(patches.dtype, np.uint8)
+        self.assertEqual(sources.shape, (0,))
+        # A downscale below 1 is refused with the sizes, like a bad
+        # patch_size or stride (not a failure inside the averaging).
+        for downscale in (0, -1):
+            with self.assertRaises(Exception) as raised:
+                data.photo_patches(8, 'test', downscale=downscale)
+            self.assertIsInstance(raised.exception, ValueError)
+            self.assertIn('patch_size, stride and downscale must be >= 1; '
+                          f'got 8, 8, {downscale}.', str(raised.exception))
+
 
 # ----------------------------------------------------------------------------
 # Presets.
