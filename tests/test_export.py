@@ -21,11 +21,14 @@ import time
 from absl import logging as absl_logging
 import numpy as np
 import tensorflow as tf
+import tensorflow_probability as tfp
 
 from vflow_tfp import data
 from vflow_tfp import export
+from vflow_tfp import models
 from vflow_tfp import training
 from vflow_tfp.models import presets
+from vflow_tfp.training import ema as ema_lib
 import cli_helpers
 import export_fixtures
 import lost_signals
@@ -808,6 +811,210 @@ class VectorDtypeTest(tf.test.TestCase):
         want = model.log_prob(x[:3], 2, chunk_size=2,
                               seed=model.example_seeds(x[:3], [1, 2]))
         self.assertAllClose(got['log_likelihood'], want, atol=1e-9, rtol=0)
+
+
+def _raised(fn, *args, **kwargs):
+    """The exception `fn(*args, **kwargs)` raises, or `None`."""
+    try:
+        fn(*args, **kwargs)
+    except Exception as e:  # pylint: disable=broad-except
+        return e
+    return None
+
+
+class ExportChecksTest(tf.test.TestCase):
+    """What needs no trained export: `FlowScorer` on a small model, the
+    checks of `export_run` on fake run directories (refused before a model
+    is built), `load_signature`, and bin/export.py's flags (refused before
+    TF starts)."""
+    # pylint: disable=protected-access
+
+    def setUp(self):
+        super().setUp()
+        self.tmp = tempfile.mkdtemp(prefix='vflow_tfp_export_checks_')
+        self.addCleanup(shutil.rmtree, self.tmp, ignore_errors=True)
+
+    def _identity_model(self):
+        # No networks and no noise: its export takes about a second.
+        return models.VFlow(tfp.bijectors.Identity(), (2,),
+                            rng=tf.random.Generator.from_seed(1))
+
+    def test_signatures_use_their_own_sample_count_and_chunk_size(self):
+        # serving_default draws `default_num_samples`, log_prob evaluates
+        # `chunk_size` draws per pass, as the module docstring's in-memory
+        # equivalents (the shared exports use 4 for both).
+        model = presets.build('checkerboard_vflow_2_4', seed=0,
+                              dtype=tf.float64)
+        x = data.sample_checkerboard(16, seed=1).astype(np.float64)
+        model.initialize(x, seed=[1, 2])
+        x = x[:3]
+        scorer = export.FlowScorer(model, default_num_samples=3,
+                                   chunk_size=2)
+
+        def in_memory(num_samples, seed):
+            return model.log_prob(x, num_samples, chunk_size=2,
+                                  seed=model.example_seeds(x, seed))
+
+        self.assertAllClose(
+            scorer.serving_default(tf.constant(x))['log_likelihood'],
+            in_memory(3, export.SERVING_SEED), atol=1e-9, rtol=0)
+        self.assertAllClose(
+            scorer.log_prob(tf.constant(x), 5, tf.constant([1, 2]))[
+                'log_likelihood'], in_memory(5, [1, 2]), atol=1e-9, rtol=0)
+
+    def test_scorer_refuses_a_bad_chunk_size(self):
+        # FlowScorer's docstring: ValueError for a non-positive chunk size
+        # (and, as the signatures' int32, one past 2^31).
+        for bad, reason in ((0, 'a positive integer'), (-2, 'a positive'),
+                            (2.0, 'a positive integer'), (2**31, 'below 2')):
+            with self.assertRaisesRegex(ValueError,
+                                        f'chunk_size must be {reason}'):
+                export.FlowScorer(self._identity_model(), chunk_size=bad)
+
+    def test_run_metadata_of_results_without_figure_steps(self):
+        # results.json from before `test_bpd_step` existed: its figures are
+        # of its own step, so they go with that step's checkpoint only.
+        results = {'preset': 'checkerboard_vflow_3_4', 'step': 6,
+                   'test_bpd': 1.5, 'test_images': 100, 'test_bpd_iw': 1.4,
+                   'iw_images': 40, 'config': {}}
+        figures = ('test_bpd', 'test_images', 'test_bpd_iw', 'iw_images')
+        for path, expected in (
+                ('/run/checkpoints/ckpt-6', (1.5, 100, 1.4, 40)),
+                ('/run/checkpoints/ckpt-3', (None,) * 4)):
+            info = export._run_metadata(
+                results, path, {})
+            self.assertEqual(tuple(info[key] for key in figures), expected,
+                             path)
+
+    def test_a_run_dir_named_through_a_link_owns_its_checkpoints(self):
+        # export_run gives test figures to a checkpoint in
+        # run_dir/checkpoints: the same directory named through a symbolic
+        # link (`runs/latest`) is still the run's own, another is not.
+        run = os.path.join(self.tmp, 'run')
+        os.makedirs(os.path.join(run, 'checkpoints'))
+        link = os.path.join(self.tmp, 'latest')
+        os.symlink(run, link)
+        is_run_checkpoint = export._is_run_checkpoint
+        for run_dir, named in ((link, run), (run, link)):
+            self.assertTrue(is_run_checkpoint(
+                run_dir, os.path.join(named, 'checkpoints', 'ckpt-6')),
+                run_dir)
+        self.assertFalse(is_run_checkpoint(
+            run, os.path.join(self.tmp, 'elsewhere', 'ckpt-6')))
+
+    def test_keep_current_needs_the_same_versions_and_chunk_size(self):
+        # export_run's keep_current: the same checkpoint, not rewritten
+        # since, with the same metadata, sample count, chunk size and
+        # versions. (The export's metadata is FlowScorer's `info`.)
+        model = self._identity_model()
+        checkpoint = os.path.join(self.tmp, 'ckpt-6')
+        with open(checkpoint + '.index', 'w'):
+            pass
+        metadata = {'preset': 'a_preset', 'step': 6}
+        out = os.path.join(self.tmp, 'export')
+        os.makedirs(os.path.join(out, 'assets'))
+
+        def is_current(**changes):
+            info = dict(export.FlowScorer(model, metadata, 2, 3).info,
+                        **changes)
+            with open(os.path.join(out, 'assets', export.METADATA_FILE),
+                      'w') as f:
+                json.dump(info, f)
+            pb = os.path.join(out, 'saved_model.pb')
+            with open(pb, 'w'):
+                pass
+            # Written in the checkpoint's clock tick (coarse timestamps):
+            # the checkpoint was not rewritten since.
+            written = os.stat(checkpoint + '.index').st_mtime_ns
+            os.utime(pb, ns=(written, written))
+            return export._is_current_export(
+                out, checkpoint, metadata, 2, 3)
+
+        self.assertTrue(is_current())
+        for key, value in (('vflow_tfp_version', '0.0.1'),
+                           ('tensorflow_version', '1.15.0'),
+                           ('chunk_size', 4), ('default_num_samples', 3)):
+            self.assertFalse(is_current(**{key: value}), key)
+
+    def test_export_run_refuses_bad_runs_before_building(self):
+        # export_run's Raises: a results.json it cannot read or without a
+        # preset and config, or a --checkpoint directory with no checkpoint,
+        # is a ValueError naming the file, before anything is written.
+        run = os.path.join(self.tmp, 'run')
+        os.makedirs(os.path.join(run, 'checkpoints'))
+        results_path = os.path.join(run, 'results.json')
+        empty = os.path.join(self.tmp, 'empty')
+        os.makedirs(empty)
+        for results, kwargs, message in (
+                ('{"preset": ', {}, re.escape(results_path) + ': unreadable'),
+                ({'config': {}}, {}, 'has no preset or config'),
+                ({'preset': 'checkerboard_vflow_3_4'}, {},
+                 'has no preset or config'),
+                ({'preset': 'checkerboard_vflow_3_4', 'config': {}},
+                 {'checkpoint': empty},
+                 re.escape(empty) + ': no checkpoint in it')):
+            with open(results_path, 'w') as f:
+                f.write(results if isinstance(results, str)
+                        else json.dumps(results))
+            error = _raised(export.export_run, run,
+                            os.path.join(self.tmp, 'out'), **kwargs)
+            self.assertIsInstance(error, ValueError, message)
+            self.assertRegex(str(error), message)
+        self.assertFalse(os.path.exists(os.path.join(self.tmp, 'out')))
+
+    def test_export_to_an_empty_directory(self):
+        # export_model's export_dir "must not exist, be empty or hold a
+        # SavedModel": an empty one (made ahead, say) is filled.
+        out = os.path.join(self.tmp, 'made_ahead')
+        os.makedirs(out)
+        self.assertIsNone(_raised(export.export_model,
+                                  self._identity_model(), out))
+        self.assertEqual(export.load_metadata(out)['data_shape'], [2])
+
+    def test_load_signature_refuses_a_missing_name(self):
+        out = export.export_model(self._identity_model(),
+                                  os.path.join(self.tmp, 'export'))
+        metadata, sample = export.load_signature(out, 'sample')
+        self.assertEqual(metadata, export.load_metadata(out))
+        self.assertEqual(sample(num=tf.constant(3), temperature=tf.constant(
+            1.0), seed=tf.constant([1, 2]))['samples'].shape, [3, 2])
+        error = _raised(export.load_signature, out, 'score')
+        self.assertIsInstance(error, ValueError)
+        self.assertRegex(str(error), 'the SavedModel has no score signature')
+
+    def test_export_cli_refuses_bad_flags_in_one_line(self):
+        # As every bad setting (exit code 2, one line), before TF starts up.
+        for args, message in (
+                ([], '--run_dir is required'),
+                ([f'--run_dir={self.tmp}', '--serving_num_samples=0'],
+                 'flag --serving_num_samples=0: ')):
+            run = subprocess.run([sys.executable, EXPORT, *args], env=_env(),
+                                 capture_output=True, text=True, timeout=300)
+            self.assertEqual(run.returncode, 2, run.stderr[-3000:])
+            self.assertRegex(run.stderr,
+                             r'^export\.py: error: ' + message + r'.*\n$')
+
+    def test_export_cli_refuses_a_file_as_export_dir_as_the_export_does(self):
+        # A file where the export would go: its directory exists, so the
+        # command gets as far as the export, which refuses to overwrite it
+        # (export_model's Raises), not a "cannot be created" directory.
+        run = os.path.join(self.tmp, 'run')
+        model = presets.build('checkerboard_vflow_2_4', seed=0)
+        tf.train.Checkpoint(
+            model=model, ema=ema_lib.WeightEMA(model.trainable_variables)
+        ).save(os.path.join(run, 'checkpoints', 'ckpt'))  # ckpt-1
+        with open(os.path.join(run, 'results.json'), 'w') as f:
+            json.dump({'preset': 'checkerboard_vflow_2_4', 'step': 1,
+                       'config': {'seed': 0}}, f)
+        a_file = os.path.join(self.tmp, 'a_file')
+        with open(a_file, 'w') as f:
+            f.write('keep me')
+        code, out, err = cli_helpers.run_script(
+            'export', f'--run_dir={run}', f'--export_dir={a_file}')
+        self.assertEqual((code, out), (2, ''))
+        self.assertEqual(err, f'export.py: error: {a_file} exists and is not '
+                              'a SavedModel or an empty directory; refusing '
+                              'to overwrite it.\n')
 
 
 if __name__ == '__main__':

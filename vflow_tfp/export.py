@@ -548,8 +548,10 @@ def _is_current_export(export_dir, path, metadata, default_num_samples,
                        chunk_size):
     """Whether `export_dir` holds this export of checkpoint `path` already.
 
-    The checkpoint must be older than the export: a run retrained from
-    scratch in the same directory writes a new checkpoint of the same name.
+    The checkpoint must not be newer than the export (the same timestamp is
+    the same clock tick on a file system of coarse timestamps): a run
+    retrained from scratch in the same directory writes a new checkpoint of
+    the same name.
     """
     try:
         info = load_metadata(export_dir)
