@@ -1043,6 +1043,15 @@ def test_a_name_that_is_no_string_is_an_unknown_data_set(tmp_path):
             _assert_value_error(make, f'Unknown dataset {name!r}')
 
 
+def test_checkerboard_sample_of_no_points():
+    # num_samples >= 0: zero points is an empty `[0, 2]` float32 sample,
+    # only a negative count is refused.
+    points = data.sample_checkerboard(0, seed=0)
+    assert points.shape == (0, 2) and points.dtype == np.float32
+    with pytest.raises(ValueError, match='num_samples must be >= 0; got -1'):
+        data.sample_checkerboard(-1, seed=0)
+
+
 if __name__ == '__main__':
     # Pytest-style tests: a plain `python tests/test_data.py` (Bazel's py_test) runs them.
     sys.exit(pytest.main([__file__]))

@@ -769,7 +769,8 @@ def test_demo_iteration_budget_is_reproducible():
 
 
 # Runs bin/checkerboard_demo.py on a fake clock, each reading a second
-# after the one before, and prints the rate of Adam after the run.
+# after the one before, and prints the rate of Adam and the number of
+# weights of the flow after the run.
 _DEMO_ON_A_FAKE_CLOCK = """
 import importlib.util, itertools, sys, types
 from absl import app
@@ -781,10 +782,14 @@ clock = itertools.count()
 demo.time = types.SimpleNamespace(time=lambda: float(next(clock)))
 made, adam = [], training.adam
 training.adam = lambda *args: made.append(adam(*args)) or made[-1]
+built, build_flow = [], demo.build_flow
+demo.build_flow = lambda *args: built.append(build_flow(*args)) or built[-1]
 try:
     app.run(demo.main, argv=sys.argv[1:], flags_parser=demo._parse_flags)
 finally:
     print('final rate:', float(made[0].learning_rate))
+    print('flow weights:', sum(v.shape.num_elements()
+                               for v in built[0].trainable_variables))
 """
 
 
@@ -1176,6 +1181,162 @@ def test_script_a_failed_density_grid_write_leaves_no_grid(tmp_path,
     finally:
         tf.get_logger().setLevel(level)
     assert os.listdir(out / 'densities') == []
+
+
+def test_run_trains_with_the_settings_it_is_given():
+    # `run`'s training settings are "as in `train`": each reaches the
+    # training, none is left at `train`'s default.
+    settings = dict(batch_size=16, learning_rate=1e-2, schedule='linear',
+                    clip_norm=0.5, gradient_estimator='reparameterization',
+                    posterior_samples=3, recycle_every=2, recycle_until=0.5,
+                    steps_per_call=2, progress_every=4, jit_compile=False)
+    calls = []
+    real_train = cb.train
+
+    def train(model, iterations, seed, **kwargs):
+        calls.append(kwargs)
+        return real_train(model, iterations, seed, **kwargs)
+
+    with mock.patch.object(cb, 'train', train):
+        result = cb.run('checkerboard_vflow_2_4', 4, seed=0,
+                        test_points=cb.test_set(4), iw_samples=2,
+                        init_size=64, **settings)
+    (kwargs,) = calls
+    for name, value in settings.items():
+        assert kwargs.get(name) == value, name
+        assert result.get(name, value) == value, name
+
+
+def test_progress_reports_the_scheduled_learning_rate():
+    # A report's `learning_rate` is the schedule's, not the peak: with a
+    # linear decay from 1e-2 over 4 steps, the rate its last step took.
+    reports = []
+    cb.train(_glow(), 4, seed=0, learning_rate=1e-2, schedule='linear',
+             steps_per_call=1, progress_every=1, jit_compile=False,
+             progress=reports.append)
+    np.testing.assert_allclose([r['learning_rate'] for r in reports],
+                               [1e-2, 7.5e-3, 5e-3, 2.5e-3], rtol=1e-6)
+
+
+def _ticking_clock():
+    """A stand-in for `cb.time` whose `perf_counter` reads one second after
+    its previous reading (from 0)."""
+    ticks = iter(range(10**6))
+    return types.SimpleNamespace(perf_counter=lambda: float(next(ticks)))
+
+
+def test_train_times_the_calls_after_the_first_and_the_earlier_sessions(
+        tmp_path):
+    # `iterations_per_second` leaves out the first call (it traces): on a
+    # clock reading start, end of call 1, end of call 2 and end, calls of 2
+    # steps give 2 steps in the 1 s from the end of call 1 to the end.
+    with mock.patch.object(cb, 'time', _ticking_clock()):
+        stats = cb.train(_glow(), 4, seed=0, steps_per_call=2,
+                         progress_every=100, jit_compile=False)
+    assert stats['iterations_per_second'] == 2.0
+
+    # A run resumed from a checkpoint counts the interrupted session's
+    # seconds, in its reports as in its result (the seconds of the run).
+    def stop_at_2(info):
+        if info['iteration'] == 2:
+            raise KeyboardInterrupt
+
+    kwargs = dict(seed=0, steps_per_call=2, progress_every=2,
+                  jit_compile=False, checkpoint_dir=str(tmp_path))
+    with mock.patch.object(cb, 'time', _ticking_clock()), \
+            pytest.raises(KeyboardInterrupt):
+        cb.train(_glow(), 4, progress=stop_at_2, **kwargs)
+    with open(tmp_path / 'training_state.json') as f:
+        earlier = json.load(f)['seconds']
+    assert earlier > 0
+    reports = []
+    with mock.patch.object(cb, 'time', _ticking_clock()):
+        resumed = cb.train(_glow(), 4, progress=reports.append, **kwargs)
+    assert [r['iteration'] for r in reports] == [4]
+    assert reports[0]['seconds'] > earlier
+    assert resumed['seconds'] >= reports[0]['seconds']
+
+
+def test_summarize_lists_the_distinct_iteration_counts_sorted():
+    runs = [dict(dims=2, steps=3, seed=s, iterations=n,
+                 test_log_likelihood=-3.6) for s, n in enumerate([10, 5, 10])]
+    assert cb.summarize(runs)[(2, 3)]['iterations'] == [5, 10]
+
+
+def test_histogram_density_rows_are_y():
+    # Rows = y, columns = x (as `grid_points` and `plot_densities`): all
+    # points at (x, y) = (-3, 3) fall in the last row's first column.
+    def one_corner(num_samples, seed=None):
+        del seed
+        return np.tile(np.float32([[-3.0, 3.0]]), [num_samples, 1])
+
+    with mock.patch.object(cb.data_lib, 'sample_checkerboard', one_corner):
+        hist = cb.histogram_density(num_samples=10, resolution=4)
+    assert hist[3, 0] > 0
+    assert np.count_nonzero(hist) == 1
+
+
+def test_evaluate_takes_its_chunk_size_each_call():
+    # The draws per pass decide which draws a pass takes: each
+    # (num_samples, chunk_size) gets its own function, also for the same
+    # num_samples.
+    model = cb.build_model('checkerboard_vflow_2_4', seed=0, init_size=64)[0]
+    points = cb.test_set(6)
+    for chunk in (3, 2):
+        got = cb.evaluate(model, points, 6, seed=7, chunk_size=chunk)
+        want = model.log_prob(tf.constant(points), 6, chunk_size=chunk,
+                              seed=tf.constant([7, 0])).numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-6, err_msg=chunk)
+
+
+def test_evaluate_of_no_points_is_empty():
+    # `[N]` for N = 0 too (an empty grid or test set).
+    scores = cb.evaluate(_glow(), np.zeros([0, 2], np.float32))
+    assert scores.shape == (0,)
+
+
+def test_fig3_draws_the_true_log_likelihood(tmp_path):
+    # Fig. 3's reference line: the true density's -ln 32, what every cell
+    # is compared with.
+    import matplotlib.axes  # pylint: disable=import-outside-toplevel
+    levels = []
+    real = matplotlib.axes.Axes.axhline
+
+    def axhline(ax, y=0, *args, **kwargs):
+        levels.append(y)
+        return real(ax, y, *args, **kwargs)
+
+    summary = {(2, 3): dict(mean=-3.7, std=0.01, seeds=[0, 1])}
+    with mock.patch.object(matplotlib.axes.Axes, 'axhline', axhline):
+        cb.plot_log_likelihood_vs_steps(summary, str(tmp_path / 'f.png'))
+    assert levels == [pytest.approx(-math.log(32.0))]
+
+
+def test_demo_reports_every_10_s_of_an_iteration_budget_and_its_size():
+    # Over an iteration budget (--seconds=inf) a report every 10 s of the
+    # (fake) clock, and the header counts the flow's weights.
+    proc = _demo_on_a_fake_clock(
+        '--max_iterations=30', '--batch_size=8', '--test_size=10',
+        '--num_steps=2', '--coupling=affine', '--hidden_units=4')
+    times = [float(t) for t in re.findall(r'iter +\d+ +(\S+) s', proc.stdout)]
+    assert len(times) >= 2, proc.stdout
+    assert min(np.diff(times)) >= 10.0, proc.stdout
+    header = re.search(r'\((\S+) parameters\)', proc.stdout)
+    weights = re.search(r'flow weights: (\d+)', proc.stdout)
+    assert header and weights, proc.stdout
+    assert int(header[1].replace(',', '')) == int(weights[1]), proc.stdout
+
+
+def test_demo_trains_no_step_once_its_time_budget_is_spent():
+    # --seconds is the training budget: once a clock reading shows it spent
+    # (here exactly 20 s, on the fake clock), no further step is taken;
+    # that reading's report is the last.
+    proc = _demo_on_a_fake_clock(
+        '--seconds=20', '--max_iterations=1000', '--batch_size=8',
+        '--test_size=10', '--num_steps=1', '--coupling=additive',
+        '--hidden_units=4')
+    times = [float(t) for t in re.findall(r'iter +\d+ +(\S+) s', proc.stdout)]
+    assert times and times[-1] == 20.0, proc.stdout
 
 
 if __name__ == '__main__':

@@ -190,8 +190,9 @@ def train(model, iterations, seed, batch_size=64, learning_rate=2e-3,
       jit_compile: XLA-compile the training function.
       progress: optional callable `progress(info)` with a dict of
         `iteration`, `iterations`, `train_elbo` (mean over the steps since the
-        last report), `learning_rate`, `seconds`, `iterations_per_second`,
-        `recycled_units` (total so far).
+        last report), `learning_rate` (the rate of the last step),
+        `seconds`, `iterations_per_second`, `recycled_units` (total so
+        far).
       progress_every: report about every this many steps (rounded up to a
         multiple of `steps_per_call`).
       checkpoint_dir: optional directory. At every report before the end,
