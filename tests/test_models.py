@@ -1089,6 +1089,111 @@ class PresetTest(tf.test.TestCase):
             self.assertAllClose(model.bits_per_dim([-dims * math.log(2.0)]),
                                 [1.0])
 
+    def test_glow_refuses_a_width_its_squeezes_cannot_halve(self):
+        # glow: "its height and width must be multiples of 2^levels", the
+        # width as well as the height, named in the preset's own words.
+        for shape in ((8, 6, 3), (6, 8, 3)):
+            with self.subTest(image_shape=shape):
+                with self.assertRaisesRegex(
+                        ValueError, r'^levels=2 squeezes the image 2 times, '
+                        r'so its height and width must be multiples of 4; '
+                        rf'got image_shape=\({shape[0]}, {shape[1]}, 3\)\.$'):
+                    presets.build('glow_cifar10', levels=2, steps=1,
+                                  filters=8, image_shape=shape, seed=0)
+
+    def test_dtype_reaches_glow_and_f_affine(self):
+        # The `dtype` override is the dtype of every variable, also of
+        # Glow's flow and of VFlow's f_affine (the 4M presets).
+        for name, overrides in [
+                ('glow_cifar10', dict(levels=1, steps=1, filters=8)),
+                ('vflow4_cifar10_4m', dict(filters=8, components=2,
+                                           q_blocks=1))]:
+            with self.subTest(preset=name):
+                try:  # A float32 layer among float64 ones fails the build.
+                    model = presets.build(name, image_shape=(4, 4, 3),
+                                          seed=0, dtype='float64',
+                                          **overrides)
+                except TypeError as e:
+                    self.fail(f'a float64 {name} mixes dtypes: {e}')
+                self.assertNotEmpty(model.trainable_variables)
+                self.assertEqual({v.dtype for v in model.trainable_variables},
+                                 {tf.float64})
+
+    def test_glow_seed_seeds_its_generator(self):
+        # "The `seed` override seeds the model's noise and dropout
+        # generator", whatever TF's global random state is.
+        def first_draw(seed, global_seed):
+            tf.random.set_seed(global_seed)
+            model = presets.build('glow_cifar10', levels=1, steps=1,
+                                  filters=8, image_shape=(4, 4, 3), seed=seed)
+            return model.rng.uniform_full_int([2], tf.int64).numpy()
+
+        self.assertAllEqual(first_draw(5, 1), first_draw(5, 2))
+        self.assertNotAllEqual(first_draw(5, 1), first_draw(6, 1))
+
+    def test_shape_errors_name_only_what_is_involved(self):
+        # The message adds "after n squeeze(s)" only after a squeeze, and
+        # the augmentation only when there is one (a Flow++ has none).
+        with self.assertRaisesRegex(ValueError, r'cannot act on shape '
+                                    r'\[8, 8, 5\]: ') as caught:
+            presets.build('tiny_vflow', augment_channels=2)
+        self.assertNotIn('squeeze', str(caught.exception))
+        with self.assertRaisesRegex(ValueError, r'cannot act on shape '
+                                    r'\[3, 3, 12\] \(after 1 squeeze\(s\) of '
+                                    r'\[6, 6, 3\]\)') as caught:
+            presets.build('tiny_flowpp', image_shape=(6, 6, 3))
+        self.assertNotIn('augment_channels', str(caught.exception))
+
+    def test_checkerboard_dims_and_steps_are_checked(self):
+        # checkerboard_model: Glow (dims 2) or VFlow (dims >= 4; one
+        # augmented dimension is refused); a VFlow spends a step on q, so
+        # it needs two; odd D_Z such as 3 are fine.
+        with self.assertRaisesRegex(
+                ValueError, r'^dims must be 2 \(Glow\) or >= 4; got 3\.$'):
+            presets.checkerboard_model(3, dims=3)
+        with self.assertRaisesRegex(
+                ValueError, r'^num_steps=1 leaves p no step\.$'):
+            presets.checkerboard_model(1, dims=4)
+        try:
+            model = presets.checkerboard_model(2, dims=5, seed=0)
+        except ValueError as e:
+            self.fail(f'dims=5 refused: {e}')
+        self.assertEqual(model.augment_channels, 3)
+        self.assertEqual(model.latent_shape, (5,))
+
+    def test_compute_dtype_is_a_valid_override(self):
+        # overridable lists the keyword arguments build accepts, the two
+        # execution options included: a settings check of them passes.
+        for option in ('attention_query_block', 'compute_dtype'):
+            self.assertIn(option, presets.overridable('tiny_vflow'))
+        presets.check_overrides('tiny_vflow', {'compute_dtype': 'bfloat16'},
+                                reserved=('seed',))
+
+    def test_step_groups_with_affine_couplings(self):
+        # StepGroup: "components ... 0 for an affine coupling"; a group
+        # has steps >= 1. On 3 channels the channel halves differ in size
+        # (so no per-half 1x1 convolutions).
+        with self.assertRaisesRegex(ValueError,
+                                    'steps must be an integer >= 1; got 0'):
+            G('column', 0)
+        for split in ('column', 'channel'):
+            with self.subTest(split=split):
+                try:
+                    group = G(split, 2, 1, 8, 0)
+                except ValueError as e:
+                    self.fail(f'components=0 refused: {e}')
+                layers = builders.image_step_group((4, 4, 3), group, 'g',
+                                                   pointwise=False)
+                couplings = [b for b in layers if isinstance(b, vb.Coupling)]
+                self.assertLen(couplings, 2)
+                halves = group.partition.half_event_shapes((4, 4, 3))
+                for i, coupling in enumerate(couplings):
+                    self.assertIsInstance(coupling, vb.AffineCoupling)
+                    # A shift and a log-scale per transformed element.
+                    transformed = halves[1 - i % 2]  # parity i % 2
+                    self.assertEqual(coupling.conditioner.output_shape[-1],
+                                     2 * transformed[-1])
+
 
 # ----------------------------------------------------------------------------
 # The importance-weighted bound of a tiny image VFlow.

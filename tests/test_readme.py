@@ -7,6 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from vflow_tfp.models import catalog
+from vflow_tfp.models import presets
 
 # absolute(), not resolve(): under Bazel the runfiles, not the source tree
 # behind their symlinks, must hold the README (a data dependency).
@@ -48,6 +49,30 @@ class ReadmeTest(tf.test.TestCase):
         self.assertGreaterEqual(len(rows), 20)
         for name, summary in rows:
             self.assertEqual(summary, catalog.describe(name), msg=name)
+
+    def _assert_table_counts(self, names):
+        """Each of `names` built with its defaults has the parameter count
+        of its row in the README's preset table."""
+        rows = dict(re.findall(r'^\| `(\w+)` \| ([\d,]+) \| [\d.]+ Mi \|',
+                               README.read_text(), flags=re.M))
+        for name in names:
+            self.assertIn(name, rows)
+            self.assertEqual(presets.build(name, seed=0).count_params(),
+                             int(rows[name].replace(',', '')), msg=name)
+
+    def test_the_preset_table_counts_the_small_presets_parameters(self):
+        # "Parameter counts as printed by count_params()": the CPU-sized
+        # presets, Glow and the toy models, built with their defaults.
+        self._assert_table_counts([
+            'small_vflow_32', 'small_vflow_16', 'small_flowpp_16',
+            'tiny_vflow', 'tiny_flowpp', 'glow_cifar10',
+            'checkerboard_glow_3', 'checkerboard_vflow_3_10'])
+
+    def test_the_preset_table_counts_the_imagenet_vflows_parameters(self):
+        # The VFlow ImageNet presets (about 40 s: 320M parameters in all);
+        # flowpp_imagenet32's count is asserted by test_models.
+        self._assert_table_counts(['vflow_imagenet32', 'vflow_imagenet64'])
+
 
 if __name__ == '__main__':
     tf.test.main()
