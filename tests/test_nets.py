@@ -995,6 +995,13 @@ class GlowNetTest(tf.test.TestCase):
         self.assertAllClose(net(tf.constant(x)), np_conv(h, net.conv_out),
                             rtol=1e-10, atol=1e-10)
 
+    def test_a_width_below_one_is_refused_by_name(self):
+        # Raises ValueError for an invalid width, naming the network and
+        # its `filters` argument rather than an inner layer.
+        with self.assertRaisesRegex(
+                ValueError, r'^glow_net: filters must be >= 1; got 0\.$'):
+            nets.GlowNet((4, 4, 3), 6, filters=0)
+
 
 # ----------------------------------------------------------------------------
 # ContextNet.
@@ -1139,6 +1146,61 @@ class ContextNetTest(tf.test.TestCase, parameterized.TestCase):
             net, input_signature=[tf.TensorSpec([None, 4, 8, 3])],
             jit_compile=True)
         self.assertAllClose(jit_fn(x), eager, atol=1e-5)
+
+    def test_halves_of_different_channel_counts_are_stacked(self):
+        # The halves must share a spatial shape only: ChannelSplit of 3
+        # channels gives halves of 1 and 2 channels, stacked back to C_a +
+        # C_b = 3 (which is x itself).
+        try:
+            net = nets.ContextNet((4, 4, 3), partitions.ChannelSplit(),
+                                  filters=4, num_blocks=1, dtype=tf.float64)
+        except ValueError as e:
+            self.fail(f'halves of one spatial shape were refused: {e}')
+        self.assertEqual(net.proj_in.in_channels, 3)
+        self.assertEqual(net.output_shape, (4, 4, 4))
+        randomize(net)
+        x = np.random.RandomState(2).randn(2, 4, 4, 3)
+        expected = net.residual_blocks[0](net.proj_in(x))
+        self.assertAllClose(net(x), expected, atol=1e-10)
+
+    def test_attention_options_reach_every_attention_block(self):
+        # num_heads, dropout and attention_query_block are passed to every
+        # GatedAttention block, as they are to the coupling networks.
+        net = nets.ContextNet((4, 8, 3), partitions.ColumnSplit(), filters=8,
+                              num_blocks=2, attention=True, num_heads=2,
+                              dropout=0.25, attention_query_block=3)
+        self.assertLen(net.attention_blocks, 2)
+        for block in net.attention_blocks:
+            self.assertEqual(block.num_heads, 2)
+            self.assertEqual(block.dropout_rate, 0.25)
+            self.assertEqual(block.query_block, 3)
+        # num_heads must divide filters.
+        with self.assertRaisesRegex(ValueError, 'multiple of num_heads'):
+            nets.ContextNet((4, 8, 3), partitions.ColumnSplit(), filters=8,
+                            num_blocks=1, attention=True, num_heads=3)
+
+    def test_a_non_image_shape_or_partition_is_refused(self):
+        # Either one alone is refused with the network's own message.
+        for shape, partition in [
+                ((4, 4, 3), partitions.ChannelSplit(event_ndims=1)),
+                ((4, 4), partitions.ChannelSplit())]:
+            with self.assertRaisesRegex(ValueError, 'context_net processes '
+                                        r'images: needs input_shape \(H, W, '
+                                        r'C\) and an image partition'):
+                nets.ContextNet(shape, partition, filters=4, num_blocks=1)
+
+    def test_an_input_is_taken_in_the_variables_dtype(self):
+        # A float64 numpy batch is converted to the float32 variables'
+        # dtype, as by the coupling networks.
+        net = nets.ContextNet((4, 8, 3), partitions.ColumnSplit(), filters=4,
+                              num_blocks=1)
+        x = np.random.RandomState(5).randn(2, 4, 8, 3)
+        try:
+            y = net(x)
+        except ValueError as e:
+            self.fail(f'a float64 input was refused: {e}')
+        self.assertEqual(y.dtype, tf.float32)
+        self.assertAllClose(y, net(tf.constant(x, tf.float32)), atol=1e-6)
 
 
 # ----------------------------------------------------------------------------

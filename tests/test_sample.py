@@ -70,6 +70,25 @@ class ImagesTest(tf.test.TestCase):
         self.assertAllEqual(spread, np.round(levels * (255.0 / 127.0)))
         self.assertEqual(spread[-1], 255)
 
+    def test_to_8bit_spreads_255_levels(self):
+        # Only 256 levels pass unchanged: 255 levels (0..254) still spread
+        # by round(x * 255 / 254), the top level to 255.
+        levels = np.array([0, 127, 254], np.uint8)
+        self.assertAllEqual(images.to_8bit(levels, 255),
+                            np.round(levels * (255.0 / 254.0)))
+        self.assertEqual(images.to_8bit(levels, 255)[-1], 255)
+
+    def test_grid_has_no_empty_row_when_the_columns_divide_the_count(self):
+        # [rows*H, columns*W, C] with rows = ceil(N / columns): 4 images in
+        # 2 columns (also the default ceil(sqrt(4))) fill exactly 2 rows.
+        batch = np.arange(1, 5, dtype=np.uint8).reshape(4, 1, 1, 1)
+        for columns in (2, None):
+            grid = images.image_grid(batch, columns=columns)
+            self.assertEqual(grid.shape, (2, 2, 1))
+            self.assertAllEqual(grid[..., 0], [[1, 2], [3, 4]])
+        self.assertEqual(images.image_grid(batch, columns=4).shape,
+                         (1, 4, 1))
+
 
 class _FakeSampler:
     """Stands in for a `SavedModelSampler`: records the seeds it is given
