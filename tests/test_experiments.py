@@ -1339,6 +1339,85 @@ def test_demo_trains_no_step_once_its_time_budget_is_spent():
     assert times and times[-1] == 20.0, proc.stdout
 
 
+@pytest.mark.parametrize('flag, message', [
+    ('--batch_size=0', '--batch_size must be >= 1; got 0.'),
+    ('--iw_samples=0', '--iw_samples must be >= 1; got 0.'),
+    ('--grid_iw_samples=0', '--grid_iw_samples must be >= 1; got 0.'),
+    ('--seeds=0', '--seeds must be >= 1; got 0.'),
+    ('--first_seed=-1', '--first_seed must be >= 0; got -1.'),
+])
+def test_script_refuses_every_count_below_its_bound(tmp_path, flag, message):
+    # As test_script_bad_flags: each count a run needs is checked with the
+    # flags, before the directory check (--output_dir names a file).
+    a_file = tmp_path / 'a_file'
+    a_file.write_text('x')
+    proc = _run_script(f'--output_dir={a_file}', flag)
+    _assert_one_line_error(proc, 'toy_experiment.py', message)
+
+
+@pytest.mark.parametrize('until', ['0', '1'])
+def test_script_takes_recycle_until_at_either_end(tmp_path, until):
+    # --recycle_until is a fraction in [0, 1], both ends included: the flags
+    # pass, and the command stops at the directory check.
+    a_file = tmp_path / 'a_file'
+    a_file.write_text('x')
+    proc = _run_script(f'--output_dir={a_file}', '--recycle_every=10',
+                       f'--recycle_until={until}')
+    _assert_one_line_error(proc, 'toy_experiment.py',
+                           '--output_dir must be a directory; got')
+
+
+def test_table_names_a_recycling_cut_off_only_before_the_end():
+    # --recycle_until is the fraction of the run after which no recycling
+    # happens: the table's note names it when recycling stops early, and
+    # not when it goes on to the end (1, the default).
+    script = _toy_script_module()
+    cell = {(2, 3): dict(mean=-3.6, std=0.0, seeds=[0])}
+    for until, note in (
+            (0.5, ', dead ReLU units recycled every 100 steps up to 0.5 of '
+                  'the run. '),
+            (1.0, ', dead ReLU units recycled every 100 steps. ')):
+        settings = dict(_SCRIPT_SETTINGS, recycle_every=100,
+                        recycle_until=until)
+        table = script._table(cell, settings)  # pylint: disable=W0212
+        assert note in table, table
+
+
+def test_script_runs_each_cell_once_seed_by_seed_cheap_cells_first(
+        tmp_path, monkeypatch, capsys):
+    # Every D in --dims and L in --steps once, whatever their order or
+    # repeats on the command line; seed by seed, and within a seed the
+    # cells from the fewest steps and dimensions up, so that an interrupted
+    # sweep has every cell of its first seeds. (Runs faked: each diverges
+    # at once, and the summary outputs are skipped.)
+    script = _toy_script_module()
+    calls = []
+
+    def run(preset, iterations, seed, *args, **kwargs):
+        del iterations, args, kwargs
+        calls.append((preset, seed))
+        raise FloatingPointError('non-finite loss (faked)')
+
+    monkeypatch.setattr(cb, 'run', run)
+    monkeypatch.setattr(script, '_write_outputs', lambda *a, **k: None)
+    tf_level = tf.get_logger().level
+    try:
+        with flagsaver.flagsaver():
+            script.main(script._parse_flags([  # pylint: disable=W0212
+                'toy_experiment.py', f'--output_dir={tmp_path / "toy"}',
+                '--iterations=4', '--seeds=2', '--dims=4,2,4',
+                '--steps=3,2', '--test_size=20', '--density_configs=',
+                '--nojit_compile']))
+    finally:
+        tf.get_logger().setLevel(tf_level)
+    assert calls == [(cb.preset_name(d, s), seed) for seed in (0, 1)
+                     for s in (2, 3) for d in (2, 4)]
+    out = capsys.readouterr().out
+    assert 'Checkerboard sweep: 8 runs (D [2, 4], L [2, 3], seeds [0, 1])' \
+        in out, out
+    assert '[8/8]' in out and '[9/' not in out, out
+
+
 if __name__ == '__main__':
     # Pytest-style tests: a plain `python tests/test_experiments.py` (Bazel's py_test) runs them.
     sys.exit(pytest.main([__file__]))

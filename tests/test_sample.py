@@ -589,6 +589,23 @@ class SampleTest(tf.test.TestCase):
                              f'sample.py: error: {message}')
         self.assertEqual(os.listdir(self.tmp), [])
 
+    def test_the_command_line_reports_one_sample_as_one(self):
+        # The summary line counts what was written: one sample is "1
+        # sample", and a directory of one holds "1 file".
+        array, folder = self._path('one.npy'), self._path('one')
+        run = _run_sample(f'--model={self.vector.path}', f'--output={array}',
+                          '--num=1')
+        self.assertEqual(run.returncode, 0, run.stderr)
+        self.assertRegex(run.stdout, r'^1 sample \(2, float32, temperature 1, '
+                                     r'seed 0\) in [0-9.]+ s: wrote '
+                                     + re.escape(array) + '\n$')
+        run = _run_sample(f'--model={self.image.path}', f'--output={folder}',
+                          '--num=1')
+        self.assertEqual(run.returncode, 0, run.stderr)
+        self.assertRegex(run.stdout, r'^1 sample \(8x8x3, uint8, .*: wrote '
+                                     r'1 file in ' + re.escape(folder) + '\n$')
+        self.assertEqual(os.listdir(folder), ['sample_000000.png'])
+
 
 class SampleWriterWithoutAModelTest(tf.test.TestCase):
     """`SampleWriter` on its own, with made-up samples."""

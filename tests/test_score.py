@@ -1241,6 +1241,38 @@ class ScoreTest(tf.test.TestCase):
             with self.assertRaisesRegex(ValueError, r'must be below 2\^31'):
                 call()
 
+    def test_one_image_named_with_a_carriage_return(self):
+        # A line break in a name, \r as well as \n, is escaped so the table
+        # keeps one line per example; and one image is counted as one.
+        name = os.path.join(self.tmp, 'cr\rhere.png')
+        _write_png(name, self.exported.train[0])
+        code, out, err = run_score(self.model_flag, '--num_samples=2', name)
+        self.assertEqual(code, 0, err)
+        lines = out.splitlines()
+        self.assertLen(lines, 3, out)  # header, the image, the mean
+        self.assertEqual(lines[1].split('\t')[0],
+                         os.path.join(self.tmp, 'cr\\rhere.png'))
+        self.assertRegex(lines[2], r'^mean bits/dim [0-9.]+ over 1 image '
+                                   r'\(2 importance samples, seed 0, ')
+
+    def test_non_finite_scores_are_null_in_an_upper_case_json_file(self):
+        # An output named .JSON is JSON as .json is (the format goes by the
+        # extension in either case): the warning says its non-finite
+        # scores are null there.
+        vector = export_fixtures.vector_export()
+        points = data.sample_checkerboard(2, seed=1)
+        points[0] = [1e30, 0.0]
+        path = self._npy('far.npy', points)
+        output = self._path('S.JSON')
+        code, _, err = run_score(f'--model={vector.path}', path,
+                                 '--num_samples=2', f'--output={output}')
+        self.assertEqual(code, 0, err)
+        self.assertIn('score.py: warning: 1 of 2 vectors have no finite '
+                      'score (far outside the data, where the model '
+                      'overflows); null in the JSON\n', err)
+        with open(output) as f:
+            self.assertIsNone(json.load(f)['images'][0]['log_likelihood'])
+
 
 class _FakeScorer:
     """Anything with SavedModelScorer's `log_prob` (see `score`): scores

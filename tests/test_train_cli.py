@@ -842,5 +842,65 @@ class CliErrorTest(_RunDirectory, tf.test.TestCase):
         self.assertFalse(os.path.exists(new_parent))
 
 
+class PresetSettingsCliTest(_RunDirectory, tf.test.TestCase):
+    """How --set and the preset flags combine, and the settings checked
+    against the data."""
+
+    def _overrides(self, *args):
+        return _with_train_module(
+            'train.FLAGS(["train.py"] + args)\n'
+            '_, overrides = train._checked_config()\n'
+            'print(json.dumps(overrides))\n',
+            ['--preset=tiny_vflow', *args, f'--output_dir={self.tmp}'], [])
+
+    def test_a_setting_given_twice_alike_is_taken_and_otherwise_refused(self):
+        # Only two different values contradict each other (whichever came
+        # last would win silently); the same value twice is that value. A
+        # --set value that is no Python literal is its text, for the
+        # preset's own check to name.
+        self.assertEqual(self._overrides('--dropout=0.1', '--set=dropout=0.1',
+                                         '--set=filters=abc',
+                                         '--set=attention=a b'),
+                         dict(dropout=0.1, filters='abc', attention='a b'))
+        for args, message in (
+                (['--set=dropout=0.1', '--set=dropout=0.2'],
+                 '--set=dropout=0.2 contradicts --set=dropout=0.1; give each '
+                 'setting once.'),
+                (['--set==3'], "--set expects name=value; got '=3'.")):
+            run = self._run_train('--preset=tiny_vflow', *args,
+                                  f'--output_dir={self.tmp}')
+            self.assertEqual((run.returncode, run.stderr),
+                             (2, f'train.py: error: {message}\n'))
+
+    def test_settings_that_agree_with_the_data_go_on(self):
+        # --set=num_bins equal to --num_bits's 2^num_bits levels, and a
+        # --set=image_shape equal to the data's, agree with the data: the
+        # command goes past those checks (here to a --dropout the preset's
+        # build refuses, or to the download of MNIST, patched to fail).
+        run = self._run_train('--preset=tiny_vflow',
+                              '--dataset=photo_patches/8x8', '--num_bits=5',
+                              '--set=num_bins=32', '--dropout=1.5',
+                              f'--output_dir={self.tmp}')
+        self._assert_one_line_error(
+            run, r"train\.py: error: preset 'tiny_vflow' cannot be built "
+                 r"with \{'dropout': 1\.5, 'num_bins': 32\}: .*dropout")
+        offline = (
+            'import runpy, sys\n'
+            'import tensorflow_datasets as tfds\n'
+            'def download_and_prepare(self, *args, **kwargs):\n'
+            '    raise AssertionError("the data were prepared")\n'
+            'tfds.core.DatasetBuilder.download_and_prepare = '
+            'download_and_prepare\n'
+            'sys.argv[0] = sys.argv[1]; del sys.argv[1]\n'
+            'runpy.run_path(sys.argv[0], run_name="__main__")\n')
+        run = subprocess.run(
+            [sys.executable, '-c', offline, TRAIN, '--preset=tiny_vflow',
+             '--dataset=mnist', '--set=image_shape=(28, 28, 1)',
+             f'--data_dir={os.path.join(self.tmp, "tfds")}',
+             f'--output_dir={os.path.join(self.tmp, "run")}'],
+            env=_env(), capture_output=True, text=True, timeout=300)
+        self._assert_one_line_error(run, 'the data were prepared')
+
+
 if __name__ == '__main__':
     tf.test.main()
