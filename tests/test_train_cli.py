@@ -26,6 +26,23 @@ TRAIN = os.path.join(ROOT, 'bin', 'train.py')
 WORKER = os.path.join(HERE, 'multiworker_worker.py')
 
 
+def _failing_downloads(error):
+    """A `python -c` script: runs the script its first argument names, with
+    TFDS's download_and_prepare raising `error` (an expression)."""
+    return ('import runpy, sys\n'
+            'import tensorflow_datasets as tfds\n'
+            'def download_and_prepare(self, *args, **kwargs):\n'
+            f'    raise {error}\n'
+            'tfds.core.DatasetBuilder.download_and_prepare = '
+            'download_and_prepare\n'
+            'sys.argv[0] = sys.argv[1]; del sys.argv[1]\n'
+            'runpy.run_path(sys.argv[0], run_name="__main__")\n')
+
+
+# Fails loudly if a command prepares the data: it must stop before that.
+_NO_DOWNLOADS = _failing_downloads('AssertionError("the data were prepared")')
+
+
 def _env(**extra):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', PYTHONUNBUFFERED='1')
     env.pop('TF_CONFIG', None)
@@ -587,15 +604,7 @@ class CliErrorTest(_RunDirectory, tf.test.TestCase):
         # No network: TFDS's download fails inside bin/train.py (patched
         # here to fail at once), and the run ends with one line naming the
         # data set, its directory and the cause.
-        offline = (
-            'import runpy, sys\n'
-            'import tensorflow_datasets as tfds\n'
-            'def download_and_prepare(self, *args, **kwargs):\n'
-            '    raise ConnectionError("no network here")\n'
-            'tfds.core.DatasetBuilder.download_and_prepare = '
-            'download_and_prepare\n'
-            'sys.argv[0] = sys.argv[1]; del sys.argv[1]\n'
-            'runpy.run_path(sys.argv[0], run_name="__main__")\n')
+        offline = _failing_downloads('ConnectionError("no network here")')
         data_dir = os.path.join(self.tmp, 'tfds')
         run = subprocess.run(
             [sys.executable, '-c', offline, TRAIN, '--preset=tiny_vflow',
@@ -613,21 +622,12 @@ class CliErrorTest(_RunDirectory, tf.test.TestCase):
         # MNIST's 28x28x1 from the TFDS metadata, before anything is
         # downloaded (download_and_prepare patched to fail loudly, as in
         # the test above: the run must not get that far).
-        offline = (
-            'import runpy, sys\n'
-            'import tensorflow_datasets as tfds\n'
-            'def download_and_prepare(self, *args, **kwargs):\n'
-            '    raise AssertionError("the data were prepared")\n'
-            'tfds.core.DatasetBuilder.download_and_prepare = '
-            'download_and_prepare\n'
-            'sys.argv[0] = sys.argv[1]; del sys.argv[1]\n'
-            'runpy.run_path(sys.argv[0], run_name="__main__")\n')
         data_dir = os.path.join(self.tmp, 'tfds')
         out = os.path.join(self.tmp, 'run')
 
         def run(*args, **env):
             return subprocess.run(
-                [sys.executable, '-c', offline, TRAIN, '--dataset=mnist',
+                [sys.executable, '-c', _NO_DOWNLOADS, TRAIN, '--dataset=mnist',
                  f'--data_dir={data_dir}', f'--output_dir={out}', *args],
                 env=_env(**env), capture_output=True, text=True, timeout=300)
 
@@ -884,17 +884,8 @@ class PresetSettingsCliTest(_RunDirectory, tf.test.TestCase):
         self._assert_one_line_error(
             run, r"train\.py: error: preset 'tiny_vflow' cannot be built "
                  r"with \{'dropout': 1\.5, 'num_bins': 32\}: .*dropout")
-        offline = (
-            'import runpy, sys\n'
-            'import tensorflow_datasets as tfds\n'
-            'def download_and_prepare(self, *args, **kwargs):\n'
-            '    raise AssertionError("the data were prepared")\n'
-            'tfds.core.DatasetBuilder.download_and_prepare = '
-            'download_and_prepare\n'
-            'sys.argv[0] = sys.argv[1]; del sys.argv[1]\n'
-            'runpy.run_path(sys.argv[0], run_name="__main__")\n')
         run = subprocess.run(
-            [sys.executable, '-c', offline, TRAIN, '--preset=tiny_vflow',
+            [sys.executable, '-c', _NO_DOWNLOADS, TRAIN, '--preset=tiny_vflow',
              '--dataset=mnist', '--set=image_shape=(28, 28, 1)',
              f'--data_dir={os.path.join(self.tmp, "tfds")}',
              f'--output_dir={os.path.join(self.tmp, "run")}'],
