@@ -80,7 +80,7 @@ class Case:
     min_event_ndims: int = 3
 
 
-def _randomise(bijector, dtype, seed):
+def randomise(bijector, dtype, seed):
     """Replaces every trainable variable's value with a random one."""
     rng = np.random.default_rng(seed)
     for v in bijector.trainable_variables:
@@ -168,7 +168,7 @@ def _attention_coupling(dtype):
     net = nets.ConvAttnNet(
         cond, trans[-1] * vb.MixLogisticCoupling.num_params(NUM_COMPONENTS),
         filters=8, num_blocks=1, num_heads=2, context_channels=3, dtype=dtype)
-    _randomise(net, dtype, 11)
+    randomise(net, dtype, 11)
     context = tf.random.stateless_normal([1] + list(cond[:-1]) + [3], [5, 6],
                                          dtype=dtype)
     return vb.MixLogisticCoupling(WithFixedContext(net, context), partition,
@@ -180,34 +180,34 @@ def all_cases():
     mix_p = vb.MixLogisticCoupling.num_params(k)
     return [
         Case('actnorm_per_channel',
-             lambda dt: _randomise(vb.ActNorm(IMAGE_SHAPE, per_channel=True,
-                                              dtype=dt), dt, 0),
+             lambda dt: randomise(vb.ActNorm(IMAGE_SHAPE, per_channel=True,
+                                             dtype=dt), dt, 0),
              IMAGE_SHAPE),
         Case('actnorm_per_element',
-             lambda dt: _randomise(vb.ActNorm(IMAGE_SHAPE, per_channel=False,
-                                              dtype=dt), dt, 1),
+             lambda dt: randomise(vb.ActNorm(IMAGE_SHAPE, per_channel=False,
+                                             dtype=dt), dt, 1),
              IMAGE_SHAPE),
         Case('actnorm_vector',
-             lambda dt: _randomise(vb.ActNorm(VECTOR_SHAPE, dtype=dt), dt, 2),
+             lambda dt: randomise(vb.ActNorm(VECTOR_SHAPE, dtype=dt), dt, 2),
              VECTOR_SHAPE, min_event_ndims=1),
         Case('conv1x1_dense',
-             lambda dt: _randomise(vb.Invertible1x1Conv(IMAGE_SHAPE,
-                                                        dtype=dt), dt, 3),
+             lambda dt: randomise(vb.Invertible1x1Conv(IMAGE_SHAPE,
+                                                       dtype=dt), dt, 3),
              IMAGE_SHAPE),
         Case('conv1x1_dense_per_half',
-             lambda dt: _randomise(vb.Invertible1x1Conv(
+             lambda dt: randomise(vb.Invertible1x1Conv(
                  IMAGE_SHAPE, partition=vb.ColumnSplit(), dtype=dt), dt, 4),
              IMAGE_SHAPE),
         Case('conv1x1_dense_vector',
-             lambda dt: _randomise(vb.Invertible1x1Conv(VECTOR_SHAPE,
-                                                        dtype=dt), dt, 5),
+             lambda dt: randomise(vb.Invertible1x1Conv(VECTOR_SHAPE,
+                                                       dtype=dt), dt, 5),
              VECTOR_SHAPE, min_event_ndims=1),
         Case('conv1x1_lu',
-             lambda dt: _randomise(vb.Invertible1x1ConvLU(IMAGE_SHAPE,
-                                                          dtype=dt), dt, 6),
+             lambda dt: randomise(vb.Invertible1x1ConvLU(IMAGE_SHAPE,
+                                                         dtype=dt), dt, 6),
              IMAGE_SHAPE),
         Case('conv1x1_lu_per_half',
-             lambda dt: _randomise(vb.Invertible1x1ConvLU(
+             lambda dt: randomise(vb.Invertible1x1ConvLU(
                  IMAGE_SHAPE, partition=vb.ChannelSplit(), dtype=dt), dt, 7),
              IMAGE_SHAPE),
         Case('squeeze', lambda dt: vb.Squeeze(), IMAGE_SHAPE),

@@ -15,6 +15,7 @@ import vflow_tfp
 from vflow_tfp import bijectors as vb
 from vflow_tfp import models
 from bijector_cases import TinyConditioner
+from bijector_cases import randomise
 
 tfb = tfp.bijectors
 tfd = tfp.distributions
@@ -2045,13 +2046,6 @@ class ConditioningDeliveryTest(tf.test.TestCase):
             self.seen.append(training)
             return self.net(*args, training=training, **kwargs)
 
-    @staticmethod
-    def _randomised(net, seed):
-        rng = np.random.default_rng(seed)
-        for v in net.trainable_variables:
-            v.assign(0.3 * rng.normal(size=v.shape))
-        return net
-
     def test_training_reaches_every_network_through_chain_kwargs(self):
         # `context` and `training` are bijector kwargs of the couplings and
         # of ConditionalAffine (their `conditioning_kwargs`), and their
@@ -2118,8 +2112,9 @@ class ConditioningDeliveryTest(tf.test.TestCase):
         # A NumPy float64 context, or float64 parameters from
         # `conditioning_parameters`, condition a float32 layer as their
         # float32 tensors do (as the couplings convert their contexts).
-        layer = vb.ConditionalAffine(self._randomised(
-            vflow_tfp.nets.MLP(3, 8, output_init_scale=1.0), 0), [4])
+        layer = vb.ConditionalAffine(randomise(
+            vflow_tfp.nets.MLP(3, 8, output_init_scale=1.0), tf.float32, 0),
+            [4])
         rng = np.random.default_rng(1)
         context = rng.normal(size=[2, 3])
         x = tf.constant(rng.normal(size=[2, 4]), tf.float32)
@@ -2136,9 +2131,9 @@ class ConditioningDeliveryTest(tf.test.TestCase):
         # every context, also traced with unknown batch sizes: the results
         # are the eager ones.
         coupling = vb.AffineCoupling(
-            self._randomised(vflow_tfp.nets.MLP(
+            randomise(vflow_tfp.nets.MLP(
                 2, 4, hidden_units=(8,), context_features=3,
-                output_init_scale=1.0, dtype=tf.float64), 2),
+                output_init_scale=1.0, dtype=tf.float64), tf.float64, 2),
             vb.ChannelSplit(event_ndims=1), dtype=tf.float64)
         rng = np.random.default_rng(3)
         x = tf.constant(rng.normal(size=[3, 4]))
