@@ -260,7 +260,7 @@ class SampleTest(tf.test.TestCase):
         vectors = sampling.SavedModelSampler(self.vector.path)
         self.assertTrue(np.all(np.isfinite(sampling.draw(vectors, 4))))
         with self.assertRaisesRegex(ValueError, r'^batch 0 \(seed \(0, 0\)\): '
-                                    'non-finite samples \(temperature 1e\+30'):
+                                    r'non-finite samples \(temperature 1e\+30'):
             sampling.draw(vectors, 4, temperature=1e30)
 
     def test_outputs_hold_the_samples(self):

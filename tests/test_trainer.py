@@ -1076,7 +1076,6 @@ class TrainerSafetyTest(_TrainerFixture, tf.test.TestCase):
         self.assertFalse(all(np.array_equal(a, b)
                              for a, b in zip(first, other)))
 
-
     def test_damaged_checkpoints_never_restart_the_run(self):
         # A damaged newest checkpoint or state file falls back to the newest
         # checkpoint that loads; with none readable the run is refused and

@@ -532,4 +532,3 @@ def build(preset, /, attention_query_block=None, compute_dtype=None,
                          'mixed precision (compute_dtype applies to the '
                          'attention-coupling and context networks).')
     return model
-

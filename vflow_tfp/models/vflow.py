@@ -645,4 +645,3 @@ class VFlow(tf.Module):
         pixels = tf.clip_by_value(pixels, 0.0, self._num_bins - 1.0)
         return tf.cast(pixels, tf.uint8 if self._num_bins <= 256 else
                        tf.int32)
-
