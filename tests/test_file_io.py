@@ -1,6 +1,7 @@
 """Run files behind URLs: `file://` URLs take the `tf.io.gfile` path that
 `gs://` takes, on the local disk."""
 
+import errno
 import json
 import os
 import socket
@@ -10,6 +11,7 @@ import tempfile
 import time
 from unittest import mock
 
+import numpy as np
 import tensorflow as tf
 
 from vflow_tfp import file_io
@@ -296,6 +298,173 @@ class FileIoTest(tf.test.TestCase):
         self.assertEqual(os.listdir(run), [file_io.LOCK_FILE])
         # A URL is not locked.
         file_io.lock_directory(self.url).release()
+
+    def test_a_url_glob_is_sorted(self):
+        # `glob` promises sorted paths for a URL too; TF's local file system
+        # lists a directory in the file system's order.
+        names = [f'img{i:02d}.png' for i in range(40)]
+        for name in reversed(names):
+            open(os.path.join(self.directory, name), 'wb').close()
+        self.assertEqual(file_io.glob(self.url + '/*.png'),
+                         [self.url + '/' + name for name in names])
+
+    def test_any_double_star_in_a_url_is_refused(self):
+        # `**` is refused in a URL wherever it stands, not only as a whole
+        # level between slashes: tf.io.gfile would read it as `*`.
+        open(os.path.join(self.directory, 'a.png'), 'wb').close()
+        for pattern in ('/**', '/**.png', '/a**'):
+            with self.assertRaisesRegex(ValueError, r'\*\* .*local paths'):
+                file_io.glob(self.url + pattern)
+
+    def test_a_url_s_missing_file_error_names_it_as_open_s_does(self):
+        # The error of a URL is the one Python's file functions raise for a
+        # path: FileNotFoundError with its errno and the file's name.
+        for root in (self.directory, self.url):
+            path = file_io.join(root, 'none')
+            for read in (file_io.read_bytes, file_io.listdir, file_io.mtime):
+                with self.assertRaises(FileNotFoundError) as raised:
+                    read(path)
+                self.assertEqual(raised.exception.errno, errno.ENOENT)
+                self.assertEqual(raised.exception.filename, path)
+
+    def test_a_url_s_json_is_utf8(self):
+        # JSON files are UTF-8: a URL reads the same value as a path.
+        with open(os.path.join(self.directory, 'a.json'), 'wb') as f:
+            f.write('{"name": "caf\u00e9 \u2713"}'.encode('utf-8'))
+        for root in (self.directory, self.url):
+            self.assertEqual(file_io.read_json(file_io.join(root, 'a.json')),
+                             {'name': 'caf\u00e9 \u2713'})
+
+    def test_a_url_refuses_any_other_encoding_or_newline(self):
+        # A URL may ask only for UTF-8 and the newlines given: another
+        # value of those same arguments is refused, not taken for them.
+        for kwargs in (dict(encoding='latin-1'), dict(newline=None),
+                       dict(newline='\r\n')):
+            with self.assertRaisesRegex(ValueError, 'cannot also use'):
+                with file_io.atomic_write(self.url + '/a.csv',
+                                          **kwargs) as f:
+                    f.write('a')
+        self.assertEqual(os.listdir(self.directory), [])
+
+    def test_a_local_file_is_opened_with_the_arguments_given(self):
+        # A local file comes from `open` with the caller's arguments.
+        path = os.path.join(self.directory, 'a.csv')
+        with file_io.atomic_write(path, encoding='latin-1') as f:
+            f.write('\u00e9')
+        with open(path, 'rb') as f:
+            self.assertEqual(f.read(), b'\xe9')
+
+    def test_absolute_keeps_symbolic_links(self):
+        # Made absolute, not resolved: a link stays the name it was given.
+        link = os.path.join(self.directory, 'link')
+        os.symlink(self.cwd, link)
+        self.addCleanup(os.remove, link)
+        self.assertEqual(file_io.absolute(os.path.join(link, 'a')),
+                         os.path.join(link, 'a'))
+        self.assertEqual(file_io.absolute(os.path.relpath(link)), link)
+
+    def test_an_unreachable_url_is_named_by_the_first_line_of_tf_s_reason(
+            self):
+        # One line: TF's reason is its message's first line, the lines
+        # after it detail.
+        error = tf.errors.UnimplementedError(
+            None, None, 'File system scheme not implemented\nat line 3')
+        with mock.patch.object(tf.io.gfile, 'exists', side_effect=error):
+            with self.assertRaises(ValueError) as raised:
+                file_io.check_reachable('foo://bucket/run')
+        self.assertEqual(str(raised.exception),
+                         'foo://bucket/run: cannot reach it (File system '
+                         'scheme not implemented).')
+
+    def test_finite_or_none_takes_numpy_floats_for_floats(self):
+        # NumPy's float64 is a float: its NaN and infinities go too.
+        cleaned = file_io.finite_or_none(
+            {'a': np.float64('nan'), 'b': [np.float64(1.5),
+                                           np.float64('-inf')]})
+        self.assertEqual(cleaned, {'a': None, 'b': [1.5, None]})
+        json.dumps(cleaned, allow_nan=False)  # Raises on NaN or Infinity.
+
+    def test_join_in_the_working_directory(self):
+        # An empty directory is the working one, as for `os.path.join`.
+        self.assertEqual(file_io.join('', 'a.png'), 'a.png')
+        self.assertEqual(file_io.join(self.directory, 'a.png'),
+                         os.path.join(self.directory, 'a.png'))
+
+    def test_a_staging_directory_just_made_is_kept_and_any_stale_one_not(
+            self):
+        # Another process's staging directory that nothing has been written
+        # to yet is fresh, not stale; a stale one is removed whatever
+        # letters mkdtemp chose for it (underscores included).
+        target = os.path.join(self.directory, 'saved_model')
+        fresh = os.path.join(self.directory, '.saved_model.staging-new_1')
+        stale = os.path.join(self.directory, '.saved_model.staging-old_1')
+        os.makedirs(fresh)
+        os.makedirs(stale)
+        old = time.time() - file_io.STALE_STAGING_SECONDS - 60
+        os.utime(stale, (old, old))
+        with file_io.staged_directory(target):
+            pass
+        self.assertEqual(sorted(os.listdir(self.directory)),
+                         ['.saved_model.staging-new_1', 'saved_model'])
+
+    def test_a_url_with_a_trailing_slash_is_staged_beside_it(self):
+        # `URL/` names the directory URL: staged beside it, not inside it,
+        # and moved onto it.
+        with file_io.staged_directory(self.url + '/out/') as staging:
+            self.assertEqual(file_io.join(self.url, ''),
+                             staging[:staging.rindex('/') + 1])
+            with tf.io.gfile.GFile(file_io.join(staging, 'a'), 'w') as f:
+                f.write('a')
+        self.assertEqual(os.listdir(self.directory), ['out'])
+        self.assertEqual(os.listdir(os.path.join(self.directory, 'out')),
+                         ['a'])
+
+    def test_reason_is_a_few_words_without_the_path(self):
+        # What went wrong, for a message that names the path itself.
+        with self.assertRaises(OSError) as local:
+            open(os.path.join(self.directory, 'none'), 'rb')
+        with self.assertRaises(OSError) as remote:
+            file_io.listdir(self.url + '/none')
+        for raised in (local, remote):
+            self.assertEqual(file_io.reason(raised.exception),
+                             os.strerror(errno.ENOENT))
+        error = tf.errors.NotFoundError(None, None, 'no such object')
+        self.assertEqual(file_io.reason(error), 'no such object')
+
+    def test_staging_makes_a_missing_local_parent(self):
+        # The parent directory is made if missing.
+        target = os.path.join(self.directory, 'new', 'out')
+        try:
+            with file_io.staged_directory(target) as staging:
+                open(os.path.join(staging, 'a'), 'w').close()
+        except FileNotFoundError as e:
+            self.fail(f'no parent made: {e}')
+        self.assertEqual(os.listdir(os.path.join(self.directory, 'new')),
+                         ['out'])
+        self.assertEqual(os.listdir(target), ['a'])
+
+    def test_staging_without_replace_keeps_a_full_url_directory(self):
+        # Without `replace`, a directory that holds files is in the way
+        # behind a URL too: FileExistsError, and its files stay.
+        os.makedirs(os.path.join(self.directory, 'out'))
+        with open(os.path.join(self.directory, 'out', 'notes.txt'), 'w'):
+            pass
+        with self.assertRaisesRegex(FileExistsError, 'holds files'):
+            with file_io.staged_directory(self.url + '/out',
+                                          replace=False) as staging:
+                with tf.io.gfile.GFile(file_io.join(staging, 'a'), 'w') as f:
+                    f.write('a')
+        self.assertEqual(os.listdir(os.path.join(self.directory, 'out')),
+                         ['notes.txt'])
+        self.assertEqual(os.listdir(self.directory), ['out'])
+
+    def test_a_scheme_tf_does_not_serve_is_unreachable_even_if_like_file(
+            self):
+        # TF's schemes are case-sensitive: `FILE://` is not `file://`, and
+        # is found unreachable before any work.
+        with self.assertRaisesRegex(ValueError, 'FILE:///x: cannot reach it'):
+            file_io.check_reachable('FILE:///x')
+        file_io.check_reachable(self.url)
 
 
 if __name__ == '__main__':

@@ -30,6 +30,7 @@ from vflow_tfp.models import ConditionalFlow
 from vflow_tfp.models import UniformDequantizer
 from vflow_tfp.models import VFlow
 from vflow_tfp.models import builders
+from vflow_tfp.models import conditional
 from vflow_tfp.models import presets
 from vflow_tfp.nets import MLP
 import model_helpers
@@ -2584,6 +2585,224 @@ class EstimatorDetailsTest(tf.test.TestCase):
         first = model.sample(4, seed=[3, 4])
         model.rng.uniform_full_int([2], tf.int32)
         self.assertAllEqual(model.sample(4, seed=[3, 4]), first)
+
+
+# ----------------------------------------------------------------------------
+# Argument and contract details of VFlow and ConditionalFlow.
+# ----------------------------------------------------------------------------
+
+def _tiny_flowpp_dequantizer_with_dropout():
+    """tiny_flowpp's r with dropout 0.5 and weights moved off their init
+    (the couplings' output layers start at zero, where dropout inside them
+    changes nothing)."""
+    tf.random.set_seed(5)
+    dequantizer = presets.build('tiny_flowpp', dropout=0.5, seed=0).dequantizer
+    rng = np.random.default_rng(0)
+    for v in dequantizer.trainable_variables:
+        v.assign_add(0.1 * rng.standard_normal(v.shape).astype(
+            v.dtype.as_numpy_dtype))
+    return dequantizer
+
+
+class ModelContractDetailsTest(tf.test.TestCase):
+
+    def test_unsigned_sample_counts_int32_cannot_hold_are_refused(self):
+        # `log_prob` docstring: num_samples is in [1, 2^31), as any integer
+        # scalar tensor; a uint32 2^31 wraps to -2^31 in int32 (and then
+        # scored NaN) unless it is checked in its own dtype.
+        model = VFlow(tfb.Identity(), data_shape=[2])
+        x = tf.zeros([1, 2])
+        self.assertAllClose(
+            model.log_prob(x, tf.constant(3, tf.uint32), seed=[1, 2]),
+            [-math.log(2 * math.pi)])
+        with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
+                                    r'num_samples must be below 2\^31'):
+            model.log_prob(x, tf.constant(2**31, tf.uint32), seed=[1, 2])
+
+    def test_unsigned_sample_numbers_int32_cannot_hold_are_refused(self):
+        # `sample` docstring: num is a non-negative integer scalar below
+        # 2^31; a uint32 2^31 wraps to -2^31 in int32.
+        model = VFlow(tfb.Identity(), data_shape=[2])
+        self.assertEqual(
+            model.sample(tf.constant(3, tf.uint32), seed=[1, 2]).shape, [3, 2])
+        with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
+                                    r'num must be below 2\^31'):
+            model.sample(tf.constant(2**31, tf.uint32), seed=[1, 2])
+
+    def test_a_sample_count_of_unknown_rank_is_a_count(self):
+        # `log_prob` takes num_samples as an integer scalar tensor, also
+        # one whose rank a trace does not know. With p the identity and
+        # no z, every draw is log N(x): the estimate is that for any S.
+        model = VFlow(tfb.Identity(), data_shape=[2])
+        x = tf.constant([[0.0, 1.0], [2.0, -1.0]])
+        score = tf.function(
+            lambda x, n: model.log_prob(x, n, seed=[1, 2]),
+            input_signature=[tf.TensorSpec([None, 2]),
+                             tf.TensorSpec(None, tf.int32)])
+        try:
+            got = score(x, tf.constant(3))
+        except TypeError as e:
+            self.fail(f'a count of unknown rank refused: {e}')
+        self.assertAllClose(got, [-math.log(2 * math.pi) - 0.5,
+                                  -math.log(2 * math.pi) - 2.5])
+
+    def test_image_seeds_hash_the_pixel_values_whatever_the_dtype(self):
+        # `example_seeds` docstring: images are hashed as int32 pixel
+        # values, so models of any float dtype give an image the same seed
+        # (and uint8, int32 or whole float pixels too).
+        x = np.array([[[[3], [200]]], [[[0], [255]]]], np.uint8)
+        expected = VFlow(tfb.Identity(), data_shape=[1, 2, 1]).example_seeds(
+            x, [1, 2])
+        wide = VFlow(tfb.Identity(), data_shape=[1, 2, 1], dtype=tf.float64)
+        for pixels in (x, x.astype(np.int32), x.astype(np.float32)):
+            self.assertAllEqual(wide.example_seeds(pixels, [1, 2]), expected)
+
+    def test_sticking_the_landing_is_refused_with_dropout_in_r_alone(self):
+        # `elbo` raises for 'sticking_the_landing' in training with dropout
+        # in q or r: here q has no network and r drops out.
+        model = VFlow(tfb.Identity(), data_shape=[8, 8, 3],
+                      augment_channels=1,
+                      posterior=ConditionalFlow(tfb.Identity(), [8, 8, 1]),
+                      dequantizer=presets.build(
+                          'tiny_flowpp', dropout=0.3, seed=0).dequantizer)
+        x = np.zeros([1, 8, 8, 3], np.uint8)
+        with self.assertRaisesRegex(ValueError, 'dropout in training breaks'):
+            model.elbo(x, training=True,
+                       gradient_estimator='sticking_the_landing')
+
+    def test_reconstruction_error_draws_without_dropout(self):
+        # `reconstruction_error` docstring: xz is drawn as elbo does,
+        # without dropout. p's forward doubles what its inverse keeps, so
+        # the error is max |xz|, here max |x~| (q's z is tiny), which r's
+        # dropout would move.
+        double = tfb.Inline(
+            forward_fn=lambda y: 2.0 * y, inverse_fn=lambda x: x,
+            forward_log_det_jacobian_fn=lambda y: tf.zeros([]),
+            forward_min_event_ndims=0, is_constant_jacobian=True)
+        model = VFlow(double, data_shape=[8, 8, 3], augment_channels=1,
+                      posterior=ConditionalFlow(tfb.Scale(1e-3), [8, 8, 1]),
+                      dequantizer=_tiny_flowpp_dequantizer_with_dropout())
+        x = data.photo_patches(8, 'test', max_patches=2)
+        xz = _augmented(model, x, [4, 5])
+        self.assertAllClose(model.reconstruction_error(x, seed=[4, 5]),
+                            tf.reduce_max(tf.abs(xz), axis=[1, 2, 3]),
+                            atol=1e-5, rtol=0)
+
+    def test_reconstruction_error_checks_per_example_seeds(self):
+        # Its seed is taken as for `elbo`: per-example seeds must cover the
+        # batch, refused with elbo's messages.
+        model = presets.build('checkerboard_vflow_3_4', seed=0)
+        x = np.zeros([3, 2], np.float32)
+        for bad, message in ((tf.constant([[1, 2], [3, 4]]),
+                              'one row per example'),
+                             (tf.zeros([0, 2], tf.int32), 'none given')):
+            with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
+                                        message):
+                model.reconstruction_error(x, seed=bad)
+
+    def test_count_params_counts_trainable_scalars_only(self):
+        # `count_params` docstring: trainable scalars of r, q and p.
+        fixed = VFlow(tfb.Shift(tf.Variable([1.0, 2.0], trainable=False)),
+                      data_shape=[2])
+        self.assertEqual(fixed.count_params(), 0)
+        trained = VFlow(tfb.Shift(tf.Variable([1.0, 2.0])), data_shape=[2])
+        self.assertEqual(trained.count_params(), 2)
+
+    def test_the_context_network_gets_the_training_flag(self):
+        # `ConditionalFlow`: context_net is called `net(c, training=...)`,
+        # and `training` enables dropout in the networks, the context
+        # network's included.
+        dequantizer = _tiny_flowpp_dequantizer_with_dropout()
+        network, seen = dequantizer.context_net, []
+
+        def recording(condition, training=False):
+            seen.append(training)
+            return network(condition, training=training)
+
+        condition = tf.zeros([2, 8, 8, 3])
+        with mock.patch.object(dequantizer, 'context_net', recording):
+            for training in (True, False):
+                dequantizer.sample_and_log_prob(condition, [1, 2],
+                                                training=training)
+        self.assertEqual(seen, [True, False])
+
+    def test_sticking_the_landing_keeps_a_fresh_conditional_maf_s_value(self):
+        # `sample_and_log_prob`: with stop_score, log_p keeps its value. A
+        # one-layer q, a TFP conditional MAF whose network is built on its
+        # first call, holds no variables yet but is the flow itself, not a
+        # squash to be applied without its conditional_input.
+        made = tfb.AutoregressiveNetwork(
+            params=2, event_shape=[2], conditional=True,
+            conditional_event_shape=[2], hidden_units=[8], name='q_made')
+        q = ConditionalFlow(
+            tfb.MaskedAutoregressiveFlow(
+                shift_and_log_scale_fn=_BoundedMade(made), name='q_maf'),
+            (2,), kwargs_fn=lambda c, t: {'conditional_input': c})
+        condition = tf.constant([[0.5, -1.0], [2.0, 0.0]])
+        self.assertEmpty(q.trainable_variables)
+        try:
+            y, held = q.sample_and_log_prob(condition, [3, 4],
+                                            stop_score=True)
+        except ValueError as e:
+            self.fail(f'the MAF was applied as a squash: {e}')
+        y_plain, log_q = q.sample_and_log_prob(condition, [3, 4])
+        self.assertAllClose(y, y_plain)
+        self.assertAllClose(held, log_q)
+
+    def test_initialize_does_not_warn_about_a_flow_without_layers(self):
+        # `data_dependent_init`: `VFlow.initialize` expects no layers (its
+        # flows may be TFP bijectors alone), so a model without
+        # data-dependent layers initialises without a warning.
+        model = VFlow(tfb.Shift([1.0, -1.0]), data_shape=[2])
+        with self.assertNoLogs(level='WARNING'):
+            model.initialize(tf.zeros([4, 2]), seed=[1, 2])
+
+    def test_repeat_rows_passes_scalars_on(self):
+        # `repeat_rows` docstring: tensors (and arrays) with rows are
+        # repeated row by row; scalars, 0-d arrays included, are passed on.
+        rows = np.arange(6.0).reshape(2, 3)
+        repeated = conditional.repeat_rows(
+            {'context': rows, 'tensor': tf.constant(rows),
+             'scale': np.array(2.0), 'shift': tf.constant(1.0),
+             'training': True}, 2)
+        self.assertAllEqual(repeated['context'], np.repeat(rows, 2, axis=0))
+        self.assertIsInstance(repeated['context'], np.ndarray)
+        self.assertAllEqual(repeated['tensor'], np.repeat(rows, 2, axis=0))
+        self.assertEqual(np.shape(repeated['scale']), ())
+        self.assertEqual(repeated['shift'].shape, [])
+        self.assertIs(repeated['training'], True)
+
+    def test_refused_data_is_named_by_the_model_s_kind(self):
+        # `_check_data`: x is refused as a batch of the model's data, images
+        # for [H, W, C] and vectors for [D].
+        images = VFlow(tfb.Identity(), data_shape=[1, 2, 1])
+        vectors = VFlow(tfb.Identity(), data_shape=[2])
+        for model, bad, message in (
+                (images, np.zeros([2, 1, 2, 3], np.uint8),
+                 r'x must be a batch of images of shape \[N, 1, 2, 1\]'),
+                (vectors, np.zeros([3], np.float32),
+                 r'x must be a batch of vectors of shape \[N, 2\]'),
+                (images, np.zeros([2, 1, 2, 1], bool),
+                 'x must be a batch of images of numbers; got dtype bool'),
+                (vectors, np.zeros([2, 2], bool),
+                 'x must be a batch of vectors of numbers; got dtype bool')):
+            with self.assertRaisesRegex((ValueError, TypeError), message):
+                model.elbo(bad, seed=[1, 2])
+
+    def test_a_latent_shape_that_is_not_static_is_refused_by_name(self):
+        # `VFlow` needs p's latent shape (the inverse event shape of
+        # [x~, z]) when it is built: an unknown one is refused, naming it.
+        unknown = tfb.Inline(
+            forward_fn=tf.identity, inverse_fn=tf.identity,
+            inverse_log_det_jacobian_fn=lambda x: tf.zeros([]),
+            inverse_event_shape_fn=lambda s: tf.TensorShape([None]),
+            forward_min_event_ndims=1)
+        with self.assertRaises(Exception) as caught:
+            VFlow(unknown, data_shape=[2])
+        self.assertIsInstance(caught.exception, ValueError)
+        self.assertRegex(str(caught.exception),
+                         r'p_bijector.inverse_event_shape\(\[2\]\) must be '
+                         'static')
 
 
 if __name__ == '__main__':

@@ -184,6 +184,47 @@ class DrawBatchesTest(tf.test.TestCase):
                                     r'Condition x == y did not hold\.$'):
             sampling.draw(_Refusing(), 1)
 
+    def test_non_finite_vectors_of_any_float_type_are_refused(self):
+        # The docstring: non-finite vectors raise, naming the batch, also
+        # from a float64 (or float16) model.
+        class _Typed(_FakeSampler):
+
+            def __init__(self, values, dtype):
+                super().__init__(values)
+                self.dtype = dtype
+
+            def sample(self, num, temperature, seed):
+                return super().sample(num, temperature, seed).astype(
+                    self.dtype)
+
+        for dtype in (np.float64, np.float16):
+            with self.subTest(dtype=dtype.__name__):
+                with self.assertRaisesRegex(
+                        ValueError, r'^batch 0 \(seed \(0, 0\)\): '
+                        'non-finite samples'):
+                    sampling.draw(_Typed([[0.0, np.nan]], dtype), 1)
+
+    def test_a_first_batch_that_is_not_an_integer_is_refused(self):
+        # first_batch is a batch index, an integer >= 0: True is not batch
+        # 1, and 1.0 is not an index either.
+        for bad in (True, 1.0, np.float64(2.0)):
+            sampler = _FakeSampler()
+            with self.assertRaisesRegex(ValueError, 'first_batch must be an '
+                                        r'integer in \[0, 2\^31\)'):
+                sampling.draw(sampler, 1, first_batch=bad)
+            self.assertEqual(sampler.seeds, [])
+
+    def test_an_integer_temperature_is_a_temperature(self):
+        # The docstring: a temperature is a number >= 0 (0 maps the mode,
+        # 1 is the model); an int is one as much as a float.
+        for temperature in (0, 1, 2, np.int64(1)):
+            try:
+                samples = sampling.draw(_FakeSampler(), 1,
+                                        temperature=temperature)
+            except ValueError as e:
+                self.fail(f'temperature {temperature!r} refused: {e}')
+            self.assertEqual(samples.shape, (1, 2, 2, 1))
+
 
 class SampleTest(tf.test.TestCase):
 

@@ -924,6 +924,43 @@ class TrainerTest(_TrainerFixture, tf.test.TestCase):
         self.assertAllClose(bpd, trainer.model.bits_per_dim(
             tf.reduce_mean(tf.concat(shares, 0))), rtol=1e-6)
 
+    def test_the_bound_s_eta_is_its_remaining_images_at_the_measured_rate(
+            self):
+        # On a clock that moves one second at each reading, every batch of
+        # 8 after the first (which traces the step) takes one second: 1/8 s
+        # an image. The lines after 16, 24 and 32 of the 40 images predict
+        # the 24, 16 and 8 images still to score: 3, 2 and 1 s.
+        trainer = self._bound_trainer(data.sample_checkerboard(40, seed=4),
+                                      iw_images=40)
+        trainer.restore_or_initialize()
+        clock = [0.0]
+
+        def tick():
+            clock[0] += 1.0
+            return clock[0]
+
+        with mock.patch.object(training.loop, '_IW_PROGRESS_SECONDS', 0.0), \
+                mock.patch.object(training.loop, 'time',
+                                  types.SimpleNamespace(time=tick)), \
+                self.assertLogs('absl', 'INFO') as logs:
+            trainer.evaluate_importance_weighted()
+        self.assertEqual(
+            [re.search(r'bound: (\d+) of 40 images.*\| ETA (\S+)$', r).groups()
+             for r in logs.output if 'importance-weighted bound:' in r],
+            [('16', '00:00:03'), ('24', '00:00:02'), ('32', '00:00:01')])
+
+    def test_evaluations_of_the_validation_split_are_logged_as_such(self):
+        # With validation_size the evaluations run on held-out training
+        # images (`eval_split`): the log names that split, not the test's.
+        trainer = self._trainer(tf.distribute.OneDeviceStrategy('/cpu:0'),
+                                train_steps=1, eval_every=1, validation_size=8,
+                                export=False)
+        with self.assertLogs('absl', 'INFO') as logs:
+            trainer.train()
+        self.assertLen([r for r in logs.output
+                        if 'step 1 | validation bpd (ELBO, EMA)' in r], 1)
+        self.assertEqual([r for r in logs.output if 'test bpd' in r], [])
+
 
 class TrainerSafetyTest(_TrainerFixture, tf.test.TestCase):
     """Checkpoints, resuming, stopping and refusing bad runs."""
@@ -1345,15 +1382,18 @@ class TrainerSafetyTest(_TrainerFixture, tf.test.TestCase):
         self.assertEqual(trainer(images).restore_or_initialize(),
                          'initialized')
 
-    def _poisoned_trainer(self, target, norm=None):
+    def _poisoned_trainer(self, target, norm=None, **settings):
         """A trainer whose third step fills `target(trainer)` with NaN.
 
         With `norm`, that step also reports `norm` as its gradient norm.
+        `settings` override the trainer's config.
         Returns the trainer, its initial checkpoint and the list of steps.
         """
+        config = dict(train_steps=6, checkpoint_every=3, eval_every=1000,
+                      export=False)
+        config.update(settings)
         trainer = self._trainer(tf.distribute.OneDeviceStrategy('/cpu:0'),
-                                train_steps=6, checkpoint_every=3,
-                                eval_every=1000, export=False)
+                                **config)
         trainer.restore_or_initialize()
         real_step, calls = trainer._train_step, []
         variable = target(trainer)
@@ -1978,6 +2018,79 @@ class TrainerSafetyTest(_TrainerFixture, tf.test.TestCase):
                         in r], 1)
         self.assertTrue(math.isfinite(results['train_bpd']))
 
+    def test_a_non_finite_gradient_norm_stops_a_save_between_log_steps(self):
+        # A non-finite loss or gradient norm stops the run before the next
+        # save (module docstring), also at a checkpoint step that is neither
+        # a log nor an evaluation step, and the error names the steps.
+        trainer, first, calls = self._poisoned_trainer(
+            lambda t: t.variables[0], norm=float('inf'), log_every=100)
+        with self.assertRaisesRegex(FloatingPointError,
+                                    'Non-finite loss or gradient norm '
+                                    'between steps 1 and 3; the last good '
+                                    'checkpoint is .*-0'):
+            trainer.train()
+        self.assertLen(calls, 3)
+        self.assertEqual(trainer.manager.latest_checkpoint, first)
+
+    def test_only_the_step_0_checkpoint_is_called_the_initialisation(self):
+        # The note that a rerun starts from the initialisation again is for
+        # ckpt-0 alone; ckpt-10 holds ten steps of training.
+        trainer = self._trainer(tf.distribute.OneDeviceStrategy('/cpu:0'),
+                                train_steps=10, checkpoint_every=5,
+                                log_every=5, eval_every=1000, export=False)
+        trainer.train()
+        weights = trainer.variables[0]
+        weights.assign(tf.fill(weights.shape, float('nan')))
+        with self.assertRaisesRegex(FloatingPointError,
+                                    r'last good checkpoint is \S*ckpt-10\.'
+                                    ) as raised:
+            trainer.save()
+        self.assertNotIn('initialisation', str(raised.exception))
+
+    def test_tensorboard_shows_the_rerun_after_a_kill_before_any_save(self):
+        # Killed after its initial checkpoint (ckpt-0) but after writing
+        # the summaries of steps 1 and 2: the rerun resumes at step 0, and
+        # its file starts with a SessionLog.START at step 1 all the same,
+        # so TensorBoard's Python loader shows the rerun's summaries.
+        # pylint: disable-next=import-outside-toplevel
+        from tensorboard.backend.event_processing import (
+            plugin_event_accumulator)
+        strategy = tf.distribute.OneDeviceStrategy('/cpu:0')
+        out = self._dir()
+        kwargs = dict(train_steps=2, log_every=1, checkpoint_every=100,
+                      eval_every=1000, export=False)
+        self._trainer_at(out, strategy, **kwargs).restore_or_initialize()
+        before = os.path.join(self._dir(), 'before')
+        shutil.copytree(os.path.join(out, 'checkpoints'), before)
+        self._trainer_at(out, strategy, **kwargs).train()
+        # The kill: nothing but the summaries reached the disk.
+        shutil.rmtree(os.path.join(out, 'checkpoints'))
+        shutil.copytree(before, os.path.join(out, 'checkpoints'))
+        os.remove(os.path.join(out, 'results.json'))
+        time.sleep(1.1)  # A new process: its event file's name sorts last.
+        self._trainer_at(out, strategy, max_lr=2e-3, **kwargs).train()
+        loaded = plugin_event_accumulator.EventAccumulator(
+            os.path.join(out, 'summaries'))
+        loaded.Reload()
+        shown = [(e.step, float(tf.make_ndarray(e.tensor_proto)))
+                 for e in loaded.Tensors('train/learning_rate')]
+        self.assertEqual([step for step, _ in shown], [1, 2])
+        self.assertAllClose([rate for _, rate in shown], [2e-3] * 2)
+
+    def test_a_rerun_of_a_finished_run_is_not_past_train_steps(self):
+        # The checkpoint is at train_steps, not past it: a rerun of the
+        # same command gives no warning that the results are another
+        # step's.
+        out = self._dir()
+        strategy = tf.distribute.OneDeviceStrategy('/cpu:0')
+        self._trainer_at(out, strategy, train_steps=3, export=False).train()
+        with self.assertLogs('absl', 'INFO') as logs:
+            self.assertTrue(self._trainer_at(
+                out, strategy, train_steps=3, export=False).train()[
+                    'completed'])
+        self.assertEqual([r for r in logs.output if 'past train_steps' in r],
+                         [])
+
 
 class RecordedResultsTest(_TrainerFixture, tf.test.TestCase):
     """What results.json records, and when a rerun reuses its final bound."""
@@ -2008,23 +2121,24 @@ class RecordedResultsTest(_TrainerFixture, tf.test.TestCase):
                       preset_overrides={'hidden_units': (16, 16)})
         trainer = self._trainer_at(out, strategy, **config)
         trainer.train()
-        calls = self._count_bounds(trainer)
+        # One list of bound computations per trainer, each to stay empty.
+        counts = [self._count_bounds(trainer)]
         trainer.train()  # called again, as after a stop
         cwd = os.getcwd()
         self.addCleanup(os.chdir, cwd)
         os.chdir(os.path.dirname(out))
         for name in (out + os.sep, os.path.basename(out)):
             rerun = self._trainer_at(name, strategy, **config)
-            calls += self._count_bounds(rerun)
+            counts.append(self._count_bounds(rerun))
             self.assertTrue(rerun.train()['completed'])
-        self.assertEmpty(calls)
+        self.assertEqual(counts, [[], [], []])
         with open(os.path.join(out, 'results.json')) as f:
             self.assertNotIn('earlier_configs', json.load(f))
         # Bookkeeping and the schedule are other settings, recorded as such,
         # but not the bound's: the finished run's bound is reused.
         rerun = self._trainer_at(out, strategy, **dict(
             config, log_every=2, checkpoint_every=2, max_lr=5e-4))
-        calls += self._count_bounds(rerun)
+        calls = self._count_bounds(rerun)
         self.assertTrue(rerun.train()['completed'])
         self.assertEmpty(calls)
         with open(os.path.join(out, 'results.json')) as f:
@@ -2111,6 +2225,53 @@ class RecordedResultsTest(_TrainerFixture, tf.test.TestCase):
         self.assertEmpty(calls)
         self.assertTrue(any('not finite, from results.json' in line
                             for line in logs.output), logs.output)
+
+    def test_every_earlier_config_is_kept(self):
+        # Resumed twice with other settings: results.json keeps each config
+        # the checkpoints came from, with the step it trained to.
+        out = self._dir()
+        strategy = tf.distribute.OneDeviceStrategy('/cpu:0')
+        for steps in (3, 4, 5):
+            self._trainer_at(out, strategy, train_steps=steps,
+                             export=False).train()
+        with open(os.path.join(out, 'results.json')) as f:
+            on_disk = json.load(f)
+        self.assertEqual(
+            [(c['config']['train_steps'], c['until_step'])
+             for c in on_disk['earlier_configs']], [(3, 3), (4, 4)])
+
+    def test_a_reused_bound_logs_the_images_it_scored(self):
+        # iw_images=16 on an evaluation split of 8 points: the bound scored
+        # 8, and a rerun that reuses it from results.json says 8.
+        out = self._dir()
+        strategy = tf.distribute.OneDeviceStrategy('/cpu:0')
+        config = dict(train_steps=3, iw_samples=2, iw_images=16, export=False)
+        self.assertEqual(self._trainer_at(out, strategy, **config).train()[
+            'iw_images'], 8)
+        rerun = self._trainer_at(out, strategy, **config)
+        calls = self._count_bounds(rerun)
+        with self.assertLogs('absl', 'INFO') as logs:
+            rerun.train()
+        self.assertEmpty(calls)
+        self.assertLen([r for r in logs.output if 'EMA, 8 images) ' in r
+                        and 'from results.json (step 3)' in r], 1)
+
+    def test_the_bound_is_reused_for_its_own_settings_only(self):
+        # Bookkeeping and the schedule are not the bound's settings: a rerun
+        # with other ones reuses it. Another evaluation split (more or
+        # fewer held-out images) is other data: the bound is made again.
+        out = self._dir()
+        strategy = tf.distribute.OneDeviceStrategy('/cpu:0')
+        config = dict(iw_samples=2, iw_images=8, export=False)
+        self._trainer_at(out, strategy, **config).train()
+        for change, bounds in ((dict(log_every=2, checkpoint_every=2,
+                                     eval_every=2, max_lr=5e-4), 0),
+                               (dict(validation_size=8), 1)):
+            config.update(change)
+            rerun = self._trainer_at(out, strategy, **config)
+            calls = self._count_bounds(rerun)
+            self.assertTrue(rerun.train()['completed'])
+            self.assertLen(calls, bounds, change)
 
 
 class TaskTest(tf.test.TestCase):
