@@ -2166,5 +2166,179 @@ class ConditioningDeliveryTest(tf.test.TestCase):
                                        coupling('same')]), context=context)
 
 
+class StructuralLayerEdgeCaseTest(tf.test.TestCase):
+    """Documented edge cases of the structural layers: boundary sizes,
+    half-variable parameters, traced shapes and the fused pass's cache."""
+
+    def _assert_no_error(self, call, what):
+        # The layer's own error would otherwise end the test as a crash.
+        try:
+            return call()
+        except (TypeError, ValueError,
+                tf.errors.InvalidArgumentError) as error:
+            self.fail(f'{what}: {type(error).__name__}: {error}')
+
+    def test_initialize_refuses_a_half_constant_layer_by_name(self):
+        # `initialize` needs *both* parameters to be variables: a layer with
+        # a constant log-scale and a created shift is refused with the
+        # TypeError, before anything is assigned.
+        norm = vb.ActNorm([3], log_scale=tf.zeros([3]))
+        with self.assertRaises(Exception) as caught:
+            norm.initialize(tf.random.normal([32, 3], mean=4.0))
+        self.assertIsInstance(caught.exception, TypeError)
+        self.assertRegex(str(caught.exception), 'variable parameters')
+        self.assertAllEqual(norm.shift, tf.zeros([3]))
+
+    def test_sixteen_values_per_parameter_are_enough(self):
+        # ActNorm warns when *fewer* than 16 values per parameter set its
+        # scale: 16 are enough, 15 are not.
+        norm = vb.ActNorm([2], name='edge')
+        with self.assertNoLogs('absl', 'WARNING'):
+            norm.initialize(tf.random.normal([16, 2]))
+        with self.assertLogs('absl', 'WARNING') as logs:
+            norm.initialize(tf.random.normal([15, 2]))
+        self.assertIn('edge: initialised from 15 value(s)', logs.output[0])
+
+    def test_a_pass_traced_with_an_unknown_batch_initialises(self):
+        # initialization module: a tf.function traced inside the pass keeps
+        # the initialisation in its graph (with a warning), also when it is
+        # traced for any batch size, where the number of values per
+        # parameter is unknown.
+        norm = vb.ActNorm([5], name='unknown_batch_norm')
+        inverse = tf.function(norm.inverse, input_signature=[
+            tf.TensorSpec([None, 5])])
+        x = tf.random.normal([64, 5], mean=-2.0, stddev=3.0)
+        with self.assertLogs('absl', 'WARNING') as logs:
+            with vflow_tfp.data_dependent_init():
+                y = self._assert_no_error(lambda: inverse(x),
+                                          'traced initialisation')
+        self.assertIn('unknown_batch_norm initialises itself while a '
+                      'tf.function is traced', logs.output[0])
+        mean, var = tf.nn.moments(y, axes=[0])
+        self.assertAllClose(mean, tf.zeros_like(mean), atol=1e-4)
+        self.assertAllClose(var, tf.ones_like(var), atol=1e-3)
+
+    def test_each_half_starts_from_its_own_noise(self):
+        # W = I + noise_scale N(0, 1), one matrix per half: the halves' noise
+        # is drawn independently, not shared.
+        conv = vb.Invertible1x1Conv([2, 4, 3], partition=vb.ColumnSplit())
+        difference = conv.weights[0] - conv.weights[1]
+        self.assertGreater(float(tf.reduce_max(tf.abs(difference))), 1e-4)
+
+    def test_zero_noise_starts_at_the_identity(self):
+        # W = I + noise_scale N(0, 1): noise_scale=0 is exactly I; only
+        # `None` draws a random orthogonal matrix.
+        for noise_scale in (0.0, 0):
+            conv = vb.Invertible1x1Conv([4], partition=None,
+                                        noise_scale=noise_scale)
+            self.assertAllEqual(conv.weights, tf.eye(4)[tf.newaxis])
+
+    def test_a_fused_pass_does_not_answer_the_log_det_at_its_input(self):
+        # After `inverse(x)` the cache holds the log-dets of the inverse pass
+        # at x; `forward_log_det_jacobian(x)` is the log-det of forward at
+        # x, another quantity (and conversely after `forward(x)`). A
+        # mixture's log-det depends on the transformed half, so the two
+        # differ (an affine coupling's would not).
+        net = TinyConditioner((2,), 2 * vb.MixLogisticCoupling.num_params(3),
+                              dtype=tf.float64)
+        partition = vb.ChannelSplit(event_ndims=1)
+        coupling, fresh = (vb.MixLogisticCoupling(net, partition, 3,
+                                                  dtype=tf.float64, name=name)
+                           for name in ('mixture', 'fresh'))
+        for seed, (run, log_det, fresh_log_det) in enumerate(
+                ((coupling.inverse, coupling.forward_log_det_jacobian,
+                  fresh.forward_log_det_jacobian),
+                 (coupling.forward, coupling.inverse_log_det_jacobian,
+                  fresh.inverse_log_det_jacobian))):
+            x = tf.random.stateless_normal([3, 4], [3, seed],
+                                           dtype=tf.float64)
+            # The pass's output is held, so that its cache entry stays.
+            kept = run(x)
+            self.assertAllClose(log_det(x, event_ndims=1),
+                                fresh_log_det(tf.identity(x), event_ndims=1),
+                                rtol=1e-12)
+            del kept
+
+    def test_squeeze_shape_tensors_keep_leading_event_axes_when_traced(self):
+        # Axes in front of the three image axes pass through unchanged, also
+        # for a shape tensor known only when the graph runs.
+        squeeze = vb.Squeeze()
+        spec = [tf.TensorSpec([4], tf.int32)]
+        inverse = tf.function(squeeze.inverse_event_shape_tensor,
+                              input_signature=spec)
+        forward = tf.function(squeeze.forward_event_shape_tensor,
+                              input_signature=spec)
+        self.assertAllEqual(inverse(tf.constant([2, 8, 8, 3])), [2, 4, 4, 12])
+        self.assertAllEqual(forward(tf.constant([2, 4, 4, 12])), [2, 8, 8, 3])
+
+    def test_block_size_one_is_the_identity(self):
+        # Squeeze's block_size is an int >= 1; with 1 nothing moves.
+        squeeze = self._assert_no_error(lambda: vb.Squeeze(block_size=1),
+                                        'Squeeze(block_size=1)')
+        x = tf.random.normal([2, 3, 5, 2])
+        self.assertAllEqual(squeeze.inverse(x), x)
+        self.assertEqual(squeeze.inverse_event_shape([3, 5, 2]), [3, 5, 2])
+
+    def test_column_split_refuses_an_odd_width_event_shape(self):
+        # ColumnSplit needs an even width; check_event_shape raises
+        # ValueError for an event shape it cannot split, and so does a
+        # per-half layer built for one.
+        with self.assertRaisesRegex(ValueError, 'even image width; got 5'):
+            vb.ColumnSplit().check_event_shape((4, 5, 2))
+        with self.assertRaisesRegex(ValueError, 'even image width'):
+            vb.Invertible1x1Conv([4, 5, 2], partition=vb.ColumnSplit())
+
+    def test_image_logit_of_one_bin(self):
+        # num_bins is an integer >= 1: with one bin,
+        # v = alpha + (1 - 2 alpha) x.
+        layer = self._assert_no_error(lambda: vb.ImageLogit(num_bins=1),
+                                      'ImageLogit(num_bins=1)')
+        x = tf.constant([[0.25, 0.5]], tf.float64)
+        v = 0.05 + 0.9 * x.numpy()
+        self.assertAllClose(layer.inverse(x), np.log(v) - np.log1p(-v),
+                            rtol=1e-12)
+
+    def test_validate_args_checks_float64_inputs(self):
+        # The domain assertion works in the input's dtype: float64 points
+        # inside the image pass, those outside are refused.
+        for layer in (vb.Sigmoid(validate_args=True),
+                      vb.SmoothSigmoid(validate_args=True),
+                      vb.ImageLogit(validate_args=True)):
+            good = tf.constant([0.5], tf.float64)
+            latent = self._assert_no_error(
+                lambda layer=layer, good=good: layer.inverse(good),
+                layer.name)
+            self.assertTrue(np.all(np.isfinite(latent)))
+            with self.assertRaisesOpError('must lie in'):
+                layer.inverse(tf.constant([-1.0e3], tf.float64))
+
+    def test_sizes_take_their_minimum(self):
+        # as_sizes: each item an `as_size` int >= `minimum`, which may be 0.
+        sizes = self._assert_no_error(
+            lambda: vb.shape_checks.as_sizes([0, 2], 'dims', minimum=0),
+            'as_sizes with minimum=0')
+        self.assertEqual(sizes, (0, 2))
+        with self.assertRaisesRegex(ValueError, r'dims\[1\] must be an '
+                                    r'integer >= 3; got 2'):
+            vb.shape_checks.as_sizes([4, 2], 'dims', minimum=3)
+
+    def test_networks_holding_keras3_layers_in_a_dict_are_refused(self):
+        # check_network looks through a module's attributes, lists and
+        # dicts: a Keras 3 layer in a dict would never train either.
+        import keras  # pylint: disable=import-outside-toplevel
+
+        class DictWrapper(tf.Module):
+            def __init__(self, layers):
+                super().__init__()
+                self.layers = layers
+
+            def __call__(self, c, context=None, training=False):
+                return self.layers['dense'](c)
+
+        with self.assertRaisesRegex(TypeError, 'holds a Keras 3 layer'):
+            vb.AffineCoupling(DictWrapper({'dense': keras.layers.Dense(4)}),
+                              vb.ColumnSplit())
+
+
 if __name__ == "__main__":
     tf.test.main()
