@@ -1273,6 +1273,19 @@ class ScoreTest(tf.test.TestCase):
         with open(output) as f:
             self.assertIsNone(json.load(f)['images'][0]['log_likelihood'])
 
+    def test_the_scorer_refuses_a_seed_that_is_not_two_integers(self):
+        # SavedModelScorer.log_prob raises ValueError for "a seed that is
+        # not two integers": three of them too, before the signature (whose
+        # seed is a pair) is called.
+        scorer = scoring.SavedModelScorer(self.exported.path)
+        for seed in ((0, 0, 0), (1,)):
+            with self.assertRaises((ValueError, TypeError,
+                                    tf.errors.OpError)) as caught:
+                scorer.log_prob(self.exported.train[:1], 2, seed)
+            self.assertIsInstance(caught.exception, ValueError)
+            self.assertEqual(str(caught.exception),
+                             f'seed must be two integers; got {seed!r}.')
+
 
 class _FakeScorer:
     """Anything with SavedModelScorer's `log_prob` (see `score`): scores
@@ -1449,6 +1462,117 @@ class ScoreWithoutAModelTest(tf.test.TestCase):
                     f'x.npy: {what} 4x4x3, the model expects 2x2x3.')):
                 scoring.check_array(np.zeros(shape, np.uint8), (2, 2, 3),
                                     'x.npy')
+
+    def test_counts_below_one_or_not_integers_are_refused(self):
+        # `score`: `num_samples` in [1, 2^31) and `batch_size` examples per
+        # call, refused (ValueError) by `score` itself, before any example
+        # is scored: 0 (or a bool) is no count of samples or examples.
+        inputs, _ = self._arrays(a=3)
+        for count in (0, -1, True, 2.0):
+            for name in ('num_samples', 'batch_size'):
+                scorer = _FakeScorer()
+                kwargs = {'num_samples': 1, name: count}
+                with self.assertRaisesRegex(
+                        ValueError, rf'^{name} must be a positive integer; '
+                        rf'got {count!r}\.$'):
+                    scoring.score(scorer, inputs, **kwargs)
+                self.assertEqual(scorer.calls, [])
+
+    def test_the_largest_float_the_model_reads_is_accepted(self):
+        # `check_array` refuses vectors the input dtype "cannot represent
+        # (they would become infinite)": float32's largest finite value is
+        # representable, so it is scored; the next float64 past it is not.
+        largest = float(np.finfo(np.float32).max)
+        vectors = np.array([[largest, -largest]], np.float64)
+        try:
+            batch = scoring.check_array(vectors, (2,), 'x.npy',
+                                        input_dtype='float32')
+        except ValueError as e:
+            self.fail(f'float32\'s largest value refused: {e}')
+        self.assertAllEqual(batch, vectors)
+        vectors[0, 1] = np.nextafter(-largest, -np.inf)
+        with self.assertRaisesRegex(ValueError, r'^x\.npy\[0\]: values '
+                                    'beyond the float32 range'):
+            scoring.check_array(vectors, (2,), 'x.npy', input_dtype='float32')
+
+    def test_one_image_whose_height_equals_its_channels(self):
+        # `check_array` takes one image `[H, W, C]`: a 3x3x3 array for a
+        # 3x3x3 model is that image, not "3 grayscale 3x3 images".
+        pixels = np.arange(27, dtype=np.uint8).reshape(3, 3, 3)
+        try:
+            batch = scoring.check_array(pixels, (3, 3, 3), 'x.npy')
+        except ValueError as e:
+            self.fail(f'one 3x3x3 image refused: {e}')
+        self.assertAllEqual(batch, pixels[np.newaxis])
+
+    def test_negative_pixels_of_a_narrow_integer_dtype_are_refused(self):
+        # "Images must be integers in [0, levels - 1]: uint8 or another
+        # integer dtype": an int8 array holds negative values too.
+        pixels = np.zeros([2, 2, 2, 3], np.int8)
+        pixels[1, 0, 1, 2] = -1
+        with self.assertRaisesRegex(
+                ValueError, r'^x\.npy\[1\]: negative value -1; pixel values '
+                r'must be integers in \[0, 255\]\.$'):
+            scoring.check_array(pixels, (2, 2, 3), 'x.npy')
+
+    def test_negative_infinity_in_vectors_is_refused(self):
+        # "Vectors must be finite numbers": -inf as well as inf, naming the
+        # first example that holds it.
+        vectors = np.zeros([3, 2], np.float32)
+        vectors[1, 0] = -np.inf
+        with self.assertRaisesRegex(ValueError, r'^x\.npy\[1\]: infinite '
+                                    r'values; vectors must be finite\.$'):
+            scoring.check_array(vectors, (2,), 'x.npy')
+
+    def test_nan_scores_are_counted_as_not_finite(self):
+        # `summarize`'s `num_not_finite` counts the scores that are not
+        # finite: NaN as well as infinities; JSON writes each as null.
+        records = [{'source': f'{i}.png', 'bits_per_dim': b,
+                    'log_likelihood': -b} for i, b in
+                   enumerate([1.0, math.nan, math.inf])]
+        summary = scoring.summarize(records, 'm', 1, 0, 3)
+        self.assertEqual(summary['num_not_finite'], 2)
+        path = os.path.join(self.tmp, 'scores.json')
+        scoring.write_results(path, summary)
+        with open(path) as f:
+            document = json.load(f)
+        self.assertEqual(document['num_not_finite'], 2)
+        self.assertEqual([r['bits_per_dim'] for r in document['images']],
+                         [1.0, None, None])
+
+    def test_wildcard_tfds_versions_read_the_default_split(self):
+        # `tfds:NAME[:SPLIT]`: NAME may end in a TFDS version, wildcards
+        # (`1.*.*`, `*.*.*`) included, not taken for a mistyped split;
+        # without SPLIT the `test` split is read.
+        for version in ('1.*.*', '*.*.*'):
+            spec = f'tfds:photo_patches/8x8:{version}'
+            with tfds.testing.mock_data(num_examples=2):
+                try:
+                    inputs = scoring.open_inputs(
+                        [spec], {'data_shape': [8, 8, 3], 'kind': 'image'})
+                except ValueError as e:
+                    self.fail(f'{spec} refused: {e}')
+                sources = [s for batch, _ in inputs.batches(2)
+                           for s in batch]
+            self.assertEqual(sources,
+                             [f'{spec}:test[0]', f'{spec}:test[1]'])
+
+    def test_a_directory_s_link_to_a_directory_is_left_out(self):
+        # A directory gives its image files (a broken link too, to be
+        # refused by name): a symbolic link named like an image that leads
+        # to a directory is none, and is left out as such a directory is.
+        pixels = np.arange(12, dtype=np.uint8).reshape(2, 2, 3)
+        _write_png(os.path.join(self.tmp, 'a.png'), pixels)
+        os.makedirs(os.path.join(self.tmp, 'sub'))
+        os.symlink(os.path.join(self.tmp, 'sub'),
+                   os.path.join(self.tmp, 'link.png'))
+        try:
+            inputs = scoring.open_inputs([self.tmp], self.METADATA)
+        except ValueError as e:
+            self.fail(f'the link to a directory is taken for an image: {e}')
+        (sources, batch), = inputs.batches(10)
+        self.assertEqual(sources, [os.path.join(self.tmp, 'a.png')])
+        self.assertAllEqual(batch, pixels[np.newaxis])
 
 
 class FewerLevelsTest(tf.test.TestCase):

@@ -98,6 +98,25 @@ class QuietInfoTest(unittest.TestCase):
         absl_logging.info('heard')
         self.assertEqual(self._messages(), ['heard'])
 
+    def test_a_stricter_root_level_under_absl_s_handler_is_kept(self):
+        # Under absl.app, absl's handler sits on the root logger and absl's
+        # verbosity sets the root's level. A stricter root level (ERROR) is
+        # neither loosened in the block nor replaced afterwards ("the
+        # levels are restored afterwards"), whether the verbosity needs
+        # quieting (INFO) or not (WARNING).
+        root = logging.getLogger()
+        handler = absl_logging.get_absl_handler()
+        if handler not in root.handlers:
+            root.addHandler(handler)
+            self.addCleanup(root.removeHandler, handler)
+        for verbosity in (absl_logging.WARNING, absl_logging.INFO):
+            absl_logging.set_verbosity(verbosity)
+            root.setLevel(logging.ERROR)
+            with tf_logs.quiet_info():
+                self.assertEqual(root.level, logging.ERROR, verbosity)
+            self.assertEqual(root.level, logging.ERROR, verbosity)
+            self.assertEqual(absl_logging.get_verbosity(), verbosity)
+
 
 class ForgetFailedRestoreTest(unittest.TestCase):
 

@@ -200,6 +200,35 @@ class WeightEMATest(tf.test.TestCase):
                 raise KeyError('boom')
         self.assertAllClose(v, [3.0, 4.0])
 
+    def test_a_float64_variable_is_averaged_in_float64(self):
+        # The shadows are copies of the variables, of their dtype, and
+        # `update` moves every shadow towards its variable: a float64
+        # variable is averaged in float64 (2^-41 is below float32's step
+        # at 1).
+        v = tf.Variable([1.0, 2.0], dtype=tf.float64)
+        ema = training.WeightEMA([v], decay=0.5)
+        v.assign([1.0 + 2.0**-40, 4.0])
+        try:
+            ema.update()
+        except (TypeError, tf.errors.InvalidArgumentError) as e:
+            self.fail(f'a float64 variable is not averaged: {e}')
+        self.assertEqual(ema.shadows[0].dtype, tf.float64)
+        self.assertAllEqual(ema.shadows[0], [1.0 + 2.0**-41, 3.0])
+
+    def test_variables_given_as_a_generator_are_all_tracked(self):
+        # `variables` may be any iterable, read once: each of a generator's
+        # variables gets a shadow that `update` moves and
+        # `averaged_weights` puts in place, as for a list.
+        a, b = tf.Variable(1.0), tf.Variable(2.0)
+        ema = training.WeightEMA((v for v in (a, b)), decay=0.5)
+        a.assign(3.0)
+        b.assign(6.0)
+        ema.update()
+        self.assertAllClose([s.numpy() for s in ema.shadows], [2.0, 4.0])
+        with ema.averaged_weights():
+            self.assertAllClose([a.numpy(), b.numpy()], [2.0, 4.0])
+        self.assertAllClose([a.numpy(), b.numpy()], [3.0, 6.0])
+
 
 if __name__ == '__main__':
     tf.test.main()

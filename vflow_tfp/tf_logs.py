@@ -60,6 +60,8 @@ def _quiet_below(level):
     verbosity = absl_logging.get_verbosity()
     loggers = [logging.getLogger(name) for name in _LOGGERS]
     levels = [logger.level for logger in loggers]
+    root = logging.getLogger()
+    root_level = root.level
     # absl's verbosity as well as its logger's level: SavedModel export
     # saves and restores the verbosity around a step of its own, which
     # resets absl's logger (or, under `absl.app`, the root logger) to it.
@@ -67,6 +69,10 @@ def _quiet_below(level):
     louder = verbosity > absl_level
     if louder:
         absl_logging.set_verbosity(absl_level)
+        # With absl's handler on the root logger (`absl.app`), the
+        # verbosity is set as the root's level, which may have been
+        # stricter.
+        root.setLevel(max(root.level, root_level))
     for logger in loggers:
         # The effective level, so a logger that inherits a stricter one
         # (say ERROR) is not loosened.
@@ -76,7 +82,8 @@ def _quiet_below(level):
     finally:
         if louder:
             absl_logging.set_verbosity(verbosity)
-        for logger, level_before in zip(loggers, levels):
+        for logger, level_before in zip(loggers + [root],
+                                        levels + [root_level]):
             logger.setLevel(level_before)
 
 
