@@ -1383,6 +1383,23 @@ class MLPTest(tf.test.TestCase, parameterized.TestCase):
         self.assertAllClose(np.linalg.norm(layer.kernel.numpy()[:, 4:],
                                            axis=0), [3.0, 3.0], rtol=1e-10)
 
+    def test_with_no_live_unit_recycled_units_take_the_mean_norm(self):
+        # No unit of the layer is live: the recycled columns get the mean
+        # incoming norm of the layer's units (1, 2, 3 and 6: 3), and 1
+        # where those are all 0.
+        net = nets.MLP(2, 1, hidden_units=(4,), dtype=tf.float64)
+        layer = net.hidden_layers[0]
+        x = tf.random.stateless_uniform([32, 2], [1, 2], 0.5, 1.5,
+                                        dtype=tf.float64)
+        for kernel, radius in (([[1.0, 2.0, 3.0, 6.0], [0.0] * 4], 3.0),
+                               ([[0.0] * 4] * 2, 1.0)):
+            layer.kernel.assign(kernel)
+            layer.bias.assign([-100.0] * 4)
+            counts = net.recycle_dead_units(x, seed=tf.constant([1, 2]))
+            self.assertEqual(int(counts[0]), 4)
+            self.assertAllClose(np.linalg.norm(layer.kernel.numpy(), axis=0),
+                                [radius] * 4, rtol=1e-10)
+
     def test_each_network_of_a_pass_draws_its_own_units(self):
         # Two networks of the same shape and weights in one pass: each
         # call folds its own counter into the pass's seed, so their new
@@ -1584,6 +1601,151 @@ class MLPTest(tf.test.TestCase, parameterized.TestCase):
         self.assertAllClose(net(inputs[..., :3], context=inputs[..., 3:]),
                             before, atol=1e-5)
         self.assertEqual([d.size for d in self._dead_sets(net, flat)], [0, 0])
+
+
+# ----------------------------------------------------------------------------
+# Options, flags and validation of the conditioner networks.
+# ----------------------------------------------------------------------------
+
+def _dropout_training_flags(net, *args, **kwargs):
+    """Calls `net(*args, **kwargs)` and returns the `training` argument of
+    every `layers.dropout` call it made, in order."""
+    flags = []
+    original = layers_lib.dropout
+
+    def recording(x, rate, rng, training):
+        flags.append(training)
+        return original(x, rate, rng, training)
+
+    with mock.patch.object(layers_lib, 'dropout', recording):
+        net(*args, **kwargs)
+    return flags
+
+
+class ConditionerOptionsTest(tf.test.TestCase, parameterized.TestCase):
+
+    def test_layer_norm_uses_its_own_epsilon(self):
+        # LayerNorm: y = (x - mu) / sqrt(var + epsilon) * gamma + beta, with
+        # the `epsilon` it was built with (the variance floor), not only the
+        # default 1e-5. Rows of variance ~1e-3 make epsilon = 0.1 dominate.
+        layer = nets.LayerNorm(4, epsilon=0.1, dtype=tf.float64)
+        randomize(layer)
+        x = 1.0 + 0.03 * np.random.RandomState(1).randn(5, 4)
+        self.assertAllClose(layer(tf.constant(x)),
+                            np_layer_norm(x, layer, eps=0.1), atol=1e-10)
+
+    def test_a_low_precision_variable_is_taken_as_a_low_precision_input(
+            self):
+        # Mixed precision (layers module docstring): a layer given a bfloat16
+        # input computes in bfloat16; a bfloat16 tf.Variable is such an
+        # input too, not refused as an impossible conversion to float32.
+        x = tf.Variable(tf.random.stateless_normal([4, 3], [1, 2],
+                                                   dtype=tf.bfloat16))
+        for layer in (nets.Dense(3, 2), nets.LayerNorm(3)):
+            try:
+                y = layer(x)
+            except (TypeError, ValueError) as e:
+                self.fail(f'{layer.name} refused a bfloat16 variable: {e}')
+            self.assertEqual(y.dtype, tf.bfloat16, msg=layer.name)
+
+    def test_data_dependent_init_ignores_the_old_bias(self):
+        # initialize: y = x W is the pre-activation *without* bias, so a
+        # layer re-initialised after its bias moved still gets mean 0 and
+        # std init_scale per channel on the batch.
+        rs = np.random.RandomState(4)
+        for layer, x in ((nets.Dense(5, 4, init_scale=0.5), rs.randn(64, 5)),
+                         (nets.Conv2D(5, 4, init_scale=0.5),
+                          rs.randn(4, 6, 6, 5))):
+            layer.bias.assign(3.0 + rs.randn(4))
+            with initialization.data_dependent_init():
+                y = layer(tf.constant(1.0 + 2.0 * x, tf.float32))
+            mean, var = tf.nn.moments(y, list(range(y.shape.rank - 1)))
+            self.assertAllClose(mean, np.zeros(4), atol=1e-4, msg=layer.name)
+            self.assertAllClose(tf.sqrt(var), np.full(4, 0.5), rtol=1e-4,
+                                msg=layer.name)
+
+    def test_linear_layers_refuse_bad_arguments_by_name(self):
+        # Sizes are positive ints (2.5 is refused, not truncated), and a
+        # negative kernel_stddev is named as such.
+        with self.assertRaisesRegex(
+                ValueError, 'dense: in_features must be a positive int'):
+            nets.Dense(2.5, 3)
+        with self.assertRaisesRegex(
+                ValueError, 'conv2d: out_channels must be a positive int'):
+            nets.Conv2D(3, 1.5)
+        for make in (lambda: nets.Dense(3, 2, kernel_stddev=-0.1),
+                     lambda: nets.Conv2D(3, 2, kernel_stddev=-0.1)):
+            with self.assertRaisesRegex(ValueError,
+                                        'kernel_stddev must be >= 0'):
+                make()
+
+    def test_dropout_refuses_a_negative_rate(self):
+        # dropout: ValueError if `rate` is outside [0, 1), below it too.
+        rng = tf.random.Generator.from_seed(0)
+        with self.assertRaisesRegex(ValueError, r'rate must be in \[0, 1\)'):
+            nets.dropout(tf.ones([4, 4]), -0.1, rng, True)
+
+    def test_query_block_must_be_an_integer(self):
+        # query_block: None or a positive int; 2.5 is refused, not truncated
+        # to 2, by the block and by the option setter alike.
+        with self.assertRaisesRegex(ValueError, 'query_block must be None or '
+                                    'a positive int'):
+            nets.GatedAttention(8, query_block=2.5)
+        block = nets.GatedAttention(8)
+        with self.assertRaisesRegex(ValueError, 'query_block must be None or '
+                                    'a positive int'):
+            nets.set_attention_query_block(block, 2.5)
+        self.assertIsNone(block.query_block)
+
+    def test_a_missing_context_names_its_expected_shape(self):
+        # The error names the context shape [B, H, W, C_a] of the input's
+        # spatial shape (H = 3, W = 5 here, not the other way round).
+        block = nets.GatedResidualBlock(4, context_channels=2)
+        with self.assertRaisesRegex(ValueError,
+                                    r'needs a context tensor of shape '
+                                    r'\[B, 3, 5, 2\]'):
+            block(tf.zeros([1, 3, 5, 4]))
+
+    def test_mlp_refuses_an_empty_hidden_layer_by_its_own_name(self):
+        # MLP raises ValueError for non-positive sizes, naming the network.
+        with self.assertRaisesRegex(ValueError, '^toy: feature and hidden '
+                                    'sizes must be positive'):
+            nets.MLP(3, 4, hidden_units=(5, 0), name='toy')
+
+    @parameterized.parameters(False, True)
+    def test_training_reaches_every_dropout_of_a_conv_attn_net(self,
+                                                               training):
+        # `training` enables the dropout of every block: the gated convs'
+        # and the attention blocks' alike.
+        net = _net(dropout=0.5, rng=tf.random.Generator.from_seed(1))
+        flags = _dropout_training_flags(net, tf.zeros([2, 4, 4, 3]),
+                                        training=training)
+        self.assertEqual(flags, [training] * 4)
+
+    @parameterized.parameters(False, True)
+    def test_training_reaches_every_dropout_of_a_context_net(self, training):
+        # ContextNet: `training` enables the dropout of every block,
+        # attention blocks included.
+        net = nets.ContextNet((4, 8, 3), partitions.ColumnSplit(), filters=8,
+                              num_blocks=2, attention=True, num_heads=2,
+                              dropout=0.5)
+        flags = _dropout_training_flags(net, tf.zeros([2, 4, 8, 3]),
+                                        training=training)
+        self.assertEqual(flags, [training] * 4)
+
+    def test_context_net_shares_its_rng_with_every_block(self):
+        # rng: the generator shared by all blocks, attention blocks
+        # included (one is created if none is given).
+        for rng in (tf.random.Generator.from_seed(3), None):
+            net = nets.ContextNet((4, 8, 3), partitions.ColumnSplit(),
+                                  filters=8, num_blocks=2, attention=True,
+                                  num_heads=2, dropout=0.25, rng=rng)
+            self.assertIsInstance(net.rng, tf.random.Generator)
+            if rng is not None:
+                self.assertIs(net.rng, rng)
+            self.assertTrue(all(
+                b.rng is net.rng
+                for b in net.residual_blocks + net.attention_blocks))
 
 
 if __name__ == '__main__':
