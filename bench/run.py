@@ -14,8 +14,9 @@ weighted scoring throughput at S = 16 and 128. Benchmarks that have a
 baseline print the ratio (ours / baseline). The image benchmarks train on
 photo patches, which need scikit-image (`pip install -e ".[images]"`). A
 benchmark that fails is reported and the others still run; the table and
-`--json` hold those that finished, and the exit code is 1. See
-bench/README.md (it lists the benchmarks).
+`--json` hold those that finished, and the exit code is 1; if every one
+fails, nothing is written and the exit code is 2. See bench/README.md (it
+lists the benchmarks).
 """
 
 import json

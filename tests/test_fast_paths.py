@@ -624,6 +624,16 @@ def _run_fake_bench(args, fail=()):
             return done, json.load(f)
 
 
+def _table_cells(printed):
+    """`cell(column)`: the first row's entry under `column` in the table
+    that `printed` (bench/run.py's output) starts with."""
+    header, row = printed.splitlines()[:2]
+
+    def cell(column):
+        return row[header.index(column):].split()[0]
+    return cell
+
+
 def _stub_timings(times, calls):
     """A stand-in for suite._timed: runs `fn` as often as asked (recording
     the count in `calls`) and reports `times` as the measured seconds."""
@@ -657,6 +667,17 @@ class BenchReportingTest(tf.test.TestCase):
         for i, name in enumerate(['toy_glow', 'quickstart', 'toy_vflow']):
             self.assertIn(f'[{i + 1}/3] {name}:', done.stderr)
 
+    def test_a_run_whose_every_benchmark_fails_writes_nothing(self):
+        # README: with every benchmark failed there is no table and no
+        # JSON, and the exit code is 2.
+        done, report = _run_fake_bench(['--only=toy_glow,toy_vflow'],
+                                       fail=['toy_glow', 'toy_vflow'])
+        self.assertEqual(done.returncode, 2, done.stderr[-2000:])
+        self.assertIsNone(report)
+        self.assertEqual(done.stdout, '')
+        self.assertIn('every benchmark failed: toy_glow, toy_vflow.',
+                      done.stderr.strip().splitlines()[-1])
+
     def test_table_columns_hold_their_figures(self):
         # Each figure of the results is printed under its own heading.
         done, report = _run_fake_bench(['--only=toy_glow', '--sampling=false'])
@@ -664,16 +685,13 @@ class BenchReportingTest(tf.test.TestCase):
         # --sampling and --scoring reach the worker, each as given.
         self.assertFalse(report['results'][0]['sampling'])
         self.assertTrue(report['results'][0]['scoring'])
-        header, row = done.stdout.splitlines()[:2]
-
-        def cell(column):
-            return row[header.index(column + '  '):].split()[0]
+        cell = _table_cells(done.stdout)
         self.assertEqual(cell('benchmark'), 'toy_glow')
         self.assertEqual(cell('peak MiB'), '1')
         self.assertEqual(cell('MiB/img'), '-')  # not measured
         self.assertEqual(cell('IW16/s'), '16.0')
         self.assertEqual(cell('IW128/s'), '128.0')
-        self.assertEqual(row[header.index('IW16/s ex'):].strip(), '-')
+        self.assertEqual(cell('IW16/s ex'), '-')
         # run.py turns on the BFC allocator for the workers, so that they
         # can read their tensor memory (README: memory).
         self.assertEqual(report['results'][0]['bfc_allocator'], 'true')
@@ -824,6 +842,142 @@ class BenchReportingTest(tf.test.TestCase):
             for s in (2, 32):
                 self.assertEqual(suite.scoring_throughput(model, x, s),
                                  8 / 2.0)
+
+    def test_progress_reports_each_benchmark_s_own_figures(self):
+        # The progress line after each benchmark gives its own train/s and
+        # peak memory, not an earlier benchmark's.
+        done, _ = _run_fake_bench(['--only=glow,tfp_glow'])
+        self.assertEqual(done.returncode, 0, done.stderr[-2000:])
+        lines = done.stderr.splitlines()
+        for name, speed in (('glow', '20.00'), ('tfp_glow', '10.00')):
+            start = next(i for i, line in enumerate(lines)
+                         if line.startswith('[') and f'] {name}:' in line)
+            self.assertEqual(lines[start + 1].strip(),
+                             f'{speed} per second, peak 1 MiB')
+
+    def test_table_formats_every_column_of_a_full_result(self):
+        # A result with every figure (as README's run-1 table shows one):
+        # parameters with thousands separators, GF/item and GF/s each
+        # under its heading, and the root-finder iterations as mean/max.
+        result = dict(
+            name='flowpp_attn', parameters=1971216, train_per_second=11.22,
+            ratio_to_baseline=0.5, step_seconds=1.426,
+            train_gflop_per_item=6.67, achieved_gflops=74.8,
+            peak_rss_mb=4969.0, train_mb_per_image=199.0,
+            sample_seconds=1.26, inverse_max_error=5.2e-6,
+            inverse_mean_iterations=2.3214, inverse_max_iterations=4,
+            score_per_second_s16=2.9, score_per_second_s128=0.4,
+            score_per_second_s16_per_example=2.5)
+        done = subprocess.run(
+            [sys.executable, '-c', _PRINT_TABLE,
+             os.path.join(ROOT, 'bench', 'run.py'), json.dumps([result])],
+            capture_output=True, text=True, timeout=300)
+        self.assertEqual(done.returncode, 0, done.stderr[-2000:])
+        cell = _table_cells(done.stdout)
+        self.assertEqual(cell('params'), '1,971,216')
+        self.assertEqual(cell('train/s'), '11.22')
+        self.assertEqual(cell('ratio'), '0.50')
+        self.assertEqual(cell('GF/item'), '6.67')
+        self.assertEqual(cell('GF/s'), '74.8')
+        self.assertEqual(cell('MiB/img'), '199')
+        self.assertEqual(cell('iters'), '2.32/4')
+
+    def test_json_under_a_file_is_refused_before_any_benchmark(self):
+        # --json's directory is checked before the benchmarks run: a path
+        # under a regular file has no directory to write to.
+        with tempfile.NamedTemporaryFile() as not_a_dir:
+            path = os.path.join(not_a_dir.name, 'bench.json')
+            done = subprocess.run(
+                [sys.executable, '-c', _FAKE_WORKERS,
+                 os.path.join(ROOT, 'bench', 'run.py'), '--only=toy_glow',
+                 f'--json={path}'], capture_output=True, text=True,
+                timeout=300)
+        self.assertEqual(done.returncode, 2, done.stderr[-2000:])
+        self.assertIn(f'--json={path}: no directory',
+                      done.stderr.strip().splitlines()[-1])
+        self.assertNotIn('[1/', done.stderr)
+
+    def test_an_empty_item_of_only_names_no_benchmark(self):
+        # `--only=` takes a comma-separated list, an empty item of which
+        # names no benchmark (`--only=,` names none at all): a trailing
+        # comma runs the benchmarks that are named.
+        done, report = _run_fake_bench(['--only=toy_glow,'])
+        self.assertEqual(done.returncode, 0, done.stderr[-2000:])
+        self.assertEqual([r['name'] for r in report['results']],
+                         ['toy_glow'])
+
+    def test_worker_without_a_known_benchmark_is_a_one_line_error(self):
+        # The internal --worker flag needs a benchmark's name and --json;
+        # an unknown name is refused in one line, not by a traceback.
+        with tempfile.TemporaryDirectory() as tmp:
+            done = subprocess.run(
+                [sys.executable, os.path.join(ROOT, 'bench', 'run.py'),
+                 '--worker=nope', f'--json={os.path.join(tmp, "r.json")}'],
+                capture_output=True, text=True, timeout=300,
+                env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'))
+        self.assertEqual(done.returncode, 2, done.stderr[-2000:])
+        self.assertIn('--worker needs a benchmark name and --json',
+                      done.stderr.strip().splitlines()[-1])
+        self.assertNotIn('Traceback', done.stderr)
+
+    def test_rss_before_training_is_resident_memory(self):
+        # "peak resident memory after training (ru_maxrss), and the RSS
+        # before it": the current resident set is at most the peak (up to
+        # the pages the kernel counts into ru_maxrss later), not the far
+        # larger virtual size.
+        suite = _bench_module('suite')
+        # pylint: disable-next=protected-access
+        current, peak = suite._current_rss_mb(), suite._rss_mb()
+        self.assertGreater(current, 0.0)
+        self.assertLessEqual(current, peak + 64.0)
+
+    def test_sampling_is_timed_after_tracing_and_without_mixtures(self):
+        # "wall time of 64 samples (traced beforehand)": the sampler is
+        # traced once before the timing starts; a model without mixture
+        # couplings has no root-finder iterations to report ('-').
+        suite = _bench_module('suite')
+        model, x = _initialized_toy_vflow()
+        traces, traces_when_timed = [], []
+        # pylint: disable-next=protected-access
+        real_sample, real_timed = model.sample, suite._timed
+
+        def sample(*args, **kwargs):
+            traces.append(1)
+            return real_sample(*args, **kwargs)
+
+        def timed(fn, repeats):
+            traces_when_timed.append(len(traces))
+            return real_timed(fn, repeats)
+
+        with mock.patch.object(model, 'sample', sample), \
+                mock.patch.object(suite, '_timed', timed):
+            stats = suite.sampling_stats(model, x, num=2)
+        self.assertEqual(traces_when_timed, [1])
+        self.assertLen(traces, 1)
+        self.assertIsNone(stats['inverse_mean_iterations'])
+        self.assertIsNone(stats['inverse_max_iterations'])
+
+    def test_the_tfp_baseline_has_glow_s_architecture_and_batch(self):
+        # README: the ratio compares with "TFP's own tfb.Glow with the same
+        # architecture (2 levels x 8 steps, width 400)", same step.
+        benchmarks = _bench_module('benchmarks').BENCHMARKS
+        glow, tfp_glow = benchmarks['glow'], benchmarks['tfp_glow']
+        self.assertEqual(glow.baseline, 'tfp_glow')
+        self.assertEqual(tfp_glow.overrides, glow.overrides)
+        self.assertEqual(tfp_glow.overrides,
+                         dict(levels=2, steps=8, filters=400))
+        self.assertEqual(tfp_glow.batch_size, glow.batch_size)
+
+
+# bench/run.py's table of the results given as JSON (argv[2]), printed by
+# run.py's own `_table`, in a process of its own (run.py defines flags).
+_PRINT_TABLE = textwrap.dedent("""
+    import importlib.util, json, sys
+    spec = importlib.util.spec_from_file_location('bench_run', sys.argv[1])
+    run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run)
+    print(run._table(json.loads(sys.argv[2])))
+""")
 
 
 if __name__ == '__main__':

@@ -324,6 +324,32 @@ class ActNormInitTest(tf.test.TestCase, parameterized.TestCase):
         self.assertAllClose(norm.log_scale, reference.log_scale)
         self.assertAllClose(norm.shift, reference.shift)
 
+    def test_a_function_traced_after_eager_layers_in_the_pass_warns(self):
+        # "one traced inside the context keeps the initialisation in its
+        # graph ... (a warning says so when it is traced)": also when
+        # layers have already initialised themselves eagerly in that pass.
+        eager = vb.ActNorm([5], name='eager_norm')
+        traced = vb.ActNorm([5], name='later_traced_norm')
+        x = tf.random.normal([64, 5], mean=-2.0, stddev=3.0)
+        with self.assertLogs('absl', 'WARNING') as logs:
+            with vflow_tfp.data_dependent_init():
+                y = eager.inverse(x)
+                tf.function(traced.inverse)(y)
+        self.assertLen(logs.output, 1)
+        self.assertIn('later_traced_norm initialises itself while a '
+                      'tf.function is traced', logs.output[0])
+
+    def test_a_pass_ended_by_an_error_does_not_warn_of_no_layers(self):
+        # `expect_layers` warns "at the end of the pass" that no layer
+        # initialised itself, blaming a function traced before the context:
+        # a pass cut short by an error reports that error alone, not a
+        # diagnosis of a pass that never finished.
+        with self.assertNoLogs('absl', 'WARNING'):
+            with self.assertRaisesRegex(RuntimeError, 'bad batch'):
+                with vflow_tfp.data_dependent_init():
+                    raise RuntimeError('bad batch')
+        self.assertFalse(vflow_tfp.initialization.is_active())
+
 
 class PositionCountTest(tf.test.TestCase, parameterized.TestCase):
     """The log-det of these layers counts the positions of the event shape

@@ -1195,6 +1195,17 @@ class PresetTest(tf.test.TestCase):
                     self.assertEqual(coupling.conditioner.output_shape[-1],
                                      2 * transformed[-1])
 
+    def test_a_zero_width_group_names_the_filters_setting(self):
+        # StepGroup checks the arguments a preset passes through it, so the
+        # message names the user's override (`filters`, the conditioner
+        # width F), not a layer deep inside nor a shape the flow cannot
+        # act on.
+        message = r'^filters must be an integer >= 1; got 0\.$'
+        with self.assertRaisesRegex(ValueError, message):
+            G('column', 1, 1, 0, 2)
+        with self.assertRaisesRegex(ValueError, message):
+            presets.build('tiny_flowpp', filters=0, seed=0)
+
 
 # ----------------------------------------------------------------------------
 # The importance-weighted bound of a tiny image VFlow.

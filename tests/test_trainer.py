@@ -2627,6 +2627,46 @@ class TrainConfigCheckTest(tf.test.TestCase):
         self.assertEqual((config.train_steps, config.eval_every,
                           config.dataset), (1000, 1000, ''))
 
+    def test_a_sweep_s_numpy_values_inside_overrides_are_plain(self):
+        # `_plain`: numpy numbers and arrays (a sweep's values) are kept as
+        # the Python values they stand for, also inside a preset override's
+        # tuple, so that results.json can record them.
+        for overrides, plain in (
+                ({'hidden_units': (np.int64(8), np.int32(6))},
+                 {'hidden_units': (8, 6)}),
+                ({'hidden_units': np.array([8, 6])},
+                 {'hidden_units': [8, 6]})):
+            with self.subTest(overrides=overrides):
+                self._check(preset_overrides=overrides)
+                config = _config(self.get_temp_dir(),
+                                 preset_overrides=overrides)
+                self.assertEqual(config.preset_overrides, plain)
+                self.assertEqual(
+                    {type(v) for v in config.preset_overrides['hidden_units']},
+                    {int})
+                json.dumps(dataclasses.asdict(config))
+
+    def test_the_first_importance_sample_needs_images(self):
+        # "iw_images must be positive when iw_samples is set": one sample
+        # (the ELBO's bound) is set too.
+        self._check(iw_samples=1, iw_images=1)
+        self._refused(r'^iw_images must be positive when iw_samples is set; '
+                      r'got 0\.$', iw_samples=1, iw_images=0)
+        self._check(iw_samples=0, iw_images=0)
+
+    def test_an_override_results_json_cannot_record_names_itself(self):
+        # check_settings: "one clear line for a bad setting", naming it,
+        # also for a value json refuses with a ValueError (a list holding
+        # itself, set after construction) rather than a TypeError.
+        config = _config(self.get_temp_dir())
+        loop = []
+        loop.append(loop)
+        config.preset_overrides = {'hidden_units': loop}
+        with self.assertRaisesRegex(
+                ValueError, r"^preset_overrides\['hidden_units'\] must be a "
+                'value results.json can record'):
+            config.check_settings()
+
 
 if __name__ == '__main__':
     tf.test.main()
