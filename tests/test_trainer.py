@@ -1410,18 +1410,25 @@ class TrainerSafetyTest(_TrainerFixture, tf.test.TestCase):
         trainer._train_step = poisoned_step
         return trainer, trainer.manager.latest_checkpoint, calls
 
+    def _assert_stopped_at_step_3(self, poisoned, message):
+        """`train()` of a `_poisoned_trainer(...)` (given as the triple it
+        returns) raises FloatingPointError matching `message` at the third
+        step, and its initial checkpoint stays the newest."""
+        trainer, first, calls = poisoned
+        with self.assertRaisesRegex(FloatingPointError, message):
+            trainer.train()
+        self.assertLen(calls, 3)
+        self.assertEqual(trainer.manager.latest_checkpoint, first)
+
     def test_non_finite_update_is_never_saved(self):
         # An infinite gradient at the last step before a save: clipping turns
         # every gradient into NaN and the update poisons the weights, while
         # that step's loss (computed before the update) is finite.
-        trainer, first, calls = self._poisoned_trainer(
-            lambda t: t.variables[0], norm=float('inf'))
-        with self.assertRaisesRegex(FloatingPointError,
-                                    'gradient norm between steps 1 and 3; '
-                                    'the last good checkpoint is .*-0'):
-            trainer.train()
-        self.assertLen(calls, 3)
-        self.assertEqual(trainer.manager.latest_checkpoint, first)
+        self._assert_stopped_at_step_3(
+            self._poisoned_trainer(lambda t: t.variables[0],
+                                   norm=float('inf')),
+            'gradient norm between steps 1 and 3; the last good checkpoint '
+            'is .*-0')
 
     def test_non_finite_weights_after_a_finite_step_are_never_saved(self):
         # An update can turn finite gradients into NaN weights (Adam's
@@ -1429,14 +1436,10 @@ class TrainerSafetyTest(_TrainerFixture, tf.test.TestCase):
         # that step's loss and gradient norm are finite, and a NaN EMA never
         # shows in the loss at all. Only the saved values themselves tell.
         for target in (lambda t: t.variables[0], lambda t: t.ema.shadows[0]):
-            trainer, first, calls = self._poisoned_trainer(target)
-            with self.assertRaisesRegex(FloatingPointError,
-                                        'Non-finite model, optimizer or EMA '
-                                        'values at step 3; not saved. The '
-                                        'last good checkpoint is .*-0'):
-                trainer.train()
-            self.assertLen(calls, 3)
-            self.assertEqual(trainer.manager.latest_checkpoint, first)
+            self._assert_stopped_at_step_3(
+                self._poisoned_trainer(target),
+                'Non-finite model, optimizer or EMA values at step 3; not '
+                'saved. The last good checkpoint is .*-0')
 
     def test_resume_continues_the_checkerboard_stream_exactly(self):
         # Two replicas, so one step takes two batches of the input pipeline.
@@ -2022,15 +2025,11 @@ class TrainerSafetyTest(_TrainerFixture, tf.test.TestCase):
         # A non-finite loss or gradient norm stops the run before the next
         # save (module docstring), also at a checkpoint step that is neither
         # a log nor an evaluation step, and the error names the steps.
-        trainer, first, calls = self._poisoned_trainer(
-            lambda t: t.variables[0], norm=float('inf'), log_every=100)
-        with self.assertRaisesRegex(FloatingPointError,
-                                    'Non-finite loss or gradient norm '
-                                    'between steps 1 and 3; the last good '
-                                    'checkpoint is .*-0'):
-            trainer.train()
-        self.assertLen(calls, 3)
-        self.assertEqual(trainer.manager.latest_checkpoint, first)
+        self._assert_stopped_at_step_3(
+            self._poisoned_trainer(lambda t: t.variables[0],
+                                   norm=float('inf'), log_every=100),
+            'Non-finite loss or gradient norm between steps 1 and 3; the '
+            'last good checkpoint is .*-0')
 
     def test_only_the_step_0_checkpoint_is_called_the_initialisation(self):
         # The note that a rerun starts from the initialisation again is for
