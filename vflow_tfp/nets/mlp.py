@@ -177,9 +177,9 @@ class MLP(tf.Module):
 
         with `s = -1` if row `i` has the largest projection `h_i v` (the
         unit would be zero on the whole batch again), else 1. With no live
-        unit in the layer, `r` is the mean of `|W[:, k]|` over all its
-        units; and `r = 1` where that `r` is 0 (say every unit of the layer
-        before was dead, so its rows here were zeroed). The unit is then
+        unit in the layer, `r` is the mean of `|W[:, k]|` over all its units
+        instead, and `r = 1` if either comes out 0 (say every unit of the
+        layer before was dead, so its rows here were zeroed). The unit is then
         active on part of the batch (unless all rows project alike), and
         the network's output on `inputs` is unchanged (up to float
         rounding). An optimiser's state is left alone: Adam's moments of
