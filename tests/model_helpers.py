@@ -1,7 +1,8 @@
 """Model helpers shared by the test modules: a seeded, initialised
-`tiny_vflow`, a compiled Adam step on the negative ELBO, and the
-process's two-replica strategy."""
+`tiny_vflow`, a compiled Adam step on the negative ELBO, weights moved
+off their start, and the process's two-replica strategy."""
 
+import numpy as np
 import tensorflow as tf
 
 from vflow_tfp import data
@@ -53,3 +54,17 @@ def initialized_tiny_vflow(global_seed, init_seed):
     model.initialize(data.photo_patches(8, 'train', max_patches=64),
                      seed=init_seed)
     return model
+
+
+def perturb(variables, scale, rng=0):
+    """Adds `scale` times standard normal noise to each of `variables`, in
+    order, drawn from `rng` (a numpy Generator or its seed).
+
+    The couplings' output layers start at zero, where they are identity
+    maps and their conditions, dropout and gradients do not show; after
+    this they do, as after training.
+    """
+    rng = np.random.default_rng(rng)
+    for v in variables:
+        v.assign_add((scale * rng.standard_normal(v.shape)).astype(
+            v.dtype.as_numpy_dtype))

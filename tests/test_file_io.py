@@ -143,6 +143,27 @@ class FileIoTest(tf.test.TestCase):
         with open(os.path.join(self.directory, 'b')) as f:
             self.assertEqual(f.read(), 'a')
 
+    def test_a_replace_that_cannot_be_done_is_an_os_error(self):
+        # As from os.replace, also for a URL: a missing source is
+        # FileNotFoundError, and a URL onto a local path (two file systems
+        # to TF, even for file://) is OSError with EXDEV, as os.replace
+        # from one device to another; the files are left as they were.
+        with self.assertRaises(FileNotFoundError):
+            file_io.replace(self.url + '/none', self.url + '/b')
+        with open(os.path.join(self.directory, 'a'), 'w') as f:
+            f.write('a')
+        for source, destination in (
+                (self.url + '/a', os.path.join(self.directory, 'b')),
+                (os.path.join(self.directory, 'a'), self.url + '/b')):
+            with self.subTest(source=source):
+                with self.assertRaises(OSError) as caught:
+                    file_io.replace(source, destination)
+                self.assertEqual(caught.exception.errno, errno.EXDEV)
+                self.assertEqual((caught.exception.filename,
+                                  caught.exception.filename2),
+                                 (source, destination))
+                self.assertEqual(os.listdir(self.directory), ['a'])
+
     def test_reading_and_listing_agree_for_paths_and_urls(self):
         os.makedirs(os.path.join(self.directory, 'sub', 'deep'))
         for name in ('a.png', 'b.png', os.path.join('sub', 'c.png'),

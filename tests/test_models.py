@@ -772,10 +772,7 @@ class PresetTest(tf.test.TestCase):
             model.initialize(data.sample_checkerboard(256, seed=0),
                              seed=tf.constant([1, 2]))
             # Output layers start at zero (identity maps): perturb q.
-            rng = np.random.default_rng(0)
-            for v in model.posterior.trainable_variables:
-                v.assign_add(0.1 * rng.standard_normal(v.shape)
-                             .astype(np.float32))
+            model_helpers.perturb(model.posterior.trainable_variables, 0.1)
             with tf.GradientTape() as tape:
                 tape.watch(x)
                 z, _ = model.posterior.sample_and_log_prob(
@@ -797,10 +794,7 @@ class PresetTest(tf.test.TestCase):
         x = tf.random.stateless_uniform([16, 2], [1, 2], -3, 3)
         q.sample_and_log_prob(x, tf.constant([3, 4]))  # Builds it.
         # Output layers start at zero (identity maps): perturb q.
-        rng = np.random.default_rng(0)
-        for v in q.trainable_variables:
-            v.assign_add(0.1 * rng.standard_normal(v.shape)
-                         .astype(np.float32))
+        model_helpers.perturb(q.trainable_variables, 0.1)
         with tf.GradientTape() as tape:
             tape.watch(x)
             z, _ = q.sample_and_log_prob(x, tf.constant([3, 4]))
@@ -823,10 +817,8 @@ class PresetTest(tf.test.TestCase):
         rng = np.random.default_rng(0)
         matrix = (np.eye(10) + 0.3 * rng.standard_normal([10, 10]))
         top.weights.assign(matrix[None].astype(np.float32))
-        for v in model.p_bijector.trainable_variables:
-            if 'coupling' in v.name:  # move the couplings off the identity
-                v.assign_add(0.05 * rng.standard_normal(v.shape)
-                             .astype(np.float32))
+        model_helpers.perturb([v for v in model.p_bijector.trainable_variables
+                               if 'coupling' in v.name], 0.05, rng)
         xz = tf.constant(rng.standard_normal([32, 10]), tf.float32)
         below = tfb.Chain(model.p_bijector.bijectors[:-1])
         h = below.inverse(tf.identity(xz))
@@ -1560,9 +1552,7 @@ class GradientEstimatorTest(tf.test.TestCase):
         model = presets.build('checkerboard_vflow_3_10', seed=0)
         model.initialize(data.sample_checkerboard(256, seed=0),
                          seed=tf.constant([1, 2]))
-        rng = np.random.default_rng(seed)
-        for v in model.posterior.trainable_variables:
-            v.assign_add(0.1 * rng.standard_normal(v.shape).astype(np.float32))
+        model_helpers.perturb(model.posterior.trainable_variables, 0.1, seed)
         return model
 
     def test_checkerboard_preset_in_a_function(self):
@@ -1728,9 +1718,7 @@ def _small_float64_image_vflow(augment_channels=2):
         dtype=tf.float64, name='small64')
     x = data.photo_patches(4, 'train', max_patches=32, seed=0)[..., :2]
     model.initialize(x, seed=[1, 1])
-    rng = np.random.default_rng(0)
-    for v in model.trainable_variables:
-        v.assign_add(0.05 * rng.standard_normal(v.shape))
+    model_helpers.perturb(model.trainable_variables, 0.05)
     return model, x
 
 
@@ -2586,10 +2574,7 @@ class EstimatorDetailsTest(tf.test.TestCase):
         tf.random.set_seed(5)
         model = presets.image_model((4, 4, 2), [[G('column', 1, 1, 8, 2)]],
                                     dropout=0.5, seed=0)
-        rng = np.random.default_rng(0)
-        for v in model.trainable_variables:
-            v.assign_add(0.1 * rng.standard_normal(v.shape).astype(
-                v.dtype.as_numpy_dtype))
+        model_helpers.perturb(model.trainable_variables, 0.1)
         x = np.arange(2 * 4 * 4 * 2).reshape(2, 4, 4, 2) % 256
         self.assertNotAllClose(model.elbo(x, training=True, seed=[1, 2]),
                                model.elbo(x, seed=[1, 2]))
@@ -2608,10 +2593,7 @@ def _tiny_flowpp_dequantizer_with_dropout():
     changes nothing)."""
     tf.random.set_seed(5)
     dequantizer = presets.build('tiny_flowpp', dropout=0.5, seed=0).dequantizer
-    rng = np.random.default_rng(0)
-    for v in dequantizer.trainable_variables:
-        v.assign_add(0.1 * rng.standard_normal(v.shape).astype(
-            v.dtype.as_numpy_dtype))
+    model_helpers.perturb(dequantizer.trainable_variables, 0.1)
     return dequantizer
 
 

@@ -213,9 +213,7 @@ class PerExampleConditionalFlowTest(tf.test.TestCase):
         model.initialize(x, seed=[1, 1])
         # As after training: the couplings' output layers start at zero,
         # where the condition would not matter to the couplings.
-        rng = np.random.default_rng(0)
-        for v in flow.trainable_variables:
-            v.assign_add(0.1 * rng.standard_normal(v.shape))
+        model_helpers.perturb(flow.trainable_variables, 0.1)
         norm, = [layer for layer in flow.bijector.bijector.bijectors
                  if isinstance(layer, vb.ConditionalAffine)]
         network, rows = norm.network, []

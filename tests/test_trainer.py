@@ -2657,14 +2657,23 @@ class TrainConfigCheckTest(tf.test.TestCase):
         # check_settings: "one clear line for a bad setting", naming it,
         # also for a value json refuses with a ValueError (a list holding
         # itself, set after construction) rather than a TypeError.
-        config = _config(self.get_temp_dir())
+        # Given to the constructor, the same value (a list or a dict
+        # holding itself) reaches check_settings too, instead of the
+        # constructor's conversion to plain values recursing without end.
         loop = []
         loop.append(loop)
+        knot = {}
+        knot['self'] = knot
+        config = _config(self.get_temp_dir())
         config.preset_overrides = {'hidden_units': loop}
-        with self.assertRaisesRegex(
-                ValueError, r"^preset_overrides\['hidden_units'\] must be a "
-                'value results.json can record'):
+        message = (r"^preset_overrides\['hidden_units'\] must be a value "
+                   'results.json can record')
+        with self.assertRaisesRegex(ValueError, message):
             config.check_settings()
+        for value in (loop, knot, (1, [loop])):
+            with self.subTest(value=type(value).__name__):
+                self._refused(message,
+                              preset_overrides={'hidden_units': value})
 
 
 if __name__ == '__main__':

@@ -193,11 +193,25 @@ def glob(pattern):
 
 
 def replace(source, destination):
-    """Renames file `source` onto `destination`, replacing any file there."""
-    if is_url(source) or is_url(destination):
-        tf.io.gfile.rename(source, destination, overwrite=True)
-    else:
+    """Renames file `source` onto `destination`, replacing any file there.
+
+    Raises:
+      OSError: as from `os.replace` (`FileNotFoundError` if there is no
+        `source`), also for a URL. A rename from one file system to another
+        (a URL and a local path, or URLs of two schemes) is not a rename
+        and raises `OSError` with `errno.EXDEV`, as `os.replace` does from
+        one device to another.
+    """
+    if not (is_url(source) or is_url(destination)):
         os.replace(source, destination)
+        return
+    try:
+        tf.io.gfile.rename(source, destination, overwrite=True)
+    except tf.errors.UnimplementedError as e:
+        raise OSError(errno.EXDEV, 'Invalid cross-device link', source, None,
+                      destination) from e
+    except tf.errors.OpError as e:
+        raise _as_os_error(e, source) from e
 
 
 def mtime(path):

@@ -25,10 +25,12 @@ _FLOAT32_TINY = float(np.finfo(np.float32).tiny)
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
-def _plain(value):
+def _plain(value, _containers=()):
     """The JSON value a setting stands for: numpy numbers and arrays (a
     sweep's values) as Python ones, a TF dtype as its name, a path (such
-    as a `pathlib.Path` output_dir) as its string."""
+    as a `pathlib.Path` output_dir) as its string. A dict, list or tuple
+    that holds itself has no JSON value: where it comes back round, it is
+    kept as it is, for `check_settings` to refuse by name."""
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     tf = sys.modules.get('tensorflow')  # no TF dtype without TF loaded
@@ -36,10 +38,13 @@ def _plain(value):
         return value.name
     if isinstance(value, (np.generic, np.ndarray)):
         return value.tolist()
-    if isinstance(value, dict):
-        return {key: _plain(v) for key, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_plain(v) for v in value)
+    if isinstance(value, (dict, list, tuple)):
+        if id(value) in _containers:
+            return value
+        inside = _containers + (id(value),)
+        if isinstance(value, dict):
+            return {key: _plain(v, inside) for key, v in value.items()}
+        return type(value)(_plain(v, inside) for v in value)
     return value
 
 
