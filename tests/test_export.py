@@ -1016,6 +1016,130 @@ class ExportChecksTest(tf.test.TestCase):
                               'a SavedModel or an empty directory; refusing '
                               'to overwrite it.\n')
 
+    def test_scorer_refuses_a_bool_count(self):
+        # A count is a positive integer, as in scoring and sampling: `True`
+        # (say `keep_current` given in the wrong place) is no count of
+        # samples or draws, though Python takes it for the integer 1.
+        for name in ('default_num_samples', 'chunk_size'):
+            with self.assertRaisesRegex(
+                    ValueError, f'^{name} must be a positive integer; got '
+                    r'True\.$'):
+                export.FlowScorer(self._identity_model(), **{name: True})
+
+    def test_image_metadata_holds_its_levels(self):
+        # The metadata holds the pixel levels `num_bins` of an image model
+        # (module docstring), the usual 256 (8-bit data) as well as fewer;
+        # a vector model has none.
+        for num_bins in (256, 32):
+            model = models.VFlow(tfp.bijectors.Identity(), (2, 2, 3),
+                                 num_bins=num_bins,
+                                 rng=tf.random.Generator.from_seed(1))
+            info = export.FlowScorer(model).info
+            self.assertEqual((info['kind'], info.get('num_bins')),
+                             ('image', num_bins))
+        self.assertNotIn('num_bins',
+                         export.FlowScorer(self._identity_model()).info)
+
+    def _fake_run(self, preset, config, **results):
+        """A run directory of `preset` with `config` (its overrides): a
+        checkpoint ckpt-1 of fresh weights and EMA, and results.json."""
+        run = os.path.join(self.tmp, 'run')
+        model = presets.build(preset, seed=0,
+                              **config.get('preset_overrides', {}))
+        tf.train.Checkpoint(
+            model=model, ema=ema_lib.WeightEMA(model.trainable_variables)
+        ).save(os.path.join(run, 'checkpoints', 'ckpt'))  # ckpt-1
+        with open(os.path.join(run, 'results.json'), 'w') as f:
+            json.dump(dict(results, preset=preset, step=1, config=config), f)
+        return run
+
+    def test_export_cli_of_a_run_without_iw_samples(self):
+        # A run trained without the bound (--iw_samples=0, the default)
+        # serves 16 samples (export_run: "the run's iw_samples, else 16").
+        # bin/export.py's line names the data shape as HxWxC, and a test
+        # bits/dim of 0 as a figure, not as an unknown one.
+        # (A small image model: its export is quick.)
+        overrides = dict(image_shape=[4, 4, 3], filters=4, components=2,
+                         attention=False, dequant_blocks=0, context_filters=4)
+        run = self._fake_run(
+            'tiny_flowpp',
+            {'seed': 0, 'iw_samples': 0, 'preset_overrides': overrides},
+            test_bpd=0.0, test_bpd_step=1)
+        out = os.path.join(self.tmp, 'exported')
+        code, stdout, err = cli_helpers.run_script(
+            'export', f'--run_dir={run}', f'--export_dir={out}')
+        self.assertEqual((code, err), (0, ''))
+        self.assertEqual(stdout, 'exported tiny_flowpp (step 1, EMA weights, '
+                                 f'data 4x4x3, test bpd 0.0000) to {out}\n')
+        self.assertEqual(export.load_metadata(out)['default_num_samples'],
+                         export.DEFAULT_NUM_SAMPLES)
+
+    def test_a_checkpoint_of_another_program_is_refused_with_the_reason(self):
+        # export_run refuses a checkpoint that does not match the run's
+        # model with TF's reason (here: the model's variables it has no
+        # values for), not a fragment of the listing that follows it.
+        run = self._fake_run('checkerboard_vflow_2_4', {'seed': 0})
+        other = tf.train.Checkpoint(step=tf.Variable(6)).write(
+            os.path.join(self.tmp, 'other', 'ckpt-6'))
+        error = _raised(export.export_run, run,
+                        os.path.join(self.tmp, 'out'), checkpoint=other)
+        self.assertIsInstance(error, ValueError)
+        self.assertRegex(str(error), re.escape(
+            f"{other} does not hold the weights of preset "
+            "'checkerboard_vflow_2_4' with overrides {} (") +
+            r'.*not bound to checkpointed values.*\)\.$')
+        self.assertFalse(os.path.exists(os.path.join(self.tmp, 'out')))
+
+    def test_export_cli_stops_at_sigterm_as_at_ctrl_c(self):
+        # README: Ctrl-C or SIGTERM stops bin/export.py with one line, exit
+        # code 130 and no partial export. (lost_signals' SIGINT, raised once
+        # the model is built, sent as a SIGTERM.)
+        run = self._fake_run('checkerboard_vflow_2_4', {'seed': 0})
+        target = os.path.join(self.tmp, 'terminated')
+        python_args = [arg.replace('signal.SIGINT', 'signal.SIGTERM')
+                       for arg in lost_signals.python_args_sending_a_sigint(
+                           'vflow_tfp.models.presets:build', 'raised')]
+        proc = subprocess.run(
+            [sys.executable, *python_args, EXPORT, f'--run_dir={run}',
+             f'--export_dir={target}'],
+            env=_env(), capture_output=True, text=True, timeout=300)
+        self.assertEqual(proc.returncode, 130, proc.stderr[-3000:])
+        self.assertTrue(proc.stderr.endswith(
+            'export.py: interrupted; nothing exported.\n'), proc.stderr)
+        self.assertEqual(os.listdir(self.tmp), ['run'])
+
+    def test_export_cli_leaves_a_url_export_dir_to_the_export(self):
+        # README: bin/export.py's --export_dir may be a URL (file:// as
+        # gs://): it is no local path, so what the working directory holds
+        # (here a file named like its scheme) is no obstacle.
+        run = self._fake_run('checkerboard_vflow_2_4', {'seed': 0})
+        self.addCleanup(os.chdir, os.getcwd())
+        os.chdir(self.tmp)
+        with open('file:', 'w') as f:
+            f.write('not a directory')
+        url = 'file://' + os.path.join(self.tmp, 'url_export')
+        code, out, err = cli_helpers.run_script(
+            'export', f'--run_dir={run}', f'--export_dir={url}')
+        self.assertEqual((code, err), (0, ''))
+        self.assertTrue(out.endswith(f' to {url}\n'), out)
+        self.assertEqual(export.load_metadata(url)['preset'],
+                         'checkerboard_vflow_2_4')
+
+    def test_export_cli_names_the_path_it_cannot_write(self):
+        # A directory that exists passes bin/export.py's early check; if
+        # the SavedModel cannot be written there (sysfs takes no new
+        # directories, even from root) the one-line error names the path
+        # that failed, not the run directory.
+        parent = '/sys/kernel'
+        if not os.path.isdir(parent):
+            self.skipTest(f'no {parent}')
+        run = self._fake_run('checkerboard_vflow_2_4', {'seed': 0})
+        code, out, err = cli_helpers.run_script(
+            'export', f'--run_dir={run}', f'--export_dir={parent}/sm')
+        self.assertEqual((code, out), (2, ''))
+        self.assertRegex(err, r'^export\.py: error: /sys/kernel/\.sm\.'
+                              r'staging-\S+: .+\.\n$')
+
 
 if __name__ == '__main__':
     tf.test.main()

@@ -214,6 +214,14 @@ class AttentionTest(tf.test.TestCase):
         self.assertEqual(nets.set_compute_dtype(model, 'bfloat16'),
                          len(networks))
 
+    def test_preset_option_refuses_a_bad_query_block(self):
+        # build's `attention_query_block` is `None` or a positive int, as
+        # for `set_attention_query_block`: 0 is refused, not ignored.
+        with self.assertRaisesRegex(
+                ValueError, 'set_attention_query_block: query_block must '
+                'be None or a positive int; got 0'):
+            presets.build('tiny_vflow', seed=0, attention_query_block=0)
+
 
 class MixedPrecisionTest(tf.test.TestCase):
 

@@ -94,8 +94,8 @@ def test_an_unknown_preset_s_message_lists_its_family_or_all():
     listed = str(raised.value).split('Presets: ')[1].rstrip('.').split(', ')
     assert listed == [n for n in catalog.names() if n.startswith('vflow_')]
     # No family: all of them, also for a name that is not a string (say a
-    # settings file's null), which is unknown too (ValueError).
-    for name in ('nonsense', None):
+    # settings file's null or list), which is unknown too (ValueError).
+    for name in ('nonsense', None, ['tiny_vflow'], {'name': 'tiny_vflow'}):
         with pytest.raises(Exception) as raised:
             catalog.check_name(name)
         assert raised.type is ValueError, repr(raised.value)

@@ -21,6 +21,15 @@ tfb = tfp.bijectors
 tfd = tfp.distributions
 
 
+def _constant_conditioner(params):
+    """A conditioner returning the same `params` for every position."""
+    def net(c, context=None, training=False):
+        del context, training
+        return tf.broadcast_to(tf.constant(params, c.dtype), tf.concat(
+            [tf.shape(c)[:-1], [len(params)]], 0))
+    return net
+
+
 class ActNormInitTest(tf.test.TestCase, parameterized.TestCase):
 
     @parameterized.parameters(True, False)
@@ -1477,6 +1486,52 @@ class MixtureLogisticTest(tf.test.TestCase):
                 np.abs(objective(x)) - np.abs(objective(first.estimated_root))
                 - rounding, 0.0)
 
+    def test_forward_log_det_at_a_clamped_latent_is_the_unclamped_map_s(self):
+        # MixLogisticCoupling's docstring: the 'vflow' variant's forward
+        # clamps a latent outside the image t ± ln(19) e^s to just inside,
+        # and at such an element its log-det is that of the unclamped map,
+        # -s + log sigmoid'(u) - log(1 - 2 alpha) - log f(x), u = (y - t)
+        # e^-s (the chain rule of the class docstring, at the latent given).
+        params = np.array([0.7, 0.3, 0.9, -0.4, 0.5, -1.5, -1.0, 0.4])
+        coupling = vb.MixLogisticCoupling(
+            _constant_conditioner(params), vb.ChannelSplit(event_ndims=1), 2,
+            variant='vflow', dtype=tf.float64)
+        s = np.tanh(params[0])
+        u = np.array([-40.0, -3.0, 0.0, 2.0, 40.0])  # |u| > ln 19: clamped
+        y = tf.constant(np.stack([np.zeros(5), params[1] + u * np.exp(s)],
+                                 -1))
+        x = coupling.forward(y)[:, 1]
+        terms = vb.mixture_logistic_terms(
+            x, *[tf.constant(np.broadcast_to(params[i:i + 2], [5, 2]))
+                 for i in (2, 4, 6)])
+        log_sigmoid_slope = -np.logaddexp(0.0, u) - np.logaddexp(0.0, -u)
+        self.assertAllClose(
+            coupling.forward_log_det_jacobian(tf.identity(y), 1),
+            -s + log_sigmoid_slope - np.log(0.9) - terms.log_pdf,
+            rtol=1e-9, atol=1e-9)
+
+    def test_a_fractional_min_log_scale_is_the_floor(self):
+        # min_log_scale is a float: the component log-scales are floored at
+        # -6.5 itself, not at a rounded -6 or -7.
+        def coupling(log_scale, floor):
+            return vb.MixLogisticCoupling(
+                _constant_conditioner([0.3, 0.1, 0.2, -0.1, 0.5, -0.5]
+                                      + [log_scale] * 2),
+                vb.ChannelSplit(event_ndims=1), 2, min_log_scale=floor,
+                dtype=tf.float64)
+
+        x = tf.constant(np.stack([np.zeros(5), np.linspace(0.49, 0.51, 5)],
+                                 -1))
+        floored = coupling(-20.0, -6.5)
+        self.assertAllClose(floored.inverse(x),
+                            coupling(-6.5, -20.0).inverse(x), atol=0, rtol=0)
+        self.assertAllClose(floored.inverse_log_det_jacobian(x, 1),
+                            coupling(-6.5, -20.0).inverse_log_det_jacobian(
+                                x, 1), atol=0, rtol=0)
+        for other in (-6.0, -7.0):
+            self.assertNotAllClose(floored.inverse(x),
+                                   coupling(other, -20.0).inverse(x))
+
 
 class FusedSinglePassTest(tf.test.TestCase):
 
@@ -1655,6 +1710,25 @@ class ConditioningTest(tf.test.TestCase):
         with self.assertRaisesRegex(ValueError, r'returned 6 values per '
                                     r'example.*needs 2 x 4 = 8'):
             narrow.inverse(tf.zeros([2, 4]), context=tf.zeros([2, 3]))
+
+    def test_a_context_may_be_a_python_list_as_for_the_couplings(self):
+        # ConditionalAffine converts its context to its dtype, as the
+        # couplings convert theirs: a nested Python list maps as the
+        # tensor it stands for.
+        layer = vb.ConditionalAffine(vflow_tfp.nets.MLP(3, 8), [4])
+        randomise(layer, tf.float32, 2)
+        context = [[0.5, -1.0, 2.0], [0.0, 1.5, -0.5]]
+        x = tf.random.stateless_normal([2, 4], [1, 2])
+        for method in (layer.inverse, layer.forward):
+            with self.subTest(method=method.__name__):
+                self.assertAllClose(method(x, context=context),
+                                    method(x, context=tf.constant(context)),
+                                    atol=0, rtol=0)
+        self.assertAllClose(
+            layer.inverse_log_det_jacobian(x, 1, context=context),
+            layer.inverse_log_det_jacobian(x, 1,
+                                           context=tf.constant(context)),
+            atol=0, rtol=0)
 
     def test_joint_map_and_blockwise_route_by_name(self):
         # As tfb.Chain does: each child gets the kwargs under its name, so
@@ -2194,6 +2268,88 @@ class ConditioningDeliveryTest(tf.test.TestCase):
                                     "has 2 children named 'same'"):
             vb.chain_kwargs(tfb.Chain([coupling('same'), tfb.Exp(),
                                        coupling('same')]), context=context)
+
+    def test_a_conditional_layer_may_not_share_a_plain_sibling_s_name(self):
+        # chain_kwargs' docstring: a conditional layer that shares its name
+        # with a sibling is refused, since TFP would hand both the same
+        # kwargs; the sibling need not be conditional (tfb.Exp would get
+        # the context and refuse it).
+        coupling = vb.AdditiveCoupling(
+            TinyConditioner((2,), 2, context_channels=1),
+            vb.ChannelSplit(event_ndims=1), name='exp')
+        with self.assertRaisesRegex(ValueError,
+                                    "has 2 children named 'exp'"):
+            vb.chain_kwargs(tfb.Chain([coupling, tfb.Exp()]),
+                            context=tf.zeros([1, 1]))
+
+    def test_layers_route_under_their_documented_default_names(self):
+        # The constructors' documented default names are the keys under
+        # which chain_kwargs delivers each layer its kwargs.
+        net = TinyConditioner((2,), 2)
+        partition = vb.ChannelSplit(event_ndims=1)
+        for layer, name in (
+                (vb.AdditiveCoupling(net, partition), 'additive_coupling'),
+                (vb.AffineCoupling(net, partition), 'affine_coupling'),
+                (vb.MixLogisticCoupling(net, partition, 2),
+                 'mix_logistic_coupling'),
+                (vb.ConditionalAffine(net, [4]), 'conditional_affine')):
+            self.assertEqual(layer.name, name)
+            self.assertEqual(
+                vb.chain_kwargs(tfb.Chain([layer, tfb.Exp()]),
+                                training=True), {name: {'training': True}})
+
+    def test_precomputed_parameters_run_the_network_as_the_maps_do(self):
+        # conditioning_parameters(context, training) stands in for the
+        # maps' `context` and `training` kwargs, whose `training` defaults
+        # to False: kwargs without `training` (chain_kwargs(context=...))
+        # run the network in inference mode both ways.
+        net = self._Spy(vflow_tfp.nets.MLP(3, 8))
+        layer = vb.ConditionalAffine(net, [4], name='affine')
+        chain = tfb.Chain([layer, tfb.Exp()])
+        context = tf.zeros([2, 3])
+        chain.forward(tf.zeros([2, 4]), **vb.chain_kwargs(chain,
+                                                          context=context))
+        vb.precompute_conditioning(chain, vb.chain_kwargs(chain,
+                                                          context=context))
+        layer.conditioning_parameters(context)
+        self.assertEqual(net.seen, [False, False, False])
+
+    def test_precompute_conditioning_goes_through_every_routing_composite(
+            self):
+        # precompute_conditioning's docstring: like chain_kwargs, it goes
+        # through nests of Chain, JointMap (lists, nested lists, dicts),
+        # Blockwise and Invert, and gives a context-only layer its
+        # parameters, which map as its context does.
+        net = randomise(vflow_tfp.nets.MLP(2, 8, output_init_scale=1.0),
+                        tf.float32, 5)
+        affine = vb.ConditionalAffine(net, [4], name='affine')
+        context = tf.random.stateless_normal([3, 2], [1, 2])
+        x = tf.random.stateless_normal([3, 4], [3, 4])
+        expected = affine.forward(x, context=context)
+        for composite in (tfb.JointMap({'x': affine, 'z': tfb.Exp()}),
+                          tfb.JointMap([[tfb.Exp()], [affine]]),
+                          tfb.Invert(tfb.Blockwise([affine, tfb.Exp()],
+                                                   block_sizes=[4, 1]))):
+            with self.subTest(composite=composite.name):
+                kwargs = vb.precompute_conditioning(
+                    composite, vb.chain_kwargs(composite, context=context))
+                self.assertEqual(set(kwargs), {'affine'})
+                self.assertEqual(set(kwargs['affine']),
+                                 {'log_scale', 'shift'})
+                self.assertAllClose(affine.forward(x, **kwargs['affine']),
+                                    expected, atol=0, rtol=0)
+
+    def test_a_wrong_conditioner_width_is_reported_as_returned(self):
+        # The error names the width the conditioner returned and the one
+        # the coupling needs (transformed channels x parameters).
+        coupling = vb.MixLogisticCoupling(
+            TinyConditioner((4, 2, 2), 7), vb.ColumnSplit(), num_components=4,
+            name='mix_3')
+        with self.assertRaisesRegex(
+                ValueError, r'^mix_3: the conditioner returned 7 channels; '
+                r'this coupling needs 2 transformed channels x 14 parameters '
+                r'= 28\.$'):
+            coupling.inverse(tf.zeros([1, 4, 4, 2]))
 
 
 class StructuralLayerEdgeCaseTest(tf.test.TestCase):

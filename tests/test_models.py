@@ -1198,6 +1198,158 @@ class PresetTest(tf.test.TestCase):
         with self.assertRaisesRegex(ValueError, message):
             presets.build('tiny_flowpp', filters=0, seed=0)
 
+    def test_seed_0_seeds_the_generator_like_any_other_seed(self):
+        # "The `seed` override seeds the model's noise and dropout
+        # generator" for every seed >= 0, 0 included: only `None` leaves
+        # it to TF's global random state.
+        def first_draw(seed, global_seed):
+            tf.random.set_seed(global_seed)
+            model = presets.build('checkerboard_glow_2', seed=seed)
+            return model.rng.uniform_full_int([2], tf.int64).numpy()
+
+        self.assertAllEqual(first_draw(0, 1), first_draw(0, 2))
+        self.assertNotAllEqual(first_draw(0, 1), first_draw(1, 1))
+
+    def test_each_preset_s_model_is_named_after_the_preset(self):
+        # The factories name the model as the preset (`name=...` overrides
+        # it), so a toy run's record (`preset`, `model`) names one model:
+        # checkerboard_glow_L and checkerboard_vflow_L_D, L counting all
+        # L steps, the one of q(z|x) included.
+        for name in ('checkerboard_glow_3', 'checkerboard_vflow_3_10',
+                     'checkerboard_vflow_2_6', 'checkerboard_vflow_5_4',
+                     'tiny_flowpp'):
+            self.assertEqual(presets.build(name, seed=0).name, name)
+
+    def test_imagenet_vflows_give_r_and_q_their_own_depths(self):
+        # vflow_imagenet32/64: q has `posterior_blocks` blocks per coupling
+        # network and r `dequant_blocks` (equal by default, so only
+        # distinct overrides tell them apart).
+        def blocks_of(flow):
+            return {len(net.residual_blocks) for net in flow.submodules
+                    if isinstance(net, nets.ConvAttnNet)}
+
+        for name, size in (('vflow_imagenet32', 8), ('vflow_imagenet64', 16)):
+            with self.subTest(preset=name):
+                model = presets.build(
+                    name, image_shape=(size, size, 3), filters=8, blocks=1,
+                    components=2, dequant_blocks=1, posterior_blocks=2,
+                    seed=0)
+                self.assertEqual(blocks_of(model.dequantizer), {1})
+                self.assertEqual(blocks_of(model.posterior), {2})
+
+    def test_an_image_shape_of_another_rank_is_refused(self):
+        # build: "image_shape must be (H, W, C)", more dimensions as well as
+        # fewer.
+        with self.assertRaisesRegex(
+                ValueError, r'^image_shape must be \(H, W, C\); got '
+                r'\(8, 8, 3, 1\)\.$'):
+            presets.build('tiny_vflow', image_shape=(8, 8, 3, 1), seed=0)
+
+    def test_dtype_reaches_the_uniform_dequantizer(self):
+        # The `dtype` override is the dtype of the whole model, also of the
+        # uniform dequantisation noise (`dequant_blocks=0`, and Glow's).
+        for name, overrides in [
+                ('tiny_vflow', dict(dequant_blocks=0)),
+                ('glow_cifar10', dict(levels=1, steps=1, filters=8))]:
+            with self.subTest(preset=name):
+                model = presets.build(name, image_shape=(4, 4, 3), seed=0,
+                                      dtype='float64', **overrides)
+                self.assertIsInstance(model.dequantizer, UniformDequantizer)
+                u, log_r = model.dequantizer.sample_and_log_prob(
+                    tf.zeros([2, 4, 4, 3], tf.float64), seed=[1, 2])
+                self.assertEqual((u.dtype, log_r.dtype),
+                                 (tf.float64, tf.float64))
+                images = np.random.RandomState(0).randint(0, 256, [2, 4, 4, 3])
+                try:
+                    elbo = model.elbo(images, seed=[1, 2])
+                except tf.errors.InvalidArgumentError as e:
+                    self.fail(f'a float64 {name} mixes dtypes: {e}')
+                self.assertEqual(elbo.dtype, tf.float64)
+
+    def test_dropout_override_reaches_f_affine(self):
+        # image_model: "dropout: dropout rate of every network", f_affine's
+        # too (the 4M VFlows).
+        model = presets.build('vflow4_cifar10_4m', image_shape=(8, 8, 3),
+                              filters=8, components=2, q_blocks=1,
+                              dropout=0.1, seed=0)
+        affine = model.p_bijector.bijectors[0].conditioner
+        self.assertEqual({b.dropout_rate for b in affine.submodules
+                          if isinstance(b, nets.GatedResidualBlock)}, {0.1})
+
+    def test_small_presets_take_the_attention_override(self):
+        # small_vflow's `attention=False` is the g_ (no attention) variant
+        # of every coupling, as in flowpp_cifar10: an accepted override is
+        # not ignored.
+        for name in ('tiny_vflow', 'tiny_flowpp'):
+            with self.subTest(preset=name):
+                full = presets.build(name, seed=0)
+                plain = presets.build(name, attention=False, seed=0)
+                self.assertNotEmpty([m for m in full.submodules
+                                     if isinstance(m, nets.GatedAttention)])
+                self.assertEmpty([m for m in plain.submodules
+                                  if isinstance(m, nets.GatedAttention)])
+                self.assertLess(plain.count_params(), full.count_params())
+
+    def test_f_affine_without_augmentation_is_refused_by_name(self):
+        # f_affine transforms x given z (SPEC §1.13): without augmented
+        # channels there is no z, and image_model says so in terms of its
+        # settings, not of a split deep inside.
+        with self.assertRaisesRegex(
+                ValueError, r'^f_affine needs augment_channels > 0\.$'):
+            presets.image_model((8, 8, 3), [[G('column', 1, 1, 8, 2)]],
+                                f_affine_blocks=1, f_affine_filters=8,
+                                seed=0)
+
+    def test_an_image_shape_of_numpy_integers_is_named_as_given(self):
+        # build takes `image_shape` as any sequence of integers (say a
+        # NumPy array); a shape the flow cannot act on is named in the
+        # user's terms, as plain integers.
+        with self.assertRaisesRegex(ValueError, r'of \[6, 6, 3\]\)'):
+            presets.build('tiny_flowpp', image_shape=np.array([6, 6, 3]),
+                          seed=0)
+        with self.assertRaisesRegex(ValueError,
+                                    r'got image_shape=\(8, 6, 3\)\.$'):
+            presets.build('glow_cifar10', levels=2, steps=1, filters=8,
+                          image_shape=np.array([8, 6, 3]), seed=0)
+
+    def test_a_reserved_setting_is_refused_as_an_override(self):
+        # check_overrides leaves `reserved` settings (the trainer's seed)
+        # out of the valid ones: an override naming one is refused too.
+        with self.assertRaisesRegex(
+                ValueError, r"'tiny_vflow' has no setting\(s\) \['seed'\]"):
+            presets.check_overrides('tiny_vflow', {'seed': 1},
+                                    reserved=('seed',))
+
+    def test_names_lists_the_43_presets_of_the_paper_s_toy_grid(self):
+        # README: "presets.names() lists all 43"; the toy presets span the
+        # VFlow paper's grid of steps L (2, 3, 5, 10, 20), each L >= 2 so
+        # that a VFlow keeps a step for p.
+        names = presets.names()
+        self.assertLen(names, 43)
+        steps = {int(n.split('_')[2]) for n in names
+                 if n.startswith('checkerboard')}
+        self.assertEqual(steps, {2, 3, 5, 10, 20})
+
+    def test_checkerboard_refuses_fewer_than_two_dims(self):
+        # checkerboard_model: Glow (dims = 2) or VFlow (dims > 2) on 2-D
+        # data, so dims counts at least the 2 data dimensions; fewer are
+        # refused by name, not by a split deep inside.
+        for dims in (1, 0):
+            with self.assertRaisesRegex(
+                    ValueError,
+                    rf'^dims must be an integer >= 2; got {dims}\.$'):
+                presets.checkerboard_model(3, dims=dims)
+
+    def test_a_false_compute_dtype_is_named_with_the_preset(self):
+        # compute_dtype is None, bfloat16 or float16: any other value, also
+        # one that is false ('' from an empty flag, 0, False), is refused
+        # with the preset's name before any build, not by a network of it.
+        for bad, shown in (('', "''"), (0, '0'), (False, 'False')):
+            with self.assertRaisesRegex(
+                    ValueError, "^Preset 'tiny_vflow': compute_dtype must be "
+                    f'None, bfloat16 or float16; got {shown}.$'):
+                presets.build('tiny_vflow', compute_dtype=bad)
+
 
 # ----------------------------------------------------------------------------
 # The importance-weighted bound of a tiny image VFlow.

@@ -158,6 +158,8 @@ class ConditionalAffine(fused.FusedBijector):
             raise ValueError(f'{self.name}: pass both log_scale and shift '
                              '(from conditioning_parameters), or neither.')
         if log_scale is None:
+            if context is not None:  # a list has no shape to describe
+                context = tf.convert_to_tensor(context, dtype=self.dtype)
             params = self.conditioning_parameters(context, training)
             log_scale, shift = params['log_scale'], params['shift']
             described = ('the batch shape of the parameters the network '

@@ -74,7 +74,8 @@ def names():
 def check_name(name):
     """Raises `ValueError` for an unknown preset `name`, listing the
     presets of its family (its first word), or all of them."""
-    if name not in _SUMMARIES:
+    # A list or a dict (from a settings file) cannot be looked up at all.
+    if not isinstance(name, str) or name not in _SUMMARIES:
         close = [n for n in _SUMMARIES
                  if n.split('_')[0] == str(name).split('_')[0]]
         raise ValueError(f'Unknown preset {name!r}. Presets: '
