@@ -400,7 +400,8 @@ def test_a_split_in_enough_files_is_sharded_by_file(four_file_dir):
     builder = tfds.builder('photo_patches/32x32', data_dir=data_dir)
     for split, validation_size in (('test', 0), ('train', 0),
                                    ('train', 30), ('validation', 30)):
-        tfds_split = pipelines._tfds_split(builder, split, validation_size)  # pylint: disable=protected-access
+        # pylint: disable-next=protected-access
+        tfds_split = pipelines._tfds_split(builder, split, validation_size)
         files = builder.info.splits[tfds_split].file_instructions
         shards = []
         for pipeline_id in range(2):
@@ -509,7 +510,8 @@ def test_photo_patches_builder_examples_are_the_pinned_shuffle(tmp_path):
     from vflow_tfp.data import photo_patches_dataset  # pylint: disable=g-import-not-at-top
     builder = photo_patches_dataset.PhotoPatches(config='32x32',
                                                  data_dir=str(tmp_path))
-    examples = list(builder._generate_examples('test'))  # pylint: disable=protected-access
+    # pylint: disable-next=protected-access
+    examples = list(builder._generate_examples('test'))
     patches, sources = data.photo_patches(32, 'test', seed=0, downscale=2,
                                           return_sources=True)
     assert [key for key, _ in examples] == list(range(len(patches)))
@@ -545,7 +547,8 @@ def test_photo_patches_validation_hold_out(photo_dir):
 
 def _dataset_ops(ds):
     graph = tf.compat.v1.GraphDef()
-    graph.ParseFromString(ds._as_serialized_graph().numpy())  # pylint: disable=protected-access
+    # pylint: disable-next=protected-access
+    graph.ParseFromString(ds._as_serialized_graph().numpy())
     return {node.op for node in graph.node}
 
 
@@ -566,7 +569,8 @@ def test_evaluation_pipelines_are_not_cached(photo_dir):
     # Scoring reads a split once, or a slice of it.
     for spec in ('tfds:photo_patches/32x32',
                  'tfds:photo_patches/32x32:test[:3]'):
-        source = scoring._TfdsSplit(spec, (32, 32, 3), photo_dir)  # pylint: disable=protected-access
+        # pylint: disable-next=protected-access
+        source = scoring._TfdsSplit(spec, (32, 32, 3), photo_dir)
         assert not any('Cache' in op for op in _dataset_ops(source.dataset))
     # The same images either way.
     assert np.array_equal(np.concatenate(list(cached)),
@@ -785,10 +789,13 @@ def test_the_init_batch_is_fixed_by_the_seed(mock_cifar):
 def test_downsampled_imagenet_is_tested_on_its_validation_split(tmp_path):
     # Downsampled ImageNet has no test split: 'test' reads TFDS's
     # 'validation' (checked before anything is prepared).
-    builder = pipelines._builder('downsampled_imagenet/32x32',  # pylint: disable=protected-access
+    # pylint: disable-next=protected-access
+    builder = pipelines._builder('downsampled_imagenet/32x32',
                                  str(tmp_path))
-    assert pipelines._tfds_split(builder, 'test', 0) == 'validation'  # pylint: disable=protected-access
-    assert pipelines._tfds_split(builder, 'train', 0) == 'train'  # pylint: disable=protected-access
+    # pylint: disable-next=protected-access
+    assert pipelines._tfds_split(builder, 'test', 0) == 'validation'
+    # pylint: disable-next=protected-access
+    assert pipelines._tfds_split(builder, 'train', 0) == 'train'
 
 
 def test_photo_patches_is_registered():
@@ -1050,6 +1057,266 @@ def test_checkerboard_sample_of_no_points():
     assert points.shape == (0, 2) and points.dtype == np.float32
     with pytest.raises(ValueError, match='num_samples must be >= 0; got -1'):
         data.sample_checkerboard(-1, seed=0)
+
+
+def test_training_inputs_train_on_the_rest_of_the_held_out_split(
+        mock_cifar):
+    """With validation_size=N the training stream serves the training
+    split without its last N images (the evaluation's): one epoch holds
+    each of the rest once and none of the held-out ones."""
+    del mock_cifar
+    inputs = training.training_inputs('cifar10', 6, init_batch_size=8,
+                                      seed=3, validation_size=10)
+    epoch = _ids(_take(inputs.train_input_fn(None), 5))  # 30 images.
+    assert sorted(epoch) == list(range(_NUM_FAKE - 10))
+
+
+def test_training_inputs_shard_images_over_the_input_pipelines(mock_cifar):
+    """Under tf.distribute the image inputs of training_inputs keep one
+    shard per input pipeline, batched with the per-replica batch size:
+    one pass of every pipeline's evaluation pipeline scores each test image
+    once, and one epoch of the training streams shows each training image
+    once (training_inputs' global_batch_size is the global batch)."""
+    del mock_cifar
+    inputs = training.training_inputs('cifar10', 8, init_batch_size=8,
+                                      seed=3)
+    evaluated, trained = [], []
+    for pipeline_id in range(2):
+        context = tf.distribute.InputContext(2, pipeline_id, 2)
+        batches = list(inputs.eval_input_fn(context))
+        assert max(len(batch) for batch in batches) == 4  # 8 / 2.
+        evaluated += _ids(batches)
+        train = inputs.train_input_fn(context)
+        assert train.element_spec.shape[0] == 4
+        trained += _ids(_take(train, _NUM_FAKE // 2 // 4))
+    assert sorted(evaluated) == list(range(_NUM_FAKE))
+    assert sorted(trained) == list(range(_NUM_FAKE))
+
+
+def test_a_config_size_gives_height_then_width():
+    """A data set whose 'image' feature has no fixed size takes it from its
+    config named 'HxW': height first (image_shape gives `(H, W, C)`)."""
+    builder = mock.Mock(builder_config=mock.Mock())
+    builder.builder_config.name = '24x40'
+    builder.info.features = {'image': tfds.features.Image(shape=(None, None,
+                                                                 3))}
+    # pylint: disable-next=protected-access
+    assert pipelines._image_shape(builder) == (24, 40, 3)
+
+
+def test_images_of_a_config_size_have_a_static_shape():
+    """Downsampled ImageNet's TFDS images have no fixed size: the batches
+    still have the static shape `[B, H, W, C]` of its `HxW` config."""
+    with tfds.testing.mock_data(as_dataset_fn=_fake_as_dataset):
+        ds = data.image_dataset('downsampled_imagenet/32x32', 'train', 4,
+                                seed=0)
+        assert ds.element_spec == tf.TensorSpec([4, 32, 32, 3], tf.uint8)
+        assert next(iter(ds)).shape == (4, 32, 32, 3)
+
+
+def _fake_builder(monkeypatch, name, dtype=np.uint8, splits=()):
+    """Makes `tfds.builder` give a stand-in builder of a data set `name`
+    of 8x8 grey images of `dtype`, prepared with `splits`."""
+    builder = mock.Mock(builder_config=None)
+    builder.name = name
+    builder.info.full_name = f'{name}/1.0.0'
+    builder.info.features = tfds.features.FeaturesDict(
+        {'image': tfds.features.Image(shape=(8, 8, 1), dtype=dtype)})
+    builder.info.splits = {split: mock.Mock(num_examples=10)
+                           for split in splits}
+    monkeypatch.setattr(tfds, 'builder', lambda name, data_dir=None: builder)
+
+
+def test_a_data_set_of_other_than_uint8_images_is_refused(monkeypatch):
+    """image_dataset reads uint8 images only: a data set whose 'image'
+    feature holds another dtype is refused with a ValueError naming it."""
+    _fake_builder(monkeypatch, 'sixteen_bits', dtype=np.uint16)
+    for make in (lambda: data.image_shape('sixteen_bits'),
+                 lambda: data.image_dataset('sixteen_bits', 'train', 8)):
+        _assert_value_error(make, "'sixteen_bits' has uint16 images, not "
+                                  'uint8')
+
+
+def test_checkerboard_dataset_draws_the_two_coordinates_independently():
+    """Uniform on the black squares: inside its square a point's two
+    offsets from the corner are independent (a shared stream would put
+    every point on the square's diagonal)."""
+    points = np.concatenate(_take(data.checkerboard_dataset(1024, seed=1),
+                                  8))
+    offsets = (points + 4.0) % 2.0
+    assert abs(np.corrcoef(offsets.T)[0, 1]) < 0.05
+
+
+def test_an_unknown_config_names_the_reason_alone():
+    """The ValueError for an unknown name keeps TFDS's reason, not the
+    header of TFDS's list of near matches (which it leaves out)."""
+    _assert_value_error(
+        lambda: data.image_shape('cifar10/64x64'),
+        "Unknown dataset 'cifar10/64x64' (BuilderConfig 64x64 not found")
+    with pytest.raises(ValueError) as info:
+        data.image_shape('cifar10/64x64')
+    assert 'closely match' not in str(info.value)
+
+
+def test_distributed_image_dataset_checks_the_prepared_split_first(
+        tmp_path):
+    """A validation size that the split, once prepared, cannot spare is
+    refused with image_dataset's ValueError before any pipeline is built
+    (distributed_image_dataset's Raises)."""
+    strategy = tf.distribute.get_strategy()
+    with mock.patch.object(strategy, 'distribute_datasets_from_function'
+                           ) as distribute, pytest.raises(
+                               ValueError, match='leaves no training'):
+        data.distributed_image_dataset(
+            strategy, 'photo_patches/32x32', 'train', 8,
+            data_dir=str(tmp_path), validation_size=10_000)
+    distribute.assert_not_called()
+
+
+def test_a_download_host_is_probed_by_its_name(monkeypatch):
+    """The probe of the download hosts looks up each URL's host name (not
+    its port or credentials) and reports the one DNS cannot resolve."""
+    for variable in list(os.environ):
+        if variable.lower().endswith('_proxy'):
+            monkeypatch.delenv(variable)
+    looked_up = []
+
+    def getaddrinfo(host, *args, **kwargs):
+        looked_up.append(host)
+        if host == 'data.invalid':
+            raise socket.gaierror(socket.EAI_NONAME, 'Name not known')
+        return []
+
+    monkeypatch.setattr(socket, 'getaddrinfo', getaddrinfo)
+    builder = mock.Mock(url_infos={
+        'https://user@cdn.example.org:8443/a.tgz': None,
+        'http://data.invalid:8080/b.tgz': None})
+    # pylint: disable-next=protected-access
+    assert pipelines._unresolvable_host(builder) == 'data.invalid'
+    assert looked_up == ['cdn.example.org', 'data.invalid']
+
+
+def _dataset_nodes(ds):
+    """The nodes of the graph of `ds`, by name."""
+    graph = tf.compat.v1.GraphDef()
+    # pylint: disable-next=protected-access
+    graph.ParseFromString(ds._as_serialized_graph().numpy())
+    return {node.name: node for node in graph.node}
+
+
+def test_pipelines_prefetch_only_when_asked(mock_cifar):
+    """The default prefetches batches (a tf.data prefetch more than the
+    TFDS reading has); prefetch=False builds the pipeline without it."""
+    del mock_cifar
+
+    def prefetches(prefetch):
+        ds = data.image_dataset('cifar10', 'train', 8, seed=1,
+                                prefetch=prefetch)
+        return sum(node.op == 'PrefetchDataset'
+                   for node in _dataset_nodes(ds).values())
+
+    assert prefetches(True) == prefetches(False) + 1
+
+
+def test_the_default_shuffle_buffer_holds_10000_examples(mock_cifar):
+    """image_dataset's shuffle_buffer: 10,000 examples by default."""
+    del mock_cifar
+    nodes = _dataset_nodes(data.image_dataset('cifar10', 'train', 8,
+                                              seed=1))
+    shuffle, = [node for node in nodes.values()
+                if node.op.startswith('ShuffleDataset')]
+    size = nodes[shuffle.input[1].split(':')[0]]  # (input, buffer_size, ...)
+    assert tf.make_ndarray(size.attr['value'].tensor) == 10_000
+
+
+def test_a_shuffle_buffer_of_one_keeps_the_order_read(mock_cifar):
+    """shuffle_buffer is the number of examples shuffled at a time: with a
+    buffer of one the examples come in the order read (here the mocked
+    split's one file, in order)."""
+    del mock_cifar
+    ds = data.image_dataset('cifar10', 'train', 8, seed=1, shuffle_buffer=1,
+                            repeat=False)
+    assert _ids(ds) == list(range(_NUM_FAKE))
+
+
+def test_the_splits_of_a_prepared_data_set_are_checked(monkeypatch):
+    """Any TFDS image data set works: once prepared, its own splits decide
+    which of 'validation' and 'test' it has, refused with a ValueError that
+    lists them."""
+    _fake_builder(monkeypatch, 'two_splits', splits=('train', 'test'))
+    _assert_value_error(
+        lambda: data.image_dataset('two_splits', 'validation', 8),
+        "Dataset 'two_splits/1.0.0' has no 'validation' split (splits: "
+        'train, test)')
+    _fake_builder(monkeypatch, 'no_test', splits=('train', 'validation'))
+    _assert_value_error(lambda: data.image_dataset('no_test', 'test', 8),
+                        "Dataset 'no_test/1.0.0' has no test split (splits: "
+                        'train, validation)')
+
+
+def test_unseeded_pipelines_shuffle_anew_every_time(mock_cifar):
+    """seed=None is a random order: pipelines built without a seed do not
+    all serve one same order."""
+    del mock_cifar
+    orders = {tuple(_ids(data.image_dataset('cifar10', 'train', 8,
+                                            repeat=False)))
+              for _ in range(3)}
+    assert len(orders) > 1
+
+
+def test_too_large_a_validation_size_names_the_split_s_size(photo_dir):
+    """The ValueError for a validation size that leaves no training
+    examples gives the number of examples the train split has."""
+    num_train = tfds.builder('photo_patches/32x32', data_dir=photo_dir
+                             ).info.splits['train'].num_examples
+    _assert_value_error(
+        lambda: data.image_dataset('photo_patches/32x32', 'train', 8,
+                                   data_dir=photo_dir, validation_size=5000),
+        f'validation_size=5000 leaves no training examples in '
+        f"'photo_patches/32x32/1.0.0' ({num_train} in its train split).")
+
+
+def test_numpy_integer_batch_sizes_are_batch_sizes(mock_cifar):
+    """A batch size is a positive integer, a numpy one (e.g. from a sweep's
+    array of values) as well as a Python int."""
+    del mock_cifar
+    context = tf.distribute.InputContext(1, 0, 2)
+    for size in (np.int64(8), np.int32(8)):
+        try:
+            images = data.image_dataset('cifar10', 'train', size, seed=0)
+            points = data.checkerboard_dataset(size, input_context=context)
+        except ValueError as e:
+            pytest.fail(f'batch size {size!r} refused: {e}')
+        assert images.element_spec.shape[0] == 8
+        assert points.element_spec.shape[0] == 4
+
+
+class _InnerEdgeGenerator(np.random.Generator):
+    """Draws of x just below the inner edges x = -2, 0, 2 (float64 values
+    that round onto the edge in float32), in turn."""
+
+    def uniform(self, low=0.0, high=1.0, size=None):
+        if (low, high) != (-4.0, 4.0):
+            return super().uniform(low, high, size)
+        return np.nextafter(np.resize([-2.0, 0.0, 2.0], size), -np.inf)
+
+
+def test_checkerboard_points_at_the_inner_edges_stay_on_black():
+    """Every sampled point lies on a black square: a square is decided on
+    the float32 coordinate returned, also where the float64 draw just
+    below an inner edge rounds onto it."""
+    points = data.sample_checkerboard(
+        12, _InnerEdgeGenerator(np.random.PCG64(0)))
+    assert np.all(data.checkerboard_log_prob(points)
+                  == data.CHECKERBOARD_LOG_LIKELIHOOD)
+
+
+def test_is_prepared_looks_in_data_dir(photo_dir, tmp_path):
+    """is_prepared answers for the given data_dir: photo_patches is
+    prepared in the module's directory, not in an empty one."""
+    assert data.is_prepared('photo_patches/32x32', data_dir=photo_dir)
+    assert not data.is_prepared('photo_patches/32x32',
+                                data_dir=str(tmp_path))
 
 
 if __name__ == '__main__':

@@ -1418,6 +1418,324 @@ def test_script_runs_each_cell_once_seed_by_seed_cheap_cells_first(
     assert '[8/8]' in out and '[9/' not in out, out
 
 
+@contextlib.contextmanager
+def _axes_calls(method):
+    """Records the calls of `matplotlib.axes.Axes.<method>` made inside the
+    block, as `(axes, args, kwargs, result)`; the real method still runs."""
+    import matplotlib.axes  # pylint: disable=import-outside-toplevel
+    calls = []
+    real = getattr(matplotlib.axes.Axes, method)
+
+    def recording(ax, *args, **kwargs):
+        calls.append((ax, args, kwargs, real(ax, *args, **kwargs)))
+        return calls[-1][3]
+
+    with mock.patch.object(matplotlib.axes.Axes, method, recording):
+        yield calls
+
+
+def test_fig3_has_the_title_asked_for(tmp_path):
+    # `title`: the figure's optional title (the sweep names its iterations
+    # and seeds there); without one, none is set.
+    summary = {(2, 3): dict(mean=-3.7, std=0.01, seeds=[0, 1])}
+    with _axes_calls('set_title') as calls:
+        cb.plot_log_likelihood_vs_steps(summary, str(tmp_path / 'f.png'),
+                                        title='100 iterations, 2 seeds')
+    assert [args[0] for _, args, _, _ in calls] == [
+        '100 iterations, 2 seeds']
+    with _axes_calls('set_title') as calls:
+        cb.plot_log_likelihood_vs_steps(summary, str(tmp_path / 'g.png'))
+    assert not calls
+
+
+def test_fig2_spans_the_extent_asked_for_with_the_panels_titles(tmp_path):
+    # `extent` is the half-width of the square each density covers: with
+    # extent 2 the image spans [-2, 2]^2, so row 0 is drawn at y = -2 and
+    # the last column at x = 2. Each panel carries its title.
+    density = np.arange(16.0).reshape(4, 4)
+    with _axes_calls('imshow') as calls:
+        cb.plot_densities([('data', density), ('model', density + 1)],
+                          str(tmp_path / 'f.png'), extent=2.0)
+    assert [ax.get_title() for ax, _, _, _ in calls] == ['data', 'model']
+    for _, _, _, image in calls:
+        assert tuple(image.get_extent()) == (-2.0, 2.0, -2.0, 2.0)
+
+
+@pytest.mark.parametrize('flag, message', [
+    ('--clip_norm=0', '--clip_norm must be finite and > 0; got 0.0.'),
+    ('--recycle_until=-0.5', '--recycle_until must be in [0, 1]; got -0.5.'),
+    # D is checked as L is (L alone valid here).
+    ('--density_configs=3:3', "--density_configs entry '3:3': D must be"),
+    # A stray word (a flag missing its --) is refused, not ignored.
+    ('iterations=5', "unexpected arguments ['iterations=5']."),
+])
+def test_script_refuses_each_end_of_a_range(tmp_path, flag, message):
+    # As test_script_bad_flags: refused with the flags, before the
+    # directory check (--output_dir names a file).
+    a_file = tmp_path / 'a_file'
+    a_file.write_text('x')
+    proc = _run_script(f'--output_dir={a_file}', flag)
+    _assert_one_line_error(proc, 'toy_experiment.py', message)
+
+
+def test_table_states_the_settings_of_its_runs():
+    # The table's header says how its numbers were obtained: each setting
+    # of the sweep with its own value.
+    script = _toy_script_module()
+    settings = dict(_SCRIPT_SETTINGS, iterations=123, batch_size=17,
+                    learning_rate=0.005, schedule='linear', clip_norm=7.0,
+                    gradient_estimator='reparameterization',
+                    posterior_samples=3, iw_samples=11, test_size=999,
+                    scale_fn='tanh')
+    table = script._table(  # pylint: disable=W0212
+        {(2, 3): dict(mean=-3.6, std=0.0, seeds=[0])}, settings)
+    assert ('on 999 fixed test points; 123 iterations per run, batch 17, '
+            'Adam lr 0.005 (linear), grad clip 7, VFlow ELBO gradient '
+            'reparameterization with 3 z draw(s) per training point, VFlow '
+            'likelihood by 11-sample importance weighting; scale_fn tanh. '
+            ) in table, table
+
+
+def test_evaluate_scores_each_model_with_its_own_likelihood():
+    # Two models scored with the same settings in one process: each gets
+    # its own log-likelihood, not the first one's. Glow's is exact, and
+    # scored with one "sample" whatever `num_samples` says.
+    points = cb.test_set(6)
+    for seed in (0, 1):
+        model = cb.build_model('checkerboard_glow_2', seed=seed,
+                               init_size=64)[0]
+        asked = []
+        real_log_prob = model.log_prob
+
+        def log_prob(x, num_samples, real_log_prob=real_log_prob,
+                     asked=asked, **kwargs):
+            asked.append(num_samples)
+            return real_log_prob(x, num_samples, **kwargs)
+
+        with mock.patch.object(model, 'log_prob', log_prob):
+            got = cb.evaluate(model, points, num_samples=5, seed=0)
+        assert asked and set(asked) == {1}, asked
+        np.testing.assert_allclose(
+            got, real_log_prob(tf.constant(points), 1,
+                               seed=tf.constant([0, 0])).numpy(),
+            rtol=1e-6, err_msg=seed)
+
+
+def _script_outputs_of(tmp_path, monkeypatch, runs, density_configs=(),
+                       final=False):
+    """Runs bin/toy_experiment.py's `_write_outputs` on the result files
+    `runs` (dicts, written to tmp_path/runs) with the figures faked;
+    returns the keyword arguments of its Fig. 3 call."""
+    script = _toy_script_module()
+    monkeypatch.setattr(script, 'cb', cb)
+    monkeypatch.setattr(script, '_GRID', types.SimpleNamespace(value=4))
+    fig3 = []
+    monkeypatch.setattr(cb, 'plot_densities', lambda *args, **kwargs: None)
+    monkeypatch.setattr(cb, 'plot_log_likelihood_vs_steps',
+                        lambda *args, **kwargs: fig3.append(kwargs))
+    for sub in ('runs', 'densities'):
+        (tmp_path / sub).mkdir()
+    for run in runs:
+        name = f'D{run["dims"]}_L{run["steps"]}_seed{run["seed"]}.json'
+        (tmp_path / 'runs' / name).write_text(json.dumps(run))
+    script._write_outputs(  # pylint: disable=W0212
+        str(tmp_path), dict(_SCRIPT_SETTINGS), list(density_configs),
+        final=final)
+    (kwargs,) = fig3
+    return kwargs
+
+
+def test_script_says_why_a_cell_has_no_density_grid(
+        tmp_path, monkeypatch, capsys):
+    # A requested cell without a grid at the end: "its runs diverged" only
+    # when all of them did; with one that finished, the grid is missing
+    # because the cell was asked for after its runs.
+    _script_outputs_of(tmp_path, monkeypatch, [
+        dict(dims=2, steps=3, seed=seed, iterations=1,
+             test_log_likelihood=value)
+        for seed, value in ((0, None), (1, -3.6))], [(2, 3)], final=True)
+    assert capsys.readouterr().out == (
+        '    no density grid for 2:3: its runs finished before it was '
+        'requested (use a new --output_dir)\n')
+
+
+def test_script_fig3_title_counts_the_seeds_of_its_fullest_cell(
+        tmp_path, monkeypatch):
+    # Fig. 3's title: the iterations per run and "up to" the most seeds a
+    # cell has (here 2 for Glow, 1 for VFlow).
+    kwargs = _script_outputs_of(tmp_path, monkeypatch, [
+        dict(dims=d, steps=3, seed=seed, iterations=1,
+             test_log_likelihood=-3.6)
+        for d, seed in ((2, 0), (2, 1), (4, 0))])
+    assert kwargs['title'] == 'checkerboard, 1 iterations, up to 2 seeds'
+
+
+def test_an_infinite_loss_stops_training():
+    # "FloatingPointError: if the loss becomes non-finite": an ELBO of -inf
+    # (a loss of +inf) stops the run as a NaN does.
+    model = _glow()
+    real_elbo = model.elbo
+
+    def elbo(x, **kwargs):
+        return real_elbo(x, **kwargs) + float('-inf')
+
+    with mock.patch.object(model, 'elbo', elbo):
+        with pytest.raises(FloatingPointError, match='non-finite training '
+                           'ELBO -inf near iteration 1 '):
+            cb.train(model, 2, seed=0, steps_per_call=1, jit_compile=False)
+
+
+def test_script_a_started_directory_binds_every_setting(tmp_path, capsys):
+    # config.json binds a directory with a run started to every setting of
+    # the sweep: a command changing any one is refused, naming it with the
+    # directory's value. A setting added after the first sweeps and missing
+    # from an old config.json is the value those sweeps used (the default):
+    # such a directory goes on with the default flags. (Each command stops
+    # before TensorFlow: the run in progress needs --resume.)
+    script = _toy_script_module()
+    (tmp_path / 'checkpoints' / 'D2_L2_seed0').mkdir(parents=True)
+    command = ['toy_experiment.py', f'--output_dir={tmp_path}', '--dims=2',
+               '--steps=2', '--seeds=1']
+
+    def last_error(*args):
+        with flagsaver.flagsaver(), pytest.raises(SystemExit) as exit_:
+            # pylint: disable-next=W0212
+            script.main(script._parse_flags([*command, *args]))
+        assert exit_.value.code == 2
+        return capsys.readouterr().err.strip().splitlines()[-1]
+
+    with flagsaver.flagsaver():
+        script._parse_flags(command)  # pylint: disable=W0212
+        settings = script._settings()  # pylint: disable=W0212
+    later = ('linear_top', 'recycle_every', 'recycle_until',
+             'grid_resolution', 'grid_iw_samples', 'jit_compile')
+    (tmp_path / 'config.json').write_text(json.dumps(
+        {k: v for k, v in settings.items() if k not in later}))
+    assert 'runs were started before' in last_error()
+    (tmp_path / 'config.json').write_text(json.dumps(settings))
+    for flag in ('--iterations=7', '--batch_size=32', '--learning_rate=0.001',
+                 '--schedule=linear', '--clip_norm=1',
+                 '--gradient_estimator=reparameterization',
+                 '--posterior_samples=4', '--iw_samples=10',
+                 '--test_size=10', '--init_size=64', '--scale_fn=tanh',
+                 '--linear_top', '--recycle_every=10',
+                 '--recycle_until=0.5', '--grid_resolution=16',
+                 '--grid_iw_samples=10', '--nojit_compile'):
+        name = flag[2:].split('=')[0].removeprefix('no')
+        assert (f'holds runs with other settings (--{name}='
+                f'{settings[name] if name != "scale_fn" else "sigmoid"}); '
+                ) in last_error(flag), flag
+
+
+def test_script_results_json_summarises_each_cell(tmp_path, monkeypatch):
+    # results.json's summary: one entry per (D, L) cell with its mean and
+    # std over seeds, as `summarize` gives them.
+    runs = [dict(dims=d, steps=3, seed=seed, iterations=1,
+                 test_log_likelihood=value)
+            for d, seed, value in ((2, 0, -3.7), (2, 1, -3.6), (4, 0, -3.5))]
+    _script_outputs_of(tmp_path, monkeypatch, runs)
+    summary = json.loads((tmp_path / 'results.json').read_text())['summary']
+    assert [(c['dims'], c['steps'], c['seeds']) for c in summary] == [
+        (2, 3, [0, 1]), (4, 3, [0])]
+    assert summary[0]['mean'] == pytest.approx(-3.65)
+    assert summary[1]['mean'] == pytest.approx(-3.5)
+
+
+def test_the_init_batch_has_init_size_points():
+    # `init_size`: points of the data-dependent init batch.
+    drawn = []
+    real = data_lib.sample_checkerboard
+
+    def spy(num_samples, seed=None):
+        drawn.append(real(num_samples, seed=seed))
+        return drawn[-1]
+
+    with mock.patch.object(cb.data_lib, 'sample_checkerboard', spy):
+        cb.build_model('checkerboard_glow_2', seed=0, init_size=48)
+    assert [d.shape for d in drawn] == [(48, 2)]
+
+
+def _faked_sweep(tmp_path, monkeypatch, run, *args):
+    """Runs bin/toy_experiment.py's `main` in this process with `cb.run`
+    replaced by `run` and the summary outputs skipped, on one Glow cell
+    (--dims=2 --steps=2 --seeds=1) plus `args`."""
+    script = _toy_script_module()
+    monkeypatch.setattr(cb, 'run', run)
+    monkeypatch.setattr(script, '_write_outputs', lambda *a, **k: None)
+    tf_level = tf.get_logger().level
+    try:
+        with flagsaver.flagsaver():
+            script.main(script._parse_flags([  # pylint: disable=W0212
+                'toy_experiment.py', f'--output_dir={tmp_path / "toy"}',
+                '--seeds=1', '--dims=2', '--steps=2', '--test_size=20',
+                '--density_configs=', '--nojit_compile', *args]))
+    finally:
+        tf.get_logger().setLevel(tf_level)
+
+
+def test_script_progress_lines_show_the_scheduled_learning_rate(
+        tmp_path, monkeypatch, capsys):
+    # A progress line gives the rate of the run's last step (the schedule's,
+    # as `train` reports it), not the peak --learning_rate. (The run is
+    # faked: it reports once, then diverges.)
+    def run(preset, iterations, seed, *args, progress, **kwargs):
+        del preset, iterations, seed, args, kwargs
+        progress(dict(iteration=250, iterations=500, train_elbo=-3.9,
+                      learning_rate=1.25e-3, seconds=1.0,
+                      iterations_per_second=float('nan'), recycled_units=0))
+        raise FloatingPointError('non-finite loss (faked)')
+
+    _faked_sweep(tmp_path, monkeypatch, run, '--iterations=500',
+                 '--learning_rate=0.004')
+    out = capsys.readouterr().out
+    assert '    it     250/500  train ELBO  -3.9000  lr 1.25e-03\n' in out, out
+
+
+def test_script_builds_the_models_its_flags_ask_for(tmp_path, monkeypatch):
+    # --scale_fn and --linear_top reach the presets (`run`'s
+    # model_overrides); unset, the presets' own models are built.
+    overrides = []
+
+    def run(*args, model_overrides, **kwargs):
+        del args, kwargs
+        overrides.append(model_overrides)
+        raise FloatingPointError('non-finite loss (faked)')
+
+    _faked_sweep(tmp_path / 'a', monkeypatch, run, '--iterations=4',
+                 '--scale_fn=tanh', '--linear_top')
+    _faked_sweep(tmp_path / 'b', monkeypatch, run, '--iterations=4')
+    assert overrides == [dict(scale_fn='tanh', linear_top=True), {}]
+
+
+def test_demo_reports_six_times_over_a_time_budget():
+    # Over a time budget, six reports (one every sixth of it: 10 s of the
+    # fake clock, on which a step takes 2 s) and the report of the step
+    # that spends it. The mixture coupling takes its --num_components.
+    proc = _demo_on_a_fake_clock(
+        '--seconds=60', '--max_iterations=1000', '--batch_size=8',
+        '--test_size=10', '--num_steps=1', '--coupling=mixlogistic',
+        '--num_components=2', '--hidden_units=4')
+    times = [float(t) for t in re.findall(r'iter +\d+ +(\S+) s', proc.stdout)]
+    assert len(times) == 7 and times[-1] == 60.0, proc.stdout
+    assert list(np.diff(times[:-1])) == [10.0] * 5, proc.stdout
+
+
+def test_density_images_cover_the_extent_asked_for():
+    # `extent`: both the data histogram and a model's grid cover
+    # [-extent, extent]^2. On [-2, 2]^2 in 2x2 cells the histogram's cells
+    # are board squares, two of them full (density 1/8 over that square,
+    # normalised there) and two empty; the grid's points are its cells'
+    # centres (+-1).
+    hist = cb.histogram_density(num_samples=20_000, resolution=2, extent=2.0)
+    np.testing.assert_allclose(np.sort(hist.ravel()), [0, 0, 1 / 8, 1 / 8],
+                               atol=0.01)
+    model = _glow()
+    _, points = cb.grid_points(2, 2.0)
+    np.testing.assert_array_equal(
+        cb.density_grid(model, 2, extent=2.0),
+        cb.evaluate(model, points, batch_size=2048).reshape(2, 2))
+
+
 if __name__ == '__main__':
     # Pytest-style tests: a plain `python tests/test_experiments.py` (Bazel's py_test) runs them.
     sys.exit(pytest.main([__file__]))

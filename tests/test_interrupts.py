@@ -85,6 +85,14 @@ def test_deferred_signals_let_the_last_step_finish_then_interrupt():
             signal.raise_signal(signal.SIGINT)
             steps.append('not reached')
     assert steps[-1] == 'after a second signal'
+    # And so do its signals: a block without one ends as it ends.
+    try:
+        with signals:
+            steps.append('no signal')
+    except KeyboardInterrupt:
+        pytest.fail("a block without a signal ended with an earlier block's")
+    assert signals.received == []
+    assert steps[-1] == 'no signal'
 
 
 def test_no_signal_no_interrupt():
@@ -192,3 +200,47 @@ def test_an_interrupt_lost_without_a_signal_is_still_reported():
         sys.unraisablehook = hook
     assert signals.received == []
     assert reported == [KeyboardInterrupt]
+
+
+def test_on_signal_is_called_for_a_deferred_signal_too():
+    # `on_signal` is called on each signal: also on one that comes after
+    # `defer_to_exit()`, which only puts off the raise to the block's end.
+    seen = []
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts.SignalInterrupts(on_signal=seen.append) as signals:
+            signals.defer_to_exit()
+            signal.raise_signal(signal.SIGTERM)
+            called_by_then = list(seen)
+    # (Checked out here: an assertion inside the block would give way to
+    # the signal's KeyboardInterrupt.)
+    assert called_by_then == [signal.SIGTERM]
+    assert signals.received == [signal.SIGTERM]
+
+
+def test_a_block_used_before_leaves_the_hook_alone_off_the_main_thread():
+    # Off the main thread the block runs unchanged, also for a
+    # SignalInterrupts that was used on the main thread before: the hook
+    # that reports unraisable exceptions stays whatever it is by then.
+    signals = interrupts.SignalInterrupts()
+    with signals:
+        pass
+    hook = sys.unraisablehook
+
+    def installed(unraisable):
+        hook(unraisable)
+
+    outcome = []
+
+    def work():
+        with signals:
+            outcome.append('ran')
+        outcome.append(sys.unraisablehook is installed)
+
+    sys.unraisablehook = installed
+    try:
+        thread = threading.Thread(target=work)
+        thread.start()
+        thread.join()
+    finally:
+        sys.unraisablehook = hook
+    assert outcome == ['ran', True]

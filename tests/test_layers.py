@@ -258,32 +258,41 @@ class ActNormInitTest(tf.test.TestCase, parameterized.TestCase):
     def test_clear_empties_the_cache_of_a_class_deep_in_the_hierarchy(self):
         # `clear_bijector_caches` empties every bijector class's cache: also
         # that of a class two levels below `tfb.Bijector` whose parent keeps
-        # none (as a user's subclass of a package layer may).
+        # none, and one that a class takes from a mixin that is no bijector
+        # (as a user's subclass of a package layer may).
         calls = []
 
-        class Parent(tfb.Bijector):
-            pass
-
-        class Deep(Parent):
-            _cache = cache_util.BijectorCache()
+        class Halving(tfb.Bijector):
 
             def __init__(self):
                 super().__init__(forward_min_event_ndims=0,
-                                 parameters={}, name='deep')
+                                 parameters={}, name='halving')
 
             def _inverse(self, y):
                 calls.append(y)
                 return y / 2.0
 
-        deep = Deep()
-        x = tf.constant([1.0, 2.0])
-        kept = deep.inverse(x)
-        deep.inverse(x)
-        self.assertLen(calls, 1)  # the second call came from Deep's cache
-        vflow_tfp.clear_bijector_caches()
-        deep.inverse(x)
-        self.assertLen(calls, 2)
-        del kept
+        class Deep(Halving):
+            _cache = cache_util.BijectorCache()
+
+        class CacheMixin:
+            _cache = cache_util.BijectorCache()
+
+        class Mixed(CacheMixin, Halving):
+            pass
+
+        for cls in (Deep, Mixed):
+            with self.subTest(cls=cls.__name__):
+                del calls[:]
+                layer = cls()
+                x = tf.constant([1.0, 2.0])
+                kept = layer.inverse(x)
+                layer.inverse(x)
+                self.assertLen(calls, 1)  # the second call: the cache's
+                vflow_tfp.clear_bijector_caches()
+                layer.inverse(x)
+                self.assertLen(calls, 2)
+                del kept
 
     def test_a_nested_pass_warns_when_it_initialises_nothing(self):
         # `expect_layers` warns at the end of *the* pass if no layer

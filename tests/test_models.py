@@ -2950,5 +2950,26 @@ class ModelContractDetailsTest(tf.test.TestCase):
                          'static')
 
 
+class UnseededGeneratorTest(tf.test.TestCase):
+
+    def test_without_a_global_seed_each_program_draws_anew(self):
+        # `unseeded_generator` follows TF's global seed: without one, its
+        # draw differs from program to program, as every unseeded TF op's
+        # does (with one, see test_seedless_builds_follow_the_global_seed).
+        script = ('from vflow_tfp import random_state\n'
+                  'print(random_state.unseeded_generator().uniform_full_int('
+                  '[4], "int64").numpy().tolist())\n')
+
+        def draw():
+            proc = subprocess.run(
+                [sys.executable, '-c', script], capture_output=True,
+                text=True, timeout=300,
+                env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
+            self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
+            return json.loads(proc.stdout.strip().splitlines()[-1])
+
+        self.assertNotEqual(draw(), draw())
+
+
 if __name__ == '__main__':
     tf.test.main()

@@ -1,6 +1,7 @@
 """Sampling an export: `vflow_tfp.sampling` and `bin/sample.py`."""
 
 import os
+import pty
 import re
 import shutil
 import signal
@@ -88,6 +89,32 @@ class ImagesTest(tf.test.TestCase):
             self.assertAllEqual(grid[..., 0], [[1, 2], [3, 4]])
         self.assertEqual(images.image_grid(batch, columns=4).shape,
                          (1, 4, 1))
+
+    def test_grid_keeps_the_images_values_and_type(self):
+        # The grid is the images tiled: float images (values in [0, 1], say)
+        # keep their values and type, only the empty cells are 0.
+        batch = np.array([0.25, 0.5, 1.0], np.float32).reshape(3, 1, 1, 1)
+        grid = images.image_grid(batch, columns=2)
+        self.assertEqual(grid.dtype, np.float32)
+        self.assertAllEqual(grid[..., 0], [[0.25, 0.5], [1.0, 0.0]])
+
+    def test_to_8bit_keeps_values_below_num_bins_within_0_to_255(self):
+        # Any pixel value in [0, num_bins), not only an integer level, is
+        # spread over [0, 255]: the top of the range is 255, never a value
+        # wrapped around past it.
+        values = np.array([0.0, 15.5, 31.0, 31.9])
+        spread = images.to_8bit(values, 32)
+        self.assertEqual(spread.dtype, np.uint8)
+        self.assertAllEqual(spread, [0, 128, 255, 255])
+
+    def test_grid_has_the_columns_asked_for_even_past_the_count(self):
+        # [rows*H, columns*W, C] for the columns given: more columns than
+        # images leave the cells past the last image 0 (the clamp of
+        # --columns to the count is `sampling.SampleWriter`'s, not this).
+        batch = np.array([1, 2], np.uint8).reshape(2, 1, 1, 1)
+        grid = images.image_grid(batch, columns=3)
+        self.assertEqual(grid.shape, (1, 3, 1))
+        self.assertAllEqual(grid[..., 0], [[1, 2, 0]])
 
 
 class _FakeSampler:
@@ -646,6 +673,64 @@ class SampleTest(tf.test.TestCase):
         self.assertRegex(run.stdout, r'^1 sample \(8x8x3, uint8, .*: wrote '
                                      r'1 file in ' + re.escape(folder) + '\n$')
         self.assertEqual(os.listdir(folder), ['sample_000000.png'])
+
+    def test_bad_or_missing_flags_are_refused_in_one_line(self):
+        # A bad or out-of-range flag, like a missing --model or --output,
+        # stops the run with one line on stderr and exit code 2.
+        array = self._path('v.npy')
+        for args, message in (
+                ([f'--model={self.vector.path}', f'--output={array}',
+                  '--num=0'], 'flag --num=0: '),
+                ([f'--model={self.vector.path}', f'--output={array}',
+                  '--nmu=3'], 'Unknown command line flag \'nmu\''),
+                ([f'--output={array}'], '--model is required (an exported '
+                                        'SavedModel directory).'),
+                ([f'--model={self.vector.path}'], '--output is required: '
+                                                  'NAME.png, NAME.npy or a '
+                                                  'directory.')):
+            with self.subTest(args[-1]):
+                run = _run_sample(*args)
+                self.assertEqual(run.returncode, 2, run.stderr)
+                self.assertLen(run.stderr.splitlines(), 1, run.stderr)
+                self.assertStartsWith(run.stderr,
+                                      f'sample.py: error: {message}')
+        self.assertEqual(os.listdir(self.tmp), [])
+
+    def test_progress_is_shown_on_a_terminal_only(self):
+        # --progress (the default) counts the samples on stderr when it is a
+        # terminal, the last count ending its line; on a pipe it shows
+        # nothing.
+        array = self._path('v.npy')
+        args = (SAMPLE, f'--model={self.vector.path}', f'--output={array}',
+                '--num=6', '--batch_size=4')
+        terminal, secondary = pty.openpty()
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, *args], stdout=subprocess.DEVNULL,
+                stderr=secondary,
+                env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'))
+        finally:
+            os.close(secondary)
+        chunks = []
+        try:
+            while True:
+                try:
+                    chunk = os.read(terminal, 4096)
+                except OSError:  # EIO: the process closed the terminal.
+                    break
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        finally:
+            os.close(terminal)
+        self.assertEqual(proc.wait(timeout=300), 0)
+        shown = b''.join(chunks).decode()
+        self.assertRegex(shown, r'\r4/6 samples, [0-9.]+ samples/s'
+                                r'\r6/6 samples, [0-9.]+ samples/s\r?\n$')
+        os.remove(array)
+        run = _run_sample(*args[1:])
+        self.assertEqual(run.returncode, 0, run.stderr)
+        self.assertNotIn('samples/s', run.stderr)
 
 
 class SampleWriterWithoutAModelTest(tf.test.TestCase):

@@ -123,6 +123,22 @@ class WarmupHoldDecayTest(tf.test.TestCase):
         steps = tf.range(12)
         self.assertAllEqual(rebuilt(steps), schedule(steps))
 
+    def test_steps_past_float32_s_integers_are_counted_exactly(self):
+        # The rate is a closed-form function of the step counter, also where
+        # float32 no longer holds every integer (past 2^24 steps): there
+        # each step still decays the rate once.
+        schedule = training.WarmupHoldDecay(1.0, hold_until=2**24, decay=0.5)
+        steps = tf.constant([2**24, 2**24 + 1, 2**24 + 3], tf.int64)
+        self.assertAllEqual(schedule(steps), [1.0, 0.5, 0.125])
+
+    def test_a_negative_max_lr_is_refused_as_negative(self):
+        # Negative rates are refused as such, the peak rate included, not
+        # blamed on a floor that exceeds it.
+        with self.assertRaisesRegex(
+                ValueError, r'^Learning rates and step counts must be >= 0; '
+                r'got max_lr=-0\.001,'):
+            training.WarmupHoldDecay(-1e-3)
+
 
 class WeightEMATest(tf.test.TestCase):
 

@@ -40,7 +40,10 @@ def clear():
         if cls in seen:
             continue
         seen.add(cls)
-        cache = vars(cls).get('_cache')
+        # The cache the class uses, wherever it comes from: its own, a
+        # parent's or a mixin's that is no bijector (clearing one twice is
+        # harmless).
+        cache = getattr(cls, '_cache', None)
         if isinstance(cache, cache_util.BijectorCache):
             cache.clear()   # the class-level cache: a fresh storage
         pending.extend(cls.__subclasses__())

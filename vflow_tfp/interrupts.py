@@ -24,7 +24,8 @@ class SignalInterrupts:
     also in code that C calls back, which may drop the handler's raise (a
     finalizer only reports it: "Exception ignored in") or return anyway
     (CPython then raises `SystemError` "... returned a result with an
-    exception set"). Each signal is therefore recorded in `received`:
+    exception set"). Each signal is therefore recorded in `received` (the
+    signals of the block, kept after it until the object is entered again):
     `check()` raises for a signal whose raise was lost, the block ends with
     a `KeyboardInterrupt` for one, raised in place of any error that came
     after it, and the report of a dropped raise is kept off stderr. Off the
@@ -75,7 +76,10 @@ class SignalInterrupts:
         self._deferred = True
 
     def __enter__(self):
+        # A block ends with an interrupt for its own signals only, not for
+        # one an earlier block of this object ended with.
         self._deferred = False
+        self.received = []
         if threading.current_thread() is threading.main_thread():
             self._previous = {sig: signal.signal(sig, self._handle)
                               for sig in self._signals}
