@@ -976,7 +976,9 @@ def test_recycling_passes_up_to_recycle_until_and_not_at_the_end():
         assert [s for s, _ in stats['recycled_units']] == steps, until
 
 
-def test_the_init_batch_depends_on_the_seed():
+def test_the_init_batch_depends_on_the_seed_and_has_init_size_points():
+    # `init_size`: points of the data-dependent init batch, drawn from the
+    # model's seed.
     drawn = []
     real = data_lib.sample_checkerboard
 
@@ -987,7 +989,8 @@ def test_the_init_batch_depends_on_the_seed():
     with mock.patch.object(cb.data_lib, 'sample_checkerboard', spy):
         cb.build_model('checkerboard_glow_2', seed=1, init_size=64)
         cb.build_model('checkerboard_glow_2', seed=2, init_size=64)
-    assert len(drawn) == 2
+        cb.build_model('checkerboard_glow_2', seed=1, init_size=48)
+    assert [d.shape for d in drawn] == [(64, 2), (64, 2), (48, 2)]
     assert not np.array_equal(drawn[0], drawn[1])
 
 
@@ -1345,10 +1348,18 @@ def test_demo_trains_no_step_once_its_time_budget_is_spent():
     ('--grid_iw_samples=0', '--grid_iw_samples must be >= 1; got 0.'),
     ('--seeds=0', '--seeds must be >= 1; got 0.'),
     ('--first_seed=-1', '--first_seed must be >= 0; got -1.'),
+    ('--clip_norm=0', '--clip_norm must be finite and > 0; got 0.0.'),
+    ('--recycle_until=-0.5', '--recycle_until must be in [0, 1]; got -0.5.'),
+    # D is checked as L is (L alone valid here).
+    ('--density_configs=3:3', "--density_configs entry '3:3': D must be"),
+    # A stray word (a flag missing its --) is refused, not ignored.
+    ('iterations=5', "unexpected arguments ['iterations=5']."),
 ])
-def test_script_refuses_every_count_below_its_bound(tmp_path, flag, message):
-    # As test_script_bad_flags: each count a run needs is checked with the
-    # flags, before the directory check (--output_dir names a file).
+def test_script_refuses_every_setting_out_of_its_range(tmp_path, flag,
+                                                       message):
+    # As test_script_bad_flags: each count and setting a run needs is
+    # checked with the flags, either end of its range, before the
+    # directory check (--output_dir names a file).
     a_file = tmp_path / 'a_file'
     a_file.write_text('x')
     proc = _run_script(f'--output_dir={a_file}', flag)
@@ -1390,7 +1401,6 @@ def test_script_runs_each_cell_once_seed_by_seed_cheap_cells_first(
     # cells from the fewest steps and dimensions up, so that an interrupted
     # sweep has every cell of its first seeds. (Runs faked: each diverges
     # at once, and the summary outputs are skipped.)
-    script = _toy_script_module()
     calls = []
 
     def run(preset, iterations, seed, *args, **kwargs):
@@ -1398,18 +1408,8 @@ def test_script_runs_each_cell_once_seed_by_seed_cheap_cells_first(
         calls.append((preset, seed))
         raise FloatingPointError('non-finite loss (faked)')
 
-    monkeypatch.setattr(cb, 'run', run)
-    monkeypatch.setattr(script, '_write_outputs', lambda *a, **k: None)
-    tf_level = tf.get_logger().level
-    try:
-        with flagsaver.flagsaver():
-            script.main(script._parse_flags([  # pylint: disable=W0212
-                'toy_experiment.py', f'--output_dir={tmp_path / "toy"}',
-                '--iterations=4', '--seeds=2', '--dims=4,2,4',
-                '--steps=3,2', '--test_size=20', '--density_configs=',
-                '--nojit_compile']))
-    finally:
-        tf.get_logger().setLevel(tf_level)
+    _faked_sweep(tmp_path, monkeypatch, run, '--iterations=4', '--seeds=2',
+                 '--dims=4,2,4', '--steps=3,2')
     assert calls == [(cb.preset_name(d, s), seed) for seed in (0, 1)
                      for s in (2, 3) for d in (2, 4)]
     out = capsys.readouterr().out
@@ -1459,23 +1459,6 @@ def test_fig2_spans_the_extent_asked_for_with_the_panels_titles(tmp_path):
     assert [ax.get_title() for ax, _, _, _ in calls] == ['data', 'model']
     for _, _, _, image in calls:
         assert tuple(image.get_extent()) == (-2.0, 2.0, -2.0, 2.0)
-
-
-@pytest.mark.parametrize('flag, message', [
-    ('--clip_norm=0', '--clip_norm must be finite and > 0; got 0.0.'),
-    ('--recycle_until=-0.5', '--recycle_until must be in [0, 1]; got -0.5.'),
-    # D is checked as L is (L alone valid here).
-    ('--density_configs=3:3', "--density_configs entry '3:3': D must be"),
-    # A stray word (a flag missing its --) is refused, not ignored.
-    ('iterations=5', "unexpected arguments ['iterations=5']."),
-])
-def test_script_refuses_each_end_of_a_range(tmp_path, flag, message):
-    # As test_script_bad_flags: refused with the flags, before the
-    # directory check (--output_dir names a file).
-    a_file = tmp_path / 'a_file'
-    a_file.write_text('x')
-    proc = _run_script(f'--output_dir={a_file}', flag)
-    _assert_one_line_error(proc, 'toy_experiment.py', message)
 
 
 def test_table_states_the_settings_of_its_runs():
@@ -1641,24 +1624,11 @@ def test_script_results_json_summarises_each_cell(tmp_path, monkeypatch):
     assert summary[1]['mean'] == pytest.approx(-3.5)
 
 
-def test_the_init_batch_has_init_size_points():
-    # `init_size`: points of the data-dependent init batch.
-    drawn = []
-    real = data_lib.sample_checkerboard
-
-    def spy(num_samples, seed=None):
-        drawn.append(real(num_samples, seed=seed))
-        return drawn[-1]
-
-    with mock.patch.object(cb.data_lib, 'sample_checkerboard', spy):
-        cb.build_model('checkerboard_glow_2', seed=0, init_size=48)
-    assert [d.shape for d in drawn] == [(48, 2)]
-
-
 def _faked_sweep(tmp_path, monkeypatch, run, *args):
     """Runs bin/toy_experiment.py's `main` in this process with `cb.run`
     replaced by `run` and the summary outputs skipped, on one Glow cell
-    (--dims=2 --steps=2 --seeds=1) plus `args`."""
+    (--dims=2 --steps=2 --seeds=1) unless `args` (given after those, so
+    they win) name others."""
     script = _toy_script_module()
     monkeypatch.setattr(cb, 'run', run)
     monkeypatch.setattr(script, '_write_outputs', lambda *a, **k: None)
