@@ -2,8 +2,10 @@
 
 Flags are parsed by absl exactly as on the command line and `SystemExit` is
 caught, so a test sees the exit code and the output without paying for a new
-interpreter and TensorFlow start-up. Each script is imported once (its flags
-are global), so scripts run this way must not define the same flag names.
+interpreter and TensorFlow start-up. Each script is imported once; scripts
+may define the same flag names (score.py's and toy_experiment.py's
+--batch_size), so only the flags of the script in use are registered with
+absl (`load_script`).
 """
 
 import contextlib
@@ -13,6 +15,7 @@ import os
 import re
 import sys
 
+from absl import flags
 from absl import logging as absl_logging
 from absl.testing import flagsaver
 
@@ -24,15 +27,44 @@ BIN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))), 'bin')
 
 
-def _script(name):
-    module_name = f'vflow_tfp_bin_{name}'
+# The flags each script loaded in this process defined, by module name.
+_SCRIPT_FLAGS = {}
+
+
+def _register_flags_of(module_name):
+    """Registers the flags of script `module_name` with absl, and no other
+    loaded script's (they may share names)."""
+    registered = flags.FLAGS
+    for other, owned in _SCRIPT_FLAGS.items():
+        for name, flag in owned.items():
+            if (other != module_name and name in registered
+                    and registered[name] is flag):
+                delattr(registered, name)
+    for name, flag in _SCRIPT_FLAGS.get(module_name, {}).items():
+        if name not in registered:
+            registered[name] = flag
+
+
+def load_script(path, module_name):
+    """The absl script at `path`, imported once as `module_name`, with its
+    flags registered (call it outside `flagsaver` blocks, which would drop
+    flags registered inside them)."""
     if module_name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            module_name, os.path.join(BIN, f'{name}.py'))
+        _register_flags_of(module_name)
+        before = set(flags.FLAGS)
+        spec = importlib.util.spec_from_file_location(module_name, path)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         sys.modules[module_name] = module
+        _SCRIPT_FLAGS[module_name] = {name: flags.FLAGS[name]
+                                      for name in set(flags.FLAGS) - before}
+    _register_flags_of(module_name)
     return sys.modules[module_name]
+
+
+def _script(name):
+    return load_script(os.path.join(BIN, f'{name}.py'),
+                       f'vflow_tfp_bin_{name}')
 
 
 def run_script(name, *args, stdout=None):

@@ -1,8 +1,6 @@
 """Tests for `vflow_tfp.experiments.checkerboard` and bin/toy_experiment.py."""
 
 import contextlib
-import functools
-import importlib.util
 import json
 import math
 import os
@@ -24,6 +22,7 @@ import tensorflow_probability as tfp
 from vflow_tfp import nets
 from vflow_tfp.data import checkerboard as data_lib
 from vflow_tfp.experiments import checkerboard as cb
+import cli_helpers
 import lost_signals
 
 # absolute(), not resolve(): under Bazel the runfiles, not the symlinks'
@@ -446,14 +445,11 @@ def test_script_takes_seeds_up_to_the_largest(tmp_path):
                            '--output_dir must be a directory; got')
 
 
-@functools.cache
 def _toy_script_module():
-    # Loaded once: a second load would define its absl flags again.
-    spec = importlib.util.spec_from_file_location(
-        'toy_experiment_script', REPO / 'bin' / 'toy_experiment.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    # Loaded once, its flags registered alone: score.py, run in this
+    # process by other tests, defines --batch_size too.
+    return cli_helpers.load_script(str(REPO / 'bin' / 'toy_experiment.py'),
+                                   'toy_experiment_script')
 
 
 # The sweep's settings as bin/toy_experiment.py records them.
