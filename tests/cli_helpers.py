@@ -67,14 +67,15 @@ def _script(name):
                        f'vflow_tfp_bin_{name}')
 
 
-def run_script(name, *args, stdout=None):
+def run_script(name, *args, stdout=None, stderr=None):
     """Runs `bin/NAME.py ARGS` in this process: (exit code, stdout, stderr).
 
     The script prints to a `StringIO`, whose text is returned, or to
-    `stdout` if given (then the returned stdout is `None`).
+    `stdout` if given (then the returned stdout is `None`); likewise
+    `stderr` (a `StringIO` whose text is returned, log lines dropped).
     """
     script = _script(name)
-    out, err = stdout or io.StringIO(), io.StringIO()
+    out, err = stdout or io.StringIO(), stderr or io.StringIO()
     # flagsaver restores --verbosity but not the absl logger's level, which
     # a script sets (score.py quietens INFO): later tests in this process
     # would lose the INFO records they look for.

@@ -955,6 +955,17 @@ class ScoreTest(tf.test.TestCase):
                 'decode (it reads 24- and 32-bit BMPs); convert it to PNG.'):
             scoring.read_image_file(path)
 
+    def test_bmp_of_fewer_than_8_bits(self):
+        # TensorFlow cannot decode a 1-bit BMP (no colour channel): named
+        # as such, not as a palette BMP it decodes to indices.
+        from PIL import Image  # pylint: disable=import-outside-toplevel
+        path = self._path('one_bit.bmp')
+        Image.fromarray(np.eye(4, dtype=bool)).save(path)
+        with self.assertRaisesWithLiteralMatch(
+                ValueError, f'{path}: 1-bit BMP, which TensorFlow cannot '
+                'decode (it reads 24- and 32-bit BMPs); convert it to PNG.'):
+            scoring.read_image_file(path)
+
     def test_a_directory_warns_of_readable_files_it_leaves_out(self):
         # Only its PNG and JPEG files are scored; GIFs, BMPs, WebPs and
         # arrays would be scored if named, so they are counted in a warning
@@ -1286,6 +1297,21 @@ class ScoreTest(tf.test.TestCase):
             self.assertEqual(str(caught.exception),
                              f'seed must be two integers; got {seed!r}.')
 
+    def test_the_scorer_refuses_vectors_its_cast_would_make_infinite(self):
+        # SavedModelScorer.log_prob raises ValueError for the examples
+        # check_array refuses: vectors beyond the float32 range the model
+        # reads too, which the cast would turn infinite without a word.
+        vector = export_fixtures.vector_export()
+        scorer = scoring.SavedModelScorer(vector.path)
+        points = data.sample_checkerboard(2, seed=1).astype(np.float64)
+        self.assertLen(scorer.log_prob(points, 2, (0, 0))[1], 2)
+        points[1, 0] = -1e39
+        with self.assertRaises((ValueError, tf.errors.OpError)) as caught:
+            scorer.log_prob(points, 2, (0, 0))
+        self.assertIsInstance(caught.exception, ValueError)
+        self.assertRegex(str(caught.exception), r'^examples\[1\]: values '
+                         'beyond the float32 range the model reads')
+
 
 class _FakeScorer:
     """Anything with SavedModelScorer's `log_prob` (see `score`): scores
@@ -1540,6 +1566,15 @@ class ScoreWithoutAModelTest(tf.test.TestCase):
         self.assertEqual([r['bits_per_dim'] for r in document['images']],
                          [1.0, None, None])
 
+    def test_no_records_have_no_mean(self):
+        # `summarize` of no records: counts of 0 and means of None (JSON
+        # null), not a figure that looks like a score.
+        summary = scoring.summarize([], 'm', 1, 0, 3)
+        self.assertEqual((summary['num_images'], summary['num_not_finite']),
+                         (0, 0))
+        self.assertIsNone(summary['mean_bits_per_dim'])
+        self.assertIsNone(summary['mean_log_likelihood'])
+
     def test_wildcard_tfds_versions_read_the_default_split(self):
         # `tfds:NAME[:SPLIT]`: NAME may end in a TFDS version, wildcards
         # (`1.*.*`, `*.*.*`) included, not taken for a mistyped split;
@@ -1573,6 +1608,102 @@ class ScoreWithoutAModelTest(tf.test.TestCase):
         (sources, batch), = inputs.batches(10)
         self.assertEqual(sources, [os.path.join(self.tmp, 'a.png')])
         self.assertAllEqual(batch, pixels[np.newaxis])
+
+    def test_image_files_before_a_tfds_split_come_first(self):
+        # `score` returns its records "in input order": image files named
+        # before a `tfds:` split are scored before its examples.
+        png = os.path.join(self.tmp, 'a.png')
+        _write_png(png, np.zeros([8, 8, 3], np.uint8))
+        with tfds.testing.mock_data(num_examples=2):
+            inputs = scoring.open_inputs(
+                [png, 'tfds:photo_patches/8x8:test'],
+                {'data_shape': [8, 8, 3], 'kind': 'image'})
+            records = scoring.score(_FakeScorer(), inputs, num_samples=1)
+        self.assertEqual([r['source'] for r in records],
+                         [png, 'tfds:photo_patches/8x8:test[0]',
+                          'tfds:photo_patches/8x8:test[1]'])
+
+    def test_an_npz_that_is_not_a_zip_archive_is_named(self):
+        # Unreadable inputs are refused with one line (a ValueError) naming
+        # them: a .npz with a zip signature but no archive behind it too.
+        path = os.path.join(self.tmp, 'broken.npz')
+        with open(path, 'wb') as f:
+            f.write(b'PK\x03\x04 not really an archive')
+        with self.assertRaises((ValueError, zipfile.BadZipFile)) as caught:
+            scoring.open_inputs([path], self.METADATA)
+        self.assertIsInstance(caught.exception, ValueError)
+        self.assertRegex(str(caught.exception), '^' + re.escape(
+            f'{path}: cannot read it as a .npz array (') + r'.+\)\.$')
+
+    def test_a_wrong_shape_for_a_model_of_other_channel_counts(self):
+        # A shape other than the model's is a ValueError with the expected
+        # shape in it, for a model whose channel count has no name (five
+        # channels) as for RGB.
+        with self.assertRaises((ValueError, KeyError)) as caught:
+            scoring.check_array(np.zeros([2, 2, 3], np.uint8), (2, 2, 5),
+                                'x.npy')
+        self.assertIsInstance(caught.exception, ValueError)
+        self.assertEqual(str(caught.exception),
+                         'x.npy: image is 2x2x3, the model expects 2x2x5.')
+
+    def test_an_existing_file_named_like_a_glob_is_that_file(self):
+        # An input that is a file is scored as that file, even when its
+        # name holds glob characters (`[1]` would match `p1.png`).
+        pixels = np.arange(12, dtype=np.uint8).reshape(2, 2, 3)
+        literal = os.path.join(self.tmp, 'p[1].png')
+        _write_png(literal, pixels)
+        _write_png(os.path.join(self.tmp, 'other.png'), pixels)
+        try:
+            inputs = scoring.open_inputs([literal], self.METADATA)
+        except ValueError as e:
+            self.fail(f'{literal} refused: {e}')
+        (sources, batch), = inputs.batches(10)
+        self.assertEqual(sources, [literal])
+        self.assertAllEqual(batch, pixels[np.newaxis])
+
+    def test_16_bit_grayscale_png_is_refused(self):
+        # 16-bit PNGs are refused (decoding to uint8 would rescale them),
+        # grayscale ones for a grayscale model too.
+        png = os.path.join(self.tmp, 'deep_gray.png')
+        tf.io.write_file(png, tf.io.encode_png(
+            np.full([2, 2, 1], 40000, np.uint16)))
+        with self.assertRaisesWithLiteralMatch(
+                ValueError, f'{png}: 16-bit PNG; the model scores 8-bit '
+                'images.'):
+            scoring.open_inputs([png], {'data_shape': [2, 2, 1],
+                                        'kind': 'image'})
+
+    def test_an_animated_png_of_two_frames_is_refused(self):
+        # Animated PNGs are refused rather than scored by their first
+        # frame, from two frames up.
+        from PIL import Image  # pylint: disable=import-outside-toplevel
+        frames = [Image.fromarray(np.full([2, 2, 3], v, np.uint8))
+                  for v in (10, 200)]
+        animated = os.path.join(self.tmp, 'two.png')
+        frames[0].save(animated, save_all=True, append_images=frames[1:])
+        with self.assertRaisesWithLiteralMatch(
+                ValueError, f'{animated}: an animated PNG of 2 frames; save '
+                'each frame as an image file (or stack them in a .npy '
+                'array) to score them.'):
+            scoring.open_inputs([animated], self.METADATA)
+
+    def test_a_split_that_does_not_say_its_size_cannot_be_sliced(self):
+        # A slice needs the split's size (`test[-5:]` counts from its end):
+        # a split that does not say it is refused with one line naming the
+        # input.
+        image_dataset = scoring.pipelines.image_dataset
+
+        def unsized(*args, **kwargs):
+            return image_dataset(*args, **kwargs).filter(lambda *_: True)
+
+        spec = 'tfds:photo_patches/8x8:test[1:2]'
+        with tfds.testing.mock_data(num_examples=3), mock.patch.object(
+                scoring.pipelines, 'image_dataset', unsized):
+            with self.assertRaisesWithLiteralMatch(
+                    ValueError, f'{spec}: the split does not say how many '
+                    'examples it has, so it cannot be sliced.'):
+                scoring.open_inputs([spec], {'data_shape': [8, 8, 3],
+                                             'kind': 'image'})
 
 
 class FewerLevelsTest(tf.test.TestCase):
@@ -1666,6 +1797,159 @@ class FewerLevelsTest(tf.test.TestCase):
                     ValueError, r'^x\.npy\[1\]: value 32 > 31; pixel values '
                     r'must be integers in \[0, 31\]\.$'):
                 scoring.check_array(past, (2, 2, 3), 'x.npy', levels=32)
+
+
+class _Terminal(io.StringIO):
+    """A stderr that says it is a terminal (where the progress bar shows)."""
+
+    def isatty(self):
+        return True
+
+
+class ScoreOutputStreamsTest(tf.test.TestCase):
+    """bin/score.py's progress bar on a terminal, its last lines there, and
+    its table on a stdout of another encoding."""
+
+    def setUp(self):
+        super().setUp()
+        self.tmp = tempfile.mkdtemp(prefix='vflow_tfp_score_')
+        self.addCleanup(shutil.rmtree, self.tmp, ignore_errors=True)
+
+    def _run_on_a_terminal(self, *args):
+        """`run_score` with a terminal for stderr: (code, stdout, stderr)."""
+        return cli_helpers.run_script('score', *args, stderr=_Terminal())
+
+    def test_progress_bar_on_a_terminal(self):
+        # `--progress`: a bar on stderr, only on a terminal, rewritten after
+        # every batch with the examples done of the total, in the model's
+        # unit; `--noprogress` shows none.
+        vector = export_fixtures.vector_export()
+        points = os.path.join(self.tmp, 'points.npy')
+        np.save(points, data.sample_checkerboard(5, seed=1))
+        args = (f'--model={vector.path}', points, '--num_samples=1',
+                '--batch_size=2')
+        code, out, err = self._run_on_a_terminal(*args)
+        self.assertEqual(code, 0, err)
+        self.assertLen(out.splitlines(), 7)
+        bars = err.split('\r')[1:]
+        self.assertLen(bars, 3, err)
+        for bar, done in zip(bars, (2, 4, 5)):
+            filled = 30 * done // 5
+            self.assertRegex(bar, '^' + re.escape(
+                f'[{"#" * filled}{"." * (30 - filled)}] {done}/5 vectors, ')
+                + r'[0-9.]+ vectors/s')
+        self.assertTrue(err.endswith('\n'), err)
+        code, out, err = self._run_on_a_terminal(*args, '--noprogress')
+        self.assertEqual((code, err), (0, ''))
+        self.assertLen(out.splitlines(), 7)
+
+    def test_an_error_or_interrupt_after_the_bar_is_a_line_of_its_own(self):
+        # An image file gone when it is read again, or Ctrl-C between
+        # batches, stops the run with one line on stderr: on a terminal the
+        # bar's line is ended first. Without --output, an interrupt has
+        # no file to name.
+        exported = export_fixtures.image_export()
+        paths = [os.path.join(self.tmp, f'p{i}.png') for i in range(3)]
+        for path, image in zip(paths, exported.train):
+            _write_png(path, image)
+        args = (f'--model={exported.path}', *paths, '--num_samples=1',
+                '--batch_size=1')
+        open_inputs = scoring.open_inputs
+
+        def open_then_remove(*args, **kwargs):
+            inputs = open_inputs(*args, **kwargs)
+            os.remove(paths[2])
+            return inputs
+
+        with mock.patch.object(scoring, 'open_inputs', open_then_remove):
+            code, out, err = self._run_on_a_terminal(*args)
+        self.assertEqual(code, 2, err)
+        self.assertEqual(out, '')
+        self.assertTrue(err.startswith('\r['), err)
+        self.assertTrue(err.endswith(
+            f'\nscore.py: error: {paths[2]}: cannot read it (No such file '
+            'or directory).\n'), err)
+        _write_png(paths[2], exported.train[2])
+        log_prob = scoring.SavedModelScorer.log_prob
+        calls = []
+
+        def interrupt_the_second_batch(scorer, *args):
+            calls.append(1)
+            if len(calls) == 2:
+                raise KeyboardInterrupt
+            return log_prob(scorer, *args)
+
+        with mock.patch.object(scoring.SavedModelScorer, 'log_prob',
+                               interrupt_the_second_batch):
+            code, out, err = self._run_on_a_terminal(*args)
+        self.assertEqual(code, 130, err)
+        self.assertEqual(out, '')
+        self.assertTrue(err.startswith('\r['), err)
+        self.assertTrue(err.endswith('\nscore.py: interrupted.\n'), err)
+
+    def test_inputs_that_yield_no_example_are_one_line(self):
+        # A split that does not say how many examples it has passes the
+        # checks; if it yields none, the run stops with one line and exit
+        # code 2, not with a traceback over a mean of nothing.
+        exported = export_fixtures.image_export()
+        image_dataset = scoring.pipelines.image_dataset
+
+        def unsized_and_empty(*args, **kwargs):
+            return image_dataset(*args, **kwargs).filter(lambda *_: False)
+
+        with tfds.testing.mock_data(num_examples=2), mock.patch.object(
+                scoring.pipelines, 'image_dataset', unsized_and_empty):
+            try:
+                code, out, err = run_score(f'--model={exported.path}',
+                                           'tfds:photo_patches/8x8:test')
+            except Exception as e:  # pylint: disable=broad-except
+                self.fail(f'a traceback instead of one line: {e!r}')
+        self.assertEqual((code, out), (2, ''), err)
+        self.assertEqual(err, 'score.py: error: the inputs yielded no '
+                              'example, nothing was scored.\n')
+
+    def test_names_the_stdout_encoding_lacks_are_escaped(self):
+        # A name may hold characters the terminal's encoding lacks: printed
+        # with backslash escapes in that encoding, not a UnicodeEncodeError
+        # after the whole run.
+        exported = export_fixtures.image_export()
+        name = os.path.join(self.tmp, 'caf\xe9.png')
+        _write_png(name, exported.train[0])
+        stdout = io.TextIOWrapper(io.BytesIO(), encoding='ascii',
+                                  errors='strict')
+        try:
+            code, err = run_score_to(stdout, f'--model={exported.path}',
+                                     '--num_samples=1', name)
+        except UnicodeEncodeError as e:
+            self.fail(f'the name broke the table: {e!r}')
+        self.assertEqual(code, 0, err)
+        stdout.flush()
+        lines = stdout.buffer.getvalue().decode('ascii').splitlines()
+        self.assertLen(lines, 3)
+        self.assertEqual(lines[1].split('\t')[0],
+                         os.path.join(self.tmp, 'caf\\xe9.png'))
+
+    def test_an_explicit_verbosity_is_kept(self):
+        # score.py quietens absl's INFO records (TFDS's notes on each data
+        # set) when --verbosity is not given; given, it is honoured:
+        # --verbosity=0 keeps the libraries' INFO records.
+        exported = export_fixtures.image_export()
+        image_shape = scoring.pipelines.image_shape
+
+        def noted(*args, **kwargs):
+            absl_logging.info('a note of the data pipeline')
+            return image_shape(*args, **kwargs)
+
+        with tfds.testing.mock_data(num_examples=1), mock.patch.object(
+                scoring.pipelines, 'image_shape', noted), self.assertLogs(
+                    'absl', 'INFO') as logs:
+            code, _, err = run_score(f'--model={exported.path}',
+                                     '--verbosity=0', '--num_samples=1',
+                                     'tfds:photo_patches/8x8:test')
+            absl_logging.warning('end of the run')  # one record at least
+        self.assertEqual(code, 0, err)
+        self.assertIn('a note of the data pipeline',
+                      [record.getMessage() for record in logs.records])
 
 
 if __name__ == '__main__':

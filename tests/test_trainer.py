@@ -10,6 +10,8 @@ import pathlib
 import re
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 import time
 import types
@@ -2674,6 +2676,217 @@ class TrainConfigCheckTest(tf.test.TestCase):
             with self.subTest(value=type(value).__name__):
                 self._refused(message,
                               preset_overrides={'hidden_units': value})
+
+
+class RarerBranchesTest(_TrainerFixture, tf.test.TestCase):
+    """Signals, inputs, clocks, sample grids and reruns off the common
+    path."""
+
+    def _one_device(self, **kwargs):
+        return self._trainer(tf.distribute.OneDeviceStrategy('/cpu:0'),
+                             export=False, **kwargs)
+
+    def test_a_sighup_stops_training_as_sigterm_does(self):
+        # SIGHUP (a foreground run's terminal closing) is one of the signals
+        # that stop `train` (`stop_signal`: SIGTERM, SIGINT, SIGHUP): the run
+        # stops after a step, saved, and the caller's handler never sees it.
+        trainer = self._one_device(train_steps=8, checkpoint_every=100,
+                                   log_every=100, eval_every=2)
+        real_evaluate = trainer.evaluate
+
+        def evaluate_then_hang_up():
+            bpd = real_evaluate()
+            if trainer.step == 2:
+                os.kill(os.getpid(), signal.SIGHUP)
+            return bpd
+
+        trainer.evaluate = evaluate_then_hang_up
+        caller_saw = []
+        before = signal.signal(signal.SIGHUP,
+                               lambda signum, frame: caller_saw.append(signum))
+        try:
+            results = trainer.train()
+        finally:
+            signal.signal(signal.SIGHUP, before)
+        self.assertEqual(caller_saw, [])
+        self.assertEqual(trainer.stop_signal, signal.SIGHUP)
+        self.assertFalse(results['completed'])
+        # The request travels with step 3's all-reduce, read after step 4.
+        self.assertEqual(results['step'], 4)
+        self.assertEqual(os.path.basename(results['latest_checkpoint']),
+                         'ckpt-4')
+
+    def test_a_stop_request_names_its_signal_at_once(self):
+        # `request_stop` acknowledges a signal at once on stderr, naming the
+        # signal that arrived.
+        trainer = self._one_device()
+        with tempfile.TemporaryFile() as captured:
+            saved = os.dup(2)
+            os.dup2(captured.fileno(), 2)
+            try:
+                trainer.request_stop(signal.SIGINT)
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+            captured.seek(0)
+            written = captured.read().decode()
+        self.assertEqual(written, 'SIGINT: stopping after the current step, '
+                                  'with a checkpoint.\n')
+
+    def test_continuous_data_may_start_below_zero_bits_per_dim(self):
+        # Only a model of discrete data (images) is bounded by 0 bits/dim;
+        # a density of continuous points (the checkerboard, here on a
+        # thousandth of its scale) can start below it, and must initialise.
+        trainer = training.Trainer(
+            _config(self._dir(), export=False),
+            tf.distribute.OneDeviceStrategy('/cpu:0'),
+            _fixed_batch_input_fn(self.batch * 1e-3),
+            _fixed_batch_input_fn(self.batch * 1e-3, repeat=False),
+            self.init * 1e-3)
+        with self.assertLogs('absl', 'INFO') as logs:
+            try:
+                how = trainer.restore_or_initialize()
+            except FloatingPointError as e:
+                self.fail(f'a continuous model below 0 bits/dim is refused: '
+                          f'{e}')
+        self.assertEqual(how, 'initialized')
+        bpd = float(re.search(r'initialisation on 64 examples in .* s: '
+                              r'(-?[0-9.]+) bits/dim', '\n'.join(
+                                  logs.output)).group(1))
+        self.assertLess(bpd, 0.0)
+
+    def test_an_evaluation_split_of_unknown_size_is_taken(self):
+        # eval_input_fn must be finite, not of known size: one pass over a
+        # filtered split (unknown cardinality) is taken with eval_batches=0.
+        points = data.sample_checkerboard(16, seed=4)
+
+        def filtered(input_context):
+            del input_context
+            return tf.data.Dataset.from_tensor_slices(points).filter(
+                lambda x: x[0] > -10.0).batch(8)
+
+        self.assertEqual(int(filtered(None).cardinality()),
+                         tf.data.UNKNOWN_CARDINALITY)
+        try:
+            trainer = training.Trainer(
+                _config(self._dir(), export=False),
+                tf.distribute.OneDeviceStrategy('/cpu:0'),
+                _fixed_batch_input_fn(self.batch), filtered, self.init)
+        except ValueError as e:
+            self.fail(f'a finite split of unknown size is refused: {e}')
+        trainer.restore_or_initialize()
+        trainer.evaluate()
+        self.assertEqual(trainer.evaluated_images, 16)
+
+    def test_non_finite_samples_do_not_end_the_run(self):
+        # Samples are a diagnostic: the model's refusal of non-finite
+        # samples (an overflowing inverse early in training) leaves no grid
+        # and a warning, and training goes on; other errors are raised.
+        trainer = self._one_device(num_samples=2, train_steps=3)
+
+        def non_finite(*args, **kwargs):
+            raise tf.errors.InvalidArgumentError(
+                None, None, 'sample: the flow gave non-finite samples')
+
+        with mock.patch.object(trainer.model, 'sample', non_finite), \
+                self.assertLogs('absl', 'WARNING') as logs:
+            try:
+                results = trainer.train()
+            except tf.errors.InvalidArgumentError as e:
+                self.fail(f'non-finite samples end the run: {e.message}')
+        self.assertTrue(results['completed'])
+        self.assertTrue(any('no sample grid written' in line
+                            for line in logs.output))
+
+        def other_error(*args, **kwargs):
+            raise tf.errors.InvalidArgumentError(None, None, 'bad shape')
+
+        with mock.patch.object(trainer.model, 'sample', other_error):
+            with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
+                                        'bad shape'):
+                trainer.write_samples(3)
+
+    def test_a_clock_that_stands_still_does_not_end_the_run(self):
+        # A coarse clock can read the same time before and after fast
+        # steps: the rate stays a finite figure, training goes on.
+        trainer = self._one_device(train_steps=6, log_every=3)
+        fake_time = types.SimpleNamespace(time=lambda: 1000.0)
+        with mock.patch.object(training.loop, 'time', fake_time):
+            try:
+                results = trainer.train()
+            except ZeroDivisionError as e:
+                self.fail(f'a clock standing still ends the run: {e!r}')
+        self.assertTrue(results['completed'])
+        self.assertTrue(math.isfinite(results['images_per_second']))
+
+    def test_another_global_batch_size_makes_the_bound_again(self):
+        # The final bound's batches (and so its noise) follow
+        # global_batch_size: a rerun of the finished run with another one
+        # computes the bound again.
+        out = self._dir()
+        strategy = tf.distribute.OneDeviceStrategy('/cpu:0')
+        calls = []
+        for batch in (8, 4):
+            inputs = training.training_inputs('checkerboard', batch,
+                                              init_batch_size=64, seed=3)
+            trainer = training.Trainer(
+                _config(out, global_batch_size=batch, train_steps=3,
+                        iw_samples=2, iw_images=8, export=False),
+                strategy, inputs.train_input_fn, inputs.eval_input_fn,
+                inputs.init_batch)
+            calls = self._count_bounds(trainer)
+            self.assertTrue(trainer.train()['completed'])
+        self.assertLen(calls, 1)
+
+    def test_a_rerun_of_a_finished_run_keeps_its_export(self):
+        # A rerun of a finished run keeps the SavedModel it already has
+        # (the same checkpoint's), not a new export of it.
+        out = self._dir()
+        strategy = tf.distribute.OneDeviceStrategy('/cpu:0')
+        first = self._trainer_at(out, strategy, train_steps=3).train()
+        graph = os.path.join(first['saved_model'], 'saved_model.pb')
+        before = os.stat(graph).st_mtime_ns
+        again = self._trainer_at(out, strategy, train_steps=3).train()
+        self.assertEqual(again['saved_model'], first['saved_model'])
+        self.assertEqual(os.stat(graph).st_mtime_ns, before)
+
+    def test_a_trainer_that_is_gone_leaves_its_run_directory_unlocked(self):
+        # The chief's lock on its run directory is held while the trainer
+        # lives: once it is gone, another process may train there.
+        trainer = self._one_device()
+        lock = os.path.join(trainer.config.output_dir, file_io.LOCK_FILE)
+        script = ('import fcntl, sys\nf = open(sys.argv[1], "a+")\n'
+                  'try:\n    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)\n'
+                  'except BlockingIOError:\n    sys.exit(3)\n')
+
+        def other_process_locks():
+            return subprocess.run([sys.executable, '-c', script, lock],
+                                  check=False).returncode == 0
+
+        self.assertFalse(other_process_locks())
+        del trainer
+        gc.collect()
+        self.assertTrue(other_process_locks())
+
+    def test_no_reconstruction_error_without_an_image_to_check(self):
+        # The reconstruction check runs on the first evaluation batch of
+        # this worker's first replica; a share with no image (fewer
+        # evaluation images than replicas, here an empty first batch) has
+        # no error to report: `None`, not the maximum of nothing (-inf).
+        points = data.sample_checkerboard(4, seed=4).astype(np.float32)
+
+        def eval_fn(input_context):
+            del input_context
+            return tf.data.Dataset.from_tensors(points[:0]).concatenate(
+                tf.data.Dataset.from_tensor_slices(points).batch(4))
+
+        trainer = training.Trainer(
+            _config(self._dir(), preset='checkerboard_vflow_3_4',
+                    inverse_check_images=2, export=False),
+            tf.distribute.OneDeviceStrategy('/cpu:0'),
+            _fixed_batch_input_fn(self.batch), eval_fn, self.init)
+        trainer.restore_or_initialize()
+        self.assertIsNone(trainer.reconstruction_error())
 
 
 if __name__ == '__main__':

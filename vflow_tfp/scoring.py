@@ -264,9 +264,10 @@ def read_image_file(path):
                          'each frame as an image file (or stack them in a '
                          '.npy array) to score them.')
     bits = _bmp_bits_per_pixel(contents)
-    if bits is not None and bits <= 8:
+    if bits == 8:
         # TensorFlow's BMP decoder returns the palette indices of such a
-        # file, not its colours: wrong pixels, scored without a word.
+        # file, not its colours: wrong pixels, scored without a word (it
+        # cannot decode palette BMPs of fewer bits at all).
         raise ValueError(f'{path}: {bits}-bit palette BMP, which TensorFlow '
                          'decodes to palette indices, not colours; convert '
                          'it to PNG.')
@@ -802,7 +803,8 @@ def summarize(records, model, num_samples, seed, batch_size):
     """The JSON document of `score`'s records (see `write_results`).
 
     The records are under `images` and counted by `num_images` for vector
-    models as well: one layout for every export.
+    models as well: one layout for every export. With no records, the means
+    are `None` (JSON `null`), not a figure.
     """
     bits = [r['bits_per_dim'] for r in records]
     lls = [r['log_likelihood'] for r in records]

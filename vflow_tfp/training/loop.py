@@ -23,9 +23,9 @@ across machines, `OneDeviceStrategy`):
   (`output_dir/checkpoints`, which must be visible to all workers, e.g. on
   a shared file system or a bucket, `gs://...`); the workers check that they
   found the same step before anything collective runs;
-* SIGTERM/SIGINT checkpoints and returns; the stop request travels in the
-  gradients' all-reduce, so a signal to any one worker stops every worker
-  after the same step;
+* SIGTERM, SIGINT or SIGHUP checkpoints and returns; the stop request
+  travels in the gradients' all-reduce, so a signal to any one worker stops
+  every worker after the same step;
 * evaluation noise comes from stateless seeds, so evaluating leaves the
   training noise alone; a single pass over the evaluation split counts every
   example (the last batch may be partial);
