@@ -1849,6 +1849,47 @@ class GradientEstimatorTest(tf.test.TestCase):
         self.assertAllClose(log_q, q.distribution.log_prob(y), atol=1e-10,
                             rtol=0)
 
+    def test_an_outer_layer_that_a_kwargs_fn_conditions_keeps_its_kwargs(
+            self):
+        # Only outer layers that hold no variables *and take no kwargs* are
+        # set apart from the flow with `stop_score`: a parameter-free layer
+        # that a `kwargs_fn` conditions (y = s + c) still gets its kwargs,
+        # so the draws and their log-density are those of the plain pass.
+        shift = tf.Variable(tf.constant([0.3, -0.8], tf.float64))
+        q = ConditionalFlow(
+            tfb.Chain([_ContextShift(name='context_shift'),
+                       tfb.Shift(shift)]), (2,),
+            kwargs_fn=lambda c, t: {'context_shift': {'shift': c}},
+            dtype=tf.float64)
+        condition = tf.reshape(tf.range(32, dtype=tf.float64), [16, 2])
+        y, log_q = q.sample_and_log_prob(condition, [3, 4])
+        y_held, log_q_held = q.sample_and_log_prob(condition, [3, 4],
+                                                   stop_score=True)
+        self.assertAllClose(y_held, y, atol=1e-12, rtol=0)
+        self.assertAllClose(log_q_held, log_q, atol=1e-12, rtol=0)
+        # The condition moves the draws: y - c - shift is the base noise.
+        noise = y - condition - shift
+        self.assertAllLess(tf.abs(noise), 6.0)
+
+
+class _ContextShift(tfb.Bijector):
+    """y = x + shift, the shift a bijector kwarg: a layer without variables
+    that only a custom `kwargs_fn` conditions (it lists no
+    `conditioning_kwargs`)."""
+
+    def __init__(self, name=None):
+        super().__init__(forward_min_event_ndims=1, is_constant_jacobian=True,
+                         name=name or 'context_shift')
+
+    def _forward(self, x, shift=0.0):
+        return x + shift
+
+    def _inverse(self, y, shift=0.0):
+        return y - shift
+
+    def _forward_log_det_jacobian(self, x, shift=0.0):
+        return tf.zeros(tf.shape(x)[:-1], x.dtype)
+
 
 # ----------------------------------------------------------------------------
 # The change of variables end to end on a float64 image VFlow.
@@ -2948,6 +2989,24 @@ class ModelContractDetailsTest(tf.test.TestCase):
         self.assertRegex(str(caught.exception),
                          r'p_bijector.inverse_event_shape\(\[2\]\) must be '
                          'static')
+
+    def test_a_kwargs_fn_gets_the_training_flag(self):
+        # `ConditionalFlow`: kwargs_fn is called `fn(context, training)`
+        # with the `training` given, so a custom conditional layer (a TFP
+        # conditional MAF with dropout, say) can switch it on and off.
+        seen = []
+
+        def recording(context, training):
+            seen.append(training)
+            return {}
+
+        flow = ConditionalFlow(tfb.Shift(tf.constant([0.5, -1.0])), (2,),
+                               kwargs_fn=recording)
+        condition = tf.zeros([2, 2])
+        for training in (True, False):
+            flow.sample_and_log_prob(condition, [1, 2], training=training)
+            flow.conditioning_kwargs(condition, training=training)
+        self.assertEqual(seen, [True, True, False, False])
 
 
 class UnseededGeneratorTest(tf.test.TestCase):

@@ -252,6 +252,17 @@ class DrawBatchesTest(tf.test.TestCase):
                 self.fail(f'temperature {temperature!r} refused: {e}')
             self.assertEqual(samples.shape, (1, 2, 2, 1))
 
+    def test_a_first_batch_past_int32_is_named_as_out_of_range(self):
+        # The docstring: first_batch is a batch index in [0, 2^31); 2^31
+        # itself is refused as a first_batch outside that range, before any
+        # batch is drawn, not as a run that ends past the last index.
+        sampler = _FakeSampler()
+        with self.assertRaisesRegex(
+                ValueError, r'^first_batch must be an integer in '
+                r'\[0, 2\^31\); got 2147483648\.$'):
+            sampling.draw(sampler, 1, first_batch=2**31)
+        self.assertEqual(sampler.seeds, [])
+
 
 class SampleTest(tf.test.TestCase):
 
@@ -760,6 +771,95 @@ class SampleWriterWithoutAModelTest(tf.test.TestCase):
                     writer.add(samples)
                 self.assertTrue(writer.complete)
                 self.assertTrue(os.path.exists(path))
+
+    def _tmp(self):
+        tmp = tempfile.mkdtemp(prefix='vflow_tfp_sample_')
+        self.addCleanup(shutil.rmtree, tmp, ignore_errors=True)
+        return tmp
+
+    def test_a_grid_of_zero_columns_is_refused(self):
+        # `columns` is a number of columns >= 1 or None (the default,
+        # ceil(sqrt(N))): 0 is refused by name like -1, not taken as the
+        # default.
+        with self.assertRaisesRegex(
+                ValueError, r'^columns must be an integer >= 1; got 0\.$'):
+            sampling.SampleWriter(os.path.join(self._tmp(), 's.png'), 'grid',
+                                  columns=0)
+
+    def test_an_output_that_cannot_be_written_is_a_value_error(self):
+        # write_samples: "ValueError: if the output cannot be written", also
+        # for a URL, whose file TF's file system (not Python's) fails to
+        # create: here in a directory that does not exist.
+        url = 'file://' + os.path.join(self._tmp(), 'no', 'such', 's.npy')
+        samples = np.zeros([2, 2, 2, 1], np.uint8)
+        with self.assertRaises(Exception) as caught:
+            sampling.write_samples(url, 'array', samples)
+        self.assertIsInstance(caught.exception, ValueError)
+        self.assertRegex(str(caught.exception),
+                         rf'^{re.escape(url)}: cannot write it ')
+
+    def test_a_file_named_as_a_directory_is_refused_when_the_block_starts(
+            self):
+        # A directory output must be new or empty: a file of the name, even
+        # named with a trailing slash, is refused when the block starts
+        # (ValueError, before any sample is drawn), and stays as it was.
+        tmp = self._tmp()
+        path = os.path.join(tmp, 'file')
+        with open(path, 'w') as f:
+            f.write('kept')
+        entered = []
+        with self.assertRaises(Exception) as caught:
+            with sampling.SampleWriter(path + '/', 'directory') as writer:
+                entered.append(True)
+                writer.add(np.zeros([2, 2, 2, 1], np.uint8))
+        self.assertEqual(entered, [])
+        self.assertIsInstance(caught.exception, ValueError)
+        self.assertRegex(str(caught.exception), 'a file or a directory that '
+                         'holds files is there')
+        self.assertEqual(os.listdir(tmp), ['file'])
+        with open(path) as f:
+            self.assertEqual(f.read(), 'kept')
+
+
+class OutputKindWithoutAModelTest(tf.test.TestCase):
+    """`output_kind` with made-up metadata (no export to build)."""
+
+    def setUp(self):
+        super().setUp()
+        self.tmp = tempfile.mkdtemp(prefix='vflow_tfp_sample_')
+        self.addCleanup(shutil.rmtree, self.tmp, ignore_errors=True)
+
+    def test_a_link_to_a_file_names_a_file_to_replace(self):
+        # A file of the name is replaced, a symbolic link to one too: only
+        # a link to a directory is refused (its staging directory would go
+        # beside the link, not the directory).
+        tmp = self.tmp
+        for name, kind in (('s.npy', 'array'), ('s.png', 'grid')):
+            target = os.path.join(tmp, 'target' + name)
+            open(target, 'w').close()
+            link = os.path.join(tmp, name)
+            os.symlink(target, link)
+            try:
+                got = sampling.output_kind(link, {'kind': 'image'})
+            except ValueError as e:
+                self.fail(f'a link to a file refused: {e}')
+            self.assertEqual(got, kind)
+
+    def test_a_url_s_kind_is_not_read_from_a_local_directory(self):
+        # A URL names a path of TF's file system, not a local one: a local
+        # directory spelled like it (relative to the working directory)
+        # does not make it a directory output; its extension, unknown
+        # here, is refused.
+        tmp = self.tmp
+        url = 'file://' + os.path.join(tmp, 'out', 'runs.v2')
+        os.makedirs(os.path.join(tmp, 'file:' + os.path.join(tmp, 'out',
+                                                             'runs.v2')))
+        cwd = os.getcwd()
+        self.addCleanup(os.chdir, cwd)
+        os.chdir(tmp)
+        with self.assertRaisesRegex(ValueError, 'unknown output; name a '
+                                    r'\.png'):
+            sampling.output_kind(url, {'kind': 'image'})
 
 
 if __name__ == '__main__':

@@ -178,6 +178,20 @@ class RowSeedTest(tf.test.TestCase):
                 self.fail(f'a seed of shape {shape} is refused: {e}')
         self.assertEqual(kinds, [False, True])
 
+    def test_as_seed_takes_an_empty_array_of_seeds(self):
+        # as_seed refuses values that are not integers or not in int32's
+        # range; an empty integer array (no examples, no seeds) has none
+        # such and is converted as TF would, so that the model, not NumPy,
+        # names what is wrong with it.
+        for shape in ([0], [0, 2]):
+            with self.subTest(shape=shape):
+                try:
+                    seed = seeds.as_seed(np.zeros(shape, np.int64))
+                except ValueError as e:
+                    self.fail(f'an empty seed array refused: {e}')
+                self.assertEqual(seed.dtype, tf.int32)
+                self.assertEqual(seed.shape, shape)
+
 
 class PerExampleConditionalFlowTest(tf.test.TestCase):
 

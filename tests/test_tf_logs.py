@@ -120,22 +120,31 @@ class QuietInfoTest(unittest.TestCase):
 
 class ForgetFailedRestoreTest(unittest.TestCase):
 
-    def _restore_that_fails(self, forget, saved_before=False):
+    def _restore_that_fails(self, forget, saved_before=False, depth=0):
         """Restores a checkpoint with a value of another shape and a child
         the target lacks; returns TF's warnings once the target is gone.
         `saved_before`: the target checkpoint has its save counter already
-        (as one that has saved), so nothing of the restore waits on it."""
+        (as one that has saved), so nothing of the restore waits on it.
+        `depth`: the model sits that many modules below the checkpoint."""
         import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+        def nest(module):
+            for _ in range(depth):
+                outer = tf.Module()
+                outer.inner = module
+                module = outer
+            return module
+
         saved = tf.Module()
         saved.weights = tf.Variable(tf.zeros([2]))
         saved.head = tf.Module()
         saved.head.bias = tf.Variable(tf.zeros([4]))
         with tempfile.TemporaryDirectory() as tmp:
-            path = tf.train.Checkpoint(model=saved).save(
+            path = tf.train.Checkpoint(model=nest(saved)).save(
                 os.path.join(tmp, 'ckpt'))
             target = tf.Module()
             target.weights = tf.Variable(tf.zeros([3]))
-            checkpoint = tf.train.Checkpoint(model=target)
+            checkpoint = tf.train.Checkpoint(model=nest(target))
             if saved_before:
                 checkpoint.save_counter  # pylint: disable=pointless-statement
             with self.assertRaisesRegex(ValueError, 'incompatible'):
@@ -167,6 +176,14 @@ class ForgetFailedRestoreTest(unittest.TestCase):
                                                  saved_before=True))
         self.assertEqual(
             self._restore_that_fails(forget=True, saved_before=True), [])
+
+    def test_a_pending_restore_deep_in_the_checkpoint_is_forgotten_too(self):
+        # "This marks that pending restore as partial", wherever it waits:
+        # here on a child two modules below the checkpoint's model.
+        self.assertTrue(self._restore_that_fails(
+            forget=False, saved_before=True, depth=2))
+        self.assertEqual(self._restore_that_fails(
+            forget=True, saved_before=True, depth=2), [])
 
 
 class RetracingWarningsTest(unittest.TestCase):

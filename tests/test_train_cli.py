@@ -2,7 +2,9 @@
 and one-line errors for bad flags."""
 
 import dataclasses
+import errno
 import json
+import logging
 import os
 import re
 import shutil
@@ -12,12 +14,16 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
+from unittest import mock
 
 import numpy as np
 import tensorflow as tf
 
+from vflow_tfp import training
 from vflow_tfp.training import config as config_lib
 
+import cli_helpers
 import lost_signals
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -891,6 +897,169 @@ class PresetSettingsCliTest(_RunDirectory, tf.test.TestCase):
              f'--output_dir={os.path.join(self.tmp, "run")}'],
             env=_env(), capture_output=True, text=True, timeout=300)
         self._assert_one_line_error(run, 'the data were prepared')
+
+
+class InProcessCliTest(_RunDirectory, tf.test.TestCase):
+    """bin/train.py run in this process (tests/cli_helpers.py, no TF
+    start-up per command): its last line, the settings it derives from the
+    flags, and errors off the common path."""
+
+    _SMALL = ('--preset=checkerboard_glow_3', '--dataset=checkerboard',
+              '--strategy=one_device', '--noexport', '--num_samples=0',
+              '--global_batch_size=8', '--init_batch_size=8',
+              '--eval_batches=1', '--inverse_check_images=0')
+
+    def _run(self, *args):
+        """(exit code, stdout, stderr) of `bin/train.py ARGS` run here. The
+        signal handlers and unraisable hook the command installs, and the
+        TF logger level an error sets, are restored afterwards."""
+        signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+        handlers = [signal.getsignal(sig) for sig in signals]
+        hook = sys.unraisablehook
+        tf_logger = logging.getLogger('tensorflow')
+        level = tf_logger.level
+        try:
+            return cli_helpers.run_script('train', *args)
+        finally:
+            for sig, handler in zip(signals, handlers):
+                signal.signal(sig, handler)
+            sys.unraisablehook = hook
+            tf_logger.setLevel(level)
+
+    def _configs_given_to_the_trainer(self, *args):
+        """The `TrainConfig`s bin/train.py builds a trainer from (that
+        trainer refused at once): the preset overrides it derives."""
+        configs = []
+
+        def refused_trainer(config, *unused_args):
+            configs.append(config)
+            raise ValueError('refused here')
+
+        with mock.patch.object(training, 'Trainer', refused_trainer):
+            code, _, err = self._run(*args)
+        self.assertEqual(code, 2, err)
+        return configs
+
+    def test_the_last_line_sums_up_the_run(self):
+        # The README's quickstart: `step 1200: train_bpd 2.9980, test_bpd
+        # 3.9292, test_bpd_iw 3.8423; results in runs/quickstart/
+        # results.json` on stdout, the figures those of results.json.
+        out = os.path.join(self.tmp, 'run')
+        code, stdout, err = self._run(
+            *self._SMALL, '--train_steps=2', '--log_every=1',
+            '--eval_every=1', '--iw_samples=2', '--iw_images=8',
+            f'--output_dir={out}')
+        self.assertEqual(code, 0, err)
+        results_path = os.path.join(out, 'results.json')
+        with open(results_path) as f:
+            results = json.load(f)
+        self.assertEqual(
+            stdout,
+            f'step 2: train_bpd {results["train_bpd"]:.4f}, test_bpd '
+            f'{results["test_bpd"]:.4f}, test_bpd_iw '
+            f'{results["test_bpd_iw"]:.4f}; results in {results_path}\n')
+
+    def test_a_full_disk_names_the_checkpoint_to_resume_from(self):
+        # "no space left on the device ...; rerun the same command to resume
+        # from" the latest checkpoint (ckpt-0: the initialisation's).
+        out = os.path.join(self.tmp, 'full')
+        full = OSError(errno.ENOSPC, 'No space left on device')
+        with mock.patch.object(training.Trainer, 'train', side_effect=full):
+            code, _, err = self._run(*self._SMALL, f'--output_dir={out}')
+        self.assertEqual(
+            (code, err),
+            (2, f'train.py: error: no space left on the device of {out}; '
+                'make room and rerun the same command to resume from '
+                f'{os.path.join(out, "checkpoints", "ckpt-0")}.\n'))
+        # Another OSError is not reported as a full disk.
+        denied = PermissionError(errno.EACCES, 'Permission denied')
+        with mock.patch.object(training.Trainer, 'train',
+                               side_effect=denied):
+            with self.assertRaises(PermissionError):
+                self._run(*self._SMALL,
+                          f'--output_dir={os.path.join(self.tmp, "denied")}')
+
+    def test_num_bits_builds_the_preset_for_its_levels(self):
+        # --num_bits: "build the preset for 2^num_bits levels" (8 bits: the
+        # preset's own 256), and the model takes the data's image shape.
+        for bits in (1, 7, 8):
+            with self.subTest(bits=bits):
+                config, = self._configs_given_to_the_trainer(
+                    '--preset=tiny_vflow', '--dataset=photo_patches/8x8',
+                    f'--num_bits={bits}',
+                    f'--output_dir={os.path.join(self.tmp, str(bits))}')
+                overrides = config.preset_overrides
+                self.assertEqual(overrides.get('num_bins', 256), 2**bits)
+                self.assertEqual(tuple(overrides['image_shape']), (8, 8, 3))
+
+    def test_a_refused_model_without_settings_names_none(self):
+        # `_fail_to_build` names the user's preset settings the refusal
+        # came from; with none given, the library's line is the whole one.
+        code, _, err = self._run(
+            '--preset=checkerboard_glow_3', '--dataset=photo_patches/8x8',
+            '--strategy=one_device', f'--output_dir={self.tmp}')
+        self.assertEqual(code, 2, err)
+        self.assertRegex(err, r"^train\.py: error: the model of preset "
+                              r"'checkerboard_glow_3' takes data of shape "
+                              r'\[2\]; [^\n]*\n$')
+
+    def test_a_refusal_once_the_run_is_locked_leaves_no_trace(self):
+        # "A refused or interrupted command leaves no trace": also when
+        # restore_or_initialize refuses (another model's checkpoints, a
+        # non-finite initialisation) after the trainer locked the new run
+        # directory; the lock file goes with it, and the parent made for it.
+        out = os.path.join(self.tmp, 'new', 'run')
+        refusal = ValueError('refused here')
+        with mock.patch.object(training.Trainer, 'restore_or_initialize',
+                               side_effect=refusal):
+            code, _, err = self._run(*self._SMALL, f'--output_dir={out}')
+        self.assertEqual((code, err), (2, 'train.py: error: refused here\n'))
+        self.assertEqual(os.listdir(self.tmp), [])
+
+    def test_a_given_inter_op_thread_count_is_kept_under_determinism(self):
+        # Under op determinism train.py runs independent ops on one thread,
+        # but "`TF_NUM_INTEROP_THREADS`, if set, is kept".
+        train = cli_helpers.load_script(TRAIN, 'vflow_tfp_bin_train')
+        # pylint: disable-next=protected-access
+        fix_op_order = train._fix_op_order_under_determinism
+        for threads, calls in (('3', []), (None, [mock.call(1)])):
+            with self.subTest(threads=threads):
+                setter = mock.Mock()
+                fake_tf = types.SimpleNamespace(
+                    config=types.SimpleNamespace(
+                        threading=types.SimpleNamespace(
+                            set_inter_op_parallelism_threads=setter)))
+                environ = dict(os.environ)
+                environ.pop('TF_NUM_INTEROP_THREADS', None)
+                if threads:
+                    environ['TF_NUM_INTEROP_THREADS'] = threads
+                with mock.patch.dict(os.environ, environ, clear=True), \
+                        mock.patch('tensorflow.python.framework.config.'
+                                   'is_op_determinism_enabled',
+                                   return_value=True):
+                    fix_op_order(fake_tf)
+                self.assertEqual(setter.call_args_list, calls)
+
+    def test_multi_worker_without_tf_config_is_refused(self):
+        # `multi_worker` is "MultiWorkerMirroredStrategy configured by
+        # TF_CONFIG": without it the command is refused in one line, and
+        # leaves no output directory, rather than train as a lone worker.
+        # (The strategy is a mock: this process must not start one.)
+        out = os.path.join(self.tmp, 'run')
+        environ = dict(os.environ)
+        environ.pop('TF_CONFIG', None)
+        with mock.patch.dict(os.environ, environ, clear=True), \
+                mock.patch.object(tf.distribute,
+                                  'MultiWorkerMirroredStrategy') as strategy:
+            code, _, err = self._run(*self._SMALL[:2],
+                                     '--strategy=multi_worker',
+                                     f'--output_dir={out}')
+        self.assertEqual(
+            (code, err),
+            (2, 'train.py: error: --strategy=multi_worker needs the '
+                'TF_CONFIG environment variable (cluster and task).\n'))
+        strategy.assert_not_called()
+        self.assertFalse(os.path.exists(out))
 
 
 if __name__ == '__main__':

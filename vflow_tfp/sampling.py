@@ -18,9 +18,10 @@ Three outputs, chosen by the name:
 * `NAME.npy`: the samples as one array, uint8 `[N, H, W, C]` for images
   (pixel values in `[0, num_bins)`, as the model draws them) and float
   `[N, D]` for vectors;
-* a directory (an existing empty one, or a name without extension or
-  ending in `/`): one PNG per sample, `sample_000000.png`, ..., the layout that FID and
-  other sample metrics read (image models).
+* a directory (an existing empty local one, or a name without extension
+  or ending in `/`; a URL's kind is read from its name alone, so name
+  `gs://b/runs.v2/` with its `/`): one PNG per sample, `sample_000000.png`,
+  ..., the layout that FID and other sample metrics read (image models).
 
 PNGs hold 8-bit pixels: a model of fewer levels (`num_bins` < 256) has its
 values spread over [0, 255] (`vflow_tfp.images.to_8bit`), so score the
