@@ -982,6 +982,19 @@ class Invertible1x1Test(tf.test.TestCase):
         self.assertAllClose(conv.forward(np.eye(3, dtype=np.float32)),
                             expected, rtol=1e-6, atol=1e-6)
 
+    def test_a_partition_of_another_rank_is_refused_by_name(self):
+        # A per-half 1x1 convolution refuses a partition that acts on events
+        # of another rank than its event shape, naming itself and the
+        # partition's event rank.
+        for layer in (vb.Invertible1x1Conv, vb.Invertible1x1ConvLU):
+            for event_shape, partition, ndims in (
+                    ([4], vb.ColumnSplit(), 3),
+                    ([4, 4, 2], vb.ChannelSplit(event_ndims=1), 1)):
+                with self.assertRaisesRegex(
+                        ValueError, rf'{layer.__name__}: partition .* acts '
+                        rf'on {ndims}-d events; got event shape'):
+                    layer(event_shape, partition=partition)
+
 
 class ImageLogitTest(tf.test.TestCase):
 

@@ -1544,6 +1544,15 @@ class ImportanceWeightingTest(tf.test.TestCase):
         with self.assertRaisesRegex(ValueError, 'sample takes one seed'):
             self.model.sample(2, seed=[[1, 2], [3, 4]])
 
+    def test_a_chunk_one_larger_than_the_sample_count_shrinks_too(self):
+        # `log_prob` docstring: chunk_size is at most S when S is a Python
+        # int, so any larger chunk gives the estimate of chunk_size = S.
+        seed = tf.constant([7, 8])
+        x = self.x[:2]
+        self.assertAllEqual(
+            self.model.log_prob(x, 3, chunk_size=4, seed=seed),
+            self.model.log_prob(x, 3, chunk_size=3, seed=seed))
+
 
 # ----------------------------------------------------------------------------
 # Theorem 1 (VFlow paper, Appendix A): a VFlow whose p ignores z and whose q
@@ -3007,6 +3016,37 @@ class ModelContractDetailsTest(tf.test.TestCase):
             flow.sample_and_log_prob(condition, [1, 2], training=training)
             flow.conditioning_kwargs(condition, training=training)
         self.assertEqual(seen, [True, True, False, False])
+
+    def test_uint8_pixels_are_checked_against_fewer_than_256_levels(self):
+        # `elbo` docstring: pixel values outside the model's levels are
+        # refused; only uint8 data given to a model of 256 levels or more
+        # cannot leave its range. With 255 levels (0..254) the uint8 value
+        # 255 is outside, and is refused rather than scored.
+        model = VFlow(tfb.Identity(), data_shape=[1, 2, 1], num_bins=255)
+        with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
+                                    'must be below 255'):
+            model.elbo(np.array([[[[3], [255]]]], np.uint8), seed=[1, 2])
+        ok = np.array([[[[3], [254]]]], np.uint8)
+        self.assertAllEqual(model.elbo(ok, seed=[1, 2]),
+                            model.elbo(ok.astype(np.int32), seed=[1, 2]))
+
+    def test_integer_log_likelihoods_are_not_rounded_to_float32(self):
+        # `bits_per_dim` is -log_likelihood / (D_x ln 2): a log-likelihood
+        # one nat lower costs 1 / (D_x ln 2) more bits per dimension, for
+        # integer inputs too (float32 cannot tell 2^24 from 2^24 + 1).
+        model = VFlow(tfb.Identity(), data_shape=[2])
+        got = model.bits_per_dim(
+            tf.constant([-2**24, -(2**24 + 1)], tf.int64)).numpy()
+        self.assertAllClose(got[1] - got[0], 1 / (2 * math.log(2.0)),
+                            atol=1e-6, rtol=0)
+
+    def test_float64_bits_per_dim_keep_float64_precision(self):
+        # -log_likelihood / (D ln 2) to float64's precision: the divisor
+        # is not rounded to float32 on its way.
+        model = VFlow(tfb.Identity(), data_shape=[3])
+        ll = np.array([-1234.5678901234567, -3.0], np.float64)
+        self.assertAllClose(model.bits_per_dim(ll),
+                            -ll / (3 * math.log(2.0)), rtol=1e-15, atol=0)
 
 
 class UnseededGeneratorTest(tf.test.TestCase):

@@ -1747,6 +1747,117 @@ class ConditionerOptionsTest(tf.test.TestCase, parameterized.TestCase):
                 b.rng is net.rng
                 for b in net.residual_blocks + net.attention_blocks))
 
+    def _assert_value_error(self, make, regex):
+        """Asserts that `make()` raises a ValueError matching `regex` (not
+        another exception type)."""
+        try:
+            make()
+        except ValueError as e:
+            self.assertRegex(str(e), regex)
+        except Exception as e:  # pylint: disable=broad-except
+            self.fail(f'{type(e).__name__} instead of ValueError: {e}')
+        else:
+            self.fail('no ValueError raised')
+
+    def test_blocks_refuse_a_negative_dropout_rate(self):
+        # GatedResidualBlock / GatedAttention: ValueError for a rate
+        # outside [0, 1), below it as well as above.
+        for make in (lambda: nets.GatedResidualBlock(4, dropout=-0.1),
+                     lambda: nets.GatedAttention(8, dropout=-0.1)):
+            with self.assertRaisesRegex(ValueError,
+                                        r'dropout must be in \[0, 1\)'):
+                make()
+
+    def test_attention_refuses_zero_heads_as_a_value_error(self):
+        # GatedAttention: ValueError if channels is not a positive multiple
+        # of num_heads; no channel count is a multiple of 0 heads.
+        self._assert_value_error(lambda: nets.GatedAttention(8, num_heads=0),
+                                 'multiple of num_heads')
+
+    def test_attention_options_reach_every_conv_attn_net_block(self):
+        # ConvAttnNet: num_heads, dropout and attention_query_block are
+        # those of every GatedAttention block, as in ContextNet.
+        net = _net(num_heads=2, dropout=0.25, attention_query_block=3)
+        self.assertLen(net.attention_blocks, 2)
+        for block in net.attention_blocks:
+            self.assertEqual(block.num_heads, 2)
+            self.assertEqual(block.dropout_rate, 0.25)
+            self.assertEqual(block.query_block, 3)
+        # num_heads must divide filters.
+        with self.assertRaisesRegex(ValueError, 'multiple of num_heads'):
+            _net(num_heads=3)
+
+    def test_layers_refuse_a_size_of_zero(self):
+        # Sizes are positive ints: 0 is refused like 2.5.
+        for make, what in (
+                (lambda: nets.Dense(0, 3), 'in_features'),
+                (lambda: nets.Conv2D(3, 0), 'out_channels'),
+                (lambda: nets.LayerNorm(0), 'channels')):
+            with self.assertRaisesRegex(ValueError,
+                                        f'{what} must be a positive int'):
+                make()
+
+    def test_mlp_refuses_a_scalar_input_as_a_value_error(self):
+        # MLP: x is [..., input_features]; a scalar has no feature axis and
+        # is a wrong feature count (ValueError).
+        self._assert_value_error(lambda: nets.MLP(1, 2)(tf.constant(1.0)),
+                                 r'expects inputs \[\.\.\., 1\]')
+
+    def test_an_unknown_compute_dtype_is_a_value_error(self):
+        # check_compute_dtype: None or a LOW_PRECISION dtype, ValueError
+        # otherwise, also for a name that is no dtype at all.
+        self._assert_value_error(lambda: _net(compute_dtype='half_float'),
+                                 'compute_dtype must be None, bfloat16 or '
+                                 'float16')
+
+    def test_networks_refuse_a_negative_block_count(self):
+        # num_blocks >= 0: -1 is refused, not taken for no blocks.
+        for make in (
+                lambda: _net(num_blocks=-1),
+                lambda: nets.ContextNet((4, 8, 3), partitions.ColumnSplit(),
+                                        filters=4, num_blocks=-1)):
+            with self.assertRaisesRegex(ValueError,
+                                        'num_blocks must be >= 0'):
+                make()
+
+    def test_linear_layers_refuse_a_negative_init_scale(self):
+        # The DDI's target std init_scale is >= 0.
+        for make in (lambda: nets.Dense(3, 2, init_scale=-0.5),
+                     lambda: nets.Conv2D(3, 2, init_scale=-0.5)):
+            with self.assertRaisesRegex(ValueError,
+                                        'init_scale must be >= 0'):
+                make()
+
+    def test_a_negative_context_channel_count_is_refused_by_name(self):
+        # GatedResidualBlock: ValueError for negative context_channels,
+        # naming that argument (not an inner layer's).
+        with self.assertRaisesRegex(ValueError,
+                                    'context_channels must be >= 0'):
+            nets.GatedResidualBlock(4, context_channels=-1)
+
+    def test_context_net_refuses_halves_of_different_widths(self):
+        # ContextNet: the partition's halves must share a spatial shape (H'
+        # and W') to be stacked on channels; ValueError otherwise.
+        class UnevenColumns:
+            event_ndims = 3
+
+            def split(self, x):
+                return x[:, :, :2], x[:, :, 2:]
+
+            def half_event_shapes(self, shape):
+                height, width, channels = shape
+                return (height, 2, channels), (height, width - 2, channels)
+
+        with self.assertRaisesRegex(ValueError, 'different spatial shapes'):
+            nets.ContextNet((4, 6, 3), UnevenColumns(), filters=4,
+                            num_blocks=1)
+
+    def test_mlp_refuses_a_negative_context_feature_count(self):
+        # MLP: ValueError for non-positive sizes; context_features is 0 (no
+        # context) or positive, never negative.
+        with self.assertRaisesRegex(ValueError, 'context_features >= 0'):
+            nets.MLP(3, 4, context_features=-1)
+
 
 if __name__ == '__main__':
     tf.test.main()
