@@ -1165,19 +1165,23 @@ class ContextNetTest(tf.test.TestCase, parameterized.TestCase):
 
     def test_attention_options_reach_every_attention_block(self):
         # num_heads, dropout and attention_query_block are passed to every
-        # GatedAttention block, as they are to the coupling networks.
-        net = nets.ContextNet((4, 8, 3), partitions.ColumnSplit(), filters=8,
-                              num_blocks=2, attention=True, num_heads=2,
-                              dropout=0.25, attention_query_block=3)
-        self.assertLen(net.attention_blocks, 2)
-        for block in net.attention_blocks:
-            self.assertEqual(block.num_heads, 2)
-            self.assertEqual(block.dropout_rate, 0.25)
-            self.assertEqual(block.query_block, 3)
-        # num_heads must divide filters.
-        with self.assertRaisesRegex(ValueError, 'multiple of num_heads'):
-            nets.ContextNet((4, 8, 3), partitions.ColumnSplit(), filters=8,
-                            num_blocks=1, attention=True, num_heads=3)
+        # GatedAttention block of the context network and of the coupling
+        # networks (ConvAttnNet).
+        def context_net(**kwargs):
+            return nets.ContextNet((4, 8, 3), partitions.ColumnSplit(),
+                                   filters=8, num_blocks=2, attention=True,
+                                   **kwargs)
+
+        for make in (context_net, _net):
+            net = make(num_heads=2, dropout=0.25, attention_query_block=3)
+            self.assertLen(net.attention_blocks, 2)
+            for block in net.attention_blocks:
+                self.assertEqual(block.num_heads, 2)
+                self.assertEqual(block.dropout_rate, 0.25)
+                self.assertEqual(block.query_block, 3)
+            # num_heads must divide filters.
+            with self.assertRaisesRegex(ValueError, 'multiple of num_heads'):
+                make(num_heads=3)
 
     def test_a_non_image_shape_or_partition_is_refused(self):
         # Either one alone is refused with the network's own message.
@@ -1773,19 +1777,6 @@ class ConditionerOptionsTest(tf.test.TestCase, parameterized.TestCase):
         # of num_heads; no channel count is a multiple of 0 heads.
         self._assert_value_error(lambda: nets.GatedAttention(8, num_heads=0),
                                  'multiple of num_heads')
-
-    def test_attention_options_reach_every_conv_attn_net_block(self):
-        # ConvAttnNet: num_heads, dropout and attention_query_block are
-        # those of every GatedAttention block, as in ContextNet.
-        net = _net(num_heads=2, dropout=0.25, attention_query_block=3)
-        self.assertLen(net.attention_blocks, 2)
-        for block in net.attention_blocks:
-            self.assertEqual(block.num_heads, 2)
-            self.assertEqual(block.dropout_rate, 0.25)
-            self.assertEqual(block.query_block, 3)
-        # num_heads must divide filters.
-        with self.assertRaisesRegex(ValueError, 'multiple of num_heads'):
-            _net(num_heads=3)
 
     def test_layers_refuse_a_size_of_zero(self):
         # Sizes are positive ints: 0 is refused like 2.5.

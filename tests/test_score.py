@@ -7,6 +7,7 @@ skips an interpreter and TensorFlow start-up per case; one goes through a
 real subprocess.
 """
 
+import contextlib
 import csv
 import io
 import json
@@ -110,6 +111,21 @@ def _write_bmp(path, pixels, palette=None, os2=False, rgb555=False,
     header = struct.pack('<2sIHHI', b'BM', offset + len(body), 0, 0, offset)
     with open(path, 'wb') as f:
         f.write(header + info + colours + body)
+
+
+@contextlib.contextmanager
+def _removed_once_opened(path):
+    """`scoring.open_inputs` removes `path` once it has checked the inputs:
+    a file gone before scoring reads it again."""
+    open_inputs = scoring.open_inputs
+
+    def open_then_remove(*args, **kwargs):
+        inputs = open_inputs(*args, **kwargs)
+        os.remove(path)
+        return inputs
+
+    with mock.patch.object(scoring, 'open_inputs', open_then_remove):
+        yield
 
 
 class ScoreTest(tf.test.TestCase):
@@ -848,14 +864,7 @@ class ScoreTest(tf.test.TestCase):
             scoring.score(scorer, inputs, num_samples=2, batch_size=4)
         # bin/score.py: one line, exit code 2, no traceback.
         _write_png(paths[1], self.exported.train[1])
-        open_inputs = scoring.open_inputs
-
-        def open_then_remove(*args, **kwargs):
-            inputs = open_inputs(*args, **kwargs)
-            os.remove(paths[2])
-            return inputs
-
-        with mock.patch.object(scoring, 'open_inputs', open_then_remove):
+        with _removed_once_opened(paths[2]):
             self.assertRefused([self.model_flag, photos],
                                f'{paths[2]}: cannot read it (No such file '
                                'or directory).')
@@ -1854,14 +1863,7 @@ class ScoreOutputStreamsTest(tf.test.TestCase):
             _write_png(path, image)
         args = (f'--model={exported.path}', *paths, '--num_samples=1',
                 '--batch_size=1')
-        open_inputs = scoring.open_inputs
-
-        def open_then_remove(*args, **kwargs):
-            inputs = open_inputs(*args, **kwargs)
-            os.remove(paths[2])
-            return inputs
-
-        with mock.patch.object(scoring, 'open_inputs', open_then_remove):
+        with _removed_once_opened(paths[2]):
             code, out, err = self._run_on_a_terminal(*args)
         self.assertEqual(code, 2, err)
         self.assertEqual(out, '')
