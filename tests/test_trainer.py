@@ -85,6 +85,15 @@ class _TrainerFixture:
                                 _fixed_batch_input_fn(self.batch),
                                 self.eval_fn, self.init)
 
+    def _assert_stopped_after_step_4(self, trainer, results, signum):
+        """The run stopped for `signum`, its request read after step 4 (it
+        travels with step 3's all-reduce): not completed, saved at step 4."""
+        self.assertEqual(trainer.stop_signal, signum)
+        self.assertFalse(results['completed'])
+        self.assertEqual(results['step'], 4)
+        self.assertEqual(os.path.basename(results['latest_checkpoint']),
+                         'ckpt-4')
+
     def _count_bounds(self, trainer):
         """A list that gets an entry whenever `trainer` computes its final
         importance-weighted bound."""
@@ -1564,12 +1573,7 @@ class TrainerSafetyTest(_TrainerFixture, tf.test.TestCase):
         finally:
             signal.signal(signal.SIGTERM, before)
         self.assertEqual(caller_saw, [])
-        self.assertEqual(trainer.stop_signal, signal.SIGTERM)
-        self.assertFalse(results['completed'])
-        # The request travels with step 3's all-reduce, read after step 4.
-        self.assertEqual(results['step'], 4)
-        self.assertEqual(os.path.basename(results['latest_checkpoint']),
-                         'ckpt-4')
+        self._assert_stopped_after_step_4(trainer, results, signal.SIGTERM)
 
     def test_results_name_no_export_of_an_earlier_step(self):
         # Trained on with --noexport, results.json no longer names the
@@ -2709,12 +2713,7 @@ class RarerBranchesTest(_TrainerFixture, tf.test.TestCase):
         finally:
             signal.signal(signal.SIGHUP, before)
         self.assertEqual(caller_saw, [])
-        self.assertEqual(trainer.stop_signal, signal.SIGHUP)
-        self.assertFalse(results['completed'])
-        # The request travels with step 3's all-reduce, read after step 4.
-        self.assertEqual(results['step'], 4)
-        self.assertEqual(os.path.basename(results['latest_checkpoint']),
-                         'ckpt-4')
+        self._assert_stopped_after_step_4(trainer, results, signal.SIGHUP)
 
     def test_a_stop_request_names_its_signal_at_once(self):
         # `request_stop` acknowledges a signal at once on stderr, naming the
