@@ -26,7 +26,8 @@ REQUIRED = [
 ]
 
 EXTRAS = {
-    'test': ['pytest>=8,<10', 'pytest-xdist>=3.5,<4', 'scikit-image>=0.24,<1', 'matplotlib>=3.8,<4'],
+    'test': ['pytest>=8,<10', 'pytest-xdist>=3.5,<4', 'scikit-image>=0.24,<1',
+             'matplotlib>=3.8,<4'],
     'images': ['scikit-image>=0.24,<1'],
     'plots': ['matplotlib>=3.8,<4'],
 }

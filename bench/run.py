@@ -33,7 +33,8 @@ sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
 # No TensorFlow here: names are checked, and listed in --help, at once.
-from benchmarks import BENCHMARKS  # pylint: disable=g-import-not-at-top,wrong-import-position
+# pylint: disable-next=g-import-not-at-top,wrong-import-position
+from benchmarks import BENCHMARKS  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list('only', [], 'Comma-separated benchmarks to run, from: '
@@ -78,8 +79,8 @@ def _table(results):
             iters = (f"{r['inverse_mean_iterations']:.2f}/"
                      f"{r['inverse_max_iterations']}")
         rows.append((
-            r['name'], f"{r['parameters']:,}", _format(r['train_per_second'],
-                                                      '.2f'),
+            r['name'], f"{r['parameters']:,}",
+            _format(r['train_per_second'], '.2f'),
             _format(ratio, '.2f'), _format(r['step_seconds'], '.3g'),
             _format(r['train_gflop_per_item'], '.3g'),
             _format(r['achieved_gflops'], '.1f'),

@@ -94,7 +94,8 @@ def _timed(fn, repeats):
 def _data(model, batch_size, seed=0):
     """Real-looking inputs: photo patches for images, checkerboard points."""
     if model.data_shape == (2,):
-        from vflow_tfp.data import checkerboard  # pylint: disable=g-import-not-at-top
+        # pylint: disable-next=g-import-not-at-top
+        from vflow_tfp.data import checkerboard
         return tf.constant(checkerboard.sample_checkerboard(batch_size,
                                                             seed=seed),
                            tf.float32)
@@ -108,8 +109,10 @@ def _data(model, batch_size, seed=0):
 def graph_flops(concrete_function):
     """Floating-point operations of one call, from TF's per-op statistics
     (matmuls, convolutions and the elementwise ops TF counts)."""
-    from tensorflow.python.profiler import model_analyzer  # pylint: disable=g-import-not-at-top
-    from tensorflow.python.profiler import option_builder  # pylint: disable=g-import-not-at-top
+    # pylint: disable-next=g-import-not-at-top
+    from tensorflow.python.profiler import model_analyzer
+    # pylint: disable-next=g-import-not-at-top
+    from tensorflow.python.profiler import option_builder
     options = option_builder.ProfileOptionBuilder.float_operation()
     options['output'] = 'none'
     return int(model_analyzer.profile(concrete_function.graph,
@@ -213,7 +216,8 @@ def sampling_stats(model, data, num=SAMPLES):
 
     @tf.function(autograph=False)
     def round_trip(x):
-        xz, _ = model._joint(x, tf.constant([5, 6]), False)  # pylint: disable=protected-access
+        # pylint: disable-next=protected-access
+        xz, _ = model._joint(x, tf.constant([5, 6]), False)
         h = model.p_bijector.inverse(
             xz, **vb.chain_kwargs(model.p_bijector, training=False))
         # A new tensor, so TFP's bijector cache cannot answer the walk.

@@ -29,7 +29,8 @@ _COUPLING = flags.DEFINE_enum(
     'Coupling type: Flow++ mixture of logistics, RealNVP/Glow affine or NICE '
     'additive.')
 _NUM_STEPS = flags.DEFINE_integer(
-    'num_steps', 4, 'Flow steps [ActNorm, linear map, coupling].', lower_bound=1)
+    'num_steps', 4, 'Flow steps [ActNorm, linear map, coupling].',
+    lower_bound=1)
 _NUM_COMPONENTS = flags.DEFINE_integer(
     'num_components', 8, 'Logistic components of mixture couplings.',
     lower_bound=1)
@@ -57,7 +58,8 @@ def build_flow(coupling, num_steps, num_components, hidden_units):
     """A 2-D flow: p(x) = N(z; 0, I) |det dz/dx|, z = flow.inverse(x)."""
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     import tensorflow_probability as tfp  # pylint: disable=g-import-not-at-top
-    from vflow_tfp import bijectors as vb  # pylint: disable=g-import-not-at-top
+    # pylint: disable-next=g-import-not-at-top
+    from vflow_tfp import bijectors as vb
     from vflow_tfp import nets  # pylint: disable=g-import-not-at-top
     partition = vb.ChannelSplit(event_ndims=1)
     layers = []  # data -> latent order
@@ -190,10 +192,11 @@ def _fit(hidden_units):
     final = float(test_log_likelihood())
     print(f'Done: {iteration} iterations in {elapsed:.1f} s '
           f'({iteration * _BATCH.value / elapsed:,.0f} points/s).')
+    normal = float(
+        tf.reduce_mean(tfd.Normal(0., 1.).log_prob(test_points)) * 2)
     print(f'Test log-likelihood: {final:.4f} nats '
           f'(true density: {data.CHECKERBOARD_LOG_LIKELIHOOD:.4f}; '
-          f'a standard normal scores '
-          f'{float(tf.reduce_mean(tfd.Normal(0., 1.).log_prob(test_points)) * 2):.4f})')
+          f'a standard normal scores {normal:.4f})')
     logging.info('final test log-likelihood %.4f', final)
 
 

@@ -1,4 +1,6 @@
-"""Exports a trained run as a SavedModel: `python bin/export.py --run_dir=runs/quickstart`.
+"""Exports a trained run as a SavedModel.
+
+Usage: `python bin/export.py --run_dir=runs/quickstart`.
 
 Restores the EMA weights of the run's latest checkpoint (or `--checkpoint`)
 into the run's preset and writes a SavedModel (default

@@ -1,4 +1,6 @@
-"""Draws samples from an exported flow: `python bin/sample.py --model DIR --output OUT`.
+"""Draws samples from an exported flow.
+
+Usage: `python bin/sample.py --model DIR --output OUT`.
 
 OUT names what is written: `NAME.png` a grid of the samples, `NAME.npy` the
 samples as one array (uint8 `[N, H, W, C]` images with the model's pixel
@@ -7,10 +9,11 @@ without extension, or ending in `/`) one PNG per sample
 (`sample_000000.png`, ...: the layout FID tools read). `--model` and
 `--output` may be URLs (`gs://bucket/...`). The output and the model are
 checked before sampling starts; a bad one, like a bad or out-of-range flag,
-stops the run with one line on stderr and exit code 2. Nothing appears under OUT until it is complete, and an error
-or an interrupt (Ctrl-C, SIGTERM) leaves nothing behind; one that comes
-while the finished output is moved into place waits for the move, and the
-output is reported as written.
+stops the run with one line on stderr and exit code 2. Nothing appears
+under OUT until it is complete, and an error or an interrupt (Ctrl-C,
+SIGTERM) leaves nothing behind; one that comes while the finished output is
+moved into place waits for the move, and the output is reported as
+written.
 
 The samples come from the export's `sample` signature (the EMA weights of a
 trained run), `--batch_size` at a time; batch `b` draws from the stateless

@@ -1,4 +1,6 @@
-"""Scores images with an exported flow: `python bin/score.py --model DIR INPUT...`.
+"""Scores images with an exported flow.
+
+Usage: `python bin/score.py --model DIR INPUT...`.
 
 INPUT is any mix of image files (PNG, JPEG), directories (their PNG and JPEG
 files), globs (quoted; `**` matches any depth), `.npy`/`.npz` arrays (uint8
@@ -7,10 +9,10 @@ and `tfds:NAME[:SPLIT]` (e.g. `tfds:photo_patches/8x8:test`, or a slice:
 `tfds:photo_patches/8x8:test[:100]`). Files, directories and globs may be
 in a bucket (`gs://bucket/images/`, `'gs://bucket/*/*.png'`: there `*`
 matches within one level and `**` is refused), and so may `--model` and
-`--output`. Every input is checked before scoring
-starts; anything the model cannot score (wrong shape, grayscale for an RGB
-model, float or out-of-range pixel values, NaN, palette BMPs, animated
-GIFs, empty or unreadable inputs, a directory that is not an exported model) stops the run
+`--output`. Every input is checked before scoring starts; anything the
+model cannot score (wrong shape, grayscale for an RGB model, float or
+out-of-range pixel values, NaN, palette BMPs, animated GIFs, empty or
+unreadable inputs, a directory that is not an exported model) stops the run
 with one line on stderr and exit code 2, as does an image file that is gone
 or changed when it is read again for scoring.
 

@@ -13,7 +13,8 @@ test set (VFlow by --iw_samples-sample importance weighting). Writes into
   densities/D{D}_L{L}_seed{S}.npy   log-density grids of --density_configs
   config.json                   the settings every run of the directory shares
   results.json                  all runs and the per-cell summary
-  table.md                      mean ± std over seeds of the test log-likelihood
+  table.md                      mean ± std over seeds of the test
+                                log-likelihood
   fig3.png                      test log-likelihood against L, a line per D
   fig2_densities.png            data histogram and model densities
 
@@ -155,7 +156,8 @@ def _check_matplotlib():
     # would stop after its first run (`pip install -e ".[images]"` does not
     # bring it).
     try:
-        import matplotlib  # pylint: disable=g-import-not-at-top,unused-import
+        import matplotlib  # pylint: disable=g-import-not-at-top
+        del matplotlib  # Only whether it imports matters here.
     except ImportError:
         _fail('the figures need matplotlib, which is not installed; install '
               'it with pip install -e ".[plots]" (or pip install '
@@ -216,13 +218,13 @@ def _check_flags():
     density = []
     for item in _DENSITY.value:
         try:
-            d, l = (int(v) for v in item.split(':'))
+            d, num_steps = (int(v) for v in item.split(':'))
         except ValueError:
             _fail(f'--density_configs entries must be D:L; got {item!r}.')
-        if d not in _VALID_DIMS or l not in _VALID_STEPS:
+        if d not in _VALID_DIMS or num_steps not in _VALID_STEPS:
             _fail(f'--density_configs entry {item!r}: D must be one of '
                   f'{list(_VALID_DIMS)} and L one of {list(_VALID_STEPS)}.')
-        density.append((d, l))
+        density.append((d, num_steps))
     return dims, steps, density
 
 
@@ -479,7 +481,8 @@ def _sweep(argv, stack):
               'another --output_dir.')
     global cb
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    from vflow_tfp.experiments import checkerboard  # pylint: disable=g-import-not-at-top
+    # pylint: disable-next=g-import-not-at-top
+    from vflow_tfp.experiments import checkerboard
     from vflow_tfp import interrupts  # pylint: disable=g-import-not-at-top
     cb = checkerboard
     # SIGTERM (a scheduler's stop) and SIGHUP stop the sweep as Ctrl-C

@@ -1,4 +1,6 @@
-"""Trains a VFlow / Flow++ model: `python bin/train.py --flagfile=configs/cifar.flags`.
+"""Trains a VFlow / Flow++ model.
+
+Usage: `python bin/train.py --flagfile=configs/cifar.flags`.
 
 Rerunning the same command with the same `--output_dir` resumes from the
 latest checkpoint (also after SIGTERM/SIGINT or a hard kill). Progress lines
@@ -53,7 +55,8 @@ flags.DEFINE_integer('num_bits', 8,
 flags.DEFINE_integer('global_batch_size', 64, 'Global batch size.')
 flags.DEFINE_integer('train_steps', 100_000, 'Total training steps.')
 flags.DEFINE_enum('optimizer', 'adam', ['adam'],
-                  'Optimizer (both papers use Adam; recorded in results.json).')
+                  'Optimizer (both papers use Adam; recorded in '
+                  'results.json).')
 flags.DEFINE_float('max_lr', 1.2e-3, 'Peak learning rate.')
 flags.DEFINE_integer('warmup_steps', 2000, 'Linear warm-up steps.')
 flags.DEFINE_integer('hold_until', 50_000, 'Last step at the peak rate.')
@@ -70,8 +73,9 @@ flags.DEFINE_bool('jit_compile', False,
                   'XLA-compile the replica step and the optimizer\'s update '
                   '(on every device; off, neither is compiled on any).')
 # Bookkeeping.
-flags.DEFINE_string('output_dir', None, 'Run directory (resumes if present); a '
-                    'local path or a URL such as gs://bucket/run.')
+flags.DEFINE_string('output_dir', None,
+                    'Run directory (resumes if present); a local path or a '
+                    'URL such as gs://bucket/run.')
 flags.DEFINE_integer('checkpoint_every', 1000, 'Steps between checkpoints.')
 flags.DEFINE_integer('keep_checkpoints', 3, 'Checkpoints kept.')
 flags.DEFINE_integer('eval_every', 5000, 'Steps between evaluations.')

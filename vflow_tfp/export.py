@@ -41,12 +41,13 @@ outputs equal the in-memory model's
 `log_prob(x, num_samples, chunk_size, seed=model.example_seeds(x, seed))`,
 `elbo(x, seed=model.example_seeds(x, seed))` and
 `sample(num, temperature, seed=seed)` up to float32 rounding (the graph's
-fused kernels against eager ops: about 1e-6 bits/dim). The signatures check their inputs with
-`tf.debugging` assertions: an empty batch, `num_samples < 1`, `num < 1`, a
-temperature that is negative or not finite, non-finite vectors and (for a
-model of fewer than 256 levels) pixel values past its levels are errors,
-not garbage outputs; so is any input of another shape or rank
-(`tf.ensure_shape`: serving calls skip the signatures' own shape checks).
+fused kernels against eager ops: about 1e-6 bits/dim). The signatures check
+their inputs with `tf.debugging` assertions: an empty batch,
+`num_samples < 1`, `num < 1`, a temperature that is negative or not finite,
+non-finite vectors and (for a model of fewer than 256 levels) pixel values
+past its levels are errors, not garbage outputs; so is any input of another
+shape or rank (`tf.ensure_shape`: serving calls skip the signatures' own
+shape checks).
 
 The metadata (preset, overrides, training config, dataset, data shape,
 pixel levels `num_bins` of an image model, test bits/dim, default sample

@@ -29,9 +29,9 @@ import uuid
 import tensorflow as tf
 
 __all__ = ['DirectoryInUse', 'absolute', 'atomic_write', 'check_reachable',
-           'exists', 'finite_or_none', 'glob', 'is_remote', 'is_url', 'isdir', 'join',
-           'listdir', 'lock_directory', 'mtime', 'read_bytes', 'read_json',
-           'reason', 'replace', 'staged_directory']
+           'exists', 'finite_or_none', 'glob', 'is_remote', 'is_url', 'isdir',
+           'join', 'listdir', 'lock_directory', 'mtime', 'read_bytes',
+           'read_json', 'reason', 'replace', 'staged_directory']
 
 
 def is_url(path):
@@ -40,7 +40,7 @@ def is_url(path):
 
 
 def is_remote(path):
-    """Whether each look at `path` is a request (a URL other than `file://`)."""
+    """Whether each look at `path` is a request (a URL but `file://`)."""
     path = os.fspath(path)
     return is_url(path) and not path.lower().startswith('file://')
 
@@ -425,7 +425,8 @@ def lock_directory(path):
     if key in _LOCKS:
         _LOCKS[key][1] += 1
         return _Lock(key)
-    lock = open(os.path.join(path, LOCK_FILE), 'a+')  # pylint: disable=consider-using-with
+    # pylint: disable-next=consider-using-with
+    lock = open(os.path.join(path, LOCK_FILE), 'a+')
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

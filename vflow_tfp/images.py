@@ -22,7 +22,8 @@ def image_grid(images, columns=None):
     grid = np.zeros((rows * height, columns * width, channels), images.dtype)
     for i in range(num):
         r, c = divmod(i, columns)
-        grid[r * height:(r + 1) * height, c * width:(c + 1) * width] = images[i]
+        grid[r * height:(r + 1) * height,
+             c * width:(c + 1) * width] = images[i]
     return grid
 
 

@@ -27,11 +27,12 @@ PNGs hold 8-bit pixels: a model of fewer levels (`num_bins` < 256) has its
 values spread over [0, 255] (`vflow_tfp.images.to_8bit`), so score the
 `.npy`, not the PNGs, with that model. A directory's PNGs are written batch
 by batch, so memory does not grow with their number; a grid and an array
-are written at the end. Any output may be a URL that `tf.io.gfile` serves (`gs://bucket/x.png`).
-Nothing is visible under the output's name until it is complete: files are
-written beside it and moved into place, a directory is filled under another
-name and renamed; an error or an interrupt leaves no partial output. A file
-of the name is replaced; a directory must be new or empty.
+are written at the end. Any output may be a URL that `tf.io.gfile` serves
+(`gs://bucket/x.png`). Nothing is visible under the output's name until it
+is complete: files are written beside it and moved into place, a directory
+is filled under another name and renamed; an error or an interrupt leaves
+no partial output. A file of the name is replaced; a directory must be new
+or empty.
 """
 
 import os
@@ -149,8 +150,9 @@ def draw_batches(sampler, num, *, temperature=1.0, seed=0, batch_size=64,
     `(seed, b)`: the same `seed`, `batch_size` and `first_batch` give the
     same samples, and more samples only add batches (the first `n` of them
     do not depend on `num`: exactly for images, to float32 rounding for
-    vectors, whose last batch may have another shape). A training run's `samples.png` of step `s` is
-    batch `s` of `batch_size` `num_samples` (16) with the run's seed.
+    vectors, whose last batch may have another shape). A training run's
+    `samples.png` of step `s` is batch `s` of `batch_size` `num_samples`
+    (16) with the run's seed.
 
     Args:
       sampler: a `SavedModelSampler` (or anything with its `sample`).

@@ -864,9 +864,9 @@ def write_results(path, results):
     JSON is strict: a score that is not finite (`summarize`'s
     `num_not_finite`) is `null` there; CSV writes it as `inf`, `-inf` or
     `nan`. CSV has the header `source,bits_per_dim,log_likelihood` and one
-    row per example, with the floats at full precision, in UTF-8; a file name that
-    is not valid UTF-8 (surrogate escapes in Python) is written as its
-    original bytes, so sources match the files they name. JSON escapes such
+    row per example, with the floats at full precision, in UTF-8; a file
+    name that is not valid UTF-8 (surrogate escapes in Python) is written as
+    its original bytes, so sources match the files they name. JSON escapes such
     names (`\udce9`). The file is written beside `path` and moved into
     place, so `path` never holds a partial result.
 
@@ -894,4 +894,3 @@ def write_results(path, results):
     except (OSError, tf.errors.OpError) as e:
         raise ValueError(f'{path}: cannot write it '
                          f'({file_io.reason(e)}).') from e
-

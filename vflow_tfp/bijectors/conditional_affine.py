@@ -1,4 +1,4 @@
-"""ConditionalAffine: an elementwise affine map whose parameters depend on a context."""
+"""ConditionalAffine: an elementwise affine map conditioned on a context."""
 
 import tensorflow as tf
 

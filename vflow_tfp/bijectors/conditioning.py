@@ -75,7 +75,8 @@ def _children(bijector):
 
 
 def _route(bijector, kwargs):
-    if isinstance(bijector, invert_lib._Invert):  # pylint: disable=protected-access
+    # pylint: disable-next=protected-access
+    if isinstance(bijector, invert_lib._Invert):
         return _route(bijector.bijector, kwargs)
     if isinstance(bijector, _ROUTE_BY_NAME):
         routed = {}
@@ -99,10 +100,10 @@ def _route(bijector, kwargs):
     if hasattr(bijector, 'bijectors') and any(
             _route(b, kwargs) for b in _children(bijector)):
         raise ValueError(
-            f'{type(bijector).__name__} {bijector.name!r} contains conditional '
-            'layers but does not route kwargs by child name (as tfb.Chain, '
-            'tfb.JointMap and tfb.Blockwise do); wrap them in one of those '
-            'instead.')
+            f'{type(bijector).__name__} {bijector.name!r} contains '
+            'conditional layers but does not route kwargs by child name '
+            '(as tfb.Chain, tfb.JointMap and tfb.Blockwise do); wrap them in '
+            'one of those instead.')
     return {}
 
 
@@ -125,7 +126,8 @@ def precompute_conditioning(bijector, kwargs):
     Returns:
       A dict of the same nesting.
     """
-    if isinstance(bijector, invert_lib._Invert):  # pylint: disable=protected-access
+    # pylint: disable-next=protected-access
+    if isinstance(bijector, invert_lib._Invert):
         return precompute_conditioning(bijector.bijector, kwargs)
     if isinstance(bijector, _ROUTE_BY_NAME):
         result = dict(kwargs)

@@ -51,7 +51,8 @@ def _fold_batch(x, event_ndims):
     """Reshapes `x` to one batch axis followed by its event axes."""
     event = x.shape[-event_ndims:]
     if not event.is_fully_defined():
-        raise ValueError(f'Event dimensions must be static; got shape {x.shape}.')
+        raise ValueError('Event dimensions must be static; got shape '
+                         f'{x.shape}.')
     if x.shape.rank == event_ndims + 1:
         return x
     return tf.reshape(x, [-1] + event.as_list())
@@ -363,8 +364,10 @@ class MixLogisticCoupling(Coupling):
 
     ```none
     variant='flowpp':  y_e = logit(F(x_e)) exp(s) + t
-    variant='vflow':   y_e = logit(alpha + (1 - 2 alpha) F(x_e)) exp(s) + t,  alpha = 0.05
-    inverse_log_det_jacobian = sum_e [log f(x_e) - log v - log(1 - v) + log(1 - 2 alpha) + s]
+    variant='vflow':   y_e = logit(alpha + (1 - 2 alpha) F(x_e)) exp(s) + t,
+                       alpha = 0.05
+    inverse_log_det_jacobian
+        = sum_e [log f(x_e) - log v - log(1 - v) + log(1 - 2 alpha) + s]
     ```
 
     with `v` the argument of the logit (`alpha = 0` for `'flowpp'`). This is

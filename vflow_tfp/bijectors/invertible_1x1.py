@@ -150,7 +150,7 @@ class Invertible1x1Conv(_Pointwise):
     """1x1 convolution with a dense matrix (official Flow++/VFlow `Pointwise`).
 
     ```none
-    inverse (data -> latent):  y[..., p, :] = x[..., p, :] W      at every position p
+    inverse (data -> latent):  y[..., p, :] = x[..., p, :] W   (each p)
     forward (latent -> data):  x[..., p, :] = y[..., p, :] W^{-1}
     inverse_log_det_jacobian = N * log|det W|
     ```

@@ -18,8 +18,8 @@ exceeds about 17 (SPEC §1.6, §9.5).
 The inverse solves `logit F(x) = tau` per element. Because every component
 CDF is increasing, `x_lo = min_k (mu_k + s_k tau)` and
 `x_hi = max_k (mu_k + s_k tau)` bracket the root exactly (at `x_lo` every
-component CDF is `<= sigmoid(tau)`, at `x_hi` every one is `>=`), however far in
-the tails `tau` lies (in exact arithmetic: when one component carries
+component CDF is `<= sigmoid(tau)`, at `x_hi` every one is `>=`), however far
+in the tails `tau` lies (in exact arithmetic: when one component carries
 nearly all the weight, the root sits on an end, where rounding can give
 `logit F - tau` either sign, so the ends are checked before the search is
 trusted). Chandrupatla's method then converges per element.
@@ -51,7 +51,8 @@ def mixture_logistic_terms(x, logits, means, log_scales):
         below before calling if they are network outputs).
 
     Returns:
-      `MixtureLogisticTerms(log_cdf, log_survival, log_pdf)`, each of shape `S`.
+      `MixtureLogisticTerms(log_cdf, log_survival, log_pdf)`, each of shape
+      `S`.
     """
     return _terms(x, tf.nn.log_softmax(logits, axis=-1), means, log_scales,
                   tf.exp(-log_scales))
@@ -95,9 +96,9 @@ def inverse_logit_cdf(tau, logits, means, log_scales, max_iterations=100):
     the solve were differentiated, at no extra cost:
 
     ```none
-    dx/dtau = F (1 - F) / f,           dx/dmu_k = r_k,
-    dx/dlog s_k = r_k (x* - mu_k),     dx/dlogit_k = -pi_k (sigmoid(z_k) - F) / f,
-    r_k = pi_k f_k(x*) / f(x*),        z_k = (x* - mu_k) / s_k,
+    dx/dtau = F (1 - F) / f,        dx/dmu_k = r_k,
+    dx/dlog s_k = r_k (x* - mu_k),  dx/dlogit_k = -pi_k (sigmoid(z_k) - F) / f,
+    r_k = pi_k f_k(x*) / f(x*),     z_k = (x* - mu_k) / s_k,
     ```
 
     with `f` the mixture density and `r` the components' responsibilities,

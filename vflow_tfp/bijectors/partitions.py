@@ -66,7 +66,7 @@ class Partition:
         raise NotImplementedError
 
     def half_event_shapes(self, event_shape):
-        """Event shapes `(shape_a, shape_b)` of the halves, as tuples of ints."""
+        """Event shapes `(shape_a, shape_b)` of the halves, tuples of ints."""
         raise NotImplementedError
 
     def as_channel_blocks(self, x):
@@ -83,7 +83,7 @@ class Partition:
         return None
 
     def from_channel_blocks(self, v, event_shape):
-        """Inverse of `as_channel_blocks` for an event of shape `event_shape`."""
+        """Inverse of `as_channel_blocks` for events of shape `event_shape`."""
         raise NotImplementedError(
             f'{type(self).__name__} has no channel-block layout.')
 
@@ -218,8 +218,8 @@ class ChannelSplit(Partition):
         first = channels // 2 if self.first_channels is None else (
             self.first_channels)
         if first >= channels:
-            raise ValueError(f'ChannelSplit(first_channels={first}) needs more '
-                             f'than {first} channels; got {channels}.')
+            raise ValueError(f'ChannelSplit(first_channels={first}) needs '
+                             f'more than {first} channels; got {channels}.')
         return first
 
     def split(self, x):

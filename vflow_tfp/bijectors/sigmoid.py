@@ -112,7 +112,8 @@ class SmoothSigmoid(_ScaledSmoothSigmoid):
     ```none
     forward:  y = (sigmoid(x) - alpha) / (1 - 2 alpha)
     inverse:  x = logit(v),  v = alpha + (1 - 2 alpha) y
-    forward_log_det_jacobian = log sigmoid(x) + log(1 - sigmoid(x)) - log(1 - 2 alpha)
+    forward_log_det_jacobian
+        = log sigmoid(x) + log(1 - sigmoid(x)) - log(1 - 2 alpha)
     ```
 
     Used inverted inside VFlow's mixture-of-logistics coupling: there
@@ -168,9 +169,12 @@ class ImageLogit(_ScaledSmoothSigmoid):
     For dequantised pixel values `x` in `[0, num_bins)`:
 
     ```none
-    inverse (data -> latent):  x~ = logit(v),  v = alpha + (1 - 2 alpha) x / num_bins
-    forward (latent -> data):  x = num_bins (sigmoid(x~) - alpha) / (1 - 2 alpha)
-    inverse_log_det_jacobian = -log v - log(1 - v) + log((1 - 2 alpha) / num_bins)
+    inverse (data -> latent):  x~ = logit(v),
+                               v = alpha + (1 - 2 alpha) x / num_bins
+    forward (latent -> data):  x = num_bins (sigmoid(x~) - alpha)
+                                   / (1 - 2 alpha)
+    inverse_log_det_jacobian
+        = -log v - log(1 - v) + log((1 - 2 alpha) / num_bins)
     ```
 
     per dimension, so an image of D dimensions gets

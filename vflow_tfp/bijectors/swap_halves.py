@@ -1,4 +1,4 @@
-"""SwapHalves: exchanges the two halves of a partition (the official TupleFlip)."""
+"""SwapHalves: exchanges the two halves of a partition (official TupleFlip)."""
 
 import tensorflow as tf
 import tensorflow_probability as tfp

@@ -9,10 +9,12 @@ shuffled deterministically. Needs scikit-image
 Train and test patches come from **different photographs**, so no test patch
 overlaps a training photo:
 
-| split | photographs (`skimage.data` function, full size H x W) |
-|---|---|
-| train | `astronaut` (512x512), `hubble_deep_field` (872x1000), `immunohistochemistry` (512x512), `retina` (1411x1411), `rocket` (427x640), `motorcycle` (left view of `stereo_motorcycle`, 500x741) |
-| test | `chelsea` (300x451), `coffee` (400x600) |
+- train: `astronaut` (512x512), `hubble_deep_field` (872x1000),
+  `immunohistochemistry` (512x512), `retina` (1411x1411), `rocket`
+  (427x640), `motorcycle` (left view of `stereo_motorcycle`, 500x741);
+- test: `chelsea` (300x451), `coffee` (400x600).
+
+(Names are `skimage.data` functions; sizes are the full H x W.)
 
 Left out: the grayscale images, the synthetic ones (`colorwheel`,
 `chessboard`, `logo`), `cat` (the same photograph as `chelsea`), the right

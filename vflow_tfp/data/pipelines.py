@@ -145,8 +145,9 @@ def image_dataset(name, split, batch_size, *, input_context=None,
     every `num_input_pipelines`-th file of the split when it has at least
     that many files, else every `num_input_pipelines`-th example starting
     at `input_pipeline_id`. It then shuffles in a buffer (reshuffled every
-    epoch), repeats, decodes and batches with the per-replica batch size. Decoding after sharding and shuffling decodes
-    each example once per epoch, in one pipeline.
+    epoch), repeats, decodes and batches with the per-replica batch size.
+    Decoding after sharding and shuffling decodes each example once per
+    epoch, in one pipeline.
 
     The data set is prepared (`download_and_prepare`) on first use if it is
     not yet in `data_dir`, as `tfds.load` does: the offline `photo_patches`
@@ -172,8 +173,9 @@ def image_dataset(name, split, batch_size, *, input_context=None,
       repeat: repeat forever; otherwise one pass. Default value: `True`.
       seed: Python int making the order deterministic, together with TF's
         global seed (`tf.random.set_seed`), which tf.data and TFDS combine
-        with it; `None` for a random order (with `input_context`, the file order still uses seed 0 so
-        that the shards of all pipelines stay disjoint). Default value: `None`.
+        with it; `None` for a random order (with `input_context`, the file
+        order still uses seed 0 so that the shards of all pipelines stay
+        disjoint). Default value: `None`.
       data_dir: TFDS data directory; `None` for the TFDS default
         (`$TFDS_DATA_DIR` or `~/tensorflow_datasets`). Default value: `None`.
       validation_size: if `N > 0`, `'train'` is the training split without its

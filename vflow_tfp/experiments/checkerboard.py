@@ -591,7 +591,7 @@ def density_grid(model, resolution=128, extent=EXTENT, num_samples=100,
 
 def histogram_density(num_samples=200_000, resolution=128, extent=EXTENT,
                       seed=0):
-    """Normalised 2-D histogram of checkerboard samples, `[R, R]` (rows = y)."""
+    """Normalised 2-D histogram of checkerboard samples, `[R, R]`, rows = y."""
     points = data_lib.sample_checkerboard(num_samples, seed=seed)
     edges = np.linspace(-extent, extent, resolution + 1)
     hist, _, _ = np.histogram2d(points[:, 1], points[:, 0],

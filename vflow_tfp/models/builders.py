@@ -265,7 +265,7 @@ def glow_flow(event_shape, levels, steps, filters, name, dtype=tf.float32):
 def vector_flow(dims, num_steps, name, hidden_units=(50, 50),
                 context_features=0, scale_fn='tanh', linear_top=False,
                 dtype=tf.float32):
-    """Glow on vectors: `num_steps` x [ActNorm, dense linear map, affine coupling].
+    """Glow on vectors: `num_steps` x [ActNorm, dense linear map, coupling].
 
     The couplings' MLPs have `hidden_units` (the paper's toy: 2 x 50) and see
     a context of `context_features` if nonzero. With `linear_top`, one more

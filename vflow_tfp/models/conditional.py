@@ -1,4 +1,4 @@
-"""Conditional distributions by flows: VFlow's q(z|x) and the dequantiser r(u|x).
+"""Conditional distributions by flows: VFlow's q(z|x), the dequantiser r(u|x).
 
 Both are a standard normal pushed through a flow whose layers see a context
 computed from the conditioning tensor (SPEC §1.12, §2). Their closed-form
@@ -185,9 +185,9 @@ class ConditionalFlow(tf.Module):
         layers: `([], bijector, kwargs)`.
         """
         bijector = self.distribution.bijector
-        layers = (list(bijector.bijectors)
-                  if isinstance(bijector, chain_lib._Chain)  # pylint: disable=protected-access
-                  else [bijector])
+        # pylint: disable-next=protected-access
+        is_chain = isinstance(bijector, chain_lib._Chain)
+        layers = list(bijector.bijectors) if is_chain else [bijector]
         count = 0
         while (count < len(layers) - 1
                and not layers[count].trainable_variables

@@ -468,8 +468,8 @@ def check_overrides(preset, overrides, reserved=()):
     valid = [name for name in overridable(preset) if name not in reserved]
     unknown = sorted(set(overrides) - set(valid))
     if unknown:
-        raise ValueError(f'Preset {preset!r} has no setting(s) {unknown}; valid '
-                         f'overrides: {valid}.')
+        raise ValueError(f'Preset {preset!r} has no setting(s) {unknown}; '
+                         f'valid overrides: {valid}.')
 
 
 def build(preset, /, attention_query_block=None, compute_dtype=None,

@@ -453,7 +453,8 @@ class VFlow(tf.Module):
 
     def _q_or_r_drops_out(self):
         """Whether a network of q or r has dropout (a `dropout_rate` > 0)."""
-        flows = [f for f in (self.posterior, self.dequantizer) if f is not None]
+        flows = [f for f in (self.posterior, self.dequantizer)
+                 if f is not None]
         return any(getattr(m, 'dropout_rate', 0) > 0
                    for flow in flows for m in flow.submodules)
 
@@ -543,7 +544,7 @@ class VFlow(tf.Module):
         return total - tf.math.log(tf.cast(num_samples, tf.float64))
 
     def bits_per_dim(self, log_likelihood):
-        """Converts per-example log-likelihoods (nats) to bits per dimension."""
+        """Converts per-example log-likelihoods in nats to bits/dim."""
         log_likelihood = tf.convert_to_tensor(log_likelihood)
         if not log_likelihood.dtype.is_floating:
             # An integer divisor D ln 2 would be truncated.

@@ -326,4 +326,3 @@ class GatedAttention(tf.Module):
         attended = layers.dropout(attended, self._dropout, self.rng,
                                   training)
         return x + layers.gate(self.proj_out(attended))
-

@@ -192,4 +192,3 @@ class ContextNet(layers.MixedPrecisionOption, tf.Module):
                 if self._layer_norm:
                     h = next(norms)(h)
         return tf.cast(h, self._dtype)
-

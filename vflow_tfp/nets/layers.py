@@ -217,7 +217,11 @@ def to_compute(x, compute_dtype):
 
 
 def image_shape(input_shape, owner):
-    """`input_shape` as an `(H, W, C)` tuple of positive ints, or `ValueError`."""
+    """`input_shape` as an `(H, W, C)` tuple of positive ints.
+
+    Raises:
+      ValueError: for another rank or a size below 1.
+    """
     input_shape = tuple(int(d) for d in input_shape)
     if len(input_shape) != 3 or min(input_shape) < 1:
         raise ValueError(f'{owner}: input_shape must be (H, W, C) of '
@@ -226,7 +230,11 @@ def image_shape(input_shape, owner):
 
 
 def check_image_input(x, input_shape, owner):
-    """Raises `ValueError` unless `x` is `[B] + input_shape` with static H, W, C."""
+    """Checks that `x` is `[B] + input_shape`, with static H, W and C.
+
+    Raises:
+      ValueError: otherwise, naming `owner`.
+    """
     got = tuple(x.shape[1:]) if x.shape.rank == 4 else None
     if got != tuple(input_shape):
         raise ValueError(
@@ -541,4 +549,3 @@ class LayerNorm(tf.Module):
         normalised = (x - mean) * tf.math.rsqrt(
             variance + tf.constant(self._epsilon, self._dtype))
         return tf.cast(normalised * self.gamma + self.beta, compute_dtype)
-

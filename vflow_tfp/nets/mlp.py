@@ -170,7 +170,8 @@ class MLP(tf.Module):
         whose activation `f(h W + b)_j` is 0 at every row of `h` gets
 
         ```none
-        W[:, j] = s r v / |v|,  v ~ N(0, I),  r = upper median of |W[:, k]| (live k)
+        W[:, j] = s r v / |v|,  v ~ N(0, I),
+                  r = upper median of |W[:, k]| over live units k
         b[j]    = -(h_i W[:, j])            for one random row i of h
         W_next[j, :] = 0
         ```

@@ -102,8 +102,8 @@ def next_seed():
     """A fresh stateless seed for one network call of the current pass."""
     state = _STATE.pass_
     state['calls'] += 1
-    return tf.random.experimental.stateless_fold_in(state['seed'],
-                                                   state['calls'])
+    return tf.random.experimental.stateless_fold_in(
+        state['seed'], state['calls'])
 
 
 def record(name, count):

@@ -56,7 +56,8 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 # No public API tells whether op determinism is on.
-from tensorflow.python.framework import config as tf_config  # pylint: disable=g-direct-tensorflow-import
+# pylint: disable-next=g-direct-tensorflow-import
+from tensorflow.python.framework import config as tf_config
 
 from vflow_tfp import export as export_lib
 from vflow_tfp import file_io
@@ -541,7 +542,8 @@ class Trainer:
                             status=tf.compat.v1.SessionLog.START))
                     # No public API writes an event through a TF2 writer.
                     tf.raw_ops.ImportEvent(
-                        writer=self._writer._resource,  # pylint: disable=protected-access
+                        # pylint: disable-next=protected-access
+                        writer=self._writer._resource,
                         event=restart.SerializeToString())
         return self._writer
 
@@ -943,7 +945,8 @@ class Trainer:
 
     def _make_train_step(self):
         config = self.config
-        model, optimizer, variables = self.model, self.optimizer, self.variables
+        model, optimizer = self.model, self.optimizer
+        variables = self.variables
 
         per_replica = self._replica_batch_size
 
@@ -1022,7 +1025,8 @@ class Trainer:
         model = self.model
 
         def replica_step(x, seed):
-            replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+            replica = (
+                tf.distribute.get_replica_context().replica_id_in_sync_group)
             seed = tf.random.experimental.stateless_fold_in(seed, replica)
             return _sum_and_count(
                 x, lambda: model.elbo(x, training=False, seed=seed),
@@ -1114,7 +1118,8 @@ class Trainer:
         model = self.model
 
         def replica_step(x, seed, stop_vote):
-            replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+            replica = (
+                tf.distribute.get_replica_context().replica_id_in_sync_group)
             total, count = _sum_and_count(x, lambda: model.log_prob(
                 x, config.iw_samples, config.iw_chunk_size,
                 seed=tf.random.experimental.stateless_fold_in(seed, replica)),

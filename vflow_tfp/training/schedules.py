@@ -19,9 +19,9 @@ class WarmupHoldDecay(tf_keras.optimizers.schedules.LearningRateSchedule):
     """Linear warm-up, a plateau, then exponential decay to a floor.
 
     ```none
-    lr(step) = max_lr * step / warmup_steps                  step < warmup_steps
-             = max_lr                                        step <= hold_until
-             = max_lr * decay^min(step - hold_until, n_min)  after
+    lr(step) = max_lr * step / warmup_steps                 step < warmup_steps
+             = max_lr                                       step <= hold_until
+             = max_lr * decay^min(step - hold_until, n_min) after
     n_min    = ceil(log(min_lr / max_lr) / log(decay))
     ```
 
