@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from unittest import mock
 
 from absl import logging as absl_logging
 import numpy as np
@@ -1139,6 +1140,212 @@ class ExportChecksTest(tf.test.TestCase):
         self.assertEqual((code, out), (2, ''))
         self.assertRegex(err, r'^export\.py: error: /sys/kernel/\.sm\.'
                               r'staging-\S+: .+\.\n$')
+
+    def test_scorer_refuses_more_than_256_levels(self):
+        # FlowScorer's Raises: an image model of more than 256 levels has
+        # no uint8 signatures; 257 is the first such count (256 itself is
+        # taken: test_image_metadata_holds_its_levels).
+        model = models.VFlow(tfp.bijectors.Identity(), (2, 2, 3),
+                             num_bins=257,
+                             rng=tf.random.Generator.from_seed(1))
+        error = _raised(export.FlowScorer, model)
+        self.assertIsInstance(error, ValueError)
+        self.assertRegex(str(error), 'images of at most 256 levels; the '
+                                     r'model has 257\.$')
+
+    def test_signatures_refuse_infinities_as_well_as_nan(self):
+        # Module docstring: non-finite vectors and a temperature that is
+        # not finite are errors, not garbage outputs; an infinity as well
+        # as the NaN of test_signatures_refuse_bad_inputs (the identity
+        # model would pass either through to its outputs).
+        scorer = export.FlowScorer(self._identity_model(), chunk_size=2)
+        c = tf.constant
+        seed = c([1, 2])
+        for bad in (np.inf, -np.inf):
+            x = c([[0.0, 1.0], [bad, 0.0]], tf.float32)
+            for name, call in (
+                    ('elbo', lambda x=x: scorer.elbo(x, seed)),
+                    ('log_prob', lambda x=x: scorer.log_prob(x, c(2), seed))):
+                with self.subTest(signature=name, value=bad):
+                    with self.assertRaisesRegex(
+                            tf.errors.InvalidArgumentError,
+                            'x must be finite'):
+                        call()
+        with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
+                                    'temperature must be finite'):
+            scorer.sample(c(2), c(np.inf, tf.float32), seed)
+
+    def test_metadata_signature_tells_a_zero_from_an_unknown(self):
+        # Module docstring: `metadata()` gives `test_bpd` and `test_bpd_iw`,
+        # NaN when unknown: a figure of 0 bits/dim is known, and stays 0.
+        # The names the export was given none of are empty, not the name
+        # of a preset or data set "None".
+        tensors = export.FlowScorer(self._identity_model(),
+                                    metadata={'test_bpd': 0.0}).metadata()
+        self.assertEqual(tensors['test_bpd'].numpy(), 0.0)
+        self.assertTrue(np.isnan(tensors['test_bpd_iw'].numpy()))
+        self.assertEqual((tensors['preset'].numpy(),
+                          tensors['dataset'].numpy()), (b'', b''))
+
+    def test_scorer_takes_its_name(self):
+        # FlowScorer's `name`: the module name, 'flow_scorer' by default.
+        model = self._identity_model()
+        self.assertEqual(export.FlowScorer(model, name='my_scorer').name,
+                         'my_scorer')
+        self.assertEqual(export.FlowScorer(model).name, 'flow_scorer')
+
+    def test_load_metadata_refuses_json_that_is_no_object(self):
+        # load_metadata's Raises: an assets/metadata.json that is not
+        # export_model's (here a JSON list, which has no format) is a
+        # ValueError saying so.
+        out = os.path.join(self.tmp, 'listed')
+        os.makedirs(os.path.join(out, 'assets'))
+        with open(os.path.join(out, 'saved_model.pb'), 'w'):
+            pass
+        with open(os.path.join(out, 'assets', export.METADATA_FILE),
+                  'w') as f:
+            json.dump(['vflow_tfp.export/1'], f)
+        error = _raised(export.load_metadata, out)
+        self.assertIsInstance(error, ValueError)
+        self.assertRegex(str(error), r'assets/metadata\.json is not '
+                                     r'vflow_tfp\.export/2 metadata\.$')
+
+    def test_export_run_of_a_run_without_sample_settings(self):
+        # A results.json whose config has neither iw_samples nor
+        # iw_chunk_size: serving_default's 16 samples (export_run's
+        # docstring) and TrainConfig's 16 draws per pass. Kept by
+        # keep_current when asked with a NumPy count (a count may be one:
+        # FlowScorer), and both calls return the same directory, the one
+        # written (an absolute path for a relative export_dir).
+        run = self._fake_run('checkerboard_vflow_2_4', {'seed': 0})
+        self.addCleanup(os.chdir, os.getcwd())
+        os.chdir(self.tmp)
+        first = export.export_run(run, 'exported')
+        self.assertEqual(first, os.path.join(self.tmp, 'exported'))
+        info = export.load_metadata(first)
+        self.assertEqual((info['default_num_samples'], info['chunk_size']),
+                         (export.DEFAULT_NUM_SAMPLES, 16))
+        inode = os.stat(first).st_ino
+        try:
+            kept = export.export_run(run, 'exported',
+                                     default_num_samples=np.int64(16),
+                                     keep_current=True)
+        except (TypeError, ValueError) as e:
+            self.fail(f'a NumPy count refused: {e!r}')
+        self.assertEqual(kept, first)
+        self.assertEqual(os.stat(first).st_ino, inode)
+
+    def test_export_cli_refuses_an_export_dir_it_cannot_create(self):
+        # bin/export.py checks --export_dir before the model is built: one
+        # line naming the --export_dir given and the reason, exit code 2.
+        a_file = os.path.join(self.tmp, 'a_file')
+        with open(a_file, 'w') as f:
+            f.write('keep me')
+        target = os.path.join(a_file, 'sub', 'sm')
+        code, out, err = cli_helpers.run_script(
+            'export', f'--run_dir={self.tmp}', f'--export_dir={target}')
+        self.assertEqual((code, out), (2, ''))
+        self.assertRegex(err, r'^export\.py: error: --export_dir must be in '
+                              r'a directory that exists or can be created; '
+                              f'got {re.escape(repr(target))} '
+                              r'\(Not a directory: .+\)\.\n$')
+
+    def test_a_refused_export_cli_leaves_no_new_directory(self):
+        # README: a refused command leaves no new directory behind. The
+        # missing parents of --export_dir that the early check made (two
+        # levels here) are gone when the run is refused afterwards.
+        target = os.path.join(self.tmp, 'new', 'deeper', 'sm')
+        missing = os.path.join(self.tmp, 'no_run')
+        code, out, err = cli_helpers.run_script(
+            'export', f'--run_dir={missing}', f'--export_dir={target}')
+        self.assertEqual((code, out), (2, ''))
+        self.assertEqual(err, f'export.py: error: {missing}: no results.json;'
+                              ' expected the --output_dir of a bin/train.py '
+                              'run.\n')
+        self.assertEqual(os.listdir(self.tmp), [])
+
+    def test_export_cli_takes_an_empty_run_dir_for_none(self):
+        # `--run_dir=` names no run: refused as a missing --run_dir.
+        code, out, err = cli_helpers.run_script('export', '--run_dir=')
+        self.assertEqual((code, out), (2, ''))
+        self.assertRegex(err, r'^export\.py: error: --run_dir is required')
+
+    def test_export_cli_reports_a_storage_error_in_one_line(self):
+        # An object store's error through tf.io.gfile (a bucket refusing
+        # access) may span lines, with a JSON body: bin/export.py refuses
+        # in one line as for every error, the whitespace folded.
+        error = tf.errors.PermissionDeniedError(
+            None, None, 'gs://bucket/run/results.json; 403 Forbidden\n{\n'
+                        '  "error": "denied"\n}')
+        with mock.patch.object(export, 'export_run', side_effect=error):
+            code, out, err = cli_helpers.run_script(
+                'export', '--run_dir=gs://bucket/run')
+        self.assertEqual((code, out), (2, ''))
+        self.assertEqual(err, 'export.py: error: gs://bucket/run/'
+                              'results.json; 403 Forbidden { "error": '
+                              '"denied" }\n')
+
+    def test_run_metadata_of_a_step_of_several_digits(self):
+        # A checkpoint prefix names its step (`ckpt-800`, the module's
+        # example): the metadata's step, and the run's figures of that
+        # step go with it.
+        results = {'preset': 'checkerboard_vflow_3_4', 'step': 800,
+                   'test_bpd': 1.5, 'test_bpd_step': 800, 'test_images': 100,
+                   'config': {}}
+        # pylint: disable-next=protected-access
+        info = export._run_metadata(results, '/run/checkpoints/ckpt-800',
+                                    {})
+        self.assertEqual((info['step'], info['test_bpd'],
+                          info['test_images']), (800, 1.5, 100))
+
+    def test_export_run_refuses_a_config_that_is_no_mapping(self):
+        # export_run's Raises: results.json without a config (a list where
+        # the settings should be, or a list for the whole document) is a
+        # ValueError naming the file, before a model is built.
+        run = os.path.join(self.tmp, 'run')
+        os.makedirs(os.path.join(run, 'checkpoints'))
+        results_path = os.path.join(run, 'results.json')
+        for results in ({'preset': 'checkerboard_vflow_3_4', 'config': []},
+                        ['checkerboard_vflow_3_4', {}]):
+            with open(results_path, 'w') as f:
+                json.dump(results, f)
+            error = _raised(export.export_run, run)
+            self.assertIsInstance(error, ValueError)
+            self.assertRegex(str(error), re.escape(results_path) +
+                             ' has no preset or config')
+
+    def test_keep_current_knows_a_checkpoint_however_named(self):
+        # keep_current keeps the export of the same checkpoint: one named
+        # by a relative prefix, then as the run's latest, is the same one.
+        # The metadata names it by its absolute path, which holds wherever
+        # the export is loaded.
+        run = self._fake_run('checkerboard_vflow_2_4', {'seed': 0})
+        self.addCleanup(os.chdir, os.getcwd())
+        os.chdir(self.tmp)
+        out = export.export_run(
+            run, 'exported',
+            checkpoint=os.path.join('run', 'checkpoints', 'ckpt-1'))
+        self.assertEqual(export.load_metadata(out)['checkpoint'],
+                         os.path.join(run, 'checkpoints', 'ckpt-1'))
+        inode = os.stat(out).st_ino
+        export.export_run(run, out, keep_current=True)
+        self.assertEqual(os.stat(out).st_ino, inode)
+        # Without keep_current (its default False) it is exported again.
+        export.export_run(run, out)
+        self.assertNotEqual(os.stat(out).st_ino, inode)
+
+    def test_export_run_refuses_an_unreadable_results_json(self):
+        # export_run's Raises: a results.json it cannot read (here a
+        # directory of that name: permissions do not stop root) is a
+        # ValueError naming it, as one that is not JSON is.
+        run = os.path.join(self.tmp, 'run')
+        results_path = os.path.join(run, 'results.json')
+        os.makedirs(results_path)
+        os.makedirs(os.path.join(run, 'checkpoints'))
+        error = _raised(export.export_run, run)
+        self.assertIsInstance(error, ValueError)
+        self.assertRegex(str(error), re.escape(results_path) +
+                         r': unreadable \(.*Is a directory')
 
 
 if __name__ == '__main__':

@@ -401,8 +401,9 @@ def _read_results(run_dir):
                          '--output_dir of a bin/train.py run.') from None
     except (OSError, ValueError) as e:
         raise ValueError(f'{path}: unreadable ({e}).') from e
-    if not isinstance(results.get('config'), dict) or not results.get(
-            'preset'):
+    if (not isinstance(results, dict)
+            or not isinstance(results.get('config'), dict)
+            or not results.get('preset')):
         raise ValueError(f'{path} has no preset or config; expected the '
                          'results of a bin/train.py run.')
     return results
