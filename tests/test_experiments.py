@@ -1093,8 +1093,10 @@ def test_script_a_run_in_progress_binds_the_settings(tmp_path):
         'iterations': 7}
 
 
-def test_script_density_panels_are_densities(tmp_path, monkeypatch):
-    # Fig. 2 shows the data histogram and exp(log-density) of each grid.
+def _fig2_panels(tmp_path, monkeypatch, run, grids, configs):
+    """The (title, density) panels the script's Fig. 2 would draw for the
+    run result `run` (a dict) and the log-density grids `grids` (file name
+    to [4, 4] array) in `tmp_path`, with `configs` its (D, L) pairs."""
     script = _toy_script_module()
     monkeypatch.setattr(script, 'cb', cb)
     monkeypatch.setattr(script, '_GRID', types.SimpleNamespace(value=4))
@@ -1105,12 +1107,22 @@ def test_script_density_panels_are_densities(tmp_path, monkeypatch):
                         lambda *args, **kwargs: None)
     for sub in ('runs', 'densities'):
         (tmp_path / sub).mkdir()
-    (tmp_path / 'runs' / 'D2_L3_seed0.json').write_text(json.dumps(dict(
-        dims=2, steps=3, seed=0, iterations=1, test_log_likelihood=-3.6)))
+    name = f"D{run['dims']}_L{run['steps']}_seed{run['seed']}.json"
+    (tmp_path / 'runs' / name).write_text(json.dumps(run))
+    for name, log_p in grids.items():
+        np.save(tmp_path / 'densities' / name, log_p)
+    # pylint: disable-next=protected-access
+    script._write_outputs(str(tmp_path), dict(_SCRIPT_SETTINGS), configs)
+    return panels
+
+
+def test_script_density_panels_are_densities(tmp_path, monkeypatch):
+    # Fig. 2 shows the data histogram and exp(log-density) of each grid.
     log_p = np.log(np.arange(1.0, 17.0).reshape(4, 4) / 136.0)
-    np.save(tmp_path / 'densities' / 'D2_L3_seed0.npy', log_p)
-    settings = dict(_SCRIPT_SETTINGS)
-    script._write_outputs(str(tmp_path), settings, [(2, 3)])
+    panels = _fig2_panels(
+        tmp_path, monkeypatch,
+        dict(dims=2, steps=3, seed=0, iterations=1, test_log_likelihood=-3.6),
+        {'D2_L3_seed0.npy': log_p}, [(2, 3)])
     assert [title for title, _ in panels] == ['data',
                                               'Glow L=3\ntest LL -3.600']
     np.testing.assert_allclose(panels[0][1], cb.histogram_density(
@@ -1700,6 +1712,230 @@ def test_density_images_cover_the_extent_asked_for():
     np.testing.assert_array_equal(
         cb.density_grid(model, 2, extent=2.0),
         cb.evaluate(model, points, batch_size=2048).reshape(2, 2))
+
+
+def test_progress_rates_leave_out_the_first_call():
+    # A report's `iterations_per_second` is timed as the result's: the
+    # steps after the first call (which traces) over the time since that
+    # call ended. On a clock reading start (0), end of call 1 (1), then
+    # once per report (2, 3, 4): none yet, 2 steps in 2 s, 4 in 3 s.
+    reports = []
+    with mock.patch.object(cb, 'time', _ticking_clock()):
+        cb.train(_glow(), 6, seed=0, steps_per_call=2, progress_every=2,
+                 jit_compile=False, progress=reports.append)
+    rates = [r['iterations_per_second'] for r in reports]
+    assert math.isnan(rates[0]), rates
+    assert rates[1:] == [1.0, pytest.approx(4 / 3)], rates
+
+
+def test_run_counts_the_units_its_recycling_passes_recycled():
+    # `recycled_units` of a run is the total of units recycled (the
+    # progress reports' count), not the number of passes: passes at steps
+    # 2 and 4 of 6 on a freshly initialised Glow.
+    reports = []
+    result = cb.run('checkerboard_glow_2', 6, seed=0,
+                    test_points=cb.test_set(4), iw_samples=1, init_size=64,
+                    recycle_every=2, steps_per_call=2, progress_every=6,
+                    jit_compile=False, progress=reports.append)
+    assert result['recycled_units'] == reports[-1]['recycled_units']
+
+
+def test_fig3_x_axis_is_labelled_with_the_steps(tmp_path):
+    # Fig. 3 plots against L: its ticks are the L values of the cells
+    # (not their D).
+    summary = {(2, 3): dict(mean=-3.7, std=0.01, seeds=[0, 1]),
+               (2, 5): dict(mean=-3.6, std=0.02, seeds=[0, 1]),
+               (10, 3): dict(mean=-3.5, std=0.03, seeds=[0, 1])}
+    with _axes_calls('set_xticklabels') as calls:
+        cb.plot_log_likelihood_vs_steps(summary, str(tmp_path / 'f.png'))
+    assert [list(args[0]) for _, args, _, _ in calls] == [['3', '5']]
+
+
+def test_density_grid_scores_in_the_batches_and_chunks_asked_for():
+    # The grid is `evaluate` of the grid points with the batch size and
+    # draws per pass asked for (each batch draws from its own seed, and
+    # the chunk decides the draws of a pass), not evaluate's defaults.
+    model = cb.build_model('checkerboard_vflow_2_4', seed=0, init_size=64)[0]
+    _, points = cb.grid_points(2)
+    got = cb.density_grid(model, 2, num_samples=4, seed=5, batch_size=2,
+                          chunk_size=2)
+    want = cb.evaluate(model, points, 4, seed=5, batch_size=2,
+                       chunk_size=2).reshape(2, 2)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_recycling_passes_draw_recycle_batch_size_points():
+    # "recycled on a fresh batch of `recycle_batch_size` points", not of
+    # the training batch's size: one pass, at step 10 of 20.
+    model = _glow()
+    recycling = []
+    real_elbo = model.elbo
+
+    def elbo(x, **kwargs):
+        if 'training' not in kwargs:   # the training steps pass it
+            recycling.append(int(x.shape[0]))
+        return real_elbo(x, **kwargs)
+
+    with mock.patch.object(model, 'elbo', elbo):
+        cb.train(model, 20, seed=0, batch_size=16, recycle_every=10,
+                 recycle_batch_size=48, steps_per_call=10, jit_compile=False)
+    assert recycling == [48]
+
+
+def test_table_columns_are_the_steps():
+    # One column per L of the cells, in order; a row lacking a cell shows
+    # a dash in that column.
+    script = _toy_script_module()
+    cell = dict(mean=-3.6, std=0.0, seeds=[0])
+    # pylint: disable-next=protected-access
+    table = script._table({(2, 3): cell, (2, 5): cell, (4, 5): cell},
+                          dict(_SCRIPT_SETTINGS))
+    assert '\n| D \\ L | 3 | 5 |\n|---|---|---|\n' in table, table
+    assert '\n| 4 (VFlow) | — | -3.600 ± 0.000 (n=1) |\n' in table, table
+
+
+def test_script_removes_the_checkpoint_of_a_diverged_run(
+        tmp_path, monkeypatch):
+    # checkpoints/ holds the run in progress: a run that diverged is a
+    # result (runs/...json), and its checkpoint goes as a finished run's
+    # does. (The run is faked: it saves a checkpoint, then diverges.)
+    def run(*args, checkpoint_dir, **kwargs):
+        del args, kwargs
+        os.makedirs(checkpoint_dir)
+        pathlib.Path(checkpoint_dir, 'training_state.json').write_text('{}')
+        raise FloatingPointError('non-finite loss (faked)')
+
+    _faked_sweep(tmp_path, monkeypatch, run, '--iterations=4')
+    assert os.listdir(tmp_path / 'toy' / 'runs') == ['D2_L2_seed0.json']
+    assert os.listdir(tmp_path / 'toy' / 'checkpoints') == []
+
+
+def test_script_titles_a_vflow_density_panel_with_its_l_and_d(
+        tmp_path, monkeypatch):
+    # Fig. 2: a VFlow panel names its L and its D (and its run's score);
+    # a grid whose run file is missing is titled without a score.
+    panels = _fig2_panels(
+        tmp_path, monkeypatch,
+        dict(dims=4, steps=3, seed=0, iterations=1, test_log_likelihood=-3.5),
+        {name: np.zeros([4, 4]) for name in ('D4_L3_seed0.npy',
+                                             'D6_L2_seed1.npy')},
+        [(4, 3), (6, 2)])
+    assert [title for title, _ in panels[1:]] == [
+        'VFlow L=3 D=4\ntest LL -3.500', 'VFlow L=2 D=6']
+
+
+def test_script_reports_a_finished_run_s_scores(tmp_path, monkeypatch,
+                                                capsys):
+    # A finished run's line: its test log-likelihood, the standard error
+    # over test points, the initialised model's test log-likelihood
+    # (`init_test_log_likelihood`, not the init batch's ELBO), the training
+    # time and rate. (The run is faked.)
+    result = dict(dims=2, steps=2, seed=0, iterations=4,
+                  test_log_likelihood=-3.6, test_log_likelihood_sem=0.01,
+                  init_test_log_likelihood=-4.0, init_elbo=-5.0,
+                  train_seconds=2.5, iterations_per_second=100.0)
+
+    def run(*args, **kwargs):
+        del args, kwargs
+        return result, None
+
+    _faked_sweep(tmp_path, monkeypatch, run, '--iterations=4')
+    out = capsys.readouterr().out
+    assert ('    D2_L2_seed0: test log-likelihood -3.6000 (± 0.0100 s.e. '
+            'over test points; init -4.0000), 2.5 s, 100 it/s\n') in out, out
+
+
+def test_demo_refuses_a_stray_argument():
+    # A word that is not a flag (a flag missing its --) is refused in one
+    # line, not ignored.
+    proc = subprocess.run(
+        [sys.executable, str(REPO / 'bin' / 'checkerboard_demo.py'),
+         '--seconds=0', '--test_size=1', 'max_iterations=5'],
+        capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
+    _assert_one_line_error(proc, 'checkerboard_demo.py',
+                           "unexpected arguments ['max_iterations=5']")
+
+
+def test_demo_coupling_nets_have_the_hidden_units_asked_for():
+    # --hidden_units: "Hidden layer sizes of each coupling MLP", for every
+    # coupling type.
+    demo = cli_helpers.load_script(str(REPO / 'bin' / 'checkerboard_demo.py'),
+                                   'checkerboard_demo_script')
+    for coupling in ('mixlogistic', 'affine', 'additive'):
+        flow = demo.build_flow(coupling, 2, 2, [4, 3])
+        mlps = [m for m in flow.submodules if isinstance(m, nets.MLP)]
+        assert [m.hidden_units for m in mlps] == [(4, 3)] * 2, coupling
+
+
+def test_script_counts_the_runs_with_results_when_refusing(
+        tmp_path, monkeypatch, capsys):
+    # Without --resume, results of some of the runs asked for are refused
+    # with the count of those runs out of all. (Runs faked: each diverges,
+    # which is a result.)
+    def run(*args, **kwargs):
+        del args, kwargs
+        raise FloatingPointError('non-finite loss (faked)')
+
+    _faked_sweep(tmp_path, monkeypatch, run, '--iterations=4')
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        _faked_sweep(tmp_path, monkeypatch, run, '--iterations=4',
+                     '--steps=2,3')
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert ' 1 of the 2 runs already have results in ' in err, err
+
+
+def test_train_refuses_a_recycle_until_outside_0_1():
+    # `recycle_until` is a fraction of the run: outside [0, 1] it is a bad
+    # argument (ValueError), refused before any step.
+    for until in (-0.5, 1.5):
+        with pytest.raises(ValueError, match=r'recycle_until in \[0, 1\]; '
+                           f'got 1, {until}'):
+            cb.train(_glow(), 1, seed=0, recycle_every=1,
+                     recycle_until=until, jit_compile=False)
+
+
+@pytest.mark.parametrize('flag, message', [
+    ('--steps=two', "--steps must be comma-separated integers; got 'two'."),
+    ('--dims=2,x', "--dims must be comma-separated integers; got '2,x'."),
+    ('--density_configs=2-3',
+     "--density_configs entries must be D:L; got '2-3'."),
+    ('--density_configs=2:a',
+     "--density_configs entries must be D:L; got '2:a'."),
+])
+def test_script_refuses_values_that_are_not_integers(
+        tmp_path, flag, message):
+    # A value that is no integer (or no D:L pair) is a bad flag as any
+    # other: one line and exit code 2, not a traceback.
+    test_script_bad_flags(tmp_path, flag, message)
+
+
+def test_reports_are_at_least_a_call_apart_when_recycling_cuts_the_calls():
+    # `progress_every` is rounded up to a multiple of `steps_per_call` (10
+    # here), also when recycling passes (every 4 steps) cut the calls
+    # short: the first report comes once 10 steps have run, at step 12.
+    stats = cb.train(_glow(), 24, seed=0, recycle_every=4,
+                     recycle_batch_size=64, steps_per_call=10,
+                     progress_every=4, jit_compile=False)
+    assert [s for s, _ in stats['history']] == [12, 24]
+
+
+def test_a_save_removes_the_checkpoint_files_of_other_steps(tmp_path):
+    # One checkpoint is kept, the one the state names: also the files of a
+    # save interrupted before its state was written, whatever their step
+    # (here step 400, left by an attempt reporting every 400 steps, then
+    # a save at step 40, whose name is a prefix of theirs).
+    directory = str(tmp_path)
+    checkpoint = tf.train.Checkpoint(v=tf.Variable(1.0))
+    checkpoint.write(os.path.join(directory, 'step-400'))
+    # pylint: disable-next=protected-access
+    cb._save_training(checkpoint, directory, dict(
+        run_key={}, done=40, history=[], recycled=[], seconds=1.0))
+    assert sorted(os.listdir(directory)) == [
+        'step-40.data-00000-of-00001', 'step-40.index',
+        'training_state.json']
 
 
 if __name__ == '__main__':
