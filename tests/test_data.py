@@ -1319,6 +1319,31 @@ def test_is_prepared_looks_in_data_dir(photo_dir, tmp_path):
                                 data_dir=str(tmp_path))
 
 
+def test_the_checkerboard_init_batch_has_init_batch_size_points():
+    """training_inputs' init_batch_size examples for the initialisation,
+    drawn with `seed` and unsharded: the checkerboard's init batch is
+    `init_batch_size` points of sample_checkerboard(seed), whatever the
+    global batch size."""
+    for global_batch_size, init_batch_size in ((8, 16), (96, 64)):
+        board = training.training_inputs('checkerboard', global_batch_size,
+                                         init_batch_size=init_batch_size,
+                                         seed=5)
+        np.testing.assert_array_equal(
+            board.init_batch,
+            data.sample_checkerboard(init_batch_size, seed=5))
+
+
+def test_the_checkerboard_refuses_any_validation_size():
+    """validation_size is for image datasets only: the checkerboard refuses
+    any other than 0, a negative one included, by the same ValueError
+    (not quietly evaluating on its test set)."""
+    for validation_size in (10, -1):
+        _assert_value_error(
+            lambda size=validation_size: training.training_inputs(
+                'checkerboard', 8, validation_size=size),
+            'validation_size applies to image datasets')
+
+
 if __name__ == '__main__':
     # Pytest-style tests: a plain `python tests/test_data.py` (Bazel's py_test) runs them.
     sys.exit(pytest.main([__file__]))

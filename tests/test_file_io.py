@@ -4,7 +4,9 @@
 import errno
 import json
 import os
+import shutil
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -486,6 +488,85 @@ class FileIoTest(tf.test.TestCase):
         with self.assertRaisesRegex(ValueError, 'FILE:///x: cannot reach it'):
             file_io.check_reachable('FILE:///x')
         file_io.check_reachable(self.url)
+
+    def test_a_staged_directory_gets_a_mkdir_s_permissions_under_any_umask(
+            self):
+        # "A local staging directory gets a plain `mkdir`'s permissions":
+        # 0777 less the umask in force, whatever the umask (a group-shared
+        # run directory's 002 too), not a fixed mode.
+        target = os.path.join(self.directory, 'out')
+        for mask in (0o002, 0o027):
+            previous = os.umask(mask)
+            try:
+                with file_io.staged_directory(target):
+                    pass
+            finally:
+                os.umask(previous)
+            self.assertEqual(stat.S_IMODE(os.stat(target).st_mode),
+                             0o777 & ~mask, oct(mask))
+
+    def test_staging_to_a_url_replaces_a_full_directory(self):
+        # With `replace` (the default), any directory there is removed
+        # first, behind a URL as on a local path: the staged files replace
+        # the old ones.
+        out = os.path.join(self.directory, 'out')
+        for path in (self.url + '/out', out):
+            with self.subTest(path):
+                shutil.rmtree(out, ignore_errors=True)
+                os.mkdir(out)
+                with open(os.path.join(out, 'old'), 'w'):
+                    pass
+                try:
+                    with file_io.staged_directory(path) as staging:
+                        with tf.io.gfile.GFile(file_io.join(staging, 'new'),
+                                               'w') as f:
+                            f.write('new')
+                except (OSError, tf.errors.OpError) as e:
+                    self.fail(f'{path} was not replaced: {e}')
+                self.assertEqual(os.listdir(out), ['new'])
+                self.assertEqual(os.listdir(self.directory), ['out'])
+
+    def test_a_path_ending_in_a_dot_stages_that_directory(self):
+        # `runs/samples/.` names `runs/samples`: it is staged beside it (in
+        # `runs`) and moved onto it, as for `runs/samples`.
+        runs = os.path.join(self.directory, 'runs')
+        for path in (os.path.join(runs, 'samples', '.'),
+                     os.path.join(runs, 'samples') + '/./'):
+            with self.subTest(path):
+                try:
+                    with file_io.staged_directory(path) as staging:
+                        self.assertEqual(os.path.dirname(staging), runs)
+                        with open(os.path.join(staging, 'a'), 'w'):
+                            pass
+                except OSError as e:
+                    self.fail(f'{path} was not staged: {e!r}')
+                self.assertEqual(os.listdir(runs), ['samples'])
+                self.assertEqual(os.listdir(os.path.join(runs, 'samples')),
+                                 ['a'])
+
+    def test_a_link_made_lately_keeps_a_staging_directory(self):
+        # A staging directory is stale only with nothing written to it for
+        # STALE_STAGING_SECONDS: a symbolic link made in it lately is a
+        # write, whatever the age of the file it points to (or if it points
+        # to none).
+        old = time.time() - file_io.STALE_STAGING_SECONDS - 60
+        target = os.path.join(self.directory, 'old_file')
+        with open(target, 'w'):
+            pass
+        os.utime(target, (old, old))
+        staging = []
+        for name, points_to in (('linked', target),
+                                ('dangling', os.path.join(self.directory,
+                                                          'none'))):
+            path = os.path.join(self.directory, f'.out.staging-{name}')
+            os.mkdir(path)
+            os.symlink(points_to, os.path.join(path, 'link'))
+            os.utime(path, (old, old))
+            staging.append(path)
+        with file_io.staged_directory(os.path.join(self.directory, 'out')):
+            pass
+        for path in staging:
+            self.assertTrue(os.path.isdir(path), path)
 
 
 if __name__ == '__main__':

@@ -1,5 +1,6 @@
 """Sampling an export: `vflow_tfp.sampling` and `bin/sample.py`."""
 
+import errno
 import os
 import pty
 import re
@@ -32,6 +33,31 @@ def _run_sample(*args):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
     return subprocess.run([sys.executable, SAMPLE, *args], env=env,
                           capture_output=True, text=True, timeout=300)
+
+
+def _run_on_a_terminal(*args):
+    """Runs `python ARGS` with stderr on a terminal: (exit code, the text
+    the terminal showed)."""
+    terminal, secondary = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, *args], stdout=subprocess.DEVNULL,
+            stderr=secondary, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'))
+    finally:
+        os.close(secondary)
+    chunks = []
+    try:
+        while True:
+            try:
+                chunk = os.read(terminal, 4096)
+            except OSError:  # EIO: the process closed the terminal.
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(terminal)
+    return proc.wait(timeout=300), b''.join(chunks).decode()
 
 
 class ImagesTest(tf.test.TestCase):
@@ -714,34 +740,74 @@ class SampleTest(tf.test.TestCase):
         array = self._path('v.npy')
         args = (SAMPLE, f'--model={self.vector.path}', f'--output={array}',
                 '--num=6', '--batch_size=4')
-        terminal, secondary = pty.openpty()
-        try:
-            proc = subprocess.Popen(
-                [sys.executable, *args], stdout=subprocess.DEVNULL,
-                stderr=secondary,
-                env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'))
-        finally:
-            os.close(secondary)
-        chunks = []
-        try:
-            while True:
-                try:
-                    chunk = os.read(terminal, 4096)
-                except OSError:  # EIO: the process closed the terminal.
-                    break
-                if not chunk:
-                    break
-                chunks.append(chunk)
-        finally:
-            os.close(terminal)
-        self.assertEqual(proc.wait(timeout=300), 0)
-        shown = b''.join(chunks).decode()
+        code, shown = _run_on_a_terminal(*args)
+        self.assertEqual(code, 0)
         self.assertRegex(shown, r'\r4/6 samples, [0-9.]+ samples/s'
                                 r'\r6/6 samples, [0-9.]+ samples/s\r?\n$')
         os.remove(array)
         run = _run_sample(*args[1:])
         self.assertEqual(run.returncode, 0, run.stderr)
         self.assertNotIn('samples/s', run.stderr)
+
+    def test_noprogress_shows_no_progress_on_a_terminal(self):
+        # --progress shows progress only if set: --noprogress shows none,
+        # even on a terminal.
+        array = self._path('v.npy')
+        code, shown = _run_on_a_terminal(
+            SAMPLE, f'--model={self.vector.path}', f'--output={array}',
+            '--num=6', '--batch_size=4', '--noprogress')
+        self.assertEqual(code, 0, shown)
+        self.assertNotIn('samples/s', shown)
+        self.assertEqual(np.load(array).shape, (6, 2))
+
+    def test_out_of_range_flags_are_refused_as_flags(self):
+        # "a bad or out-of-range flag stops the run with one line on stderr
+        # and exit code 2": each flag's range (--seed and --first_batch in
+        # [0, 2^31), --temperature >= 0, --columns >= 1) is the flag's
+        # own, refused by name before TensorFlow starts.
+        array = self._path('v.npy')
+        for flag in ('--seed=-1', '--seed=2147483648', '--temperature=-1',
+                     '--columns=0', '--first_batch=2147483648'):
+            with self.subTest(flag):
+                run = _run_sample(f'--model={self.vector.path}',
+                                  f'--output={array}', '--num=2', flag)
+                self.assertEqual(run.returncode, 2, run.stderr)
+                self.assertLen(run.stderr.splitlines(), 1, run.stderr)
+                self.assertStartsWith(run.stderr,
+                                      f'sample.py: error: flag {flag}: ')
+        self.assertEqual(os.listdir(self.tmp), [])
+
+    def test_columns_are_refused_for_a_directory_too(self):
+        # --columns applies to a .png grid: a directory of PNGs (one per
+        # sample) has no columns, and is refused like an array is.
+        folder = self._path('pngs')
+        run = _run_sample(f'--model={self.image.path}', f'--output={folder}',
+                          '--num=2', '--columns=2')
+        self.assertEqual(run.returncode, 2, run.stderr)
+        self.assertEqual(run.stderr.splitlines()[-1],
+                         'sample.py: error: --columns applies to a .png '
+                         'grid.')
+        self.assertEqual(os.listdir(self.tmp), [])
+
+    def test_an_output_that_cannot_be_written_is_refused_in_one_line(self):
+        # A failed write stops the run like any refusal: one line naming
+        # the output and, in a few words, the reason; exit code 2 and
+        # nothing left behind. Locally (a name too long for the file
+        # system) and behind a URL (a directory that does not exist, which
+        # TF's file system, not Python's, finds).
+        local = self._path('a' * 300 + '.npy')
+        url = 'file://' + self._path('no', 'such', 'v.npy')
+        for output, line in (
+                (local, f'sample.py: error: {local}: cannot write it '
+                        f'({os.strerror(errno.ENAMETOOLONG)}).'),
+                (url, f'sample.py: error: {url}: cannot write it (')):
+            with self.subTest(output[:40]):
+                run = _run_sample(f'--model={self.vector.path}',
+                                  f'--output={output}', '--num=2')
+                self.assertEqual(run.returncode, 2, run.stderr)
+                self.assertNotIn('Traceback', run.stderr)
+                self.assertStartsWith(run.stderr.splitlines()[-1], line)
+        self.assertEqual(os.listdir(self.tmp), [])
 
 
 class SampleWriterWithoutAModelTest(tf.test.TestCase):
