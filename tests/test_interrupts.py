@@ -127,6 +127,32 @@ def test_other_unreportable_errors_are_still_reported():
     assert reported == [ValueError, ValueError]
 
 
+def test_a_block_of_no_signals_puts_the_hook_back_too():
+    # The hook comes back after every block, also one that handles no
+    # signals (`signals=()`): a second block of the same object still
+    # passes a finalizer's error on to the hook outside.
+    class Failing:
+        def __del__(self):
+            raise ValueError('a finalizer failed')
+
+    reported = []
+
+    def outside(unraisable):
+        reported.append(unraisable.exc_type)
+
+    hook = sys.unraisablehook
+    sys.unraisablehook = outside
+    try:
+        block = interrupts.SignalInterrupts(signals=())
+        for _ in range(2):
+            with block:
+                Failing()
+            assert sys.unraisablehook is outside
+    finally:
+        sys.unraisablehook = hook
+    assert reported == [ValueError, ValueError]
+
+
 def test_the_default_signals_each_interrupt_the_block():
     # STOP_SIGNALS: a scheduler's stop (SIGTERM), Ctrl-C (SIGINT) and the
     # terminal of a foreground run closing (SIGHUP). A recording handler
@@ -244,3 +270,29 @@ def test_a_block_used_before_leaves_the_hook_alone_off_the_main_thread():
     finally:
         sys.unraisablehook = hook
     assert outcome == ['ran', True]
+
+
+def test_only_the_given_signals_interrupt_the_block():
+    # `signals`: the signals to handle (bin/export.py takes SIGINT and
+    # SIGTERM only). Another signal keeps the handler it had outside the
+    # block, here a recording one, so that a SIGHUP the block took would
+    # fail an assertion rather than end the test process.
+    outside = []
+    previous = signal.signal(signal.SIGHUP,
+                             lambda signum, frame: outside.append(signum))
+    interrupted = False
+    try:
+        try:
+            with interrupts.SignalInterrupts((signal.SIGTERM,)) as signals:
+                signal.raise_signal(signal.SIGHUP)
+        except KeyboardInterrupt:
+            interrupted = True
+        with pytest.raises(KeyboardInterrupt):
+            with interrupts.SignalInterrupts((signal.SIGTERM,)) as given:
+                signal.raise_signal(signal.SIGTERM)
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+    assert not interrupted, 'a signal not among `signals` interrupted'
+    assert outside == [signal.SIGHUP]
+    assert signals.received == []
+    assert given.received == [signal.SIGTERM]

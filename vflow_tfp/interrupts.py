@@ -42,6 +42,7 @@ class SignalInterrupts:
         self._on_signal = on_signal
         self._previous = {}
         self._previous_hook = None
+        self._installed = False
         self._deferred = False
         self.received = []
 
@@ -80,7 +81,11 @@ class SignalInterrupts:
         # one an earlier block of this object ended with.
         self._deferred = False
         self.received = []
-        if threading.current_thread() is threading.main_thread():
+        # Off the main thread nothing is installed, so nothing is restored
+        # (the hook there may belong to a block on the main thread).
+        self._installed = (
+            threading.current_thread() is threading.main_thread())
+        if self._installed:
             self._previous = {sig: signal.signal(sig, self._handle)
                               for sig in self._signals}
             self._previous_hook = sys.unraisablehook
@@ -88,10 +93,11 @@ class SignalInterrupts:
         return self
 
     def __exit__(self, exc_type, exc, traceback):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        if self._previous:
+        if self._installed:
+            for sig, handler in self._previous.items():
+                signal.signal(sig, handler)
             sys.unraisablehook = self._previous_hook
+            self._installed = False
         self._previous = {}
         if not self.received:
             return False
