@@ -323,6 +323,7 @@ def test_an_unresolvable_download_host_fails_without_retries(
                      'HTTPS_PROXY', 'all_proxy', 'ALL_PROXY'):
         monkeypatch.delenv(variable, raising=False)
     looked_up = []
+
     def getaddrinfo(host, *args, **kwargs):
         looked_up.append(host)
         raise socket.gaierror(socket.EAI_NONAME, 'Name or service not known')
@@ -342,6 +343,7 @@ def test_an_unresolvable_download_host_fails_without_retries(
     # Behind a proxy the names are the proxy's to resolve: no probe.
     monkeypatch.setenv('https_proxy', 'http://proxy.invalid:3128')
     seen = []
+
     def download_and_prepare(self, *args, **kwargs):
         seen.append(downloader.MAX_RETRIES)
         raise ConnectionError('proxy unreachable')
@@ -358,6 +360,7 @@ def test_a_data_set_prepared_meanwhile_by_another_process_is_used(
     # Two workers sharing a data directory both start preparing; the one
     # that finishes second finds TFDS's destination taken.
     prepare = tfds.core.DatasetBuilder.download_and_prepare
+
     def racing(self, *args, **kwargs):
         other = tfds.builder('photo_patches/32x32', data_dir=str(tmp_path))
         prepare(other)
@@ -444,7 +447,8 @@ def test_unshuffled_examples_come_in_the_split_s_order(four_file_dir):
     assert names == [f'tfds:photo_patches/32x32:test[{i}]'
                      for i in (15, 16, 17)]
     for i in (0, 15, 16, 17, 40, count - 1):
-        example, = tfds.as_numpy(builder.as_dataset(split=f'test[{i}:{i + 1}]'))
+        example, = tfds.as_numpy(
+            builder.as_dataset(split=f'test[{i}:{i + 1}]'))
         np.testing.assert_array_equal(images[i], example['image'])
         if 15 <= i < 18:
             np.testing.assert_array_equal(scored[i - 15], example['image'])
@@ -494,7 +498,7 @@ def test_photo_patches_builder(photo_dir):
     for split in ('train', 'test'):
         ds = tfds.load('photo_patches/32x32', split=split, data_dir=photo_dir)
         assert ds.element_spec['image'] == tf.TensorSpec([32, 32, 3],
-                                                          tf.uint8)
+                                                         tf.uint8)
         examples = list(tfds.as_numpy(ds))
         assert len(examples) == splits[split].num_examples
         photos[split] = {names[ex['photo']] for ex in examples}
@@ -507,7 +511,8 @@ def test_photo_patches_builder_examples_are_the_pinned_shuffle(tmp_path):
     # Version 1.0.0 of the data set: example k is patch k of the seed-0
     # shuffle of the 2x-downscaled photographs (a change of either is a new
     # version, not a silent one).
-    from vflow_tfp.data import photo_patches_dataset  # pylint: disable=g-import-not-at-top
+    # pylint: disable-next=g-import-not-at-top
+    from vflow_tfp.data import photo_patches_dataset
     builder = photo_patches_dataset.PhotoPatches(config='32x32',
                                                  data_dir=str(tmp_path))
     # pylint: disable-next=protected-access
@@ -1344,6 +1349,189 @@ def test_the_checkerboard_refuses_any_validation_size():
             'validation_size applies to image datasets')
 
 
+def test_an_unlisted_data_set_s_splits_are_checked_once_prepared(
+        tmp_path, monkeypatch):
+    """Any TFDS image data set works: before it is prepared the splits of
+    one that is not among the supported ones are unknown, so no split is
+    refused then; a failed preparation is the DatasetUnavailableError."""
+    def download_and_prepare(self, *args, **kwargs):
+        raise ConnectionError('no network here')
+    monkeypatch.setattr(tfds.core.DatasetBuilder, 'download_and_prepare',
+                        download_and_prepare)
+    monkeypatch.setattr(socket, 'getaddrinfo', lambda *args, **kwargs: [])
+    for split, validation_size in (('test', 0), ('validation', 0),
+                                   ('train', 5), ('validation', 5)):
+        with pytest.raises(Exception) as info:
+            data.image_dataset('fashion_mnist', split, 8,
+                               data_dir=str(tmp_path),
+                               validation_size=validation_size)
+        assert isinstance(info.value, data.DatasetUnavailableError), \
+            (split, validation_size, info.value)
+
+
+def test_a_validation_size_leaves_the_test_split_whole(mock_cifar):
+    """validation_size holds out training images only: 'test' is the whole
+    test split, whatever the validation size."""
+    del mock_cifar
+    batches = list(data.image_dataset('cifar10', 'test', 8, shuffle=False,
+                                      repeat=False, drop_remainder=False,
+                                      validation_size=10))
+    assert _ids(batches) == list(range(_NUM_FAKE))
+    assert all((b.numpy()[:, 0, 0, 1] == 1).all() for b in batches)
+
+
+@pytest.mark.parametrize('shape, config', [
+    ((None, None, None), '24x40'),  # Channels vary.
+    ((32, None, 3), None),          # Width varies.
+    ((None, None, 3), '32x32_crops'),  # A config not named 'HxW'.
+])
+def test_images_of_varying_size_are_refused(monkeypatch, shape, config):
+    """image_shape's Raises: a data set whose images vary in size (any of
+    height, width or channels) and whose config is not named 'HxW' is
+    refused with a ValueError naming it."""
+    _fake_builder(monkeypatch, 'varying')
+    builder = tfds.builder('varying')
+    builder.info.features = tfds.features.FeaturesDict(
+        {'image': tfds.features.Image(shape=shape)})
+    if config is not None:
+        builder.builder_config = mock.Mock()
+        builder.builder_config.name = config
+    _assert_value_error(lambda: data.image_shape('varying'),
+                        "'varying/1.0.0' has images of varying size")
+
+
+def test_images_of_varying_size_are_refused_before_preparing(monkeypatch):
+    """image_dataset and distributed_image_dataset refuse a data set of
+    varying image size with their ValueError before preparing it."""
+    _fake_builder(monkeypatch, 'varying')
+    builder = tfds.builder('varying')
+    builder.info.features = tfds.features.FeaturesDict(
+        {'image': tfds.features.Image(shape=(None, None, 3))})
+    builder.is_prepared.return_value = False
+    builder.download_and_prepare.side_effect = ConnectionError('offline')
+    for make in (lambda: data.image_dataset('varying', 'train', 8),
+                 lambda: data.distributed_image_dataset(
+                     tf.distribute.get_strategy(), 'varying', 'train', 8)):
+        _assert_value_error(make, 'has images of varying size')
+    builder.download_and_prepare.assert_not_called()
+
+
+def test_numpy_integer_pipeline_options_are_integers(photo_dir):
+    """num_bits, shuffle_buffer and the checkerboard's start_index are
+    integers, numpy ones (e.g. from a sweep's array of values or a step
+    counter) as well as Python ints."""
+    kwargs = dict(data_dir=photo_dir, repeat=False, seed=1)
+    whole = _take(data.checkerboard_dataset(8, seed=1), 3)
+    for value in (np.int64(2), np.int32(2)):
+        try:
+            data.image_dataset('photo_patches/32x32', 'test', 8,
+                               num_bits=value, **kwargs)
+            data.image_dataset('photo_patches/32x32', 'test', 8,
+                               shuffle_buffer=value, **kwargs)
+            resumed = _take(data.checkerboard_dataset(
+                8, seed=1, start_index=value), 1)
+        except ValueError as e:
+            pytest.fail(f'{value!r} refused: {e}')
+        np.testing.assert_array_equal(resumed[0], whole[2])
+
+
+def test_a_boolean_validation_size_is_refused(mock_cifar):
+    """validation_size is an integer >= 0: True is no size (as it is no
+    batch size), refused by image_dataset's ValueError."""
+    del mock_cifar
+    _assert_value_error(
+        lambda: data.image_dataset('cifar10', 'train', 8,
+                                   validation_size=True),
+        'validation_size must be an integer >= 0; got True.')
+
+
+def test_a_tfds_builder_leaves_no_temporary_directory(
+        tmp_path, monkeypatch):
+    """The metadata TFDS fetches into a temporary directory for a data set
+    not yet prepared (and never removes) is removed: image_shape and
+    is_prepared leave the temporary directory as they found it."""
+    scratch = tmp_path / 'tmp'
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, 'tempdir', str(scratch))
+    data_dir = str(tmp_path / 'data')
+    assert data.image_shape('cifar10', data_dir=data_dir) == (32, 32, 3)
+    assert not data.is_prepared('cifar10', data_dir=data_dir)
+    assert tempfile.tempdir == str(scratch)
+    assert not list(scratch.iterdir())
+
+
+def test_a_held_out_split_in_enough_files_is_sharded_by_file(
+        four_file_dir):
+    """The held-out images are a split of their own: when they span at
+    least as many files as there are pipelines (here the last 500 of the
+    944 training images, in 3 of the 4 files), each pipeline reads only its
+    own files of them."""
+    builder = tfds.builder('photo_patches/32x32', data_dir=four_file_dir)
+    files = builder.info.splits['train[-500:]'].file_instructions
+    assert len(files) == 3
+    shards = []
+    for pipeline_id in range(2):
+        ds = data.image_dataset(
+            'photo_patches/32x32', 'validation', 4,
+            input_context=tf.distribute.InputContext(2, pipeline_id, 2),
+            data_dir=four_file_dir, repeat=False, drop_remainder=False,
+            validation_size=500, seed=1)
+        shards.append(sum(len(batch) for batch in ds))
+    assert shards == [sum(f.take for f in files[i::2]) for i in range(2)]
+
+
+def test_checkerboard_log_prob_of_float64_points_near_the_edges():
+    """checkerboard_log_prob is the density at the points given: a float64
+    point just inside a square's upper edge (which float32 would round onto
+    the edge) is in that square."""
+    points = [[2.0 - 1e-12, -3.0],         # Column 2, row 0: black.
+              [-2.0 - 1e-12, -3.0],        # Column 0, row 0: black.
+              [-3.0, -1e-12],              # Column 0, row 1: white.
+              [4.0 - 1e-12, 4.0 - 1e-12]]  # Column 3, row 3: black.
+    ll = data.CHECKERBOARD_LOG_LIKELIHOOD
+    np.testing.assert_array_equal(data.checkerboard_log_prob(points),
+                                  [ll, ll, -np.inf, ll])
+
+
+def test_photo_patches_stores_the_patches_pixel_for_pixel(photo_dir):
+    """The examples of the photo_patches data set are the patches of
+    `vflow_tfp.data.photo_patches`, stored losslessly: a split holds
+    exactly its patches, pixel for pixel."""
+    for split in ('train', 'test'):
+        stored = tfds.load('photo_patches/32x32', split=split,
+                           data_dir=photo_dir)
+        assert collections.Counter(
+            example['image'].tobytes()
+            for example in tfds.as_numpy(stored)) == collections.Counter(
+                patch.tobytes() for patch in data.photo_patches(32, split))
+
+
+def test_image_dataset_checks_the_split_once_prepared(tmp_path):
+    """A validation size that the train split turns out, once prepared on
+    first use, not to have room for is refused with image_dataset's
+    ValueError (as for a data set prepared beforehand)."""
+    _assert_value_error(
+        lambda: data.image_dataset('photo_patches/32x32', 'train', 8,
+                                   data_dir=str(tmp_path),
+                                   validation_size=10_000),
+        'validation_size=10000 leaves no training examples')
+
+
+def test_checkerboard_seeds_beyond_int64_wrap_into_it():
+    """checkerboard_dataset's seed is any Python int: one outside the int64
+    range streams as the int64 seed it wraps to (modulo 2**64), not a
+    conversion error."""
+    for seed, wrapped in ((2**63, -2**63), (2**64 + 5, 5),
+                          (-2**63 - 1, 2**63 - 1)):
+        try:
+            points = _take(data.checkerboard_dataset(8, seed=seed), 2)
+        except ValueError as e:
+            pytest.fail(f'seed {seed} refused: {e}')
+        np.testing.assert_array_equal(
+            points, _take(data.checkerboard_dataset(8, seed=wrapped), 2))
+
+
 if __name__ == '__main__':
-    # Pytest-style tests: a plain `python tests/test_data.py` (Bazel's py_test) runs them.
+    # Pytest-style tests: a plain `python tests/test_data.py` (Bazel's
+    # py_test) runs them.
     sys.exit(pytest.main([__file__]))

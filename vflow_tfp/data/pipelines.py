@@ -344,7 +344,9 @@ def checkerboard_dataset(batch_size, seed=0, input_context=None,
     Args:
       batch_size: global batch size, a positive integer (divisible by the
         replicas in sync when given an `input_context`).
-      seed: Python int. Default value: 0.
+      seed: Python int; one outside the int64 range is wrapped into it
+        (taken modulo 2**64), so every int64 seed keeps its stream.
+        Default value: 0.
       input_context: a `tf.distribute.InputContext`, or `None`. Default value:
         `None`.
       start_index: index `i` of the first batch, a non-negative int.
@@ -371,7 +373,10 @@ def checkerboard_dataset(batch_size, seed=0, input_context=None,
         pipeline_id = input_context.input_pipeline_id
         per_replica_batch = input_context.get_per_replica_batch_size(
             batch_size)
-    key = tf.constant([seed, pipeline_id], tf.int64)
+    # tf.constant refuses a Python int beyond int64 ("out-of-range
+    # integer"): wrap it as two's complement, the identity on int64 seeds.
+    key = tf.constant([(int(seed) + 2**63) % 2**64 - 2**63, pipeline_id],
+                      tf.int64)
 
     def sample(index):
         seeds = tf.random.experimental.stateless_split(
