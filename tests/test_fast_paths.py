@@ -2,6 +2,7 @@
 attention, the Glow preset, the sampler's iteration diagnostic, and the
 benchmark suite end to end."""
 
+import functools
 import importlib.util
 import json
 import os
@@ -40,11 +41,11 @@ class AttentionTest(tf.test.TestCase):
 
     def _inputs(self, dtype, tokens=12, queries=None):
         rng = np.random.RandomState(0)
-        shape = lambda t: (2, 3, t, 4)
-        q = tf.constant(3 * rng.randn(*shape(queries or tokens)), dtype)
-        k = tf.constant(3 * rng.randn(*shape(tokens)), dtype)
-        v = tf.constant(rng.randn(*shape(tokens)), dtype)
-        upstream = tf.constant(rng.randn(*shape(queries or tokens)), dtype)
+        queries = queries or tokens
+        q = tf.constant(3 * rng.randn(2, 3, queries, 4), dtype)
+        k = tf.constant(3 * rng.randn(2, 3, tokens, 4), dtype)
+        v = tf.constant(rng.randn(2, 3, tokens, 4), dtype)
+        upstream = tf.constant(rng.randn(2, 3, queries, 4), dtype)
         return q, k, v, upstream
 
     def test_values_and_gradients_match_autodiff(self):
@@ -54,8 +55,8 @@ class AttentionTest(tf.test.TestCase):
                                                 up)
             # 5 does not divide 12: the last query block is short.
             for block in (None, 5, 12, 64):
-                fn = lambda q, k, v, b=block: nets.dot_product_attention(
-                    q, k, v, query_block=b)
+                fn = functools.partial(nets.dot_product_attention,
+                                       query_block=block)
                 got, grads = _value_and_grads(fn, q, k, v, up)
                 self.assertAllClose(want, got, atol=tol, rtol=tol)
                 for w, g in zip(want_grads, grads):
@@ -65,8 +66,8 @@ class AttentionTest(tf.test.TestCase):
         q, k, v, up = self._inputs(tf.float32, tokens=16, queries=8)
         want, want_grads = _value_and_grads(_reference_attention, q, k, v, up)
         for block in (None, 3):
-            fn = lambda q, k, v, b=block: nets.dot_product_attention(
-                q, k, v, query_block=b)
+            fn = functools.partial(nets.dot_product_attention,
+                                   query_block=block)
             compiled = tf.function(
                 lambda q, k, v, up, fn=fn: _value_and_grads(fn, q, k, v, up),
                 jit_compile=True)
@@ -226,7 +227,8 @@ class AttentionTest(tf.test.TestCase):
 class MixedPrecisionTest(tf.test.TestCase):
 
     def test_elbo_and_gradients_match_float32(self):
-        from vflow_tfp.data import photos  # pylint: disable=g-import-not-at-top
+        # pylint: disable-next=g-import-not-at-top
+        from vflow_tfp.data import photos
         tf.random.set_seed(1)
         model = presets.build('tiny_vflow', seed=0)
         x = tf.constant(photos.photo_patches(8, 'train', max_patches=64),
@@ -417,8 +419,11 @@ _FAKE_WORKERS = textwrap.dedent("""
         args = dict(a[2:].split('=', 1) for a in command[2:])
         name = args['worker']
         if name in FAIL:
+            # A traceback longer than run.py shows: its end is the error.
             return subprocess.CompletedProcess(
-                command, 1, '', f'Traceback: {name} blew up')
+                command, 1, '', 'Traceback (most recent call last):\\n'
+                + '  File "suite.py", line 1, in run\\n' * 200
+                + f'RuntimeError: {name} blew up')
         with open(args['json'], 'w') as f:
             json.dump(dict(
                 name=name, jit_compile=args.get('xla') == 'True',
@@ -742,11 +747,12 @@ class BenchReportingTest(tf.test.TestCase):
             del seed
             with tf.control_dependencies([runs.assign_add(1)]):
                 return tf.reduce_sum((x - w)**2)
-        calls, runs_before_timing = [], []
+        calls, runs_before_timing, resets_before_timing = [], [], []
         timed = _stub_timings([0.3, 0.1, 0.2, 0.9, 0.5], calls)
 
         def recording_timed(fn, repeats):
             runs_before_timing.append(int(runs.numpy()))
+            resets_before_timing.append(reset.call_count)
             return timed(fn, repeats)
         mib = 2**20
         # (current, peak) bytes before the timed steps, then after them.
@@ -755,7 +761,7 @@ class BenchReportingTest(tf.test.TestCase):
                 mock.patch.object(suite, '_tensor_memory',
                                   side_effect=memory), \
                 mock.patch.object(tf.config.experimental,
-                                  'reset_memory_stats'):
+                                  'reset_memory_stats') as reset:
             result = suite.train_throughput(loss_fn, [w], tf.zeros([2]),
                                             steps=5, jit_compile=False)
         self.assertEqual(calls, [5])
@@ -764,6 +770,11 @@ class BenchReportingTest(tf.test.TestCase):
         self.assertEqual(result['step_seconds'], 0.3)
         self.assertEqual(result['tensor_peak_mb'], 30.0)
         self.assertEqual(result['step_memory_mb'], 20.0)
+        # The peak is the timed steps' own: the device's count is reset
+        # once, just before them (not by the trace and the warm-up).
+        self.assertEqual(resets_before_timing, [1])
+        # pylint: disable-next=protected-access
+        reset.assert_called_once_with(suite._compute_device())
 
     def test_run_measures_what_the_benchmark_and_flags_ask_for(self):
         suite = _bench_module('suite')
@@ -889,6 +900,10 @@ class BenchReportingTest(tf.test.TestCase):
         self.assertEqual(cell('GF/s'), '74.8')
         self.assertEqual(cell('MiB/img'), '199')
         self.assertEqual(cell('iters'), '2.32/4')
+        self.assertEqual(cell('step s'), '1.43')
+        self.assertEqual(cell('sample s'), '1.26')
+        self.assertEqual(cell('inv err'), '5.2e-06')
+        self.assertEqual(cell('IW16/s ex'), '2.5')
 
     def test_json_under_a_file_is_refused_before_any_benchmark(self):
         # --json's directory is checked before the benchmarks run: a path
@@ -986,6 +1001,149 @@ _PRINT_TABLE = textwrap.dedent("""
     spec.loader.exec_module(run)
     print(run._table(json.loads(sys.argv[2])))
 """)
+
+
+class BenchMeasurementsTest(tf.test.TestCase):
+    """bench/suite.py's measurements and bench/run.py's settings as
+    bench/README.md documents them, with stubbed timings or fake workers."""
+
+    def _train(self, suite, loss_fn, clock=None):
+        """`suite.train_throughput` of `loss_fn` on one variable, with stub
+        timings, no tensor memory, and (if given) `clock` as perf_counter."""
+        w = tf.Variable([1.0, 2.0])
+        with mock.patch.object(suite, '_timed', _stub_timings([0.1], [])), \
+                mock.patch.object(suite, '_tensor_memory',
+                                  return_value=None), \
+                mock.patch.object(suite, 'time', types.SimpleNamespace(
+                    perf_counter=clock or suite.time.perf_counter)):
+            return suite.train_throughput(
+                lambda x, seed: loss_fn(x - w), [w], tf.zeros([2]),
+                steps=1, jit_compile=False)
+
+    def test_trace_seconds_count_the_trace_and_the_first_call(self):
+        # "The trace happens when the FLOPs are counted; the first call
+        # reuses it, so both are timed": a clock that advances one second
+        # per reading gives one second for each of the two.
+        suite = _bench_module('suite')
+        ticks = iter(range(100))
+        result = self._train(suite, lambda d: tf.reduce_sum(d**2),
+                             clock=lambda: float(next(ticks)))
+        self.assertEqual(result['trace_seconds'], 2.0)
+
+    def test_an_infinite_training_loss_is_an_error(self):
+        # A step whose loss is not finite (inf as well as nan) measures
+        # nothing: it fails the benchmark instead of reporting its speed
+        # (`train_throughput` raises FloatingPointError).
+        suite = _bench_module('suite')
+        with self.assertRaisesRegex(FloatingPointError,
+                                    'non-finite training loss inf'):
+            self._train(suite, lambda d: tf.reduce_sum(d**2) + np.inf)
+
+    def test_tensor_memory_is_the_compute_device_s_current_and_peak(self):
+        # `(current, peak)` of the first GPU if any, else of the CPU, and
+        # None where the device keeps no count.
+        suite = _bench_module('suite')
+        asked = []
+
+        def memory_info(device):
+            asked.append(device)
+            return {'current': 3, 'peak': 7}
+
+        for gpus, device in (([], 'CPU:0'), (['a GPU'], 'GPU:0')):
+            with mock.patch.object(tf.config, 'list_logical_devices',
+                                   return_value=gpus), \
+                    mock.patch.object(tf.config.experimental,
+                                      'get_memory_info', memory_info):
+                # pylint: disable-next=protected-access
+                self.assertEqual(suite._tensor_memory(), (3, 7))
+            self.assertEqual(asked.pop(), device)
+        with mock.patch.object(tf.config.experimental, 'get_memory_info',
+                               side_effect=ValueError('no BFC allocator')):
+            # pylint: disable-next=protected-access
+            self.assertIsNone(suite._tensor_memory())
+
+    def test_the_tfp_baseline_is_trained_only_and_counts_its_parameters(self):
+        # The TFP baseline is measured with the same training step and
+        # nothing else (README's tfp_glow row: no sampling or scoring
+        # figures); `params` counts its trainable parameters, as for ours.
+        suite = _bench_module('suite')
+        benchmark = _bench_module('benchmarks').Benchmark(
+            'tiny_tfp_glow', 'a small tfb.Glow', tfp_model='tfp_glow',
+            overrides=dict(levels=1, steps=1, filters=8), batch_size=2)
+        trained = []
+
+        def train_throughput(loss_fn, variables, batch, steps, jit_compile):
+            del steps, jit_compile
+            self.assertTrue(np.isfinite(loss_fn(batch, tf.constant([0, 1]))))
+            trained.append(sum(v.shape.num_elements() for v in variables))
+            return dict(step_seconds=0.5, trace_seconds=1.0, step_flops=1e9,
+                        tensor_peak_mb=None, step_memory_mb=None)
+
+        with mock.patch.object(suite, 'train_throughput', train_throughput), \
+                mock.patch.object(suite, 'sampling_stats') as sampled, \
+                mock.patch.object(suite, 'scoring_throughput') as scored:
+            result = suite.run(benchmark, steps=2)
+        self.assertLen(trained, 1)
+        self.assertGreater(trained[0], 100)
+        self.assertEqual(result['parameters'], trained[0])
+        self.assertEqual(result['train_per_second'], 4.0)
+        sampled.assert_not_called()
+        scored.assert_not_called()
+
+    def test_benchmarks_are_configured_as_the_readme_describes(self):
+        # README: the default suite, the two vflow_cifar10 memory runs
+        # (batch 2, train step only, by name only; the lean one with query
+        # blocks of 128), and flowpp_attn's variants (query blocks of 64,
+        # no attention, bfloat16 networks); the toys at batch 64.
+        benchmarks = _bench_module('benchmarks').BENCHMARKS
+        self.assertEqual(
+            [n for n, b in benchmarks.items() if b.in_default_suite],
+            ['flowpp_attn', 'flowpp_attn_lean', 'flowpp_noattn',
+             'quickstart', 'glow', 'tfp_glow', 'flowpp_attn_bf16',
+             'toy_glow', 'toy_vflow'])
+        base = benchmarks['vflow_cifar10_memory']
+        lean = benchmarks['vflow_cifar10_memory_lean']
+        for b in (base, lean):
+            self.assertEqual((b.preset, b.batch_size, b.train_only),
+                             ('vflow_cifar10', 2, True))
+        self.assertEqual(base.overrides, {})
+        self.assertEqual(lean.overrides, dict(attention_query_block=128))
+        attn = benchmarks['flowpp_attn'].overrides
+        for name, extra in (('flowpp_attn_lean',
+                             dict(attention_query_block=64)),
+                            ('flowpp_noattn', dict(attention=False)),
+                            ('flowpp_attn_bf16',
+                             dict(compute_dtype='bfloat16'))):
+            self.assertEqual(benchmarks[name].overrides, dict(attn, **extra),
+                             name)
+        for name in ('toy_glow', 'toy_vflow', 'toy_vflow_recipe'):
+            self.assertEqual(benchmarks[name].batch_size, 64, name)
+
+    def test_json_keeps_the_matmul_peak_in_gflops(self):
+        # The JSON keeps every figure: the machine's float32 matmul peak in
+        # GFLOP/s, as the printed line gives it (the fake workers' machine
+        # reads 100 GFLOP/s), and the run's settings.
+        done, report = _run_fake_bench(['--only=toy_glow', '--steps=3'])
+        self.assertEqual(done.returncode, 0, done.stderr[-2000:])
+        self.assertIn('float32 matmul peak of this machine: 100 GFLOP/s',
+                      done.stdout)
+        self.assertEqual(report['matmul_peak_gflops'], 100.0)
+        self.assertEqual((report['steps'], report['xla'], report['failed']),
+                         (3, False, []))
+
+    def test_json_may_name_a_file_in_the_working_directory(self):
+        # README: `--json=bench.json`, a path relative to the working
+        # directory, is written there.
+        with tempfile.TemporaryDirectory() as tmp:
+            done = subprocess.run(
+                [sys.executable, '-c', _FAKE_WORKERS,
+                 os.path.join(ROOT, 'bench', 'run.py'), '--only=toy_glow',
+                 '--json=bench.json'], capture_output=True, text=True,
+                timeout=300, cwd=tmp)
+            self.assertEqual(done.returncode, 0, done.stderr[-2000:])
+            with open(os.path.join(tmp, 'bench.json')) as f:
+                self.assertEqual(json.load(f)['results'][0]['name'],
+                                 'toy_glow')
 
 
 if __name__ == '__main__':

@@ -158,7 +158,8 @@ class PhotoPatchesTest(tf.test.TestCase):
         self.assertEqual(shared, 0)
 
     def test_patches_are_tiles_of_the_photographs(self):
-        from skimage import data as skdata  # pylint: disable=import-outside-toplevel
+        # pylint: disable-next=import-outside-toplevel
+        from skimage import data as skdata
         patches, sources = data.photo_patches(50, 'test', downscale=1,
                                               return_sources=True)
         image = skdata.chelsea()                           # 300 x 451
@@ -971,6 +972,7 @@ class PresetTest(tf.test.TestCase):
                             atol=0)
         # Samples: floor(num_bins (sigmoid(y) - 0.05) / 0.9), clipped to
         # num_bins - 1, in uint8 up to 256 levels and int32 above.
+
         def logit_of(pixel, bins):
             v = 0.05 + 0.9 * pixel / bins
             return math.log(v / (1.0 - v))
@@ -1350,6 +1352,53 @@ class PresetTest(tf.test.TestCase):
                     f'None, bfloat16 or float16; got {shown}.$'):
                 presets.build('tiny_vflow', compute_dtype=bad)
 
+    def test_every_image_factory_passes_the_common_overrides_on(self):
+        # The module docstring: overrides are the keyword arguments of the
+        # preset's factory, `seed` seeds the model's generator; image_model:
+        # `num_bins` are the data's pixel levels, `dtype` the float dtype
+        # and `dropout` the rate of every network. Each image factory takes
+        # them (small sizes here), and none accepts one and ignores it. One
+        # preset per factory: the other image presets fix some of its other
+        # settings (filters, components, blocks, name).
+        expected_draw = tf.random.Generator.from_seed(3).uniform_full_int(
+            [2], tf.int64)
+        for name in ('flowpp_cifar10', 'vflow_cifar10', 'flowpp_cifar10_4m',
+                     'vflow6_cifar10_4m', 'glow_cifar10', 'flowpp_imagenet32',
+                     'vflow_imagenet32', 'vflow_imagenet64', 'small_vflow_16'):
+            valid = presets.overridable(name)
+            overrides = dict(seed=3, num_bins=32, dtype='float64')
+            if name == 'glow_cifar10':
+                overrides.update(levels=1, steps=1, filters=8,
+                                 image_shape=(4, 4, 3))
+            else:
+                overrides.update(
+                    filters=8, components=2, dropout=0.1,
+                    image_shape=(16 if 'imagenet64' in name else 8,) * 2
+                    + (3,))
+                overrides.update({k: 1 for k in (
+                    'blocks', 'dequant_blocks', 'posterior_blocks',
+                    'q_blocks') if k in valid})
+            with self.subTest(preset=name):
+                model = presets.build(name, **overrides)
+                self.assertEqual(model.num_bins, 32)
+                self.assertAllEqual(
+                    model.rng.uniform_full_int([2], tf.int64), expected_draw)
+                self.assertEqual({v.dtype for v in model.trainable_variables},
+                                 {tf.float64})
+                if 'dropout' in overrides:
+                    self.assertEqual(
+                        {b.dropout_rate for b in model.submodules
+                         if isinstance(b, (nets.GatedResidualBlock,
+                                           nets.GatedAttention))}, {0.1})
+
+    def test_every_unknown_override_is_named(self):
+        # check_overrides "raises ValueError naming any of `overrides` that
+        # `preset` lacks": all of them, not the first one only.
+        with self.assertRaisesRegex(
+                ValueError, r"^Preset 'tiny_vflow' has no setting\(s\) "
+                r"\['blockz', 'filterz'\]; valid overrides: "):
+            presets.build('tiny_vflow', filterz=8, blockz=1, seed=0)
+
 
 # ----------------------------------------------------------------------------
 # The importance-weighted bound of a tiny image VFlow.
@@ -1628,7 +1677,8 @@ class Theorem1Test(tf.test.TestCase):
         self.assertAllClose(gap.mean(), -kl, atol=4 * stderr)
         iw_gap = (model.log_prob(self.x, 256, chunk_size=64, seed=[2, 2])
                   - self.log_p_flow).numpy()
-        # E[IW gap] ~ -(e^{|mu|^2} - 1) / (2 S) = -0.003; noise ~0.08 / sqrt(32).
+        # E[IW gap] ~ -(e^{|mu|^2} - 1) / (2 S) = -0.003;
+        # noise ~0.08 / sqrt(32).
         print(f'IW (S=256) gap {iw_gap.mean():.4f}')
         self.assertLess(abs(iw_gap.mean()), 0.1 * kl)
 
@@ -1668,7 +1718,8 @@ class GradientEstimatorTest(tf.test.TestCase):
         with tf.GradientTape() as tape:
             elbo = model.elbo(x, seed=seed, gradient_estimator=estimator)
             mean = tf.reduce_mean(elbo)
-        grads = tape.gradient(mean, q_vars + list(self.flow.trainable_variables))
+        grads = tape.gradient(
+            mean, q_vars + list(self.flow.trainable_variables))
         return elbo, grads[:len(q_vars)], grads[len(q_vars):]
 
     def test_exact_posterior_gives_zero_gradient_for_every_sample(self):
@@ -1696,8 +1747,9 @@ class GradientEstimatorTest(tf.test.TestCase):
         x = tf.repeat(self.x, 64, axis=0)
         expected = [-mu, 1.0 - np.exp(2 * log_sigma)]
         for estimator in ('reparameterization', 'sticking_the_landing'):
-            draws = [self._elbo_and_grads(model, q_vars, estimator, [5, i], x)[1]
-                     for i in range(8)]
+            draws = [
+                self._elbo_and_grads(model, q_vars, estimator, [5, i], x)[1]
+                for i in range(8)]
             for k in range(2):
                 values = np.stack([d[k].numpy() for d in draws])
                 stderr = values.std(axis=0, ddof=1) / math.sqrt(len(values))
@@ -2236,7 +2288,8 @@ class SamplingTest(tf.test.TestCase):
         vectors = presets.build('checkerboard_vflow_3_4', seed=0)
         with self.assertRaisesRegex(ValueError, r'\[N, 2\]; got shape \[2\]'):
             vectors.elbo(np.float32([0.5, -0.5]))
-        for shape, error in (([0, 4, 3], ValueError), ([4, 2.5, 3], ValueError),
+        for shape, error in (([0, 4, 3], ValueError),
+                             ([4, 2.5, 3], ValueError),
                              ([4, None, 3], TypeError), ([4, 4], ValueError)):
             with self.assertRaisesRegex(error, 'data_shape'):
                 VFlow(tfb.Identity(), data_shape=shape)

@@ -142,6 +142,13 @@ class ImagesTest(tf.test.TestCase):
         self.assertEqual(grid.shape, (1, 3, 1))
         self.assertAllEqual(grid[..., 0], [[1, 2, 0]])
 
+    def test_to_8bit_spreads_more_than_256_levels(self):
+        # "Pixel values in [0, num_bins) spread over [0, 255]": data of
+        # more than 8 bits (10-bit, 1024 levels) is scaled down to 8 bits,
+        # not cut to its low byte; only 256 levels pass unchanged.
+        levels = np.array([0, 512, 1023])
+        self.assertAllEqual(images.to_8bit(levels, 1024), [0, 128, 255])
+
 
 class _FakeSampler:
     """Stands in for a `SavedModelSampler`: records the seeds it is given
@@ -364,8 +371,9 @@ class SampleTest(tf.test.TestCase):
         # Vectors have no such check in the model: drawn, then refused.
         vectors = sampling.SavedModelSampler(self.vector.path)
         self.assertTrue(np.all(np.isfinite(sampling.draw(vectors, 4))))
-        with self.assertRaisesRegex(ValueError, r'^batch 0 \(seed \(0, 0\)\): '
-                                    r'non-finite samples \(temperature 1e\+30'):
+        with self.assertRaisesRegex(
+                ValueError, r'^batch 0 \(seed \(0, 0\)\): non-finite '
+                r'samples \(temperature 1e\+30'):
             sampling.draw(vectors, 4, temperature=1e30)
 
     def test_outputs_hold_the_samples(self):

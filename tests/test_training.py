@@ -139,6 +139,17 @@ class WarmupHoldDecayTest(tf.test.TestCase):
                 r'got max_lr=-0\.001,'):
             training.WarmupHoldDecay(-1e-3)
 
+    def test_a_peak_rate_of_zero_is_allowed(self):
+        # "Learning rates and step counts must be >= 0": 0 is allowed, as
+        # the peak rate too (with a floor of 0), and gives a rate of 0 at
+        # every step (warm-up, plateau and decay alike).
+        try:
+            schedule = training.WarmupHoldDecay(0.0, warmup_steps=2,
+                                                hold_until=3, decay=0.5)
+        except ValueError as e:
+            self.fail(f'max_lr=0 refused: {e}')
+        self.assertAllEqual(schedule(tf.range(8)), [0.0] * 8)
+
 
 class WeightEMATest(tf.test.TestCase):
 
