@@ -86,7 +86,8 @@ def run_script(name, *args, stdout=None, stderr=None):
         script.FLAGS.unparse_flags()
         try:
             # The script's own parser, as `app.run` calls it.
-            script.main(script._parse_flags([f'{name}.py', *args]))  # pylint: disable=protected-access
+            # pylint: disable-next=protected-access
+            script.main(script._parse_flags([f'{name}.py', *args]))
             code = 0
         except SystemExit as e:
             code = e.code

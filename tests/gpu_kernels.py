@@ -10,7 +10,8 @@ its inputs off the GPU and its outputs back (with soft placement, which
 import collections
 
 import tensorflow as tf
-from tensorflow.python.framework import kernels  # pylint: disable=g-direct-tensorflow-import
+# pylint: disable-next=g-direct-tensorflow-import
+from tensorflow.python.framework import kernels
 
 # DEFAULT kernels (Identity, Const, control flow, ...) run on any device.
 _DEVICES = ('GPU', 'DEFAULT')
@@ -77,8 +78,8 @@ def host_ops(graph_def):
     for node in nodes:
         if node.op in functions or _on_host_anyway(node):
             continue
-        if not any(_admits(k, node.attr) for k in _kernels().get(node.op,
-                                                                  ())):
+        if not any(_admits(k, node.attr)
+                   for k in _kernels().get(node.op, ())):
             dtypes = ','.join(
                 f'{name}={tf.dtypes.as_dtype(value.type).name}'
                 for name, value in sorted(node.attr.items())

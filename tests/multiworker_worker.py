@@ -1,6 +1,8 @@
 """One worker of the multi-worker test: trains a few steps, dumps variables.
 
-`python multiworker_worker.py OUTPUT_DIR DUMP.npz [TRAIN_STEPS [SIGTERM_AFTER]]`
+```
+python multiworker_worker.py OUTPUT_DIR DUMP.npz [TRAIN_STEPS [SIGTERM_AFTER]]
+```
 with TF_CONFIG set (TRAIN_STEPS defaults to 6; a rerun with more resumes).
 With SIGTERM_AFTER > 0 the worker sends itself SIGTERM after that many
 training steps, as a preempted machine would get. Uses

@@ -59,7 +59,8 @@ class BijectorContractTest(tf.test.TestCase, parameterized.TestCase):
         event_ndims = len(case.event_shape)
         x = bijector_cases.data_points(case, dtype)
         ildj = bij.inverse_log_det_jacobian(x, event_ndims=event_ndims)
-        expected = bijector_cases.autodiff_ildj(bij, tf.identity(x), event_ndims)
+        expected = bijector_cases.autodiff_ildj(bij, tf.identity(x),
+                                                event_ndims)
         # float64: the 1e-6 bound; float32 with D <= 32 dimensions.
         atol = 1e-6 if dtype == tf.float64 else 2e-3
         self.assertAllClose(expected, ildj * tf.ones([BATCH], dtype),
@@ -180,7 +181,8 @@ class BijectorContractTest(tf.test.TestCase, parameterized.TestCase):
                     bij.forward(z))
 
         x = bijector_cases.data_points(case, tf.float32)
-        y, ildj, _ = run(x, bijector_cases.latent_points(case, bij, tf.float32))
+        latent = bijector_cases.latent_points(case, bij, tf.float32)
+        y, ildj, _ = run(x, latent)
         self.assertAllClose(y, bij.inverse(x), atol=1e-5)
         self.assertAllClose(
             ildj * tf.ones([BATCH]),

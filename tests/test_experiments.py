@@ -198,7 +198,8 @@ def test_an_interrupted_run_goes_on_from_its_checkpoint(tmp_path):
     ('constant', 1.0, 1.0, 1.0),
 ])
 def test_learning_rate_schedules(schedule, quarter, half, three_quarters):
-    rate = cb._learning_rate(2e-3, schedule, 400)  # pylint: disable=protected-access
+    # pylint: disable-next=protected-access
+    rate = cb._learning_rate(2e-3, schedule, 400)
     at = (lambda step: float(rate(step))) if callable(rate) else (
         lambda step: rate)
     np.testing.assert_allclose(
@@ -325,6 +326,7 @@ def test_script_end_to_end(tmp_path):
                  'runs/D2_L2_seed0.json', 'runs/D4_L2_seed0.json',
                  'densities/D2_L2_seed0.npy', 'densities/D4_L2_seed0.npy'):
         assert (out / name).is_file(), name
+
     def strict(constant):
         raise AssertionError(f'{constant} is not JSON')
     results = json.loads((out / 'results.json').read_text(),
@@ -371,6 +373,7 @@ def test_script_end_to_end(tmp_path):
     proc = _run_script(*args, '--resume', '--jit_compile')
     assert proc.returncode != 0
     assert '--jit_compile=False' in proc.stderr.strip().splitlines()[-1]
+
     # A resume that asks for no density panels keeps those drawn before.
     def png_width(path):
         return int.from_bytes(path.read_bytes()[16:20], 'big')
@@ -464,7 +467,8 @@ def test_script_runs_the_seeds_and_grid_samples_asked_for(
         tmp_path, monkeypatch):
     # --first_seed and --seeds pick the seeds run; --grid_iw_samples (not
     # --iw_samples) is the density grid's estimator.
-    from absl.testing import flagsaver  # pylint: disable=import-outside-toplevel
+    # pylint: disable-next=import-outside-toplevel
+    from absl.testing import flagsaver
     script = _toy_script_module()
     monkeypatch.setattr(script, 'cb', cb)
     seeds, grid_samples = [], []
@@ -487,7 +491,8 @@ def test_script_runs_the_seeds_and_grid_samples_asked_for(
     try:
         with flagsaver.flagsaver():
             # As app.run calls it: the flags parsed, main given the rest.
-            script.main(script._parse_flags([  # pylint: disable=protected-access
+            # pylint: disable-next=protected-access
+            script.main(script._parse_flags([
                 'toy_experiment.py', f'--output_dir={out}', '--iterations=4',
                 '--first_seed=3', '--seeds=2', '--dims=4', '--steps=2',
                 '--iw_samples=3', '--test_size=20', '--init_size=64',
@@ -504,7 +509,10 @@ def test_script_runs_the_seeds_and_grid_samples_asked_for(
 def test_table_leaves_diverged_cells_out_of_the_comparison():
     script = _toy_script_module()
     settings = dict(_SCRIPT_SETTINGS)
-    cell = lambda mean: dict(mean=mean, std=math.nan, seeds=[0])
+
+    def cell(mean):
+        return dict(mean=mean, std=math.nan, seeds=[0])
+
     table = script._table({(2, 3): cell(-3.6), (10, 3): cell(math.nan),
                            (2, 5): cell(-3.6), (4, 5): cell(-3.5)}, settings)
     assert 'VFlow better than Glow at equal L: 1 of 1 (D, L) cells' in table
@@ -997,7 +1005,8 @@ def test_a_failed_state_write_keeps_the_previous_checkpoint(tmp_path):
     checkpoint = tf.train.Checkpoint(v=tf.Variable(1.0))
     first = dict(run_key={}, done=5, history=[[5, -4.0]], recycled=[],
                  seconds=1.0)
-    cb._save_training(checkpoint, directory, first)  # pylint: disable=protected-access
+    # pylint: disable-next=protected-access
+    cb._save_training(checkpoint, directory, first)
     real_dump = json.dump
 
     def half_then_fail(obj, f, **kwargs):
@@ -1006,7 +1015,8 @@ def test_a_failed_state_write_keeps_the_previous_checkpoint(tmp_path):
 
     with mock.patch.object(cb.json, 'dump', half_then_fail):
         with pytest.raises(OSError, match='disk full'):
-            cb._save_training(checkpoint, directory, dict(first, done=10))  # pylint: disable=protected-access
+            # pylint: disable-next=protected-access
+            cb._save_training(checkpoint, directory, dict(first, done=10))
     assert json.dump is real_dump
     assert cb.checkpointed_iteration(directory) == 5
     with open(os.path.join(directory, 'training_state.json')) as f:
@@ -1153,14 +1163,16 @@ def test_script_writes_its_table_atomically(tmp_path, monkeypatch):
                test_log_likelihood=-3.6)
     (tmp_path / 'runs' / 'D2_L3_seed0.json').write_text(json.dumps(run))
     settings = dict(_SCRIPT_SETTINGS)
-    script._write_outputs(str(tmp_path), settings, [])  # pylint: disable=protected-access
+    # pylint: disable-next=protected-access
+    script._write_outputs(str(tmp_path), settings, [])
     assert written == ['results.json', 'table.md']
-    assert (tmp_path / 'table.md').read_text() == script._table(  # pylint: disable=protected-access
+    # pylint: disable-next=protected-access
+    assert (tmp_path / 'table.md').read_text() == script._table(
         cb.summarize([run]), settings)
 
 
-def test_script_a_failed_density_grid_write_leaves_no_grid(tmp_path,
-                                                            monkeypatch):
+def test_script_a_failed_density_grid_write_leaves_no_grid(
+        tmp_path, monkeypatch):
     # Every later --resume takes an existing grid file as done: a write
     # that fails half-way must leave none. The run itself is faked.
     script = _toy_script_module()
@@ -1939,5 +1951,6 @@ def test_a_save_removes_the_checkpoint_files_of_other_steps(tmp_path):
 
 
 if __name__ == '__main__':
-    # Pytest-style tests: a plain `python tests/test_experiments.py` (Bazel's py_test) runs them.
+    # Pytest-style tests: a plain `python tests/test_experiments.py` (Bazel's
+    # py_test) runs them.
     sys.exit(pytest.main([__file__]))

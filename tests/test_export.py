@@ -776,19 +776,22 @@ class RunExportTest(tf.test.TestCase):
         results = {'preset': 'checkerboard_vflow_3_4', 'step': 6,
                    'test_bpd': 1.5, 'test_bpd_step': 6, 'test_images': 100,
                    'config': {'validation_size': 100}}
-        info = export._run_metadata(results, '/run/checkpoints/ckpt-6', {})  # pylint: disable=protected-access
+        # pylint: disable-next=protected-access
+        info = export._run_metadata(results, '/run/checkpoints/ckpt-6', {})
         self.assertEqual((info['eval_split'], info['test_bpd'],
                           info['test_images'], info['step']),
                          ('validation', 1.5, 100, 6))
         results['config'] = {'validation_size': 0}
-        info = export._run_metadata(results, '/run/checkpoints/ckpt-6', {})  # pylint: disable=protected-access
+        # pylint: disable-next=protected-access
+        info = export._run_metadata(results, '/run/checkpoints/ckpt-6', {})
         self.assertEqual(info['eval_split'], 'test')
         # Each figure's image count goes with that figure alone: a bound of
         # an earlier step is left out, and its count with it.
         for bpd_step, iw_step in ((6, 3), (3, 6)):
             results.update(test_bpd_step=bpd_step, test_bpd_iw=1.4,
                            test_bpd_iw_step=iw_step, iw_images=40)
-            info = export._run_metadata(results, '/run/checkpoints/ckpt-6', {})  # pylint: disable=protected-access
+            # pylint: disable-next=protected-access
+            info = export._run_metadata(results, '/run/checkpoints/ckpt-6', {})
             self.assertEqual(
                 (info['test_bpd'], info['test_images'], info['test_bpd_iw'],
                  info['iw_images']),

@@ -374,7 +374,8 @@ class PositionCountTest(tf.test.TestCase, parameterized.TestCase):
     they were built for, so another shape must be refused, not broadcast."""
 
     def _layers(self):
-        return [vb.ActNorm([4, 4, 2]), vb.ActNorm([4, 4, 2], per_channel=False),
+        return [vb.ActNorm([4, 4, 2]),
+                vb.ActNorm([4, 4, 2], per_channel=False),
                 vb.Invertible1x1Conv([4, 4, 2]),
                 vb.Invertible1x1ConvLU([4, 4, 2])]
 
@@ -533,7 +534,8 @@ class PartitionTest(tf.test.TestCase):
     def _grid(self):
         # value = 10 * row + column
         return tf.reshape(tf.constant(
-            [[10.0 * i + j for j in range(4)] for i in range(4)]), [1, 4, 4, 1])
+            [[10.0 * i + j for j in range(4)] for i in range(4)]),
+            [1, 4, 4, 1])
 
     def test_column_split_is_even_and_odd_columns(self):
         a, b = vb.ColumnSplit().split(self._grid())
@@ -592,8 +594,8 @@ class PartitionTest(tf.test.TestCase):
     def test_channel_split_of_odd_channels_gives_b_the_extra_one(self):
         self.assertEqual(vb.ChannelSplit().half_event_shapes((4, 4, 3)),
                          ((4, 4, 1), (4, 4, 2)))
-        a, b = vb.ChannelSplit().split(tf.reshape(tf.range(3.0), [1, 1, 1,
-                                                                   3]))
+        a, b = vb.ChannelSplit().split(
+            tf.reshape(tf.range(3.0), [1, 1, 1, 3]))
         self.assertAllEqual(a[0, 0, 0], [0.0])
         self.assertAllEqual(b[0, 0, 0], [1.0, 2.0])
         for bad in (0, -1):
@@ -1341,7 +1343,8 @@ class MixtureLogisticTest(tf.test.TestCase):
         # d x / d mu by central finite differences of the whole solve.
         h = 1e-6
         delta = tf.one_hot(2, 5, dtype=tf.float64) * h
-        x_plus, _ = vb.inverse_logit_cdf(tau, logits, means + delta, log_scales)
+        x_plus, _ = vb.inverse_logit_cdf(tau, logits, means + delta,
+                                         log_scales)
         x_minus, _ = vb.inverse_logit_cdf(tau, logits, means - delta,
                                           log_scales)
         numeric = (x_plus - x_minus) / (2 * h)
@@ -1605,9 +1608,13 @@ class ConditioningTest(tf.test.TestCase):
 
     def _conditional_chain(self, dtype=tf.float64):
         half = (4, 2, 2)
-        make = lambda i: vb.AffineCoupling(
-            TinyConditioner(half, 4, context_channels=3, dtype=dtype),
-            vb.ColumnSplit(), parity=i % 2, dtype=dtype, name=f'coupling_{i}')
+
+        def make(i):
+            return vb.AffineCoupling(
+                TinyConditioner(half, 4, context_channels=3, dtype=dtype),
+                vb.ColumnSplit(), parity=i % 2, dtype=dtype,
+                name=f'coupling_{i}')
+
         inner = tfb.Chain([make(2), vb.ActNorm([4, 4, 2], dtype=dtype)],
                           name='inner')
         return tfb.Chain([tfb.Invert(inner, name='inv_inner'), make(1),
@@ -1642,8 +1649,8 @@ class ConditioningTest(tf.test.TestCase):
                        [4, 4, 2]), chain)
         x = tf.random.normal([2, 4, 4, 2], dtype=tf.float64)
         ctx = tf.random.normal([2, 4, 2, 3], dtype=tf.float64)
-        lp = dist.log_prob(x, bijector_kwargs=vb.chain_kwargs(chain,
-                                                               context=ctx))
+        lp = dist.log_prob(
+            x, bijector_kwargs=vb.chain_kwargs(chain, context=ctx))
         lp2 = dist.log_prob(x, bijector_kwargs=vb.chain_kwargs(
             chain, context=ctx + 1.0))
         self.assertTrue(np.all(np.abs(lp - lp2) > 1e-6))
@@ -1659,8 +1666,8 @@ class ConditioningTest(tf.test.TestCase):
                        [4, 4, 2]), chain)
         x = tf.random.normal([2, 3, 4, 4, 2], dtype=tf.float64)
         ctx = tf.random.normal([3, 4, 2, 3], dtype=tf.float64)
-        lp = dist.log_prob(x, bijector_kwargs=vb.chain_kwargs(chain,
-                                                               context=ctx))
+        lp = dist.log_prob(
+            x, bijector_kwargs=vb.chain_kwargs(chain, context=ctx))
         self.assertEqual(lp.shape, [2, 3])
         for i in range(2):
             self.assertAllClose(lp[i], dist.log_prob(
@@ -1852,7 +1859,8 @@ class ConditioningTest(tf.test.TestCase):
     def test_wrong_conditioner_width_is_a_clear_error(self):
         coupling = vb.MixLogisticCoupling(
             TinyConditioner((4, 2, 2), 7), vb.ColumnSplit(), num_components=4)
-        with self.assertRaisesRegex(ValueError, r'2 transformed channels x 14'):
+        with self.assertRaisesRegex(ValueError,
+                                    r'2 transformed channels x 14'):
             coupling.inverse(tf.zeros([1, 4, 4, 2]))
 
     def test_bad_constructor_arguments(self):
@@ -1947,7 +1955,7 @@ class ArgumentValidationTest(tf.test.TestCase):
 
     def test_mix_logistic_max_iterations_must_be_a_positive_integer(self):
         net = TinyConditioner((4, 2, 2),
-                             2 * vb.MixLogisticCoupling.num_params(2))
+                              2 * vb.MixLogisticCoupling.num_params(2))
         for bad in (0, -5, 2.5):
             with self.assertRaisesRegex(ValueError, 'max_iterations'):
                 vb.MixLogisticCoupling(net, vb.ColumnSplit(), 2,

@@ -720,8 +720,8 @@ class ConvAttnNetTest(tf.test.TestCase, parameterized.TestCase):
             for make in [lambda s: nets.ConvAttnNet(s, 6, filters=8,
                                                     num_blocks=1),
                          lambda s: nets.GlowNet(s, 6, filters=8)]:
-                with self.assertRaisesRegex(ValueError,
-                                            r'input_shape must be \(H, W, C\)'):
+                with self.assertRaisesRegex(
+                        ValueError, r'input_shape must be \(H, W, C\)'):
                     make(shape)
 
     @parameterized.product(
@@ -1216,7 +1216,7 @@ class MLPTest(tf.test.TestCase, parameterized.TestCase):
     @parameterized.named_parameters(*DTYPES)
     def test_zero_init_is_identity_conditioner(self, dtype):
         net = nets.MLP(3, 4, dtype=dtype)
-        self.assertEqual([l.out_features for l in net.hidden_layers],
+        self.assertEqual([layer.out_features for layer in net.hidden_layers],
                          [50, 50])
         x = tf.random.normal([5, 3], dtype=dtype)
         y = net(x)
@@ -1315,7 +1315,8 @@ class MLPTest(tf.test.TestCase, parameterized.TestCase):
         self.assertIn(1, dead_sets[0])
         self.assertIn(4, dead_sets[1])
         before = net(x, context=c)
-        old = [(l.kernel.numpy(), l.bias.numpy()) for l in net.hidden_layers]
+        old = [(layer.kernel.numpy(), layer.bias.numpy())
+               for layer in net.hidden_layers]
         counts = net.recycle_dead_units(inputs, seed=tf.constant([1, 2]))
         self.assertEqual([int(n) for n in counts], [len(d) for d in dead_sets])
         self.assertAllClose(net(x, context=c), before, atol=1e-5)

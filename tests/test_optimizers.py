@@ -39,7 +39,8 @@ def _train(make_optimizer, strategy, dtype, jit_compile=False):
         step(*grads)
     graph = step.get_concrete_function(*gradients[0]).graph
     ops = {op.type for op in graph.get_operations()}
-    for function in graph._functions.values():  # pylint: disable=protected-access
+    # pylint: disable-next=protected-access
+    for function in graph._functions.values():
         ops.update(node.op for node in function.definition.node_def)
     return [v.numpy() for v in variables], ops
 

@@ -22,7 +22,8 @@ class ReadmeTest(tf.test.TestCase):
         self.assertLen(blocks, 3)
         namespace = {}
         for block in blocks:
-            exec(compile(block, str(README), 'exec'), namespace)  # pylint: disable=exec-used
+            # pylint: disable-next=exec-used
+            exec(compile(block, str(README), 'exec'), namespace)
         # The bijector example.
         self.assertEqual(namespace['bits_per_dim'].shape, [16])
         self.assertTrue(np.all(np.isfinite(namespace['bits_per_dim'])))

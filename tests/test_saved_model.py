@@ -89,7 +89,7 @@ class SavedModelTest(tf.test.TestCase):
         z = module.flow.inverse(pixels)
         manual = (tfd.Sample(tfd.Normal(0.0, 1.0), [32]).log_prob(z)
                   + module.flow.inverse_log_det_jacobian(pixels,
-                                                        event_ndims=3))
+                                                         event_ndims=3))
         self.assertAllClose(expected, manual, rtol=1e-5)
 
         path = tempfile.mkdtemp(prefix='vflow_tfp_saved_model_')

@@ -640,7 +640,10 @@ class ScoreTest(tf.test.TestCase):
         npz = self._path('b.npz')
         np.savez(npz, x=train[4:5])
         local = [photos, npy, npz]
-        url = lambda path: 'file://' + path
+
+        def url(path):
+            return 'file://' + path
+
         model = url(self.exported.path)
         csv_url = url(self._path('out/new/s.csv'))  # its directory is made
         code, out, err = run_score(f'--model={model}', url(photos),

@@ -120,7 +120,8 @@ class RowSeedTest(tf.test.TestCase):
                 x, seed),
         }
         for seed, message in (
-                ((2**32 + 1, 2), r'in \[-2\*\*31, 2\*\*31\); got 4294967297\.'),
+                ((2**32 + 1, 2),
+                 r'in \[-2\*\*31, 2\*\*31\); got 4294967297\.'),
                 (np.array([-2**31 - 1, 0]),
                  r'in \[-2\*\*31, 2\*\*31\); got -2147483649\.'),
                 (np.array([1.9, 2.9]), 'got float64 values'),

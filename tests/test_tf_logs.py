@@ -209,7 +209,8 @@ class RetracingWarningsTest(unittest.TestCase):
         tf_logs.drop_retracing_warnings('Trainer')
         tf_logs.drop_retracing_warnings('Trainer')  # Idempotent.
         self.assertEqual(len([f for f in tf_logger.filters if isinstance(
-            f, tf_logs._RetracingFilter)]), 1)  # pylint: disable=protected-access
+            # pylint: disable-next=protected-access
+            f, tf_logs._RetracingFilter)]), 1)
         # Functions of other classes pass, also of one whose name ends in
         # the owner's, or of one that only mentions it.
         others = ['my_loop', 'MyTrainer._make_train_step', 'make_Trainer_step',

@@ -728,7 +728,8 @@ class CliErrorTest(_RunDirectory, tf.test.TestCase):
         # Nothing to hold out from a stream of fresh points: the run would
         # have evaluated the test set under the name "validation".
         run = self._run_train('--preset=checkerboard_glow_3',
-                              '--dataset=checkerboard', '--validation_size=100',
+                              '--dataset=checkerboard',
+                              '--validation_size=100',
                               f'--output_dir={self.tmp}')
         self._assert_one_line_error(
             run, r"train\.py: error: validation_size applies to image "

@@ -1,4 +1,5 @@
-"""The distributed training loop: replica equivalence, exact resume, outputs."""
+"""The distributed training loop: replica equivalence, exact resume and
+outputs."""
 
 import dataclasses
 import gc
@@ -112,7 +113,8 @@ class _TrainerFixture:
         returns its outputs (loss, gradient norm, stop votes)."""
         batches = iter(trainer.strategy.distribute_datasets_from_function(
             _fixed_batch_input_fn(self.batch)))
-        return lambda: trainer._train_step(batches, tf.constant(0.0))  # pylint: disable=protected-access
+        # pylint: disable-next=protected-access
+        return lambda: trainer._train_step(batches, tf.constant(0.0))
 
 
 class TrainerTest(_TrainerFixture, tf.test.TestCase):
@@ -164,7 +166,8 @@ class TrainerTest(_TrainerFixture, tf.test.TestCase):
             start = [v.numpy() for v in trainer.variables]
             step = self._stepper(trainer)
             losses = [float(step()[0]) for _ in range(2)]
-            compiled = trainer.optimizer._update_step_xla  # pylint: disable=protected-access
+            # pylint: disable-next=protected-access
+            compiled = trainer.optimizer._update_step_xla
             self.assertEqual(compiled.experimental_get_tracing_count() > 0,
                              jit_compile)
             results.append((losses, [v.numpy() for v in trainer.variables],
@@ -1295,12 +1298,14 @@ class TrainerSafetyTest(_TrainerFixture, tf.test.TestCase):
         with mock.patch.object(loop.tf_config, 'is_op_determinism_enabled',
                                return_value=True):
             with self.assertLogs('absl', 'WARNING') as logs:
-                loop._warn_if_op_order_varies()  # pylint: disable=protected-access
+                # pylint: disable-next=protected-access
+                loop._warn_if_op_order_varies()
             self.assertIn('set_inter_op_parallelism_threads(1)',
                           logs.output[0])
             with mock.patch.dict(os.environ, TF_NUM_INTEROP_THREADS='1'):
                 with self.assertNoLogs('absl', 'WARNING'):
-                    loop._warn_if_op_order_varies()  # pylint: disable=protected-access
+                    # pylint: disable-next=protected-access
+                    loop._warn_if_op_order_varies()
         with self.assertNoLogs('absl', 'WARNING'):
             loop._warn_if_op_order_varies()  # pylint: disable=protected-access
 
@@ -1383,8 +1388,8 @@ class TrainerSafetyTest(_TrainerFixture, tf.test.TestCase):
         out = self._dir()
         with self.assertRaisesRegex(
                 FloatingPointError, r'initialisation on 1 examples gives '
-                r'-\d+\.\d+ bits/dim; a normalised model of discrete data cannot '
-                r'go below 0, .* Not saved; use a larger '
+                r'-\d+\.\d+ bits/dim; a normalised model of discrete data '
+                r'cannot go below 0, .* Not saved; use a larger '
                 r'init batch'):
             trainer(images[:1]).restore_or_initialize()
         self.assertFalse(os.path.exists(os.path.join(out, 'checkpoints',
