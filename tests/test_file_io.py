@@ -75,6 +75,24 @@ class FileIoTest(tf.test.TestCase):
             self.assertEqual(file_io.read_json(path), {'old': True})
             self.assertEqual(os.listdir(self.directory), ['results.json'])
 
+    def test_a_failed_write_names_the_file_asked_for(self):
+        # The temporary file beside `path` is atomic_write's own business:
+        # a failure to create it (no such directory) or to move it into
+        # place (`path` is a directory) is reported, locally and through a
+        # URL, as `open` would report it for `path` itself.
+        os.mkdir(os.path.join(self.directory, 'taken'))
+        for directory in (self.url, self.directory):
+            for name, error in (('no/such/a.json', FileNotFoundError),
+                                ('taken', OSError)):
+                path = directory + '/' + name
+                with self.subTest(path):
+                    with self.assertRaises(error) as caught:
+                        with file_io.atomic_write(path) as f:
+                            f.write('{}')
+                    self.assertEqual(caught.exception.filename, path)
+                    self.assertNotIn('.tmp', str(caught.exception))
+                    self.assertEqual(os.listdir(self.directory), ['taken'])
+
     def test_a_local_file_s_data_are_synced_before_the_move(self):
         # Else a power cut after the rename can leave an empty file under
         # the new name on some file systems.

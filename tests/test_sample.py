@@ -800,7 +800,8 @@ class SampleTest(tf.test.TestCase):
         for output, line in (
                 (local, f'sample.py: error: {local}: cannot write it '
                         f'({os.strerror(errno.ENAMETOOLONG)}).'),
-                (url, f'sample.py: error: {url}: cannot write it (')):
+                (url, f'sample.py: error: {url}: cannot write it '
+                      f'({os.strerror(errno.ENOENT)}).')):
             with self.subTest(output[:40]):
                 run = _run_sample(f'--model={self.vector.path}',
                                   f'--output={output}', '--num=2')
@@ -855,14 +856,16 @@ class SampleWriterWithoutAModelTest(tf.test.TestCase):
     def test_an_output_that_cannot_be_written_is_a_value_error(self):
         # write_samples: "ValueError: if the output cannot be written", also
         # for a URL, whose file TF's file system (not Python's) fails to
-        # create: here in a directory that does not exist.
+        # create: here in a directory that does not exist. The message
+        # names the output, not the temporary file written beside it.
         url = 'file://' + os.path.join(self._tmp(), 'no', 'such', 's.npy')
         samples = np.zeros([2, 2, 2, 1], np.uint8)
         with self.assertRaises(Exception) as caught:
             sampling.write_samples(url, 'array', samples)
         self.assertIsInstance(caught.exception, ValueError)
         self.assertRegex(str(caught.exception),
-                         rf'^{re.escape(url)}: cannot write it ')
+                         rf'^{re.escape(url)}: cannot write it '
+                         rf'\({os.strerror(errno.ENOENT)}\)\.$')
 
     def test_a_file_named_as_a_directory_is_refused_when_the_block_starts(
             self):

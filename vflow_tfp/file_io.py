@@ -51,14 +51,17 @@ def absolute(path):
     return path if is_url(path) else os.path.abspath(path)
 
 
-def _as_os_error(error, path):
-    """The `OSError` that Python's file functions would raise for `error`."""
+def _as_os_error(error, path, message=None):
+    """The `OSError` that Python's file functions would raise for `error`.
+
+    `message` replaces TF's message where the error has no errno of its own.
+    """
     if isinstance(error, tf.errors.NotFoundError):
         return FileNotFoundError(errno.ENOENT, 'No such file or directory',
                                  path)
     if isinstance(error, tf.errors.PermissionDeniedError):
         return PermissionError(errno.EACCES, 'Permission denied', path)
-    return OSError(errno.EIO, error.message, path)
+    return OSError(errno.EIO, message or error.message, path)
 
 
 def reason(error):
@@ -243,6 +246,12 @@ def atomic_write(path, mode='w', **open_kwargs):
     the newlines as given: `open_kwargs` may only ask for that
     (`encoding='utf-8'`, `newline=''`).
 
+    Raises:
+      OSError: as `open` would for `path` (also for a URL) if the file
+        cannot be written or moved into place. The error names `path`, not
+        the temporary file, which the caller never asked for.
+      ValueError: for `open_kwargs` a URL's file cannot honour.
+
     #### Example
 
     ```python
@@ -265,17 +274,28 @@ def atomic_write(path, mode='w', **open_kwargs):
     tmp = os.path.join(os.path.dirname(path),
                        f'.{os.path.basename(path)}.{os.getpid()}.tmp')
     try:
-        if url:
-            with tf.io.gfile.GFile(tmp, mode) as f:
-                yield f
-        else:
-            with open(tmp, mode, **open_kwargs) as f:
-                yield f
-                # On disk before the rename: after a power cut, some file
-                # systems would otherwise show the new name with no data.
-                f.flush()
-                os.fsync(f.fileno())
-        replace(tmp, path)
+        try:
+            if url:
+                with tf.io.gfile.GFile(tmp, mode) as f:
+                    yield f
+            else:
+                with open(tmp, mode, **open_kwargs) as f:
+                    yield f
+                    # On disk before the rename: after a power cut, some
+                    # file systems would otherwise show the new name with
+                    # no data.
+                    f.flush()
+                    os.fsync(f.fileno())
+            replace(tmp, path)
+        except OSError as e:
+            if e.filename != tmp:
+                raise  # The body's own error, about another file.
+            raise OSError(e.errno, (e.strerror or '').replace(tmp, path),
+                          path) from e
+        except tf.errors.OpError as e:
+            if tmp not in (e.message or ''):
+                raise
+            raise _as_os_error(e, path, e.message.replace(tmp, path)) from e
     finally:
         if url:
             if tf.io.gfile.exists(tmp):
