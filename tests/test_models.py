@@ -84,6 +84,21 @@ def _assert_p_round_trip(test, model, eps, atol):
                         atol=atol, rtol=0)
 
 
+def _small_image_preset(name):
+    """Overrides that shrink image preset `name` to a model built in a blink
+    (sizes only: no seed, levels, dtype or rate)."""
+    if name == 'glow_cifar10':
+        return dict(levels=1, steps=1, filters=8, image_shape=(4, 4, 3))
+    valid = presets.overridable(name)
+    overrides = dict(filters=8, components=2,
+                     image_shape=(16 if 'imagenet64' in name else 8,) * 2
+                     + (3,))
+    overrides.update({k: 1 for k in ('blocks', 'dequant_blocks',
+                                     'posterior_blocks', 'q_blocks')
+                      if k in valid})
+    return overrides
+
+
 def _layout(chain):
     """`'column0 column1 S2D channel0 swap ...'`: a chain's splits in order."""
     names = []
@@ -991,6 +1006,18 @@ class PresetTest(tf.test.TestCase):
         model = presets.build('tiny_vflow', seed=0, name='mine')
         self.assertEqual(model.name, 'mine')
 
+    def test_every_preset_s_model_is_named_after_it(self):
+        # build: "The model's module name is the preset's", so a variant
+        # (F=64/K=16) is not named as its reference, and every preset can
+        # be renamed with `name=...`. Image presets at toy sizes.
+        for name in presets.names():
+            with self.subTest(preset=name):
+                self.assertIn('name', presets.overridable(name))
+                overrides = ({} if name.startswith('checkerboard')
+                             else _small_image_preset(name))
+                self.assertEqual(
+                    presets.build(name, seed=0, **overrides).name, name)
+
     def test_seedless_builds_follow_the_global_seed(self):
         # Op determinism refuses non-deterministic generators, so a model
         # built without a seed takes its generator's seed from the global
@@ -1365,19 +1392,10 @@ class PresetTest(tf.test.TestCase):
         for name in ('flowpp_cifar10', 'vflow_cifar10', 'flowpp_cifar10_4m',
                      'vflow6_cifar10_4m', 'glow_cifar10', 'flowpp_imagenet32',
                      'vflow_imagenet32', 'vflow_imagenet64', 'small_vflow_16'):
-            valid = presets.overridable(name)
-            overrides = dict(seed=3, num_bins=32, dtype='float64')
-            if name == 'glow_cifar10':
-                overrides.update(levels=1, steps=1, filters=8,
-                                 image_shape=(4, 4, 3))
-            else:
-                overrides.update(
-                    filters=8, components=2, dropout=0.1,
-                    image_shape=(16 if 'imagenet64' in name else 8,) * 2
-                    + (3,))
-                overrides.update({k: 1 for k in (
-                    'blocks', 'dequant_blocks', 'posterior_blocks',
-                    'q_blocks') if k in valid})
+            overrides = dict(_small_image_preset(name), seed=3, num_bins=32,
+                             dtype='float64')
+            if name != 'glow_cifar10':
+                overrides.update(dropout=0.1)
             with self.subTest(preset=name):
                 model = presets.build(name, **overrides)
                 self.assertEqual(model.num_bins, 32)

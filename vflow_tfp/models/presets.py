@@ -147,7 +147,8 @@ def image_model(data_shape, p_stages, *, augment_channels=0, q_group=None,
 
 def flowpp_cifar10(filters=96, blocks=10, components=32, dequant_blocks=2,
                    dropout=0.2, attention=True, seed=None, dtype=tf.float32,
-                   image_shape=(32, 32, 3), num_bins=256):
+                   image_shape=(32, 32, 3), num_bins=256,
+                   name='flowpp_cifar10'):
     """Flow++ CIFAR-10 (Table 3/4, 3.08 bpd): 31,443,440 parameters.
 
     p: f_checker(10,96,32)x4 ; S2D ; f_channel(10,96,32)x2, f_checker x3.
@@ -161,13 +162,13 @@ def flowpp_cifar10(filters=96, blocks=10, components=32, dequant_blocks=2,
         r_group=g('column', 4, dequant_blocks) if dequant_blocks else None,
         variant='flowpp',
         pointwise_noise=0.001, dropout=dropout, seed=seed, dtype=dtype,
-        num_bins=num_bins, name='flowpp_cifar10')
+        num_bins=num_bins, name=name)
 
 
 def vflow_cifar10(filters=96, blocks=10, components=32, dequant_blocks=2,
                   posterior_blocks=3, augment_channels=3, dropout=0.2,
                   seed=None, dtype=tf.float32, image_shape=(32, 32, 3),
-                  num_bins=256):
+                  num_bins=256, name='vflow_cifar10'):
     """VFlow 6-channel CIFAR-10 (Table 1, 2.98 bpd): 39,700,096 parameters.
 
     p: f_checker(10,96,32)x2, f_channel x2 ; S2D ; f_checker x2, f_channel x3.
@@ -183,7 +184,7 @@ def vflow_cifar10(filters=96, blocks=10, components=32, dequant_blocks=2,
         r_group=g('column', 4, dequant_blocks) if dequant_blocks else None,
         variant='vflow',
         pointwise_noise=0.01, dropout=dropout, seed=seed, dtype=dtype,
-        num_bins=num_bins, name='vflow_cifar10')
+        num_bins=num_bins, name=name)
 
 
 def _vflow_4m(augment_channels, blocks, q_blocks=3, filters=32, components=4,
@@ -209,18 +210,18 @@ def _vflow_4m(augment_channels, blocks, q_blocks=3, filters=32, components=4,
 
 def flowpp_cifar10_4m(filters=32, blocks=13, components=4, dropout=0.2,
                       seed=None, dtype=tf.float32, image_shape=(32, 32, 3),
-                      num_bins=256):
+                      num_bins=256, name='flowpp_cifar10_4m'):
     """3-channel Flow++ of the 4M budget (Tables 2/5, 3.21 bpd)."""
     f = _groups(blocks, filters, components)
     return image_model(
         image_shape, [[f('column', 4)], [f('channel', 2), f('column', 3)]],
         r_group=f('column', 4, 2), variant='flowpp', pointwise_noise=0.001,
         dropout=dropout, seed=seed, dtype=dtype, num_bins=num_bins,
-        name='flowpp_cifar10_4m')
+        name=name)
 
 
 def glow(levels=3, steps=32, filters=512, seed=None, dtype=tf.float32,
-         image_shape=(32, 32, 3), num_bins=256):
+         image_shape=(32, 32, 3), num_bins=256, name='glow_cifar10'):
     """Glow (Kingma & Dhariwal 2018) with uniform dequantisation.
 
     `levels` x [S2D, `steps` x (ActNorm, 1x1 conv (LU), affine coupling with
@@ -240,7 +241,7 @@ def glow(levels=3, steps=32, filters=512, seed=None, dtype=tf.float32,
     return vflow_lib.VFlow(
         tfb.Chain(layers, name='p_flow'), image_shape, 0,
         dequantizer=conditional.UniformDequantizer(image_shape, dtype=dtype),
-        num_bins=num_bins, rng=_rng(seed), dtype=dtype, name='glow')
+        num_bins=num_bins, rng=_rng(seed), dtype=dtype, name=name)
 
 
 # -- ImageNet (SPEC §6.3: the ImageNet code path of the official code) ----
@@ -260,7 +261,7 @@ _IMAGENET = dict(weight_norm=True, output_nonlinearity=True,
 def flowpp_imagenet32(filters=128, blocks=20, components=32,
                       dequant_blocks=8, dropout=0.0, seed=None,
                       dtype=tf.float32, image_shape=(32, 32, 3),
-                      num_bins=256):
+                      num_bins=256, name='flowpp_imagenet32'):
     """Flow++ ImageNet 32x32 (3.86 bpd): 168,955,724 parameters.
 
     p: f_checker(20,128,32)x4, f_checker x3 ; S2D ; f_channel x3,
@@ -275,13 +276,13 @@ def flowpp_imagenet32(filters=128, blocks=20, components=32,
         r_group=g('column', 8, dequant_blocks), context_blocks=8,
         context_attention=True, p_pointwise=False, variant='flowpp',
         dropout=dropout, seed=seed, dtype=dtype, num_bins=num_bins,
-        name='flowpp_imagenet32', **_IMAGENET)
+        name=name, **_IMAGENET)
 
 
 def vflow_imagenet32(filters=128, blocks=20, components=32, dequant_blocks=8,
                      posterior_blocks=8, augment_channels=3, dropout=0.0,
                      seed=None, dtype=tf.float32, image_shape=(32, 32, 3),
-                     num_bins=256):
+                     num_bins=256, name='vflow_imagenet32'):
     """VFlow ImageNet 32x32 (3.83 bpd in the paper).
 
     p: Flow++'s ImageNet layout with 1x1 convolutions, over [x~, z]
@@ -297,13 +298,13 @@ def vflow_imagenet32(filters=128, blocks=20, components=32, dequant_blocks=8,
         q_group=g('column', 8, posterior_blocks),
         r_group=g('column', 8, dequant_blocks), context_blocks=8,
         context_attention=True, variant='vflow', dropout=dropout, seed=seed,
-        dtype=dtype, num_bins=num_bins, name='vflow_imagenet32', **_IMAGENET)
+        dtype=dtype, num_bins=num_bins, name=name, **_IMAGENET)
 
 
 def vflow_imagenet64(filters=96, blocks=16, components=4, dequant_blocks=5,
                      posterior_blocks=5, augment_channels=3, dropout=0.0,
                      seed=None, dtype=tf.float32, image_shape=(64, 64, 3),
-                     num_bins=256):
+                     num_bins=256, name='vflow_imagenet64'):
     """VFlow ImageNet 64x64 (3.66 bpd in the paper).
 
     p: S2D ; f_checker(16,96,4)x4 ; S2D ; f_channel x2, f_checker x2 ; S2D ;
@@ -321,7 +322,7 @@ def vflow_imagenet64(filters=96, blocks=16, components=4, dequant_blocks=5,
         q_group=rq('column', 4, posterior_blocks),
         r_group=rq('column', 4, dequant_blocks), context_blocks=5,
         variant='vflow', dropout=dropout, seed=seed, dtype=dtype,
-        num_bins=num_bins, name='vflow_imagenet64',
+        num_bins=num_bins, name=name,
         **dict(_IMAGENET, weight_norm=False))
 
 
@@ -365,7 +366,8 @@ tiny_flowpp = functools.partial(
 
 def checkerboard_model(num_steps, dims=2, hidden_units=(50, 50),
                        scale_fn='sigmoid', q_conditional_norm=True,
-                       linear_top=False, seed=None, dtype=tf.float32):
+                       linear_top=False, seed=None, dtype=tf.float32,
+                       name=None):
     """Glow (dims = 2) or VFlow (dims > 2) on 2-D data.
 
     VFlow spends one of the `num_steps` steps on q(z|x) (dims - 2 features,
@@ -378,7 +380,8 @@ def checkerboard_model(num_steps, dims=2, hidden_units=(50, 50),
     an ActNorm, so all of z depends on x
     (`builders.conditional_vector_flow`); `False` is the plain Glow step.
     `linear_top` ends p with one more dense map (`builders.vector_flow`),
-    `dims^2` parameters and no extra step.
+    `dims^2` parameters and no extra step. `name` defaults to the preset's:
+    `checkerboard_glow_{num_steps}` or `checkerboard_vflow_{num_steps}_{dims}`.
     """
     augment = shape_checks.as_size(dims, 'dims', minimum=2) - 2
     if augment == 1:
@@ -395,8 +398,9 @@ def checkerboard_model(num_steps, dims=2, hidden_units=(50, 50),
         posterior = builders.conditional_vector_flow(
             augment, 2, 1, 'q', hidden_units=hidden_units, scale_fn=scale_fn,
             conditional_norm=q_conditional_norm, dtype=dtype)
-    name = (f'checkerboard_vflow_{num_steps}_{dims}' if augment
-            else f'checkerboard_glow_{num_steps}')
+    if name is None:
+        name = (f'checkerboard_vflow_{num_steps}_{dims}' if augment
+                else f'checkerboard_glow_{num_steps}')
     return vflow_lib.VFlow(p_bijector, (2,), augment, posterior=posterior,
                            rng=_rng(seed), dtype=dtype, name=name)
 
@@ -406,9 +410,11 @@ _FACTORIES = {
     'flowpp_cifar10': flowpp_cifar10,
     'vflow_cifar10': vflow_cifar10,
     'vflow_cifar10_f64_k16': functools.partial(
-        vflow_cifar10, filters=64, components=16),
+        vflow_cifar10, filters=64, components=16,
+        name='vflow_cifar10_f64_k16'),
     'vflow_cifar10_f56_k10': functools.partial(
-        vflow_cifar10, filters=56, components=10),
+        vflow_cifar10, filters=56, components=10,
+        name='vflow_cifar10_f56_k10'),
     'flowpp_cifar10_4m': flowpp_cifar10_4m,
     'vflow4_cifar10_4m': functools.partial(
         _vflow_4m, 1, 11, name='vflow4_cifar10_4m'),
@@ -476,8 +482,8 @@ def build(preset, /, attention_query_block=None, compute_dtype=None,
           **overrides):
     """Builds `preset` with keyword `overrides` (see `overridable`).
 
-    `preset` is positional only, so `name=...` overrides the model's module
-    name like any other setting.
+    The model's module name is the preset's; `preset` is positional only,
+    so `name=...` overrides it like any other setting.
 
     Two execution options change no parameter; a preset without the
     networks they act on refuses them:
