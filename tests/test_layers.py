@@ -1304,6 +1304,44 @@ class MixtureLogisticTest(tf.test.TestCase):
             err = np.abs((terms.log_cdf - terms.log_survival - tau).numpy())
             self.assertLess(err.max(), 3e-5, msg=f'wide log-scale {wide}')
 
+    def test_float32_root_near_0_accurate_for_narrow_components(self):
+        # inverse_logit_cdf's docstring: for a root nearer 0 than the
+        # narrowest scale s_min, a few ulps of min(s_min, 1). logit F moves
+        # by up to 2 / s_min per unit of x, so the residual then stays at
+        # rounding level; a floor of a few ulps of 1 (4.8e-7) left it at
+        # 3e-5 for s_min = e^-9 and at 3e-2 for e^-12.
+        rng = np.random.RandomState(0)
+        for log_scale in (-9.0, -12.0, -14.0):
+            tau = tf.constant(rng.uniform(-5.0, 5.0, 500), tf.float32)
+            params = [tf.constant(v, tf.float32) for v in (
+                rng.randn(500, 4), rng.randn(500, 4) * np.exp(log_scale),
+                np.full([500, 4], log_scale))]
+            x, _ = vb.inverse_logit_cdf(tau, *params)
+            terms = vb.mixture_logistic_terms(x, *params)
+            err = np.abs((terms.log_cdf - terms.log_survival - tau).numpy())
+            self.assertLess(err.max(), 1e-5, msg=f'log-scale {log_scale}')
+
+    def test_a_root_on_a_bracket_end_is_taken_without_a_search(self):
+        # The docstring: an end with the sign of the root's side "is taken
+        # as the root without a search". A dominant narrow component far
+        # from a wide one puts the root on an end; the solver, seeing two
+        # ends of one sign, would search the bracket to its cap, and the
+        # whole batch waits for the slowest element (up to 127 iterations
+        # here in float32 before; about 25 where a search is needed).
+        taus = np.linspace(-5.0, 5.0, 101)
+        for far in (-1000.0, 1000.0):
+            for dtype in (tf.float32, tf.float64):
+                params = [tf.constant(np.broadcast_to(v, [len(taus), 2]),
+                                      dtype)
+                          for v in ([0.0, 9.0], [0.0, far], [0.0, -7.0])]
+                x, iterations = vb.inverse_logit_cdf(
+                    tf.constant(taus, dtype), *params)
+                # The dominant component alone: x = mu + s tau.
+                self.assertAllClose(x, far + np.exp(-7.0) * taus, rtol=0,
+                                    atol=1e-3)
+                self.assertLessEqual(int(tf.reduce_max(iterations)), 40,
+                                     msg=f'{dtype.name}, far at {far}')
+
     def test_root_on_a_bracket_end_with_one_dominant_component(self):
         # Weights ~(1, 4e-18) put the root on the bracket's lower end, where
         # logit F - tau is 0 up to rounding and came out positive: the

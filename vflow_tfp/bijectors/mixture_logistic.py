@@ -89,9 +89,11 @@ def inverse_logit_cdf(tau, logits, means, log_scales, max_iterations=100):
     the exact bracket of the module docstring, stopping per element when the
     bracket is a few ulps (of the bracket ends) wide or the residual is at
     rounding level, then refined by a second pass on the narrowed bracket
-    down to a few ulps of the root itself. An end of the bracket where
-    `logit F - tau` already has the sign of the root's side (rounding, at a
-    root on that end) is taken as the root. The returned value then carries
+    down to a few ulps of the root itself (for a root nearer 0 than the
+    narrowest component's scale `s_min`, a few ulps of `min(s_min, 1)`). An
+    end of the bracket where `logit F - tau` already has the sign of the
+    root's side (rounding, at a root on that end) is taken as the root
+    without a search. The returned value then carries
     the implicit-function gradients of `F(x*) = sigmoid(tau)`, exactly as if
     the solve were differentiated, at no extra cost:
 
@@ -127,6 +129,12 @@ def inverse_logit_cdf(tau, logits, means, log_scales, max_iterations=100):
     low = tf.reduce_min(ends, axis=-1)
     high = tf.reduce_max(ends, axis=-1)
     value_tolerance = 4.0 * eps * (tf.abs(tau_c) + 1.0)
+    # The position tolerances are a few ulps of x, with a floor for roots
+    # near 0 of a few ulps of min(s_min, 1): logit F moves by up to
+    # 2 / s_min per unit of x, so a floor of 4 eps, enough for wide
+    # components, would span thousands of ulps of a narrow one.
+    floor = tf.minimum(tf.reduce_min(tf.exp(log_scales_c), axis=-1),
+                       tf.ones([], dtype))
 
     # Computed once, not in each of the root finder's iterations.
     log_weights = tf.nn.log_softmax(logits_c, axis=-1)
@@ -143,11 +151,22 @@ def inverse_logit_cdf(tau, logits, means, log_scales, max_iterations=100):
             position_tolerance=position_tolerance,
             value_tolerance=value_tolerance, max_iterations=max_iterations)
 
+    # The bracket holds the root exactly, but when one component carries
+    # nearly all the weight the root lies on a bracket end, where g is zero
+    # up to rounding and may come out with the sign of the other end. The
+    # solver does not check the ends' signs: it would drop the root and
+    # search the bracket to its cap (the whole batch waiting on it). Such a
+    # root is taken here, and its element gets an empty bracket, which the
+    # solver leaves at once.
+    at_low = objective(low) >= 0.0
+    at_high = ~at_low & (objective(high) <= 0.0)
+    low, high = tf.where(at_high, high, low), tf.where(at_low, low, high)
+
     # A few ulps of the bracket ends: one wide component makes the bracket
     # thousands of times wider than the root, so this pass can stop that
     # many ulps of the root away from it ...
     coarse_tolerance = 4.0 * eps * (
-        tf.maximum(tf.abs(low), tf.abs(high)) + 1.0)
+        tf.maximum(tf.abs(low), tf.abs(high)) + floor)
     coarse = solve(low, high, coarse_tolerance, max_iterations)
     # ... and a second pass on the bracket it leaves (the root lies within
     # twice its tolerance) stops within a few ulps of the root itself.
@@ -156,19 +175,13 @@ def inverse_logit_cdf(tau, logits, means, log_scales, max_iterations=100):
     coarse_root = coarse.estimated_root
     fine = solve(tf.maximum(coarse_root - 2.0 * coarse_tolerance, low),
                  tf.minimum(coarse_root + 2.0 * coarse_tolerance, high),
-                 4.0 * eps * (tf.abs(coarse_root) + 1.0),
+                 4.0 * eps * (tf.abs(coarse_root) + floor),
                  max_iterations)
     root = tf.where(
         tf.abs(fine.objective_at_estimated_root)
         <= tf.abs(coarse.objective_at_estimated_root),
         fine.estimated_root, coarse_root)
-    # The bracket holds the root exactly, but when one component carries
-    # nearly all the weight the root lies on a bracket end, where g is zero
-    # up to rounding and may come out with the sign of the other end. The
-    # solver does not check the ends' signs: it then drops the root and
-    # "converges" anywhere in the bracket. A root at an end is found here.
-    root = sg(tf.where(objective(low) >= 0.0, low,
-                       tf.where(objective(high) <= 0.0, high, root)))
+    root = sg(tf.where(at_low | at_high, low, root))
     num_iterations = coarse.num_iterations + fine.num_iterations
     # TFP's solver loses static sizes of 1 (a `[None, 1]` target comes back
     # `[None, None]`); a one-channel half would then leave the next layer
