@@ -785,6 +785,12 @@ class SqueezeTest(tf.test.TestCase):
         with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
                                     'not divisible'):
             unsqueeze(tf.constant([2, 3, 6]))
+        # The message shows the whole shape, the offending width too.
+        batched = tf.function(squeeze.inverse_event_shape_tensor,
+                              input_signature=[tf.TensorSpec([4], tf.int32)])
+        with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
+                                    r'block size 2:\] \[2 4 5 3\]'):
+            batched(tf.constant([2, 4, 5, 3]))
 
     def test_other_block_sizes(self):
         x = tf.random.normal([2, 8, 4, 3])

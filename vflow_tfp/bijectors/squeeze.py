@@ -179,8 +179,10 @@ class Squeeze(tfb.Bijector):
         else:
             divisible = tf.equal(channels % (k * k), 0)
             last = [height * k, width * k, channels // (k * k)]
+        # summarize=-1: Assert shows three entries by default, which would
+        # cut off the width and channels of a shape with a batch axis.
         check = tf.debugging.Assert(divisible, [
             f'{self.name}: event shape not divisible by the block size '
-            f'{k}:', shape])
+            f'{k}:', shape], summarize=-1)
         with tf.control_dependencies([check]):
             return tf.concat([shape[:-3], tf.stack(last)], axis=0)
