@@ -990,6 +990,22 @@ class Invertible1x1Test(tf.test.TestCase):
         self.assertAllClose(conv.forward(np.eye(3, dtype=np.float32)),
                             expected, rtol=1e-6, atol=1e-6)
 
+    def test_lu_permutation_vector_is_read_as_documented(self):
+        # LUFactors: P = eye(c)[permutation], so the inverse y = x P (L = I,
+        # U = diag(1)) moves x_i to position permutation[i]. A 3-cycle
+        # tells this from its inverse reading, eye(c)[argsort(permutation)].
+        factors = vb.LUFactors(
+            permutation=tf.Variable([[1, 2, 0]], trainable=False),
+            sign=tf.Variable(tf.ones([1, 3]), trainable=False),
+            lower=tf.Variable(tf.zeros([1, 3, 3])),
+            upper=tf.Variable(tf.zeros([1, 3, 3])),
+            log_s=tf.Variable(tf.zeros([1, 3])))
+        conv = vb.Invertible1x1ConvLU([3], lu_factors=factors)
+        self.assertAllEqual(conv.inverse([[10.0, 20.0, 30.0]]),
+                            [[30.0, 10.0, 20.0]])
+        self.assertAllEqual(conv.forward([[30.0, 10.0, 20.0]]),
+                            [[10.0, 20.0, 30.0]])
+
     def test_a_partition_of_another_rank_is_refused_by_name(self):
         # A per-half 1x1 convolution refuses a partition that acts on events
         # of another rank than its event shape, naming itself and the

@@ -16,7 +16,9 @@ LUFactors = collections.namedtuple(
 LUFactors.__doc__ = (
     'Variables of `Invertible1x1ConvLU`, each with a leading axis of size k '
     '(one matrix per half): permutation [k, c] int32 and sign [k, c] fixed; '
-    'lower, upper [k, c, c] and log_s [k, c] trained.')
+    'lower, upper [k, c, c] and log_s [k, c] trained. The permutation '
+    'matrix is `P = eye(c)[permutation]`: its row i is the unit vector '
+    'e_{permutation[i]}.')
 
 tfb = tfp.bijectors
 
@@ -248,7 +250,8 @@ class Invertible1x1ConvLU(_Pointwise):
     inverse_log_det_jacobian = N * sum(log_s)
     ```
 
-    `P` (a permutation) and `sign` are fixed; `L` (unit lower triangular),
+    `P = eye(C)[permutation]` (so `x P` moves `x_i` to position
+    `permutation[i]`) and `sign` are fixed; `L` (unit lower triangular),
     `U` (strictly upper triangular) and `log_s` are trained. The diagonal is
     `sign * exp(log_s)`, so `W` can never become singular (the official dense
     `Pointwise` can, the most reported NaN source of flow models), and the
