@@ -223,6 +223,53 @@ class AttentionTest(tf.test.TestCase):
                 'be None or a positive int; got 0'):
             presets.build('tiny_vflow', seed=0, attention_query_block=0)
 
+    def test_a_last_query_block_of_one_query(self):
+        # query_block need not divide T_q: with 11 queries in blocks of 5
+        # the last block holds a single query, and the values and
+        # gradients are still those of full attention.
+        q, k, v, up = self._inputs(tf.float64, tokens=12, queries=11)
+        want, want_grads = _value_and_grads(_reference_attention, q, k, v, up)
+        fn = functools.partial(nets.dot_product_attention, query_block=5)
+        try:
+            got, grads = _value_and_grads(fn, q, k, v, up)
+        except (ValueError, tf.errors.OpError) as e:
+            self.fail(f'11 queries in blocks of 5 were refused: {e}')
+        self.assertAllClose(want, got, atol=1e-12)
+        for w, g in zip(want_grads, grads):
+            self.assertAllClose(w, g, atol=1e-12)
+
+    def test_lean_backward_weights_sum_to_one_in_low_precision(self):
+        # The backward pass recomputes W = exp(Q K^T - L) with L and the
+        # exponent in float32 for bfloat16 and float16 (module docstring).
+        # With dA = 1, dV = W^T dA sums over the tokens to each row's sum
+        # of weights summed over the queries: T_q = 64 when rows sum to 1.
+        # Large logits (std 30) make a low-precision L round far off.
+        rng = np.random.RandomState(0)
+        q = tf.constant(rng.randn(2, 64, 8) * 30.0 / np.sqrt(8), tf.float32)
+        k = tf.constant(rng.randn(2, 64, 8), tf.float32)
+        v = tf.constant(rng.randn(2, 64, 8), tf.float32)
+        for dtype, tolerance in ((tf.bfloat16, 0.5), (tf.float16, 0.05)):
+            low = [tf.cast(t, dtype) for t in (q, k, v)]
+            fn = functools.partial(nets.dot_product_attention,
+                                   query_block=16)
+            _, grads = _value_and_grads(fn, *low, tf.ones([2, 64, 8], dtype))
+            self.assertAllClose(
+                tf.reduce_sum(tf.cast(grads[2], tf.float32), axis=-2),
+                tf.fill([2, 8], 64.0), atol=tolerance, msg=dtype.name)
+
+    def test_a_dynamic_query_count_is_refused_naming_q_s_shape(self):
+        # query_block needs a static T_q: the error shows the shape of q
+        # (the queries), not that of the keys.
+        @tf.function(input_signature=[tf.TensorSpec([1, None, 4]),
+                                      tf.TensorSpec([1, 5, 4])])
+        def lean(q, kv):
+            return nets.dot_product_attention(q, kv, kv, query_block=2)
+
+        with self.assertRaisesRegex(
+                ValueError, r'static number of queries; got q of shape '
+                r'\(1, None, 4\)'):
+            lean.get_concrete_function()
+
 
 class MixedPrecisionTest(tf.test.TestCase):
 
@@ -320,6 +367,20 @@ class MixedPrecisionTest(tf.test.TestCase):
         self.assertEqual(
             {m.compute_dtype for m in model.submodules
              if isinstance(m, (nets.ConvAttnNet, nets.ContextNet))}, {None})
+
+    def test_conv_attn_net_computes_in_its_compute_dtype(self):
+        # compute_dtype runs the coupling network in mixed precision: its
+        # output (cast back to float32) is the float32 output up to
+        # bfloat16 rounding, not the float32 output itself.
+        net = nets.ConvAttnNet((4, 4, 3), 6, filters=8, num_blocks=1,
+                               num_heads=2)
+        x = tf.random.stateless_normal([2, 4, 4, 3], [1, 2])
+        full = net(x)
+        net.compute_dtype = tf.bfloat16
+        low = net(x)
+        self.assertEqual(low.dtype, tf.float32)
+        self.assertAllClose(low, full, atol=0.1)
+        self.assertNotAllClose(low, full, atol=1e-6)
 
 
 class GlowTest(tf.test.TestCase):

@@ -1114,6 +1114,15 @@ class ImageLogitTest(tf.test.TestCase):
             self.assertRegex(str(caught.exception), r'squash: forward takes a '
                              r'float tensor; got int32\. Cast it first')
 
+    def test_num_bins_is_the_python_int_it_was_built_with(self):
+        # num_bins is "an integer >= 1" (pixel levels that exports and 8-bit
+        # conversions count with), whatever integer type was passed, not
+        # the float scale the squash computes with.
+        for given in (256, 32, np.int32(16), np.int64(1)):
+            num_bins = vb.ImageLogit(num_bins=given).num_bins
+            self.assertIsInstance(num_bins, int)
+            self.assertEqual(num_bins, int(given))
+
 
 class AffineClosedFormTest(tf.test.TestCase):
     """The affine layers against their documented formulas.
@@ -1617,6 +1626,26 @@ class MixtureLogisticTest(tf.test.TestCase):
             self.assertNotAllClose(floored.inverse(x),
                                    coupling(other, -20.0).inverse(x))
 
+    def test_both_passes_stop_in_ulps_of_roots_far_from_the_origin(self):
+        # inverse_logit_cdf's docstring: the first pass stops when the
+        # bracket is a few ulps of its ends wide, the second a few ulps of
+        # the root itself, so neither runs to its cap, whichever side of 0
+        # the root lies on and however far the bracket spans. Two narrow
+        # components (scale e^-7), at 0 and at -1000 or +1000: one ulp of x
+        # there moves the logit by far more than its rounding, so only the
+        # position tolerances (in ulps of magnitudes) can stop the search.
+        taus = np.linspace(-5.0, 5.0, 401)
+        for far in (-1000.0, 1000.0):
+            params = [tf.constant(np.broadcast_to(v, [len(taus), 2]),
+                                  tf.float32)
+                      for v in ([0.0, 0.0], [0.0, far], [-7.0, -7.0])]
+            _, iterations = vb.inverse_logit_cdf(
+                tf.constant(taus, tf.float32), *params)
+            # As for realistic mixtures: far fewer than the official ~50,
+            # let alone the cap of 100 per pass.
+            self.assertLessEqual(int(tf.reduce_max(iterations)), 60,
+                                 msg=f'components at 0 and {far}')
+
 
 class FusedSinglePassTest(tf.test.TestCase):
 
@@ -1662,6 +1691,36 @@ class FusedSinglePassTest(tf.test.TestCase):
             self.assertAllClose(other_log_det(y, event_ndims=1),
                                 -log_det(x, event_ndims=1), rtol=1e-12)
             self.assertEqual(net.calls, calls)
+
+    def test_cached_log_det_is_that_of_the_kwargs_asked_for(self):
+        # The cache answers a log-det only for the pass that had the same
+        # conditioning kwargs: after `inverse(y)` (training=False), a log-det
+        # asked with training=True is that of the training-mode map, not
+        # the cached inference one; likewise forward.
+        def net(c, context=None, training=False):
+            del context
+            params = [0.2, 0.9] if training else [-0.3, 0.1]
+            return tf.broadcast_to(tf.constant(params, c.dtype), tf.concat(
+                [tf.shape(c)[:-1], [2]], 0))
+
+        def coupling(conditioner):
+            return vb.AffineCoupling(conditioner,
+                                     vb.ChannelSplit(event_ndims=1),
+                                     dtype=tf.float64)
+
+        layer = coupling(net)
+        training_only = coupling(
+            lambda c, context=None, training=False: net(c, training=True))
+        x = tf.constant([[0.5, -1.0], [2.0, 0.3]], tf.float64)
+        for run, log_det in ((layer.inverse, 'inverse_log_det_jacobian'),
+                             (layer.forward, 'forward_log_det_jacobian')):
+            run(x)
+            self.assertAllClose(
+                getattr(layer, log_det)(x, 1, training=True),
+                getattr(training_only, log_det)(tf.identity(x), 1),
+                rtol=1e-12)
+            self.assertNotAllClose(getattr(layer, log_det)(x, 1),
+                                   getattr(training_only, log_det)(x, 1))
 
 
 class ConditioningTest(tf.test.TestCase):
@@ -1977,7 +2036,8 @@ class ConditioningTest(tf.test.TestCase):
     def test_keras3_networks_are_refused(self):
         # Keras 3 layers are not tf.Modules: a layer built on one would list
         # none of its variables and never train. They are found in a
-        # module's attributes, lists and dicts.
+        # module's attributes, lists, tuples and dicts, and in those of the
+        # modules it holds (a list of a held module: three levels down).
         import keras  # pylint: disable=g-import-not-at-top
         import tf_keras  # pylint: disable=g-import-not-at-top
 
@@ -1995,7 +2055,9 @@ class ConditioningTest(tf.test.TestCase):
 
         for network in (keras.Sequential([keras.layers.Dense(4)]),
                         Wrapper([keras.layers.Dense(4)]),
-                        Wrapper({'dense': keras.layers.Dense(4)})):
+                        Wrapper((keras.layers.Dense(4),)),
+                        Wrapper({'dense': keras.layers.Dense(4)}),
+                        Wrapper(Wrapper([keras.layers.Dense(4)]))):
             with self.assertRaisesRegex(TypeError, 'holds a Keras 3 layer'):
                 vb.AffineCoupling(network, vb.ColumnSplit())
             with self.assertRaisesRegex(TypeError, 'holds a Keras 3 layer'):
@@ -2441,6 +2503,22 @@ class ConditioningDeliveryTest(tf.test.TestCase):
                 r'= 28\.$'):
             coupling.inverse(tf.zeros([1, 4, 4, 2]))
 
+    def test_duplicate_name_error_names_the_composite_as_built(self):
+        # chain_kwargs' ValueError for a shared name names the composite by
+        # the class the user built (tfb.Chain, tfb.JointMap), not TFP's
+        # private `_Chain` / `_JointMap` that holds non-CompositeTensor
+        # layers, and by its name.
+        net = TinyConditioner((2,), 2, context_channels=1)
+        layers = [vb.AdditiveCoupling(net, vb.ChannelSplit(event_ndims=1),
+                                      name='same') for _ in range(2)]
+        for composite, prefix in (
+                (tfb.Chain(layers, name='flow'), "Chain 'flow'"),
+                (tfb.JointMap(layers, name='parts'), "JointMap 'parts'")):
+            with self.assertRaisesRegex(
+                    ValueError, '^' + re.escape(prefix)
+                    + " has 2 children named 'same'"):
+                vb.chain_kwargs(composite, context=tf.zeros([1, 1]))
+
 
 class StructuralLayerEdgeCaseTest(tf.test.TestCase):
     """Documented edge cases of the structural layers: boundary sizes,
@@ -2597,6 +2675,305 @@ class StructuralLayerEdgeCaseTest(tf.test.TestCase):
         with self.assertRaisesRegex(ValueError, r'dims\[1\] must be an '
                                     r'integer >= 3; got 2'):
             vb.shape_checks.as_sizes([4, 2], 'dims', minimum=3)
+
+    def test_int64_shape_tensors_of_a_fixed_shape_layer_pass_through(self):
+        # BuiltForOneEventShape: the event-shape functions pass the built
+        # shape through unchanged, also a traced int64 shape tensor.
+        for layer in (vb.ActNorm([4, 4, 2]), vb.Invertible1x1Conv([4, 4, 2])):
+            for shape_fn in (layer.forward_event_shape_tensor,
+                             layer.inverse_event_shape_tensor):
+                traced = tf.function(shape_fn, input_signature=[
+                    tf.TensorSpec([4], tf.int64)])
+                shape = self._assert_no_error(
+                    lambda t=traced: t(tf.constant([5, 4, 4, 2], tf.int64)),
+                    f'{layer.name}: an int64 shape tensor')
+                self.assertEqual(shape.dtype, tf.int64)
+                self.assertAllEqual(shape, [5, 4, 4, 2])
+
+    def test_inputs_of_unknown_rank_pass_the_event_checks(self):
+        # check_event_shape refuses only a shape known to be incompatible,
+        # and check_image_rank passes an unknown rank: such an input is
+        # left to run time, and an unknown event shape maps to itself.
+        unknown = [tf.TensorSpec(None)]
+        x = tf.ones([3, 4])
+        norm = vb.ActNorm([4])
+        affine = vb.ConditionalAffine(vflow_tfp.nets.MLP(2, 8), [4])
+        for layer, inverse in (
+                (norm, tf.function(norm.inverse, input_signature=unknown)),
+                (affine, tf.function(lambda v: affine.inverse(
+                    v, context=tf.ones([3, 2])), input_signature=unknown))):
+            y = self._assert_no_error(lambda f=inverse: f(x),
+                                      f'{layer.name} of unknown rank')
+            self.assertEqual(y.shape, [3, 4])
+        for layer in (norm, vb.Squeeze()):
+            for shape_fn in (layer.forward_event_shape,
+                             layer.inverse_event_shape):
+                shape = self._assert_no_error(
+                    lambda f=shape_fn: f(tf.TensorShape(None)),
+                    f'{layer.name}: an event shape of unknown rank')
+                self.assertIsNone(shape.rank)
+
+    def test_squeeze_maps_an_unknown_channel_count_on_its_own(self):
+        # Each known dimension maps on its own, the channels too.
+        squeeze = vb.Squeeze()
+        for shape_fn, shape, expected in (
+                (squeeze.forward_event_shape, [4, 4, None], [8, 8, None]),
+                (squeeze.inverse_event_shape, [8, 8, None], [4, 4, None])):
+            mapped = self._assert_no_error(lambda f=shape_fn, v=shape: f(v),
+                                           f'{shape_fn.__name__}({shape})')
+            self.assertEqual(mapped.as_list(), expected)
+
+    def test_one_by_one_convolutions_take_an_unbatched_event(self):
+        # Like every bijector (and the couplings), a single event without a
+        # batch axis is row 0 of its batch of one, in both directions.
+        for cls in (vb.Invertible1x1Conv, vb.Invertible1x1ConvLU):
+            layer = cls([3], dtype=tf.float64)
+            x = tf.constant([1.0, -2.0, 0.5], tf.float64)
+            for run in (layer.inverse, layer.forward):
+                single = self._assert_no_error(
+                    lambda run=run: run(tf.identity(x)),
+                    f'{cls.__name__}.{run.__name__} of an unbatched event')
+                self.assertAllClose(single, run(x[tf.newaxis])[0],
+                                    rtol=1e-12)
+
+    def test_one_by_one_convolutions_declare_a_constant_jacobian(self):
+        # Their log-det is N log|det W| (resp. N sum(log_s)) whatever the
+        # input, which TFP's `is_constant_jacobian` states.
+        for layer in (vb.Invertible1x1Conv([4, 4, 2]),
+                      vb.Invertible1x1Conv([4], noise_scale=None),
+                      vb.Invertible1x1ConvLU([4, 4, 2])):
+            with self.subTest(layer=layer.name):
+                self.assertTrue(layer.is_constant_jacobian)
+
+    def test_each_half_starts_from_its_own_random_rotation(self):
+        # With a partition each half gets its own matrix; the random
+        # orthogonal start (noise_scale=None, and the LU layer's factors of
+        # a random orthogonal matrix) is drawn per half, not shared.
+        tf.random.set_seed(5)
+        for layer in (vb.Invertible1x1Conv([2, 4, 3], noise_scale=None,
+                                           partition=vb.ColumnSplit(),
+                                           dtype=tf.float64),
+                      vb.Invertible1x1ConvLU([2, 4, 3],
+                                             partition=vb.ColumnSplit(),
+                                             dtype=tf.float64)):
+            w = layer._weight()
+            for half in w:
+                self.assertAllClose(tf.matmul(half, half, transpose_b=True),
+                                    tf.eye(3, dtype=tf.float64), atol=1e-12)
+            self.assertGreater(float(tf.reduce_max(tf.abs(w[0] - w[1]))),
+                               1e-3, layer.name)
+
+    def test_inverse_iterations_are_those_of_each_element(self):
+        # `inverse_iterations(y)` has the transformed half's shape: entry i
+        # is the count of element i's solve, logit F(x_i) = (y_i - t) e^-s
+        # (here s = t = 0, 'flowpp'), whatever its neighbours need.
+        params = np.array([0.0, 0.0, 0.3, -0.2, -1.0, 2.0, 0.0, -1.0])
+        coupling = vb.MixLogisticCoupling(
+            _constant_conditioner(np.tile(params, 2)),
+            vb.ChannelSplit(event_ndims=1), 2, dtype=tf.float64)
+        y = tf.constant([[0.0, 0.0, 0.1, 25.0], [0.0, 0.0, -30.0, 0.5]],
+                        tf.float64)
+        mixture = [tf.broadcast_to(tf.constant(v, tf.float64), [2, 2, 2])
+                   for v in (params[2:4], params[4:6], params[6:8])]
+        _, expected = vb.inverse_logit_cdf(y[:, 2:], *mixture)
+        self.assertNotAllEqual(expected[:, 0], expected[:, 1])
+        self.assertAllEqual(coupling.inverse_iterations(y), expected)
+
+    def test_channel_blocks_refuse_what_split_refuses(self):
+        # `as_channel_blocks(x)` holds the halves of `split(x)` side by
+        # side: an event that cannot be split has no such layout, and is
+        # refused with split's message rather than returned as it is.
+        for partition, x, message in (
+                (vb.ChannelSplit(), tf.zeros([1, 4, 4, 1]),
+                 'at least 2 channels; got 1'),
+                (vb.ChannelSplit(event_ndims=1, first_channels=4),
+                 tf.zeros([2, 4]), 'needs more than 4 channels; got 4'),
+                (vb.ColumnSplit(), tf.zeros([1, 4, 5, 2]),
+                 'even image width; got 5')):
+            for call in (partition.split, partition.as_channel_blocks):
+                with self.assertRaisesRegex(ValueError, message):
+                    call(x)
+
+    def test_a_partition_refuses_an_input_of_lower_rank_than_its_event(self):
+        # A partition of images (event_ndims 3) cannot split a batch of
+        # vectors: the tensor has no three event axes to split.
+        for partition in (vb.ChannelSplit(), vb.ColumnSplit(),
+                          vb.Checkerboard()):
+            with self.assertRaisesRegex(ValueError, r'last 3 dimensions are '
+                                        r'statically known; got shape '
+                                        r'\(2, 4\)'):
+                partition.split(tf.zeros([2, 4]))
+
+    def test_a_context_batch_error_gives_the_shapes_in_the_named_order(self):
+        # The message names the context's batch shape, then the input's,
+        # and gives them in that order.
+        coupling = vb.AffineCoupling(
+            TinyConditioner((4, 2, 2), 4, context_channels=3),
+            vb.ColumnSplit())
+        with self.assertRaisesRegex(
+                ValueError, r'context of shape \(5, 4, 2, 3\) does not '
+                r'broadcast against that of an input of shape '
+                r'\(3, 4, 4, 2\); got \(5,\) and \(3,\)'):
+            coupling.inverse(tf.ones([3, 4, 4, 2]),
+                             context=tf.ones([5, 4, 2, 3]))
+
+    def test_image_partitions_refuse_other_event_ranks_by_name(self):
+        # `check_event_shape` raises a ValueError that says what the
+        # partition splits, not an unpacking error, for fewer and for more
+        # than the three image axes.
+        for partition in (vb.ColumnSplit(), vb.Checkerboard()):
+            name = type(partition).__name__
+            for shape in ((4, 4), (2, 4, 4, 2)):
+                with self.assertRaisesRegex(
+                        ValueError, rf'{name} splits images of event shape '
+                        rf'\[H, W, C\]; got event shape '
+                        rf'{re.escape(str(list(shape)))}'):
+                    partition.check_event_shape(shape)
+
+    def test_a_context_of_unknown_event_shape_is_refused_by_name(self):
+        # Event dimensions must be static (the batch alone may be unknown):
+        # a context traced with an unknown feature axis is refused with its
+        # shape, also under two sample axes.
+        coupling = vb.AffineCoupling(
+            vflow_tfp.nets.MLP(2, 4, hidden_units=(8,), context_features=3),
+            vb.ChannelSplit(event_ndims=1))
+        traced = tf.function(
+            lambda x, c: coupling.inverse(x, context=c),
+            input_signature=[tf.TensorSpec([2, None, 4]),
+                             tf.TensorSpec([2, None, None])])
+        with self.assertRaises(Exception) as caught:
+            traced.get_concrete_function()
+        self.assertIsInstance(caught.exception, ValueError)
+        self.assertIn('Event dimensions must be static; got shape '
+                      '(2, None, None)', str(caught.exception))
+
+
+class ShapeCheckEdgeCaseTest(tf.test.TestCase):
+    """The shared shape and argument checks on their rarer inputs: partly
+    known batches, matrix events, `validate_args=True`, lone precomputed
+    parameters, and the shapes, names and dtypes their messages give."""
+
+    def _affine(self, **kwargs):
+        return vb.ConditionalAffine(vflow_tfp.nets.MLP(2, 8), [4], **kwargs)
+
+    def _assert_refused(self, call, pattern):
+        # A ValueError with the message, not a kernel or unpacking error.
+        with self.assertRaises(Exception) as caught:
+            call()
+        self.assertIsInstance(caught.exception, ValueError)
+        self.assertRegex(str(caught.exception), pattern)
+
+    def test_a_dtype_error_suggests_the_supplied_value_s_dtype(self):
+        # The message offers the two fixes: build the layer in the value's
+        # dtype, or supply a value of the layer's.
+        with self.assertRaisesRegex(
+                TypeError, r"ActNorm: shift is float32 but the layer's dtype "
+                r'is float64; pass dtype=tf.float32 or a shift of float64'):
+            vb.ActNorm([3], dtype=tf.float64, shift=tf.Variable(tf.zeros([3])))
+
+    def test_a_broadcast_error_names_each_batch_after_its_description(self):
+        # "<parameters> does not broadcast against <input>; got <parameters'
+        # batch> and <input's batch>": the parameters' (5,) comes first.
+        with self.assertRaisesRegex(ValueError, r'context of shape \(5, 2\) '
+                                    r'.*input of shape \(3, 4\); got \(5,\) '
+                                    r'and \(3,\)\.'):
+            self._affine().inverse(tf.ones([3, 4]), context=tf.ones([5, 2]))
+
+    def test_a_matrix_event_s_broadcast_error_names_the_batch_shapes(self):
+        # The batch shapes are what is left in front of the whole event
+        # [2, 3], not in front of its last axis only.
+        layer = vb.ConditionalAffine(vflow_tfp.nets.MLP(1, 12), [2, 3])
+        with self.assertRaisesRegex(ValueError, r'got \(5,\) and \(3,\)\.$'):
+            layer.inverse(tf.ones([3, 2, 3]), context=tf.ones([5, 1]))
+
+    def test_conditional_affine_names_a_mismatch_of_a_partly_known_batch(self):
+        # An unknown number of draws per example: the known example axis
+        # still cannot broadcast against the context's batch, and the error
+        # names both, not an AddV2 shape error.
+        layer = self._affine()
+        inverse = tf.function(
+            lambda x, c: layer.inverse(x, context=c),
+            input_signature=[tf.TensorSpec([None, 3, 4]),
+                             tf.TensorSpec([5, 2])])
+        self._assert_refused(inverse.get_concrete_function,
+                             r'context of shape \(5, 2\) does not broadcast '
+                             r'against that of an input of shape '
+                             r'\(None, 3, 4\)')
+
+    def test_conditional_affine_refuses_a_shift_without_its_log_scale(self):
+        # Precomputed parameters come in pairs: a shift alone must not be
+        # dropped for parameters computed from the context.
+        layer = self._affine()
+        randomise(layer, tf.float32, 3)
+        context = tf.random.stateless_normal([3, 2], [1, 2])
+        shift = layer.conditioning_parameters(context)['shift'] + 1.0
+        for method in (layer.inverse, layer.forward):
+            with self.assertRaisesRegex(ValueError,
+                                        'both log_scale and shift'):
+                method(tf.ones([3, 4]), context=context, shift=shift)
+
+    def test_validate_args_keeps_the_static_shape_checks(self):
+        # Squeeze: "this layer's shape checks are static and run
+        # regardless" of validate_args; so do the other layers' static
+        # checks, which validate_args=True must not turn off.
+        squeeze = vb.Squeeze(validate_args=True)
+        for call, pattern in (
+                (lambda: squeeze.inverse(tf.zeros([1, 3, 4, 1])),
+                 'divisible by 2'),
+                (lambda: squeeze.inverse_event_shape([4, 5, 2]),
+                 'divisible by 2'),
+                (lambda: squeeze.inverse(tf.ones([2, 8])), r'\[H, W, C\]'),
+                (lambda: vb.SwapHalves(vb.ChannelSplit(), validate_args=True)
+                 .forward(tf.zeros([1, 4, 4, 3])), 'halves of equal shape'),
+                (lambda: self._affine(validate_args=True).inverse(
+                    tf.ones([3, 4]), context=tf.ones([5, 2])),
+                 r'\(5, 2\).*\(3, 4\)')):
+            self._assert_refused(call, pattern)
+
+    def test_event_shape_errors_name_the_layer_s_type_as_when_traced(self):
+        # A refused event shape is named with the layer's type, statically
+        # as in the assertion of a shape tensor known only when it runs.
+        for layer in (vb.ActNorm([4, 4, 2], name='norm'),
+                      vb.Invertible1x1ConvLU([4, 4, 2], name='conv')):
+            owner = type(layer).__name__
+            with self.assertRaisesRegex(ValueError, f'^{owner} was built for '
+                                        r'events of shape \[4, 4, 2\]'):
+                layer.inverse(tf.zeros([1, 8, 8, 2]))
+            traced = tf.function(
+                layer.inverse_event_shape_tensor,
+                input_signature=[tf.TensorSpec([3], tf.int32)])
+            with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
+                                        f'{owner} was built for events'):
+                traced(tf.constant([8, 8, 2]))
+
+    def test_conditional_affine_names_its_network_argument(self):
+        # Its constructor raises TypeError "if `network` is not callable".
+        with self.assertRaisesRegex(TypeError, '^network must be callable'):
+            vb.ConditionalAffine('net', [2])
+
+    def test_precomputed_parameters_see_the_context_in_the_layer_s_dtype(self):
+        # conditioning_parameters, as forward and inverse, hands the network
+        # its context as a tensor of the layer's dtype (a NumPy float64
+        # array or a Python list for a float32 layer).
+        seen = []
+
+        def net(c, training=False):
+            seen.append(c.dtype)
+            return tf.zeros(tf.concat([tf.shape(c)[:-1], [8]], 0), c.dtype)
+
+        layer = vb.ConditionalAffine(net, [4])
+        for context in (np.ones([2, 3]), [[1.0, 2.0, 3.0]]):
+            params = layer.conditioning_parameters(context)
+            self.assertEqual(params['log_scale'].dtype, tf.float32)
+        self.assertEqual(seen, [tf.float32, tf.float32])
+
+    def test_squeeze_errors_name_the_event_shape_as_given(self):
+        # [height, width, channels] in that order: a height of 5 is named
+        # as the height.
+        for shape in ([5, 4, 2], [4, 5, 2]):
+            with self.assertRaisesRegex(
+                    ValueError, re.escape(f'got event shape {shape}')):
+                vb.Squeeze().inverse_event_shape(shape)
 
 
 if __name__ == "__main__":

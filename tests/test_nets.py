@@ -474,6 +474,26 @@ class LayersTest(tf.test.TestCase, parameterized.TestCase):
                     layer(tf.constant(x, tf.float32))
             warning.assert_not_called()
 
+    def test_a_linear_layer_traced_in_a_pass_initialises_and_warns(self):
+        # The DDI switch is read at trace time: a Dense or Conv2D layer
+        # traced inside data_dependent_init() keeps its initialisation in
+        # the graph (its output on the batch is normalised), and the pass
+        # warns, naming the layer, that the function was traced.
+        rs = np.random.RandomState(6)
+        for layer, x in ((nets.Dense(3, 2, name='traced_dense'),
+                          3.0 + rs.randn(16, 3)),
+                         (nets.Conv2D(3, 2, name='traced_conv'),
+                          3.0 + rs.randn(2, 4, 4, 3))):
+            with self.assertLogs('absl', 'WARNING') as logs:
+                with initialization.data_dependent_init():
+                    y = tf.function(layer.__call__)(
+                        tf.constant(x, tf.float32))
+            self.assertIn(f'{layer.name} initialises itself while a '
+                          'tf.function is traced', logs.output[0])
+            mean, var = tf.nn.moments(y, list(range(y.shape.rank - 1)))
+            self.assertAllClose(mean, np.zeros(2), atol=1e-4)
+            self.assertAllClose(var, np.ones(2), rtol=1e-3)
+
 
 # ----------------------------------------------------------------------------
 # Blocks.
@@ -704,6 +724,18 @@ def _assert_every_variable_gets_a_gradient(test, net, input_shape):
     with tf.GradientTape() as tape:
         loss = tf.reduce_sum(net(x) ** 2)
     test.assertNotIn(None, tape.gradient(loss, net.trainable_variables))
+
+
+def _assert_a_float64_batch_is_converted(test, net, shape):
+    """A float64 NumPy batch is taken in the float32 variables' dtype: the
+    output of the same batch in float32."""
+    x = np.random.RandomState(5).randn(*shape)
+    try:
+        y = net(x)
+    except (ValueError, TypeError, tf.errors.OpError) as e:
+        test.fail(f'a float64 input was refused: {e}')
+    test.assertEqual(y.dtype, tf.float32)
+    test.assertAllClose(y, net(tf.constant(x, tf.float32)), atol=1e-6)
 
 
 def _net(**kwargs):
@@ -981,6 +1013,16 @@ class ConvAttnNetTest(tf.test.TestCase, parameterized.TestCase):
         self.assertEqual(_net(compute_dtype='float16').compute_dtype,
                          tf.float16)
 
+    def test_a_missing_context_is_refused_by_the_network_s_name(self):
+        # A net built with context_channels > 0 refuses a call without a
+        # context as a ValueError naming the network and its
+        # context_channels, not one of its inner blocks.
+        net = _net(context_channels=5)
+        with self.assertRaisesRegex(
+                ValueError, r'^conv_attn_net was built with '
+                r'context_channels=5 and needs a context'):
+            net(tf.zeros([2, 4, 4, 3]))
+
 
 class GlowNetTest(tf.test.TestCase):
 
@@ -1001,6 +1043,24 @@ class GlowNetTest(tf.test.TestCase):
         with self.assertRaisesRegex(
                 ValueError, r'^glow_net: filters must be >= 1; got 0\.$'):
             nets.GlowNet((4, 4, 3), 6, filters=0)
+
+    def test_an_input_of_another_image_shape_is_refused(self):
+        # GlowNet maps `[B, H, W, C_in]` of its `input_shape` (H, W, C_in):
+        # like the other image networks, another height or width is a
+        # ValueError naming the expected shape, not a silently wider map.
+        net = nets.GlowNet((4, 4, 3), 6, filters=5)
+        for shape in ([2, 8, 4, 3], [2, 4, 2, 3]):
+            with self.assertRaisesRegex(
+                    ValueError, r'glow_net expects inputs of shape '
+                    r'\[B, 4, 4, 3\]'):
+                net(tf.zeros(shape))
+
+    def test_an_input_is_taken_in_the_variables_dtype(self):
+        # A float64 numpy batch is converted to the float32 variables'
+        # dtype, as by the other conditioners.
+        net = nets.GlowNet((4, 4, 3), 6, filters=5)
+        randomize(net, scale=1.0, seed=3)
+        _assert_a_float64_batch_is_converted(self, net, [2, 4, 4, 3])
 
 
 # ----------------------------------------------------------------------------
@@ -1198,13 +1258,7 @@ class ContextNetTest(tf.test.TestCase, parameterized.TestCase):
         # dtype, as by the coupling networks.
         net = nets.ContextNet((4, 8, 3), partitions.ColumnSplit(), filters=4,
                               num_blocks=1)
-        x = np.random.RandomState(5).randn(2, 4, 8, 3)
-        try:
-            y = net(x)
-        except ValueError as e:
-            self.fail(f'a float64 input was refused: {e}')
-        self.assertEqual(y.dtype, tf.float32)
-        self.assertAllClose(y, net(tf.constant(x, tf.float32)), atol=1e-6)
+        _assert_a_float64_batch_is_converted(self, net, [2, 4, 8, 3])
 
 
 # ----------------------------------------------------------------------------
@@ -1607,6 +1661,34 @@ class MLPTest(tf.test.TestCase, parameterized.TestCase):
                             before, atol=1e-5)
         self.assertEqual([d.size for d in self._dead_sets(net, flat)], [0, 0])
 
+    def test_an_eager_pass_without_dead_units_reports_python_ints(self):
+        # RecyclingReport: a count is a Python int when run eagerly, also
+        # a count of 0 (a layer with no dead unit), and so is `total`.
+        net = nets.MLP(3, 2, hidden_units=(6, 5), output_init_scale=1.0)
+        randomize(net, seed=1)
+        x = tf.random.stateless_uniform([64, 3], [8, 3], -3, 3)
+        self.assertEqual([d.size for d in self._dead_sets(net, x)], [0, 0])
+        with nets.recycling_dead_units(seed=3) as report:
+            net(x)
+        self.assertEqual([count for _, count in report.counts], [0, 0])
+        for name, count in report.counts:
+            self.assertIs(type(count), int, msg=name)
+        self.assertIs(type(report.total), int)
+
+    def test_each_pass_reports_only_its_own_networks(self):
+        # RecyclingReport.counts: one pair per hidden layer of every MLP
+        # called in *the* pass; a later pass starts an empty report.
+        net = nets.MLP(3, 2, hidden_units=(4,), name='once')
+        x = tf.random.stateless_uniform([16, 3], [8, 4], -1, 1)
+        reports = []
+        for seed in (1, 2):
+            with nets.recycling_dead_units(seed=seed) as report:
+                net(x)
+            reports.append(report)
+        for report in reports:
+            self.assertEqual([name for name, _ in report.counts],
+                             ['once/hidden_0'])
+
 
 # ----------------------------------------------------------------------------
 # Options, flags and validation of the conditioner networks.
@@ -1839,6 +1921,130 @@ class ConditionerOptionsTest(tf.test.TestCase, parameterized.TestCase):
         # context) or positive, never negative.
         with self.assertRaisesRegex(ValueError, 'context_features >= 0'):
             nets.MLP(3, 4, context_features=-1)
+
+    def test_image_networks_refuse_inputs_of_another_rank_by_name(self):
+        # check_image_input: x must be [B] + input_shape, else a ValueError
+        # naming the network; an unbatched image or one with an extra
+        # leading axis is refused too, with the network's own message.
+        networks = (
+            nets.ContextNet((4, 8, 3), partitions.ColumnSplit(), filters=4,
+                            num_blocks=1),
+            _net(input_shape=(4, 8, 3), num_blocks=1),
+            nets.GlowNet((4, 8, 3), 6, filters=4))
+        for net in networks:
+            for shape in ((4, 8, 3), (1, 2, 4, 8, 3)):
+                self._assert_value_error(
+                    lambda n=net, s=shape: n(tf.zeros(s)),
+                    f'^{net.name} expects inputs of shape '
+                    r'\[B, 4, 8, 3\] \(H, W, C\)')
+
+    def test_mlp_refuses_a_context_of_higher_rank(self):
+        # MLP: the context has the leading shape of x, so a context of a
+        # higher rank than x is mis-shaped (ValueError), as a lower one is.
+        net = nets.MLP(3, 2, hidden_units=(4,), context_features=2)
+        self._assert_value_error(
+            lambda: net(tf.zeros([7, 3]), context=tf.zeros([2, 7, 2])),
+            'of the rank of its input')
+
+
+class PrecisionAndInitialStateTest(tf.test.TestCase):
+    """Mixed precision and initial parameters of the layers, MLP and
+    ContextNet, as their docstrings state them."""
+
+    def test_weight_norm_gain_starts_at_one(self):
+        # layers: with weight_norm a layer holds V and a gain g per output
+        # channel (init 1), so a fresh layer applies W = V / ||V||: unit
+        # norm per output channel, whatever the scale of V.
+        for layer in (nets.Dense(6, 4, weight_norm=True),
+                      nets.Conv2D(3, 4, kernel_size=3, weight_norm=True)):
+            self.assertAllEqual(layer.gain, np.ones(4), msg=layer.name)
+            w = layer.weights().numpy().reshape(-1, 4)
+            self.assertAllClose(np.linalg.norm(w, axis=0), np.ones(4),
+                                rtol=1e-5, msg=layer.name)
+
+    def test_weight_norm_is_computed_in_the_variables_dtype(self):
+        # weights(dtype): g V / ||V|| computed in the variables' dtype and
+        # then cast, so the bfloat16 kernel of a mixed-precision call is the
+        # float32 kernel rounded once, not a norm taken in bfloat16.
+        rs = np.random.RandomState(7)
+        layer = nets.Dense(64, 8, weight_norm=True)
+        layer.kernel.assign(rs.randn(64, 8))
+        layer.gain.assign(rs.rand(8) + 0.5)
+        self.assertAllEqual(layer.weights(tf.bfloat16),
+                            tf.cast(layer.weights(), tf.bfloat16))
+
+    def test_layer_norm_statistics_of_a_low_precision_input(self):
+        # Mixed precision: layer-norm statistics are computed in the
+        # variables' dtype, so a bfloat16 input gives the float32 result on
+        # the same values up to the output's rounding, also on rows whose
+        # mean is large against their spread (where bfloat16 moments lose
+        # the variance).
+        layer = nets.LayerNorm(16)
+        randomize(layer)
+        rs = np.random.RandomState(3)
+        x = tf.cast(100.0 + rs.randn(4, 16), tf.bfloat16)
+        expected = layer(tf.cast(x, tf.float32))
+        y = layer(x)
+        self.assertEqual(y.dtype, tf.bfloat16)
+        self.assertAllClose(tf.cast(y, tf.float32), expected,
+                            rtol=2**-7, atol=2**-7)
+
+    def test_mlp_output_kernel_std_follows_output_init_scale(self):
+        # MLP: the output kernel starts as N(0, (0.05 * output_init_scale)^2)
+        # for any scale, not just 0 and 1.
+        tf.random.set_seed(1)
+        net = nets.MLP(3, 64, hidden_units=(64,), output_init_scale=4.0)
+        self.assertNear(float(tf.math.reduce_std(net.output_layer.kernel)),
+                        0.2, 0.02)
+
+    def test_mlp_converts_array_inputs_to_its_dtype(self):
+        # MLP: like the other conditioner networks, arrays and lists are
+        # taken in the variables' dtype, the input and the context alike.
+        net = nets.MLP(3, 2, hidden_units=(5,), context_features=2,
+                       output_init_scale=1.0)
+        randomize(net)
+        rs = np.random.RandomState(4)
+        x, c = rs.randn(6, 3), rs.randn(6, 2)
+        expected = net(tf.constant(x, tf.float32),
+                       context=tf.constant(c, tf.float32))
+        refusals = (TypeError, ValueError, tf.errors.InvalidArgumentError)
+        for inputs in ((x, c), (x.tolist(), c.tolist())):
+            try:
+                y = net(inputs[0], context=inputs[1])
+            except refusals as e:
+                self.fail(f'{type(inputs[0]).__name__} inputs were refused: '
+                          f'{e}')
+            self.assertEqual(y.dtype, tf.float32)
+            self.assertAllClose(y, expected, atol=1e-6)
+
+    def _context_net(self, **kwargs):
+        return nets.ContextNet((4, 8, 3), partitions.ColumnSplit(), filters=4,
+                               num_blocks=1, **kwargs)
+
+    def test_context_net_checks_its_compute_dtype_argument(self):
+        # ContextNet(compute_dtype=...): None, bfloat16 or float16, taken as
+        # the dtype it names; any other dtype is a ValueError at creation.
+        self.assertEqual(
+            self._context_net(compute_dtype='bfloat16').compute_dtype,
+            tf.bfloat16)
+        self.assertIsInstance(
+            self._context_net(compute_dtype='float16').compute_dtype,
+            tf.dtypes.DType)
+        with self.assertRaisesRegex(ValueError, 'compute_dtype must be None, '
+                                    'bfloat16 or float16'):
+            self._context_net(compute_dtype=tf.float64)
+
+    def test_context_net_runs_every_convolution_in_its_compute_dtype(self):
+        # Mixed precision: convolutions run in the low precision dtype (the
+        # input convolution too), and the output is in the variables' dtype.
+        net = self._context_net(compute_dtype=tf.bfloat16)
+        records, patches = record_linear_outputs()
+        with patches[0], patches[1]:
+            y = net(tf.random.normal([2, 4, 8, 3]))
+        self.assertEqual(y.dtype, tf.float32)
+        self.assertLen(records, 3)
+        self.assertEqual([out.dtype for _, out in records],
+                         [tf.bfloat16] * 3)
 
 
 if __name__ == '__main__':
