@@ -3141,5 +3141,174 @@ class UnseededGeneratorTest(tf.test.TestCase):
         self.assertNotEqual(draw(), draw())
 
 
+class BuilderTest(tf.test.TestCase):
+    """`vflow_tfp.models.builders` called directly, with the options and
+    shapes the presets do not reach."""
+
+    def test_each_step_is_actnorm_then_1x1_then_coupling(self):
+        # Module docstring: a step group is `steps` repetitions of
+        # `ActNorm -> Invertible1x1Conv -> coupling`, data -> latent, and a
+        # SwapHalves when `steps` is odd. Parameter counts and the splits'
+        # layout cannot see the order of a step's layers.
+        layers = builders.image_step_group((4, 4, 4), G('column', 3, 1, 8, 2),
+                                           'g')
+        self.assertEqual(
+            [type(b).__name__ for b in layers],
+            ['ActNorm', 'Invertible1x1Conv', 'MixLogisticCoupling'] * 3
+            + ['SwapHalves'])
+
+    def test_layer_names_are_unique(self):
+        # Module docstring: "names are unique and deterministic, so
+        # contexts and `training` can be routed by `chain_kwargs`".
+        layers, _ = builders.image_flow(
+            (4, 4, 4), [[G('column', 2, 1, 8, 2)], [G('channel', 3, 1, 8, 2)]],
+            'p')
+        names = [b.name for b in layers]
+        self.assertLen(set(names), len(names), names)
+
+    def test_mixture_couplings_on_channel_halves_of_unequal_size(self):
+        # On 3 channels the channel halves differ in size: each mixture
+        # coupling's conditioner outputs `num_params(K)` values per element
+        # of the half that coupling transforms (parity i % 2), and the
+        # group inverts.
+        group = G('channel', 2, 1, 8, 2)
+        layers = builders.image_step_group((4, 4, 3), group, 'g',
+                                           pointwise=False)
+        halves = group.partition.half_event_shapes((4, 4, 3))
+        self.assertNotEqual(halves[0][-1], halves[1][-1])
+        couplings = [b for b in layers if isinstance(b, vb.Coupling)]
+        self.assertLen(couplings, 2)
+        for i, coupling in enumerate(couplings):
+            self.assertEqual(
+                coupling.conditioner.output_shape[-1],
+                halves[1 - i % 2][-1] * vb.MixLogisticCoupling.num_params(2))
+        chain = tfb.Chain(layers)
+        x = tf.random.stateless_normal([2, 4, 4, 3], [1, 2])
+        self.assertAllClose(chain.forward(chain.inverse(x)), x, atol=1e-5)
+
+    def test_a_group_of_zero_blocks_has_conditioners_without_blocks(self):
+        # StepGroup: `blocks` is the conditioners' block count `B`, passed
+        # on as ConvAttnNet's `num_blocks` (">= 0").
+        try:
+            group = G('column', 1, 0, 8, 2)
+        except ValueError as e:
+            self.fail(f'blocks=0 refused: {e}')
+        layers = builders.image_step_group((4, 4, 2), group, 'g')
+        nets_ = [b.conditioner for b in layers if isinstance(b, vb.Coupling)]
+        self.assertLen(nets_, 1)
+        self.assertEmpty(nets_[0].residual_blocks)
+
+    def test_f_affine_has_its_blocks(self):
+        # f_affine: "conv 3x3, `blocks` x [gated conv, layer norm], conv
+        # 3x3".
+        for blocks in (1, 2):
+            with self.subTest(blocks=blocks):
+                coupling = builders.f_affine((4, 4, 5), 3, 8, 'f',
+                                             blocks=blocks)
+                self.assertLen(coupling.conditioner.residual_blocks, blocks)
+
+    def test_linear_top_takes_the_flow_s_dtype(self):
+        # Every layer of a float64 vector flow is float64, the
+        # `linear_top` dense map too (else the float64 checkerboard
+        # presets with `linear_top=True` mix dtypes).
+        layers = builders.vector_flow(2, 2, 'p', hidden_units=(4,),
+                                      linear_top=True, dtype=tf.float64)
+        self.assertEqual(layers[-1].name, 'p_top')
+        self.assertEqual({b.dtype for b in layers}, {tf.float64})
+
+    def test_conditional_image_flow_squashes_only_if_asked(self):
+        # "followed by a sigmoid if `squash` (into (0, 1))": without it
+        # the draws are the flow's own, of either sign.
+        condition = tf.zeros([2, 4, 4, 2])
+        for squash in (True, False):
+            with self.subTest(squash=squash):
+                flow = builders.conditional_image_flow(
+                    (4, 4, 2), (4, 4, 2), G('column', 1, 1, 8, 2), 'r',
+                    context_filters=4, context_blocks=1, squash=squash)
+                draws, _ = flow.sample_and_log_prob(condition, seed=[1, 2])
+                inside = (float(tf.reduce_min(draws)) > 0.0
+                          and float(tf.reduce_max(draws)) < 1.0)
+                self.assertEqual(inside, squash)
+
+    def test_an_odd_group_ends_by_swapping_its_own_halves(self):
+        # An odd number of steps leaves the halves swapped at the end of
+        # the group (SPEC §1.9): the SwapHalves exchanges the halves of the
+        # group's partition, `merge(b, a)`.
+        x = tf.reshape(tf.range(2 * 4 * 4 * 4, dtype=tf.float32),
+                       [2, 4, 4, 4])
+        for split in ('column', 'channel'):
+            with self.subTest(split=split):
+                group = G(split, 1, 1, 8, 2)
+                swap = builders.image_step_group((4, 4, 4), group, 'g')[-1]
+                self.assertIsInstance(swap, vb.SwapHalves)
+                a, b = group.partition.split(x)
+                self.assertAllEqual(swap.inverse(x),
+                                    group.partition.merge(b, a))
+
+    def test_the_context_is_arranged_like_the_group_s_halves(self):
+        # conditional_image_flow: "The context network processes the
+        # condition arranged like the halves of `group.partition`" (SPEC
+        # §1.12), for a channel split as for the presets' column splits.
+        for split in ('column', 'channel'):
+            with self.subTest(split=split):
+                group = G(split, 1, 1, 8, 2)
+                flow = builders.conditional_image_flow(
+                    (4, 4, 2), (4, 4, 2), group, 'r', context_filters=4,
+                    context_blocks=1)
+                half = group.partition.half_event_shapes((4, 4, 2))[0]
+                self.assertEqual(tuple(flow.context_net.output_shape),
+                                 tuple(half[:-1]) + (4,))
+                draws, _ = flow.sample_and_log_prob(
+                    tf.zeros([2, 4, 4, 2]), seed=[1, 2])
+                self.assertEqual(draws.shape, [2, 4, 4, 2])
+
+
+class ConditionalDistributionDetailsTest(tf.test.TestCase):
+    """`ConditionalFlow` and `UniformDequantizer` details: the squash's
+    log-density with `stop_score`, dtypes, rows of an unknown rank."""
+
+    def test_outer_layers_of_varying_jacobian_keep_the_log_density(self):
+        # y = exp(sigmoid(s)): with stop_score, log_p keeps its value, the
+        # log-density of the plain pass, also when more than one outer
+        # layer without parameters has a Jacobian that varies: each is
+        # taken at its own input, the sigmoid's at s and exp's at
+        # sigmoid(s).
+        shift = tf.Variable(tf.constant([0.3, -0.8], tf.float64))
+        q = ConditionalFlow(
+            tfb.Chain([tfb.Exp(), vb.Sigmoid(), tfb.Shift(shift)]), (2,),
+            dtype=tf.float64)
+        condition = tf.zeros([8, 1], tf.float64)
+        y, log_q = q.sample_and_log_prob(condition, [3, 4])
+        y_held, log_q_held = q.sample_and_log_prob(condition, [3, 4],
+                                                   stop_score=True)
+        self.assertAllClose(y_held, y, atol=1e-12, rtol=0)
+        self.assertAllClose(log_q_held, log_q, atol=1e-12, rtol=0)
+        self.assertAllClose(log_q, q.distribution.log_prob(y), atol=1e-10,
+                            rtol=0)
+
+    def test_a_float64_uniform_dequantizer_s_log_density_is_float64(self):
+        # log r(u|x) = 0 in the dequantiser's dtype, as u is: a float64
+        # VFlow subtracts it from its float64 log-densities.
+        dequantizer = UniformDequantizer([2, 1], dtype=tf.float64)
+        for seed in ([1, 2], [[1, 2], [3, 4]]):
+            u, log_r = dequantizer.sample_and_log_prob(
+                tf.zeros([2, 2, 1], tf.float64), seed)
+            self.assertEqual(u.dtype, tf.float64)
+            self.assertEqual(log_r.dtype, tf.float64)
+            self.assertAllEqual(log_r, tf.zeros([2], tf.float64))
+
+    def test_repeat_rows_repeats_a_tensor_of_unknown_rank(self):
+        # `repeat_rows`: every tensor with rows is repeated row by row, also
+        # one whose rank is known only when it runs (a condition of any
+        # shape in a traced function).
+        @tf.function(input_signature=[tf.TensorSpec(None, tf.float32)])
+        def repeated(context):
+            return conditional.repeat_rows({'context': context}, 2)[
+                'context']
+
+        rows = np.arange(6.0, dtype=np.float32).reshape(2, 3)
+        self.assertAllEqual(repeated(rows), np.repeat(rows, 2, axis=0))
+
+
 if __name__ == '__main__':
     tf.test.main()

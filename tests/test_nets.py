@@ -713,6 +713,48 @@ class BlocksTest(tf.test.TestCase, parameterized.TestCase):
         self.assertAllClose(stds['context_proj'], np.ones(4), rtol=1e-4)
         self.assertAllClose(stds['conv_out'], np.full(8, 0.1), rtol=1e-4)
 
+    def test_an_input_of_unknown_channels_is_refused_by_name(self):
+        # `__call__` docstrings: a wrong input shape is a ValueError; the
+        # blocks take [B, H, W, C] inputs with static H, W and C, so an input
+        # whose channel count is unknown when traced is refused by name.
+        spec = tf.TensorSpec([None, 3, 4, None])
+        for block, args in ((nets.GatedResidualBlock(4), ()),
+                            (nets.GatedAttention(4, num_heads=2),
+                             (tf.zeros([3, 4, 4]),))):
+            traced = tf.function(lambda x, b=block, a=args: b(x, *a),
+                                 input_signature=[spec])
+            with self.assertRaises(Exception) as caught:
+                traced.get_concrete_function()
+            self.assertIsInstance(caught.exception, ValueError,
+                                  msg=block.name)
+            self.assertRegex(str(caught.exception), 'static H, W, C')
+
+    def test_a_misshaped_pos_emb_is_refused_naming_its_shape(self):
+        # `__call__` docstring: pos_emb is [H, W, F] (broadcast over B); the
+        # error names that shape, not the input's [B, H, W, F].
+        block = nets.GatedAttention(8, num_heads=2)
+        with self.assertRaisesRegex(ValueError, r'pos_emb must have shape '
+                                    r'\(2, 3, 8\); got \(3, 2, 8\)'):
+            block(tf.zeros([1, 2, 3, 8]), tf.zeros([3, 2, 8]))
+
+    def test_a_low_precision_attention_block_casts_its_pos_emb(self):
+        # Mixed precision (layers module docstring): given a bfloat16 input,
+        # the attention block computes in bfloat16; a positional embedding
+        # of the variables' dtype (float32) is cast to it, and the result is
+        # float32's up to rounding.
+        block = nets.GatedAttention(8, num_heads=2)
+        randomize(block, scale=0.7)
+        rs = np.random.RandomState(9)
+        x = tf.constant(rs.randn(2, 2, 3, 8), tf.float32)
+        pos_emb = tf.constant(rs.randn(2, 3, 8), tf.float32)
+        try:
+            low = block(tf.cast(x, tf.bfloat16), pos_emb)
+        except (TypeError, tf.errors.InvalidArgumentError) as e:
+            self.fail(f'a float32 pos_emb was not cast to bfloat16: {e}')
+        self.assertEqual(low.dtype, tf.bfloat16)
+        self.assertAllClose(tf.cast(low, tf.float32), block(x, pos_emb),
+                            atol=0.1, rtol=0.05)
+
 
 # ----------------------------------------------------------------------------
 # ConvAttnNet.

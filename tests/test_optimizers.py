@@ -173,6 +173,20 @@ class AdamTest(parameterized.TestCase, tf.test.TestCase):
                     jit_compile)
         self.assertIs(training.adam(1e-3).jit_compile, False)
 
+    def test_beta_and_epsilon_options_reach_the_fused_update(self):
+        # `**kwargs`: other arguments of tf_keras's Adam, whose formula the
+        # fused kernel computes: β₁, β₂ and ε other than the defaults move
+        # the weights as tf_keras's Adam with the same options does.
+        options = dict(beta_1=0.5, beta_2=0.9, epsilon=1e-2)
+        expected, _ = _train(
+            lambda: tf_keras.optimizers.Adam(_schedule(), **options),
+            tf.distribute.get_strategy(), np.float32)
+        got, ops = _train(lambda: training.adam(_schedule(), **options),
+                          tf.distribute.get_strategy(), np.float32)
+        self.assertIn('ResourceApplyAdam', ops)
+        for e, g in zip(expected, got):
+            self.assertAllClose(g, e, rtol=1e-6, atol=1e-6)
+
 
 if __name__ == '__main__':
     tf.test.main()

@@ -931,5 +931,78 @@ class OutputKindWithoutAModelTest(tf.test.TestCase):
             sampling.output_kind(url, {'kind': 'image'})
 
 
+class _RefusingSampler(_FakeSampler):
+    """A sampler whose model refuses every batch with TF's `message`."""
+
+    def __init__(self, message):
+        super().__init__()
+        self.message = message
+
+    def sample(self, num, temperature, seed):
+        raise tf.errors.InvalidArgumentError(None, None, self.message)
+
+
+class FailedBatchAndWriterDetailsTest(tf.test.TestCase):
+    """How a failed batch is named, and when a writer reports completion
+    (fake samplers and made-up samples: no export to build)."""
+
+    def test_a_refusal_with_a_stack_trace_is_named_by_its_reason(self):
+        # `draw_batches`: a failed batch is named with the model's own
+        # refusal. TF's message puts the stack of the node before it (File
+        # lines, each followed by an empty line); those are framing, not
+        # the reason.
+        sampler = _RefusingSampler(
+            'Graph execution error:\n\nDetected at node assert_x/Assert '
+            'defined at (most recent call last):\n  File "run.py", line 7, '
+            'in <module>\n\n  File "flow.py", line 4, in sample\n\n'
+            'assertion failed: [VFlow.sample: the flow gave non-finite '
+            'values]\n\t [[{{node assert_x/Assert}}]] '
+            '[Op:__inference_signature_wrapper_1]')
+        with self.assertRaisesRegex(
+                ValueError, r'^batch 2 \(seed \(5, 2\)\): assertion failed: '
+                r'\[VFlow\.sample: the flow gave non-finite values\]$'):
+            sampling.draw(sampler, 1, seed=5, first_batch=2)
+
+    def test_a_refusal_without_a_reason_is_still_named_in_one_line(self):
+        # A failed batch is named, not TF's framing repeated: with nothing
+        # but framing in TF's message, the error's type stands for the
+        # reason, on the one line that names the batch.
+        sampler = _RefusingSampler(
+            'Graph execution error:\n\nDetected at node x defined at (most '
+            'recent call last):\n<stack traces unavailable>\n')
+        with self.assertRaisesRegex(
+                ValueError, r'^batch 0 \(seed \(0, 0\)\): '
+                r'InvalidArgumentError$'):
+            sampling.draw(sampler, 1)
+
+    def test_a_bool_is_not_a_temperature(self):
+        # A temperature is a number >= 0; as for the other arguments (a
+        # bool is no first_batch, count or seed), True is not temperature
+        # 1, and nothing is drawn.
+        for bad in (True, False):
+            sampler = _FakeSampler()
+            with self.assertRaisesRegex(ValueError, r'^temperature must be '
+                                        'a number >= 0'):
+                sampling.draw(sampler, 1, temperature=bad)
+            self.assertEqual(sampler.seeds, [])
+
+    def test_not_complete_when_files_appear_in_the_directory(self):
+        # `SampleWriter`: files that appear in a directory output while it
+        # is written stay, the samples are dropped (`FileExistsError` at
+        # the end of the block), and `complete` (the output is under its
+        # name) stays false.
+        tmp = tempfile.mkdtemp(prefix='vflow_tfp_sample_')
+        self.addCleanup(shutil.rmtree, tmp, ignore_errors=True)
+        path = os.path.join(tmp, 'pngs')
+        writer = sampling.SampleWriter(path, 'directory')
+        with self.assertRaises(FileExistsError):
+            with writer:
+                writer.add(np.zeros([2, 2, 2, 1], np.uint8))
+                os.makedirs(path)
+                open(os.path.join(path, 'notes.txt'), 'w').close()
+        self.assertFalse(writer.complete)
+        self.assertEqual(os.listdir(path), ['notes.txt'])
+
+
 if __name__ == '__main__':
     tf.test.main()

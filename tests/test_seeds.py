@@ -398,6 +398,60 @@ class PerExampleModelTest(tf.test.TestCase):
             model.log_prob(x, 3, seed=model.example_seeds(x, [1, 2])),
             model.log_prob(wide, 3, seed=row_seeds))
 
+    def test_the_per_example_seed_of_a_batch_of_one_is_its_seed(self):
+        # `seeds` module: a per-example seed gives its block the noise of
+        # its own seed, split for r and q as `tfp.random.split_seed` splits
+        # it (`split_rows`). So for a batch of one, seed [[a, b]] draws
+        # what seed [a, b] draws: u and z from two different seeds, not
+        # both from the one given.
+        x = self.images[:1]
+        for seed in ([4, 5], [8, 9]):
+            self.assertAllClose(self.model.elbo(x, seed=[seed]),
+                                self.model.elbo(x, seed=seed),
+                                atol=1e-3, rtol=0)
+
+    def test_vectors_float32_cannot_tell_apart_get_their_own_seeds(self):
+        # `example_seeds` docstring: vectors are hashed in the model's dtype.
+        # For a float64 model, two examples that differ below float32's
+        # resolution are different examples (other bytes), so they get
+        # other seeds; equal examples get equal ones.
+        model = presets.build('checkerboard_vflow_3_4', seed=0,
+                              dtype=tf.float64)
+        x = np.array([[1.0, 0.5], [1.0 + 1e-12, 0.5], [1.0, 0.5]])
+        row_seeds = model.example_seeds(x, [1, 2])
+        self.assertAllEqual(row_seeds,
+                            seeds.example_seeds(tf.constant(x), [1, 2]))
+        self.assertAllEqual(row_seeds[0], row_seeds[2])
+        self.assertNotAllEqual(row_seeds[0], row_seeds[1])
+
+
+class RowSeedArgumentTest(tf.test.TestCase):
+    """What `as_seed` and `sample_rows` take and refuse."""
+
+    def test_a_seed_variable_is_taken_as_a_tensor_in_a_function(self):
+        # as_seed: "A tensor is taken as it is"; a tf.Variable too, also
+        # inside a tf.function, where it has no NumPy value to check.
+        variable = tf.Variable([3, 4])
+        try:
+            traced = tf.function(lambda: seeds.as_seed(variable))()
+        except (NotImplementedError, TypeError, ValueError) as e:
+            self.fail(f'a seed variable refused in a function: {e}')
+        self.assertAllEqual(traced, [3, 4])
+
+    def test_sample_rows_refuses_a_dynamic_event_shape_by_name(self):
+        # sample_rows raises "ValueError: for a distribution with ... a
+        # dynamic event shape", at trace time.
+        def draw(loc):
+            return seeds.sample_rows(tfd.MultivariateNormalDiag(loc),
+                                     tf.constant([[1, 2], [3, 4]]))
+
+        traced = tf.function(draw, input_signature=[
+            tf.TensorSpec([None], tf.float32)])
+        with self.assertRaises(Exception) as raised:
+            traced.get_concrete_function()
+        self.assertIsInstance(raised.exception, ValueError)
+        self.assertIn('static event shape', str(raised.exception))
+
 
 if __name__ == '__main__':
     tf.test.main()

@@ -235,6 +235,19 @@ class RetracingWarningsTest(unittest.TestCase):
                          ['5 out of the last 5 calls to <function Other.run '
                           'at 0x7f> triggered tf.function retracing.'])
 
+    def test_a_warning_logged_with_arguments_is_read_as_formatted(self):
+        # A record's message is its text with its arguments filled in: a
+        # retracing warning that names the owner's function through a
+        # `%s` argument is dropped too, and another class's passes.
+        tf_logger, records = self._tf_logger_without_filters()
+        tf_logs.drop_retracing_warnings('Trainer')
+        template = ('%d out of the last %d calls to <function %s at 0x7f> '
+                    'triggered tf.function retracing.')
+        for owner in ('Trainer.step', 'Other.run'):
+            tf_logger.warning(template, 5, 5, owner)
+        self.assertEqual([message for _, _, message in records.records],
+                         [template % (5, 5, 'Other.run')])
+
 
 if __name__ == '__main__':
     unittest.main()

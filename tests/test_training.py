@@ -256,6 +256,25 @@ class WeightEMATest(tf.test.TestCase):
             self.assertAllClose([a.numpy(), b.numpy()], [2.0, 4.0])
         self.assertAllClose([a.numpy(), b.numpy()], [3.0, 6.0])
 
+    def test_a_negative_decay_is_refused(self):
+        # decay is in [0, 1): below 0 the "average" would overshoot the
+        # variable at every update.
+        v = tf.Variable(3.0)
+        for decay in (-0.5, -1e-9):
+            with self.subTest(decay=decay):
+                with self.assertRaisesRegex(
+                        ValueError, r'decay must be in \[0, 1\); got '):
+                    training.WeightEMA([v], decay=decay)
+
+    def test_the_name_names_the_module_and_its_shadows(self):
+        # Like any tf.Module's: the shadow variables are created under it,
+        # so two averages in one checkpoint or log are told apart.
+        v = tf.Variable([1.0, 2.0], name='w')
+        self.assertEqual(training.WeightEMA([v]).name, 'weight_ema')
+        ema = training.WeightEMA([v], name='p_ema')
+        self.assertEqual(ema.name, 'p_ema')
+        self.assertStartsWith(ema.shadows[0].name, 'p_ema/')
+
 
 if __name__ == '__main__':
     tf.test.main()
