@@ -528,6 +528,28 @@ class PositionCountTest(tf.test.TestCase, parameterized.TestCase):
                 norm.initialize(tf.random.normal([2, 8, 8, 2]))
             self.assertAllEqual(norm.log_scale, tf.zeros_like(norm.log_scale))
 
+    def test_act_norm_is_affine_for_transformed_distributions(self):
+        # ActNorm's docstring: an affine map whose log-det, N *
+        # sum(log_scale), is the same for every input; TFP's
+        # `is_constant_jacobian` states it, and TransformedDistribution's
+        # affine-only moments rely on it: the mean is forward(0) and the
+        # entropy the base's plus that constant forward log-det.
+        base = tfd.Sample(tfd.Normal(tf.constant(0.0, tf.float64), 1.0),
+                          [2, 2, 3])
+        for per_channel in (True, False):
+            with self.subTest(per_channel=per_channel):
+                norm = vb.ActNorm([2, 2, 3], per_channel=per_channel,
+                                  dtype=tf.float64)
+                norm.log_scale.assign(0.3 * tf.ones_like(norm.log_scale))
+                norm.shift.assign(tf.ones_like(norm.shift))
+                self.assertTrue(norm.is_constant_jacobian)
+                dist = tfd.TransformedDistribution(base, norm)
+                self.assertAllClose(dist.mean(), np.full([2, 2, 3],
+                                                         -math.exp(-0.3)))
+                # 12 positions at log_scale 0.3 either way.
+                self.assertAllClose(dist.entropy(),
+                                    base.entropy() - 12 * 0.3)
+
 
 class PartitionTest(tf.test.TestCase):
 
@@ -2846,6 +2868,16 @@ class StructuralLayerEdgeCaseTest(tf.test.TestCase):
         self.assertIsInstance(caught.exception, ValueError)
         self.assertIn('Event dimensions must be static; got shape '
                       '(2, None, None)', str(caught.exception))
+
+    def test_an_empty_init_batch_warns_of_its_zero_values(self):
+        # ActNorm warns when fewer than 16 values per parameter set its
+        # scale; an empty batch (0 values, no moments at all) is the
+        # extreme case, not an exception to it.
+        norm = vb.ActNorm([2], name='empty_edge')
+        with self.assertLogs('absl', 'WARNING') as logs:
+            norm.initialize(tf.zeros([0, 2]))
+        self.assertIn('empty_edge: initialised from 0 value(s)',
+                      logs.output[0])
 
 
 class ShapeCheckEdgeCaseTest(tf.test.TestCase):

@@ -1278,23 +1278,34 @@ class ScoreTest(tf.test.TestCase):
         self.assertRegex(lines[2], r'^mean bits/dim [0-9.]+ over 1 image '
                                    r'\(2 importance samples, seed 0, ')
 
-    def test_non_finite_scores_are_null_in_an_upper_case_json_file(self):
-        # An output named .JSON is JSON as .json is (the format goes by the
-        # extension in either case): the warning says its non-finite
-        # scores are null there.
+    def test_the_null_warning_goes_by_the_output_s_extension(self):
+        # The format goes by the extension, in either case: an output named
+        # .JSON is JSON as .json is, and the warning says its non-finite
+        # scores are null there; scores.json.csv is a CSV file, which
+        # spells them out, so its warning says nothing of null.
         vector = export_fixtures.vector_export()
         points = data.sample_checkerboard(2, seed=1)
         points[0] = [1e30, 0.0]
         path = self._npy('far.npy', points)
-        output = self._path('S.JSON')
-        code, _, err = run_score(f'--model={vector.path}', path,
-                                 '--num_samples=2', f'--output={output}')
-        self.assertEqual(code, 0, err)
-        self.assertIn('score.py: warning: 1 of 2 vectors have no finite '
-                      'score (far outside the data, where the model '
-                      'overflows); null in the JSON\n', err)
-        with open(output) as f:
-            self.assertIsNone(json.load(f)['images'][0]['log_likelihood'])
+        for name, null in (('S.JSON', '; null in the JSON'),
+                           ('scores.json.csv', '')):
+            with self.subTest(output=name):
+                output = self._path(name)
+                code, _, err = run_score(f'--model={vector.path}', path,
+                                         '--num_samples=2',
+                                         f'--output={output}')
+                self.assertEqual(code, 0, err)
+                self.assertIn('score.py: warning: 1 of 2 vectors have no '
+                              'finite score (far outside the data, where '
+                              f'the model overflows){null}\n', err)
+                with open(output, newline='') as f:
+                    if null:
+                        self.assertIsNone(
+                            json.load(f)['images'][0]['log_likelihood'])
+                    else:
+                        self.assertEqual(
+                            next(csv.DictReader(f))['log_likelihood'],
+                            '-inf')
 
     def test_the_scorer_refuses_a_seed_that_is_not_two_integers(self):
         # SavedModelScorer.log_prob raises ValueError for "a seed that is
@@ -1323,6 +1334,32 @@ class ScoreTest(tf.test.TestCase):
         self.assertIsInstance(caught.exception, ValueError)
         self.assertRegex(str(caught.exception), r'^examples\[1\]: values '
                          'beyond the float32 range the model reads')
+
+    def test_num_samples_sets_the_draws_of_every_score(self):
+        # --num_samples: "Importance samples per image" of the bound each
+        # line reports; the scores are score()'s with that many draws (same
+        # seed and batch size), not the export's default, and the JSON
+        # records the count.
+        path = self._npy('three.npy', self.exported.train[:3])
+        output = self._path('s.json')
+        code, _, err = run_score(self.model_flag, '--num_samples=1', path,
+                                 f'--output={output}')
+        self.assertEqual(code, 0, err)
+        with open(output) as f:
+            result = json.load(f)
+        self.assertEqual(result['num_samples'], 1)
+        scorer = scoring.SavedModelScorer(self.exported.path)
+
+        def bits(num_samples):
+            return [r['bits_per_dim'] for r in scoring.score(
+                scorer, scoring.open_inputs([path], scorer.metadata),
+                num_samples=num_samples)]
+
+        one = bits(1)
+        self.assertGreater(np.abs(np.subtract(
+            one, bits(export_fixtures.DEFAULT_NUM_SAMPLES))).max(), 1e-4)
+        self.assertAllClose([r['bits_per_dim'] for r in result['images']],
+                            one, atol=1e-6, rtol=0)
 
 
 class _FakeScorer:

@@ -444,6 +444,7 @@ class CliErrorTest(_RunDirectory, tf.test.TestCase):
             checkpoint_every=11, keep_checkpoints=4, eval_every=13,
             eval_batches=2, log_every=5, num_samples=4,
             inverse_check_images=3, iw_samples=6, iw_images=12, seed=17,
+            validation_size=10,
             jit_compile=True, export=False)
         args = [f'--{k}={v}' for k, v in values.items()] + [
             '--preset=checkerboard_glow_3', '--dataset=checkerboard',
@@ -899,6 +900,14 @@ class PresetSettingsCliTest(_RunDirectory, tf.test.TestCase):
             env=_env(), capture_output=True, text=True, timeout=300)
         self._assert_one_line_error(run, 'the data were prepared')
 
+    def test_a_preset_flag_given_as_zero_overrides_the_preset(self):
+        # A flag given is an override also at zero: --dropout=0 turns off
+        # vflow_cifar10's dropout of 0.2 (and --filters=0 is the preset's
+        # to refuse); only a flag left out keeps the preset's value.
+        self.assertEqual(self._overrides('--preset=vflow_cifar10',
+                                         '--dropout=0', '--filters=0'),
+                         dict(dropout=0.0, filters=0))
+
 
 class InProcessCliTest(_RunDirectory, tf.test.TestCase):
     """bin/train.py run in this process (tests/cli_helpers.py, no TF
@@ -927,19 +936,25 @@ class InProcessCliTest(_RunDirectory, tf.test.TestCase):
             sys.unraisablehook = hook
             tf_logger.setLevel(level)
 
-    def _configs_given_to_the_trainer(self, *args):
-        """The `TrainConfig`s bin/train.py builds a trainer from (that
-        trainer refused at once): the preset overrides it derives."""
-        configs = []
+    def _trainer_arguments(self, *args):
+        """The arguments bin/train.py builds a trainer from (that trainer
+        refused at once): `(config, strategy, train_input_fn,
+        eval_input_fn, init_batch)` for each trainer."""
+        calls = []
 
-        def refused_trainer(config, *unused_args):
-            configs.append(config)
+        def refused_trainer(*trainer_args):
+            calls.append(trainer_args)
             raise ValueError('refused here')
 
         with mock.patch.object(training, 'Trainer', refused_trainer):
             code, _, err = self._run(*args)
         self.assertEqual(code, 2, err)
-        return configs
+        return calls
+
+    def _configs_given_to_the_trainer(self, *args):
+        """The `TrainConfig`s bin/train.py builds a trainer from (that
+        trainer refused at once): the preset overrides it derives."""
+        return [call[0] for call in self._trainer_arguments(*args)]
 
     def test_the_last_line_sums_up_the_run(self):
         # The README's quickstart: `step 1200: train_bpd 2.9980, test_bpd
@@ -1009,13 +1024,22 @@ class InProcessCliTest(_RunDirectory, tf.test.TestCase):
         # restore_or_initialize refuses (another model's checkpoints, a
         # non-finite initialisation) after the trainer locked the new run
         # directory; the lock file goes with it, and the parent made for it.
+        # RuntimeError: workers that disagree on settings or checkpoints.
         out = os.path.join(self.tmp, 'new', 'run')
-        refusal = ValueError('refused here')
-        with mock.patch.object(training.Trainer, 'restore_or_initialize',
-                               side_effect=refusal):
-            code, _, err = self._run(*self._SMALL, f'--output_dir={out}')
-        self.assertEqual((code, err), (2, 'train.py: error: refused here\n'))
-        self.assertEqual(os.listdir(self.tmp), [])
+        for refusal in (ValueError('refused here'),
+                        RuntimeError('refused here')):
+            with self.subTest(refusal=type(refusal).__name__):
+                with mock.patch.object(training.Trainer,
+                                       'restore_or_initialize',
+                                       side_effect=refusal):
+                    try:
+                        code, _, err = self._run(*self._SMALL,
+                                                 f'--output_dir={out}')
+                    except Exception as e:  # pylint: disable=broad-except
+                        self.fail(f'not one line: {e!r} escaped')
+                self.assertEqual((code, err),
+                                 (2, 'train.py: error: refused here\n'))
+                self.assertEqual(os.listdir(self.tmp), [])
 
     def test_a_given_inter_op_thread_count_is_kept_under_determinism(self):
         # Under op determinism train.py runs independent ops on one thread,
@@ -1061,6 +1085,31 @@ class InProcessCliTest(_RunDirectory, tf.test.TestCase):
                 'TF_CONFIG environment variable (cluster and task).\n'))
         strategy.assert_not_called()
         self.assertFalse(os.path.exists(out))
+
+    def test_a_given_image_shape_reaches_the_trainer_unchanged(self):
+        # The data add image_shape only where the user gave none: a
+        # --set=image_shape is the user's, for the trainer to check against
+        # the data (and refuse), never silently replaced by the data's.
+        config, = self._configs_given_to_the_trainer(
+            '--preset=tiny_vflow', '--dataset=photo_patches/8x8',
+            '--set=image_shape=(4, 4, 3)', f'--output_dir={self.tmp}')
+        self.assertEqual(tuple(config.preset_overrides['image_shape']),
+                         (4, 4, 3))
+
+    def test_init_batch_size_and_seed_reach_the_inputs(self):
+        # --init_batch_size: "Examples for the data-dependent
+        # initialisation", apart from the training batches; --seed seeds
+        # the data as well as the model, so another seed draws another
+        # init batch.
+        batches = []
+        for seed in (1, 2):
+            call, = self._trainer_arguments(
+                *self._SMALL[:2], '--global_batch_size=8',
+                '--init_batch_size=4', f'--seed={seed}',
+                f'--output_dir={os.path.join(self.tmp, str(seed))}')
+            batches.append(np.asarray(call[4]))
+        self.assertEqual([len(batch) for batch in batches], [4, 4])
+        self.assertNotAllClose(batches[0], batches[1])
 
 
 if __name__ == '__main__':

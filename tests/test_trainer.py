@@ -2283,6 +2283,21 @@ class RecordedResultsTest(_TrainerFixture, tf.test.TestCase):
             self.assertTrue(rerun.train()['completed'])
             self.assertLen(calls, bounds, change)
 
+    def test_an_earlier_config_records_the_step_it_trained_to(self):
+        # `until_step` is the step the checkpoints reached under that
+        # config, not the train_steps it asked for: a rerun with a smaller
+        # train_steps trains nothing, and its config held step 6.
+        out = self._dir()
+        strategy = tf.distribute.OneDeviceStrategy('/cpu:0')
+        for steps in (6, 3, 7):
+            self._trainer_at(out, strategy, train_steps=steps,
+                             eval_every=1000, export=False).train()
+        with open(os.path.join(out, 'results.json')) as f:
+            on_disk = json.load(f)
+        self.assertEqual(
+            [(c['config']['train_steps'], c['until_step'])
+             for c in on_disk['earlier_configs']], [(6, 6), (3, 6)])
+
 
 class TaskTest(tf.test.TestCase):
 
@@ -2556,6 +2571,38 @@ class SharedRunDirectoryTest(_TrainerFixture, tf.test.TestCase):
         self.assertEqual(chief.restore_or_initialize(), 'initialized')
         self.assertTrue(os.path.isdir(look_alike))
 
+    def test_a_worker_s_refused_save_names_the_chief_s_last_checkpoint(self):
+        # The last good checkpoint that a refused save names is the one a
+        # rerun resumes from: the chief's, not the worker's scratch copy
+        # (none yet, and gone when `train` returns).
+        out = self._chief_run()
+        worker = self._worker(out, self._dir())
+        self.assertEqual(worker.restore_or_initialize(), 'restored')
+        weights = worker.variables[0]
+        weights.assign(tf.fill(weights.shape, float('nan')))
+        chief_s = os.path.join(out, 'checkpoints', 'ckpt-3')
+        with self.assertRaisesRegex(
+                FloatingPointError,
+                rf'last good checkpoint is {re.escape(chief_s)}\.'):
+            worker.save()
+
+    def test_a_worker_without_a_checkpoint_disagrees_with_one_at_step_0(
+            self):
+        # "None" is not step 0 in the workers' check: a worker that found
+        # no checkpoint would initialise while one that found the chief's
+        # ckpt-0 restores it (different collectives), so they are refused.
+        initialized = self._dir()
+        chief = self._trainer_at(initialized, tf.distribute.OneDeviceStrategy(
+            '/cpu:0'), export=False)
+        self.assertEqual(chief.restore_or_initialize(), 'initialized')
+        del chief
+        gc.collect()  # Releases its lock of the run directory.
+        with self.assertRaisesRegex(
+                RuntimeError, r'The workers found different checkpoints to '
+                r'resume from \(this one: none in '):
+            self._restore_beside(self._worker(self._dir()),
+                                 self._worker(initialized))
+
 
 class TrainConfigCheckTest(tf.test.TestCase):
     """`TrainConfig.check_settings` at the edges of the ranges its messages
@@ -2685,6 +2732,18 @@ class TrainConfigCheckTest(tf.test.TestCase):
             with self.subTest(value=type(value).__name__):
                 self._refused(message,
                               preset_overrides={'hidden_units': value})
+
+    def test_plain_values_keep_the_kind_of_their_container(self):
+        # `_plain` changes numpy numbers (a sweep's values) into Python ones
+        # and nothing else: a tuple of them stays a tuple, a list a list.
+        # (absltest's assertEqual takes (8, 6) and [8, 6] for equal.)
+        for given in ((np.int64(8), np.int32(6)), [np.int64(8), 6]):
+            with self.subTest(given=type(given).__name__):
+                config = _config(self.get_temp_dir(),
+                                 preset_overrides={'hidden_units': given})
+                units = config.preset_overrides['hidden_units']
+                self.assertIs(type(units), type(given))
+                self.assertEqual([type(v) for v in units], [int, int])
 
 
 class RarerBranchesTest(_TrainerFixture, tf.test.TestCase):
@@ -2891,6 +2950,76 @@ class RarerBranchesTest(_TrainerFixture, tf.test.TestCase):
             _fixed_batch_input_fn(self.batch), eval_fn, self.init)
         trainer.restore_or_initialize()
         self.assertIsNone(trainer.reconstruction_error())
+
+    def test_evaluations_are_summarised_as_test_bpd_at_their_steps(self):
+        # The summaries hold the evaluation's bits/dim (README, Outputs)
+        # under test/bpd at each evaluation step, apart from the training
+        # bits/dim (train/bpd).
+        trainer = self._one_device(train_steps=6, eval_every=3)
+        results = trainer.train()
+        written = {}
+        for path in glob.glob(os.path.join(trainer.config.output_dir,
+                                           'summaries', 'events*')):
+            for event in tf.compat.v1.train.summary_iterator(path):
+                for value in event.summary.value:
+                    written.setdefault(value.tag, []).append(
+                        (event.step, float(tf.make_ndarray(value.tensor))))
+        test_bpd = written.get('test/bpd', [])
+        self.assertEqual([step for step, _ in test_bpd], [3, 6])
+        self.assertAllClose(test_bpd[-1][1], results['test_bpd'])
+        self.assertEqual([step for step, _ in written['train/bpd']], [3, 6])
+        self.assertAllClose(written['train/bpd'][-1][1], results['train_bpd'])
+
+    def test_a_resumed_run_keeps_the_checkpoint_and_log_steps(self):
+        # Checkpoints and log lines come every checkpoint_every and
+        # log_every steps of the run, not counted from where a rerun
+        # resumed: resumed at step 4, the next of each is step 6. The log
+        # names step 5 as the one that traces.
+        out = self._dir()
+        strategy = tf.distribute.OneDeviceStrategy('/cpu:0')
+        settings = dict(checkpoint_every=3, log_every=3, eval_every=1000,
+                        export=False)
+        self._trainer_at(out, strategy, train_steps=4, **settings).train()
+        with self.assertLogs('absl', 'INFO') as logs:
+            self._trainer_at(out, strategy, train_steps=8,
+                             keep_checkpoints=10, **settings).train()
+        ckpts = os.path.join(out, 'checkpoints')
+        self.assertEqual(
+            sorted(int(n[len('ckpt-'):-len('.index')])
+                   for n in os.listdir(ckpts) if n.endswith('.index')),
+            [0, 3, 4, 6, 8])
+        self.assertEqual(
+            [int(m[1]) for line in logs.output
+             for m in [re.search(r'step (\d+)/8 \| train bpd', line)] if m],
+            [6, 8])
+        self.assertTrue(any('step 5 includes the tracing' in line
+                            for line in logs.output), logs.output)
+
+    def test_train_returns_after_a_collective_that_follows_the_export(self):
+        # Every worker leaves `train` together: its last step is a
+        # collective that the chief joins only once its export is done, so
+        # no worker ends while the chief still exports (the chief's
+        # coordination service would report it as crashed).
+        trainer = self._trainer(tf.distribute.OneDeviceStrategy('/cpu:0'),
+                                train_steps=3)
+        events = []
+        # pylint: disable-next=protected-access
+        real_sum = trainer._sum_over_replicas
+        real_export = loop.export_lib.export_run
+
+        def collective(values):
+            events.append('collective')
+            return real_sum(values)
+
+        def export_run(*args, **kwargs):
+            events.append('export')
+            return real_export(*args, **kwargs)
+
+        with mock.patch.object(trainer, '_sum_over_replicas', collective), \
+                mock.patch.object(loop.export_lib, 'export_run', export_run):
+            self.assertTrue(trainer.train()['completed'])
+        self.assertIn('export', events)
+        self.assertEqual(events[-1], 'collective')
 
 
 if __name__ == '__main__':
